@@ -1,0 +1,169 @@
+"""asr region/vault/storage/network/server commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from asrcli.client import Client
+from asrcli.output import emit_json, show, table, to_doc
+from asrerrors import UsageError
+from asrpb import common_pb2, operator_pb2
+from certs.pki import write_private
+
+
+def region_list(c: Client, a: argparse.Namespace) -> Any:
+    res = c.call(c.operator.ListRegions, common_pb2.Empty())
+    return [to_doc(r) for r in res.regions], lambda rows: table(rows, ["name", "display_name", "pair"])
+
+
+def vault_create(c: Client, a: argparse.Namespace) -> Any:
+    v = c.call(c.operator.CreateVault, operator_pb2.CreateVaultRequest(name=a.name, region=a.region))
+    return to_doc(v), lambda d: show(d, ("created_at", "key_expires_at"))
+
+
+def vault_list(c: Client, a: argparse.Namespace) -> Any:
+    res = c.call(c.operator.ListVaults, common_pb2.Empty())
+    return [to_doc(v) for v in res.vaults], lambda rows: table(
+        rows, ["name", "id", "region", "created_at"], times=("created_at",)
+    )
+
+
+def vault_show(c: Client, a: argparse.Namespace) -> Any:
+    v = c.call(c.operator.GetVault, operator_pb2.VaultRef(vault=a.name))
+    return to_doc(v), lambda d: show(d, ("created_at", "key_expires_at"))
+
+
+def vault_delete(c: Client, a: argparse.Namespace) -> Any:
+    c.call(c.operator.DeleteVault, operator_pb2.VaultRef(vault=a.name))
+    return {"deleted": a.name}, lambda d: print(f"deleted vault {a.name}")
+
+
+def vault_key(c: Client, a: argparse.Namespace) -> Any:
+    res = c.call(c.operator.GenerateKey, operator_pb2.GenerateKeyRequest(vault=a.name, valid_days=a.valid_days))
+    out = os.path.abspath(a.out)
+    write_private(out, res.content)
+    from asrclock import iso
+
+    return {"key_file": out, "expires_at": res.expires_at}, lambda d: print(
+        f"wrote {out} (valid until {iso(res.expires_at)}; earlier keys of the vault are now invalid)"
+    )
+
+
+def storage_create(c: Client, a: argparse.Namespace) -> Any:
+    s = c.call(c.operator.CreateStorage, operator_pb2.CreateStorageRequest(
+        vault=a.vault, name=a.name, region=a.region, redundancy=a.redundancy, backend=a.backend,
+        blob_connection_string=a.blob_connection_string or "",
+    ))
+    return to_doc(s), show
+
+
+def storage_list(c: Client, a: argparse.Namespace) -> Any:
+    res = c.call(c.operator.ListStorage, operator_pb2.VaultRef(vault=a.vault))
+    return [to_doc(s) for s in res.accounts], lambda rows: table(
+        rows, ["name", "region", "redundancy", "backend", "location"]
+    )
+
+
+def _subnet(value: str) -> operator_pb2.Subnet:
+    name, sep, cidr = value.partition("=")
+    if not sep:
+        raise UsageError(f"--subnet {value!r} must be NAME=CIDR, e.g. default=10.0.1.0/24")
+    return operator_pb2.Subnet(name=name, cidr=cidr)
+
+
+def network_create(c: Client, a: argparse.Namespace) -> Any:
+    n = c.call(c.operator.CreateNetwork, operator_pb2.CreateNetworkRequest(
+        vault=a.vault, name=a.name, region=a.region, address_space=a.address_space,
+        subnets=[_subnet(s) for s in a.subnet],
+    ))
+    return to_doc(n), show
+
+
+def network_list(c: Client, a: argparse.Namespace) -> Any:
+    res = c.call(c.operator.ListNetworks, operator_pb2.VaultRef(vault=a.vault))
+    return [to_doc(n) for n in res.networks], lambda rows: table(
+        rows, ["name", "region", "address_space", "subnets"]
+    )
+
+
+def server_list(c: Client, a: argparse.Namespace) -> Any:
+    res = c.call(c.operator.ListServers, operator_pb2.VaultRef(vault=a.vault))
+    return [to_doc(s) for s in res.servers], lambda rows: table(
+        rows, ["role", "name", "state", "version", "last_heartbeat", "provider"],
+        times=("last_heartbeat",),
+    )
+
+
+def server_remove(c: Client, a: argparse.Namespace) -> Any:
+    c.call(c.operator.RemoveServer, operator_pb2.RemoveServerRequest(vault=a.vault, role=a.role, name=a.name))
+    return {"removed": a.name, "role": a.role}, lambda d: print(
+        f"removed {a.role} {a.name}; its certificate is refused from now on"
+    )
+
+
+def add_parsers(sub: Any, vault_arg: Any) -> None:
+    r = sub.add_parser("region", help="regions").add_subparsers(dest="sub", required=True)
+    r.add_parser("list").set_defaults(fn=region_list)
+
+    v = sub.add_parser("vault", help="recovery services vaults").add_subparsers(dest="sub", required=True)
+    p = v.add_parser("create")
+    p.add_argument("name")
+    p.add_argument("--region", required=True)
+    p.set_defaults(fn=vault_create)
+    v.add_parser("list").set_defaults(fn=vault_list)
+    for verb, fn in (("show", vault_show), ("delete", vault_delete)):
+        p = v.add_parser(verb)
+        p.add_argument("name")
+        p.set_defaults(fn=fn)
+    p = v.add_parser("key", help="write a registration key file (0600)")
+    p.add_argument("name")
+    p.add_argument("--out", required=True)
+    p.add_argument("--valid-days", type=int, default=5)
+    p.set_defaults(fn=vault_key)
+
+    s = sub.add_parser("storage", help="storage accounts").add_subparsers(dest="sub", required=True)
+    p = s.add_parser("create")
+    p.add_argument("name")
+    vault_arg(p)
+    p.add_argument("--region", required=True)
+    p.add_argument("--redundancy", default="GRS", choices=["GRS", "LRS"])
+    p.add_argument("--backend", default="local", choices=["local", "blob"])
+    p.add_argument("--blob-connection-string")
+    p.set_defaults(fn=storage_create)
+    p = s.add_parser("list")
+    vault_arg(p)
+    p.set_defaults(fn=storage_list)
+
+    n = sub.add_parser("network", help="virtual networks").add_subparsers(dest="sub", required=True)
+    p = n.add_parser("create")
+    p.add_argument("name")
+    vault_arg(p)
+    p.add_argument("--region", required=True)
+    p.add_argument("--address-space", required=True)
+    p.add_argument("--subnet", action="append", default=[], help="NAME=CIDR, repeatable")
+    p.set_defaults(fn=network_create)
+    p = n.add_parser("list")
+    vault_arg(p)
+    p.set_defaults(fn=network_list)
+
+    sv = sub.add_parser("server", help="registered providers and agents").add_subparsers(dest="sub", required=True)
+    p = sv.add_parser("list")
+    vault_arg(p)
+    p.set_defaults(fn=server_list)
+    p = sv.add_parser("remove", help="revoke a provider's or agent's certificate")
+    p.add_argument("name")
+    vault_arg(p)
+    p.add_argument("--role", required=True, choices=["provider", "agent"])
+    p.set_defaults(fn=server_remove)
+
+
+def render(doc: Any, printer: Any, as_json: bool) -> None:
+    if as_json:
+        emit_json(doc)
+    else:
+        printer(doc)
+
+
+__all__ = ["add_parsers", "render", "write_private"]

@@ -1,0 +1,83 @@
+"""The injectable clock.
+
+Everything that reads the time for schedules, retention, expiry, heartbeats or billing takes a
+:class:`Clock`. Production code uses :class:`SystemClock`; tests use :class:`FakeClock` and
+move time forward explicitly instead of sleeping. A daemon can be started on a fake clock
+with the ``ASR_FAKE_CLOCK_FILE`` environment variable (tests only): the file holds an epoch
+in seconds that the test rewrites to move time.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds since the epoch (UTC)."""
+        ...
+
+    def monotonic(self) -> float: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+class FakeClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, start: float = 1_780_000_000.0) -> None:
+        self._t = start
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        with self._lock:
+            return self._t
+
+    def monotonic(self) -> float:
+        return self.now()
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._t += seconds
+
+    def set(self, t: float) -> None:
+        with self._lock:
+            self._t = t
+
+
+class FileClock:
+    """Test clock shared between processes: the time is read from a file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def now(self) -> float:
+        with open(self.path) as f:
+            return float(f.read().strip())
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+def from_environment() -> Clock:
+    path = os.environ.get("ASR_FAKE_CLOCK_FILE")
+    if path:
+        return FileClock(path)
+    return SystemClock()
+
+
+def iso(t: float) -> str:
+    """RFC 3339 UTC timestamp with seconds, as every output of ours prints times."""
+    if not t:
+        return ""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

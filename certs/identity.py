@@ -1,0 +1,59 @@
+"""Identities carried in certificates: SPIFFE-style URI SANs.
+
+    spiffe://asr/operator/<name>
+    spiffe://asr/vault/<vault-id>/provider/<name>
+    spiffe://asr/vault/<vault-id>/agent/<host>
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from asrerrors import NotAuthenticated
+
+ROLES = ("operator", "provider", "agent")
+
+
+@dataclass(frozen=True)
+class Identity:
+    role: str
+    name: str
+    vault_id: str = ""
+    serial: int = 0
+
+    @property
+    def uri(self) -> str:
+        if self.role == "operator":
+            return f"spiffe://asr/operator/{self.name}"
+        return f"spiffe://asr/vault/{self.vault_id}/{self.role}/{self.name}"
+
+
+def parse_uri(uri: str) -> tuple[str, str, str]:
+    """Return (role, vault_id, name) or raise NotAuthenticated."""
+    prefix = "spiffe://asr/"
+    if not uri.startswith(prefix):
+        raise NotAuthenticated(f"certificate identity {uri!r} is not an asr identity")
+    parts = uri[len(prefix):].split("/")
+    if len(parts) == 2 and parts[0] == "operator":
+        return "operator", "", parts[1]
+    if len(parts) == 4 and parts[0] == "vault" and parts[2] in ("provider", "agent"):
+        return parts[2], parts[1], parts[3]
+    raise NotAuthenticated(f"certificate identity {uri!r} is malformed")
+
+
+def from_certificate(cert: x509.Certificate) -> Identity:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound as exc:
+        raise NotAuthenticated("the client certificate carries no asr identity") from exc
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    if len(uris) != 1:
+        raise NotAuthenticated("the client certificate must carry exactly one identity URI")
+    role, vault_id, name = parse_uri(uris[0])
+    return Identity(role=role, name=name, vault_id=vault_id, serial=cert.serial_number)
+
+
+def from_pem(pem: bytes) -> Identity:
+    return from_certificate(x509.load_pem_x509_certificate(pem))

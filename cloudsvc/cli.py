@@ -1,0 +1,128 @@
+"""asr-cloudsvc: init a data directory, serve the recovery site."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from asrclock import from_environment
+from asrerrors import AlreadyExists, AsrError, UsageError
+from asrops.lifecycle import Lifecycle
+from asrops.logs import setup
+from certs.pki import create_ca, issue_server_cert, make_csr, new_key, sign_csr, write_private, write_public
+from cloudsvc import config as cfgmod
+from cloudsvc.db import Database
+
+VERSION = "0.1.0"
+
+
+def _hostport(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"address {value!r} must be HOST:PORT with a port from 1 to 65535")
+    return value
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    data_dir = os.path.abspath(args.data_dir)
+    if os.path.exists(os.path.join(data_dir, "cloudsvc.toml")):
+        raise AlreadyExists(
+            f"{data_dir} is already initialised",
+            action="Use another --data-dir, or remove the directory to start over.",
+        )
+    listen = _hostport(args.listen)
+    host, _, port = listen.rpartition(":")
+    reg = _hostport(args.registration_listen or f"{host}:{int(port) + 1}")
+    names = list(dict.fromkeys([host.strip("[]"), *args.name, "localhost", "127.0.0.1"]))
+    cfg = cfgmod.CloudConfig(data_dir=data_dir, listen=listen, registration_listen=reg, names=names)
+    os.makedirs(cfg.pki_dir, mode=0o700, exist_ok=True)
+    os.makedirs(cfg.storage_dir, exist_ok=True)
+    ca = create_ca("asr service CA")
+    server = issue_server_cert(ca, names)
+    write_private(os.path.join(cfg.pki_dir, "ca.key"), ca.key_pem)
+    write_public(os.path.join(cfg.pki_dir, "ca.pem"), ca.cert_pem)
+    write_private(os.path.join(cfg.pki_dir, "server.key"), server.key_pem)
+    write_public(os.path.join(cfg.pki_dir, "server.pem"), server.cert_pem)
+    # The operator credential: a client certificate signed by the service CA.
+    op_key = new_key()
+    op_cert = sign_csr(ca, make_csr(op_key, "admin"), "spiffe://asr/operator/admin", days=3650)
+    db = Database(cfg.db_path)
+    with db.write() as conn:
+        conn.execute(
+            "INSERT INTO operators(serial, name, created_at) VALUES (?,?,?)",
+            (format(op_cert.serial_number, "x"), "admin", from_environment().now()),
+        )
+    db.close()
+    from cryptography.hazmat.primitives import serialization
+
+    from certs.pki import key_to_pem
+
+    cred = {
+        "endpoint": listen,
+        "service_ca_pem": ca.cert_pem.decode(),
+        "cert_pem": op_cert.public_bytes(serialization.Encoding.PEM).decode(),
+        "key_pem": key_to_pem(op_key).decode(),
+    }
+    write_private(cfg.operator_credentials, json.dumps(cred, indent=2).encode())
+    write_public(os.path.join(data_dir, "cloudsvc.toml"), cfg.to_toml().encode())
+    out = {"data_dir": data_dir, "listen": listen, "registration_listen": reg,
+           "operator_credentials": cfg.operator_credentials, "names": names}
+    print(json.dumps(out, indent=2) if args.json else
+          f"initialised {data_dir}\n  api: {listen}\n  registration: {reg}\n"
+          f"  operator credentials: {cfg.operator_credentials}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from cloudsvc.server import build
+    from cloudsvc.service import CloudService
+
+    log = setup("asr-cloudsvc")
+    cfg = cfgmod.load(args.data_dir)
+    life = Lifecycle()
+    life.install_signal_handlers()
+    svc = CloudService(cfg, from_environment())
+    server, health = build(svc)
+    server.start()
+    log.info("serving", extra={"fields": {"listen": cfg.listen, "registration": cfg.registration_listen}})
+    life.ready(f"serving on {cfg.listen}")
+    life.wait()
+    log.info("stopping")
+    life.stop()
+    health.enter_graceful_shutdown()
+    server.stop(grace=5).wait()
+    svc.close()
+    log.info("stopped")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="asr-cloudsvc", description="Site Recovery cloud service")
+    p.add_argument("--version", action="version", version=VERSION)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    i = sub.add_parser("init", help="create the service CA, server certificate and operator credential")
+    i.add_argument("--data-dir", required=True)
+    i.add_argument("--listen", default="127.0.0.1:7443")
+    i.add_argument("--registration-listen", default="")
+    i.add_argument("--name", action="append", default=[], help="extra DNS name or IP for the server certificate")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(fn=cmd_init)
+    s = sub.add_parser("serve", help="serve the recovery site")
+    s.add_argument("--data-dir", required=True)
+    s.set_defaults(fn=cmd_serve)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except AsrError as err:
+        print(err.render(), file=sys.stderr)
+        return err.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

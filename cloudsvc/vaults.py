@@ -1,0 +1,205 @@
+"""Vaults and what lives directly in them: registration keys, storage accounts, networks."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import sqlite3
+import uuid
+from dataclasses import dataclass
+
+from asrclock import Clock
+from asrerrors import AlreadyExists, InvalidNetwork, NotFound, UsageError
+from certs import keyfile
+from certs.pki import CertKey, create_ca
+from cloudsvc.db import Database
+from cloudsvc.naming import check_name
+from cloudsvc.regions import region
+
+
+@dataclass
+class VaultRow:
+    id: str
+    name: str
+    region: str
+    created_at: float
+    ca: CertKey
+    key_expires_at: float
+
+
+class Vaults:
+    def __init__(self, db: Database, service_ca: CertKey, clock: Clock, storage_dir: str) -> None:
+        self.db = db
+        self.service_ca = service_ca
+        self.clock = clock
+        self.storage_dir = storage_dir
+
+    # ---- vaults -------------------------------------------------------------------------
+    def create(self, name: str, region_name: str) -> VaultRow:
+        check_name("vault", name)
+        reg = region(region_name)
+        vault_id = uuid.uuid4().hex[:16]
+        ca = create_ca(f"asr vault {name} {vault_id}", parent=self.service_ca)
+        try:
+            with self.db.write() as conn:
+                conn.execute(
+                    "INSERT INTO vaults(id, name, region, created_at, ca_cert_pem, ca_key_pem)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (vault_id, name, reg.name, self.clock.now(), ca.cert_pem.decode(), ca.key_pem.decode()),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise AlreadyExists(f"a vault named {name!r} already exists") from exc
+        return self.get(vault_id)
+
+    def _row(self, r: sqlite3.Row) -> VaultRow:
+        key = self.db.one(
+            "SELECT expires_at FROM vault_keys WHERE vault_id=? AND state='active'", (r["id"],)
+        )
+        return VaultRow(
+            r["id"], r["name"], r["region"], r["created_at"],
+            CertKey.from_pem(r["ca_cert_pem"].encode(), r["ca_key_pem"].encode()),
+            key["expires_at"] if key else 0.0,
+        )
+
+    def get(self, ref: str) -> VaultRow:
+        r = self.db.one("SELECT * FROM vaults WHERE id=? OR name=?", (ref, ref))
+        if r is None:
+            raise NotFound(f"vault {ref!r} does not exist", action="List vaults with 'asr vault list'.")
+        return self._row(r)
+
+    def list_vaults(self) -> list[VaultRow]:
+        return [self._row(r) for r in self.db.query("SELECT * FROM vaults ORDER BY name")]
+
+    def delete(self, ref: str) -> None:
+        v = self.get(ref)
+        with self.db.write() as conn:
+            # Servers cascade away with the vault: their certificates are refused from now on.
+            for s in conn.execute("SELECT serial, identity FROM servers WHERE vault_id=?", (v.id,)):
+                conn.execute(
+                    "INSERT OR REPLACE INTO revoked(serial, vault_id, identity, reason, revoked_at)"
+                    " VALUES (?,?,?,?,?)",
+                    (s["serial"], v.id, s["identity"], "vault deleted", self.clock.now()),
+                )
+            conn.execute("DELETE FROM vaults WHERE id=?", (v.id,))
+
+    # ---- registration keys ----------------------------------------------------------------
+    def generate_key(self, ref: str, valid_days: int, endpoints: dict[str, str]) -> keyfile.RegistrationKey:
+        if not 1 <= valid_days <= keyfile.MAX_VALID_DAYS:
+            raise UsageError(
+                f"--valid-days {valid_days} is out of range",
+                causes=(f"A registration key is valid for 1 to {keyfile.MAX_VALID_DAYS} days.",),
+            )
+        v = self.get(ref)
+        now = self.clock.now()
+        secret = keyfile.new_secret()
+        key = keyfile.RegistrationKey(
+            vault_id=v.id, vault_name=v.name, region=v.region, endpoints=endpoints,
+            service_ca_pem=self.service_ca.cert_pem.decode(), vault_ca_pem=v.ca.cert_pem.decode(),
+            secret=secret, issued_at=now, expires_at=now + valid_days * 86400,
+        ).sealed()
+        with self.db.write() as conn:
+            # Regenerating invalidates every earlier key of the vault.
+            conn.execute("UPDATE vault_keys SET state='superseded' WHERE vault_id=?", (v.id,))
+            conn.execute(
+                "INSERT INTO vault_keys(vault_id, secret_hash, issued_at, expires_at, state)"
+                " VALUES (?,?,?,?, 'active')",
+                (v.id, keyfile.secret_hash(secret), now, key.expires_at),
+            )
+        return key
+
+    # ---- storage accounts -----------------------------------------------------------------
+    def create_storage(
+        self, ref: str, name: str, region_name: str, redundancy: str, backend: str, connection: str
+    ) -> sqlite3.Row:
+        v = self.get(ref)
+        check_name("storage account", name)
+        reg = region(region_name)
+        redundancy = redundancy.upper() or "GRS"
+        if redundancy not in ("GRS", "LRS"):
+            raise UsageError(f"redundancy {redundancy!r} is not allowed", causes=("Allowed: GRS, LRS.",))
+        backend = backend or "local"
+        if backend not in ("local", "blob"):
+            raise UsageError(f"storage backend {backend!r} is unknown", causes=("Allowed: local, blob.",))
+        if backend == "blob" and not connection:
+            raise UsageError("the blob backend needs --blob-connection-string")
+        location = os.path.join(self.storage_dir, v.id, name) if backend == "local" else f"blob:{name}"
+        try:
+            with self.db.write() as conn:
+                conn.execute(
+                    "INSERT INTO storage_accounts(vault_id, name, region, redundancy, backend, location,"
+                    " connection, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                    (v.id, name, reg.name, redundancy, backend, location, connection, self.clock.now()),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise AlreadyExists(f"storage account {name!r} already exists in vault {v.name!r}") from exc
+        if backend == "local":
+            os.makedirs(location, exist_ok=True)
+        return self.storage(v.id, name)
+
+    def storage(self, vault_id: str, name: str) -> sqlite3.Row:
+        r = self.db.one("SELECT * FROM storage_accounts WHERE vault_id=? AND name=?", (vault_id, name))
+        if r is None:
+            raise NotFound(f"storage account {name!r} does not exist in this vault",
+                           action="Create it with 'asr storage create'.")
+        return r
+
+    def list_storage(self, ref: str) -> list[sqlite3.Row]:
+        v = self.get(ref)
+        return self.db.query("SELECT * FROM storage_accounts WHERE vault_id=? ORDER BY name", (v.id,))
+
+    # ---- virtual networks -----------------------------------------------------------------
+    def create_network(
+        self, ref: str, name: str, region_name: str, address_space: str, subnets: list[tuple[str, str]]
+    ) -> sqlite3.Row:
+        v = self.get(ref)
+        check_name("network", name)
+        reg = region(region_name)
+        space = _cidr("address space", address_space)
+        nets: list[tuple[str, ipaddress.IPv4Network | ipaddress.IPv6Network]] = []
+        for sub_name, cidr in subnets:
+            check_name("subnet", sub_name)
+            net = _cidr(f"subnet {sub_name}", cidr)
+            if net.version != space.version or not net.subnet_of(space):  # type: ignore[arg-type]
+                raise InvalidNetwork(
+                    f"subnet {sub_name} ({net}) is not inside the address space {space}",
+                    action="Choose a subnet range inside the network's address space.",
+                )
+            for other_name, other in nets:
+                if net.overlaps(other):
+                    raise InvalidNetwork(f"subnet {sub_name} ({net}) overlaps subnet {other_name} ({other})")
+            if any(n == sub_name for n, _ in nets):
+                raise InvalidNetwork(f"subnet name {sub_name!r} is given twice")
+            nets.append((sub_name, net))
+        doc = json.dumps([{"name": n, "cidr": str(c)} for n, c in nets])
+        try:
+            with self.db.write() as conn:
+                conn.execute(
+                    "INSERT INTO networks(vault_id, name, region, address_space, subnets, created_at)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (v.id, name, reg.name, str(space), doc, self.clock.now()),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise AlreadyExists(f"network {name!r} already exists in vault {v.name!r}") from exc
+        return self.network(v.id, name)
+
+    def network(self, vault_id: str, name: str) -> sqlite3.Row:
+        r = self.db.one("SELECT * FROM networks WHERE vault_id=? AND name=?", (vault_id, name))
+        if r is None:
+            raise NotFound(f"network {name!r} does not exist in this vault",
+                           action="Create it with 'asr network create'.")
+        return r
+
+    def list_networks(self, ref: str) -> list[sqlite3.Row]:
+        v = self.get(ref)
+        return self.db.query("SELECT * FROM networks WHERE vault_id=? ORDER BY name", (v.id,))
+
+
+def _cidr(what: str, value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise InvalidNetwork(
+            f"{what} {value!r} is not a valid CIDR range: {exc}",
+            action="Write the range as ADDRESS/PREFIX with no host bits set, e.g. 10.0.0.0/16.",
+        ) from exc

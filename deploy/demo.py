@@ -1,0 +1,151 @@
+"""The whole story on embedded defaults, narrated: every step is a real command.
+
+    bash deploy/demo.sh [--data-dir DIR] [--keep]
+
+Starts the cloud service, creates a vault with a storage account and a network, writes a
+registration key, registers and runs a provider and an agent, and shows them connected;
+then (as those parts exist) protects a VM, replicates it and runs a test failover. Every
+daemon is stopped at the end, whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+DAEMONS: list[subprocess.Popen[bytes]] = []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def step(title: str) -> None:
+    print(f"\n== {title}", flush=True)
+
+
+def sh(*argv: str, env: dict[str, str], show: bool = True) -> str:
+    print("$ " + " ".join(shlex.quote(a) for a in argv), flush=True)
+    res = subprocess.run([str(BIN / argv[0]), *argv[1:]], env=env, capture_output=True, text=True)
+    if show and res.stdout.strip():
+        print(res.stdout.rstrip(), flush=True)
+    if res.returncode != 0:
+        print(res.stderr, file=sys.stderr)
+        raise SystemExit(f"demo step failed: {' '.join(argv)} (exit {res.returncode})")
+    return res.stdout
+
+
+def daemon(log: Path, *argv: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    print("$ " + " ".join(shlex.quote(a) for a in argv) + f" &   # log: {log}", flush=True)
+    with open(log, "wb") as f:
+        p = subprocess.Popen([str(BIN / argv[0]), *argv[1:]], stdout=f, stderr=subprocess.STDOUT, env=env,
+                             start_new_session=True)
+    DAEMONS.append(p)
+    return p
+
+
+def wait_for(what: str, pred: Any, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.1)
+    raise SystemExit(f"demo: timed out waiting for {what}")
+
+
+def stop_all() -> None:
+    for p in reversed(DAEMONS):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in reversed(DAEMONS):
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def link_state(state_dir: Path) -> str:
+    try:
+        return str(json.loads((state_dir / "status.json").read_text())["cloud"]["state"])
+    except (OSError, ValueError, KeyError):
+        return ""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data-dir", help="where to keep everything (default: a temporary directory)")
+    ap.add_argument("--keep", action="store_true", help="keep the data directory afterwards")
+    args = ap.parse_args()
+    root = Path(args.data_dir or tempfile.mkdtemp(prefix="asr-demo-")).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    try:
+        return story(root, env)
+    finally:
+        stop_all()
+        print(f"\nall daemons stopped; data in {root}" + ("" if args.keep or args.data_dir else " (removed)"))
+        if not (args.keep or args.data_dir):
+            import shutil
+
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def story(root: Path, env: dict[str, str]) -> int:
+    api, reg, prov_port = free_port(), free_port(), free_port()
+    step("1. The recovery site: initialise and start the cloud service")
+    sh("asr-cloudsvc", "init", "--data-dir", str(root / "cloud"), "--listen", f"127.0.0.1:{api}",
+       "--registration-listen", f"127.0.0.1:{reg}", env=env)
+    env = {**env, "ASR_CREDENTIALS": str(root / "cloud" / "operator.json")}
+    daemon(root / "cloudsvc.log", "asr-cloudsvc", "serve", "--data-dir", str(root / "cloud"), env=env)
+    wait_for("the cloud service", lambda: subprocess.run(
+        [str(BIN / "asr"), "region", "list"], env=env, capture_output=True).returncode == 0)
+
+    step("2. A vault in Japan East, a geo-redundant storage account and a recovery network")
+    sh("asr", "region", "list", env=env)
+    sh("asr", "vault", "create", "contoso-dr", "--region", "japaneast", env=env)
+    env["ASR_VAULT"] = "contoso-dr"
+    sh("asr", "storage", "create", "contosostore", "--region", "japaneast", "--redundancy", "GRS", env=env)
+    sh("asr", "network", "create", "recovery-net", "--region", "japaneast", "--address-space",
+       "10.10.0.0/16", "--subnet", "default=10.10.1.0/24", env=env)
+
+    step("3. The on-premises site: a registration key, the provider (beside VMM) and a host agent")
+    key = root / "contoso-dr.key"
+    sh("asr", "vault", "key", "contoso-dr", "--out", str(key), env=env)
+    sh("asr-provider", "register", "--key-file", str(key), "--name", "vmm01", "--state-dir",
+       str(root / "vmm01"), env=env)
+    sh("asr-agent", "register", "--key-file", str(key), "--host", "hv01", "--provider",
+       f"127.0.0.1:{prov_port}", "--provider-name", "vmm01", "--state-dir", str(root / "hv01"), env=env)
+    (root / "vmm01.toml").write_text(
+        f'state_dir = "{root / "vmm01"}"\nlisten = "127.0.0.1:{prov_port}"\nheartbeat_seconds = 2\n'
+        '\n[[clouds]]\nname = "gold"\nhosts = ["hv01"]\nsync = true\n'
+    )
+    (root / "hv01.toml").write_text(
+        f'state_dir = "{root / "hv01"}"\nvm_dir = "{root / "hv01" / "vms"}"\nheartbeat_seconds = 2\n'
+    )
+    daemon(root / "provider.log", "asr-provider", "run", "--config", str(root / "vmm01.toml"), env=env)
+    daemon(root / "agent.log", "asr-agent", "run", "--config", str(root / "hv01.toml"), env=env)
+    wait_for("provider and agent to connect", lambda: link_state(root / "vmm01") == "Connected"
+             and link_state(root / "hv01") == "Connected")
+    sh("asr", "server", "list", env=env)
+
+    step("done: the site is registered and heartbeating")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

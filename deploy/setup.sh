@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# All set-up on a fresh Debian 12 machine with Python 3.11: Debian packages (as root),
+# the virtual environment with every Python dependency, and Azurite for the blob backend.
+# Idempotent: run it as often as you like.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" = 0 ]; then
+  need=""
+  for pkg in qemu-utils tinyproxy squid rsync restic; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
+  done
+  command -v npm >/dev/null 2>&1 || need="$need nodejs npm"
+  if [ -n "$need" ]; then
+    echo "installing Debian packages:$need"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null
+  fi
+  # The Debian squid and tinyproxy packages start system services we do not use.
+  systemctl disable --now squid tinyproxy >/dev/null 2>&1 || true
+else
+  for tool in qemu-img tinyproxy npm; do
+    command -v "$tool" >/dev/null 2>&1 || echo "warning: $tool missing; as root this script installs it" >&2
+  done
+fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+if [ ! -x .tools/node_modules/.bin/azurite-blob ]; then
+  npm install --prefix .tools --no-audit --no-fund --loglevel=error azurite@3 >/dev/null
+fi

@@ -1,0 +1,263 @@
+"""Test harness: the real daemons as subprocesses on free loopback ports in temp dirs.
+
+Every process started here is registered with a :class:`Procs` that stops it (SIGTERM, then
+SIGKILL after a deadline) when the test ends, so no process is left behind. Waiting is
+always polling with a deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or pred}; last={last!r}")
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.pop("ASR_VAULT", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(10)
+        return int(self.popen.returncode)
+
+    def kill9(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(10)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@dataclass
+class Procs:
+    root: Path
+    procs: list[Proc] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Proc:
+        log = self.root / f"{name}.{len(self.procs)}.log"
+        f = open(log, "wb")
+        p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=env or base_env(),
+                             cwd=cwd or self.root, start_new_session=True)
+        f.close()
+        proc = Proc(name, p, log)
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+            # a daemon's own children (e.g. squid's pinger) go with its session
+            try:
+                os.killpg(p.popen.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def run(argv: list[str], env: dict[str, str] | None = None, timeout: float = 120.0,
+        input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, env=env or base_env(), capture_output=True, text=True, timeout=timeout,
+                          input=input.decode() if input else None)
+
+
+class Cloud:
+    """An initialised and serving asr-cloudsvc."""
+
+    def __init__(self, procs: Procs, data_dir: Path, clock_file: Path | None = None) -> None:
+        self.procs = procs
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.reg_port = free_port()
+        self.endpoint = f"127.0.0.1:{self.port}"
+        self.clock_file = clock_file
+        res = run([str(BIN / "asr-cloudsvc"), "init", "--data-dir", str(data_dir), "--listen",
+                   self.endpoint, "--registration-listen", f"127.0.0.1:{self.reg_port}"])
+        assert res.returncode == 0, res.stderr
+        self.credentials = data_dir / "operator.json"
+        self.proc: Proc | None = None
+
+    def env(self, **extra: str) -> dict[str, str]:
+        e = base_env(ASR_CREDENTIALS=str(self.credentials), ASR_ENDPOINT=self.endpoint, **extra)
+        if self.clock_file:
+            e["ASR_FAKE_CLOCK_FILE"] = str(self.clock_file)
+        return e
+
+    def start(self) -> Cloud:
+        self.proc = self.procs.start("cloudsvc", [str(BIN / "asr-cloudsvc"), "serve", "--data-dir",
+                                                  str(self.data_dir)], env=self.env())
+        wait_for(self.healthy, 30, what="cloudsvc health")
+        return self
+
+    def healthy(self) -> bool:
+        assert self.proc is not None
+        if not self.proc.alive():
+            raise AssertionError(f"cloudsvc exited: {self.proc.text()}")
+        ca = (self.data_dir / "pki" / "ca.pem").read_bytes()
+        ch = grpc.secure_channel(f"127.0.0.1:{self.reg_port}", grpc.ssl_channel_credentials(ca))
+        try:
+            res = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            return bool(res.status == health_pb2.HealthCheckResponse.SERVING)
+        except grpc.RpcError:
+            return False
+        finally:
+            ch.close()
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        return self.proc.stop()
+
+    def asr(self, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+        res = run([str(BIN / "asr"), *args], env=self.env(**env))
+        if check:
+            assert res.returncode == 0, f"asr {' '.join(args)} failed: {res.stderr}"
+        return res
+
+    def asr_json(self, *args: str) -> Any:
+        return json.loads(self.asr(*args, "--json").stdout)
+
+    def db_rows(self, table: str) -> list[tuple[Any, ...]]:
+        import sqlite3
+
+        conn = sqlite3.connect(self.data_dir / "metadata.db")
+        try:
+            return sorted(tuple(r) for r in conn.execute(f"SELECT * FROM {table}"))
+        finally:
+            conn.close()
+
+
+def write_toml(path: Path, doc: dict[str, Any]) -> Path:
+    lines = []
+    tables = []
+    for k, v in doc.items():
+        if isinstance(v, list) and v and isinstance(v[0], dict):
+            tables.append((k, v))
+        else:
+            lines.append(f"{k} = {json.dumps(v)}")
+    for k, items in tables:
+        for item in items:
+            lines.append(f"\n[[{k}]]")
+            lines += [f"{ik} = {json.dumps(iv)}" for ik, iv in item.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Site:
+    """A provider and its agents registered with a vault, run as daemons."""
+
+    def __init__(self, cloud: Cloud, root: Path, vault: str) -> None:
+        self.cloud = cloud
+        self.root = root
+        self.vault = vault
+        self.key = root / f"{vault}.key"
+        self.provider_port = free_port()
+        self.provider_proc: Proc | None = None
+        self.agents: dict[str, Proc] = {}
+
+    def new_key(self) -> Path:
+        self.cloud.asr("vault", "key", self.vault, "--out", str(self.key))
+        return self.key
+
+    def register_provider(self, name: str = "prov1", *extra: str, proxy: str = "") -> subprocess.CompletedProcess[str]:
+        argv = [str(BIN / "asr-provider"), "register", "--key-file", str(self.key), "--name", name,
+                "--state-dir", str(self.root / name), *extra]
+        if proxy:
+            argv += ["--proxy", proxy]
+        return run(argv, env=self.cloud.env())
+
+    def register_agent(self, host: str, *extra: str, provider: str = "prov1", proxy: str = "",
+                       key: Path | None = None) -> subprocess.CompletedProcess[str]:
+        argv = [str(BIN / "asr-agent"), "register", "--key-file", str(key or self.key), "--host", host,
+                "--provider", f"127.0.0.1:{self.provider_port}", "--provider-name", provider,
+                "--state-dir", str(self.root / host), *extra]
+        if proxy:
+            argv += ["--proxy", proxy]
+        return run(argv, env=self.cloud.env())
+
+    def provider_config(self, name: str = "prov1", clouds: list[dict[str, Any]] | None = None,
+                        proxy: str = "", **extra: Any) -> Path:
+        doc: dict[str, Any] = {"state_dir": str(self.root / name), "listen": f"127.0.0.1:{self.provider_port}",
+                               "heartbeat_seconds": 0.5, "sync_seconds": 5, **extra}
+        if proxy:
+            doc["proxy"] = proxy
+        if clouds:
+            doc["clouds"] = clouds
+        return write_toml(self.root / f"{name}.toml", doc)
+
+    def agent_config(self, host: str, proxy: str = "", **extra: Any) -> Path:
+        doc: dict[str, Any] = {"state_dir": str(self.root / host), "vm_dir": str(self.root / host / "vms"),
+                               "heartbeat_seconds": 0.5, **extra}
+        if proxy:
+            doc["proxy"] = proxy
+        return write_toml(self.root / f"{host}.toml", doc)
+
+    def start_provider(self, name: str = "prov1", **kw: Any) -> Proc:
+        cfg = self.provider_config(name, **kw)
+        self.provider_proc = self.cloud.procs.start(f"provider-{name}", [str(BIN / "asr-provider"), "run",
+                                                    "--config", str(cfg)], env=self.cloud.env())
+        return self.provider_proc
+
+    def start_agent(self, host: str, **kw: Any) -> Proc:
+        cfg = self.agent_config(host, **kw)
+        p = self.cloud.procs.start(f"agent-{host}", [str(BIN / "asr-agent"), "run", "--config", str(cfg)],
+                                   env=self.cloud.env())
+        self.agents[host] = p
+        return p
+
+    def status(self, name: str) -> dict[str, Any]:
+        try:
+            return dict(json.loads((self.root / name / "status.json").read_text()))
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def link_state(self, name: str) -> str:
+        return str(self.status(name).get("cloud", {}).get("state", ""))
