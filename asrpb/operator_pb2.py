@@ -23,51 +23,78 @@ _sym_db = _symbol_database.Default()
 
 
 from asrpb import common_pb2 as asrpb_dot_common__pb2
+from asrpb import inventory_pb2 as asrpb_dot_inventory__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61srpb/operator.proto\x12\x06\x61sr.v1\x1a\x12\x61srpb/common.proto\":\n\x06Region\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0c\n\x04pair\x18\x03 \x01(\t\"-\n\nRegionList\x12\x1f\n\x07regions\x18\x01 \x03(\x0b\x32\x0e.asr.v1.Region\"\x19\n\x08VaultRef\x12\r\n\x05vault\x18\x01 \x01(\t\"2\n\x12\x43reateVaultRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\"]\n\x05Vault\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x12\n\ncreated_at\x18\x04 \x01(\x01\x12\x16\n\x0ekey_expires_at\x18\x05 \x01(\x01\"*\n\tVaultList\x12\x1d\n\x06vaults\x18\x01 \x03(\x0b\x32\r.asr.v1.Vault\"7\n\x12GenerateKeyRequest\x12\r\n\x05vault\x18\x01 \x01(\t\x12\x12\n\nvalid_days\x18\x02 \x01(\x05\".\n\x07KeyFile\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x12\n\nexpires_at\x18\x02 \x01(\x01\"\x88\x01\n\x14\x43reateStorageRequest\x12\r\n\x05vault\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x12\n\nredundancy\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12\x1e\n\x16\x62lob_connection_string\x18\x06 \x01(\t\"e\n\x0eStorageAccount\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x12\n\nredundancy\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x10\n\x08location\x18\x05 \x01(\t\"7\n\x0bStorageList\x12(\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x16.asr.v1.StorageAccount\"$\n\x06Subnet\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x63idr\x18\x02 \x01(\t\"{\n\x14\x43reateNetworkRequest\x12\r\n\x05vault\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x15\n\raddress_space\x18\x04 \x01(\t\x12\x1f\n\x07subnets\x18\x05 \x03(\x0b\x32\x0e.asr.v1.Subnet\"_\n\x07Network\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x15\n\raddress_space\x18\x03 \x01(\t\x12\x1f\n\x07subnets\x18\x04 \x03(\x0b\x32\x0e.asr.v1.Subnet\"0\n\x0bNetworkList\x12!\n\x08networks\x18\x01 \x03(\x0b\x32\x0f.asr.v1.Network\"\xab\x01\n\x06Server\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x15\n\rregistered_at\x18\x04 \x01(\x01\x12\x16\n\x0elast_heartbeat\x18\x05 \x01(\x01\x12\r\n\x05state\x18\x06 \x01(\t\x12\x10\n\x08provider\x18\x07 \x01(\t\x12\x12\n\nencryption\x18\x08 \x01(\x08\x12\x10\n\x08identity\x18\t \x01(\t\"-\n\nServerList\x12\x1f\n\x07servers\x18\x01 \x03(\x0b\x32\x0e.asr.v1.Server\"@\n\x13RemoveServerRequest\x12\r\n\x05vault\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t2\xa4\x05\n\x08Operator\x12\x30\n\x0bListRegions\x12\r.asr.v1.Empty\x1a\x12.asr.v1.RegionList\x12\x38\n\x0b\x43reateVault\x12\x1a.asr.v1.CreateVaultRequest\x1a\r.asr.v1.Vault\x12.\n\nListVaults\x12\r.asr.v1.Empty\x1a\x11.asr.v1.VaultList\x12+\n\x08GetVault\x12\x10.asr.v1.VaultRef\x1a\r.asr.v1.Vault\x12.\n\x0b\x44\x65leteVault\x12\x10.asr.v1.VaultRef\x1a\r.asr.v1.Empty\x12:\n\x0bGenerateKey\x12\x1a.asr.v1.GenerateKeyRequest\x1a\x0f.asr.v1.KeyFile\x12\x45\n\rCreateStorage\x12\x1c.asr.v1.CreateStorageRequest\x1a\x16.asr.v1.StorageAccount\x12\x34\n\x0bListStorage\x12\x10.asr.v1.VaultRef\x1a\x13.asr.v1.StorageList\x12>\n\rCreateNetwork\x12\x1c.asr.v1.CreateNetworkRequest\x1a\x0f.asr.v1.Network\x12\x35\n\x0cListNetworks\x12\x10.asr.v1.VaultRef\x1a\x13.asr.v1.NetworkList\x12\x33\n\x0bListServers\x12\x10.asr.v1.VaultRef\x1a\x12.asr.v1.ServerList\x12:\n\x0cRemoveServer\x12\x1b.asr.v1.RemoveServerRequest\x1a\r.asr.v1.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61srpb/operator.proto\x12\x06\x61sr.v1\x1a\x12\x61srpb/common.proto\x1a\x15\x61srpb/inventory.proto\":\n\x06Region\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0c\n\x04pair\x18\x03 \x01(\t\"-\n\nRegionList\x12\x1f\n\x07regions\x18\x01 \x03(\x0b\x32\x0e.asr.v1.Region\"\x19\n\x08VaultRef\x12\r\n\x05vault\x18\x01 \x01(\t\"2\n\x12\x43reateVaultRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\"]\n\x05Vault\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x12\n\ncreated_at\x18\x04 \x01(\x01\x12\x16\n\x0ekey_expires_at\x18\x05 \x01(\x01\"*\n\tVaultList\x12\x1d\n\x06vaults\x18\x01 \x03(\x0b\x32\r.asr.v1.Vault\"7\n\x12GenerateKeyRequest\x12\r\n\x05vault\x18\x01 \x01(\t\x12\x12\n\nvalid_days\x18\x02 \x01(\x05\".\n\x07KeyFile\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x12\n\nexpires_at\x18\x02 \x01(\x01\"\x88\x01\n\x14\x43reateStorageRequest\x12\r\n\x05vault\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x12\n\nredundancy\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12\x1e\n\x16\x62lob_connection_string\x18\x06 \x01(\t\"e\n\x0eStorageAccount\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x12\n\nredundancy\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x10\n\x08location\x18\x05 \x01(\t\"7\n\x0bStorageList\x12(\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x16.asr.v1.StorageAccount\"$\n\x06Subnet\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x63idr\x18\x02 \x01(\t\"{\n\x14\x43reateNetworkRequest\x12\r\n\x05vault\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x15\n\raddress_space\x18\x04 \x01(\t\x12\x1f\n\x07subnets\x18\x05 \x03(\x0b\x32\x0e.asr.v1.Subnet\"_\n\x07Network\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x15\n\raddress_space\x18\x03 \x01(\t\x12\x1f\n\x07subnets\x18\x04 \x03(\x0b\x32\x0e.asr.v1.Subnet\"0\n\x0bNetworkList\x12!\n\x08networks\x18\x01 \x03(\x0b\x32\x0f.asr.v1.Network\"\xab\x01\n\x06Server\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x15\n\rregistered_at\x18\x04 \x01(\x01\x12\x16\n\x0elast_heartbeat\x18\x05 \x01(\x01\x12\r\n\x05state\x18\x06 \x01(\t\x12\x10\n\x08provider\x18\x07 \x01(\t\x12\x12\n\nencryption\x18\x08 \x01(\x08\x12\x10\n\x08identity\x18\t \x01(\t\"-\n\nServerList\x12\x1f\n\x07servers\x18\x01 \x03(\x0b\x32\x0e.asr.v1.Server\"@\n\x13RemoveServerRequest\x12\r\n\x05vault\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"z\n\tCloudInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05hosts\x18\x03 \x03(\t\x12\x0b\n\x03vms\x18\x04 \x01(\x05\x12\x11\n\tprotected\x18\x05 \x01(\x08\x12\x1e\n\x06policy\x18\x06 \x01(\x0b\x32\x0e.asr.v1.Policy\".\n\tCloudList\x12!\n\x06\x63louds\x18\x01 \x03(\x0b\x32\x11.asr.v1.CloudInfo\"S\n\x13ProtectCloudRequest\x12\r\n\x05vault\x18\x01 \x01(\t\x12\r\n\x05\x63loud\x18\x02 \x01(\t\x12\x1e\n\x06policy\x18\x03 \x01(\x0b\x32\x0e.asr.v1.Policy\"#\n\x06JobRef\x12\r\n\x05vault\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\".\n\x0eListVmsRequest\x12\r\n\x05vault\x18\x01 \x01(\t\x12\r\n\x05\x63loud\x18\x02 \x01(\t\"\"\n\x05VmRef\x12\r\n\x05vault\x18\x01 \x01(\t\x12\n\n\x02vm\x18\x02 \x01(\t\":\n\x10ProtectVmRequest\x12\r\n\x05vault\x18\x01 \x01(\t\x12\n\n\x02vm\x18\x02 \x01(\t\x12\x0b\n\x03nic\x18\x03 \x01(\x05\"\xba\x02\n\x08VmStatus\x12\x16\n\x02vm\x18\x01 \x01(\x0b\x32\n.asr.v1.Vm\x12\r\n\x05\x63loud\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x18\n\x10protection_state\x18\x04 \x01(\t\x12\x1a\n\x12replication_health\x18\x05 \x01(\t\x12\x15\n\rhealth_errors\x18\x06 \x03(\t\x12\x1a\n\x12\x61llowed_operations\x18\x07 \x03(\t\x12\x1e\n\x06policy\x18\x08 \x01(\x0b\x32\x0e.asr.v1.Policy\x12\x18\n\x10last_replication\x18\t \x01(\x01\x12\x13\n\x0brpo_seconds\x18\n \x01(\x01\x12$\n\x1cinitial_replication_progress\x18\x0b \x01(\x01\x12\x17\n\x0f\x61\x63tive_location\x18\x0c \x01(\t\"\'\n\x06VmList\x12\x1d\n\x03vms\x18\x01 \x03(\x0b\x32\x10.asr.v1.VmStatus\"\x80\x01\n\x07JobTask\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x12\n\nstarted_at\x18\x03 \x01(\x01\x12\x10\n\x08\x65nded_at\x18\x04 \x01(\x01\x12\"\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x13.asr.v1.ErrorDetail\x12\x0e\n\x06output\x18\x06 \x01(\t\"\xce\x01\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\x12\x12\n\nstarted_at\x18\x06 \x01(\x01\x12\x10\n\x08\x65nded_at\x18\x07 \x01(\x01\x12\x1e\n\x05tasks\x18\x08 \x03(\x0b\x32\x0f.asr.v1.JobTask\x12\"\n\x05\x65rror\x18\t \x01(\x0b\x32\x13.asr.v1.ErrorDetail\x12\x10\n\x08progress\x18\n \x01(\x01\"$\n\x07JobList\x12\x19\n\x04jobs\x18\x01 \x03(\x0b\x32\x0b.asr.v1.Job2\xa4\x05\n\x08Operator\x12\x30\n\x0bListRegions\x12\r.asr.v1.Empty\x1a\x12.asr.v1.RegionList\x12\x38\n\x0b\x43reateVault\x12\x1a.asr.v1.CreateVaultRequest\x1a\r.asr.v1.Vault\x12.\n\nListVaults\x12\r.asr.v1.Empty\x1a\x11.asr.v1.VaultList\x12+\n\x08GetVault\x12\x10.asr.v1.VaultRef\x1a\r.asr.v1.Vault\x12.\n\x0b\x44\x65leteVault\x12\x10.asr.v1.VaultRef\x1a\r.asr.v1.Empty\x12:\n\x0bGenerateKey\x12\x1a.asr.v1.GenerateKeyRequest\x1a\x0f.asr.v1.KeyFile\x12\x45\n\rCreateStorage\x12\x1c.asr.v1.CreateStorageRequest\x1a\x16.asr.v1.StorageAccount\x12\x34\n\x0bListStorage\x12\x10.asr.v1.VaultRef\x1a\x13.asr.v1.StorageList\x12>\n\rCreateNetwork\x12\x1c.asr.v1.CreateNetworkRequest\x1a\x0f.asr.v1.Network\x12\x35\n\x0cListNetworks\x12\x10.asr.v1.VaultRef\x1a\x13.asr.v1.NetworkList\x12\x33\n\x0bListServers\x12\x10.asr.v1.VaultRef\x1a\x12.asr.v1.ServerList\x12:\n\x0cRemoveServer\x12\x1b.asr.v1.RemoveServerRequest\x1a\r.asr.v1.Empty2\x94\x03\n\nProtection\x12\x31\n\nListClouds\x12\x10.asr.v1.VaultRef\x1a\x11.asr.v1.CloudList\x12;\n\x0cProtectCloud\x12\x1b.asr.v1.ProtectCloudRequest\x1a\x0e.asr.v1.JobRef\x12\x31\n\x07ListVms\x12\x16.asr.v1.ListVmsRequest\x1a\x0e.asr.v1.VmList\x12(\n\x05GetVm\x12\r.asr.v1.VmRef\x1a\x10.asr.v1.VmStatus\x12\x35\n\tProtectVm\x12\x18.asr.v1.ProtectVmRequest\x1a\x0e.asr.v1.JobRef\x12,\n\x0bUnprotectVm\x12\r.asr.v1.VmRef\x1a\x0e.asr.v1.JobRef\x12-\n\x08ListJobs\x12\x10.asr.v1.VaultRef\x1a\x0f.asr.v1.JobList\x12%\n\x06GetJob\x12\x0e.asr.v1.JobRef\x1a\x0b.asr.v1.Jobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'asrpb.operator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REGION']._serialized_start=52
-  _globals['_REGION']._serialized_end=110
-  _globals['_REGIONLIST']._serialized_start=112
-  _globals['_REGIONLIST']._serialized_end=157
-  _globals['_VAULTREF']._serialized_start=159
-  _globals['_VAULTREF']._serialized_end=184
-  _globals['_CREATEVAULTREQUEST']._serialized_start=186
-  _globals['_CREATEVAULTREQUEST']._serialized_end=236
-  _globals['_VAULT']._serialized_start=238
-  _globals['_VAULT']._serialized_end=331
-  _globals['_VAULTLIST']._serialized_start=333
-  _globals['_VAULTLIST']._serialized_end=375
-  _globals['_GENERATEKEYREQUEST']._serialized_start=377
-  _globals['_GENERATEKEYREQUEST']._serialized_end=432
-  _globals['_KEYFILE']._serialized_start=434
-  _globals['_KEYFILE']._serialized_end=480
-  _globals['_CREATESTORAGEREQUEST']._serialized_start=483
-  _globals['_CREATESTORAGEREQUEST']._serialized_end=619
-  _globals['_STORAGEACCOUNT']._serialized_start=621
-  _globals['_STORAGEACCOUNT']._serialized_end=722
-  _globals['_STORAGELIST']._serialized_start=724
-  _globals['_STORAGELIST']._serialized_end=779
-  _globals['_SUBNET']._serialized_start=781
-  _globals['_SUBNET']._serialized_end=817
-  _globals['_CREATENETWORKREQUEST']._serialized_start=819
-  _globals['_CREATENETWORKREQUEST']._serialized_end=942
-  _globals['_NETWORK']._serialized_start=944
-  _globals['_NETWORK']._serialized_end=1039
-  _globals['_NETWORKLIST']._serialized_start=1041
-  _globals['_NETWORKLIST']._serialized_end=1089
-  _globals['_SERVER']._serialized_start=1092
-  _globals['_SERVER']._serialized_end=1263
-  _globals['_SERVERLIST']._serialized_start=1265
-  _globals['_SERVERLIST']._serialized_end=1310
-  _globals['_REMOVESERVERREQUEST']._serialized_start=1312
-  _globals['_REMOVESERVERREQUEST']._serialized_end=1376
-  _globals['_OPERATOR']._serialized_start=1379
-  _globals['_OPERATOR']._serialized_end=2055
+  _globals['_REGION']._serialized_start=75
+  _globals['_REGION']._serialized_end=133
+  _globals['_REGIONLIST']._serialized_start=135
+  _globals['_REGIONLIST']._serialized_end=180
+  _globals['_VAULTREF']._serialized_start=182
+  _globals['_VAULTREF']._serialized_end=207
+  _globals['_CREATEVAULTREQUEST']._serialized_start=209
+  _globals['_CREATEVAULTREQUEST']._serialized_end=259
+  _globals['_VAULT']._serialized_start=261
+  _globals['_VAULT']._serialized_end=354
+  _globals['_VAULTLIST']._serialized_start=356
+  _globals['_VAULTLIST']._serialized_end=398
+  _globals['_GENERATEKEYREQUEST']._serialized_start=400
+  _globals['_GENERATEKEYREQUEST']._serialized_end=455
+  _globals['_KEYFILE']._serialized_start=457
+  _globals['_KEYFILE']._serialized_end=503
+  _globals['_CREATESTORAGEREQUEST']._serialized_start=506
+  _globals['_CREATESTORAGEREQUEST']._serialized_end=642
+  _globals['_STORAGEACCOUNT']._serialized_start=644
+  _globals['_STORAGEACCOUNT']._serialized_end=745
+  _globals['_STORAGELIST']._serialized_start=747
+  _globals['_STORAGELIST']._serialized_end=802
+  _globals['_SUBNET']._serialized_start=804
+  _globals['_SUBNET']._serialized_end=840
+  _globals['_CREATENETWORKREQUEST']._serialized_start=842
+  _globals['_CREATENETWORKREQUEST']._serialized_end=965
+  _globals['_NETWORK']._serialized_start=967
+  _globals['_NETWORK']._serialized_end=1062
+  _globals['_NETWORKLIST']._serialized_start=1064
+  _globals['_NETWORKLIST']._serialized_end=1112
+  _globals['_SERVER']._serialized_start=1115
+  _globals['_SERVER']._serialized_end=1286
+  _globals['_SERVERLIST']._serialized_start=1288
+  _globals['_SERVERLIST']._serialized_end=1333
+  _globals['_REMOVESERVERREQUEST']._serialized_start=1335
+  _globals['_REMOVESERVERREQUEST']._serialized_end=1399
+  _globals['_CLOUDINFO']._serialized_start=1401
+  _globals['_CLOUDINFO']._serialized_end=1523
+  _globals['_CLOUDLIST']._serialized_start=1525
+  _globals['_CLOUDLIST']._serialized_end=1571
+  _globals['_PROTECTCLOUDREQUEST']._serialized_start=1573
+  _globals['_PROTECTCLOUDREQUEST']._serialized_end=1656
+  _globals['_JOBREF']._serialized_start=1658
+  _globals['_JOBREF']._serialized_end=1693
+  _globals['_LISTVMSREQUEST']._serialized_start=1695
+  _globals['_LISTVMSREQUEST']._serialized_end=1741
+  _globals['_VMREF']._serialized_start=1743
+  _globals['_VMREF']._serialized_end=1777
+  _globals['_PROTECTVMREQUEST']._serialized_start=1779
+  _globals['_PROTECTVMREQUEST']._serialized_end=1837
+  _globals['_VMSTATUS']._serialized_start=1840
+  _globals['_VMSTATUS']._serialized_end=2154
+  _globals['_VMLIST']._serialized_start=2156
+  _globals['_VMLIST']._serialized_end=2195
+  _globals['_JOBTASK']._serialized_start=2198
+  _globals['_JOBTASK']._serialized_end=2326
+  _globals['_JOB']._serialized_start=2329
+  _globals['_JOB']._serialized_end=2535
+  _globals['_JOBLIST']._serialized_start=2537
+  _globals['_JOBLIST']._serialized_end=2573
+  _globals['_OPERATOR']._serialized_start=2576
+  _globals['_OPERATOR']._serialized_end=3252
+  _globals['_PROTECTION']._serialized_start=3255
+  _globals['_PROTECTION']._serialized_end=3659
 # @@protoc_insertion_point(module_scope)

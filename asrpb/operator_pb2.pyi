@@ -1,4 +1,5 @@
 from asrpb import common_pb2 as _common_pb2
+from asrpb import inventory_pb2 as _inventory_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -186,3 +187,149 @@ class RemoveServerRequest(_message.Message):
     role: str
     name: str
     def __init__(self, vault: _Optional[str] = ..., role: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class CloudInfo(_message.Message):
+    __slots__ = ("name", "provider", "hosts", "vms", "protected", "policy")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    VMS_FIELD_NUMBER: _ClassVar[int]
+    PROTECTED_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    provider: str
+    hosts: _containers.RepeatedScalarFieldContainer[str]
+    vms: int
+    protected: bool
+    policy: _inventory_pb2.Policy
+    def __init__(self, name: _Optional[str] = ..., provider: _Optional[str] = ..., hosts: _Optional[_Iterable[str]] = ..., vms: _Optional[int] = ..., protected: _Optional[bool] = ..., policy: _Optional[_Union[_inventory_pb2.Policy, _Mapping]] = ...) -> None: ...
+
+class CloudList(_message.Message):
+    __slots__ = ("clouds",)
+    CLOUDS_FIELD_NUMBER: _ClassVar[int]
+    clouds: _containers.RepeatedCompositeFieldContainer[CloudInfo]
+    def __init__(self, clouds: _Optional[_Iterable[_Union[CloudInfo, _Mapping]]] = ...) -> None: ...
+
+class ProtectCloudRequest(_message.Message):
+    __slots__ = ("vault", "cloud", "policy")
+    VAULT_FIELD_NUMBER: _ClassVar[int]
+    CLOUD_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    vault: str
+    cloud: str
+    policy: _inventory_pb2.Policy
+    def __init__(self, vault: _Optional[str] = ..., cloud: _Optional[str] = ..., policy: _Optional[_Union[_inventory_pb2.Policy, _Mapping]] = ...) -> None: ...
+
+class JobRef(_message.Message):
+    __slots__ = ("vault", "id")
+    VAULT_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    vault: str
+    id: str
+    def __init__(self, vault: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+
+class ListVmsRequest(_message.Message):
+    __slots__ = ("vault", "cloud")
+    VAULT_FIELD_NUMBER: _ClassVar[int]
+    CLOUD_FIELD_NUMBER: _ClassVar[int]
+    vault: str
+    cloud: str
+    def __init__(self, vault: _Optional[str] = ..., cloud: _Optional[str] = ...) -> None: ...
+
+class VmRef(_message.Message):
+    __slots__ = ("vault", "vm")
+    VAULT_FIELD_NUMBER: _ClassVar[int]
+    VM_FIELD_NUMBER: _ClassVar[int]
+    vault: str
+    vm: str
+    def __init__(self, vault: _Optional[str] = ..., vm: _Optional[str] = ...) -> None: ...
+
+class ProtectVmRequest(_message.Message):
+    __slots__ = ("vault", "vm", "nic")
+    VAULT_FIELD_NUMBER: _ClassVar[int]
+    VM_FIELD_NUMBER: _ClassVar[int]
+    NIC_FIELD_NUMBER: _ClassVar[int]
+    vault: str
+    vm: str
+    nic: int
+    def __init__(self, vault: _Optional[str] = ..., vm: _Optional[str] = ..., nic: _Optional[int] = ...) -> None: ...
+
+class VmStatus(_message.Message):
+    __slots__ = ("vm", "cloud", "provider", "protection_state", "replication_health", "health_errors", "allowed_operations", "policy", "last_replication", "rpo_seconds", "initial_replication_progress", "active_location")
+    VM_FIELD_NUMBER: _ClassVar[int]
+    CLOUD_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    PROTECTION_STATE_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_HEALTH_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_OPERATIONS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    LAST_REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    RPO_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_REPLICATION_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_LOCATION_FIELD_NUMBER: _ClassVar[int]
+    vm: _inventory_pb2.Vm
+    cloud: str
+    provider: str
+    protection_state: str
+    replication_health: str
+    health_errors: _containers.RepeatedScalarFieldContainer[str]
+    allowed_operations: _containers.RepeatedScalarFieldContainer[str]
+    policy: _inventory_pb2.Policy
+    last_replication: float
+    rpo_seconds: float
+    initial_replication_progress: float
+    active_location: str
+    def __init__(self, vm: _Optional[_Union[_inventory_pb2.Vm, _Mapping]] = ..., cloud: _Optional[str] = ..., provider: _Optional[str] = ..., protection_state: _Optional[str] = ..., replication_health: _Optional[str] = ..., health_errors: _Optional[_Iterable[str]] = ..., allowed_operations: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[_inventory_pb2.Policy, _Mapping]] = ..., last_replication: _Optional[float] = ..., rpo_seconds: _Optional[float] = ..., initial_replication_progress: _Optional[float] = ..., active_location: _Optional[str] = ...) -> None: ...
+
+class VmList(_message.Message):
+    __slots__ = ("vms",)
+    VMS_FIELD_NUMBER: _ClassVar[int]
+    vms: _containers.RepeatedCompositeFieldContainer[VmStatus]
+    def __init__(self, vms: _Optional[_Iterable[_Union[VmStatus, _Mapping]]] = ...) -> None: ...
+
+class JobTask(_message.Message):
+    __slots__ = ("name", "state", "started_at", "ended_at", "error", "output")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: str
+    started_at: float
+    ended_at: float
+    error: _common_pb2.ErrorDetail
+    output: str
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., error: _Optional[_Union[_common_pb2.ErrorDetail, _Mapping]] = ..., output: _Optional[str] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("id", "kind", "target", "state", "created_at", "started_at", "ended_at", "tasks", "error", "progress")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    kind: str
+    target: str
+    state: str
+    created_at: float
+    started_at: float
+    ended_at: float
+    tasks: _containers.RepeatedCompositeFieldContainer[JobTask]
+    error: _common_pb2.ErrorDetail
+    progress: float
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., target: _Optional[str] = ..., state: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., tasks: _Optional[_Iterable[_Union[JobTask, _Mapping]]] = ..., error: _Optional[_Union[_common_pb2.ErrorDetail, _Mapping]] = ..., progress: _Optional[float] = ...) -> None: ...
+
+class JobList(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...

@@ -569,3 +569,379 @@ class Operator:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class ProtectionStub:
+    """---- control plane -------------------------------------------------------------------------
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListClouds = channel.unary_unary(
+                '/asr.v1.Protection/ListClouds',
+                request_serializer=asrpb_dot_operator__pb2.VaultRef.SerializeToString,
+                response_deserializer=asrpb_dot_operator__pb2.CloudList.FromString,
+                _registered_method=True)
+        self.ProtectCloud = channel.unary_unary(
+                '/asr.v1.Protection/ProtectCloud',
+                request_serializer=asrpb_dot_operator__pb2.ProtectCloudRequest.SerializeToString,
+                response_deserializer=asrpb_dot_operator__pb2.JobRef.FromString,
+                _registered_method=True)
+        self.ListVms = channel.unary_unary(
+                '/asr.v1.Protection/ListVms',
+                request_serializer=asrpb_dot_operator__pb2.ListVmsRequest.SerializeToString,
+                response_deserializer=asrpb_dot_operator__pb2.VmList.FromString,
+                _registered_method=True)
+        self.GetVm = channel.unary_unary(
+                '/asr.v1.Protection/GetVm',
+                request_serializer=asrpb_dot_operator__pb2.VmRef.SerializeToString,
+                response_deserializer=asrpb_dot_operator__pb2.VmStatus.FromString,
+                _registered_method=True)
+        self.ProtectVm = channel.unary_unary(
+                '/asr.v1.Protection/ProtectVm',
+                request_serializer=asrpb_dot_operator__pb2.ProtectVmRequest.SerializeToString,
+                response_deserializer=asrpb_dot_operator__pb2.JobRef.FromString,
+                _registered_method=True)
+        self.UnprotectVm = channel.unary_unary(
+                '/asr.v1.Protection/UnprotectVm',
+                request_serializer=asrpb_dot_operator__pb2.VmRef.SerializeToString,
+                response_deserializer=asrpb_dot_operator__pb2.JobRef.FromString,
+                _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/asr.v1.Protection/ListJobs',
+                request_serializer=asrpb_dot_operator__pb2.VaultRef.SerializeToString,
+                response_deserializer=asrpb_dot_operator__pb2.JobList.FromString,
+                _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/asr.v1.Protection/GetJob',
+                request_serializer=asrpb_dot_operator__pb2.JobRef.SerializeToString,
+                response_deserializer=asrpb_dot_operator__pb2.Job.FromString,
+                _registered_method=True)
+
+
+class ProtectionServicer:
+    """---- control plane -------------------------------------------------------------------------
+    """
+
+    def ListClouds(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProtectCloud(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListVms(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVm(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProtectVm(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnprotectVm(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ProtectionServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListClouds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClouds,
+                    request_deserializer=asrpb_dot_operator__pb2.VaultRef.FromString,
+                    response_serializer=asrpb_dot_operator__pb2.CloudList.SerializeToString,
+            ),
+            'ProtectCloud': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProtectCloud,
+                    request_deserializer=asrpb_dot_operator__pb2.ProtectCloudRequest.FromString,
+                    response_serializer=asrpb_dot_operator__pb2.JobRef.SerializeToString,
+            ),
+            'ListVms': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVms,
+                    request_deserializer=asrpb_dot_operator__pb2.ListVmsRequest.FromString,
+                    response_serializer=asrpb_dot_operator__pb2.VmList.SerializeToString,
+            ),
+            'GetVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVm,
+                    request_deserializer=asrpb_dot_operator__pb2.VmRef.FromString,
+                    response_serializer=asrpb_dot_operator__pb2.VmStatus.SerializeToString,
+            ),
+            'ProtectVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProtectVm,
+                    request_deserializer=asrpb_dot_operator__pb2.ProtectVmRequest.FromString,
+                    response_serializer=asrpb_dot_operator__pb2.JobRef.SerializeToString,
+            ),
+            'UnprotectVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnprotectVm,
+                    request_deserializer=asrpb_dot_operator__pb2.VmRef.FromString,
+                    response_serializer=asrpb_dot_operator__pb2.JobRef.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=asrpb_dot_operator__pb2.VaultRef.FromString,
+                    response_serializer=asrpb_dot_operator__pb2.JobList.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=asrpb_dot_operator__pb2.JobRef.FromString,
+                    response_serializer=asrpb_dot_operator__pb2.Job.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'asr.v1.Protection', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('asr.v1.Protection', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Protection:
+    """---- control plane -------------------------------------------------------------------------
+    """
+
+    @staticmethod
+    def ListClouds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Protection/ListClouds',
+            asrpb_dot_operator__pb2.VaultRef.SerializeToString,
+            asrpb_dot_operator__pb2.CloudList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProtectCloud(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Protection/ProtectCloud',
+            asrpb_dot_operator__pb2.ProtectCloudRequest.SerializeToString,
+            asrpb_dot_operator__pb2.JobRef.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVms(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Protection/ListVms',
+            asrpb_dot_operator__pb2.ListVmsRequest.SerializeToString,
+            asrpb_dot_operator__pb2.VmList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Protection/GetVm',
+            asrpb_dot_operator__pb2.VmRef.SerializeToString,
+            asrpb_dot_operator__pb2.VmStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProtectVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Protection/ProtectVm',
+            asrpb_dot_operator__pb2.ProtectVmRequest.SerializeToString,
+            asrpb_dot_operator__pb2.JobRef.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnprotectVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Protection/UnprotectVm',
+            asrpb_dot_operator__pb2.VmRef.SerializeToString,
+            asrpb_dot_operator__pb2.JobRef.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Protection/ListJobs',
+            asrpb_dot_operator__pb2.VaultRef.SerializeToString,
+            asrpb_dot_operator__pb2.JobList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Protection/GetJob',
+            asrpb_dot_operator__pb2.JobRef.SerializeToString,
+            asrpb_dot_operator__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

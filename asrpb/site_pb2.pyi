@@ -1,3 +1,5 @@
+from asrpb import common_pb2 as _common_pb2
+from asrpb import control_pb2 as _control_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from typing import ClassVar as _ClassVar, Optional as _Optional

@@ -3,6 +3,8 @@
 import grpc
 import warnings
 
+from asrpb import common_pb2 as asrpb_dot_common__pb2
+from asrpb import control_pb2 as asrpb_dot_control__pb2
 from asrpb import site_pb2 as asrpb_dot_site__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -39,6 +41,26 @@ class SiteStub:
                 request_serializer=asrpb_dot_site__pb2.HeartbeatRequest.SerializeToString,
                 response_deserializer=asrpb_dot_site__pb2.HeartbeatResponse.FromString,
                 _registered_method=True)
+        self.SyncInventory = channel.unary_unary(
+                '/asr.v1.Site/SyncInventory',
+                request_serializer=asrpb_dot_control__pb2.InventorySync.SerializeToString,
+                response_deserializer=asrpb_dot_control__pb2.SyncSummary.FromString,
+                _registered_method=True)
+        self.Commands = channel.unary_stream(
+                '/asr.v1.Site/Commands',
+                request_serializer=asrpb_dot_control__pb2.CommandPoll.SerializeToString,
+                response_deserializer=asrpb_dot_control__pb2.Command.FromString,
+                _registered_method=True)
+        self.CompleteCommand = channel.unary_unary(
+                '/asr.v1.Site/CompleteCommand',
+                request_serializer=asrpb_dot_control__pb2.CommandResult.SerializeToString,
+                response_deserializer=asrpb_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
+        self.RequestProtection = channel.unary_unary(
+                '/asr.v1.Site/RequestProtection',
+                request_serializer=asrpb_dot_control__pb2.ProtectionRequest.SerializeToString,
+                response_deserializer=asrpb_dot_control__pb2.ProtectionReply.FromString,
+                _registered_method=True)
 
 
 class SiteServicer:
@@ -50,6 +72,32 @@ class SiteServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SyncInventory(self, request, context):
+        """Providers only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Commands(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteCommand(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RequestProtection(self, request, context):
+        """the VMM console path
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SiteServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +105,26 @@ def add_SiteServicer_to_server(servicer, server):
                     servicer.Heartbeat,
                     request_deserializer=asrpb_dot_site__pb2.HeartbeatRequest.FromString,
                     response_serializer=asrpb_dot_site__pb2.HeartbeatResponse.SerializeToString,
+            ),
+            'SyncInventory': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncInventory,
+                    request_deserializer=asrpb_dot_control__pb2.InventorySync.FromString,
+                    response_serializer=asrpb_dot_control__pb2.SyncSummary.SerializeToString,
+            ),
+            'Commands': grpc.unary_stream_rpc_method_handler(
+                    servicer.Commands,
+                    request_deserializer=asrpb_dot_control__pb2.CommandPoll.FromString,
+                    response_serializer=asrpb_dot_control__pb2.Command.SerializeToString,
+            ),
+            'CompleteCommand': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteCommand,
+                    request_deserializer=asrpb_dot_control__pb2.CommandResult.FromString,
+                    response_serializer=asrpb_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'RequestProtection': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestProtection,
+                    request_deserializer=asrpb_dot_control__pb2.ProtectionRequest.FromString,
+                    response_serializer=asrpb_dot_control__pb2.ProtectionReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +154,114 @@ class Site:
             '/asr.v1.Site/Heartbeat',
             asrpb_dot_site__pb2.HeartbeatRequest.SerializeToString,
             asrpb_dot_site__pb2.HeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncInventory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Site/SyncInventory',
+            asrpb_dot_control__pb2.InventorySync.SerializeToString,
+            asrpb_dot_control__pb2.SyncSummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Commands(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/asr.v1.Site/Commands',
+            asrpb_dot_control__pb2.CommandPoll.SerializeToString,
+            asrpb_dot_control__pb2.Command.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteCommand(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Site/CompleteCommand',
+            asrpb_dot_control__pb2.CommandResult.SerializeToString,
+            asrpb_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestProtection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Site/RequestProtection',
+            asrpb_dot_control__pb2.ProtectionRequest.SerializeToString,
+            asrpb_dot_control__pb2.ProtectionReply.FromString,
             options,
             channel_credentials,
             insecure,

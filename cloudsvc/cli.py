@@ -13,7 +13,8 @@ from asrops.lifecycle import Lifecycle
 from asrops.logs import setup
 from certs.pki import create_ca, issue_server_cert, make_csr, new_key, sign_csr, write_private, write_public
 from cloudsvc import config as cfgmod
-from cloudsvc.db import Database
+from cloudsvc.schema import MIGRATIONS
+from sqlitestore.database import Database
 
 VERSION = "0.1.0"
 
@@ -48,7 +49,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     # The operator credential: a client certificate signed by the service CA.
     op_key = new_key()
     op_cert = sign_csr(ca, make_csr(op_key, "admin"), "spiffe://asr/operator/admin", days=3650)
-    db = Database(cfg.db_path)
+    db = Database(cfg.db_path, MIGRATIONS)
     with db.write() as conn:
         conn.execute(
             "INSERT INTO operators(serial, name, created_at) VALUES (?,?,?)",

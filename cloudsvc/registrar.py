@@ -20,9 +20,9 @@ from asrerrors import (
 from certs import keyfile
 from certs.identity import Identity
 from certs.pki import cert_pem, sign_csr
-from cloudsvc.db import Database
 from cloudsvc.naming import check_name
 from cloudsvc.vaults import Vaults
+from sqlitestore.database import Database
 
 
 @dataclass

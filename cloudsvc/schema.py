@@ -45,4 +45,63 @@ MIGRATIONS: list[str] = [
         reason TEXT NOT NULL, revoked_at REAL NOT NULL
     )
     """,
+    # 2: control plane — inventory, policies, protected items, commands, jobs.
+    """
+    CREATE TABLE clouds (
+        vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
+        name TEXT NOT NULL, provider TEXT NOT NULL, synced_at REAL NOT NULL,
+        PRIMARY KEY (vault_id, name)
+    );
+    CREATE TABLE hosts (
+        vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
+        name TEXT NOT NULL, cloud TEXT NOT NULL, provider TEXT NOT NULL,
+        connected INTEGER NOT NULL, last_seen REAL NOT NULL,
+        PRIMARY KEY (vault_id, name)
+    );
+    CREATE TABLE vms (
+        vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
+        vm_id TEXT NOT NULL, name TEXT NOT NULL, host TEXT NOT NULL, cloud TEXT NOT NULL,
+        provider TEXT NOT NULL, spec TEXT NOT NULL, updated_at REAL NOT NULL,
+        PRIMARY KEY (vault_id, vm_id)
+    );
+    CREATE INDEX vms_by_name ON vms(vault_id, name);
+    CREATE TABLE policies (
+        vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
+        cloud TEXT NOT NULL, policy TEXT NOT NULL, created_at REAL NOT NULL,
+        PRIMARY KEY (vault_id, cloud)
+    );
+    CREATE TABLE protected_items (
+        vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
+        vm_id TEXT NOT NULL, name TEXT NOT NULL, cloud TEXT NOT NULL, provider TEXT NOT NULL,
+        state TEXT NOT NULL, health TEXT NOT NULL DEFAULT 'Normal', health_errors TEXT NOT NULL DEFAULT '[]',
+        policy TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL,
+        active_location TEXT NOT NULL DEFAULT 'Primary',
+        PRIMARY KEY (vault_id, vm_id)
+    );
+    CREATE TABLE commands (
+        id TEXT PRIMARY KEY,
+        vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
+        provider TEXT NOT NULL, body BLOB NOT NULL, created_at REAL NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'failed')),
+        delivered INTEGER NOT NULL DEFAULT 0, completed_at REAL NOT NULL DEFAULT 0,
+        result TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX commands_pending ON commands(vault_id, provider, state);
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL, target TEXT NOT NULL, state TEXT NOT NULL,
+        created_at REAL NOT NULL, started_at REAL NOT NULL DEFAULT 0, ended_at REAL NOT NULL DEFAULT 0,
+        error TEXT NOT NULL DEFAULT '', context TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE job_tasks (
+        job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL,
+        started_at REAL NOT NULL DEFAULT 0, ended_at REAL NOT NULL DEFAULT 0,
+        error TEXT NOT NULL DEFAULT '', output TEXT NOT NULL DEFAULT '',
+        command_id TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (job_id, seq)
+    );
+    CREATE INDEX tasks_by_command ON job_tasks(command_id)
+    """,
 ]

@@ -6,17 +6,22 @@ import os
 
 from asrclock import Clock
 from certs.pki import CertKey
+from cloudsvc.commands import Commands
 from cloudsvc.config import CloudConfig
-from cloudsvc.db import Database
+from cloudsvc.inventory import Inventory
+from cloudsvc.jobs import Jobs
+from cloudsvc.protection import Protection
 from cloudsvc.registrar import Registrar
+from cloudsvc.schema import MIGRATIONS
 from cloudsvc.vaults import Vaults
+from sqlitestore.database import Database
 
 
 class CloudService:
     def __init__(self, config: CloudConfig, clock: Clock) -> None:
         self.config = config
         self.clock = clock
-        self.db = Database(config.db_path)
+        self.db = Database(config.db_path, MIGRATIONS)
         with open(os.path.join(config.pki_dir, "ca.pem"), "rb") as f:
             ca_pem = f.read()
         with open(os.path.join(config.pki_dir, "ca.key"), "rb") as f:
@@ -24,6 +29,13 @@ class CloudService:
         self.service_ca = CertKey.from_pem(ca_pem, ca_key)
         self.vaults = Vaults(self.db, self.service_ca, clock, config.storage_dir)
         self.registrar = Registrar(self.db, self.vaults, clock)
+        self.inventory = Inventory(self.db, clock)
+        self.jobs = Jobs(self.db, clock)
+        self.commands = Commands(self.db, self.jobs, clock)
+        self.protection = Protection(self.db, clock, self.vaults, self.inventory, self.jobs, self.commands)
+
+    def describe_replication(self, vault_id: str, vm_id: str, status: object) -> None:
+        """Fill RPO, last replication and initial-replication progress (replication engine)."""
 
     def endpoints(self) -> dict[str, str]:
         return {"api": self.config.listen, "registration": self.config.registration_listen}

@@ -13,9 +13,9 @@ from asrclock import Clock
 from asrerrors import AlreadyExists, InvalidNetwork, NotFound, UsageError
 from certs import keyfile
 from certs.pki import CertKey, create_ca
-from cloudsvc.db import Database
 from cloudsvc.naming import check_name
 from cloudsvc.regions import region
+from sqlitestore.database import Database
 
 
 @dataclass

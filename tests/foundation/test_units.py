@@ -105,10 +105,11 @@ def test_proxy_urls_refused(url: str) -> None:
 
 def test_network_validation(tmp_path: object) -> None:
     from certs.pki import create_ca
-    from cloudsvc.db import Database
+    from cloudsvc.schema import MIGRATIONS
     from cloudsvc.vaults import Vaults
+    from sqlitestore.database import Database
 
-    db = Database(str(tmp_path) + "/m.db")  # type: ignore[operator]
+    db = Database(str(tmp_path) + "/m.db", MIGRATIONS)  # type: ignore[operator]
     vaults = Vaults(db, create_ca("t"), FakeClock(), str(tmp_path))
     vaults.create("v", "japaneast")
     ok = vaults.create_network("v", "n1", "japaneast", "10.0.0.0/16", [("a", "10.0.1.0/24"), ("b", "10.0.2.0/24")])

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from asrerrors import AsrError, DiskFull, StorageError
-from cloudsvc.schema import MIGRATIONS
 
 
 class Database:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, migrations: Sequence[str]) -> None:
         self.path = path
+        self.migrations = list(migrations)
         self._local = threading.local()
         self._write_lock = threading.RLock()
         self.migrate()
@@ -69,13 +69,13 @@ class Database:
 
     def migrate(self) -> None:
         current = self.schema_version()
-        if current > len(MIGRATIONS):
+        if current > len(self.migrations):
             raise AsrError(
                 f"metadata store {self.path} has schema version {current}, newer than this "
-                f"release knows ({len(MIGRATIONS)})",
+                f"release knows ({len(self.migrations)})",
                 action="Run the release that created this data directory, or a newer one.",
             )
-        for version, script in enumerate(MIGRATIONS, start=1):
+        for version, script in enumerate(self.migrations, start=1):
             if version <= current:
                 continue
             with self.write() as conn:

@@ -1,0 +1,335 @@
+"""The "local" hypervisor adapter: VM definitions on disk, power state, and guest writes.
+
+Disk facts always come from the images (``diskimage.probe``), never from the caller. Guest
+writes go through :meth:`LocalHypervisor.write`, which, under the per-VM lock, preserves the
+old content for an open snapshot (copy-on-write), marks the touched blocks dirty, and then
+writes the image. Writers and the replication agent may be different processes: they
+coordinate only through the files under ``vm_dir``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from asrclock import Clock, SystemClock
+from asrerrors import (
+    AlreadyExists,
+    JobFailed,
+    NotFound,
+    StateConflict,
+    UsageError,
+    ValidationFailed,
+)
+from diskimage import DiskImage, open_disk, probe
+from vmspec import CONTROLLERS, DiskSpec, NicSpec, VmSpec, validate_name
+
+from . import tracking
+from .snapshot import Snapshot, preserve_before_write, recover_stale, take_snapshot
+from .store import STATE_DIR, VmPaths, atomic_write_json, vm_lock
+
+HOOK_TIMEOUT_S = 300
+
+
+def disk_spec(path: str, controller: str, os_disk: bool) -> DiskSpec:
+    """A DiskSpec whose format, size and parent are read from the image itself."""
+    if controller not in CONTROLLERS:
+        raise UsageError(f"controller {controller!r} is not one of {', '.join(CONTROLLERS)}")
+    path = os.path.abspath(path)
+    if not os.path.exists(path):
+        raise NotFound(f"disk image {path} does not exist")
+    facts = probe(path)
+    return DiskSpec(path, controller, os_disk, facts.format, facts.subformat,
+                    facts.virtual_size, facts.parent)
+
+
+class LocalHypervisor:
+    def __init__(self, vm_dir: str, clock: Clock | None = None) -> None:
+        self.vm_dir = Path(vm_dir).absolute()
+        self.clock: Clock = clock or SystemClock()
+        self.vm_dir.mkdir(parents=True, exist_ok=True)
+        # Open images for the guest write path, keyed by (vm_id, disk index). Safe to keep
+        # across processes' writes: the images cache no allocation metadata.
+        self._images: dict[tuple[str, int], DiskImage] = {}
+
+    # -- definitions -------------------------------------------------------------------
+
+    def _paths(self, name: str) -> VmPaths:
+        return VmPaths(self.vm_dir, name)
+
+    def _save(self, vm: VmSpec) -> None:
+        atomic_write_json(self._paths(vm.name).definition, vm.to_dict())
+
+    def get(self, name: str) -> VmSpec:
+        validate_name(name)
+        path = self._paths(name).definition
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise NotFound(f"VM {name} does not exist in {self.vm_dir}") from exc
+        except ValueError as exc:
+            raise ValidationFailed(f"VM definition {path} is not valid JSON: {exc}") from exc
+        return VmSpec.from_dict(data)
+
+    def list(self) -> list[VmSpec]:
+        return [self.get(p.stem) for p in sorted(self.vm_dir.glob("*.json"))]
+
+    def create(
+        self,
+        name: str,
+        os_disk: str,
+        data_disks: Sequence[str] = (),
+        guest_os: str = "ubuntu-22.04",
+        generation: int = 1,
+        cpus: int = 2,
+        memory_mb: int = 2048,
+        nics: Sequence[NicSpec] | None = None,
+        os_controller: str = "IDE",
+        data_controller: str = "SCSI",
+        app_quiesce_hook: Sequence[str] | None = None,
+    ) -> VmSpec:
+        validate_name(name)
+        if generation not in (1, 2):
+            raise UsageError(f"generation {generation} is not 1 or 2")
+        if cpus < 1 or memory_mb < 32:
+            raise UsageError(f"{cpus} CPUs and {memory_mb} MB of memory are too few")
+        paths = [os.path.abspath(p) for p in [os_disk, *data_disks]]
+        if len(set(paths)) != len(paths):
+            raise UsageError(f"VM {name}: the same disk image is given twice")
+        disks = [disk_spec(paths[0], os_controller, True)]
+        disks += [disk_spec(p, data_controller, False) for p in paths[1:]]
+        vm = VmSpec(
+            name=name, generation=generation, cpus=cpus, memory_mb=memory_mb,
+            guest_os=guest_os, disks=disks,
+            nics=list(nics) if nics is not None else [NicSpec("dhcp")],
+            app_quiesce_hook=[*app_quiesce_hook] if app_quiesce_hook else None,
+        )
+        self._add(vm)
+        return vm
+
+    def _add(self, vm: VmSpec) -> None:
+        self._check_disks_unused(vm)
+        paths = self._paths(vm.name)
+        try:
+            # O_EXCL on the definition itself makes concurrent creates of one name safe
+            fd = os.open(paths.definition, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError as exc:
+            raise AlreadyExists(f"VM {vm.name} already exists in {self.vm_dir}") from exc
+        os.close(fd)
+        shutil.rmtree(paths.state, ignore_errors=True)  # leftovers of a deleted namesake
+        self._save(vm)
+
+    def _check_disks_unused(self, vm: VmSpec, ignore: str | None = None) -> None:
+        mine = {d.path for d in vm.disks}
+        for other in self.list():
+            if other.name in (vm.name, ignore):
+                continue
+            for d in other.disks:
+                if d.path in mine:
+                    raise AlreadyExists(f"disk image {d.path} already belongs to VM {other.name}")
+
+    def import_vm(self, definition_file: str) -> VmSpec:
+        """Register a VM from a definition JSON file; disk facts are re-read from the images."""
+        try:
+            data = json.loads(Path(definition_file).read_text())
+        except FileNotFoundError as exc:
+            raise NotFound(
+                f"definition file {os.path.abspath(definition_file)} does not exist"
+            ) from exc
+        except ValueError as exc:
+            raise ValidationFailed(
+                f"definition file {os.path.abspath(definition_file)} is not JSON: {exc}"
+            ) from exc
+        vm = VmSpec.from_dict(data)
+        validate_name(vm.name)
+        base = Path(definition_file).absolute().parent
+        vm.disks = [
+            disk_spec(str(base / d.path), d.controller, d.os_disk) for d in vm.disks
+        ]
+        vm.power_state = "Off"
+        self._add(vm)
+        return vm
+
+    def update(
+        self,
+        name: str,
+        add_data_disks: Sequence[str] = (),
+        remove_disks: Sequence[int] = (),
+        data_controller: str = "SCSI",
+    ) -> VmSpec:
+        """Add data disks and/or remove disks by index. Refused while a snapshot is open."""
+        paths = self._paths(name)
+        with vm_lock(paths):
+            vm = self.get(name)
+            if recover_stale(paths):
+                raise StateConflict(f"VM {name} has an open snapshot; its disks cannot change")
+            for i in remove_disks:
+                if not 0 <= i < len(vm.disks):
+                    raise NotFound(f"VM {name} has no disk {i}")
+            keep = [d for i, d in enumerate(vm.disks) if i not in set(remove_disks)]
+            added = [disk_spec(p, data_controller, False) for p in add_data_disks]
+            vm.disks = keep + added
+            self._check_disks_unused(vm)
+            self._close_images(vm.vm_id)
+            # dirty logs are per disk index: indices shift, so tracking starts over
+            for log in paths.state.glob("disk*.dirty"):
+                log.unlink()
+            self._save(vm)
+        return vm
+
+    def delete(self, name: str) -> None:
+        vm = self.get(name)
+        if vm.power_state == "Running":
+            raise StateConflict(f"VM {name} is running", action=f"Stop VM {name} first.")
+        self._close_images(vm.vm_id)
+        paths = self._paths(name)
+        paths.definition.unlink()
+        shutil.rmtree(paths.state, ignore_errors=True)
+
+    def _set_power(self, name: str, state: str) -> VmSpec:
+        paths = self._paths(name)
+        with vm_lock(paths):
+            vm = self.get(name)
+            if state == "Off":
+                for i in range(len(vm.disks)):
+                    image = self._images.get((vm.vm_id, i))
+                    if image is not None:
+                        image.flush()
+                    tracking.sync(paths.dirty_log(i))
+                self._close_images(vm.vm_id)
+            if vm.power_state != state:
+                vm.power_state = state
+                self._save(vm)
+        return vm
+
+    def start(self, name: str) -> VmSpec:
+        return self._set_power(name, "Running")
+
+    def stop(self, name: str) -> VmSpec:
+        return self._set_power(name, "Off")
+
+    def _close_images(self, vm_id: str) -> None:
+        for key in [k for k in self._images if k[0] == vm_id]:
+            self._images.pop(key).close()
+
+    def close(self) -> None:
+        for image in self._images.values():
+            image.close()
+        self._images.clear()
+
+    # -- guest I/O and change tracking ---------------------------------------------------
+
+    def _image(self, vm: VmSpec, disk: int) -> DiskImage:
+        if not 0 <= disk < len(vm.disks):
+            raise NotFound(f"VM {vm.name} has no disk {disk} (it has {len(vm.disks)})")
+        key = (vm.vm_id, disk)
+        image = self._images.get(key)
+        if image is None:
+            image = self._images[key] = open_disk(vm.disks[disk].path)
+        return image
+
+    def write(
+        self, name: str, disk: int, offset: int, data: bytes, vm: VmSpec | None = None
+    ) -> None:
+        """A guest write: copy-on-write for an open snapshot, mark dirty, write the image."""
+        vm = vm or self.get(name)
+        if vm.power_state != "Running":
+            raise StateConflict(f"VM {name} is not running", action=f"Start VM {name} first.")
+        image = self._image(vm, disk)
+        if offset < 0 or offset + len(data) > image.virtual_size:
+            raise UsageError(
+                f"write {offset}+{len(data)} is outside disk {disk} of VM {name} "
+                f"({image.virtual_size} bytes)"
+            )
+        blocks = tracking.blocks_touched(offset, len(data))
+        paths = self._paths(name)
+        with vm_lock(paths):
+            preserve_before_write(paths, disk, blocks, image)
+            # the bit goes down before the data: a crash may over-report, never under-report
+            tracking.mark(paths.dirty_log(disk), blocks)
+            image.write(offset, data)
+
+    def read(self, name: str, disk: int, offset: int, length: int) -> bytes:
+        vm = self.get(name)
+        with vm_lock(self._paths(name)):
+            return self._image(vm, disk).read(offset, length)
+
+    def mark_all_dirty(self, name: str) -> None:
+        vm = self.get(name)
+        paths = self._paths(name)
+        with vm_lock(paths):
+            for i, d in enumerate(vm.disks):
+                size = probe(d.path).virtual_size
+                tracking.write_log(paths.dirty_log(i), size, tracking.all_dirty(size))
+
+    def reset_tracking(self, name: str, disk: int | None = None) -> None:
+        """Forget tracking (of one disk or all): the next snapshot reports it untracked."""
+        vm = self.get(name)
+        paths = self._paths(name)
+        with vm_lock(paths):
+            for i in range(len(vm.disks)) if disk is None else [disk]:
+                paths.dirty_log(i).unlink(missing_ok=True)
+
+    def tracking_state(self, name: str) -> builtins.list[dict[str, Any]]:
+        vm = self.get(name)
+        paths = self._paths(name)
+        out = []
+        with vm_lock(paths):
+            for i, d in enumerate(vm.disks):
+                bits = tracking.read_log(paths.dirty_log(i), probe(d.path).virtual_size)
+                out.append({
+                    "disk": i,
+                    "tracked": bits is not None,
+                    "dirty_blocks": None if bits is None else len(tracking.bits_to_list(bits)),
+                    "snapshot_open": paths.snap.exists(),
+                })
+        return out
+
+    # -- snapshots -----------------------------------------------------------------------
+
+    def snapshot(self, name: str, app_consistent: bool = False) -> Snapshot:
+        vm = self.get(name)
+        if app_consistent and vm.app_quiesce_hook:
+            self._quiesce(vm)
+        images = [open_disk(d.path, readonly=True) for d in vm.disks]
+        try:
+            return take_snapshot(self._paths(name), name, images, self.clock, app_consistent)
+        except BaseException:
+            for image in images:
+                image.close()
+            raise
+
+    def _quiesce(self, vm: VmSpec) -> None:
+        assert vm.app_quiesce_hook
+        try:
+            r = subprocess.run(vm.app_quiesce_hook, capture_output=True, text=True,
+                               timeout=HOOK_TIMEOUT_S, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise JobFailed(f"quiesce hook of VM {vm.name} failed to run: {exc}") from exc
+        if r.returncode != 0:
+            raise JobFailed(
+                f"quiesce hook of VM {vm.name} exited with {r.returncode}",
+                details=[r.stderr.strip()[-500:]] if r.stderr.strip() else (),
+                action="Fix the application quiesce hook or take a crash-consistent point.",
+            )
+
+    def recover(self) -> builtins.list[str]:
+        """At agent start: drop snapshots left open by dead processes; returns the VM names."""
+        recovered = []
+        state = self.vm_dir / STATE_DIR
+        for vm in self.list():
+            paths = self._paths(vm.name)
+            if not (state / vm.name).exists():
+                continue
+            with vm_lock(paths):
+                had = paths.snap.exists() or paths.snap_tmp.exists()
+                if not recover_stale(paths) and had:
+                    recovered.append(vm.name)
+        return recovered
+

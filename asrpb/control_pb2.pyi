@@ -1,0 +1,124 @@
+from asrpb import inventory_pb2 as _inventory_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ConfigureHost(_message.Message):
+    __slots__ = ("host", "policy", "vault_id")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    VAULT_ID_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    policy: _inventory_pb2.Policy
+    vault_id: str
+    def __init__(self, host: _Optional[str] = ..., policy: _Optional[_Union[_inventory_pb2.Policy, _Mapping]] = ..., vault_id: _Optional[str] = ...) -> None: ...
+
+class EnableReplication(_message.Message):
+    __slots__ = ("host", "vm_id", "vm_name", "policy")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    vm_id: str
+    vm_name: str
+    policy: _inventory_pb2.Policy
+    def __init__(self, host: _Optional[str] = ..., vm_id: _Optional[str] = ..., vm_name: _Optional[str] = ..., policy: _Optional[_Union[_inventory_pb2.Policy, _Mapping]] = ...) -> None: ...
+
+class DisableReplication(_message.Message):
+    __slots__ = ("host", "vm_id", "vm_name")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    vm_id: str
+    vm_name: str
+    def __init__(self, host: _Optional[str] = ..., vm_id: _Optional[str] = ..., vm_name: _Optional[str] = ...) -> None: ...
+
+class PowerVm(_message.Message):
+    __slots__ = ("host", "vm_id", "vm_name", "action")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    vm_id: str
+    vm_name: str
+    action: str
+    def __init__(self, host: _Optional[str] = ..., vm_id: _Optional[str] = ..., vm_name: _Optional[str] = ..., action: _Optional[str] = ...) -> None: ...
+
+class Command(_message.Message):
+    __slots__ = ("id", "created_at", "configure_host", "enable_replication", "disable_replication", "power_vm")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CONFIGURE_HOST_FIELD_NUMBER: _ClassVar[int]
+    ENABLE_REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    DISABLE_REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    POWER_VM_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    created_at: float
+    configure_host: ConfigureHost
+    enable_replication: EnableReplication
+    disable_replication: DisableReplication
+    power_vm: PowerVm
+    def __init__(self, id: _Optional[str] = ..., created_at: _Optional[float] = ..., configure_host: _Optional[_Union[ConfigureHost, _Mapping]] = ..., enable_replication: _Optional[_Union[EnableReplication, _Mapping]] = ..., disable_replication: _Optional[_Union[DisableReplication, _Mapping]] = ..., power_vm: _Optional[_Union[PowerVm, _Mapping]] = ...) -> None: ...
+
+class CommandResult(_message.Message):
+    __slots__ = ("id", "ok", "error_code", "error_message", "output")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    ok: bool
+    error_code: str
+    error_message: str
+    output: str
+    def __init__(self, id: _Optional[str] = ..., ok: _Optional[bool] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., output: _Optional[str] = ...) -> None: ...
+
+class CommandPoll(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    def __init__(self, version: _Optional[str] = ...) -> None: ...
+
+class InventorySync(_message.Message):
+    __slots__ = ("clouds", "generated_at")
+    CLOUDS_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_AT_FIELD_NUMBER: _ClassVar[int]
+    clouds: _containers.RepeatedCompositeFieldContainer[_inventory_pb2.VmmCloud]
+    generated_at: float
+    def __init__(self, clouds: _Optional[_Iterable[_Union[_inventory_pb2.VmmCloud, _Mapping]]] = ..., generated_at: _Optional[float] = ...) -> None: ...
+
+class SyncSummary(_message.Message):
+    __slots__ = ("clouds", "hosts", "vms", "removed_vms")
+    CLOUDS_FIELD_NUMBER: _ClassVar[int]
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    VMS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_VMS_FIELD_NUMBER: _ClassVar[int]
+    clouds: int
+    hosts: int
+    vms: int
+    removed_vms: int
+    def __init__(self, clouds: _Optional[int] = ..., hosts: _Optional[int] = ..., vms: _Optional[int] = ..., removed_vms: _Optional[int] = ...) -> None: ...
+
+class ProtectionRequest(_message.Message):
+    __slots__ = ("vm_name", "nic", "disable")
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    NIC_FIELD_NUMBER: _ClassVar[int]
+    DISABLE_FIELD_NUMBER: _ClassVar[int]
+    vm_name: str
+    nic: int
+    disable: bool
+    def __init__(self, vm_name: _Optional[str] = ..., nic: _Optional[int] = ..., disable: _Optional[bool] = ...) -> None: ...
+
+class ProtectionReply(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...

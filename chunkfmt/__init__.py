@@ -1,0 +1,42 @@
+"""The chunk format shared by the agent (which encodes) and the cloud (which stores and decodes).
+
+A protected disk is cut into blocks of :data:`BLOCK_SIZE` bytes; one block is one chunk. A
+chunk is named by a keyed BLAKE3 hash of its plaintext (:func:`chunk_id`) and travels and rests
+as a *frame* (:func:`encode_chunk`): a small header, zstd-compressed payload, and AES-256-GCM
+when the VM uses a customer-managed key (:class:`CustomerKey`).
+"""
+
+from chunkfmt.customerkey import CustomerKey
+from chunkfmt.frame import (
+    FLAG_COMPRESSED,
+    FLAG_ENCRYPTED,
+    FRAME_MAGIC,
+    FRAME_VERSION,
+    HEADER_SIZE,
+    NONCE_SIZE,
+    FrameHeader,
+    decode_chunk,
+    encode_chunk,
+    parse_header,
+)
+from chunkfmt.ids import BLOCK_SIZE, ID_SIZE, ZERO_ID, chunk_id, is_zero_block, vault_id_key
+
+__all__ = [
+    "BLOCK_SIZE",
+    "FLAG_COMPRESSED",
+    "FLAG_ENCRYPTED",
+    "FRAME_MAGIC",
+    "FRAME_VERSION",
+    "HEADER_SIZE",
+    "ID_SIZE",
+    "NONCE_SIZE",
+    "ZERO_ID",
+    "CustomerKey",
+    "FrameHeader",
+    "chunk_id",
+    "decode_chunk",
+    "encode_chunk",
+    "is_zero_block",
+    "parse_header",
+    "vault_id_key",
+]

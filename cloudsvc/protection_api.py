@@ -1,0 +1,102 @@
+"""The Protection service: clouds, VMs, protection and jobs, for the operator."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from asrpb import common_pb2, inventory_pb2, operator_pb2, operator_pb2_grpc
+from cloudsvc.inventory import loads_policy, parse_vm
+from cloudsvc.protection import ALLOWED
+from cloudsvc.service import CloudService
+
+
+def error_msg(text: str) -> common_pb2.ErrorDetail:
+    if not text:
+        return common_pb2.ErrorDetail()
+    d = json.loads(text)
+    return common_pb2.ErrorDetail(code=d.get("code", ""), exit_code=int(d.get("exit_code", 1)),
+                                  message=d.get("message", ""), possible_causes=d.get("possible_causes", []),
+                                  recommended_action=d.get("recommended_action", ""), details=d.get("details", []))
+
+
+def job_msg(job: sqlite3.Row, tasks: list[sqlite3.Row]) -> operator_pb2.Job:
+    done = sum(1 for t in tasks if t["state"] in ("Succeeded", "Failed", "Cancelled"))
+    return operator_pb2.Job(
+        id=job["id"], kind=job["kind"], target=job["target"], state=job["state"], created_at=job["created_at"],
+        started_at=job["started_at"], ended_at=job["ended_at"], error=error_msg(job["error"]),
+        progress=(done / len(tasks)) if tasks else (1.0 if job["state"] == "Succeeded" else 0.0),
+        tasks=[operator_pb2.JobTask(name=t["name"], state=t["state"], started_at=t["started_at"],
+                                    ended_at=t["ended_at"], error=error_msg(t["error"]), output=t["output"])
+               for t in tasks],
+    )
+
+
+def vm_status(svc: CloudService, vault_id: str, row: sqlite3.Row) -> operator_pb2.VmStatus:
+    vm = parse_vm(row)
+    item = svc.protection.item(vault_id, vm.vm_id)
+    state = item["state"] if item else "Unprotected"
+    st = operator_pb2.VmStatus(
+        vm=vm, cloud=row["cloud"], provider=row["provider"], protection_state=state,
+        allowed_operations=ALLOWED.get(state, []),
+    )
+    if item:
+        st.replication_health = item["health"]
+        st.health_errors.extend(json.loads(item["health_errors"]))
+        st.policy.CopyFrom(loads_policy(item["policy"]))
+        st.active_location = item["active_location"]
+    svc.describe_replication(vault_id, vm.vm_id, st)
+    return st
+
+
+class ProtectionApi(operator_pb2_grpc.ProtectionServicer):
+    def __init__(self, svc: CloudService) -> None:
+        self.svc = svc
+
+    def ListClouds(self, request: Any, context: Any) -> operator_pb2.CloudList:
+        v = self.svc.vaults.get(request.vault)
+        out = []
+        for c in self.svc.inventory.clouds(v.id):
+            policy = self.svc.protection.policy(v.id, str(c["name"]))
+            info = operator_pb2.CloudInfo(name=str(c["name"]), provider=str(c["provider"]),
+                                          hosts=list(c["hosts"]), vms=int(c["vms"]),  # type: ignore[call-overload]
+                                          protected=policy is not None)
+            if policy is not None:
+                info.policy.CopyFrom(policy)
+            out.append(info)
+        return operator_pb2.CloudList(clouds=out)
+
+    def ProtectCloud(self, request: Any, context: Any) -> operator_pb2.JobRef:
+        v = self.svc.vaults.get(request.vault)
+        policy = inventory_pb2.Policy()
+        policy.CopyFrom(request.policy)
+        return operator_pb2.JobRef(vault=v.name, id=self.svc.protection.protect_cloud(v, request.cloud, policy))
+
+    def ListVms(self, request: Any, context: Any) -> operator_pb2.VmList:
+        v = self.svc.vaults.get(request.vault)
+        rows = self.svc.inventory.vms(v.id, request.cloud)
+        return operator_pb2.VmList(vms=[vm_status(self.svc, v.id, r) for r in rows])
+
+    def GetVm(self, request: Any, context: Any) -> operator_pb2.VmStatus:
+        v = self.svc.vaults.get(request.vault)
+        return vm_status(self.svc, v.id, self.svc.inventory.find_vm(v.id, request.vm))
+
+    def ProtectVm(self, request: Any, context: Any) -> operator_pb2.JobRef:
+        v = self.svc.vaults.get(request.vault)
+        nic = request.nic - 1 if request.nic > 0 else None
+        return operator_pb2.JobRef(vault=v.name, id=self.svc.protection.protect_vm(v, request.vm, nic))
+
+    def UnprotectVm(self, request: Any, context: Any) -> operator_pb2.JobRef:
+        v = self.svc.vaults.get(request.vault)
+        return operator_pb2.JobRef(vault=v.name, id=self.svc.protection.unprotect_vm(v, request.vm))
+
+    def ListJobs(self, request: Any, context: Any) -> operator_pb2.JobList:
+        v = self.svc.vaults.get(request.vault)
+        jobs = self.svc.jobs.list_jobs(v.id)
+        return operator_pb2.JobList(jobs=[job_msg(j, self.svc.jobs.tasks(j["id"])) for j in jobs])
+
+    def GetJob(self, request: Any, context: Any) -> operator_pb2.Job:
+        v = self.svc.vaults.get(request.vault)
+        job, tasks = self.svc.jobs.get(v.id, request.id)
+        return job_msg(job, tasks)

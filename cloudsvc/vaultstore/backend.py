@@ -1,0 +1,174 @@
+"""The storage-account interface and its local-directory implementation.
+
+A backend stores named immutable objects ("packs/ab/abcd..."). The contract, which the
+conformance suite in ``tests/vaultstore`` checks for every implementation:
+
+* ``put(name, data)`` is atomic and durable when it returns: a reader sees the whole object or
+  nothing, and a crash after the return cannot lose it. Putting an existing name replaces it
+  (the store only ever re-puts identical, content-addressed bytes).
+* ``get(name, offset=0, length=None)`` returns ``length`` bytes from ``offset`` (to the end
+  when ``length`` is None; fewer only at the end of the object); NotFound if absent.
+* ``list(prefix)`` yields every name starting with ``prefix``, in no particular order.
+* ``delete(name)`` is idempotent: deleting an absent name is not an error, so an interrupted
+  garbage collection can simply be run again.
+* ``stat(name)`` returns the size, NotFound if absent; ``exists(name)``.
+* Failures raise :class:`StorageError` (``DiskFull`` when out of space), never a raw OSError.
+
+Names are relative, ``/``-separated, made of ``[A-Za-z0-9._-]`` segments.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from asrerrors import DiskFull, NotFound, StorageError
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+# Temp files live beside their target and carry this marker; list() hides them.
+_TMP_MARK = ".tmp-"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    name: str
+    size: int
+
+
+@runtime_checkable
+class Backend(Protocol):
+    def put(self, name: str, data: bytes | memoryview) -> None: ...
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes: ...
+
+    def list(self, prefix: str = "") -> Iterator[str]: ...
+
+    def delete(self, name: str) -> None: ...
+
+    def stat(self, name: str) -> ObjectInfo: ...
+
+    def exists(self, name: str) -> bool: ...
+
+
+def check_name(name: str) -> str:
+    parts = name.split("/")
+    if not name or any(not _SEGMENT.match(p) or _TMP_MARK in p for p in parts):
+        raise ValueError(f"invalid object name {name!r}")
+    return name
+
+
+def _check_range(offset: int, length: int | None) -> None:
+    if offset < 0 or (length is not None and length < 0):
+        raise ValueError("offset and length must not be negative")
+
+
+class LocalDirBackend:
+    """Objects as files under ``root``: the embedded default storage account."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _os_error(exc, f"cannot create storage directory {self.root}") from exc
+
+    def _path(self, name: str) -> Path:
+        return self.root / check_name(name)
+
+    def put(self, name: str, data: bytes | memoryview) -> None:
+        path = self._path(name)
+        tmp = path.with_name(f"{path.name}{_TMP_MARK}{secrets.token_hex(6)}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                # The data must be on disk before the rename makes it visible, or a crash
+                # could leave a complete-looking name over a hole.
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            # Now sync the directory to commit the rename itself.
+            self._fsync_dir(path.parent)
+        except OSError as exc:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            raise _os_error(exc, f"cannot write {name}") from exc
+
+    @staticmethod
+    def _fsync_dir(directory: Path) -> None:
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        _check_range(offset, length)
+        try:
+            with open(self._path(name), "rb") as f:
+                if offset:
+                    f.seek(offset)
+                return f.read() if length is None else f.read(length)
+        except FileNotFoundError as exc:
+            raise NotFound(f"object {name} does not exist in the storage account") from exc
+        except OSError as exc:
+            raise _os_error(exc, f"cannot read {name}") from exc
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        # Walk only the deepest directory the prefix names, not the whole account.
+        head, _, _ = prefix.rpartition("/")
+        start = self.root / head if head else self.root
+        if not start.is_dir():
+            return
+        for dirpath, _dirs, files in os.walk(start):
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            for fname in files:
+                if _TMP_MARK in fname:
+                    continue
+                name = fname if rel == "." else f"{rel}/{fname}"
+                if name.startswith(prefix):
+                    yield name
+
+    def delete(self, name: str) -> None:
+        path = self._path(name)
+        try:
+            path.unlink()
+            self._fsync_dir(path.parent)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _os_error(exc, f"cannot delete {name}") from exc
+
+    def stat(self, name: str) -> ObjectInfo:
+        try:
+            st = self._path(name).stat()
+        except FileNotFoundError as exc:
+            raise NotFound(f"object {name} does not exist in the storage account") from exc
+        except OSError as exc:
+            raise _os_error(exc, f"cannot stat {name}") from exc
+        return ObjectInfo(name, st.st_size)
+
+    def exists(self, name: str) -> bool:
+        return self._path(name).is_file()
+
+    def __repr__(self) -> str:
+        return f"LocalDirBackend({str(self.root)!r})"
+
+
+def _os_error(exc: OSError, what: str) -> StorageError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(f"{what}: no space left on the storage account's file system")
+    return StorageError(f"{what}: {exc.strerror or exc}")

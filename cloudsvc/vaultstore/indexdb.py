@@ -1,0 +1,248 @@
+"""The vault store's metadata in SQLite: chunk index, packs, recovery points, sessions.
+
+Everything another process would need lives here, not in memory (the one exception is the
+not-yet-sealed pack a process is filling, which nothing has acknowledged). WAL mode with
+``synchronous=FULL``: a committed point row survives power loss, which is what lets the cloud
+acknowledge a point as soon as ``commit_point`` returns.
+
+Pack states: ``writing`` (row made before the put, so an interrupted write can be found and
+removed), ``live``, ``deleting`` (its chunk rows are gone; the object may still exist).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from cloudsvc.vaultstore.packfile import PackEntry
+from cloudsvc.vaultstore.records import DiskInfo, PointInfo
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS packs (
+    name TEXT PRIMARY KEY, size INTEGER NOT NULL, state TEXT NOT NULL, created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    id BLOB PRIMARY KEY, kind INTEGER NOT NULL, pack TEXT NOT NULL,
+    offset INTEGER NOT NULL, length INTEGER NOT NULL, hash BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks (pack);
+CREATE TABLE IF NOT EXISTS points (
+    point_id TEXT PRIMARY KEY, vm_id TEXT NOT NULL, created_at REAL NOT NULL, kind TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS points_by_vm ON points (vm_id, created_at);
+CREATE TABLE IF NOT EXISTS point_disks (
+    point_id TEXT NOT NULL REFERENCES points (point_id) ON DELETE CASCADE,
+    disk_index INTEGER NOT NULL, virtual_size INTEGER NOT NULL, fanout INTEGER NOT NULL,
+    root BLOB NOT NULL, PRIMARY KEY (point_id, disk_index)
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY, vm_id TEXT NOT NULL, opened_at REAL NOT NULL,
+    touched_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS session_chunks (
+    session_id TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
+    id BLOB NOT NULL, PRIMARY KEY (session_id, id)
+) WITHOUT ROWID;
+"""
+_BATCH = 500  # ids per IN (...) query, well under SQLite's variable limit
+
+
+@dataclass(frozen=True)
+class Location:
+    kind: int
+    pack: str
+    offset: int
+    length: int
+    hash: bytes
+
+
+@dataclass(frozen=True)
+class PackRow:
+    name: str
+    size: int
+    state: str
+    created_at: float
+
+
+def _batches(ids: list[bytes]) -> Iterator[list[bytes]]:
+    for i in range(0, len(ids), _BATCH):
+        yield ids[i : i + _BATCH]
+
+
+class IndexDb:
+    def __init__(self, path: str) -> None:
+        self._conn = sqlite3.connect(
+            path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        self._lock = threading.RLock()
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction; BEGIN IMMEDIATE so a second writer waits up front
+        instead of failing at commit time."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def query(self, sql: str, args: Iterable[object] = ()) -> list[tuple]:  # type: ignore[type-arg]
+        with self._lock:
+            return self._conn.execute(sql, tuple(args)).fetchall()
+
+    # --- chunks -----------------------------------------------------------------------
+    def present(self, ids: Iterable[bytes]) -> set[bytes]:
+        out: set[bytes] = set()
+        for batch in _batches(list(ids)):
+            marks = ",".join("?" * len(batch))
+            rows = self.query(f"SELECT id FROM chunks WHERE id IN ({marks})", batch)
+            out.update(r[0] for r in rows)
+        return out
+
+    def lookup(self, ids: Iterable[bytes]) -> dict[bytes, Location]:
+        out: dict[bytes, Location] = {}
+        for batch in _batches(list(ids)):
+            marks = ",".join("?" * len(batch))
+            rows = self.query(
+                f"SELECT id, kind, pack, offset, length, hash FROM chunks WHERE id IN ({marks})",
+                batch,
+            )
+            for r in rows:
+                out[r[0]] = Location(r[1], r[2], r[3], r[4], r[5])
+        return out
+
+    def chunks_in_pack(self, pack: str) -> list[tuple[bytes, Location]]:
+        rows = self.query(
+            "SELECT id, kind, pack, offset, length, hash FROM chunks "
+            "WHERE pack = ? ORDER BY offset",
+            (pack,),
+        )
+        return [(r[0], Location(r[1], r[2], r[3], r[4], r[5])) for r in rows]
+
+    # --- packs ------------------------------------------------------------------------
+    def pack_begin(self, name: str, size: int, now: float) -> None:
+        with self.tx() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO packs (name, size, state, created_at) "
+                "VALUES (?, ?, 'writing', ?)",
+                (name, size, now),
+            )
+
+    def pack_commit(
+        self, conn: sqlite3.Connection, name: str, entries: list[PackEntry], replace: bool
+    ) -> None:
+        """Index a durable pack's entries (inside the caller's transaction). ``replace`` moves
+        existing ids to this pack (repacking); otherwise the first stored copy wins."""
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        conn.executemany(
+            f"{verb} INTO chunks (id, kind, pack, offset, length, hash) VALUES (?, ?, ?, ?, ?, ?)",
+            [(e.id, e.kind, name, e.offset, e.length, e.hash) for e in entries],
+        )
+        conn.execute("UPDATE packs SET state = 'live' WHERE name = ?", (name,))
+
+    def packs(self, state: str | None = None) -> list[PackRow]:
+        if state is None:
+            rows = self.query("SELECT name, size, state, created_at FROM packs ORDER BY name")
+        else:
+            rows = self.query(
+                "SELECT name, size, state, created_at FROM packs WHERE state = ? ORDER BY name",
+                (state,),
+            )
+        return [PackRow(*r) for r in rows]
+
+    def pack_forget(self, name: str) -> None:
+        with self.tx() as c:
+            c.execute("DELETE FROM chunks WHERE pack = ?", (name,))
+            c.execute("DELETE FROM packs WHERE name = ?", (name,))
+
+    def total_pack_bytes(self) -> int:
+        return int(self.query("SELECT COALESCE(SUM(size), 0) FROM packs")[0][0])
+
+    # --- sessions ---------------------------------------------------------------------
+    def session_open(self, session_id: str, vm_id: str, now: float) -> None:
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO sessions (session_id, vm_id, opened_at, touched_at) VALUES (?,?,?,?)",
+                (session_id, vm_id, now, now),
+            )
+
+    def session_vm(self, session_id: str) -> str | None:
+        rows = self.query("SELECT vm_id FROM sessions WHERE session_id = ?", (session_id,))
+        return rows[0][0] if rows else None
+
+    def session_protect(self, session_id: str, ids: Iterable[bytes], now: float) -> None:
+        with self.tx() as c:
+            c.execute("UPDATE sessions SET touched_at = ? WHERE session_id = ?", (now, session_id))
+            c.executemany(
+                "INSERT OR IGNORE INTO session_chunks (session_id, id) VALUES (?, ?)",
+                [(session_id, i) for i in ids],
+            )
+
+    def session_close(self, session_id: str) -> None:
+        with self.tx() as c:
+            c.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
+
+    def sessions_idle_since(self, cutoff: float) -> list[str]:
+        return [r[0] for r in self.query(
+            "SELECT session_id FROM sessions WHERE touched_at < ?", (cutoff,)
+        )]
+
+    # --- points -----------------------------------------------------------------------
+    def point_insert(self, p: PointInfo) -> None:
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO points (point_id, vm_id, created_at, kind) VALUES (?, ?, ?, ?)",
+                (p.point_id, p.vm_id, p.created_at, p.kind),
+            )
+            c.executemany(
+                "INSERT INTO point_disks (point_id, disk_index, virtual_size, fanout, root) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(p.point_id, d.disk_index, d.virtual_size, d.fanout, d.root) for d in p.disks],
+            )
+
+    def _points(self, where: str, args: tuple[object, ...]) -> list[PointInfo]:
+        rows = self.query(
+            f"SELECT point_id, vm_id, created_at, kind FROM points {where} "
+            "ORDER BY created_at, point_id",
+            args,
+        )
+        out = []
+        for pid, vm, created, kind in rows:
+            disks = tuple(
+                DiskInfo(*d)
+                for d in self.query(
+                    "SELECT disk_index, virtual_size, fanout, root FROM point_disks "
+                    "WHERE point_id = ? ORDER BY disk_index",
+                    (pid,),
+                )
+            )
+            out.append(PointInfo(pid, vm, created, kind, disks))
+        return out
+
+    def point(self, point_id: str) -> PointInfo | None:
+        found = self._points("WHERE point_id = ?", (point_id,))
+        return found[0] if found else None
+
+    def points(self, vm_id: str | None = None) -> list[PointInfo]:
+        if vm_id is None:
+            return self._points("", ())
+        return self._points("WHERE vm_id = ?", (vm_id,))
+
+    def point_delete(self, point_id: str) -> bool:
+        with self.tx() as c:
+            return c.execute("DELETE FROM points WHERE point_id = ?", (point_id,)).rowcount > 0

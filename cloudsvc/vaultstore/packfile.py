@@ -1,0 +1,129 @@
+"""Pack files: many stored blobs (chunk frames and tree-node frames) in one object.
+
+Each pack ends with its own index trailer, so the chunk index can be rebuilt from the packs
+alone (``VaultStore.rebuild_index``). Byte layout, integers little-endian::
+
+    offset          size     field
+    0               8        magic b"ASRPACK1"
+    8               ...      blobs, concatenated (each one chunk frame, see chunkfmt.frame)
+    T               77 * n   trailer entries, one per blob:
+                               1   kind (0 chunk, 1 tree node)
+                               32  id (chunk id or tree-node id)
+                               8   offset of the blob in this pack
+                               4   length of the blob
+                               32  BLAKE3 of the blob's stored bytes
+    size - 44       4        n, the number of entries
+    size - 40       32       BLAKE3 of the trailer entries (bytes T .. size-44)
+    size - 8        8        magic b"ASRPKEND"
+
+A pack's name is ``packs/<hh>/<BLAKE3 of the whole pack, hex>``: content-addressed, so a
+re-put after a lost acknowledgement writes the same name with the same bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import blake3
+
+from asrerrors import DataCorrupt
+
+PACK_MAGIC = b"ASRPACK1"
+PACK_END_MAGIC = b"ASRPKEND"
+ENTRY = struct.Struct("<B32sQI32s")  # 77 bytes
+FOOTER = struct.Struct("<I32s8s")  # 44 bytes
+KIND_CHUNK = 0
+KIND_NODE = 1
+PACK_PREFIX = "packs/"
+
+
+@dataclass(frozen=True)
+class PackEntry:
+    kind: int
+    id: bytes
+    offset: int
+    length: int
+    hash: bytes
+
+
+def blob_hash(data: bytes | memoryview) -> bytes:
+    return blake3.blake3(data).digest()
+
+
+def pack_name(pack_bytes: bytes | memoryview) -> str:
+    digest = blake3.blake3(pack_bytes).hexdigest()
+    return f"{PACK_PREFIX}{digest[:2]}/{digest}"
+
+
+def pack_overhead(entries: int) -> int:
+    """Bytes a pack spends beside its blobs."""
+    return len(PACK_MAGIC) + ENTRY.size * entries + FOOTER.size
+
+
+class PackBuilder:
+    """Accumulates blobs in memory until the pack is sealed and written in one put."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = [PACK_MAGIC]
+        self._size = len(PACK_MAGIC)
+        self.entries: list[PackEntry] = []
+        self._ids: set[bytes] = set()
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, blob_id: object) -> bool:
+        return blob_id in self._ids
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def add(self, kind: int, blob_id: bytes, data: bytes, digest: bytes | None = None) -> None:
+        if blob_id in self._ids:
+            return
+        self.entries.append(
+            PackEntry(kind, blob_id, self._size, len(data), digest or blob_hash(data))
+        )
+        self._ids.add(blob_id)
+        self._parts.append(data)
+        self._size += len(data)
+
+    def seal(self) -> bytes:
+        trailer = b"".join(
+            ENTRY.pack(e.kind, e.id, e.offset, e.length, e.hash) for e in self.entries
+        )
+        footer = FOOTER.pack(len(self.entries), blake3.blake3(trailer).digest(), PACK_END_MAGIC)
+        return b"".join([*self._parts, trailer, footer])
+
+
+def parse_trailer(tail: bytes, pack_size: int) -> list[PackEntry]:
+    """Parse the entries from the last bytes of a pack (``tail`` must hold the whole trailer
+    and footer; read ``trailer_length`` bytes or more from the end)."""
+    if len(tail) < FOOTER.size:
+        raise DataCorrupt("pack is too short for its footer")
+    count, digest, magic = FOOTER.unpack_from(tail, len(tail) - FOOTER.size)
+    if magic != PACK_END_MAGIC:
+        raise DataCorrupt("pack footer has a bad magic number")
+    trailer_len = count * ENTRY.size
+    if trailer_len + FOOTER.size > len(tail) or pack_size < pack_overhead(count):
+        raise DataCorrupt("pack trailer is longer than the pack")
+    start = len(tail) - FOOTER.size - trailer_len
+    trailer = tail[start : len(tail) - FOOTER.size]
+    if blake3.blake3(trailer).digest() != digest:
+        raise DataCorrupt("pack trailer fails its checksum")
+    entries = [PackEntry(*ENTRY.unpack_from(trailer, i * ENTRY.size)) for i in range(count)]
+    limit = pack_size - FOOTER.size - trailer_len
+    for e in entries:
+        if e.offset < len(PACK_MAGIC) or e.offset + e.length > limit:
+            raise DataCorrupt("pack trailer entry points outside the pack")
+    return entries
+
+
+def footer_count(footer: bytes) -> int:
+    """The entry count from a pack's last FOOTER.size bytes, to size the trailer read."""
+    count, _digest, magic = FOOTER.unpack_from(footer, len(footer) - FOOTER.size)
+    if magic != PACK_END_MAGIC:
+        raise DataCorrupt("pack footer has a bad magic number")
+    return int(count)

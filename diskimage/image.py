@@ -1,0 +1,112 @@
+"""The disk image interface and the raw format.
+
+A :class:`DiskImage` is a virtual disk of ``virtual_size`` bytes that can be read and written
+at any byte offset. Implementations keep no cached allocation metadata between calls: the
+guest write path and the replication agent may have the same image open in different
+processes (serialised by the VM lock), so every call reads the allocation tables it needs
+from the file itself.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from types import TracebackType
+
+from asrerrors import DiskImageError
+
+
+class DiskImage(ABC):
+    """A virtual disk. Reads past the end are refused rather than padded."""
+
+    format: str = ""
+    subformat: str = ""
+
+    def __init__(self, path: str, readonly: bool) -> None:
+        self.path = os.path.abspath(path)
+        self.readonly = readonly
+        try:
+            self.fd = os.open(self.path, os.O_RDONLY if readonly else os.O_RDWR)
+        except FileNotFoundError as exc:
+            raise DiskImageError(f"disk image {self.path} does not exist") from exc
+        except OSError as exc:
+            raise DiskImageError(f"cannot open disk image {self.path}: {exc.strerror}") from exc
+        self.virtual_size = 0
+
+    def _check_range(self, offset: int, length: int) -> None:
+        if offset < 0 or length < 0 or offset + length > self.virtual_size:
+            raise DiskImageError(
+                f"{self.path}: range {offset}+{length} is outside the disk "
+                f"(virtual size {self.virtual_size})"
+            )
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise DiskImageError(f"{self.path} was opened read-only")
+
+    def read(self, offset: int, length: int) -> bytes:
+        self._check_range(offset, length)
+        return self._read(offset, length)
+
+    def write(self, offset: int, data: bytes) -> None:
+        self._check_writable()
+        self._check_range(offset, len(data))
+        if data:
+            self._write(offset, bytes(data))
+
+    @abstractmethod
+    def _read(self, offset: int, length: int) -> bytes: ...
+
+    @abstractmethod
+    def _write(self, offset: int, data: bytes) -> None: ...
+
+    def _pread(self, offset: int, length: int) -> bytes:
+        data = os.pread(self.fd, length, offset)
+        if len(data) != length:
+            raise DiskImageError(
+                f"{self.path}: image is truncated (wanted {length} bytes at {offset}, "
+                f"got {len(data)})"
+            )
+        return data
+
+    def _pwrite(self, offset: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self.fd, view, offset)
+            view = view[n:]
+            offset += n
+
+    def flush(self) -> None:
+        """Make every completed write durable (fsync)."""
+        if not self.readonly:
+            os.fsync(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> DiskImage:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class RawImage(DiskImage):
+    format = "raw"
+
+    def __init__(self, path: str, readonly: bool = False) -> None:
+        super().__init__(path, readonly)
+        self.virtual_size = os.fstat(self.fd).st_size
+
+    def _read(self, offset: int, length: int) -> bytes:
+        return self._pread(offset, length)
+
+    def _write(self, offset: int, data: bytes) -> None:
+        self._pwrite(offset, data)

@@ -1,0 +1,93 @@
+"""Chunk frames and the customer-managed key."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import chunkfmt as cf
+from asrerrors import DataCorrupt, EncryptionKeyError
+
+KEY = cf.CustomerKey(bytes(range(32)))
+OTHER = cf.CustomerKey(bytes(range(1, 33)))
+block_data = st.one_of(
+    st.binary(max_size=cf.BLOCK_SIZE),
+    st.builds(lambda b, n: (b * (cf.BLOCK_SIZE // max(1, len(b)) + 1))[:n],
+              st.binary(min_size=1, max_size=64), st.integers(0, cf.BLOCK_SIZE)),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=block_data, encrypted=st.booleans())
+def test_round_trip(data: bytes, encrypted: bool) -> None:
+    aead = KEY.aead_key if encrypted else None
+    frame = cf.encode_chunk(data, aead)
+    hdr = cf.parse_header(frame)
+    assert hdr.encrypted == encrypted
+    assert len(frame) <= len(data) + cf.HEADER_SIZE + cf.NONCE_SIZE + 16
+    cid = cf.chunk_id(KEY.id_key, data)
+    assert cf.decode_chunk(frame, aead, expected_id=cid, id_key=KEY.id_key) == data
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.binary(min_size=1, max_size=4096), encrypted=st.booleans(),
+       where=st.floats(0, 1, exclude_max=True), bit=st.integers(0, 7))
+def test_any_flipped_bit_is_detected(data: bytes, encrypted: bool, where: float, bit: int) -> None:
+    aead = KEY.aead_key if encrypted else None
+    frame = bytearray(cf.encode_chunk(data, aead))
+    frame[int(where * len(frame))] ^= 1 << bit
+    # Unencrypted frames carry no MAC: the id check is what catches damage there.
+    with pytest.raises((DataCorrupt, EncryptionKeyError)):
+        cf.decode_chunk(bytes(frame), aead, cf.chunk_id(KEY.id_key, data), KEY.id_key)
+
+
+def test_wrong_or_missing_key_is_a_key_error() -> None:
+    frame = cf.encode_chunk(b"secret" * 1000, KEY.aead_key)
+    with pytest.raises(EncryptionKeyError, match="different key"):
+        cf.decode_chunk(frame, OTHER.aead_key)
+    with pytest.raises(EncryptionKeyError, match="no customer-managed key"):
+        cf.decode_chunk(frame, None)
+    with pytest.raises(DataCorrupt, match="unencrypted"):
+        cf.decode_chunk(cf.encode_chunk(b"x", None), KEY.aead_key)
+
+
+def test_incompressible_is_stored_raw_and_zero_id_reserved() -> None:
+    data = os.urandom(cf.BLOCK_SIZE)
+    assert not cf.parse_header(cf.encode_chunk(data, None)).compressed
+    assert cf.parse_header(cf.encode_chunk(bytes(cf.BLOCK_SIZE), None)).compressed
+    assert cf.ZERO_ID == bytes(32) and cf.is_zero_block(bytes(100))
+    assert cf.chunk_id(cf.vault_id_key("a"), b"x") != cf.chunk_id(cf.vault_id_key("b"), b"x")
+
+
+def test_truncated_frame() -> None:
+    frame = cf.encode_chunk(b"abc" * 100, None)
+    for cut in (0, 5, len(frame) - 1):
+        with pytest.raises(DataCorrupt):
+            cf.decode_chunk(frame[:cut], None)
+
+
+def test_customer_key_file(tmp_path: Path) -> None:
+    key = cf.CustomerKey.generate()
+    path = tmp_path / "cmk.json"
+    key.save(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    loaded = cf.CustomerKey.load(path)
+    assert loaded.fingerprint == key.fingerprint and loaded.aead_key == key.aead_key
+    assert key.id_key != key.aead_key and len(key.id_key) == 32
+    doc = json.loads(path.read_text())
+    assert doc["version"] == 1 and doc["fingerprint"] == key.fingerprint
+    with pytest.raises(EncryptionKeyError, match="does not exist"):
+        cf.CustomerKey.load(tmp_path / "nope.json")
+    doc["key"] = doc["key"][:-4] + "AAA="  # a damaged key no longer matches its fingerprint
+    path.write_text(json.dumps(doc))
+    with pytest.raises(EncryptionKeyError, match="damaged"):
+        cf.CustomerKey.load(path)
+    path.write_text("{not json")
+    with pytest.raises(EncryptionKeyError, match="damaged"):
+        cf.CustomerKey.load(path)
