@@ -1,34 +1,79 @@
-"""The running agent: heartbeats to the cloud."""
+"""The running agent: the local hypervisor's host.
+
+Start-up order: recover the hypervisor's state (a snapshot left by a killed process is
+merged back into the dirty sets), then the cloud link (heartbeats), the provider link
+(inventory, commands), and the replication engine when it is installed.
+"""
 
 from __future__ import annotations
 
+import importlib
+import logging
 import threading
 
+from agent.commands import register_builtin
 from agent.config import load
+from agent.hostlink import ProviderLink
+from agent.hypervisor import LocalHypervisor
+from agent.runtime import AgentRuntime
+from agent.settings import Settings
 from asrclock import from_environment
 from asrops.lifecycle import Lifecycle
 from asrops.logs import setup
 from registration.link import CloudLink
 from registration.state import load as load_identity
 
+log = logging.getLogger("asr-agent")
+
+# Optional parts, each with register(runtime) / start(runtime): installed as they exist.
+EXTENSIONS = ("agent.failback",)
+
 
 def run(config_path: str) -> int:
-    log = setup("asr-agent")
+    setup("asr-agent")
     cfg = load(config_path)
     ident = load_identity(cfg.state_dir)
     clock = from_environment()
     life = Lifecycle()
     life.install_signal_handlers()
+    hv = LocalHypervisor(cfg.vm_dir, clock)
+    recovered = hv.recover()
+    if recovered:
+        log.info("recovered stale snapshots", extra={"fields": {"vms": recovered}})
     link = CloudLink(ident, clock, cfg.proxy)
-    hb = threading.Thread(
-        target=link.run_heartbeats, args=(cfg.heartbeat_seconds, life.stopping), name="heartbeat", daemon=True
-    )
+    rt = AgentRuntime(config=cfg, ident=ident, clock=clock, hv=hv, link=link, settings=Settings(cfg.state_dir),
+                      stopping=life.stopping)
+    register_builtin(rt)
+    for name in EXTENSIONS:
+        try:
+            importlib.import_module(name).register(rt)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    hb = threading.Thread(target=link.run_heartbeats, args=(cfg.heartbeat_seconds, life.stopping),
+                          name="heartbeat", daemon=True)
     hb.start()
-    log.info("agent running", extra={"fields": {"identity": ident.identity}})
+    provider = ProviderLink(rt)
+    threads = provider.start()
+    try:
+        replication = importlib.import_module("agent.replication")
+    except ModuleNotFoundError as exc:
+        if exc.name != "agent.replication":
+            raise
+    else:
+        start = getattr(replication, "start", None)
+        if start is not None:
+            start(rt)
+    log.info("agent running", extra={"fields": {"identity": ident.identity, "provider": ident.provider_address}})
     life.ready(f"agent {ident.name}")
     life.wait()
     life.stop()
-    hb.join(timeout=5)
+    if rt.replication is not None:
+        rt.replication.stop()
+    provider.stop()
+    for t in [hb, *threads]:
+        t.join(timeout=5)
     link.close()
+    hv.close()
     log.info("stopped")
     return 0

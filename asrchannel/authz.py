@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -18,6 +19,7 @@ import grpc
 
 from asrchannel.status import abort
 from asrerrors import AsrError, NotAuthenticated, PermissionDenied
+from asrops.metrics import RPC_SECONDS, RPCS
 from certs.identity import Identity, from_pem
 
 log = logging.getLogger(__name__)
@@ -86,15 +88,20 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
         def guard(fn: Callable[..., Any], streaming_response: bool) -> Callable[..., Any]:
             def unary_out(request: Any, context: grpc.ServicerContext) -> Any:
+                started = time.perf_counter()
                 try:
                     ident = self._authorise(method, context)
                     token = _identity.set(ident)
                     try:
-                        return fn(request, context)
+                        result = fn(request, context)
                     finally:
                         _identity.reset(token)
+                    RPCS.labels(method, "OK").inc()
+                    RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
+                    return result
                 except AsrError as err:
                     log.info("rpc %s refused: %s %s", method, err.code, err)
+                    RPCS.labels(method, err.code).inc()
                     abort(context, err)
                 except Exception as exc:  # noqa: BLE001 - last line before the wire
                     if isinstance(exc, grpc.RpcError) or type(exc).__name__ == "_AbortError":

@@ -39,6 +39,7 @@ class Client:
         self.timeout = timeout
         self.channel = client_channel(self.endpoint, ca, cert, key)
         self.operator = operator_pb2_grpc.OperatorStub(self.channel)
+        self.protection = operator_pb2_grpc.ProtectionStub(self.channel)
 
     def call(self, fn: Callable[..., T], request: Any, timeout: float | None = None) -> T:
         try:

@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from asrcli import foundation_cmds
+from asrcli import failover_cmds, foundation_cmds, point_cmds, protection_cmds
 from asrcli.client import Client
 from asrerrors import AsrError, UsageError
 
@@ -36,6 +36,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asr", description="Site Recovery operator tool")
     sub = p.add_subparsers(dest="cmd", required=True)
     foundation_cmds.add_parsers(sub, _vault_arg)
+    protection_cmds.add_parsers(sub, _vault_arg)
+    point_cmds.add_parsers(sub, _vault_arg)
+    failover_cmds.add_parsers(sub, _vault_arg)
     _add_common(p)
     return p
 

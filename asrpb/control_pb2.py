@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from asrpb import inventory_pb2 as asrpb_dot_inventory__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61srpb/control.proto\x12\x06\x61sr.v1\x1a\x15\x61srpb/inventory.proto\"O\n\rConfigureHost\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x1e\n\x06policy\x18\x02 \x01(\x0b\x32\x0e.asr.v1.Policy\x12\x10\n\x08vault_id\x18\x03 \x01(\t\"a\n\x11\x45nableReplication\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\r\n\x05vm_id\x18\x02 \x01(\t\x12\x0f\n\x07vm_name\x18\x03 \x01(\t\x12\x1e\n\x06policy\x18\x04 \x01(\x0b\x32\x0e.asr.v1.Policy\"B\n\x12\x44isableReplication\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\r\n\x05vm_id\x18\x02 \x01(\t\x12\x0f\n\x07vm_name\x18\x03 \x01(\t\"G\n\x07PowerVm\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\r\n\x05vm_id\x18\x02 \x01(\t\x12\x0f\n\x07vm_name\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\"\xfb\x01\n\x07\x43ommand\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncreated_at\x18\x02 \x01(\x01\x12/\n\x0e\x63onfigure_host\x18\n \x01(\x0b\x32\x15.asr.v1.ConfigureHostH\x00\x12\x37\n\x12\x65nable_replication\x18\x0b \x01(\x0b\x32\x19.asr.v1.EnableReplicationH\x00\x12\x39\n\x13\x64isable_replication\x18\x0c \x01(\x0b\x32\x1a.asr.v1.DisableReplicationH\x00\x12#\n\x08power_vm\x18\r \x01(\x0b\x32\x0f.asr.v1.PowerVmH\x00\x42\x06\n\x04\x62ody\"b\n\rCommandResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x12\n\nerror_code\x18\x03 \x01(\t\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x0e\n\x06output\x18\x05 \x01(\t\"\x1e\n\x0b\x43ommandPoll\x12\x0f\n\x07version\x18\x01 \x01(\t\"G\n\rInventorySync\x12 \n\x06\x63louds\x18\x01 \x03(\x0b\x32\x10.asr.v1.VmmCloud\x12\x14\n\x0cgenerated_at\x18\x02 \x01(\x01\"N\n\x0bSyncSummary\x12\x0e\n\x06\x63louds\x18\x01 \x01(\x05\x12\r\n\x05hosts\x18\x02 \x01(\x05\x12\x0b\n\x03vms\x18\x03 \x01(\x05\x12\x13\n\x0bremoved_vms\x18\x04 \x01(\x05\"B\n\x11ProtectionRequest\x12\x0f\n\x07vm_name\x18\x01 \x01(\t\x12\x0b\n\x03nic\x18\x02 \x01(\x05\x12\x0f\n\x07\x64isable\x18\x03 \x01(\x08\"!\n\x0fProtectionReply\x12\x0e\n\x06job_id\x18\x01 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61srpb/control.proto\x12\x06\x61sr.v1\x1a\x15\x61srpb/inventory.proto\"O\n\rConfigureHost\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x1e\n\x06policy\x18\x02 \x01(\x0b\x32\x0e.asr.v1.Policy\x12\x10\n\x08vault_id\x18\x03 \x01(\t\"\x89\x01\n\x11\x45nableReplication\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\r\n\x05vm_id\x18\x02 \x01(\t\x12\x0f\n\x07vm_name\x18\x03 \x01(\t\x12\x1e\n\x06policy\x18\x04 \x01(\x0b\x32\x0e.asr.v1.Policy\x12\x14\n\x0c\x63ustomer_key\x18\x05 \x01(\x0c\x12\x10\n\x08vault_id\x18\x06 \x01(\t\"B\n\x12\x44isableReplication\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\r\n\x05vm_id\x18\x02 \x01(\t\x12\x0f\n\x07vm_name\x18\x03 \x01(\t\"G\n\x07PowerVm\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\r\n\x05vm_id\x18\x02 \x01(\t\x12\x0f\n\x07vm_name\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\"T\n\x0cReplicateNow\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\r\n\x05vm_id\x18\x02 \x01(\t\x12\x0f\n\x07vm_name\x18\x03 \x01(\t\x12\x16\n\x0eshutdown_first\x18\x04 \x01(\x08\"^\n\x08\x46\x61ilback\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\r\n\x05vm_id\x18\x02 \x01(\t\x12\x0f\n\x07vm_name\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x10\n\x08start_vm\x18\x05 \x01(\x08\"\xd0\x02\n\x07\x43ommand\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncreated_at\x18\x02 \x01(\x01\x12/\n\x0e\x63onfigure_host\x18\n \x01(\x0b\x32\x15.asr.v1.ConfigureHostH\x00\x12\x37\n\x12\x65nable_replication\x18\x0b \x01(\x0b\x32\x19.asr.v1.EnableReplicationH\x00\x12\x39\n\x13\x64isable_replication\x18\x0c \x01(\x0b\x32\x1a.asr.v1.DisableReplicationH\x00\x12#\n\x08power_vm\x18\r \x01(\x0b\x32\x0f.asr.v1.PowerVmH\x00\x12-\n\rreplicate_now\x18\x0e \x01(\x0b\x32\x14.asr.v1.ReplicateNowH\x00\x12$\n\x08\x66\x61ilback\x18\x0f \x01(\x0b\x32\x10.asr.v1.FailbackH\x00\x42\x06\n\x04\x62ody\"b\n\rCommandResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x12\n\nerror_code\x18\x03 \x01(\t\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x0e\n\x06output\x18\x05 \x01(\t\"\x1e\n\x0b\x43ommandPoll\x12\x0f\n\x07version\x18\x01 \x01(\t\"G\n\rInventorySync\x12 \n\x06\x63louds\x18\x01 \x03(\x0b\x32\x10.asr.v1.VmmCloud\x12\x14\n\x0cgenerated_at\x18\x02 \x01(\x01\"N\n\x0bSyncSummary\x12\x0e\n\x06\x63louds\x18\x01 \x01(\x05\x12\r\n\x05hosts\x18\x02 \x01(\x05\x12\x0b\n\x03vms\x18\x03 \x01(\x05\x12\x13\n\x0bremoved_vms\x18\x04 \x01(\x05\"B\n\x11ProtectionRequest\x12\x0f\n\x07vm_name\x18\x01 \x01(\t\x12\x0b\n\x03nic\x18\x02 \x01(\x05\x12\x0f\n\x07\x64isable\x18\x03 \x01(\x08\"!\n\x0fProtectionReply\x12\x0e\n\x06job_id\x18\x01 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,24 +34,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CONFIGUREHOST']._serialized_start=54
   _globals['_CONFIGUREHOST']._serialized_end=133
-  _globals['_ENABLEREPLICATION']._serialized_start=135
-  _globals['_ENABLEREPLICATION']._serialized_end=232
-  _globals['_DISABLEREPLICATION']._serialized_start=234
-  _globals['_DISABLEREPLICATION']._serialized_end=300
-  _globals['_POWERVM']._serialized_start=302
-  _globals['_POWERVM']._serialized_end=373
-  _globals['_COMMAND']._serialized_start=376
-  _globals['_COMMAND']._serialized_end=627
-  _globals['_COMMANDRESULT']._serialized_start=629
-  _globals['_COMMANDRESULT']._serialized_end=727
-  _globals['_COMMANDPOLL']._serialized_start=729
-  _globals['_COMMANDPOLL']._serialized_end=759
-  _globals['_INVENTORYSYNC']._serialized_start=761
-  _globals['_INVENTORYSYNC']._serialized_end=832
-  _globals['_SYNCSUMMARY']._serialized_start=834
-  _globals['_SYNCSUMMARY']._serialized_end=912
-  _globals['_PROTECTIONREQUEST']._serialized_start=914
-  _globals['_PROTECTIONREQUEST']._serialized_end=980
-  _globals['_PROTECTIONREPLY']._serialized_start=982
-  _globals['_PROTECTIONREPLY']._serialized_end=1015
+  _globals['_ENABLEREPLICATION']._serialized_start=136
+  _globals['_ENABLEREPLICATION']._serialized_end=273
+  _globals['_DISABLEREPLICATION']._serialized_start=275
+  _globals['_DISABLEREPLICATION']._serialized_end=341
+  _globals['_POWERVM']._serialized_start=343
+  _globals['_POWERVM']._serialized_end=414
+  _globals['_REPLICATENOW']._serialized_start=416
+  _globals['_REPLICATENOW']._serialized_end=500
+  _globals['_FAILBACK']._serialized_start=502
+  _globals['_FAILBACK']._serialized_end=596
+  _globals['_COMMAND']._serialized_start=599
+  _globals['_COMMAND']._serialized_end=935
+  _globals['_COMMANDRESULT']._serialized_start=937
+  _globals['_COMMANDRESULT']._serialized_end=1035
+  _globals['_COMMANDPOLL']._serialized_start=1037
+  _globals['_COMMANDPOLL']._serialized_end=1067
+  _globals['_INVENTORYSYNC']._serialized_start=1069
+  _globals['_INVENTORYSYNC']._serialized_end=1140
+  _globals['_SYNCSUMMARY']._serialized_start=1142
+  _globals['_SYNCSUMMARY']._serialized_end=1220
+  _globals['_PROTECTIONREQUEST']._serialized_start=1222
+  _globals['_PROTECTIONREQUEST']._serialized_end=1288
+  _globals['_PROTECTIONREPLY']._serialized_start=1290
+  _globals['_PROTECTIONREPLY']._serialized_end=1323
 # @@protoc_insertion_point(module_scope)

@@ -18,16 +18,20 @@ class ConfigureHost(_message.Message):
     def __init__(self, host: _Optional[str] = ..., policy: _Optional[_Union[_inventory_pb2.Policy, _Mapping]] = ..., vault_id: _Optional[str] = ...) -> None: ...
 
 class EnableReplication(_message.Message):
-    __slots__ = ("host", "vm_id", "vm_name", "policy")
+    __slots__ = ("host", "vm_id", "vm_name", "policy", "customer_key", "vault_id")
     HOST_FIELD_NUMBER: _ClassVar[int]
     VM_ID_FIELD_NUMBER: _ClassVar[int]
     VM_NAME_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_KEY_FIELD_NUMBER: _ClassVar[int]
+    VAULT_ID_FIELD_NUMBER: _ClassVar[int]
     host: str
     vm_id: str
     vm_name: str
     policy: _inventory_pb2.Policy
-    def __init__(self, host: _Optional[str] = ..., vm_id: _Optional[str] = ..., vm_name: _Optional[str] = ..., policy: _Optional[_Union[_inventory_pb2.Policy, _Mapping]] = ...) -> None: ...
+    customer_key: bytes
+    vault_id: str
+    def __init__(self, host: _Optional[str] = ..., vm_id: _Optional[str] = ..., vm_name: _Optional[str] = ..., policy: _Optional[_Union[_inventory_pb2.Policy, _Mapping]] = ..., customer_key: _Optional[bytes] = ..., vault_id: _Optional[str] = ...) -> None: ...
 
 class DisableReplication(_message.Message):
     __slots__ = ("host", "vm_id", "vm_name")
@@ -51,21 +55,51 @@ class PowerVm(_message.Message):
     action: str
     def __init__(self, host: _Optional[str] = ..., vm_id: _Optional[str] = ..., vm_name: _Optional[str] = ..., action: _Optional[str] = ...) -> None: ...
 
+class ReplicateNow(_message.Message):
+    __slots__ = ("host", "vm_id", "vm_name", "shutdown_first")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    SHUTDOWN_FIRST_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    vm_id: str
+    vm_name: str
+    shutdown_first: bool
+    def __init__(self, host: _Optional[str] = ..., vm_id: _Optional[str] = ..., vm_name: _Optional[str] = ..., shutdown_first: _Optional[bool] = ...) -> None: ...
+
+class Failback(_message.Message):
+    __slots__ = ("host", "vm_id", "vm_name", "session_id", "start_vm")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    START_VM_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    vm_id: str
+    vm_name: str
+    session_id: str
+    start_vm: bool
+    def __init__(self, host: _Optional[str] = ..., vm_id: _Optional[str] = ..., vm_name: _Optional[str] = ..., session_id: _Optional[str] = ..., start_vm: _Optional[bool] = ...) -> None: ...
+
 class Command(_message.Message):
-    __slots__ = ("id", "created_at", "configure_host", "enable_replication", "disable_replication", "power_vm")
+    __slots__ = ("id", "created_at", "configure_host", "enable_replication", "disable_replication", "power_vm", "replicate_now", "failback")
     ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     CONFIGURE_HOST_FIELD_NUMBER: _ClassVar[int]
     ENABLE_REPLICATION_FIELD_NUMBER: _ClassVar[int]
     DISABLE_REPLICATION_FIELD_NUMBER: _ClassVar[int]
     POWER_VM_FIELD_NUMBER: _ClassVar[int]
+    REPLICATE_NOW_FIELD_NUMBER: _ClassVar[int]
+    FAILBACK_FIELD_NUMBER: _ClassVar[int]
     id: str
     created_at: float
     configure_host: ConfigureHost
     enable_replication: EnableReplication
     disable_replication: DisableReplication
     power_vm: PowerVm
-    def __init__(self, id: _Optional[str] = ..., created_at: _Optional[float] = ..., configure_host: _Optional[_Union[ConfigureHost, _Mapping]] = ..., enable_replication: _Optional[_Union[EnableReplication, _Mapping]] = ..., disable_replication: _Optional[_Union[DisableReplication, _Mapping]] = ..., power_vm: _Optional[_Union[PowerVm, _Mapping]] = ...) -> None: ...
+    replicate_now: ReplicateNow
+    failback: Failback
+    def __init__(self, id: _Optional[str] = ..., created_at: _Optional[float] = ..., configure_host: _Optional[_Union[ConfigureHost, _Mapping]] = ..., enable_replication: _Optional[_Union[EnableReplication, _Mapping]] = ..., disable_replication: _Optional[_Union[DisableReplication, _Mapping]] = ..., power_vm: _Optional[_Union[PowerVm, _Mapping]] = ..., replicate_now: _Optional[_Union[ReplicateNow, _Mapping]] = ..., failback: _Optional[_Union[Failback, _Mapping]] = ...) -> None: ...
 
 class CommandResult(_message.Message):
     __slots__ = ("id", "ok", "error_code", "error_message", "output")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61srpb/registration.proto\x12\x06\x61sr.v1\"\xbf\x01\n\x0fRegisterRequest\x12\x10\n\x08vault_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x04 \x01(\x0c\x12\x0e\n\x06secret\x18\x05 \x01(\t\x12\r\n\x05\x66orce\x18\x06 \x01(\x08\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x12\n\nencryption\x18\x08 \x01(\x08\x12\x17\n\x0fkey_fingerprint\x18\t \x01(\t\x12\x10\n\x08provider\x18\n \x01(\t\"i\n\x10RegisterResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x16\n\x0eservice_ca_pem\x18\x02 \x01(\x0c\x12\x10\n\x08identity\x18\x03 \x01(\t\x12\x12\n\nvault_name\x18\x04 \x01(\t2M\n\x0cRegistration\x12=\n\x08Register\x12\x17.asr.v1.RegisterRequest\x1a\x18.asr.v1.RegisterResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61srpb/registration.proto\x12\x06\x61sr.v1\"\xd2\x01\n\x0fRegisterRequest\x12\x10\n\x08vault_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x04 \x01(\x0c\x12\x0e\n\x06secret\x18\x05 \x01(\t\x12\r\n\x05\x66orce\x18\x06 \x01(\x08\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x12\n\nencryption\x18\x08 \x01(\x08\x12\x17\n\x0fkey_fingerprint\x18\t \x01(\t\x12\x10\n\x08provider\x18\n \x01(\t\x12\x11\n\taddresses\x18\x0b \x03(\t\"i\n\x10RegisterResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x16\n\x0eservice_ca_pem\x18\x02 \x01(\x0c\x12\x10\n\x08identity\x18\x03 \x01(\t\x12\x12\n\nvault_name\x18\x04 \x01(\t2M\n\x0cRegistration\x12=\n\x08Register\x12\x17.asr.v1.RegisterRequest\x1a\x18.asr.v1.RegisterResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,9 +32,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'asrpb.registration_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REGISTERREQUEST']._serialized_start=37
-  _globals['_REGISTERREQUEST']._serialized_end=228
-  _globals['_REGISTERRESPONSE']._serialized_start=230
-  _globals['_REGISTERRESPONSE']._serialized_end=335
-  _globals['_REGISTRATION']._serialized_start=337
-  _globals['_REGISTRATION']._serialized_end=414
+  _globals['_REGISTERREQUEST']._serialized_end=247
+  _globals['_REGISTERRESPONSE']._serialized_start=249
+  _globals['_REGISTERRESPONSE']._serialized_end=354
+  _globals['_REGISTRATION']._serialized_start=356
+  _globals['_REGISTRATION']._serialized_end=433
 # @@protoc_insertion_point(module_scope)

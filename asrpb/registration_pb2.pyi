@@ -1,11 +1,13 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable
 from typing import ClassVar as _ClassVar, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("vault_id", "role", "name", "csr_pem", "secret", "force", "version", "encryption", "key_fingerprint", "provider")
+    __slots__ = ("vault_id", "role", "name", "csr_pem", "secret", "force", "version", "encryption", "key_fingerprint", "provider", "addresses")
     VAULT_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +18,7 @@ class RegisterRequest(_message.Message):
     ENCRYPTION_FIELD_NUMBER: _ClassVar[int]
     KEY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     vault_id: str
     role: str
     name: str
@@ -26,7 +29,8 @@ class RegisterRequest(_message.Message):
     encryption: bool
     key_fingerprint: str
     provider: str
-    def __init__(self, vault_id: _Optional[str] = ..., role: _Optional[str] = ..., name: _Optional[str] = ..., csr_pem: _Optional[bytes] = ..., secret: _Optional[str] = ..., force: _Optional[bool] = ..., version: _Optional[str] = ..., encryption: _Optional[bool] = ..., key_fingerprint: _Optional[str] = ..., provider: _Optional[str] = ...) -> None: ...
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, vault_id: _Optional[str] = ..., role: _Optional[str] = ..., name: _Optional[str] = ..., csr_pem: _Optional[bytes] = ..., secret: _Optional[str] = ..., force: _Optional[bool] = ..., version: _Optional[str] = ..., encryption: _Optional[bool] = ..., key_fingerprint: _Optional[str] = ..., provider: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
     __slots__ = ("certificate_pem", "service_ca_pem", "identity", "vault_name")

@@ -48,7 +48,7 @@ def from_certificate(cert: x509.Certificate) -> Identity:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound as exc:
         raise NotAuthenticated("the client certificate carries no asr identity") from exc
-    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    uris = [u for u in san.get_values_for_type(x509.UniformResourceIdentifier) if u.startswith("spiffe://")]
     if len(uris) != 1:
         raise NotAuthenticated("the client certificate must carry exactly one identity URI")
     role, vault_id, name = parse_uri(uris[0])

@@ -98,12 +98,7 @@ def create_ca(common_name: str, parent: CertKey | None = None, days: int = 3650)
 def issue_server_cert(ca: CertKey, names: list[str], days: int = 825) -> CertKey:
     """Server certificate valid for every DNS name / IP address in ``names``."""
     key = new_key()
-    sans: list[x509.GeneralName] = []
-    for n in names:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(n)))
-        except ValueError:
-            sans.append(x509.DNSName(n))
+    sans = _general_names(names)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
     cert = (
         _builder(subject, ca.cert.subject, key.public_key(), days)
@@ -124,19 +119,38 @@ def make_csr(key: PrivateKey, common_name: str) -> bytes:
     return csr.public_bytes(serialization.Encoding.PEM)
 
 
-def sign_client(ca: CertKey, public_key: object, common_name: str, uri: str, days: int = 730) -> x509.Certificate:
-    """A client certificate whose only authorisation-relevant content is the URI SAN."""
+def _general_names(names: list[str]) -> list[x509.GeneralName]:
+    out: list[x509.GeneralName] = []
+    for n in names:
+        try:
+            out.append(x509.IPAddress(ipaddress.ip_address(n)))
+        except ValueError:
+            out.append(x509.DNSName(n))
+    return out
+
+
+def sign_client(
+    ca: CertKey, public_key: object, common_name: str, uri: str, days: int = 730, server_names: list[str] | None = None
+) -> x509.Certificate:
+    """A client certificate whose only authorisation-relevant content is the URI SAN.
+
+    With ``server_names`` it is also a server certificate for those names: a provider uses
+    one identity both to dial the cloud and to serve its own agents."""
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH] + ([ExtendedKeyUsageOID.SERVER_AUTH] if server_names else [])
+    sans = [x509.UniformResourceIdentifier(uri), *_general_names(server_names or [])]
     return (
         _builder(subject, ca.cert.subject, public_key, days)
-        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(ca.key, hashes.SHA256())
     )
 
 
-def sign_csr(ca: CertKey, csr_pem: bytes, uri: str, days: int = 730) -> x509.Certificate:
+def sign_csr(
+    ca: CertKey, csr_pem: bytes, uri: str, days: int = 730, server_names: list[str] | None = None
+) -> x509.Certificate:
     """Sign a CSR after checking its self-signature (proof the caller holds the key)."""
     try:
         csr = x509.load_pem_x509_csr(csr_pem)
@@ -146,7 +160,7 @@ def sign_csr(ca: CertKey, csr_pem: bytes, uri: str, days: int = 730) -> x509.Cer
         raise AuthError("the certificate signing request's signature does not verify")
     if not isinstance(csr.public_key(), ec.EllipticCurvePublicKey):
         raise AuthError("the certificate signing request must use an ECDSA P-256 key")
-    return sign_client(ca, csr.public_key(), uri.rsplit("/", 1)[-1], uri, days)
+    return sign_client(ca, csr.public_key(), uri.rsplit("/", 1)[-1], uri, days, server_names)
 
 
 def cert_pem(cert: x509.Certificate) -> bytes:

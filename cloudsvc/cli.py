@@ -9,6 +9,7 @@ import sys
 
 from asrclock import from_environment
 from asrerrors import AlreadyExists, AsrError, UsageError
+from asrops import metrics
 from asrops.lifecycle import Lifecycle
 from asrops.logs import setup
 from certs.pki import create_ca, issue_server_cert, make_csr, new_key, sign_csr, write_private, write_public
@@ -87,11 +88,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     svc = CloudService(cfg, from_environment())
     server, health = build(svc)
     server.start()
+    metrics.serve(cfg.metrics_listen)
     log.info("serving", extra={"fields": {"listen": cfg.listen, "registration": cfg.registration_listen}})
     life.ready(f"serving on {cfg.listen}")
     life.wait()
     log.info("stopping")
     life.stop()
+    svc.stopping.set()
+    svc.commands.notify()
     health.enter_graceful_shutdown()
     server.stop(grace=5).wait()
     svc.close()

@@ -16,30 +16,7 @@ from asrclock import Clock
 from asrerrors import NotFound, UsageError
 from asrpb import control_pb2, inventory_pb2
 from sqlitestore.database import Database
-from vmspec import VmSpec
-
-
-def vm_to_spec(vm: inventory_pb2.Vm) -> VmSpec:
-    doc = MessageToDict(vm, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-    doc.pop("host", None)
-    for d in doc.get("disks", []):
-        d["virtual_size"] = int(d.get("virtual_size", 0))
-        d["parent"] = d.get("parent") or None
-    for n in doc.get("nics", []):
-        n["address"] = n.get("address") or None
-    return VmSpec.from_dict(doc)
-
-
-def spec_to_vm(spec: VmSpec, host: str = "") -> inventory_pb2.Vm:
-    doc = spec.to_dict()
-    doc.pop("app_quiesce_hook", None)
-    for d in doc.get("disks", []):
-        d["parent"] = d.get("parent") or ""
-    for n in doc.get("nics", []):
-        n["address"] = n.get("address") or ""
-    vm = ParseDict(doc, inventory_pb2.Vm(), ignore_unknown_fields=True)
-    vm.host = host
-    return vm
+from vmspec.wire import spec_to_vm, vm_to_spec
 
 
 class Inventory:
@@ -131,3 +108,6 @@ def dumps_policy(p: inventory_pb2.Policy) -> str:
 
 def loads_policy(text: str) -> inventory_pb2.Policy:
     return ParseDict(json.loads(text), inventory_pb2.Policy())
+
+
+__all__ = ["Inventory", "dumps_policy", "loads_policy", "parse_vm", "spec_to_vm", "vm_to_spec"]

@@ -68,6 +68,7 @@ class Registrar:
         encryption: bool = False,
         key_fingerprint: str = "",
         provider: str = "",
+        addresses: list[str] | None = None,
     ) -> Registered:
         try:
             vault = self.vaults.get(vault_id)
@@ -83,7 +84,13 @@ class Registrar:
         if role == "agent" and provider:
             check_name("provider", provider)
         ident = Identity(role=role, name=name, vault_id=vault.id)
-        cert = sign_csr(vault.ca, csr_pem, ident.uri)
+        names = None
+        if role == "provider":
+            names = list(dict.fromkeys([*(addresses or []), "localhost", "127.0.0.1"]))
+            for n in names:
+                if not n or len(n) > 253 or any(c in n for c in " /@"):
+                    raise UsageError(f"provider address {n!r} is not a DNS name or IP address")
+        cert = sign_csr(vault.ca, csr_pem, ident.uri, server_names=names)
         serial = format(cert.serial_number, "x")
         now = self.clock.now()
         with self.db.write() as conn:

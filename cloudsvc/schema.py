@@ -104,4 +104,50 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX tasks_by_command ON job_tasks(command_id)
     """,
+    # 3: replication engine — per-VM replication status and recovery point facts.
+    """
+    CREATE TABLE replication_status (
+        vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
+        vm_id TEXT NOT NULL,
+        last_point_id TEXT NOT NULL DEFAULT '', last_point_at REAL NOT NULL DEFAULT 0,
+        last_commit_at REAL NOT NULL DEFAULT 0, initial_progress REAL NOT NULL DEFAULT 0,
+        last_error TEXT NOT NULL DEFAULT '', updated_at REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (vault_id, vm_id)
+    );
+    CREATE TABLE recovery_points (
+        vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
+        vm_id TEXT NOT NULL, point_id TEXT NOT NULL, storage TEXT NOT NULL,
+        created_at REAL NOT NULL, kind TEXT NOT NULL, uploaded_bytes INTEGER NOT NULL,
+        changed_blocks INTEGER NOT NULL, committed_at REAL NOT NULL,
+        PRIMARY KEY (vault_id, point_id)
+    );
+    CREATE INDEX recovery_points_by_vm ON recovery_points(vault_id, vm_id, created_at)
+    """,
+    # 4: failover — recovered VMs, recovery plans, failback sessions.
+    """
+    CREATE TABLE recovered_vms (
+        id TEXT PRIMARY KEY,
+        vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
+        name TEXT NOT NULL, source_vm_id TEXT NOT NULL, source_name TEXT NOT NULL,
+        kind TEXT NOT NULL, state TEXT NOT NULL, point_id TEXT NOT NULL DEFAULT '',
+        storage TEXT NOT NULL, size TEXT NOT NULL DEFAULT '', network TEXT NOT NULL DEFAULT '',
+        subnet TEXT NOT NULL DEFAULT '', address TEXT NOT NULL DEFAULT '', disks TEXT NOT NULL DEFAULT '[]',
+        dir TEXT NOT NULL DEFAULT '', job_id TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL, updated_at REAL NOT NULL
+    );
+    CREATE INDEX recovered_by_source ON recovered_vms(vault_id, source_vm_id);
+    CREATE UNIQUE INDEX recovered_address ON recovered_vms(vault_id, network, address) WHERE address != '';
+    CREATE TABLE recovery_plans (
+        vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
+        name TEXT NOT NULL, groups TEXT NOT NULL DEFAULT '[]', created_at REAL NOT NULL,
+        PRIMARY KEY (vault_id, name)
+    );
+    CREATE TABLE failback_sessions (
+        id TEXT PRIMARY KEY,
+        vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
+        vm_id TEXT NOT NULL, recovered_id TEXT NOT NULL, host TEXT NOT NULL, created_at REAL NOT NULL,
+        blocks_compared INTEGER NOT NULL DEFAULT 0, blocks_sent INTEGER NOT NULL DEFAULT 0,
+        bytes_sent INTEGER NOT NULL DEFAULT 0
+    )
+    """,
 ]

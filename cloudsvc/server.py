@@ -26,7 +26,10 @@ from asrpb import (
     site_pb2,
     site_pb2_grpc,
 )
+from cloudsvc import replication_api
+from cloudsvc.failover import api as failover_api
 from cloudsvc.operator_api import OperatorApi
+from cloudsvc.protection_api import ProtectionApi
 from cloudsvc.service import CloudService
 from cloudsvc.site_api import RegistrationApi, SiteApi
 
@@ -38,7 +41,14 @@ POLICY: dict[str, set[str]] = {
     "/grpc.reflection.v1alpha.ServerReflection/": {PUBLIC},
     "/grpc.reflection.v1.ServerReflection/": {PUBLIC},
     "/asr.v1.Operator/": {"operator"},
+    "/asr.v1.Protection/": {"operator"},
     "/asr.v1.Site/": {"provider", "agent"},
+    **replication_api.POLICY,
+    **failover_api.POLICY,
+    "/asr.v1.Site/SyncInventory": {"provider"},
+    "/asr.v1.Site/Commands": {"provider"},
+    "/asr.v1.Site/CompleteCommand": {"provider"},
+    "/asr.v1.Site/RequestProtection": {"provider"},
 }
 
 
@@ -51,16 +61,22 @@ def build(svc: CloudService) -> tuple[grpc.Server, health.HealthServicer]:
         maximum_concurrent_rpcs=cfg.workers * 4,
     )
     operator_pb2_grpc.add_OperatorServicer_to_server(OperatorApi(svc), server)
+    operator_pb2_grpc.add_ProtectionServicer_to_server(ProtectionApi(svc), server)
     registration_pb2_grpc.add_RegistrationServicer_to_server(RegistrationApi(svc), server)
     site_pb2_grpc.add_SiteServicer_to_server(SiteApi(svc), server)
+    replication_names = replication_api.add_to_server(svc, server)
+    failover_names = failover_api.add_to_server(svc, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [
         operator_pb2.DESCRIPTOR.services_by_name["Operator"].full_name,
+        operator_pb2.DESCRIPTOR.services_by_name["Protection"].full_name,
         registration_pb2.DESCRIPTOR.services_by_name["Registration"].full_name,
         site_pb2.DESCRIPTOR.services_by_name["Site"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
+        *replication_names,
+        *failover_names,
     ]
     reflection.enable_server_reflection(names, server)
     pki = cfg.pki_dir
@@ -71,6 +87,6 @@ def build(svc: CloudService) -> tuple[grpc.Server, health.HealthServicer]:
     ca = svc.service_ca.cert_pem
     server.add_secure_port(cfg.listen, server_credentials(cert, key, ca))
     server.add_secure_port(cfg.registration_listen, server_credentials(cert, key, None))
-    for name in names[:3] + [""]:
+    for name in names[:4] + [""]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, health_servicer

@@ -24,6 +24,9 @@ else
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+if [ ! -e .tools ] && [ -n "${ASR_TOOLS_FROM:-}" ]; then
+  ln -s "$ASR_TOOLS_FROM" .tools   # reuse an installed Azurite (the clean-clone test does)
+fi
 if [ ! -x .tools/node_modules/.bin/azurite-blob ]; then
   npm install --prefix .tools --no-audit --no-fund --loglevel=error azurite@3 >/dev/null
 fi

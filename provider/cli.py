@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 
 from asrchannel.proxy import parse_proxy
@@ -25,7 +26,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     ident = register(
         key_file=args.key_file, role="provider", name=args.name, state_dir=args.state_dir,
         clock=from_environment(), proxy=proxy, force=args.force, encryption=args.encryption,
-        key_fingerprint=fingerprint,
+        key_fingerprint=fingerprint, addresses=args.address or [socket.getfqdn()],
     )
     doc = {"identity": ident.identity, "vault": ident.vault_name, "vault_id": ident.vault_id,
            "state_dir": ident.state_dir, "encryption": ident.encryption}
@@ -61,6 +62,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--proxy")
     r.add_argument("--encryption", action="store_true", help="customer-managed encryption for this site")
     r.add_argument("--force", action="store_true", help="replace an existing registration (revokes it)")
+    r.add_argument("--address", action="append", default=[],
+                   help="DNS name or IP the site's agents dial (repeatable; default: this host's FQDN)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(fn=cmd_register)
     s = sub.add_parser("run", help="run the provider")

@@ -32,6 +32,7 @@ def register(
     key_fingerprint: str = "",
     provider: str = "",
     provider_address: str = "",
+    addresses: list[str] | None = None,
     timeout: float = 30.0,
 ) -> SiteIdentity:
     key = keyfile.read(key_file)
@@ -52,7 +53,7 @@ def register(
             registration_pb2.RegisterRequest(
                 vault_id=key.vault_id, role=role, name=name, csr_pem=csr, secret=key.secret,
                 force=force, version=VERSION, encryption=encryption,
-                key_fingerprint=key_fingerprint, provider=provider,
+                key_fingerprint=key_fingerprint, provider=provider, addresses=addresses or [],
             ),
             timeout=timeout,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass, field
 
 from asrerrors import NotAuthenticated
@@ -80,8 +81,15 @@ def load(state_dir: str) -> SiteIdentity:
         raise NotAuthenticated(f"{path} is damaged: {exc}", action="Register again with --force.") from exc
 
 
+_status_lock = threading.Lock()
+
+
 def write_status(state_dir: str, doc: dict[str, object]) -> None:
-    write_public(os.path.join(state_dir, "status.json"), json.dumps(doc, indent=2).encode())
+    """Update the given sections of STATE_DIR/status.json, keeping the others."""
+    with _status_lock:
+        current = read_status(state_dir)
+        current.update(doc)
+        write_public(os.path.join(state_dir, "status.json"), json.dumps(current, indent=2).encode())
 
 
 def read_status(state_dir: str) -> dict[str, object]:

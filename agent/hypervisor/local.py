@@ -250,6 +250,11 @@ class LocalHypervisor:
         blocks = tracking.blocks_touched(offset, len(data))
         paths = self._paths(name)
         with vm_lock(paths):
+            # A caller may hold a stale definition (the workload re-reads it only now and
+            # then): check the power state again under the lock that stop() takes, so no
+            # write lands after a shutdown (planned failover's "no data loss").
+            if self.get(name).power_state != "Running":
+                raise StateConflict(f"VM {name} is not running", action=f"Start VM {name} first.")
             preserve_before_write(paths, disk, blocks, image)
             # the bit goes down before the data: a crash may over-report, never under-report
             tracking.mark(paths.dirty_log(disk), blocks)

@@ -1,0 +1,87 @@
+"""The agent's handlers for the commands its provider relays.
+
+Each handler is idempotent. The agent also records every command it has applied in
+STATE_DIR/commands/<id>.json (the result, written before the provider is told), so a
+command delivered again is answered from there and not executed twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from agent.runtime import AgentRuntime
+from asrerrors import NotFound
+from asrpb import control_pb2
+from certs.pki import write_public
+
+
+def configure_host(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
+    rt.settings.save_host_policy(cmd.configure_host)
+    p = cmd.configure_host.policy
+    return f"host policy saved: copy every {p.copy_frequency_seconds}s, retention {p.retention_hours}h"
+
+
+def _vm_name(rt: AgentRuntime, vm_id: str, fallback: str) -> str:
+    for vm in rt.hv.list():
+        if vm.vm_id == vm_id:
+            return vm.name
+    raise NotFound(f"VM {fallback!r} ({vm_id}) is not on host {rt.ident.name}")
+
+
+def enable_replication(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
+    body = cmd.enable_replication
+    _vm_name(rt, body.vm_id, body.vm_name)
+    rt.settings.enable(body, rt.clock.now())
+    if rt.replication is not None:
+        rt.replication.refresh()
+    return f"replication enabled for {body.vm_name}"
+
+
+def disable_replication(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
+    body = cmd.disable_replication
+    rt.settings.disable(body.vm_id)
+    if rt.replication is not None:
+        rt.replication.refresh()
+    return f"replication disabled for {body.vm_name}"
+
+
+def power_vm(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
+    body = cmd.power_vm
+    name = _vm_name(rt, body.vm_id, body.vm_name)
+    if body.action == "start":
+        rt.hv.start(name)
+    elif body.action == "stop":
+        rt.hv.stop(name)
+    else:
+        from asrerrors import UsageError
+
+        raise UsageError(f"unknown power action {body.action!r}; allowed: start, stop")
+    return f"VM {name} {body.action}ed"
+
+
+def register_builtin(rt: AgentRuntime) -> None:
+    rt.handlers.update(configure_host=configure_host, enable_replication=enable_replication,
+                       disable_replication=disable_replication, power_vm=power_vm)
+
+
+class AppliedLog:
+    """Results of commands this agent applied, one file each (STATE_DIR/commands/)."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.dir = os.path.join(state_dir, "commands")
+        os.makedirs(self.dir, exist_ok=True)
+
+    def get(self, command_id: str) -> control_pb2.CommandResult | None:
+        try:
+            with open(os.path.join(self.dir, f"{command_id}.json")) as f:
+                doc = json.load(f)
+        except FileNotFoundError:
+            return None
+        return control_pb2.CommandResult(id=command_id, ok=doc["ok"], error_code=doc["error_code"],
+                                          error_message=doc["error_message"], output=doc["output"])
+
+    def put(self, result: control_pb2.CommandResult, kind: str, applied_at: float) -> None:
+        doc = {"ok": result.ok, "error_code": result.error_code, "error_message": result.error_message,
+               "output": result.output, "kind": kind, "applied_at": applied_at}
+        write_public(os.path.join(self.dir, f"{result.id}.json"), json.dumps(doc).encode())

@@ -1,0 +1,65 @@
+"""Run the replication engine on its own, beside (or instead of) the agent daemon:
+
+    python -m agent.replication run  --config AGENT.toml          # the schedule, until SIGTERM
+    python -m agent.replication once --config AGENT.toml VM_ID [--app]   # one cycle, prints JSON
+
+Used by tests and benchmarks to drive cycles as real processes (kill -9 included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from agent.config import load
+from agent.hypervisor import LocalHypervisor
+from agent.replication.engine import Engine
+from agent.settings import Settings
+from asrclock import from_environment
+from asrerrors import AsrError
+from asrops.lifecycle import Lifecycle
+from asrops.logs import setup
+from registration.link import CloudLink
+from registration.state import load as load_identity
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m agent.replication")
+    p.add_argument("action", choices=("run", "once"))
+    p.add_argument("vm_id", nargs="?")
+    p.add_argument("--config", required=True)
+    p.add_argument("--app", action="store_true", help="take an app-consistent point (once)")
+    p.add_argument("--shutdown-first", action="store_true")
+    args = p.parse_args(argv)
+    setup("asr-agent-replication")
+    try:
+        cfg = load(args.config)
+        ident = load_identity(cfg.state_dir)
+        clock = from_environment()
+        link = CloudLink(ident, clock, cfg.proxy)
+        hv = LocalHypervisor(cfg.vm_dir, clock)
+        engine = Engine(hv, Settings(cfg.state_dir), link.channel, link.target, ident.vault_id, clock,
+                        cfg.state_dir)
+        if args.action == "once":
+            res = engine.replicate(args.vm_id, app_consistent=True if args.app else None,
+                                   shutdown_first=args.shutdown_first)
+            print(json.dumps(dataclasses.asdict(res)))
+            engine.stop()
+            return 0
+        life = Lifecycle()
+        life.install_signal_handlers()
+        engine.start()
+        life.ready("replication engine")
+        life.wait()
+        life.stop()
+        engine.stop()
+        return 0
+    except AsrError as err:
+        print(err.render(), file=sys.stderr)
+        return err.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Waiting for jobs: ``--wait`` on any command that starts one, and ``asr job wait``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from asrcli.client import Client
+from asrcli.output import to_doc
+from asrerrors import JobFailed, by_code
+from asrpb import operator_pb2
+
+TERMINAL = ("Succeeded", "Failed", "Cancelled")
+
+
+def wait_job(c: Client, vault: str, job_id: str, timeout: float, quiet: bool) -> dict[str, Any]:
+    """Poll the job until it ends, drawing progress on stderr; raise JobFailed if it failed."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        job = c.call(c.protection.GetJob, operator_pb2.JobRef(vault=vault, id=job_id))
+        line = f"job {job.id} {job.kind} {job.target}: {job.state} {int(job.progress * 100)}%"
+        running = [t.name for t in job.tasks if t.state in ("InProgress", "Suspended")]
+        if running:
+            line += " — " + "; ".join(running)
+        if not quiet and line != last:
+            print(line, file=sys.stderr, flush=True)
+            last = line
+        if job.state in TERMINAL:
+            break
+        if time.monotonic() > deadline:
+            raise JobFailed(f"job {job_id} did not finish within {timeout:.0f}s (state {job.state})",
+                            action=f"Follow it with 'asr job wait {job_id}' or 'asr job show {job_id}'.")
+        time.sleep(0.2)
+    doc = to_doc(job)
+    if job.state != "Succeeded":
+        err = job.error
+        cls = by_code(err.code) if err.code else JobFailed
+        raise JobFailed(
+            f"job {job.id} ({job.kind} {job.target}) {job.state.lower()}: {err.message or 'see its tasks'}",
+            causes=list(err.possible_causes) or [f"failing error code: {cls.code}"],
+            action=err.recommended_action or f"Show the job with 'asr job show {job.id}'.",
+        )
+    return doc

@@ -1,0 +1,143 @@
+"""asr cloud / vm / job commands."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from asrcli.client import Client
+from asrcli.jobwait import wait_job
+from asrcli.output import show, table, to_doc
+from asrerrors import InvalidPolicy
+from asrpb import inventory_pb2, operator_pb2
+
+FREQUENCIES = {"30s": 30, "5m": 300, "15m": 900}
+
+
+def _job_result(c: Client, a: argparse.Namespace, ref: operator_pb2.JobRef) -> Any:
+    if getattr(a, "wait", False):
+        doc = wait_job(c, a.vault, ref.id, a.timeout, a.json)
+        return doc, lambda d: print(f"job {ref.id} succeeded")
+    return {"job_id": ref.id}, lambda d: print(f"job {ref.id} started; follow it with: asr job wait {ref.id}")
+
+
+def cloud_list(c: Client, a: argparse.Namespace) -> Any:
+    res = c.call(c.protection.ListClouds, operator_pb2.VaultRef(vault=a.vault))
+    return [to_doc(x) for x in res.clouds], lambda rows: table(rows, ["name", "provider", "hosts", "vms", "protected"])
+
+
+def cloud_protect(c: Client, a: argparse.Namespace) -> Any:
+    if a.copy_frequency not in FREQUENCIES:
+        raise InvalidPolicy(f"--copy-frequency {a.copy_frequency!r} is not allowed",
+                            causes=("Allowed: 30s, 5m, 15m.",))
+    policy = inventory_pb2.Policy(
+        storage=a.storage, encrypt=a.encrypt, copy_frequency_seconds=FREQUENCIES[a.copy_frequency],
+        retention_hours=a.retention_hours, app_consistent_hours=a.app_consistent_hours, start=a.start,
+    )
+    ref = c.call(c.protection.ProtectCloud, operator_pb2.ProtectCloudRequest(vault=a.vault, cloud=a.cloud,
+                                                                               policy=policy))
+    return _job_result(c, a, ref)
+
+
+def _vm_row(d: dict[str, Any]) -> dict[str, Any]:
+    vm = d.get("vm", {})
+    return {"name": vm.get("name"), "host": vm.get("host"), "cloud": d.get("cloud"), "power": vm.get("power_state"),
+            "protection": d.get("protection_state"), "health": d.get("replication_health") or "-",
+            "rpo_s": round(float(d.get("rpo_seconds", 0))) or "-"}
+
+
+def vm_list(c: Client, a: argparse.Namespace) -> Any:
+    res = c.call(c.protection.ListVms, operator_pb2.ListVmsRequest(vault=a.vault, cloud=a.cloud or ""))
+    docs = [to_doc(v) for v in res.vms]
+    return docs, lambda rows: table([_vm_row(r) for r in rows],
+                                    ["name", "host", "cloud", "power", "protection", "health", "rpo_s"])
+
+
+def vm_show(c: Client, a: argparse.Namespace) -> Any:
+    res = c.call(c.protection.GetVm, operator_pb2.VmRef(vault=a.vault, vm=a.vm))
+    return to_doc(res), lambda d: show(d, ("last_replication",))
+
+
+def vm_protect(c: Client, a: argparse.Namespace) -> Any:
+    ref = c.call(c.protection.ProtectVm, operator_pb2.ProtectVmRequest(vault=a.vault, vm=a.vm, nic=(a.nic or 0)))
+    return _job_result(c, a, ref)
+
+
+def vm_unprotect(c: Client, a: argparse.Namespace) -> Any:
+    ref = c.call(c.protection.UnprotectVm, operator_pb2.VmRef(vault=a.vault, vm=a.vm))
+    return _job_result(c, a, ref)
+
+
+def job_list(c: Client, a: argparse.Namespace) -> Any:
+    res = c.call(c.protection.ListJobs, operator_pb2.VaultRef(vault=a.vault))
+    return [to_doc(j) for j in res.jobs], lambda rows: table(
+        rows, ["id", "kind", "target", "state", "progress", "created_at"], times=("created_at",))
+
+
+def job_show(c: Client, a: argparse.Namespace) -> Any:
+    job = c.call(c.protection.GetJob, operator_pb2.JobRef(vault=a.vault, id=a.id))
+    doc = to_doc(job)
+
+    def printer(d: dict[str, Any]) -> None:
+        show({k: v for k, v in d.items() if k not in ("tasks", "error")}, ("created_at", "started_at", "ended_at"))
+        if d.get("error", {}).get("code"):
+            print(f"error  {d['error']['code']}: {d['error']['message']}")
+        table(d.get("tasks", []), ["name", "state", "started_at", "ended_at", "output"],
+              times=("started_at", "ended_at"))
+
+    return doc, printer
+
+
+def job_wait(c: Client, a: argparse.Namespace) -> Any:
+    doc = wait_job(c, a.vault, a.id, a.timeout, a.json)
+    return doc, lambda d: print(f"job {a.id} succeeded")
+
+
+def _waitable(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", action="store_true", help="show progress until the job ends; fail if it fails")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait at most (with --wait)")
+
+
+def add_parsers(sub: Any, vault_arg: Any) -> None:
+    cl = sub.add_parser("cloud", help="VMM clouds synced by providers").add_subparsers(dest="sub", required=True)
+    p = cl.add_parser("list")
+    vault_arg(p)
+    p.set_defaults(fn=cloud_list)
+    p = cl.add_parser("protect", help="save a replication policy for a cloud and configure its hosts")
+    p.add_argument("cloud")
+    vault_arg(p)
+    p.add_argument("--storage", required=True, help="target storage account (GRS, the vault's region)")
+    p.add_argument("--copy-frequency", default="5m", help="30s, 5m (default) or 15m")
+    p.add_argument("--retention-hours", type=int, default=24, help="0 to 24")
+    p.add_argument("--app-consistent-hours", type=int, default=0, help="0 (none) or 1 to 12")
+    p.add_argument("--start", default="now", help="now, or HH:MM (UTC) on a 30-minute boundary")
+    p.add_argument("--encrypt", action="store_true", help="customer-managed encryption (provider must have it)")
+    _waitable(p)
+    p.set_defaults(fn=cloud_protect)
+
+    vm = sub.add_parser("vm", help="virtual machines").add_subparsers(dest="sub", required=True)
+    p = vm.add_parser("list")
+    vault_arg(p)
+    p.add_argument("--cloud")
+    p.set_defaults(fn=vm_list)
+    for verb, fn in (("show", vm_show), ("protect", vm_protect), ("unprotect", vm_unprotect)):
+        p = vm.add_parser(verb)
+        p.add_argument("vm", help="VM name or id")
+        vault_arg(p)
+        if verb == "protect":
+            p.add_argument("--nic", type=int, help="1-based NIC to replicate when the VM has several")
+        if verb != "show":
+            _waitable(p)
+        p.set_defaults(fn=fn)
+
+    jb = sub.add_parser("job", help="jobs").add_subparsers(dest="sub", required=True)
+    p = jb.add_parser("list")
+    vault_arg(p)
+    p.set_defaults(fn=job_list)
+    for verb, fn in (("show", job_show), ("wait", job_wait)):
+        p = jb.add_parser(verb)
+        p.add_argument("id")
+        vault_arg(p)
+        if verb == "wait":
+            p.add_argument("--timeout", type=float, default=3600.0)
+        p.set_defaults(fn=fn)

@@ -1,0 +1,177 @@
+"""The Replication service (agents: the data path) and the Points service (operator)."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from asrchannel.authz import current_identity
+from asrerrors import UsageError
+from asrpb import replication_pb2, replication_pb2_grpc
+from chunkfmt import ID_SIZE
+from cloudsvc.service import CloudService
+from cloudsvc.vaultstore import DiskDelta
+
+# Every operator-facing and agent-facing method of this module, by role (for server.POLICY).
+POLICY: dict[str, set[str]] = {
+    "/asr.v1.Replication/": {"agent"},
+    "/asr.v1.Points/": {"operator"},
+}
+_EXPORT_MESSAGE = 2 * 1024 * 1024
+_MAP_BATCH = 4096
+
+
+def _split_ids(raw: bytes) -> list[bytes]:
+    if len(raw) % ID_SIZE:
+        raise UsageError("chunk ids must be a whole number of 32-byte ids")
+    return [raw[i:i + ID_SIZE] for i in range(0, len(raw), ID_SIZE)]
+
+
+class ReplicationApi(replication_pb2_grpc.ReplicationServicer):
+    def __init__(self, svc: CloudService) -> None:
+        self.repl = svc.replication
+
+    def BeginCycle(self, request: Any, context: Any) -> replication_pb2.BeginCycleReply:
+        token, base = self.repl.begin_cycle(current_identity(), request.vm_id)
+        reply = replication_pb2.BeginCycleReply(session_id=token)
+        if base is not None:
+            reply.base_point_id = base.point_id
+            reply.base_created_at = base.created_at
+            reply.base_disks.extend(replication_pb2.PointDisk(disk_index=d.disk_index, virtual_size=d.virtual_size)
+                                    for d in base.disks)
+        return reply
+
+    def Missing(self, request: Any, context: Any) -> replication_pb2.MissingReply:
+        ids = _split_ids(request.ids)
+        return replication_pb2.MissingReply(ids=b"".join(self.repl.missing(current_identity(), request.session_id,
+                                                                           ids)))
+
+    def PutChunks(self, request_iterator: Iterator[Any], context: Any) -> replication_pb2.PutChunksReply:
+        ident = current_identity()
+        token = ""
+        count = size = 0
+        for batch in request_iterator:
+            token = batch.session_id or token
+            if not token:
+                raise UsageError("the first chunk batch must name the upload session")
+            if len(batch.ids) != len(batch.frames):
+                raise UsageError("a chunk batch needs one frame per id")
+            items = list(zip(batch.ids, batch.frames, strict=True))
+            self.repl.put_chunks(ident, token, items)
+            count += len(items)
+            size += sum(len(f) for f in batch.frames)
+        if token:
+            # durable and indexed before we answer: the agent will not send these again
+            self.repl.flush(ident, token)
+        return replication_pb2.PutChunksReply(received=count, bytes=size)
+
+    def CommitPoint(self, request_iterator: Iterator[Any], context: Any) -> replication_pb2.PointAck:
+        ident = current_identity()
+        head: Any = None
+        changes: dict[int, dict[int, bytes]] = {}
+        uploaded = 0
+        for part in request_iterator:
+            if head is None:
+                head = part
+            if part.blocks or part.ids:
+                blocks = struct.unpack(f"<{len(part.blocks) // 8}Q", part.blocks)
+                ids = _split_ids(part.ids)
+                if len(blocks) != len(ids):
+                    raise UsageError("a commit part needs one id per block")
+                changes.setdefault(part.disk_index, {}).update(zip(blocks, ids, strict=True))
+            if part.last:
+                uploaded = part.uploaded_bytes
+                break
+        else:
+            raise UsageError("the point commit ended before its last part (interrupted)")
+        assert head is not None
+        if head.kind not in ("crash", "app"):
+            raise UsageError(f"point kind {head.kind!r} is not crash or app")
+        disks = [DiskDelta(d.virtual_size, changes.get(d.disk_index, {}))
+                 for d in sorted(head.disks, key=lambda d: d.disk_index)]
+        point = self.repl.commit(ident, head.session_id, head.vm_id, disks, head.base_point_id or None,
+                                 head.kind, head.created_at, uploaded)
+        return replication_pb2.PointAck(point_id=point.point_id, created_at=point.created_at)
+
+    def GetBlockMap(self, request: Any, context: Any) -> Iterator[replication_pb2.BlockMapPart]:
+        start = 0
+        ids: list[bytes] = []
+        for block, cid in self.repl.block_map(current_identity(), request.vm_id, request.point_id,
+                                              request.disk_index):
+            if not ids:
+                start = block
+            ids.append(cid)
+            if len(ids) >= _MAP_BATCH:
+                yield replication_pb2.BlockMapPart(start_block=start, ids=b"".join(ids))
+                ids = []
+        if ids:
+            yield replication_pb2.BlockMapPart(start_block=start, ids=b"".join(ids))
+
+    def ReportProgress(self, request: Any, context: Any) -> replication_pb2.ProgressAck:
+        self.repl.report(current_identity(), request.vm_id, request.initial_progress, request.error)
+        return replication_pb2.ProgressAck()
+
+
+class PointsApi(replication_pb2_grpc.PointsServicer):
+    def __init__(self, svc: CloudService) -> None:
+        self.svc = svc
+        self.repl = svc.replication
+
+    def ListPoints(self, request: Any, context: Any) -> replication_pb2.PointList:
+        v = self.svc.vaults.get(request.vault)
+        vm_id, rows = self.repl.points(v.id, request.vm)
+        out = replication_pb2.PointList(vm_id=vm_id)
+        for p, facts in rows:
+            out.points.append(replication_pb2.RecoveryPoint(
+                point_id=p.point_id, created_at=p.created_at, kind=p.kind,
+                uploaded_bytes=facts["uploaded_bytes"] if facts else 0,
+                changed_blocks=facts["changed_blocks"] if facts else 0,
+                disks=[replication_pb2.PointDisk(disk_index=d.disk_index, virtual_size=d.virtual_size)
+                       for d in p.disks]))
+        return out
+
+    def VerifyPoint(self, request: Any, context: Any) -> replication_pb2.VerifyReport:
+        v = self.svc.vaults.get(request.vault)
+        point, damage = self.repl.verify(v.id, request.vm, request.point_id)
+        return replication_pb2.VerifyReport(
+            point_id=point.point_id, ok=not damage,
+            damage=[replication_pb2.Damage(disk_index=d.disk_index, block_index=d.block_index,
+                                           chunk_id=d.chunk_id.hex(), what=d.what) for d in damage])
+
+    def ExportPoint(self, request: Any, context: grpc.ServicerContext) -> Iterator[replication_pb2.ExportPart]:
+        v = self.svc.vaults.get(request.vault)
+        st, point, policy = self.repl.resolve(v.id, request.vm, request.point_id)
+        if not 0 <= request.disk_index < len(point.disks):
+            raise UsageError(f"point {point.point_id} has no disk {request.disk_index} "
+                             f"(it has {len(point.disks)})")
+        disk = point.disks[request.disk_index]
+        part = replication_pb2.ExportPart(virtual_size=disk.virtual_size, point_id=point.point_id,
+                                          encrypted=policy.encrypt)
+        size = 0
+        for block, frame in st.read_frames(point.point_id, request.disk_index):
+            if frame is None:
+                continue
+            part.blocks.append(block)
+            part.frames.append(frame)
+            size += len(frame)
+            if size >= _EXPORT_MESSAGE:
+                yield part
+                part = replication_pb2.ExportPart()
+                size = 0
+        yield part
+
+    def RunMaintenance(self, request: Any, context: Any) -> replication_pb2.MaintenanceReport:
+        v = self.svc.vaults.get(request.vault)
+        deleted, before, after = self.repl.maintain(v.id, gc=True)
+        return replication_pb2.MaintenanceReport(points_deleted=deleted, bytes_before=before, bytes_after=after)
+
+
+def add_to_server(svc: CloudService, server: grpc.Server) -> list[str]:
+    """Register both services, start retention; returns the service names (for reflection)."""
+    replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicationApi(svc), server)
+    replication_pb2_grpc.add_PointsServicer_to_server(PointsApi(svc), server)
+    svc.replication.start()
+    return [replication_pb2.DESCRIPTOR.services_by_name[n].full_name for n in ("Replication", "Points")]

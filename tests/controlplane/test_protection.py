@@ -1,0 +1,195 @@
+"""Issue 3, must-show 2–5: validation, protecting a cloud, commands while the provider is
+down, and who may join a provider."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.controlplane.sitefix import agent_vm, create_vm, make_disk, start_site, wait_vms
+from tests.harness import BIN, Cloud, Site, run, wait_for
+from vmspec import DiskSpec, NicSpec, VmSpec, protection_violations
+
+GiB = 1 << 30
+
+
+def _vm(**kw: Any) -> VmSpec:
+    base: dict[str, Any] = dict(
+        name="web01", generation=1, cpus=2, memory_mb=2048, guest_os="windows-server-2019",
+        disks=[DiskSpec("/d/os.vhdx", "IDE", True, "vhdx", "dynamic", 40 * GiB)],
+        nics=[NicSpec("dhcp")], power_state="Off")
+    base.update(kw)
+    return VmSpec(**base)
+
+
+def _data(n: int, size: int = GiB, fmt: str = "vhd", ctl: str = "SCSI") -> list[DiskSpec]:
+    return [DiskSpec(f"/d/data{i}.{fmt}", ctl, False, fmt, "dynamic", size) for i in range(n)]
+
+
+OS = DiskSpec("/d/os.vhdx", "IDE", True, "vhdx", "dynamic", 40 * GiB)
+RULES: list[tuple[str, dict[str, Any], list[str]]] = [
+    ("generation 2", {"generation": 2}, ["generation"]),
+    ("no OS disk", {"disks": _data(1)}, ["OS disk"]),
+    ("two OS disks", {"disks": [OS, DiskSpec("/d/os2.vhdx", "IDE", True, "vhdx", "dynamic", GiB)]}, ["OS disk"]),
+    ("OS disk on SCSI", {"disks": [DiskSpec("/d/os.vhdx", "SCSI", True, "vhdx", "dynamic", GiB)]}, ["IDE"]),
+    ("OS disk too big", {"disks": [DiskSpec("/d/os.vhdx", "IDE", True, "vhdx", "dynamic", 128 * GiB)]}, ["127"]),
+    ("17 data disks", {"disks": [OS, *_data(17)]}, ["16"]),
+    ("data disk too big", {"disks": [OS, *_data(1, 1025 * GiB)]}, ["1024"]),
+    ("raw disk", {"disks": [OS, *_data(1, fmt="raw")]}, ["raw"]),
+    ("no NIC", {"nics": []}, ["NIC"]),
+    ("static NIC", {"nics": [NicSpec("static", "10.0.0.5/24")]}, ["DHCP"]),
+    ("two NICs, none chosen", {"nics": [NicSpec("dhcp"), NicSpec("dhcp")]}, ["NIC"]),
+    ("hyphen first", {"name": "-web"}, ["name"]),
+    ("hyphen last", {"name": "web-"}, ["name"]),
+    ("name too long", {"name": "a" * 64}, ["name"]),
+    ("underscore in name", {"name": "web_01"}, ["name"]),
+    ("32-bit OS", {"guest_os": "windows-7-x86"}, ["guest OS"]),
+    ("unknown OS", {"guest_os": "plan9"}, ["guest OS"]),
+]
+
+
+@pytest.mark.parametrize("title,change,words", RULES, ids=[r[0] for r in RULES])
+def test_each_validation_rule(title: str, change: dict[str, Any], words: list[str]) -> None:
+    assert protection_violations(_vm()) == []
+    v = protection_violations(_vm(**change))
+    assert v, title
+    for w in words:
+        assert any(w.lower() in x.lower() for x in v), (title, v)
+
+
+def test_every_violation_listed_at_once() -> None:
+    bad = _vm(name="-bad", generation=2, guest_os="windows-7-x86", nics=[NicSpec("static", "10.0.0.5/24")],
+              disks=[DiskSpec("/d/os.vhdx", "SCSI", True, "vhdx", "dynamic", 200 * GiB), *_data(1, fmt="raw")])
+    assert len(protection_violations(bad)) >= 6
+    assert protection_violations(_vm(nics=[NicSpec("dhcp"), NicSpec("static", "10.0.0.5/24")]), chosen_nic=0) == []
+
+
+def _wait_job(cloud: Cloud, job: str, vault: str = "contoso") -> dict[str, Any]:
+    return dict(wait_for(lambda: (lambda j: j if j["state"] in ("Succeeded", "Failed") else None)(
+        cloud.asr_json("job", "show", job, "--vault", vault)), 60, what=f"job {job}"))
+
+
+def test_protect_cloud_pushes_policy_and_refuses_bad_values(cloud: Cloud, tmp_path: Path) -> None:
+    site = start_site(cloud, tmp_path)
+    create_vm(site, "hv01", "web01")
+    wait_vms(cloud, {"web01"})
+    # out-of-range values are refused naming the allowed values; nothing is saved
+    for args, words in ((["--retention-hours", "25"], "0 to 24"), (["--app-consistent-hours", "13"], "1 to 12"),
+                        (["--start", "01:15"], "30-minute"), (["--copy-frequency", "1m"], "30s, 5m, 15m"),
+                        (["--storage", "nosuch"], "does not exist")):
+        argv = ["cloud", "protect", "gold", "--vault", "contoso", "--storage", "store1", *args]
+        res = cloud.asr(*argv, check=False)
+        assert res.returncode != 0 and words in res.stderr, (args, res.stderr)
+    assert cloud.db_rows("policies") == []
+    res = cloud.asr("cloud", "protect", "gold", "--vault", "contoso", "--storage", "store1", "--encrypt", check=False)
+    assert res.returncode == 11 and "encryption" in res.stderr
+    # a valid policy configures every host of the cloud, as a job with a task per host
+    doc = cloud.asr_json("cloud", "protect", "gold", "--vault", "contoso", "--storage", "store1",
+                         "--copy-frequency", "30s", "--retention-hours", "2", "--app-consistent-hours", "1",
+                         "--start", "now", "--wait")
+    assert doc["state"] == "Succeeded"
+    assert [t["name"] for t in doc["tasks"]] == ["Configure host hv01"]
+    assert all(t["state"] == "Succeeded" and float(t["ended_at"]) >= float(t["started_at"]) > 0 for t in doc["tasks"])
+    pol = json.loads((tmp_path / "hv01" / "host-policy.json").read_text())["policy"]
+    assert (pol["copy_frequency_seconds"], pol["retention_hours"], pol["app_consistent_hours"]) == (30, 2, 1)
+    assert not (tmp_path / "hv02" / "host-policy.json").exists()
+    clouds = {c["name"]: c for c in cloud.asr_json("cloud", "list", "--vault", "contoso")}
+    assert clouds["gold"]["protected"] and not clouds["silver"]["protected"]
+
+    # VM protection: refused with every violation, accepted when valid
+    d = tmp_path / "hv01" / "disks"
+    raw = make_disk(d / "bad-data.raw", "raw", "16M")
+    os_disk = make_disk(d / "bad-os.vhdx", "vhdx")
+    res = agent_vm(site, "hv01", "create", "bad-vm", "--os-disk", str(os_disk), "--data-disk", str(raw),
+                   "--os", "windows-7-x86", "--generation", "2", "--nic", "10.0.0.5/24")
+    assert res.returncode == 0, res.stderr
+    wait_vms(cloud, {"web01", "bad-vm"})
+    res = cloud.asr("vm", "protect", "bad-vm", "--vault", "contoso", check=False)
+    assert res.returncode == 43, res.stderr
+    for w in ("generation", "raw", "guest OS", "DHCP"):
+        assert w.lower() in res.stderr.lower(), (w, res.stderr)
+    assert cloud.asr_json("vm", "show", "bad-vm", "--vault", "contoso")["protection_state"] == "Unprotected"
+    job = cloud.asr_json("vm", "protect", "web01", "--vault", "contoso", "--wait")
+    assert job["state"] == "Succeeded" and job["kind"] == "EnableProtection"
+    shown = cloud.asr_json("vm", "show", "web01", "--vault", "contoso")
+    assert shown["protection_state"] == "Protected" and "unprotect" in shown["allowed_operations"]
+    vm_id = shown["vm"]["vm_id"]
+    assert json.loads((tmp_path / "hv01" / "replication" / f"{vm_id}.json").read_text())["vm_name"] == "web01"
+    res = cloud.asr("vm", "protect", "web01", "--vault", "contoso", check=False)
+    assert res.returncode == 42 and "unprotect" in res.stderr
+    # the VMM console path: the provider asks for protection of a VM of its own
+    site.provider_config("prov1", clouds=[{"name": "gold", "hosts": ["hv01"], "sync": True},
+                                          {"name": "silver", "hosts": ["hv02"], "sync": True}])
+    create_vm(site, "hv01", "app01")
+    wait_vms(cloud, {"web01", "bad-vm", "app01"})
+    res = run([str(BIN / "asr-provider"), "vm", "protect", "app01", "--config", str(tmp_path / "prov1.toml"),
+               "--json"], env=cloud.env())
+    assert res.returncode == 0, res.stderr
+    assert _wait_job(cloud, json.loads(res.stdout)["job_id"])["state"] == "Succeeded"
+    job = cloud.asr_json("vm", "unprotect", "web01", "--vault", "contoso", "--wait")
+    assert job["state"] == "Succeeded"
+    assert not (tmp_path / "hv01" / "replication" / f"{vm_id}.json").exists()
+    assert cloud.asr_json("vm", "show", "web01", "--vault", "contoso")["protection_state"] == "Unprotected"
+
+
+def _applied(root: Path, host: str) -> list[dict[str, Any]]:
+    d = root / host / "commands"
+    return [json.loads(p.read_text()) | {"id": p.stem} for p in sorted(d.glob("*.json"))] if d.exists() else []
+
+
+def test_commands_issued_while_provider_down_arrive_once(cloud: Cloud, tmp_path: Path) -> None:
+    site = start_site(cloud, tmp_path)
+    create_vm(site, "hv01", "web01")
+    wait_vms(cloud, {"web01"})
+    assert site.provider_proc is not None
+    assert site.provider_proc.stop() == 0
+    job = cloud.asr_json("cloud", "protect", "gold", "--vault", "contoso", "--storage", "store1")["job_id"]
+    assert cloud.asr_json("job", "show", job, "--vault", "contoso")["state"] == "InProgress"
+    site.start_provider(clouds=[{"name": "gold", "hosts": ["hv01"], "sync": True},
+                                {"name": "silver", "hosts": ["hv02"], "sync": True}])
+    assert _wait_job(cloud, job)["state"] == "Succeeded"
+    applied = [a for a in _applied(tmp_path, "hv01") if a["kind"] == "configure_host"]
+    assert len(applied) == 1
+    # the provider restarting again delivers nothing twice
+    assert site.provider_proc.stop() == 0
+    site.start_provider(clouds=[{"name": "gold", "hosts": ["hv01"], "sync": True}])
+    job2 = cloud.asr_json("vm", "protect", "web01", "--vault", "contoso", "--wait")
+    assert job2["state"] == "Succeeded"
+    kinds = [a["kind"] for a in _applied(tmp_path, "hv01")]
+    assert kinds.count("configure_host") == 1 and kinds.count("enable_replication") == 1
+    rows = cloud.db_rows("commands")
+    assert all(r[5] == "done" for r in rows), rows
+
+
+def test_only_own_named_agents_join_the_provider(cloud: Cloud, tmp_path: Path) -> None:
+    site = start_site(cloud, tmp_path, clouds=[{"name": "gold", "hosts": ["hv01"], "sync": True}])
+    create_vm(site, "hv01", "web01")
+    wait_vms(cloud, {"web01"})
+    # an agent of this vault that the provider's configuration does not name
+    assert site.register_agent("rogue").returncode == 0
+    site.start_agent("rogue")
+    create_vm(site, "rogue", "evil01")
+    # an agent of another vault pointed at this provider
+    cloud.asr("vault", "create", "other", "--region", "japaneast")
+    other = Site(cloud, tmp_path / "other", "other")
+    (tmp_path / "other").mkdir()
+    other.provider_port = site.provider_port
+    other.new_key()
+    assert other.register_agent("hv01").returncode == 0
+    other.start_agent("hv01")
+    create_vm(other, "hv01", "spy01")
+    for root, host in ((tmp_path, "rogue"), (tmp_path / "other", "hv01")):
+        status = root / host / "status.json"
+
+        def refused(status: Path = status) -> bool:
+            if not status.exists():
+                return False
+            return bool(json.loads(status.read_text()).get("provider", {}).get("state") == "Unreachable")
+
+        wait_for(refused, 30, what=f"{host} refused by the provider")
+    log = site.provider_proc.text() if site.provider_proc else ""
+    assert "another vault" in log and "not named" in log
+    assert set(wait_vms(cloud, {"web01"})) == {"web01"}
