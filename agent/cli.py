@@ -7,12 +7,13 @@ import argparse
 import json
 import sys
 
+from agent.config import load as load_config
 from asrchannel.proxy import parse_proxy
 from asrclock import from_environment
-from asrerrors import AsrError, UsageError
+from asrerrors import UsageError
+from asrops.cli import dispatch
 from registration.enrol import VERSION, register
-from registration.state import load as load_identity
-from registration.state import read_status
+from registration.status_cmd import add_status_command
 
 
 def _hostport(value: str) -> str:
@@ -42,16 +43,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run(args.config)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from agent.config import load
-
-    cfg = load(args.config)
-    ident = load_identity(cfg.state_dir)
-    print(json.dumps({"identity": ident.identity, "vault": ident.vault_name, **read_status(cfg.state_dir)},
-                     indent=2))
-    return 0
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asr-agent", description="Site Recovery host agent")
     p.add_argument("--version", action="version", version=VERSION)
@@ -69,9 +60,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="run the agent")
     s.add_argument("--config", required=True)
     s.set_defaults(fn=cmd_run)
-    st = sub.add_parser("status", help="show the agent's link state")
-    st.add_argument("--config", required=True)
-    st.set_defaults(fn=cmd_status)
+    add_status_command(sub, "agent", lambda path: load_config(path).state_dir)
     try:
         from agent.hypervisor.cli import register_vm_commands
     except ImportError:
@@ -83,15 +72,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        if args.cmd == "vm":
-            from agent.hypervisor.cli import run_vm_command
+    if args.cmd == "vm":
+        from agent.hypervisor.cli import run_vm_command
 
-            return int(run_vm_command(args))
-        return int(args.fn(args))
-    except AsrError as err:
-        print(err.render(), file=sys.stderr)
-        return err.exit_code
+        return int(run_vm_command(args))
+    return dispatch(args)
 
 
 if __name__ == "__main__":

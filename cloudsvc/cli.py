@@ -8,8 +8,9 @@ import os
 import sys
 
 from asrclock import from_environment
-from asrerrors import AlreadyExists, AsrError, UsageError
+from asrerrors import AlreadyExists, UsageError
 from asrops import metrics
+from asrops.cli import dispatch
 from asrops.lifecycle import Lifecycle
 from asrops.logs import setup
 from certs.pki import create_ca, issue_server_cert, make_csr, new_key, sign_csr, write_private, write_public
@@ -121,12 +122,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        return int(args.fn(args))
-    except AsrError as err:
-        print(err.render(), file=sys.stderr)
-        return err.exit_code
+    return dispatch(parser().parse_args(argv))
 
 
 if __name__ == "__main__":

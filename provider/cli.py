@@ -10,10 +10,10 @@ import sys
 
 from asrchannel.proxy import parse_proxy
 from asrclock import from_environment
-from asrerrors import AsrError
+from asrops.cli import dispatch
+from provider.config import load as load_config
 from registration.enrol import VERSION, register
-from registration.state import load as load_identity
-from registration.state import read_status
+from registration.status_cmd import add_status_command
 
 
 def cmd_register(args: argparse.Namespace) -> int:
@@ -41,16 +41,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run(args.config)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from provider.config import load
-
-    cfg = load(args.config)
-    ident = load_identity(cfg.state_dir)
-    doc = {"identity": ident.identity, "vault": ident.vault_name, **read_status(cfg.state_dir)}
-    print(json.dumps(doc, indent=2))
-    return 0
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asr-provider", description="Site Recovery provider (beside VMM)")
     p.add_argument("--version", action="version", version=VERSION)
@@ -69,9 +59,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="run the provider")
     s.add_argument("--config", required=True)
     s.set_defaults(fn=cmd_run)
-    st = sub.add_parser("status", help="show the provider's link state")
-    st.add_argument("--config", required=True)
-    st.set_defaults(fn=cmd_status)
+    add_status_command(sub, "provider", lambda path: load_config(path).state_dir)
     try:
         from provider.vm_cmds import add_parsers
     except ImportError:
@@ -82,12 +70,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        return int(args.fn(args))
-    except AsrError as err:
-        print(err.render(), file=sys.stderr)
-        return err.exit_code
+    return dispatch(parser().parse_args(argv))
 
 
 if __name__ == "__main__":
