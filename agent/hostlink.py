@@ -63,6 +63,8 @@ class ProviderLink:
                 last_digest = b""
             except AsrError as err:
                 log.warning("inventory not reported: %s", err)
+            except Exception:  # noqa: BLE001 - the report thread must outlive a bad definition
+                log.exception("inventory not reported")
             self.rt.stopping.wait(0.5)
 
     def command_loop(self) -> None:
