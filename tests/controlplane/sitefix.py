@@ -48,21 +48,21 @@ def create_vm(site: Site, host: str, name: str, data_fmt: str = "vhd", os_fmt: s
 
 
 def start_site(cloud: Cloud, root: Path, vault: str = "contoso", clouds: list[dict[str, Any]] | None = None,
-               storage_region: str = "japaneast", encryption: bool = False) -> Site:
+               storage_region: str = "japaneast", encryption: bool = False, proxy: str = "") -> Site:
     cloud.asr("vault", "create", vault, "--region", "japaneast")
     cloud.asr("storage", "create", "store1", "--vault", vault, "--region", storage_region)
     site = Site(cloud, root, vault)
     site.new_key()
-    res = site.register_provider("prov1", *(["--encryption"] if encryption else []))
+    res = site.register_provider("prov1", *(["--encryption"] if encryption else []), proxy=proxy)
     assert res.returncode == 0, res.stderr
     clouds = clouds or CLOUDS
     hosts: list[str] = [str(h) for c in clouds for h in list(c["hosts"])]
     for h in hosts:
-        assert site.register_agent(h).returncode == 0
-        site.agent_config(h)
-    site.start_provider(clouds=clouds)
+        assert site.register_agent(h, proxy=proxy).returncode == 0
+        site.agent_config(h, proxy=proxy)
+    site.start_provider(clouds=clouds, proxy=proxy)
     for h in hosts:
-        site.start_agent(h)
+        site.start_agent(h, proxy=proxy)
     return site
 
 
