@@ -168,7 +168,8 @@ def add_parsers(sub: Any, vault_arg: Any) -> None:
     p.add_argument("--when", choices=["before", "after"], required=True)
     p.add_argument("--action-name", required=True)
     p.add_argument("--script", help="program to run (argv[0]; never a shell string)")
-    p.add_argument("--arg", action="append", default=[], help="argument of --script (repeat)")
+    p.add_argument("--arg", action="append", default=[],
+                   help="argument of --script (repeat; write --arg=-x for one starting with -)")
     p.add_argument("--script-timeout", type=float, help="seconds (default 300)")
     p.add_argument("--manual", help="instructions shown while the job waits for 'asr job resume'")
     vault_arg(p)

@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from asrcli import failover_cmds, foundation_cmds, point_cmds, protection_cmds
+from asrcli import billing_cmds, failover_cmds, foundation_cmds, point_cmds, protection_cmds
 from asrcli.client import Client
 from asrerrors import AsrError, UsageError
 
@@ -39,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
     protection_cmds.add_parsers(sub, _vault_arg)
     point_cmds.add_parsers(sub, _vault_arg)
     failover_cmds.add_parsers(sub, _vault_arg)
+    billing_cmds.add_parsers(sub, _vault_arg)
     _add_common(p)
     return p
 

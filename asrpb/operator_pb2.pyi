@@ -333,3 +333,57 @@ class JobList(_message.Message):
     JOBS_FIELD_NUMBER: _ClassVar[int]
     jobs: _containers.RepeatedCompositeFieldContainer[Job]
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+
+class BillingRequest(_message.Message):
+    __slots__ = ("vault", "month", "scenario")
+    VAULT_FIELD_NUMBER: _ClassVar[int]
+    MONTH_FIELD_NUMBER: _ClassVar[int]
+    SCENARIO_FIELD_NUMBER: _ClassVar[int]
+    vault: str
+    month: str
+    scenario: str
+    def __init__(self, vault: _Optional[str] = ..., month: _Optional[str] = ..., scenario: _Optional[str] = ...) -> None: ...
+
+class BillingLine(_message.Message):
+    __slots__ = ("vm_id", "name", "protected_days", "replicated_bytes")
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PROTECTED_DAYS_FIELD_NUMBER: _ClassVar[int]
+    REPLICATED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    vm_id: str
+    name: str
+    protected_days: float
+    replicated_bytes: int
+    def __init__(self, vm_id: _Optional[str] = ..., name: _Optional[str] = ..., protected_days: _Optional[float] = ..., replicated_bytes: _Optional[int] = ...) -> None: ...
+
+class BillingReport(_message.Message):
+    __slots__ = ("month", "scenario", "days_in_month", "average_protected_vms", "unit_price", "protection_charge", "replicated_bytes", "included_gb", "excess_gb", "price_per_excess_gb", "storage_charge", "total", "currency", "vms")
+    MONTH_FIELD_NUMBER: _ClassVar[int]
+    SCENARIO_FIELD_NUMBER: _ClassVar[int]
+    DAYS_IN_MONTH_FIELD_NUMBER: _ClassVar[int]
+    AVERAGE_PROTECTED_VMS_FIELD_NUMBER: _ClassVar[int]
+    UNIT_PRICE_FIELD_NUMBER: _ClassVar[int]
+    PROTECTION_CHARGE_FIELD_NUMBER: _ClassVar[int]
+    REPLICATED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    INCLUDED_GB_FIELD_NUMBER: _ClassVar[int]
+    EXCESS_GB_FIELD_NUMBER: _ClassVar[int]
+    PRICE_PER_EXCESS_GB_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_CHARGE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    VMS_FIELD_NUMBER: _ClassVar[int]
+    month: str
+    scenario: str
+    days_in_month: int
+    average_protected_vms: float
+    unit_price: float
+    protection_charge: float
+    replicated_bytes: int
+    included_gb: float
+    excess_gb: float
+    price_per_excess_gb: float
+    storage_charge: float
+    total: float
+    currency: str
+    vms: _containers.RepeatedCompositeFieldContainer[BillingLine]
+    def __init__(self, month: _Optional[str] = ..., scenario: _Optional[str] = ..., days_in_month: _Optional[int] = ..., average_protected_vms: _Optional[float] = ..., unit_price: _Optional[float] = ..., protection_charge: _Optional[float] = ..., replicated_bytes: _Optional[int] = ..., included_gb: _Optional[float] = ..., excess_gb: _Optional[float] = ..., price_per_excess_gb: _Optional[float] = ..., storage_charge: _Optional[float] = ..., total: _Optional[float] = ..., currency: _Optional[str] = ..., vms: _Optional[_Iterable[_Union[BillingLine, _Mapping]]] = ...) -> None: ...

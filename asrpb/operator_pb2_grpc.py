@@ -945,3 +945,78 @@ class Protection:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class BillingStub:
+    """---- billing ---------------------------------------------------------------------------------
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Report = channel.unary_unary(
+                '/asr.v1.Billing/Report',
+                request_serializer=asrpb_dot_operator__pb2.BillingRequest.SerializeToString,
+                response_deserializer=asrpb_dot_operator__pb2.BillingReport.FromString,
+                _registered_method=True)
+
+
+class BillingServicer:
+    """---- billing ---------------------------------------------------------------------------------
+    """
+
+    def Report(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_BillingServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Report': grpc.unary_unary_rpc_method_handler(
+                    servicer.Report,
+                    request_deserializer=asrpb_dot_operator__pb2.BillingRequest.FromString,
+                    response_serializer=asrpb_dot_operator__pb2.BillingReport.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'asr.v1.Billing', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('asr.v1.Billing', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Billing:
+    """---- billing ---------------------------------------------------------------------------------
+    """
+
+    @staticmethod
+    def Report(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Billing/Report',
+            asrpb_dot_operator__pb2.BillingRequest.SerializeToString,
+            asrpb_dot_operator__pb2.BillingReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

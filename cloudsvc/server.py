@@ -27,6 +27,7 @@ from asrpb import (
     site_pb2_grpc,
 )
 from cloudsvc import replication_api
+from cloudsvc.billing_api import BillingApi
 from cloudsvc.failover import api as failover_api
 from cloudsvc.operator_api import OperatorApi
 from cloudsvc.protection_api import ProtectionApi
@@ -42,6 +43,7 @@ POLICY: dict[str, set[str]] = {
     "/grpc.reflection.v1.ServerReflection/": {PUBLIC},
     "/asr.v1.Operator/": {"operator"},
     "/asr.v1.Protection/": {"operator"},
+    "/asr.v1.Billing/": {"operator"},
     "/asr.v1.Site/": {"provider", "agent"},
     **replication_api.POLICY,
     **failover_api.POLICY,
@@ -62,6 +64,7 @@ def build(svc: CloudService) -> tuple[grpc.Server, health.HealthServicer]:
     )
     operator_pb2_grpc.add_OperatorServicer_to_server(OperatorApi(svc), server)
     operator_pb2_grpc.add_ProtectionServicer_to_server(ProtectionApi(svc), server)
+    operator_pb2_grpc.add_BillingServicer_to_server(BillingApi(svc), server)
     registration_pb2_grpc.add_RegistrationServicer_to_server(RegistrationApi(svc), server)
     site_pb2_grpc.add_SiteServicer_to_server(SiteApi(svc), server)
     replication_names = replication_api.add_to_server(svc, server)
@@ -71,6 +74,7 @@ def build(svc: CloudService) -> tuple[grpc.Server, health.HealthServicer]:
     names = [
         operator_pb2.DESCRIPTOR.services_by_name["Operator"].full_name,
         operator_pb2.DESCRIPTOR.services_by_name["Protection"].full_name,
+        operator_pb2.DESCRIPTOR.services_by_name["Billing"].full_name,
         registration_pb2.DESCRIPTOR.services_by_name["Registration"].full_name,
         site_pb2.DESCRIPTOR.services_by_name["Site"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -87,6 +91,6 @@ def build(svc: CloudService) -> tuple[grpc.Server, health.HealthServicer]:
     ca = svc.service_ca.cert_pem
     server.add_secure_port(cfg.listen, server_credentials(cert, key, ca))
     server.add_secure_port(cfg.registration_listen, server_credentials(cert, key, None))
-    for name in names[:4] + [""]:
+    for name in [n for n in names if n != reflection.SERVICE_NAME] + [""]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, health_servicer

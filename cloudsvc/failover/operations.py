@@ -154,7 +154,7 @@ class Operations:
             for g in t.groups:
                 for a in g["actions"]:
                     if a["when"] == "before":
-                        add(a["kind"], f"Group {g['number']}: {a['kind']} action {a['name']} (before)", **a)
+                        add(a["kind"], f"Group {g['number']}: {a['kind']} action {a['name']} (before)", **_action(a))
                         next_stage()
                 for vm_id in g["vms"]:
                     add("materialise", f"Group {g['number']}: fail over {names(vm_id)}", vm_id, point=point,
@@ -162,7 +162,7 @@ class Operations:
                 next_stage()
                 for a in g["actions"]:
                     if a["when"] == "after":
-                        add(a["kind"], f"Group {g['number']}: {a['kind']} action {a['name']} (after)", **a)
+                        add(a["kind"], f"Group {g['number']}: {a['kind']} action {a['name']} (after)", **_action(a))
                         next_stage()
 
         every = list(t.vms)
@@ -282,6 +282,10 @@ class Operations:
                 conn.execute("UPDATE recovered_vms SET state='Running', updated_at=? WHERE vault_id=? AND"
                              " source_vm_id=? AND state='Stopped'", (now, vault_id, vid))
         self.keys.pop(job["id"], None)
+
+
+def _action(a: dict[str, Any]) -> dict[str, Any]:
+    return {"action": a["name"], **{k: v for k, v in a.items() if k not in ("kind", "name")}}
 
 
 def _ok_state(op: str, prev: str) -> str:

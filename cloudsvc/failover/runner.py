@@ -295,16 +295,16 @@ class Runner:
                                stdin=subprocess.DEVNULL, check=False)
         except subprocess.TimeoutExpired as exc:
             out = _text(exc.stdout) + _text(exc.stderr)
-            err = JobFailed(f"script {step['name']} did not finish within {step['timeout_seconds']:.0f} s",
+            err = JobFailed(f"script {step['action']} did not finish within {step['timeout_seconds']:.0f} s",
                             details=[out[-500:]] if out else ())
             self._finish(job["id"], seq, False, out, err)
             return
         except OSError as exc:
-            self._finish(job["id"], seq, False, "", JobFailed(f"script {step['name']} could not run: {exc}"))
+            self._finish(job["id"], seq, False, "", JobFailed(f"script {step['action']} could not run: {exc}"))
             return
         out = r.stdout + r.stderr
         if r.returncode != 0:
-            err = JobFailed(f"script {step['name']} exited with {r.returncode}", details=[out[-500:]] if out else (),
+            err = JobFailed(f"script {step['action']} exited with {r.returncode}", details=[out[-500:]] if out else (),
                             action="Fix the script (its output is in the job) and run the operation again.")
             self._finish(job["id"], seq, False, out, err)
             return

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,5 +50,11 @@ def test_protect_and_replicate_on_schedule_through_proxy(cloud: Cloud, tmp_path:
         assert res.returncode == 0, res.stdout + res.stderr
     # every byte went through the proxy: the agent has no other way to the cloud
     assert proxy.connects().count(cloud.endpoint) >= 2
+    # the protected VM shows on this month's bill, with what it replicated
+    month = time.strftime("%Y-%m", time.gmtime())
+    bill = cloud.asr_json("billing", "report", "--vault", "contoso", "--month", month)
+    line = next(v for v in bill["vms"] if v["name"] == "web01")
+    assert float(line["protected_days"]) > 0 and int(line["replicated_bytes"]) > 0
+    assert float(bill["average_protected_vms"]) > 0 and bill["currency"] == "USD"
     status = json.loads((tmp_path / "hv01" / "status.json").read_text())
     assert status["cloud"]["proxy"].startswith("http://asr:***@")
