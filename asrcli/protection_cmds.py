@@ -8,6 +8,7 @@ from typing import Any
 from asrcli.client import Client
 from asrcli.jobwait import wait_job
 from asrcli.output import show, table, to_doc
+from asrclock import iso
 from asrerrors import InvalidPolicy
 from asrpb import inventory_pb2, operator_pb2
 
@@ -53,9 +54,51 @@ def vm_list(c: Client, a: argparse.Namespace) -> Any:
                                     ["name", "host", "cloud", "power", "protection", "health", "rpo_s"])
 
 
+def _mib(n: Any) -> str:
+    return f"{int(n or 0) / (1 << 20):,.0f} MiB"
+
+
+def print_vm(d: dict[str, Any]) -> None:
+    """`asr vm show` for people: the VM, its protection, its disks, then anything else."""
+    vm = d.get("vm", {})
+    pol = d.get("policy") or {}
+    lines = {
+        "vm": f"{vm.get('name')} ({vm.get('vm_id')})",
+        "host / cloud": f"{vm.get('host')} / {d.get('cloud')} (provider {d.get('provider')})",
+        "guest": f"{vm.get('guest_os')}, generation {vm.get('generation')}, {vm.get('cpus')} CPU, "
+                 f"{vm.get('memory_mb')} MB",
+        "power": vm.get("power_state"),
+        "protection": f"{d.get('protection_state')}  health {d.get('replication_health') or '-'}",
+        "allowed operations": ", ".join(d.get("allowed_operations", [])) or "-",
+    }
+    if pol:
+        lines["policy"] = (f"copy every {pol.get('copy_frequency_seconds')}s, retention {pol.get('retention_hours')}h, "
+                           f"app-consistent {pol.get('app_consistent_hours') or 'none'}h, storage "
+                           f"{pol.get('storage')}, encryption {'on' if pol.get('encrypt') else 'off'}")
+        lines["replication"] = (f"last {iso(float(d.get('last_replication') or 0)) or '-'}, "
+                                f"RPO {float(d.get('rpo_seconds') or 0):.0f}s, initial copy "
+                                f"{float(d.get('initial_replication_progress') or 0) * 100:.0f}%")
+        lines["active location"] = d.get("active_location") or "Primary"
+    show(lines)
+    print("disks:")
+    for i, disk in enumerate(vm.get("disks", [])):
+        kind = "OS  " if disk.get("os_disk") else "data"
+        print(f"  {i}  {disk.get('controller'):4}  {kind}  {disk.get('format')}/{disk.get('subformat')}  "
+              f"{_mib(disk.get('virtual_size'))}  {disk.get('path')}")
+    nics = ", ".join(n.get("mode", "") + (f" {n['address']}" if n.get("address") else "") for n in vm.get("nics", []))
+    print(f"nics: {nics or 'none'}")
+    for err in d.get("health_errors", []):
+        print(f"health error: {err}")
+    known = {"vm", "cloud", "provider", "protection_state", "replication_health", "allowed_operations", "policy",
+             "last_replication", "rpo_seconds", "initial_replication_progress", "active_location", "health_errors"}
+    rest = {k: v for k, v in d.items() if k not in known and v not in ("", [], {}, None, 0, 0.0)}
+    if rest:
+        show(rest)
+
+
 def vm_show(c: Client, a: argparse.Namespace) -> Any:
     res = c.call(c.protection.GetVm, operator_pb2.VmRef(vault=a.vault, vm=a.vm))
-    return to_doc(res), lambda d: show(d, ("last_replication",))
+    return to_doc(res), print_vm
 
 
 def vm_protect(c: Client, a: argparse.Namespace) -> Any:
