@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.azurite import azurite  # noqa: F401  (session fixture for every test directory)
 from tests.harness import Cloud, Procs
 
 

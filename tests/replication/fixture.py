@@ -85,9 +85,10 @@ class Protected:
 
 def protect(cloud: Cloud, root: Path, *, encrypt: bool = False, os_size: int = 8 * MiB, data_size: int = 4 * MiB,
             retention_hours: int = 2, app_hours: int = 0, start: str | None = None,
-            fill: bool = True) -> Protected:
+            fill: bool = True, blob_connection: str = "") -> Protected:
     cloud.asr("vault", "create", "contoso", "--region", "japaneast")
-    cloud.asr("storage", "create", "store1", "--vault", "contoso", "--region", "japaneast")
+    blob = ["--backend", "blob", "--blob-connection-string", blob_connection] if blob_connection else []
+    cloud.asr("storage", "create", "store1", "--vault", "contoso", "--region", "japaneast", *blob)
     site = Site(cloud, root, "contoso")
     site.new_key()
     res = site.register_provider("prov1", *(["--encryption"] if encrypt else []))
