@@ -89,8 +89,15 @@ def print_vm(d: dict[str, Any]) -> None:
     print(f"nics: {nics or 'none'}")
     for err in d.get("health_errors", []):
         print(f"health error: {err}")
+    for r in d.get("recovered_vms", []):
+        net = f"{r['address']} in {r.get('network')}/{r.get('subnet')}" if r.get("address") else "no network"
+        print(f"recovered VM: {r.get('name')} ({r.get('kind')}, {r.get('state')}), size {r.get('size')}, {net}, "
+              f"from point {r.get('point_id') or '-'}")
+        for disk in r.get("disks", []):
+            print(f"  disk {disk.get('index', 0)}  {_mib(disk.get('virtual_size'))}  {disk.get('path')}")
     known = {"vm", "cloud", "provider", "protection_state", "replication_health", "allowed_operations", "policy",
-             "last_replication", "rpo_seconds", "initial_replication_progress", "active_location", "health_errors"}
+             "last_replication", "rpo_seconds", "initial_replication_progress", "active_location", "health_errors",
+             "recovered_vms"}
     rest = {k: v for k, v in d.items() if k not in known and v not in ("", [], {}, None, 0, 0.0)}
     if rest:
         show(rest)

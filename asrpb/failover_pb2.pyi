@@ -32,53 +32,11 @@ class FailoverRequest(_message.Message):
     size: str
     def __init__(self, vault: _Optional[str] = ..., vm: _Optional[str] = ..., plan: _Optional[str] = ..., point: _Optional[str] = ..., network: _Optional[str] = ..., subnet: _Optional[str] = ..., encryption_key: _Optional[bytes] = ..., direction: _Optional[str] = ..., shutdown_source: _Optional[bool] = ..., size: _Optional[str] = ...) -> None: ...
 
-class RecoveredDisk(_message.Message):
-    __slots__ = ("index", "path", "virtual_size")
-    INDEX_FIELD_NUMBER: _ClassVar[int]
-    PATH_FIELD_NUMBER: _ClassVar[int]
-    VIRTUAL_SIZE_FIELD_NUMBER: _ClassVar[int]
-    index: int
-    path: str
-    virtual_size: int
-    def __init__(self, index: _Optional[int] = ..., path: _Optional[str] = ..., virtual_size: _Optional[int] = ...) -> None: ...
-
-class RecoveredVm(_message.Message):
-    __slots__ = ("id", "name", "source_vm_id", "source_name", "kind", "state", "point_id", "size", "network", "subnet", "address", "disks", "job_id", "created_at")
-    ID_FIELD_NUMBER: _ClassVar[int]
-    NAME_FIELD_NUMBER: _ClassVar[int]
-    SOURCE_VM_ID_FIELD_NUMBER: _ClassVar[int]
-    SOURCE_NAME_FIELD_NUMBER: _ClassVar[int]
-    KIND_FIELD_NUMBER: _ClassVar[int]
-    STATE_FIELD_NUMBER: _ClassVar[int]
-    POINT_ID_FIELD_NUMBER: _ClassVar[int]
-    SIZE_FIELD_NUMBER: _ClassVar[int]
-    NETWORK_FIELD_NUMBER: _ClassVar[int]
-    SUBNET_FIELD_NUMBER: _ClassVar[int]
-    ADDRESS_FIELD_NUMBER: _ClassVar[int]
-    DISKS_FIELD_NUMBER: _ClassVar[int]
-    JOB_ID_FIELD_NUMBER: _ClassVar[int]
-    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
-    id: str
-    name: str
-    source_vm_id: str
-    source_name: str
-    kind: str
-    state: str
-    point_id: str
-    size: str
-    network: str
-    subnet: str
-    address: str
-    disks: _containers.RepeatedCompositeFieldContainer[RecoveredDisk]
-    job_id: str
-    created_at: float
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., source_vm_id: _Optional[str] = ..., source_name: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., point_id: _Optional[str] = ..., size: _Optional[str] = ..., network: _Optional[str] = ..., subnet: _Optional[str] = ..., address: _Optional[str] = ..., disks: _Optional[_Iterable[_Union[RecoveredDisk, _Mapping]]] = ..., job_id: _Optional[str] = ..., created_at: _Optional[float] = ...) -> None: ...
-
 class RecoveredVmList(_message.Message):
     __slots__ = ("vms",)
     VMS_FIELD_NUMBER: _ClassVar[int]
-    vms: _containers.RepeatedCompositeFieldContainer[RecoveredVm]
-    def __init__(self, vms: _Optional[_Iterable[_Union[RecoveredVm, _Mapping]]] = ...) -> None: ...
+    vms: _containers.RepeatedCompositeFieldContainer[_operator_pb2.RecoveredVm]
+    def __init__(self, vms: _Optional[_Iterable[_Union[_operator_pb2.RecoveredVm, _Mapping]]] = ...) -> None: ...
 
 class PlanRef(_message.Message):
     __slots__ = ("vault", "plan")

@@ -255,7 +255,7 @@ class ProtectVmRequest(_message.Message):
     def __init__(self, vault: _Optional[str] = ..., vm: _Optional[str] = ..., nic: _Optional[int] = ...) -> None: ...
 
 class VmStatus(_message.Message):
-    __slots__ = ("vm", "cloud", "provider", "protection_state", "replication_health", "health_errors", "allowed_operations", "policy", "last_replication", "rpo_seconds", "initial_replication_progress", "active_location")
+    __slots__ = ("vm", "cloud", "provider", "protection_state", "replication_health", "health_errors", "allowed_operations", "policy", "last_replication", "rpo_seconds", "initial_replication_progress", "active_location", "recovered_vms")
     VM_FIELD_NUMBER: _ClassVar[int]
     CLOUD_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -268,6 +268,7 @@ class VmStatus(_message.Message):
     RPO_SECONDS_FIELD_NUMBER: _ClassVar[int]
     INITIAL_REPLICATION_PROGRESS_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_LOCATION_FIELD_NUMBER: _ClassVar[int]
+    RECOVERED_VMS_FIELD_NUMBER: _ClassVar[int]
     vm: _inventory_pb2.Vm
     cloud: str
     provider: str
@@ -280,13 +281,56 @@ class VmStatus(_message.Message):
     rpo_seconds: float
     initial_replication_progress: float
     active_location: str
-    def __init__(self, vm: _Optional[_Union[_inventory_pb2.Vm, _Mapping]] = ..., cloud: _Optional[str] = ..., provider: _Optional[str] = ..., protection_state: _Optional[str] = ..., replication_health: _Optional[str] = ..., health_errors: _Optional[_Iterable[str]] = ..., allowed_operations: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[_inventory_pb2.Policy, _Mapping]] = ..., last_replication: _Optional[float] = ..., rpo_seconds: _Optional[float] = ..., initial_replication_progress: _Optional[float] = ..., active_location: _Optional[str] = ...) -> None: ...
+    recovered_vms: _containers.RepeatedCompositeFieldContainer[RecoveredVm]
+    def __init__(self, vm: _Optional[_Union[_inventory_pb2.Vm, _Mapping]] = ..., cloud: _Optional[str] = ..., provider: _Optional[str] = ..., protection_state: _Optional[str] = ..., replication_health: _Optional[str] = ..., health_errors: _Optional[_Iterable[str]] = ..., allowed_operations: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[_inventory_pb2.Policy, _Mapping]] = ..., last_replication: _Optional[float] = ..., rpo_seconds: _Optional[float] = ..., initial_replication_progress: _Optional[float] = ..., active_location: _Optional[str] = ..., recovered_vms: _Optional[_Iterable[_Union[RecoveredVm, _Mapping]]] = ...) -> None: ...
 
 class VmList(_message.Message):
     __slots__ = ("vms",)
     VMS_FIELD_NUMBER: _ClassVar[int]
     vms: _containers.RepeatedCompositeFieldContainer[VmStatus]
     def __init__(self, vms: _Optional[_Iterable[_Union[VmStatus, _Mapping]]] = ...) -> None: ...
+
+class RecoveredDisk(_message.Message):
+    __slots__ = ("index", "path", "virtual_size")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    VIRTUAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    path: str
+    virtual_size: int
+    def __init__(self, index: _Optional[int] = ..., path: _Optional[str] = ..., virtual_size: _Optional[int] = ...) -> None: ...
+
+class RecoveredVm(_message.Message):
+    __slots__ = ("id", "name", "source_vm_id", "source_name", "kind", "state", "point_id", "size", "network", "subnet", "address", "disks", "job_id", "created_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_VM_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    POINT_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    SUBNET_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    DISKS_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    source_vm_id: str
+    source_name: str
+    kind: str
+    state: str
+    point_id: str
+    size: str
+    network: str
+    subnet: str
+    address: str
+    disks: _containers.RepeatedCompositeFieldContainer[RecoveredDisk]
+    job_id: str
+    created_at: float
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., source_vm_id: _Optional[str] = ..., source_name: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., point_id: _Optional[str] = ..., size: _Optional[str] = ..., network: _Optional[str] = ..., subnet: _Optional[str] = ..., address: _Optional[str] = ..., disks: _Optional[_Iterable[_Union[RecoveredDisk, _Mapping]]] = ..., job_id: _Optional[str] = ..., created_at: _Optional[float] = ...) -> None: ...
 
 class JobTask(_message.Message):
     __slots__ = ("name", "state", "started_at", "ended_at", "error", "output")

@@ -12,6 +12,7 @@ memory must not grow with the disk). Prints figures only; nothing here asserts o
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import resource
 import shutil
@@ -65,6 +66,7 @@ def main() -> None:
         store.end_session(session)
         fill_s = time.monotonic() - t0
         del ids, batch
+        os.sync()  # the fill's own writeback must not be charged to materialising
         rss_before = _rss_mib()
         out = root / "disk0.vhd"
         t0 = time.monotonic()

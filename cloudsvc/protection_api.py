@@ -7,6 +7,7 @@ import sqlite3
 from typing import Any
 
 from asrpb import common_pb2, inventory_pb2, operator_pb2, operator_pb2_grpc
+from cloudsvc.failover.recovered import recovered_of_vm
 from cloudsvc.inventory import loads_policy, parse_vm
 from cloudsvc.protection import ALLOWED
 from cloudsvc.service import CloudService
@@ -47,6 +48,7 @@ def vm_status(svc: CloudService, vault_id: str, row: sqlite3.Row) -> operator_pb
         st.policy.CopyFrom(loads_policy(item["policy"]))
         st.active_location = item["active_location"]
     svc.describe_replication(vault_id, vm.vm_id, st)
+    st.recovered_vms.extend(recovered_of_vm(svc.db, vault_id, vm.vm_id))
     return st
 
 

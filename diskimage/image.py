@@ -15,6 +15,15 @@ from types import TracebackType
 
 from asrerrors import DiskImageError
 
+_ZEROS = memoryview(bytes(1 << 20))
+
+
+def zero_fill(view: memoryview) -> None:
+    """Set every byte of ``view`` to zero."""
+    for i in range(0, len(view), len(_ZEROS)):
+        n = min(len(_ZEROS), len(view) - i)
+        view[i:i + n] = _ZEROS[:n]
+
 
 class DiskImage(ABC):
     """A virtual disk. Reads past the end are refused rather than padded."""
@@ -48,6 +57,14 @@ class DiskImage(ABC):
         self._check_range(offset, length)
         return self._read(offset, length)
 
+    def readinto(self, offset: int, buf: bytearray | memoryview) -> None:
+        """Fill ``buf`` with the ``len(buf)`` bytes at ``offset``: like :meth:`read`, without
+        a fresh allocation per call (callers reuse their buffers)."""
+        view = memoryview(buf)
+        self._check_range(offset, len(view))
+        if view:
+            self._readinto(offset, view)
+
     def write(self, offset: int, data: bytes) -> None:
         self._check_writable()
         self._check_range(offset, len(data))
@@ -59,6 +76,22 @@ class DiskImage(ABC):
 
     @abstractmethod
     def _write(self, offset: int, data: bytes) -> None: ...
+
+    def _readinto(self, offset: int, view: memoryview) -> None:
+        view[:] = self._read(offset, len(view))
+
+    def _preadinto(self, offset: int, view: memoryview) -> None:
+        """os.preadv into ``view`` until it is full; a short file is a truncated image."""
+        want = len(view)
+        while view:
+            n = os.preadv(self.fd, [view], offset)
+            if n <= 0:
+                raise DiskImageError(
+                    f"{self.path}: image is truncated (wanted {want} bytes at "
+                    f"{offset - (want - len(view))}, got {want - len(view)})"
+                )
+            view = view[n:]
+            offset += n
 
     def _pread(self, offset: int, length: int) -> bytes:
         data = os.pread(self.fd, length, offset)
@@ -107,6 +140,9 @@ class RawImage(DiskImage):
 
     def _read(self, offset: int, length: int) -> bytes:
         return self._pread(offset, length)
+
+    def _readinto(self, offset: int, view: memoryview) -> None:
+        self._preadinto(offset, view)
 
     def _write(self, offset: int, data: bytes) -> None:
         self._pwrite(offset, data)

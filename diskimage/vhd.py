@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from asrerrors import DiskImageError
 
-from .image import DiskImage
+from .image import DiskImage, zero_fill
 
 SECTOR = 512
 FOOTER_COOKIE = b"conectix"
@@ -153,6 +153,9 @@ class FixedVhd(DiskImage):
     def _read(self, offset: int, length: int) -> bytes:
         return self._pread(offset, length)
 
+    def _readinto(self, offset: int, view: memoryview) -> None:
+        self._preadinto(offset, view)
+
     def _write(self, offset: int, data: bytes) -> None:
         self._pwrite(offset, data)
 
@@ -193,6 +196,18 @@ class DynamicVhd(DiskImage):
             offset += n
             length -= n
         return b"".join(out)
+
+    def _readinto(self, offset: int, view: memoryview) -> None:
+        pos = 0
+        while pos < len(view):
+            block, within = divmod(offset + pos, self.block_size)
+            n = min(len(view) - pos, self.block_size - within)
+            entry = self._bat(block)
+            if entry == UNALLOCATED:
+                zero_fill(view[pos:pos + n])
+            else:
+                self._preadinto(entry * SECTOR + self.bitmap_size + within, view[pos:pos + n])
+            pos += n
 
     def _write(self, offset: int, data: bytes) -> None:
         pos = 0

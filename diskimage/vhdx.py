@@ -40,7 +40,7 @@ from dissect.hypervisor.disk.vhdx import VHDX, MetadataTable, RegionTable
 
 from asrerrors import DiskImageError
 
-from .image import DiskImage
+from .image import DiskImage, zero_fill
 
 MiB = 1 << 20
 NOT_PRESENT, UNDEFINED, ZERO, UNMAPPED, FULLY_PRESENT, PARTIALLY_PRESENT = 0, 1, 2, 3, 6, 7
@@ -193,6 +193,27 @@ class VhdxImage(DiskImage):
             offset += n
             length -= n
         return b"".join(out)
+
+    def _readinto(self, offset: int, view: memoryview) -> None:
+        if self._diff is not None:
+            view[:] = self._read(offset, len(view))
+            return
+        bs = self.meta.block_size
+        pos = 0
+        while pos < len(view):
+            block, within = divmod(offset + pos, bs)
+            n = min(len(view) - pos, bs - within)
+            state, where = self._entry(block)
+            if state == FULLY_PRESENT:
+                self._preadinto(where + within, view[pos:pos + n])
+            elif state in (NOT_PRESENT, UNDEFINED, ZERO, UNMAPPED):
+                zero_fill(view[pos:pos + n])
+            else:
+                raise DiskImageError(
+                    f"{self.path}: block {block} has BAT state {state}, which a VHDX "
+                    "without a parent cannot have"
+                )
+            pos += n
 
     def _write(self, offset: int, data: bytes) -> None:
         if self._diff is not None:

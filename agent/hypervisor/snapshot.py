@@ -127,6 +127,15 @@ def preserve_before_write(paths: VmPaths, disk: int, blocks: range, image: DiskI
         os.close(fd)
 
 
+def _pread_full(fd: int, view: memoryview, offset: int) -> None:
+    while view:
+        n = os.preadv(fd, [view], offset)
+        if n <= 0:
+            raise StateConflict("a snapshot's copy-on-write store is shorter than its disk")
+        view = view[n:]
+        offset += n
+
+
 class Snapshot:
     """One open snapshot of a VM: its disks as they were at one instant."""
 
@@ -172,24 +181,86 @@ class Snapshot:
 
     def read_block(self, disk: int, block: int) -> bytes:
         """Block ``block`` of ``disk`` as of the snapshot (the last block may be short)."""
+        return bytes(self.read_blocks(disk, block, 1))
+
+    def read_blocks(
+        self, disk: int, first: int, count: int, out: bytearray | memoryview | None = None
+    ) -> memoryview:
+        """Blocks ``first .. first + count - 1`` of ``disk`` as of the snapshot, concatenated
+        (only the disk's last block may be short). See :meth:`read_block_list`."""
+        return self.read_block_list(disk, range(first, first + count), out)
+
+    def read_block_list(
+        self, disk: int, blocks: Sequence[int], out: bytearray | memoryview | None = None
+    ) -> memoryview:
+        """The given blocks of ``disk`` (ascending) as of the snapshot, concatenated: block
+        ``blocks[i]`` is at ``i * BLOCK_SIZE`` (only the disk's last block may be short).
+
+        The VM lock is held once for the whole list and the COW map is read once for its
+        span; consecutive blocks not preserved in the COW store are read from the image in
+        one call. ``out`` (at least as large as the result) is filled instead of allocating.
+        """
         self._check_disk(disk)
-        start = block * BLOCK_SIZE
         size = self.disk_sizes[disk]
-        if not 0 <= start < size:
-            raise NotFound(f"block {block} is outside disk {disk} ({size} bytes)")
-        length = min(BLOCK_SIZE, size - start)
+        nblocks = tracking.block_count(size)
+        if not blocks:
+            return memoryview(b"")
+        for b in (blocks[0], blocks[-1]):
+            if not 0 <= b < nblocks:
+                raise NotFound(f"block {b} is outside disk {disk} ({size} bytes)")
+        total = len(blocks) * BLOCK_SIZE
+        if blocks[-1] == nblocks - 1:
+            total -= nblocks * BLOCK_SIZE - size
+        if out is None:
+            view = memoryview(bytearray(total))
+        else:
+            view = memoryview(out)[:total]
+            if len(view) != total:
+                raise ValueError(f"buffer of {len(view)} bytes is smaller than {total}")
+        contiguous = isinstance(blocks, range) and blocks.step == 1
+        if not contiguous and any(y <= x for x, y in zip(blocks, blocks[1:], strict=False)):
+            raise ValueError("blocks must be ascending without repeats")
+        image = self._images[disk]
         with vm_lock(self._paths):
             # under the lock, so a racing guest write cannot land between the map check and
             # the read (it would move the old data to the COW store after we chose the disk)
             self._check_open()
-            with open(self._paths.snap / f"disk{disk}.cowmap", "rb") as fh:
-                fh.seek(block // 8)
-                byte = fh.read(1)
-            if byte and byte[0] >> (block % 8) & 1:
-                with open(self._paths.snap / f"disk{disk}.cow", "rb") as fh:
-                    fh.seek(start)
-                    return fh.read(length)
-            return self._images[disk].read(start, length)
+            lo = blocks[0] // 8
+            fd = os.open(self._paths.snap / f"disk{disk}.cowmap", os.O_RDONLY)
+            try:
+                bits = os.pread(fd, blocks[-1] // 8 - lo + 1, lo)
+            finally:
+                os.close(fd)
+            # segments [first block, count, position in the list, preserved in the COW store]
+            segs: list[list[Any]]
+            if contiguous and bits.count(0) == len(bits):
+                segs = [[blocks[0], len(blocks), 0, False]]
+            else:
+                segs = []
+                for i, b in enumerate(blocks):
+                    byte = b // 8 - lo
+                    cow = byte < len(bits) and bool(bits[byte] >> (b % 8) & 1)
+                    last = segs[-1] if segs else None
+                    if last is not None and last[0] + last[1] == b and last[3] == cow:
+                        last[1] += 1
+                    else:
+                        segs.append([b, 1, i, cow])
+            cow_fd = -1
+            try:
+                for start, n, pos, cow in segs:
+                    at = pos * BLOCK_SIZE
+                    length = min(n * BLOCK_SIZE, size - start * BLOCK_SIZE)
+                    part = view[at:at + length]
+                    if not cow:
+                        image.readinto(start * BLOCK_SIZE, part)
+                        continue
+                    if cow_fd < 0:
+                        cow_fd = os.open(self._paths.snap / f"disk{disk}.cow", os.O_RDONLY)
+                    _pread_full(cow_fd, part, start * BLOCK_SIZE)
+            finally:
+                if cow_fd >= 0:
+                    os.close(cow_fd)
+        return view
 
     def dirty_blocks(self, disk: int) -> list[int] | None:
         """Blocks written since the previous acknowledged snapshot, or None when tracking

@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
+import queue
+import sys
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from array import array
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
@@ -39,12 +42,79 @@ from chunkfmt import BLOCK_SIZE, ID_SIZE, ZERO_ID, chunk_id, encode_chunk, is_ze
 
 log = logging.getLogger(__name__)
 
-WINDOW_BLOCKS = 256                    # blocks read, hashed and asked about together (16 MiB)
+# blocks read under one hold of the VM lock, hashed and asked about together (4 MiB): short
+# enough not to stall guest writes for long, long enough to make per-window costs small
+WINDOW_BLOCKS = 64
 MESSAGE_BYTES = 2 * 1024 * 1024        # frames per PutChunks message
 # frames per PutChunks call (the vault flushes after each); tests shrink it to make resumption visible
 SEGMENT_BYTES = int(os.environ.get("ASR_REPL_SEGMENT_BYTES", 64 * 1024 * 1024))
 COMMIT_BATCH = 16384                   # changed blocks per CommitPoint message
+SENT_MEMORY = 8192                     # ids remembered as sent this cycle (repeats are skipped)
 PROGRESS_EVERY_S = 2.0
+
+
+@dataclass
+class _Job:
+    disk: int
+    mode: str
+    blocks: Sequence[int]        # ascending
+    base_ids: bytes              # resync: the base point's ids of these blocks
+
+
+@dataclass
+class _Done:
+    disk: int
+    read: int
+    changed: list[tuple[int, bytes]]
+    frames: list[tuple[bytes, bytes]]
+
+
+class _Changes:
+    """The changed blocks of one disk, in ascending order, compactly: 8 + 32 bytes each (a
+    Python dict would take ~150)."""
+
+    def __init__(self) -> None:
+        self.blocks = array("Q")
+        self.ids = bytearray()
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def extend(self, items: list[tuple[int, bytes]]) -> None:
+        if items and self.blocks and items[0][0] <= self.blocks[-1]:
+            raise AssertionError("changes must arrive in ascending block order")
+        self.blocks.extend(b for b, _ in items)
+        self.ids += b"".join(c for _, c in items)
+
+    def blocks_le(self, start: int, stop: int) -> bytes:
+        part = self.blocks[start:stop]
+        if sys.byteorder != "little":
+            part.byteswap()
+        return part.tobytes()
+
+
+class _BaseMap:
+    """Takes a base point's ids in block order from the stream of raw parts; ZERO_ID past
+    its end (the disk grew)."""
+
+    def __init__(self, parts: Iterator[bytes]) -> None:
+        self.parts = parts
+        self.buf = b""
+
+    def take(self, n: int) -> bytes:
+        want = n * ID_SIZE
+        chunks = [self.buf]
+        have = len(self.buf)
+        while have < want:
+            part = next(self.parts, None)
+            if part is None:
+                chunks.append(bytes(want - have))
+                break
+            chunks.append(part)
+            have += len(part)
+        joined = b"".join(chunks)
+        self.buf = joined[want:]
+        return joined[:want]
 
 
 @dataclass
@@ -132,42 +202,53 @@ class Cycle:
                 plans.append((disk, "incremental", [b for b in dirty if b < nblocks]))
                 total += len(plans[-1][2] or [])
         res.modes = [m for _, m, _ in plans]
-        changes: dict[int, dict[int, bytes]] = {d: {} for d in range(snap.disk_count)}
-        scanned = [0]
+        changes = {d: _Changes() for d in range(snap.disk_count)}
         last_report = [time.monotonic()]
+        buffers: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        pending: deque[Future[_Done]] = deque()
+        depth = getattr(self.pool, "_max_workers", 2) + 2  # windows in flight: bounds memory
 
-        def windows() -> Iterator[list[tuple[int, int, bytes, bytes]]]:
+        def jobs() -> Iterator[_Job]:
             for disk, mode, blocks in plans:
                 nblocks = -(-snap.disk_size(disk) // BLOCK_SIZE)
-                base_ids = self._base_map(vm_id, base, disk) if mode == "resync" else None
-                todo: Any = range(nblocks) if blocks is None else blocks
-                window: list[tuple[int, int, bytes]] = []
-                for b in todo:
-                    window.append((disk, b, snap.read_block(disk, b)))
-                    if len(window) >= WINDOW_BLOCKS:
-                        yield self._select(window, mode, base_ids, changes)
-                        window = []
-                if window:
-                    yield self._select(window, mode, base_ids, changes)
+                if blocks is None:
+                    base_ids = _BaseMap(self._base_map(vm_id, base, disk)) if mode == "resync" else None
+                    for first in range(0, nblocks, WINDOW_BLOCKS):
+                        window = range(first, min(first + WINDOW_BLOCKS, nblocks))
+                        yield _Job(disk, mode, window, base_ids.take(len(window)) if base_ids else b"")
+                else:
+                    for i in range(0, len(blocks), WINDOW_BLOCKS):
+                        yield _Job(disk, mode, blocks[i:i + WINDOW_BLOCKS], b"")
+
+        def results() -> Iterator[_Done]:
+            """Windows are read, hashed, asked about and encoded on the pool, several at once;
+            their results come back in order (so changes stay sorted by block)."""
+            for job in jobs():
+                pending.append(self.pool.submit(self._process, snap, job, session, buffers))
+                if len(pending) >= depth:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+        sent: OrderedDict[bytes, None] = OrderedDict()  # recently sent ids (bounded)
 
         def batches() -> Iterator[replication_pb2.ChunkBatch]:
             msg = replication_pb2.ChunkBatch(session_id=session)
             size = 0
-            for chosen in windows():
-                scanned[0] += len(chosen)
-                res.blocks_read += len(chosen)
+            scanned = 0
+            for done in results():
+                scanned += done.read
+                res.blocks_read += len(done.changed)  # as before: the blocks the point takes
+                changes[done.disk].extend(done.changed)
                 if not base and time.monotonic() - last_report[0] >= PROGRESS_EVERY_S:
                     last_report[0] = time.monotonic()
-                    self.progress(min(0.99, res.blocks_read / max(1, total)))
-                wanted = {cid: data for _, _, cid, data in chosen if cid != ZERO_ID}
-                if not wanted:
-                    continue
-                reply = self.rpc("Missing", replication_pb2.MissingRequest(session_id=session,
-                                                                           ids=b"".join(wanted)))
-                lacking = [reply.ids[i:i + ID_SIZE] for i in range(0, len(reply.ids), ID_SIZE)]
-                aead = self.keys.aead_key
-                frames = self.pool.map(encode_chunk, [wanted[c] for c in lacking], [aead] * len(lacking))
-                for cid, frame in zip(lacking, frames, strict=True):
+                    self.progress(min(0.99, scanned / max(1, total)))
+                for cid, frame in done.frames:
+                    if cid in sent:  # a repeat of a block another window already shipped
+                        continue
+                    sent[cid] = None
+                    if len(sent) > SENT_MEMORY:
+                        sent.popitem(last=False)
                     msg.ids.append(cid)
                     msg.frames.append(frame)
                     size += len(frame)
@@ -180,38 +261,61 @@ class Cycle:
             if msg.ids:
                 yield msg
 
-        self._put_all(batches())
+        try:
+            self._put_all(batches())
+        finally:
+            for fut in list(pending):
+                fut.cancel()
+            wait(list(pending))
         res.blocks_changed = sum(len(c) for c in changes.values())
         ack = self.rpc("CommitPoint", self._commit_parts(session, vm_id, base, kind, snap, changes,
                                                          res.bytes_sent))
         res.point_id = ack.point_id
         return res
 
-    def _select(self, window: list[tuple[int, int, bytes]], mode: str, base_ids: Iterator[bytes] | None,
-                changes: dict[int, dict[int, bytes]]) -> list[tuple[int, int, bytes, bytes]]:
-        """Hash a window; record and return the blocks that are changes of the new point."""
-        key = self.keys.id_key
-        ids = list(self.pool.map(lambda w: ZERO_ID if is_zero_block(w[2]) else chunk_id(key, w[2]), window))
-        out = []
-        for (disk, b, data), cid in zip(window, ids, strict=True):
-            if mode == "initial" and cid == ZERO_ID:
-                continue
-            if mode == "resync":
-                assert base_ids is not None
-                if next(base_ids, ZERO_ID) == cid:
+    def _process(self, snap: Snapshot, job: _Job, session: str,
+                 buffers: queue.SimpleQueue[bytearray]) -> _Done:
+        """One window on a pool thread: one batched snapshot read into a reused buffer, then
+        zero check and keyed hash per block, the changes of the new point, ``Missing`` for
+        them, and the frames of the ids the vault lacks."""
+        try:
+            buf = buffers.get_nowait()
+        except queue.Empty:
+            buf = bytearray(WINDOW_BLOCKS * BLOCK_SIZE)
+        try:
+            view = snap.read_block_list(job.disk, job.blocks, buf)
+            key = self.keys.id_key
+            changed: list[tuple[int, bytes]] = []
+            wanted: dict[bytes, int] = {}
+            for i, b in enumerate(job.blocks):
+                data = view[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]
+                cid = ZERO_ID if is_zero_block(data) else chunk_id(key, data)
+                if job.mode == "initial" and cid == ZERO_ID:
                     continue
-            changes[disk][b] = cid
-            out.append((disk, b, cid, data))
-        return out
+                if job.mode == "resync" and job.base_ids[i * ID_SIZE:(i + 1) * ID_SIZE] == cid:
+                    continue
+                changed.append((b, cid))
+                if cid != ZERO_ID:
+                    wanted.setdefault(cid, i)
+            frames: list[tuple[bytes, bytes]] = []
+            if wanted:
+                reply = self.rpc("Missing", replication_pb2.MissingRequest(session_id=session,
+                                                                           ids=b"".join(wanted)))
+                aead = self.keys.aead_key
+                for k in range(0, len(reply.ids), ID_SIZE):
+                    cid = reply.ids[k:k + ID_SIZE]
+                    i = wanted[cid]
+                    frames.append((cid, encode_chunk(view[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE], aead)))
+            return _Done(job.disk, len(job.blocks), changed, frames)
+        finally:
+            buffers.put(buf)
 
     def _base_map(self, vm_id: str, base: str, disk: int) -> Iterator[bytes]:
-        """The base point's ids of ``disk`` in block order (ZERO_ID past its end)."""
+        """The base point's ids of ``disk`` in block order, as the raw parts of the stream."""
         req = replication_pb2.BlockMapRequest(vm_id=vm_id, point_id=base, disk_index=disk)
         try:
             for part in self.rpc.stub.GetBlockMap(req, timeout=3600):
-                raw = part.ids
-                for i in range(0, len(raw), ID_SIZE):
-                    yield raw[i:i + ID_SIZE]
+                yield part.ids
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, f"the cloud service at {self.rpc.target}") from exc
 
@@ -247,17 +351,13 @@ class Cycle:
                 raise failure[0]
 
     def _commit_parts(self, session: str, vm_id: str, base: str, kind: str, snap: Snapshot,
-                      changes: dict[int, dict[int, bytes]], uploaded: int) -> Iterator[replication_pb2.CommitPart]:
+                      changes: dict[int, _Changes], uploaded: int) -> Iterator[replication_pb2.CommitPart]:
         yield replication_pb2.CommitPart(
             session_id=session, vm_id=vm_id, base_point_id=base, kind=kind, created_at=snap.created,
             disks=[replication_pb2.PointDisk(disk_index=d, virtual_size=snap.disk_size(d))
                    for d in range(snap.disk_count)])
         for disk, ch in changes.items():
-            items = sorted(ch.items())
-            for i in range(0, len(items), COMMIT_BATCH):
-                part = items[i:i + COMMIT_BATCH]
-                yield replication_pb2.CommitPart(
-                    disk_index=disk, blocks=struct.pack(f"<{len(part)}Q", *(b for b, _ in part)),
-                    ids=b"".join(c for _, c in part))
+            for i in range(0, len(ch), COMMIT_BATCH):
+                yield replication_pb2.CommitPart(disk_index=disk, blocks=ch.blocks_le(i, i + COMMIT_BATCH),
+                                                 ids=bytes(ch.ids[i * ID_SIZE:(i + COMMIT_BATCH) * ID_SIZE]))
         yield replication_pb2.CommitPart(last=True, uploaded_bytes=uploaded)
-

@@ -34,6 +34,8 @@ class FailoverService:
         self.failback = FailbackServer(svc.db)
         for kind in KINDS:
             svc.jobs.hooks[kind] = self.ops.job_done
+        # retention keeps the points recovered VMs are being made from or were made from
+        svc.replication.pins.append(self.recovered.pinned_points)
 
     def resume(self, vault_id: str, job_id: str) -> None:
         job, tasks = self.svc.jobs.get(vault_id, job_id)

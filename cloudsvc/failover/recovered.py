@@ -23,7 +23,7 @@ from typing import Any
 
 from asrclock import Clock
 from asrerrors import InvalidNetwork, UsageError
-from asrpb import failover_pb2
+from asrpb import operator_pb2
 from cloudsvc.vaults import Vaults
 from sqlitestore.database import Database
 
@@ -34,6 +34,8 @@ SIZES = (
     ("Standard_A1_v2", 1, 2048), ("Standard_A2_v2", 2, 4096), ("Standard_A4_v2", 4, 8192),
     ("Standard_A8_v2", 8, 16384), ("Standard_D16_v3", 16, 65536), ("Standard_D32_v3", 32, 131072),
 )
+# Protected-item states in which a failover VM's point is no longer pinned (the failover is committed).
+UNPINNED = ("FailoverCommitted", "FailbackInProgress", "FailbackCommitPending", "")
 # Azure reserves the first four addresses of a subnet and its last one.
 RESERVED_HEAD = 4
 
@@ -98,8 +100,9 @@ class Recovered:
                              action="Use a larger subnet or another network.")
 
     def begin(self, conn: sqlite3.Connection, vault_id: str, *, source_vm_id: str, source_name: str, kind: str,
-              storage: str, size: str, network: str, subnet: str, job_id: str) -> str:
-        """A new recovered VM in state Creating, with its address allocated (caller's transaction)."""
+              storage: str, size: str, network: str, subnet: str, job_id: str, point_id: str = "") -> str:
+        """A new recovered VM in state Creating, with its address allocated (caller's transaction).
+        Its ``point_id`` pins that point against retention from now on (see :meth:`pinned_points`)."""
         location = conn.execute("SELECT backend, location FROM storage_accounts WHERE vault_id=? AND name=?",
                                 (vault_id, storage)).fetchone()
         if location is None or location["backend"] != "local":
@@ -111,11 +114,11 @@ class Recovered:
         address = self._allocate(conn, vault_id, network, subnet) if network else ""
         now = self.clock.now()
         conn.execute(
-            "INSERT INTO recovered_vms(id, vault_id, name, source_vm_id, source_name, kind, state, storage, size,"
-            " network, subnet, address, dir, job_id, created_at, updated_at)"
-            " VALUES (?,?,?,?,?,?, 'Creating', ?,?,?,?,?,?,?,?,?)",
-            (rvm_id, vault_id, name, source_vm_id, source_name, kind, storage, size, network, subnet, address,
-             os.path.join(location["location"], "recovered", rvm_id), job_id, now, now),
+            "INSERT INTO recovered_vms(id, vault_id, name, source_vm_id, source_name, kind, state, point_id, storage,"
+            " size, network, subnet, address, dir, job_id, created_at, updated_at)"
+            " VALUES (?,?,?,?,?,?, 'Creating', ?,?,?,?,?,?,?,?,?,?)",
+            (rvm_id, vault_id, name, source_vm_id, source_name, kind, point_id, storage, size, network, subnet,
+             address, os.path.join(location["location"], "recovered", rvm_id), job_id, now, now),
         )
         return rvm_id
 
@@ -123,6 +126,19 @@ class Recovered:
         sets = ", ".join(f"{k}=?" for k in fields)
         conn.execute(f"UPDATE recovered_vms SET state=?, updated_at=?{', ' + sets if sets else ''} WHERE id=?",
                      (state, self.clock.now(), *fields.values(), rvm_id))
+
+    def pinned_points(self, vault_id: str, vm_id: str) -> set[str]:
+        """Points retention must keep for ``vm_id``: the point of a recovered VM being made, of a
+        test VM, and of a failover not yet committed (cancel or change-point may still follow).
+        A committed failover's VM no longer needs its point (its disks are its own)."""
+        marks = ",".join("?" * len(UNPINNED))
+        rows = self.db.query(
+            "SELECT r.point_id FROM recovered_vms r LEFT JOIN protected_items p"
+            " ON p.vault_id=r.vault_id AND p.vm_id=r.source_vm_id"
+            " WHERE r.vault_id=? AND r.source_vm_id=? AND r.point_id != '' AND r.state != 'Deleting'"
+            f" AND (r.state='Creating' OR r.kind='test' OR coalesce(p.state, '') NOT IN ({marks}))",
+            (vault_id, vm_id, *UNPINNED))
+        return {str(r["point_id"]) for r in rows}
 
     def reap(self) -> int:
         """Remove the files of VMs in state Deleting, then their rows (see module doc)."""
@@ -139,11 +155,18 @@ class Recovered:
         return n
 
 
-def recovered_msg(r: sqlite3.Row) -> failover_pb2.RecoveredVm:
-    return failover_pb2.RecoveredVm(
+def recovered_msg(r: sqlite3.Row) -> operator_pb2.RecoveredVm:
+    return operator_pb2.RecoveredVm(
         id=r["id"], name=r["name"], source_vm_id=r["source_vm_id"], source_name=r["source_name"], kind=r["kind"],
         state=r["state"], point_id=r["point_id"], size=r["size"], network=r["network"], subnet=r["subnet"],
         address=r["address"], job_id=r["job_id"], created_at=r["created_at"],
-        disks=[failover_pb2.RecoveredDisk(index=d["index"], path=d["path"], virtual_size=d["virtual_size"])
+        disks=[operator_pb2.RecoveredDisk(index=d["index"], path=d["path"], virtual_size=d["virtual_size"])
                for d in json.loads(r["disks"])],
     )
+
+
+def recovered_of_vm(db: Database, vault_id: str, vm_id: str) -> list[operator_pb2.RecoveredVm]:
+    """The recovered VMs of one source VM, for ``asr vm show`` (those being deleted left out)."""
+    return [recovered_msg(r) for r in db.query(
+        "SELECT * FROM recovered_vms WHERE vault_id=? AND source_vm_id=? AND state != 'Deleting' ORDER BY created_at",
+        (vault_id, vm_id))]

@@ -225,10 +225,16 @@ class Runner:
                 rvm_id = self.recovered.begin(
                     conn, vault_id, source_vm_id=vm["vm_id"], source_name=vm["name"], kind=step["rkind"],
                     storage=vm["storage"], size=vm["size"], network=ctx["network"], subnet=ctx["subnet"],
-                    job_id=job["id"])
+                    job_id=job["id"], point_id=point.point_id)
             row = self.recovered.get(rvm_id)
             assert row is not None
             vm_dir = row["dir"]
+        if existing is not None and existing["point_id"] != point.point_id:
+            with self.db.write() as conn:
+                conn.execute("UPDATE recovered_vms SET point_id=? WHERE id=?", (point.point_id, rvm_id))
+        # The row pins the point against retention; retention may have run between resolving the
+        # point and pinning it, so make sure it is still there (NotFound fails the task cleanly).
+        store.get_point(point.point_id)
         os.makedirs(vm_dir, exist_ok=True)
         disks = []
         written = 0

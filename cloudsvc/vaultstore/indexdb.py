@@ -186,12 +186,23 @@ class IndexDb:
         return rows[0][0] if rows else None
 
     def session_protect(self, session_id: str, ids: Iterable[bytes], now: float) -> None:
-        with self.tx() as c:
-            c.execute("UPDATE sessions SET touched_at = ? WHERE session_id = ?", (now, session_id))
-            c.executemany(
-                "INSERT OR IGNORE INTO session_chunks (session_id, id) VALUES (?, ?)",
-                [(session_id, i) for i in ids],
-            )
+        """Protect ``ids`` for the session against garbage collection. Committed without an
+        fsync (``synchronous=NORMAL`` for this transaction; it runs on every uploaded batch):
+        a process crash keeps it (WAL), only a power loss can drop it, and then the point's
+        commit finds the chunks a collection removed absent and refuses, so the agent
+        uploads them again. The next FULL commit makes it durable anyway."""
+        rows = [(session_id, i) for i in ids]
+        with self._lock:
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with self.tx() as c:
+                    c.execute("UPDATE sessions SET touched_at = ? WHERE session_id = ?",
+                              (now, session_id))
+                    c.executemany(
+                        "INSERT OR IGNORE INTO session_chunks (session_id, id) VALUES (?, ?)", rows
+                    )
+            finally:
+                self._conn.execute("PRAGMA synchronous=FULL")
 
     def session_close(self, session_id: str) -> None:
         with self.tx() as c:

@@ -1,0 +1,64 @@
+"""Issue 5: retention never deletes a point while a VM is being materialised from it, nor while
+a test VM made from it runs; once the test is complete, the next maintenance prunes it.
+The clock is injected, so the point is long past retention when maintenance runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from asrcli.client import Client
+from asrpb import replication_pb2, replication_pb2_grpc
+from tests.failover.fixture import VAULT, asr_job, assert_disks_equal, recovered
+from tests.harness import BIN, Cloud, Procs, wait_for
+from tests.replication.fixture import protect
+
+T0 = 1_780_002_000.0 - 1_780_002_000.0 % 3600
+
+
+def test_pinned_point_survives_maintenance(procs: Procs, tmp_path: Path) -> None:
+    clock = tmp_path / "clock"
+    clock.write_text(str(T0))
+    cloud = Cloud(procs, tmp_path / "cloud", clock_file=clock).start()
+    p = protect(cloud, tmp_path, retention_hours=1)
+    old = p.once()["point_id"]
+    refs = p.snapshot_raw(tmp_path, "old")
+    p.write(0, 0, 4096, 0x33)
+    clock.write_text(str(T0 + 900))
+    p.once()
+
+    # materialisation slowed down (test knob) so that maintenance runs in the middle of it
+    cloud.stop()
+    cloud.proc = procs.start("cloudsvc-slow", [str(BIN / "asr-cloudsvc"), "serve", "--data-dir", str(cloud.data_dir)],
+                             env=cloud.env(ASR_TEST_MATERIALISE_DELAY="1"))
+    wait_for(cloud.healthy, 30, what="cloudsvc health")
+    client = Client(cloud.endpoint, str(cloud.credentials))
+    stub = replication_pb2_grpc.PointsStub(client.channel)
+
+    def maintain() -> int:
+        rep = client.call(stub.RunMaintenance, replication_pb2.MaintenanceRequest(vault="contoso"))
+        return int(rep.points_deleted)
+
+    def points() -> list[str]:
+        return [x["point_id"] for x in p.points()]
+
+    job_id = cloud.asr_json("failover", "test", p.vm, *VAULT, "--point", old)["job_id"]
+    wait_for(lambda: [r for r in recovered(p) if r["state"] == "Creating"], 60, what="the test VM being made")
+    clock.write_text(str(T0 + 30 * 3600))            # far past the one-hour retention
+    assert maintain() == 0
+    assert old in points()
+    job = cloud.asr_json("job", "wait", job_id, *VAULT)
+    assert job["state"] == "Succeeded", job
+    [rvm] = recovered(p)
+    assert rvm["point_id"] == old
+    assert_disks_equal(rvm, refs)
+
+    # the test VM made from it runs: still pinned
+    assert maintain() == 0
+    assert old in points()
+    assert p.verify(old)["ok"] is True
+
+    # test complete: the pin is gone, retention keeps only the latest point
+    assert asr_job(p, "failover", "test-complete", p.vm)["state"] == "Succeeded"
+    assert maintain() == 1
+    assert old not in points() and len(points()) == 1
+    client.close()
