@@ -18,6 +18,7 @@ from agent.hypervisor import LocalHypervisor
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
 from asrclock import from_environment
+from asrops import allocator
 from asrops.lifecycle import Lifecycle
 from asrops.logs import setup
 from registration.link import CloudLink
@@ -31,6 +32,7 @@ EXTENSIONS = ("agent.failback",)
 
 def run(config_path: str) -> int:
     setup("asr-agent")
+    allocator.tune()
     cfg = load(config_path)
     ident = load_identity(cfg.state_dir)
     clock = from_environment()

@@ -9,7 +9,7 @@ import sys
 
 from asrclock import from_environment
 from asrerrors import AlreadyExists, UsageError
-from asrops import metrics
+from asrops import allocator, metrics
 from asrops.cli import dispatch
 from asrops.lifecycle import Lifecycle
 from asrops.logs import setup
@@ -83,6 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from cloudsvc.service import CloudService
 
     log = setup("asr-cloudsvc")
+    allocator.tune()
     cfg = cfgmod.load(args.data_dir)
     life = Lifecycle()
     life.install_signal_handlers()

@@ -15,6 +15,7 @@ import grpc
 
 from asrclock import Clock, from_environment
 from asrerrors import AsrError
+from asrops import allocator
 from asrops.lifecycle import Lifecycle
 from asrops.logs import setup
 from asrpb import control_pb2
@@ -176,6 +177,7 @@ class Provider:
 
 def run(config_path: str) -> int:
     setup("asr-provider")
+    allocator.tune()
     cfg = load(config_path)
     ident = load_identity(cfg.state_dir)
     life = Lifecycle()

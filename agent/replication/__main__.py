@@ -19,6 +19,7 @@ from agent.replication.engine import Engine
 from agent.settings import Settings
 from asrclock import from_environment
 from asrerrors import AsrError
+from asrops import allocator
 from asrops.lifecycle import Lifecycle
 from asrops.logs import setup
 from registration.link import CloudLink
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shutdown-first", action="store_true")
     args = p.parse_args(argv)
     setup("asr-agent-replication")
+    allocator.tune()
     try:
         cfg = load(args.config)
         ident = load_identity(cfg.state_dir)

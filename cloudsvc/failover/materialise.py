@@ -18,7 +18,10 @@ Contract:
 from __future__ import annotations
 
 import ctypes
+import errno
+import mmap
 import os
+import queue
 import sys
 import threading
 from collections import deque
@@ -35,7 +38,6 @@ from diskimage import create_fixed_vhd
 WINDOW = 64  # blocks per window: 4 MiB of plaintext
 IN_FLIGHT = 4  # windows read ahead of the oldest being written (bounds memory to ~IN_FLIGHT * 2 * 4 MiB)
 THREADS = 2
-IOV_MAX = 1024  # buffers per pwritev
 SECTOR = 512
 
 Progress = Callable[[int, int], None]  # (blocks done, blocks total)
@@ -120,9 +122,9 @@ def materialise_disk(
 
     Pipeline: the calling thread walks the block map and reads each window's frames (one
     batched index lookup, coalesced ranged reads of the packs); the pool decodes the window
-    (zstd, AES-GCM and BLAKE3 release the GIL) and writes each run of consecutive blocks with
-    one ``pwritev``, then starts the kernel's writeback of that range so the final fsync
-    does not have to write the whole disk at once.
+    (zstd, AES-GCM and BLAKE3 release the GIL) into one of the pool's reused aligned buffers
+    and writes each run of consecutive blocks with one ``pwrite`` (direct I/O where the
+    filesystem has it, see :class:`_Output`).
     """
     disk = point.disks[disk_index]
     size = disk.virtual_size
@@ -132,33 +134,46 @@ def materialise_disk(
             os.unlink(stale)  # a previous attempt: start over, materialising is idempotent
     create_fixed_vhd(partial, vhd_size(size))
     total = -(-size // BLOCK_SIZE)
-    fd = os.open(partial, os.O_RDWR)
+    out = _Output.open(partial)
     written = [0, 0]  # blocks, bytes
     lock = threading.Lock()
+    buffers: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
+    for _ in range(THREADS):
+        buffers.put(mmap.mmap(-1, WINDOW * BLOCK_SIZE))  # page aligned, as O_DIRECT needs; reused
 
     def decode_window(window: list[tuple[int, bytes]], fetched: dict[bytes, bytes | str]) -> None:
-        runs: list[tuple[int, list[bytes]]] = []  # (first block, plaintexts of consecutive blocks)
-        nbytes = 0
-        for block, cid in window:
-            got = fetched[cid]
-            if isinstance(got, str):
-                raise DataCorrupt(f"point {point.point_id} disk {disk_index} block {block}: chunk {cid.hex()} {got}")
-            data = decode_chunk(got, keys.aead_key, expected_id=cid, id_key=keys.id_key)
-            start = block * BLOCK_SIZE
-            if start + len(data) > size:
-                data = data[: size - start]
-            nbytes += len(data)
-            if runs and runs[-1][0] + len(runs[-1][1]) == block and len(runs[-1][1]) < IOV_MAX:
-                runs[-1][1].append(data)
-            else:
-                runs.append((block, [data]))
-        for first, bufs in runs:
-            _pwritev_all(fd, bufs, first * BLOCK_SIZE)
-        lo = window[0][0] * BLOCK_SIZE
-        _start_writeback(fd, lo, window[-1][0] * BLOCK_SIZE + BLOCK_SIZE - lo)
+        buf = buffers.get()
+        try:
+            nbytes = _decode_into(buf, window, fetched)
+        finally:
+            buffers.put(buf)
         with lock:
             written[0] += len(window)
             written[1] += nbytes
+
+    def _decode_into(buf: mmap.mmap, window: list[tuple[int, bytes]], fetched: dict[bytes, bytes | str]) -> int:
+        with memoryview(buf) as view:
+            runs: list[tuple[int, int, int]] = []  # (first block, buffer start, buffer end)
+            pos = 0
+            for block, cid in window:
+                got = fetched[cid]
+                if isinstance(got, str):
+                    raise DataCorrupt(
+                        f"point {point.point_id} disk {disk_index} block {block}: chunk {cid.hex()} {got}")
+                data = decode_chunk(got, keys.aead_key, expected_id=cid, id_key=keys.id_key)
+                start = block * BLOCK_SIZE
+                if start + len(data) > size:
+                    data = data[: size - start]
+                view[pos : pos + len(data)] = data
+                last = runs[-1] if runs else None
+                if last and last[0] + (last[2] - last[1]) // BLOCK_SIZE == block and len(data) == BLOCK_SIZE:
+                    runs[-1] = (last[0], last[1], pos + len(data))
+                else:
+                    runs.append((block, pos, pos + len(data)))
+                pos += len(data)
+            for first, lo, hi in runs:
+                out.write(view, lo, hi, first * BLOCK_SIZE)
+            return pos
 
     try:
         with ThreadPoolExecutor(THREADS, thread_name_prefix="materialise") as pool:
@@ -178,12 +193,15 @@ def materialise_disk(
                 pending.append((pool.submit(decode_window, window, fetched), window[-1][0] + 1))
                 drain(IN_FLIGHT)
             drain(0)
-        os.fsync(fd)
+        out.finish()
     except BaseException:
-        os.close(fd)
+        out.close()
         os.unlink(partial)
         raise
-    os.close(fd)
+    finally:
+        while not buffers.empty():
+            buffers.get().close()
+    out.close()
     os.replace(partial, path)
     dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
     try:
@@ -195,16 +213,48 @@ def materialise_disk(
     return DiskResult(disk_index, os.path.abspath(path), size, written[0], written[1])
 
 
-def _pwritev_all(fd: int, bufs: list[bytes], offset: int) -> None:
-    n = os.pwritev(fd, bufs, offset)
-    want = sum(len(b) for b in bufs)
-    if n < want:  # a short write (rare): finish it piece by piece
-        rest = memoryview(b"".join(bufs))[n:]
-        offset += n
-        while rest:
-            k = os.pwrite(fd, rest, offset)
-            rest = rest[k:]
-            offset += k
+class _Output:
+    """The ``.partial`` file being written. Direct I/O (``O_DIRECT``) where the filesystem has
+    it: the data goes from our reused aligned buffers straight to the device, so the page
+    cache neither fills with a disk-sized file nor pays for fresh pages (costly on virtual
+    machines, see docs/benchmarks.md). Where it does not (tmpfs, some network filesystems),
+    buffered writes with early writeback. Either way :meth:`finish` fsyncs."""
+
+    def __init__(self, fd: int, direct: bool) -> None:
+        self.fd = fd
+        self.direct = direct
+
+    @classmethod
+    def open(cls, path: str) -> _Output:
+        flag = getattr(os, "O_DIRECT", 0)
+        if flag:
+            try:
+                return cls(os.open(path, os.O_RDWR | flag), True)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+        return cls(os.open(path, os.O_RDWR), False)
+
+    def write(self, view: memoryview, lo: int, hi: int, offset: int) -> None:
+        """Write ``view[lo:hi]`` at ``offset``. ``lo`` and ``offset`` are block aligned; a
+        direct write of a disk's short last block is padded with zeros to a whole sector, which
+        stays inside the VHD's data area (its size is rounded up to sectors)."""
+        if self.direct and (hi - lo) % SECTOR:
+            pad = SECTOR - (hi - lo) % SECTOR
+            view[hi : hi + pad] = bytes(pad)
+            hi += pad
+        chunk = view[lo:hi]
+        done = 0
+        while done < len(chunk):
+            done += os.pwrite(self.fd, chunk[done:], offset + done)
+        if not self.direct:
+            _start_writeback(self.fd, offset, hi - lo)
+
+    def finish(self) -> None:
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def _sync_file_range() -> Callable[[int, int, int, int], int] | None:

@@ -20,9 +20,11 @@ Names are relative, ``/``-separated, made of ``[A-Za-z0-9._-]`` segments.
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import re
 import secrets
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,8 +73,9 @@ def _check_range(offset: int, length: int | None) -> None:
 class LocalDirBackend:
     """Objects as files under ``root``: the embedded default storage account."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], direct_io: bool = True) -> None:
         self.root = Path(root)
+        self._direct = _DirectWriter() if direct_io and hasattr(os, "O_DIRECT") else None
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -86,12 +89,10 @@ class LocalDirBackend:
         tmp = path.with_name(f"{path.name}{_TMP_MARK}{secrets.token_hex(6)}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            if self._direct is None or not self._direct.write(tmp, data):
+                _write_buffered(tmp, data)
+            fd = os.open(tmp, os.O_RDONLY)
             try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
                 # The data must be on disk before the rename makes it visible, or a crash
                 # could leave a complete-looking name over a hole.
                 os.fsync(fd)
@@ -166,6 +167,67 @@ class LocalDirBackend:
 
     def __repr__(self) -> str:
         return f"LocalDirBackend({str(self.root)!r})"
+
+
+def _write_buffered(path: Path, data: bytes | memoryview) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+class _DirectWriter:
+    """Writes big objects with ``O_DIRECT`` from one reused page-aligned buffer.
+
+    Why: packs are written once and rarely read soon after. Through the page cache every
+    pack needs fresh cache pages, and on virtual machines first-touching a page costs ~4 µs
+    (16 MiB: ~60 ms of CPU on the sealing thread, measured); direct I/O from a warm buffer
+    costs the copy into it (~3 ms) and the device write. The object is written padded to
+    whole 4 KiB pages and then truncated to its length. Small objects, and filesystems
+    that refuse ``O_DIRECT`` (the first refusal turns it off), use buffered writes."""
+
+    MIN_SIZE = 1024 * 1024
+    ALIGN = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buf: mmap.mmap | None = None
+        self.enabled = True
+
+    def write(self, path: Path, data: bytes | memoryview) -> bool:
+        """Write ``data`` to the new file ``path``; False (nothing written) when direct I/O
+        does not apply, so the caller writes it buffered."""
+        n = len(data)
+        if not self.enabled or n < self.MIN_SIZE:
+            return False
+        padded = -(-n // self.ALIGN) * self.ALIGN
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DIRECT, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            self.enabled = False  # this filesystem has no direct I/O
+            return False
+        try:
+            with self._lock:
+                if self._buf is None or len(self._buf) < padded:
+                    if self._buf is not None:
+                        self._buf.close()
+                    self._buf = mmap.mmap(-1, padded)
+                buf = self._buf
+                buf[:n] = data
+                buf[n:padded] = bytes(padded - n)
+                with memoryview(buf) as view:
+                    done = 0
+                    while done < padded:
+                        done += os.pwrite(fd, view[done:padded], done)
+            os.ftruncate(fd, n)
+        finally:
+            os.close(fd)
+        return True
 
 
 def _os_error(exc: OSError, what: str) -> StorageError:

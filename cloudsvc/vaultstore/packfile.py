@@ -81,16 +81,19 @@ class PackBuilder:
         return self._size
 
     def add(self, kind: int, blob_id: bytes, data: bytes, digest: bytes | None = None) -> None:
+        """Buffer a blob. Without ``digest`` its hash is computed by :meth:`seal` (which the
+        store runs on its sealing thread, off the receiving path)."""
         if blob_id in self._ids:
             return
-        self.entries.append(
-            PackEntry(kind, blob_id, self._size, len(data), digest or blob_hash(data))
-        )
+        self.entries.append(PackEntry(kind, blob_id, self._size, len(data), digest or b""))
         self._ids.add(blob_id)
         self._parts.append(data)
         self._size += len(data)
 
     def seal(self) -> bytes:
+        for n, e in enumerate(self.entries):
+            if not e.hash:  # parts[0] is the magic: blob n is part n + 1
+                self.entries[n] = PackEntry(e.kind, e.id, e.offset, e.length, blob_hash(self._parts[n + 1]))
         trailer = b"".join(
             ENTRY.pack(e.kind, e.id, e.offset, e.length, e.hash) for e in self.entries
         )

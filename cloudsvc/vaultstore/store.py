@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import blake3
@@ -56,6 +57,7 @@ DEFAULT_PACK_SIZE = 16 * 1024 * 1024
 _READ_WINDOW = 256  # blocks fetched together: bounds read_frames memory to ~16 MiB
 _COALESCE_GAP = 64 * 1024
 _MAX_READ = 8 * 1024 * 1024
+_MAX_SEALING = 1  # full packs queued for the sealing thread before put_chunks waits
 
 
 class VaultStore:
@@ -84,9 +86,34 @@ class VaultStore:
         self._pack = PackBuilder()
         self._pack_frames: dict[bytes, bytes] = {}
         self._nodes: OrderedDict[bytes, merkle.Node] = OrderedDict()
+        # Full packs being sealed in the background (see _hand_off): their blobs are neither
+        # indexed nor in self._pack, but must still count as present and be readable.
+        self._sealing: list[tuple[PackBuilder, dict[bytes, bytes]]] = []
+        self._sealing_lock = threading.Lock()  # the sealer never takes self.lock
+        self._seals: deque[Future[None]] = deque()
+        self._sealer: ThreadPoolExecutor | None = None
 
     def close(self) -> None:
+        if self._sealer is not None:
+            self._sealer.shutdown(wait=True)
         self.db.close()
+
+    def _buffered(self, blob_id: bytes) -> bool:
+        """Whether a blob is held in memory: the open pack, or a pack being sealed."""
+        if blob_id in self._pack:
+            return True
+        with self._sealing_lock:
+            return any(blob_id in pack for pack, _ in self._sealing)
+
+    def _buffered_frame(self, blob_id: bytes) -> bytes | None:
+        frame = self._pack_frames.get(blob_id)
+        if frame is None:
+            with self._sealing_lock:
+                for _, frames in self._sealing:
+                    frame = frames.get(blob_id)
+                    if frame is not None:
+                        break
+        return frame
 
     # --- upload ------------------------------------------------------------------------
     def missing(self, ids: Iterable[bytes], session_id: str | None = None) -> list[bytes]:
@@ -95,7 +122,10 @@ class VaultStore:
         garbage collection cannot remove them before the session commits."""
         wanted = list(dict.fromkeys(i for i in ids if i != ZERO_ID))
         with self.lock:
-            have = self.db.present(wanted) | {i for i in wanted if i in self._pack}
+            # Memory first, then the index: a pack's sealer indexes its blobs before it drops
+            # them from memory, so this order never misses a blob that is in transit.
+            have = {i for i in wanted if self._buffered(i)}
+            have |= self.db.present(i for i in wanted if i not in have)
             if session_id is not None:
                 self._require_session(session_id)
                 self.db.session_protect(session_id, have, self.clock.now())
@@ -127,18 +157,19 @@ class VaultStore:
             # Protect first: from here on a concurrent GC keeps these ids even if they are
             # already stored in a pack that has otherwise gone dead.
             self.db.session_protect(session_id, [c for c, _ in items], self.clock.now())
-            stored = self.db.present(c for c, _ in items)
+            buffered = {c for c, _ in items if self._buffered(c)}
+            stored = buffered | self.db.present(c for c, _ in items if c not in buffered)
             for cid, frame in items:
                 if cid not in stored:
                     self._add_blob(KIND_CHUNK, cid, bytes(frame))
 
     def _add_blob(self, kind: int, blob_id: bytes, frame: bytes) -> None:
-        if blob_id in self._pack:
+        if self._buffered(blob_id):
             return
         self._pack.add(kind, blob_id, frame)
         self._pack_frames[blob_id] = frame
         if self._pack.size >= self.pack_size:
-            self._seal()
+            self._hand_off()
 
     def flush(self) -> None:
         """Make every buffered blob durable and indexed (pack put, then index rows)."""
@@ -146,16 +177,50 @@ class VaultStore:
             self._seal()
 
     def _seal(self) -> None:
+        """Seal the open pack and wait until every pack handed off is durable and indexed;
+        raise the first failure. Whatever must be durable (a point's commit, a flush) calls
+        this, so background sealing never weakens the write ordering in the module doc."""
+        self._hand_off()
+        self._wait_seals(0)
+
+    def _hand_off(self) -> None:
+        """Give the open pack to the sealing thread (hash, put, index) and start a new one, so
+        the receiving thread and ``missing`` do not wait for a pack's fsyncs. At most
+        ``_MAX_SEALING`` packs wait to be sealed: beyond that the caller waits (memory bound)."""
         if not len(self._pack):
             return
-        data = self._pack.seal()
-        name = pack_name(data)
-        self.db.pack_begin(name, len(data), self.clock.now())
-        self.backend.put(name, data)
-        with self.db.tx() as conn:
-            self.db.pack_commit(conn, name, self._pack.entries, replace=False)
-        self._pack = PackBuilder()
-        self._pack_frames = {}
+        pack, frames = self._pack, self._pack_frames
+        self._pack, self._pack_frames = PackBuilder(), {}
+        with self._sealing_lock:
+            self._sealing.append((pack, frames))
+        if self._sealer is None:
+            self._sealer = ThreadPoolExecutor(1, thread_name_prefix="pack-sealer")
+        self._seals.append(self._sealer.submit(self._seal_pack, pack))
+        self._wait_seals(_MAX_SEALING)
+
+    def _wait_seals(self, limit: int) -> None:
+        failure: BaseException | None = None
+        while len(self._seals) > limit or (self._seals and self._seals[0].done()):
+            exc = self._seals.popleft().exception()
+            failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    def _seal_pack(self, pack: PackBuilder) -> None:
+        """On the sealing thread. Steps in the order of the module doc: row ``writing``,
+        durable put, then the chunk rows and ``live`` in one transaction. On failure the
+        blobs are dropped from memory: ``missing`` reports them missing again and
+        ``commit_point`` refuses a point that references them."""
+        try:
+            data = pack.seal()
+            name = pack_name(data)
+            self.db.pack_begin(name, len(data), self.clock.now())
+            self.backend.put(name, data)
+            with self.db.tx() as conn:
+                self.db.pack_commit(conn, name, pack.entries, replace=False)
+        finally:
+            with self._sealing_lock:
+                self._sealing = [s for s in self._sealing if s[0] is not pack]
 
     # --- points ------------------------------------------------------------------------
     def commit_point(
@@ -217,7 +282,7 @@ class VaultStore:
             return point
 
     def _write_node(self, nid: bytes, data: bytes) -> None:
-        if nid in self._pack or self.db.present([nid]):
+        if self._buffered(nid) or self.db.present([nid]):
             return
         self._add_blob(KIND_NODE, nid, encode_chunk(data, None))
 
@@ -233,7 +298,7 @@ class VaultStore:
         return node
 
     def _read_node(self, nid: bytes) -> merkle.Node:
-        frame = self._pack_frames.get(nid)
+        frame = self._buffered_frame(nid)
         if frame is None:
             loc = self.db.lookup([nid]).get(nid)
             if loc is None:

@@ -13,10 +13,12 @@ from cloudsvc.vaultstore import Backend, BlobBackend, LocalDirBackend
 from tests.azurite import DEV_KEY, azurite  # noqa: F401  (the session fixture)
 
 
-@pytest.fixture(params=["local", "blob"])
+@pytest.fixture(params=["local", "local-buffered", "blob"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "local":
-        return LocalDirBackend(tmp_path / "account")
+        return LocalDirBackend(tmp_path / "account")  # big objects written with O_DIRECT
+    if request.param == "local-buffered":
+        return LocalDirBackend(tmp_path / "account", direct_io=False)
     conn = request.getfixturevalue("azurite")
     return BlobBackend("t" + uuid.uuid4().hex[:20], connection_string=conn)
 

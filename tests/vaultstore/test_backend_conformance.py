@@ -36,6 +36,10 @@ def test_empty_and_large_objects(backend: Backend) -> None:
     big = os.urandom(5 * 1024 * 1024 + 3)
     backend.put("big", memoryview(big))
     assert backend.get("big", 4 * 1024 * 1024, 1024) == big[4 * 1024 * 1024 : 4 * 1024 * 1024 + 1024]
+    assert backend.stat("big").size == len(big) and backend.get("big") == big  # no padding left
+    smaller = big[: 2 * 1024 * 1024 - 1]  # a second, shorter write reuses the direct buffer
+    backend.put("big2", smaller)
+    assert backend.get("big2") == smaller
 
 
 def test_missing_objects(backend: Backend) -> None:
@@ -96,4 +100,17 @@ def test_local_enospc_is_disk_full(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         backend.put("packs/aa/x", b"data")
     monkeypatch.undo()
     # Nothing half-written is left visible, not even the temp file.
+    assert list(backend.list("")) == [] and list((tmp_path / "packs" / "aa").iterdir()) == []
+
+
+def test_local_enospc_in_a_direct_write_is_disk_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = LocalDirBackend(tmp_path)
+
+    def no_space(fd: int, data: object, offset: int) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", no_space)
+    with pytest.raises(DiskFull):
+        backend.put("packs/aa/y", os.urandom(2 * 1024 * 1024))
+    monkeypatch.undo()
     assert list(backend.list("")) == [] and list((tmp_path / "packs" / "aa").iterdir()) == []

@@ -12,15 +12,17 @@ import pytest
 
 from asrclock import FakeClock
 from asrerrors import StorageError
-from cloudsvc.vaultstore import FaultyBackend, LocalDirBackend, PointInfo, VaultStore
+from cloudsvc.vaultstore import DiskDelta, FaultyBackend, LocalDirBackend, PointInfo, VaultStore
 from tests.vaultstore.diskdata import (
     Disk,
+    cid,
     commit_changes,
     commit_full,
     export,
     make_block,
     make_store,
     random_disk,
+    upload,
 )
 
 PACK = 60_000
@@ -108,3 +110,28 @@ def test_gc_survives_failure_at_every_step(
         _check(reopened, {p2.point_id: image}, size)
         assert reopened.storage_bytes() == expected_bytes
         assert sorted(faulty.inner.list("packs/")) == sorted(r.name for r in reopened.db.packs())
+
+
+def test_background_seal_failure_is_reported_and_the_upload_can_be_retried(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Full packs are sealed on a background thread. A put that fails there surfaces at the
+    next flush/commit as a StorageError; the blobs it held are then missing again (not
+    reported as present), so the agent's retry of the cycle re-sends them and commits."""
+    faulty, store, disk, p1 = _setup(tmp_path, clock)
+    rng = random.Random(12)
+    changes = {i: make_block(rng) for i in range(12)}  # several packs' worth
+    session = store.begin_session("vm")
+    faulty.fail("put", skip=0)
+    ids = {i: cid(b) for i, b in changes.items()}
+    with pytest.raises(StorageError):  # at a later put_chunks, or at the flush
+        upload(store, session, changes)
+        store.flush()
+    faulty.clear()
+    lacking = set(store.missing(ids.values(), session_id=session))
+    assert lacking, "blobs of the failed pack must be asked for again"
+    upload(store, session, changes)
+    p2 = store.commit_point(session, "vm", [DiskDelta(disk.size, ids)], p1.point_id, "crash", 2e9)
+    assert store.verify(p2.point_id) == []
+    for i, block in changes.items():
+        assert export(store, p2.point_id, 0, disk.size)[i * len(block):(i + 1) * len(block)] == block
