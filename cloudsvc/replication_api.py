@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import struct
+import sys
+from array import array
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,7 @@ from asrerrors import UsageError
 from asrpb import replication_pb2, replication_pb2_grpc
 from chunkfmt import ID_SIZE
 from cloudsvc.service import CloudService
-from cloudsvc.vaultstore import DiskDelta
+from cloudsvc.vaultstore import BlockChanges, DiskDelta
 
 # Every operator-facing and agent-facing method of this module, by role (for server.POLICY).
 POLICY: dict[str, set[str]] = {
@@ -71,17 +72,22 @@ class ReplicationApi(replication_pb2_grpc.ReplicationServicer):
     def CommitPoint(self, request_iterator: Iterator[Any], context: Any) -> replication_pb2.PointAck:
         ident = current_identity()
         head: Any = None
-        changes: dict[int, dict[int, bytes]] = {}
+        # Kept packed (8 + 32 bytes per block), never as a dict: see BlockChanges.
+        indexes: dict[int, array] = {}  # type: ignore[type-arg]
+        ids: dict[int, bytearray] = {}
         uploaded = 0
         for part in request_iterator:
             if head is None:
                 head = part
             if part.blocks or part.ids:
-                blocks = struct.unpack(f"<{len(part.blocks) // 8}Q", part.blocks)
-                ids = _split_ids(part.ids)
-                if len(blocks) != len(ids):
-                    raise UsageError("a commit part needs one id per block")
-                changes.setdefault(part.disk_index, {}).update(zip(blocks, ids, strict=True))
+                if len(part.blocks) % 8 or len(part.ids) % ID_SIZE or len(part.blocks) // 8 != len(part.ids) // ID_SIZE:
+                    raise UsageError("a commit part needs one 32-byte id per 8-byte block index")
+                block_array = array("Q")
+                block_array.frombytes(part.blocks)
+                if sys.byteorder != "little":
+                    block_array.byteswap()
+                indexes.setdefault(part.disk_index, array("Q")).extend(block_array)
+                ids.setdefault(part.disk_index, bytearray()).extend(part.ids)
             if part.last:
                 uploaded = part.uploaded_bytes
                 break
@@ -90,7 +96,8 @@ class ReplicationApi(replication_pb2_grpc.ReplicationServicer):
         assert head is not None
         if head.kind not in ("crash", "app"):
             raise UsageError(f"point kind {head.kind!r} is not crash or app")
-        disks = [DiskDelta(d.virtual_size, changes.get(d.disk_index, {}))
+        disks = [DiskDelta(d.virtual_size, BlockChanges.from_parts(indexes.get(d.disk_index, array("Q")),
+                                                                  bytes(ids.get(d.disk_index, b""))))
                  for d in sorted(head.disks, key=lambda d: d.disk_index)]
         point = self.repl.commit(ident, head.session_id, head.vm_id, disks, head.base_point_id or None,
                                  head.kind, head.created_at, uploaded)

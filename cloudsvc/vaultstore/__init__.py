@@ -11,7 +11,7 @@ ties them together with the write-ordering rules in ``store``; ``collector`` rec
 from cloudsvc.vaultstore.backend import Backend, LocalDirBackend, ObjectInfo
 from cloudsvc.vaultstore.blobbackend import BlobBackend
 from cloudsvc.vaultstore.faultybackend import FaultyBackend
-from cloudsvc.vaultstore.records import Damage, DiskDelta, DiskInfo, GcStats, PointInfo, PointKind
+from cloudsvc.vaultstore.records import BlockChanges, Damage, DiskDelta, DiskInfo, GcStats, PointInfo, PointKind
 from cloudsvc.vaultstore.retention import RetentionPolicy, points_to_keep
 from cloudsvc.vaultstore.store import DEFAULT_PACK_SIZE, VaultStore
 
@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_PACK_SIZE",
     "Backend",
     "BlobBackend",
+    "BlockChanges",
     "Damage",
     "DiskDelta",
     "DiskInfo",

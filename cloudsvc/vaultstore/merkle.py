@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import bisect
 import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import blake3
 
 from asrerrors import DataCorrupt
 from chunkfmt import BLOCK_SIZE, ID_SIZE, ZERO_ID
+from cloudsvc.vaultstore.records import BlockChanges
 
 NODE_MAGIC = b"ASRT"
 NODE_VERSION = 1
@@ -149,7 +150,8 @@ def build_tree(
     """Apply ``changes`` (block index -> chunk id) to ``base`` and return the new root id.
     Blocks neither changed nor in the base are zero. Only nodes that differ are written."""
     blocks = block_count(virtual_size)
-    keys = sorted(changes)
+    # Sorted keys for range queries; a BlockChanges already holds them compactly.
+    keys: Sequence[int] = changes.indexes if isinstance(changes, BlockChanges) else sorted(changes)
     if keys and (keys[0] < 0 or keys[-1] >= blocks):
         raise ValueError("a changed block lies outside the disk's virtual size")
     levels = levels_for(blocks, fanout)

@@ -44,6 +44,7 @@ from cloudsvc.vaultstore.packfile import (
     parse_trailer,
 )
 from cloudsvc.vaultstore.records import (
+    BlockChanges,
     Damage,
     DiskDelta,
     DiskInfo,
@@ -241,8 +242,7 @@ class VaultStore:
             if base is not None and base.vm_id != vm_id:
                 raise StateConflict(f"base point {base_point_id} belongs to another VM")
             self._seal()
-            referenced = {c for d in disks for c in d.changes.values() if c != ZERO_ID}
-            absent = referenced - self.db.present(referenced)
+            absent = self._absent(disks)
             if absent:
                 raise StorageError(
                     f"{len(absent)} chunks referenced by the new point are not stored",
@@ -280,6 +280,21 @@ class VaultStore:
                 return existing  # a retried commit after a lost acknowledgement
             self.db.point_insert(point)
             return point
+
+    def _absent(self, disks: Sequence[DiskDelta]) -> set[bytes]:
+        """Referenced chunk ids that are not stored, checked in batches so that memory stays
+        small however many blocks a point names (an initial point names them all)."""
+        absent: set[bytes] = set()
+        batch: set[bytes] = set()
+        for d in disks:
+            ids = d.changes.ids() if isinstance(d.changes, BlockChanges) else iter(d.changes.values())
+            for c in ids:
+                if c != ZERO_ID:
+                    batch.add(c)
+                if len(batch) >= 8192:
+                    absent |= batch - self.db.present(batch)
+                    batch = set()
+        return absent | (batch - self.db.present(batch))
 
     def _write_node(self, nid: bytes, data: bytes) -> None:
         if self._buffered(nid) or self.db.present([nid]):
