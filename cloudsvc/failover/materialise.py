@@ -220,41 +220,61 @@ class _Output:
     machines, see docs/benchmarks.md). Where it does not (tmpfs, some network filesystems),
     buffered writes with early writeback. Either way :meth:`finish` fsyncs."""
 
-    def __init__(self, fd: int, direct: bool) -> None:
+    def __init__(self, path: str, fd: int, direct: bool) -> None:
+        self.path = path
         self.fd = fd
         self.direct = direct
+        self._plain: int | None = None  # a buffered descriptor, for writes direct I/O refuses
 
     @classmethod
     def open(cls, path: str) -> _Output:
         flag = getattr(os, "O_DIRECT", 0)
         if flag:
             try:
-                return cls(os.open(path, os.O_RDWR | flag), True)
+                return cls(path, os.open(path, os.O_RDWR | flag), True)
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
-        return cls(os.open(path, os.O_RDWR), False)
+        return cls(path, os.open(path, os.O_RDWR), False)
 
     def write(self, view: memoryview, lo: int, hi: int, offset: int) -> None:
         """Write ``view[lo:hi]`` at ``offset``. ``lo`` and ``offset`` are block aligned; a
         direct write of a disk's short last block is padded with zeros to a whole sector, which
-        stays inside the VHD's data area (its size is rounded up to sectors)."""
-        if self.direct and (hi - lo) % SECTOR:
-            pad = SECTOR - (hi - lo) % SECTOR
-            view[hi : hi + pad] = bytes(pad)
-            hi += pad
-        chunk = view[lo:hi]
-        done = 0
-        while done < len(chunk):
-            done += os.pwrite(self.fd, chunk[done:], offset + done)
+        stays inside the VHD's data area (its size is rounded up to sectors). A device with
+        bigger logical sectors refuses that tail (EINVAL): it is then written buffered."""
         if not self.direct:
+            _pwrite_all(self.fd, view[lo:hi], offset)
             _start_writeback(self.fd, offset, hi - lo)
+            return
+        end = hi
+        if (end - lo) % SECTOR:
+            pad = SECTOR - (end - lo) % SECTOR
+            view[end : end + pad] = bytes(pad)
+            end += pad
+        try:
+            _pwrite_all(self.fd, view[lo:end], offset)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            if self._plain is None:
+                self._plain = os.open(self.path, os.O_RDWR)
+            _pwrite_all(self._plain, view[lo:hi], offset)
 
     def finish(self) -> None:
+        if self._plain is not None:
+            os.fsync(self._plain)
         os.fsync(self.fd)
 
     def close(self) -> None:
+        if self._plain is not None:
+            os.close(self._plain)
         os.close(self.fd)
+
+
+def _pwrite_all(fd: int, chunk: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(chunk):
+        done += os.pwrite(fd, chunk[done:], offset + done)
 
 
 def _sync_file_range() -> Callable[[int, int, int, int], int] | None:

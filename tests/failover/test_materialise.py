@@ -138,3 +138,39 @@ def test_direct_and_buffered_writes_give_the_same_disk(
     assert cmp.returncode == 0, cmp.stdout + cmp.stderr
     footer = Path(out).read_bytes()[-512:]
     assert footer.startswith(b"conectix"), "the VHD footer survives the padded last write"
+
+
+def test_a_device_with_4k_sectors_gets_its_short_tail_written_buffered(
+    store: VaultStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Direct I/O on a 4 KiB-sector device refuses a write that is a multiple of 512 bytes but
+    not of 4096 (EINVAL). The short last block then goes through a buffered descriptor, and
+    the disk still equals the point."""
+    import fcntl
+
+    from cloudsvc.failover import materialise as mat
+
+    real_pwrite = os.pwrite
+    refused = []
+
+    def pwrite_4kn(fd: int, data: memoryview, offset: int) -> int:
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT and (len(data) % 4096 or offset % 4096):
+            refused.append(len(data))
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(mat.os, "pwrite", pwrite_4kn)
+    disk = random_disk(random.Random(4), 70, fill=1.0, tail=64 * 1024 - 1536)  # tail block 1 KiB
+    point = commit(store, "vm-4kn", [disk], None)
+    raw = tmp_path / "src.raw"
+    raw.write_bytes(disk.image())
+    out = str(tmp_path / "disk.vhd")
+    materialise_disk(store, point, 0, out, check_key(store, point, VAULT_KEY, None))
+    monkeypatch.undo()
+    probe = mat._Output.open(out)
+    probe.close()
+    if not probe.direct:
+        pytest.skip(f"{tmp_path} is on a filesystem without O_DIRECT")
+    assert refused, "the short tail was offered to direct I/O first"
+    cmp = qemu_equal(out, raw)
+    assert cmp.returncode == 0, cmp.stdout + cmp.stderr
