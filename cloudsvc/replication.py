@@ -51,7 +51,6 @@ from cloudsvc.vaultstore import (
     RetentionPolicy,
     VaultStore,
 )
-from cloudsvc.vaultstore.retention import points_to_keep
 from sqlitestore.database import Database
 
 log = logging.getLogger(__name__)
@@ -290,7 +289,8 @@ class Replication:
             except NotFound:
                 continue
             stores[(item["vault_id"], policy.storage)] = st
-            gone = self._apply_retention(st, item["vault_id"], item["vm_id"], retention_of(policy))
+            pinned = {p for pin in self.pins for p in pin(item["vault_id"], item["vm_id"])}
+            gone = st.apply_retention(item["vm_id"], retention_of(policy), pinned)
             deleted += len(gone)
             status = self.db.one("SELECT * FROM replication_status WHERE vault_id=? AND vm_id=?",
                                  (item["vault_id"], item["vm_id"]))
@@ -314,20 +314,6 @@ class Replication:
             log.info("retention", extra={"fields": {"points_deleted": deleted, "bytes_before": before,
                                                     "bytes_after": after}})
         return deleted, before, after
-
-    def _apply_retention(self, st: VaultStore, vault_id: str, vm_id: str, policy: RetentionPolicy) -> list[str]:
-        """The store's retention, except that a pinned point (see :attr:`pins`) is never deleted."""
-        pinned: set[str] = set()
-        for pin in self.pins:
-            pinned |= pin(vault_id, vm_id)
-        if not pinned:
-            return st.apply_retention(vm_id, policy)
-        points = st.list_points(vm_id)
-        keep = points_to_keep(points, policy, self.clock.now()) | pinned
-        doomed = [p.point_id for p in points if p.point_id not in keep]
-        for pid in doomed:
-            st.delete_point(pid)
-        return doomed
 
     def start(self) -> None:
         """Run :meth:`maintain` every ``ASR_MAINTENANCE_SECONDS`` (default 60 s), with GC at most

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ]; then
   need=""
-  for pkg in qemu-utils tinyproxy squid rsync restic; do
+  for pkg in python3-venv qemu-utils tinyproxy squid rsync restic; do  # python3-venv: Debian splits ensurepip out
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
   done
   command -v npm >/dev/null 2>&1 || need="$need nodejs npm"

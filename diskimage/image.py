@@ -25,6 +25,17 @@ def zero_fill(view: memoryview) -> None:
         view[i:i + n] = _ZEROS[:n]
 
 
+def pread_full(fd: int, view: memoryview, offset: int) -> int:
+    """``os.preadv`` into ``view`` until it is full or the file ends; the bytes read."""
+    done = 0
+    while done < len(view):
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if n <= 0:
+            break
+        done += n
+    return done
+
+
 class DiskImage(ABC):
     """A virtual disk. Reads past the end are refused rather than padded."""
 
@@ -81,17 +92,12 @@ class DiskImage(ABC):
         view[:] = self._read(offset, len(view))
 
     def _preadinto(self, offset: int, view: memoryview) -> None:
-        """os.preadv into ``view`` until it is full; a short file is a truncated image."""
-        want = len(view)
-        while view:
-            n = os.preadv(self.fd, [view], offset)
-            if n <= 0:
-                raise DiskImageError(
-                    f"{self.path}: image is truncated (wanted {want} bytes at "
-                    f"{offset - (want - len(view))}, got {want - len(view)})"
-                )
-            view = view[n:]
-            offset += n
+        """Fill ``view`` from the file; a short file is a truncated image."""
+        got = pread_full(self.fd, view, offset)
+        if got != len(view):
+            raise DiskImageError(
+                f"{self.path}: image is truncated (wanted {len(view)} bytes at {offset}, got {got})"
+            )
 
     def _pread(self, offset: int, length: int) -> bytes:
         data = os.pread(self.fd, length, offset)

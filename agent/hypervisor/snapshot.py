@@ -31,6 +31,7 @@ from typing import Any
 from asrclock import Clock
 from asrerrors import NotFound, StateConflict
 from diskimage import DiskImage
+from diskimage.image import pread_full
 
 from . import tracking
 from .store import VmPaths, vm_lock
@@ -127,15 +128,6 @@ def preserve_before_write(paths: VmPaths, disk: int, blocks: range, image: DiskI
         os.close(fd)
 
 
-def _pread_full(fd: int, view: memoryview, offset: int) -> None:
-    while view:
-        n = os.preadv(fd, [view], offset)
-        if n <= 0:
-            raise StateConflict("a snapshot's copy-on-write store is shorter than its disk")
-        view = view[n:]
-        offset += n
-
-
 class Snapshot:
     """One open snapshot of a VM: its disks as they were at one instant."""
 
@@ -181,14 +173,7 @@ class Snapshot:
 
     def read_block(self, disk: int, block: int) -> bytes:
         """Block ``block`` of ``disk`` as of the snapshot (the last block may be short)."""
-        return bytes(self.read_blocks(disk, block, 1))
-
-    def read_blocks(
-        self, disk: int, first: int, count: int, out: bytearray | memoryview | None = None
-    ) -> memoryview:
-        """Blocks ``first .. first + count - 1`` of ``disk`` as of the snapshot, concatenated
-        (only the disk's last block may be short). See :meth:`read_block_list`."""
-        return self.read_block_list(disk, range(first, first + count), out)
+        return bytes(self.read_block_list(disk, range(block, block + 1)))
 
     def read_block_list(
         self, disk: int, blocks: Sequence[int], out: bytearray | memoryview | None = None
@@ -256,7 +241,8 @@ class Snapshot:
                         continue
                     if cow_fd < 0:
                         cow_fd = os.open(self._paths.snap / f"disk{disk}.cow", os.O_RDONLY)
-                    _pread_full(cow_fd, part, start * BLOCK_SIZE)
+                    if pread_full(cow_fd, part, start * BLOCK_SIZE) != len(part):
+                        raise StateConflict("a snapshot's copy-on-write store is shorter than its disk")
             finally:
                 if cow_fd >= 0:
                     os.close(cow_fd)

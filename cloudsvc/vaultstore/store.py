@@ -346,10 +346,11 @@ class VaultStore:
         if not self.db.point_delete(point_id):
             raise NotFound(f"recovery point {point_id} does not exist")
 
-    def apply_retention(self, vm_id: str, policy: RetentionPolicy) -> list[str]:
-        """Delete the VM's points the policy no longer keeps; returns their ids."""
+    def apply_retention(self, vm_id: str, policy: RetentionPolicy, pinned: Iterable[str] = ()) -> list[str]:
+        """Delete the VM's points the policy no longer keeps, never one in ``pinned`` (points a
+        failover still needs); returns their ids."""
         points = self.list_points(vm_id)
-        keep = points_to_keep(points, policy, self.clock.now())
+        keep = points_to_keep(points, policy, self.clock.now()) | set(pinned)
         doomed = [p.point_id for p in points if p.point_id not in keep]
         for pid in doomed:
             self.db.point_delete(pid)
