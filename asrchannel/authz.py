@@ -10,6 +10,7 @@ check revocation and vault. The identity is then available to the servicer throu
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -40,7 +41,15 @@ def peer_identity(context: grpc.ServicerContext) -> Identity | None:
     pems = auth.get("x509_pem_cert")
     if not pems:
         return None
-    return from_pem(pems[0])
+    return _parsed(pems[0])
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(pem: bytes) -> Identity:
+    """A peer's identity, parsed once per certificate: an agent calls ``Missing`` hundreds of
+    times a second, and parsing X.509 each time cost more than the call itself. Only the
+    parse is cached; revocation is checked on every call (``check`` in AuthInterceptor)."""
+    return from_pem(pem)
 
 
 class AuthInterceptor(grpc.ServerInterceptor):

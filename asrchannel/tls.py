@@ -34,11 +34,18 @@ def client_channel(
     cert_pem: bytes | None = None,
     key_pem: bytes | None = None,
     proxy: ProxyUrl | None = None,
+    own_connection: bool = False,
 ) -> grpc.Channel:
+    """``own_connection``: never share a TCP connection with other channels to the same
+    target. The agent sends its bulk uploads this way: on a shared connection a small call
+    (``Missing``) waits behind megabytes of stream frames (measured: 8-9 ms p50 instead of
+    ~4 ms while a stream runs)."""
     creds = grpc.ssl_channel_credentials(
         root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem
     )
     options = list(_COMMON) + channel_options(proxy)
+    if own_connection:
+        options.append(("grpc.use_local_subchannel_pool", 1))
     return grpc.secure_channel(target, creds, options=options)
 
 

@@ -78,6 +78,10 @@ def once(p: Protected, cloud_pid: int) -> dict[str, Any]:
     return res
 
 
+def phases(res: dict[str, Any]) -> dict[str, float]:
+    return {k: round(v, 3) for k, v in res.get("phases", {}).items()}
+
+
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     t = time.monotonic()
     subprocess.run(argv, check=True, capture_output=True, env=env)
@@ -118,7 +122,7 @@ def run_size(size_mib: int, args: argparse.Namespace, first: bool) -> dict[str, 
         out["initial"] = {"seconds": round(res["seconds"], 3), "MBps": round(size / res["seconds"] / 1e6, 1),
                           "bytes_sent": res["bytes_sent"], "stall_ms": round(res["stall_seconds"] * 1000, 2),
                           "agent_vmhwm_mib": res["agent_vmhwm_mib"], "agent_cpu_s": res["agent_cpu_s"],
-                          "cloud_cpu_s": res["cloud_cpu_s"]}
+                          "cloud_cpu_s": res["cloud_cpu_s"], "phases_s": phases(res)}
         rng = random.Random(1)
         nblocks = size // BLOCK
         hour = 1
@@ -135,7 +139,8 @@ def run_size(size_mib: int, args: argparse.Namespace, first: bool) -> dict[str, 
         clock.write_text(str(T0 + 3600 * hour))
         res = once(p, cpid)
         out["resync"] = {"seconds": round(res["seconds"], 3), "GBps_scanned": round(size / res["seconds"] / 1e9, 2),
-                         "blocks_changed": res["blocks_changed"], "agent_vmhwm_mib": res["agent_vmhwm_mib"]}
+                         "blocks_changed": res["blocks_changed"], "agent_vmhwm_mib": res["agent_vmhwm_mib"],
+                         "phases_s": phases(res)}
         out["agent_peak_rss_mib"] = max(agent_peak, res["agent_vmhwm_mib"])
         out["cloud_peak_rss_mib"] = round(status_kib(cpid, "VmHWM") / 1024, 1)
         if first:

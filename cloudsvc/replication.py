@@ -176,13 +176,11 @@ class Replication:
         st, sid, _ = self._session(ident, token)
         return st.missing(ids, session_id=sid)
 
-    def put_chunks(self, ident: Identity, token: str, items: list[tuple[bytes, bytes]]) -> None:
+    def upload(self, ident: Identity, token: str) -> tuple[VaultStore, str]:
+        """The store and session id a PutChunks stream writes to, authorised once per call
+        (a stream carries hundreds of messages; see ``VaultStore.put_chunks`` for the rest)."""
         st, sid, _ = self._session(ident, token)
-        st.put_chunks(sid, items)
-
-    def flush(self, ident: Identity, token: str) -> None:
-        st, _, _ = self._session(ident, token)
-        st.flush()
+        return st, sid
 
     def block_map(self, ident: Identity, vm_id: str, point_id: str, disk: int) -> Any:
         _, policy = self.authorise(ident, vm_id)

@@ -14,7 +14,7 @@ from asrerrors import UsageError
 from asrpb import replication_pb2, replication_pb2_grpc
 from chunkfmt import ID_SIZE
 from cloudsvc.service import CloudService
-from cloudsvc.vaultstore import BlockChanges, DiskDelta
+from cloudsvc.vaultstore import BlockChanges, DiskDelta, VaultStore
 
 # Every operator-facing and agent-facing method of this module, by role (for server.POLICY).
 POLICY: dict[str, set[str]] = {
@@ -52,21 +52,22 @@ class ReplicationApi(replication_pb2_grpc.ReplicationServicer):
 
     def PutChunks(self, request_iterator: Iterator[Any], context: Any) -> replication_pb2.PutChunksReply:
         ident = current_identity()
-        token = ""
+        upload: tuple[VaultStore, str] | None = None
         count = size = 0
         for batch in request_iterator:
-            token = batch.session_id or token
-            if not token:
-                raise UsageError("the first chunk batch must name the upload session")
+            if upload is None:
+                if not batch.session_id:
+                    raise UsageError("the first chunk batch must name the upload session")
+                upload = self.repl.upload(ident, batch.session_id)
             if len(batch.ids) != len(batch.frames):
                 raise UsageError("a chunk batch needs one frame per id")
             items = list(zip(batch.ids, batch.frames, strict=True))
-            self.repl.put_chunks(ident, token, items)
+            upload[0].put_chunks(upload[1], items)
             count += len(items)
             size += sum(len(f) for f in batch.frames)
-        if token:
+        if upload is not None:
             # durable and indexed before we answer: the agent will not send these again
-            self.repl.flush(ident, token)
+            upload[0].flush()
         return replication_pb2.PutChunksReply(received=count, bytes=size)
 
     def CommitPoint(self, request_iterator: Iterator[Any], context: Any) -> replication_pb2.PointAck:

@@ -32,6 +32,8 @@ class CloudLink:
         ca, cert, key = ident.pems()
         self.target = ident.endpoints["api"]
         self.channel = client_channel(self.target, ca, cert, key, proxy)
+        # replication's chunk uploads, on a connection of their own (see client_channel)
+        self.bulk_channel = client_channel(self.target, ca, cert, key, proxy, own_connection=True)
         self.site = site_pb2_grpc.SiteStub(self.channel)
         self.state = "Unknown"
         self.last_ok = 0.0
@@ -83,3 +85,4 @@ class CloudLink:
 
     def close(self) -> None:
         self.channel.close()
+        self.bulk_channel.close()

@@ -25,7 +25,8 @@ def replicate_now(runtime: AgentRuntime, cmd: control_pb2.Command) -> str:
 
 def start(runtime: AgentRuntime) -> Engine:
     engine = Engine(runtime.hv, runtime.settings, runtime.link.channel, runtime.link.target,
-                    runtime.ident.vault_id, runtime.clock, runtime.ident.state_dir)
+                    runtime.ident.vault_id, runtime.clock, runtime.ident.state_dir,
+                    bulk_channel=runtime.link.bulk_channel)
     runtime.replication = engine
     runtime.handlers["replicate_now"] = replicate_now
     engine.start()

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         link = CloudLink(ident, clock, cfg.proxy)
         hv = LocalHypervisor(cfg.vm_dir, clock)
         engine = Engine(hv, Settings(cfg.state_dir), link.channel, link.target, ident.vault_id, clock,
-                        cfg.state_dir)
+                        cfg.state_dir, bulk_channel=link.bulk_channel)
         if args.action == "once":
             res = engine.replicate(args.vm_id, app_consistent=True if args.app else None,
                                    shutdown_first=args.shutdown_first)

@@ -9,12 +9,15 @@ Modes, per disk:
 * ``incremental``: the cloud's latest point is the one this agent last had acknowledged and
   the disk's tracking is trusted: only the captured dirty blocks are read.
 * ``resync``: tracking was lost (crash, new log), the disk was resized, or the cloud's latest
-  point is not the one this agent remembers: every block is read and hashed and compared
-  with the latest point's block map (``GetBlockMap``); only blocks that differ are changes.
+  point is not the one this agent remembers: every block is read and compared with the
+  latest point: by fingerprint when this agent's fingerprint file describes that point (see
+  ``fingerprints``), otherwise by chunk id against the point's block map (``GetBlockMap``);
+  only blocks that differ are changes.
 
 Ordering: chunks (``PutChunks`` returns after they are durable) → ``CommitPoint`` (returns
-after the point is durable) → ``Snapshot.commit`` (the dirty set is dropped). Any failure
-before the acknowledgement aborts the snapshot, which merges the captured dirty set back.
+after the point is durable) → ``Snapshot.commit`` (the dirty set is dropped) → fingerprint
+files describe the new point. Any failure before the acknowledgement aborts the snapshot,
+which merges the captured dirty set back, and leaves the fingerprint files as they were.
 """
 
 from __future__ import annotations
@@ -30,11 +33,13 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import chain
+from pathlib import Path
 from typing import Any
 
 import grpc
 
 from agent.hypervisor import LocalHypervisor, Snapshot
+from agent.replication.fingerprints import FP_SIZE, DiskFingerprints, PendingFingerprints, fingerprint
 from asrchannel.status import from_rpc_error
 from asrerrors import AsrError
 from asrpb import replication_pb2, replication_pb2_grpc
@@ -58,15 +63,17 @@ class _Job:
     disk: int
     mode: str
     blocks: Sequence[int]        # ascending
-    base_ids: bytes              # resync: the base point's ids of these blocks
+    base_ids: bytes              # resync by block map: the base point's ids of these blocks
+    base_fps: bytes = b""        # resync by fingerprint: the base point's fingerprints
 
 
 @dataclass
 class _Done:
     disk: int
-    read: int
+    blocks: Sequence[int]
     changed: list[tuple[int, bytes]]
     frames: list[tuple[bytes, bytes]]
+    fps: bytes                   # fingerprints of every block read, in order
 
 
 class _Changes:
@@ -130,6 +137,7 @@ class CycleResult:
     created_at: float
     kind: str
     modes: list[str]
+    resync_by: list[str] = field(default_factory=list)  # per disk: fingerprints, block-map or ""
     blocks_read: int = 0
     blocks_changed: int = 0
     chunks_sent: int = 0
@@ -140,13 +148,16 @@ class CycleResult:
 
 
 class _Rpc:
-    def __init__(self, channel: grpc.Channel, target: str) -> None:
+    def __init__(self, channel: grpc.Channel, target: str, bulk_channel: grpc.Channel | None = None) -> None:
         self.stub = replication_pb2_grpc.ReplicationStub(channel)
+        # PutChunks streams go over their own connection when one is given (asrchannel.tls)
+        self.bulk = replication_pb2_grpc.ReplicationStub(bulk_channel) if bulk_channel else self.stub
         self.target = target
 
     def __call__(self, method: str, request: Any, timeout: float = 300.0) -> Any:
+        stub = self.bulk if method == "PutChunks" else self.stub
         try:
-            return getattr(self.stub, method)(request, timeout=timeout)
+            return getattr(stub, method)(request, timeout=timeout)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, f"the cloud service at {self.target}") from exc
 
@@ -156,27 +167,43 @@ class Cycle:
     the GIL, so two workers use two cores)."""
 
     def __init__(self, rpc: _Rpc, hv: LocalHypervisor, pool: ThreadPoolExecutor, keys: Keys,
-                 progress: Callable[[float], None] | None = None) -> None:
+                 progress: Callable[[float], None] | None = None,
+                 fingerprint_dir: Path | None = None) -> None:
         self.rpc = rpc
         self.hv = hv
         self.pool = pool
         self.keys = keys
         self.progress = progress or (lambda p: None)
+        self.fingerprint_dir = fingerprint_dir
+        self._fp_files: list[DiskFingerprints] = []
+        self._fp_pending: list[PendingFingerprints] = []
 
     def run(self, vm_id: str, vm_name: str, app_consistent: bool, trusted_point: str) -> CycleResult:
         t0 = time.monotonic()
         begin = self.rpc("BeginCycle", replication_pb2.BeginCycleRequest(vm_id=vm_id))
+        t1 = time.monotonic()
         snap = self.hv.snapshot(vm_name, app_consistent)
+        t2 = time.monotonic()
         try:
             result = self._ship(vm_id, snap, begin, trusted_point)
         except BaseException:
+            for pending in self._fp_pending:
+                pending.discard()
             try:
                 snap.abort()
             except AsrError:
                 log.exception("aborting the snapshot of %s failed", vm_name)
             raise
+        finally:
+            for f in self._fp_files:
+                f.close()
+        t3 = time.monotonic()
         snap.commit()  # the point is acknowledged: forget the captured dirty set
+        for pending in self._fp_pending:
+            pending.commit(result.point_id, begin.base_point_id)
         result.seconds = time.monotonic() - t0
+        result.phases = {"begin": t1 - t0, "snapshot": t2 - t1, **result.phases,
+                         "release": result.seconds - (t3 - t0)}
         return result
 
     # -- the data path -----------------------------------------------------------------------------
@@ -202,6 +229,16 @@ class Cycle:
                 plans.append((disk, "incremental", [b for b in dirty if b < nblocks]))
                 total += len(plans[-1][2] or [])
         res.modes = [m for _, m, _ in plans]
+        by_fp: set[int] = set()  # resync disks compared by fingerprint, not by block map
+        if self.fingerprint_dir is not None:
+            self._fp_files = [DiskFingerprints(self.fingerprint_dir, d) for d in range(snap.disk_count)]
+            for disk, mode, blocks in plans:
+                nblocks = -(-snap.disk_size(disk) // BLOCK_SIZE)
+                if mode == "resync" and self._fp_files[disk].open_for(base, nblocks):
+                    by_fp.add(disk)
+                self._fp_pending.append(self._fp_files[disk].pending(nblocks, whole=blocks is None))
+        res.resync_by = ["fingerprints" if d in by_fp else "block-map" if m == "resync" else ""
+                         for d, m, _ in plans]
         changes = {d: _Changes() for d in range(snap.disk_count)}
         last_report = [time.monotonic()]
         buffers: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
@@ -212,10 +249,13 @@ class Cycle:
             for disk, mode, blocks in plans:
                 nblocks = -(-snap.disk_size(disk) // BLOCK_SIZE)
                 if blocks is None:
-                    base_ids = _BaseMap(self._base_map(vm_id, base, disk)) if mode == "resync" else None
+                    fps = self._fp_files[disk] if disk in by_fp else None
+                    base_ids = (_BaseMap(self._base_map(vm_id, base, disk))
+                                if mode == "resync" and fps is None else None)
                     for first in range(0, nblocks, WINDOW_BLOCKS):
                         window = range(first, min(first + WINDOW_BLOCKS, nblocks))
-                        yield _Job(disk, mode, window, base_ids.take(len(window)) if base_ids else b"")
+                        yield _Job(disk, mode, window, base_ids.take(len(window)) if base_ids else b"",
+                                   fps.read(first, len(window)) if fps else b"")
                 else:
                     for i in range(0, len(blocks), WINDOW_BLOCKS):
                         yield _Job(disk, mode, blocks[i:i + WINDOW_BLOCKS], b"")
@@ -237,9 +277,11 @@ class Cycle:
             size = 0
             scanned = 0
             for done in results():
-                scanned += done.read
+                scanned += len(done.blocks)
                 res.blocks_read += len(done.changed)  # as before: the blocks the point takes
                 changes[done.disk].extend(done.changed)
+                if self._fp_pending:
+                    self._fp_pending[done.disk].add(done.blocks, done.fps)
                 if not base and time.monotonic() - last_report[0] >= PROGRESS_EVERY_S:
                     last_report[0] = time.monotonic()
                     self.progress(min(0.99, scanned / max(1, total)))
@@ -261,33 +303,43 @@ class Cycle:
             if msg.ids:
                 yield msg
 
+        t0 = time.monotonic()
         try:
             self._put_all(batches())
         finally:
             for fut in list(pending):
                 fut.cancel()
             wait(list(pending))
+        t1 = time.monotonic()
         res.blocks_changed = sum(len(c) for c in changes.values())
         ack = self.rpc("CommitPoint", self._commit_parts(session, vm_id, base, kind, snap, changes,
                                                          res.bytes_sent))
         res.point_id = ack.point_id
+        res.phases = {"transfer": t1 - t0, "commit": time.monotonic() - t1}
         return res
 
     def _process(self, snap: Snapshot, job: _Job, session: str,
                  buffers: queue.SimpleQueue[bytearray]) -> _Done:
         """One window on a pool thread: one batched snapshot read into a reused buffer, then
-        zero check and keyed hash per block, the changes of the new point, ``Missing`` for
-        them, and the frames of the ids the vault lacks."""
+        fingerprints, zero check and keyed hash per block, the changes of the new point,
+        ``Missing`` for them, and the frames of the ids the vault lacks. A resync by
+        fingerprint hashes only the blocks whose fingerprint differs from the base point's."""
         try:
             buf = buffers.get_nowait()
         except queue.Empty:
             buf = bytearray(WINDOW_BLOCKS * BLOCK_SIZE)
         try:
             view = snap.read_block_list(job.disk, job.blocks, buf)
+            fps = b"".join([fingerprint(view[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE])
+                            for i in range(len(job.blocks))]) if self._fp_pending else b""
+            if job.base_fps and fps == job.base_fps:
+                return _Done(job.disk, job.blocks, [], [], fps)  # the whole window is unchanged
             key = self.keys.id_key
             changed: list[tuple[int, bytes]] = []
             wanted: dict[bytes, int] = {}
             for i, b in enumerate(job.blocks):
+                if job.base_fps and fps[i * FP_SIZE:(i + 1) * FP_SIZE] == job.base_fps[i * FP_SIZE:(i + 1) * FP_SIZE]:
+                    continue
                 data = view[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]
                 cid = ZERO_ID if is_zero_block(data) else chunk_id(key, data)
                 if job.mode == "initial" and cid == ZERO_ID:
@@ -306,7 +358,7 @@ class Cycle:
                     cid = reply.ids[k:k + ID_SIZE]
                     i = wanted[cid]
                     frames.append((cid, encode_chunk(view[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE], aead)))
-            return _Done(job.disk, len(job.blocks), changed, frames)
+            return _Done(job.disk, job.blocks, changed, frames, fps)
         finally:
             buffers.put(buf)
 

@@ -19,6 +19,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -50,13 +51,14 @@ def first_run(start: str, enabled_at: float, now: float) -> float:
 
 class Engine:
     def __init__(self, hv: LocalHypervisor, settings: Settings, channel: Any, target: str, vault_id: str,
-                 clock: Clock, state_dir: str, workers: int | None = None) -> None:
+                 clock: Clock, state_dir: str, workers: int | None = None, bulk_channel: Any = None) -> None:
         self.hv = hv
         self.settings = settings
-        self.rpc = _Rpc(channel, target)
+        self.rpc = _Rpc(channel, target, bulk_channel)
         self.vault_id = vault_id
         self.clock = clock
         self.state = StateStore(state_dir)
+        self.fingerprint_dir = Path(state_dir) / "fingerprints"
         self.pool = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 2),
                                        thread_name_prefix="repl-codec")
         self._locks: dict[str, threading.Lock] = {}
@@ -89,7 +91,8 @@ class Engine:
             if shutdown_first:
                 self.hv.stop(rs.vm_name)
             cycle = Cycle(self.rpc, self.hv, self.pool, self.keys(rs),
-                          progress=lambda p: self._report(vm_id, p, ""))
+                          progress=lambda p: self._report(vm_id, p, ""),
+                          fingerprint_dir=self.fingerprint_dir / vm_id)
             try:
                 res = cycle.run(vm_id, rs.vm_name, app_consistent, st.last_point_id)
             except AsrError as err:
@@ -103,6 +106,7 @@ class Engine:
             self.state.save(vm_id, st)
             log.info("point committed", extra={"fields": {
                 "vm": rs.vm_name, "point": res.point_id, "kind": res.kind, "modes": res.modes,
+                "resync_by": res.resync_by,
                 "blocks_read": res.blocks_read, "blocks_changed": res.blocks_changed,
                 "bytes_sent": res.bytes_sent, "seconds": round(res.seconds, 3),
                 "stall_ms": round(res.stall_seconds * 1000, 2)}})

@@ -16,8 +16,11 @@ alone (``VaultStore.rebuild_index``). Byte layout, integers little-endian::
     size - 40       32       BLAKE3 of the trailer entries (bytes T .. size-44)
     size - 8        8        magic b"ASRPKEND"
 
-A pack's name is ``packs/<hh>/<BLAKE3 of the whole pack, hex>``: content-addressed, so a
-re-put after a lost acknowledgement writes the same name with the same bytes.
+A pack's name is ``packs/<hh>/<BLAKE3 of the trailer entries, hex>`` (the footer's digest).
+The entries name every blob's offset, length and BLAKE3, so this addresses the whole content
+like a hash of the pack would, without hashing the blobs a second time (that second pass
+was a tenth of the cloud's CPU per uploaded GiB). A re-put after a lost acknowledgement
+writes the same name with the same bytes.
 """
 
 from __future__ import annotations
@@ -52,8 +55,14 @@ def blob_hash(data: bytes | memoryview) -> bytes:
 
 
 def pack_name(pack_bytes: bytes | memoryview) -> str:
-    digest = blake3.blake3(pack_bytes).hexdigest()
-    return f"{PACK_PREFIX}{digest[:2]}/{digest}"
+    """The name of a sealed pack, from the trailer digest in its footer (see the module doc)."""
+    if len(pack_bytes) < len(PACK_MAGIC) + FOOTER.size:
+        raise DataCorrupt("pack is too short for its footer")
+    _count, digest, magic = FOOTER.unpack_from(pack_bytes, len(pack_bytes) - FOOTER.size)
+    if magic != PACK_END_MAGIC:
+        raise DataCorrupt("pack footer has a bad magic number")
+    hexdigest = digest.hex()
+    return f"{PACK_PREFIX}{hexdigest[:2]}/{hexdigest}"
 
 
 def pack_overhead(entries: int) -> int:

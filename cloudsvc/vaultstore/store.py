@@ -163,6 +163,9 @@ class VaultStore:
             for cid, frame in items:
                 if cid not in stored:
                     self._add_blob(KIND_CHUNK, cid, bytes(frame))
+        # Memory bound: wait for the sealing thread outside the lock, so that ``missing``
+        # and other uploads are not held up by a pack's write and fsyncs.
+        self._wait_seals(_MAX_SEALING)
 
     def _add_blob(self, kind: int, blob_id: bytes, frame: bytes) -> None:
         if self._buffered(blob_id):
@@ -173,9 +176,13 @@ class VaultStore:
             self._hand_off()
 
     def flush(self) -> None:
-        """Make every buffered blob durable and indexed (pack put, then index rows)."""
+        """Make every blob buffered before this call durable and indexed (pack put, then
+        index rows); raise if one of their packs failed. Waits outside the lock."""
         with self.lock:
-            self._seal()
+            self._hand_off()
+            with self._sealing_lock:
+                mine = list(self._seals)
+        self._settle(mine)
 
     def _seal(self) -> None:
         """Seal the open pack and wait until every pack handed off is durable and indexed;
@@ -183,26 +190,45 @@ class VaultStore:
         this, so background sealing never weakens the write ordering in the module doc."""
         self._hand_off()
         self._wait_seals(0)
+        with self._sealing_lock:
+            pending = list(self._seals)
+        self._settle(pending)  # packs another thread handed off meanwhile
 
     def _hand_off(self) -> None:
         """Give the open pack to the sealing thread (hash, put, index) and start a new one, so
-        the receiving thread and ``missing`` do not wait for a pack's fsyncs. At most
-        ``_MAX_SEALING`` packs wait to be sealed: beyond that the caller waits (memory bound)."""
+        the receiving thread and ``missing`` do not wait for a pack's fsyncs. Callers bound
+        the queue with ``_wait_seals`` (put_chunks: after releasing the lock)."""
         if not len(self._pack):
             return
         pack, frames = self._pack, self._pack_frames
         self._pack, self._pack_frames = PackBuilder(), {}
-        with self._sealing_lock:
-            self._sealing.append((pack, frames))
         if self._sealer is None:
             self._sealer = ThreadPoolExecutor(1, thread_name_prefix="pack-sealer")
-        self._seals.append(self._sealer.submit(self._seal_pack, pack))
-        self._wait_seals(_MAX_SEALING)
+        with self._sealing_lock:
+            self._sealing.append((pack, frames))
+            self._seals.append(self._sealer.submit(self._seal_pack, pack))
 
     def _wait_seals(self, limit: int) -> None:
+        """Wait until at most ``limit`` packs are queued for sealing; raise the first failure
+        among those this call settled."""
+        while True:
+            with self._sealing_lock:
+                if len(self._seals) <= limit and not (self._seals and self._seals[0].done()):
+                    return
+                oldest = self._seals[0]
+            self._settle([oldest])
+
+    def _settle(self, seals: list[Future[None]]) -> None:
+        """Wait for these seals without holding any lock, forget them, and raise the first
+        failure among them, even one another caller has already seen: a flush must fail if
+        any pack it waited for failed. The failed pack's blobs have left memory, so
+        ``missing`` reports them missing again and the agent re-sends them."""
         failure: BaseException | None = None
-        while len(self._seals) > limit or (self._seals and self._seals[0].done()):
-            exc = self._seals.popleft().exception()
+        for fut in seals:
+            exc = fut.exception()
+            with self._sealing_lock:
+                if fut in self._seals:
+                    self._seals.remove(fut)
             failure = failure or exc
         if failure is not None:
             raise failure

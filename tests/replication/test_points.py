@@ -42,8 +42,30 @@ def test_points_export_the_disks_as_they_were(cloud: Cloud, tmp_path: Path) -> N
     modes.append(res["modes"])
     refs[res["point_id"]] = p.snapshot_raw(tmp_path, "p3")
     assert modes == [["initial"] * 2, ["incremental"] * 2, ["incremental"] * 2, ["resync"] * 2]
-    # the resync shipped only what differed: 3 blocks
+    # the resync shipped only what differed: 3 blocks, found by the agent's fingerprints of p2
     assert res["blocks_changed"] == 3 and res["blocks_read"] == 3, res
+    assert res["resync_by"] == ["fingerprints"] * 2, res
+    # without usable fingerprints (files gone; one left half-patched) the vault's block map decides
+    fp_dir = p.site.root / "hv01" / "fingerprints" / p.vm_id
+    (fp_dir / "disk0.fp").unlink()
+    with open(fp_dir / "disk1.fp", "r+b") as f:
+        f.seek(16)
+        f.write(bytes(64))                                # the header of a patch cut short
+    LocalHypervisor(str(p.site.root / "hv01" / "vms")).reset_tracking("vm1")
+    p.write(0, 3 * MiB, 65536, 0x21)
+    p.write(1, 65536, 100, 0x22)
+    res = p.once()
+    modes.append(res["modes"])
+    refs[res["point_id"]] = p.snapshot_raw(tmp_path, "p4")
+    assert res["resync_by"] == ["block-map"] * 2 and res["blocks_changed"] == 2, res
+    res = p.once()                                        # the resync rewrote both files
+    refs[res["point_id"]] = p.snapshot_raw(tmp_path, "p5")
+    assert res["modes"] == ["incremental"] * 2 and res["blocks_changed"] == 0, res
+    LocalHypervisor(str(p.site.root / "hv01" / "vms")).reset_tracking("vm1")
+    p.write(1, 2 * MiB, 65536, 0x23)
+    res = p.once()
+    refs[res["point_id"]] = p.snapshot_raw(tmp_path, "p6")
+    assert res["resync_by"] == ["fingerprints"] * 2 and res["blocks_changed"] == 1, res
 
     listed = p.points()
     assert [x["point_id"] for x in listed] == list(refs)
