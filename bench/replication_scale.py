@@ -131,7 +131,7 @@ def run_size(size_mib: int, args: argparse.Namespace, first: bool) -> dict[str, 
         res = once(p, cpid)
         out["incremental"] = {"seconds": round(res["seconds"], 3), "blocks": res["blocks_changed"],
                               "written": n, "bytes_sent": res["bytes_sent"],
-                              "agent_vmhwm_mib": res["agent_vmhwm_mib"]}
+                              "agent_vmhwm_mib": res["agent_vmhwm_mib"], "phases_s": phases(res)}
         agent_peak = max(out["initial"]["agent_vmhwm_mib"], res["agent_vmhwm_mib"])
         hv.reset_tracking("vm1")
         hv.write("vm1", 0, 0, os.urandom(BLOCK))

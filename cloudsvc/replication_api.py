@@ -61,10 +61,11 @@ class ReplicationApi(replication_pb2_grpc.ReplicationServicer):
                 upload = self.repl.upload(ident, batch.session_id)
             if len(batch.ids) != len(batch.frames):
                 raise UsageError("a chunk batch needs one frame per id")
+            # each access to a repeated bytes field copies it out of the message: once only
             items = list(zip(batch.ids, batch.frames, strict=True))
             upload[0].put_chunks(upload[1], items)
             count += len(items)
-            size += sum(len(f) for f in batch.frames)
+            size += sum(len(f) for _, f in items)
         if upload is not None:
             # durable and indexed before we answer: the agent will not send these again
             upload[0].flush()

@@ -47,9 +47,15 @@ from chunkfmt import BLOCK_SIZE, ID_SIZE, ZERO_ID, chunk_id, encode_chunk, is_ze
 
 log = logging.getLogger(__name__)
 
-# blocks read under one hold of the VM lock, hashed and asked about together (4 MiB): short
-# enough not to stall guest writes for long, long enough to make per-window costs small
-WINDOW_BLOCKS = 64
+# Blocks hashed, asked about (one Missing call) and encoded together. A full scan uses 16 MiB
+# windows: every window costs a round trip and the cloud's per-call work (authorisation,
+# index lookups, session protection); 4 MiB windows made the cloud spend 16% more CPU per GiB
+# and the initial copy ~15% slower (docs/benchmarks.md). A dirty list uses 4 MiB windows: an
+# incremental cycle has few blocks, and more windows keep both workers busy.
+WINDOW_BLOCKS = 256
+DIRTY_WINDOW_BLOCKS = 64
+# blocks read under one hold of the VM lock (4 MiB): guest writes wait at most for this read
+READ_BLOCKS = 64
 MESSAGE_BYTES = 2 * 1024 * 1024        # frames per PutChunks message
 # frames per PutChunks call (the vault flushes after each); tests shrink it to make resumption visible
 SEGMENT_BYTES = int(os.environ.get("ASR_REPL_SEGMENT_BYTES", 64 * 1024 * 1024))
@@ -257,8 +263,8 @@ class Cycle:
                         yield _Job(disk, mode, window, base_ids.take(len(window)) if base_ids else b"",
                                    fps.read(first, len(window)) if fps else b"")
                 else:
-                    for i in range(0, len(blocks), WINDOW_BLOCKS):
-                        yield _Job(disk, mode, blocks[i:i + WINDOW_BLOCKS], b"")
+                    for i in range(0, len(blocks), DIRTY_WINDOW_BLOCKS):
+                        yield _Job(disk, mode, blocks[i:i + DIRTY_WINDOW_BLOCKS], b"")
 
         def results() -> Iterator[_Done]:
             """Windows are read, hashed, asked about and encoded on the pool, several at once;
@@ -272,7 +278,7 @@ class Cycle:
 
         sent: OrderedDict[bytes, None] = OrderedDict()  # recently sent ids (bounded)
 
-        def batches() -> Iterator[replication_pb2.ChunkBatch]:
+        def batches() -> Iterator[tuple[replication_pb2.ChunkBatch, int]]:
             msg = replication_pb2.ChunkBatch(session_id=session)
             size = 0
             scanned = 0
@@ -297,11 +303,11 @@ class Cycle:
                     res.chunks_sent += 1
                     res.bytes_sent += len(frame)
                     if size >= MESSAGE_BYTES:
-                        yield msg
+                        yield msg, size
                         msg = replication_pb2.ChunkBatch(session_id=session)
                         size = 0
             if msg.ids:
-                yield msg
+                yield msg, size
 
         t0 = time.monotonic()
         try:
@@ -327,9 +333,15 @@ class Cycle:
         try:
             buf = buffers.get_nowait()
         except queue.Empty:
-            buf = bytearray(WINDOW_BLOCKS * BLOCK_SIZE)
+            buf = bytearray()
+        if len(buf) < len(job.blocks) * BLOCK_SIZE:
+            buf = bytearray(len(job.blocks) * BLOCK_SIZE)  # sized for the windows of this cycle
         try:
-            view = snap.read_block_list(job.disk, job.blocks, buf)
+            filled = 0
+            for k in range(0, len(job.blocks), READ_BLOCKS):
+                part = snap.read_block_list(job.disk, job.blocks[k:k + READ_BLOCKS], memoryview(buf)[filled:])
+                filled += len(part)
+            view = memoryview(buf)[:filled]
             fps = b"".join([fingerprint(view[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE])
                             for i in range(len(job.blocks))]) if self._fp_pending else b""
             if job.base_fps and fps == job.base_fps:
@@ -371,17 +383,18 @@ class Cycle:
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, f"the cloud service at {self.rpc.target}") from exc
 
-    def _put_all(self, batches: Iterator[replication_pb2.ChunkBatch]) -> None:
+    def _put_all(self, batches: Iterator[tuple[replication_pb2.ChunkBatch, int]]) -> None:
         """Stream batches in calls of at most SEGMENT_BYTES: the vault makes each call's
         chunks durable before answering, so an interruption loses at most one segment."""
         failure: list[BaseException] = []
 
-        def guarded(first: replication_pb2.ChunkBatch) -> Iterator[replication_pb2.ChunkBatch]:
+        def guarded(first: tuple[replication_pb2.ChunkBatch, int]) -> Iterator[replication_pb2.ChunkBatch]:
             sent = 0
             try:
-                for msg in chain([first], batches):
+                # sizes travel beside the messages: reading msg.frames back would copy them
+                for msg, size in chain([first], batches):
                     yield msg
-                    sent += sum(len(f) for f in msg.frames)
+                    sent += size
                     if sent >= SEGMENT_BYTES:
                         return
             except BaseException as exc:  # surfaced below: grpc would only say CANCELLED

@@ -5,7 +5,8 @@ conformance suite in ``tests/vaultstore`` checks for every implementation:
 
 * ``put(name, data)`` is atomic and durable when it returns: a reader sees the whole object or
   nothing, and a crash after the return cannot lose it. Putting an existing name replaces it
-  (the store only ever re-puts identical, content-addressed bytes).
+  (the store only ever re-puts identical, content-addressed bytes). ``data`` may be a view
+  of a buffer the caller reuses once ``put`` returns: never keep a reference to it.
 * ``get(name, offset=0, length=None)`` returns ``length`` bytes from ``offset`` (to the end
   when ``length`` is None; fewer only at the end of the object); NotFound if absent.
 * ``list(prefix)`` yields every name starting with ``prefix``, in no particular order.

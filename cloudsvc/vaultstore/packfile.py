@@ -99,15 +99,33 @@ class PackBuilder:
         self._parts.append(data)
         self._size += len(data)
 
-    def seal(self) -> bytes:
+    def _tail(self) -> tuple[bytes, bytes]:
         for n, e in enumerate(self.entries):
             if not e.hash:  # parts[0] is the magic: blob n is part n + 1
                 self.entries[n] = PackEntry(e.kind, e.id, e.offset, e.length, blob_hash(self._parts[n + 1]))
         trailer = b"".join(
             ENTRY.pack(e.kind, e.id, e.offset, e.length, e.hash) for e in self.entries
         )
-        footer = FOOTER.pack(len(self.entries), blake3.blake3(trailer).digest(), PACK_END_MAGIC)
+        return trailer, FOOTER.pack(len(self.entries), blake3.blake3(trailer).digest(), PACK_END_MAGIC)
+
+    def seal(self) -> bytes:
+        trailer, footer = self._tail()
         return b"".join([*self._parts, trailer, footer])
+
+    def seal_into(self, out: bytearray) -> memoryview:
+        """Like :meth:`seal`, assembled in ``out`` (grown if too small) instead of a fresh
+        object: the store's sealing thread reuses one buffer for every pack, so sealing does
+        not churn 16 MiB allocations through the heap (peak RSS steadier, no fresh pages)."""
+        trailer, footer = self._tail()
+        size = self._size + len(trailer) + len(footer)
+        if len(out) < size:
+            out.extend(bytes(size - len(out)))
+        view = memoryview(out)
+        at = 0
+        for part in (*self._parts, trailer, footer):
+            view[at:at + len(part)] = part
+            at += len(part)
+        return view[:size]
 
 
 def parse_trailer(tail: bytes, pack_size: int) -> list[PackEntry]:

@@ -92,7 +92,8 @@ class VaultStore:
         self._sealing: list[tuple[PackBuilder, dict[bytes, bytes]]] = []
         self._sealing_lock = threading.Lock()  # the sealer never takes self.lock
         self._seals: deque[Future[None]] = deque()
-        self._sealer: ThreadPoolExecutor | None = None
+        self._sealer: ThreadPoolExecutor | None = None  # one thread (see _seal_buffer)
+        self._seal_buffer = bytearray()
 
     def close(self) -> None:
         if self._sealer is not None:
@@ -239,10 +240,11 @@ class VaultStore:
         blobs are dropped from memory: ``missing`` reports them missing again and
         ``commit_point`` refuses a point that references them."""
         try:
-            data = pack.seal()
-            name = pack_name(data)
-            self.db.pack_begin(name, len(data), self.clock.now())
-            self.backend.put(name, data)
+            data = pack.seal_into(self._seal_buffer)  # one sealing thread: the buffer is its own
+            with data:  # released before the next pack may grow the buffer
+                name = pack_name(data)
+                self.db.pack_begin(name, len(data), self.clock.now())
+                self.backend.put(name, data)
             with self.db.tx() as conn:
                 self.db.pack_commit(conn, name, pack.entries, replace=False)
         finally:
