@@ -141,13 +141,28 @@ def run_size(size_mib: int, args: argparse.Namespace, first: bool) -> dict[str, 
         out["resync"] = {"seconds": round(res["seconds"], 3), "GBps_scanned": round(size / res["seconds"] / 1e9, 2),
                          "blocks_changed": res["blocks_changed"], "agent_vmhwm_mib": res["agent_vmhwm_mib"],
                          "phases_s": phases(res)}
-        out["agent_peak_rss_mib"] = max(agent_peak, res["agent_vmhwm_mib"])
+        # the same resync without the agent's fingerprint files: keyed ids against the
+        # vault's block map (the path taken when another point is the latest, or the files
+        # are gone)
+        for f in (p.site.root / "hv01" / "fingerprints" / p.vm_id).glob("*.fp"):
+            f.unlink()
+        hv.reset_tracking("vm1")
+        hv.write("vm1", 0, BLOCK, os.urandom(BLOCK))
+        hour += 1
+        clock.write_text(str(T0 + 3600 * hour))
+        res2 = once(p, cpid)
+        out["resync_block_map"] = {"seconds": round(res2["seconds"], 3),
+                                   "GBps_scanned": round(size / res2["seconds"] / 1e9, 2),
+                                   "resync_by": res2["resync_by"], "blocks_changed": res2["blocks_changed"]}
+        out["resync"]["resync_by"] = res["resync_by"]
+        out["agent_peak_rss_mib"] = max(agent_peak, res["agent_vmhwm_mib"], res2["agent_vmhwm_mib"])
         out["cloud_peak_rss_mib"] = round(status_kib(cpid, "VmHWM") / 1024, 1)
         if first:
-            # 24 hourly points (the three above are hours 0-2), 1% of the blocks changed each hour
+            # 24 hourly points (the four above are hours 0-3), 1% of the blocks changed
+            # each later hour
             cycle_s = []
-            for hour in range(3, 24):
-                clock.write_text(str(T0 + 3600 * hour))
+            for later in range(hour + 1, 24):
+                clock.write_text(str(T0 + 3600 * later))
                 change(hv, rng, nblocks, args.changed)
                 cycle_s.append(once(p, cpid)["seconds"])
             client = Client(cloud.endpoint, str(cloud.credentials))
