@@ -69,8 +69,10 @@ def _header(nblocks: int, point_id: str) -> bytes:
     return _HEAD.pack(MAGIC, nblocks, raw).ljust(HEADER, b"\0")
 
 
-def _fsync(fd: int) -> None:
-    os.fsync(fd)
+# Every write and sync of the files goes through these two names, so a test can inject a
+# crash at any one of them (tests/replication/test_fingerprints.py).
+_pwrite = os.pwrite
+_fsync = os.fsync
 
 
 class DiskFingerprints:
@@ -141,7 +143,7 @@ class PendingFingerprints:
         if not blocks or not enabled():
             return
         if self.whole:
-            os.pwrite(self._fd, fps, HEADER + FP_SIZE * blocks[0])
+            _pwrite(self._fd, fps, HEADER + FP_SIZE * blocks[0])
             self._written += len(blocks)
         else:
             self._blocks.extend(blocks)
@@ -164,7 +166,7 @@ class PendingFingerprints:
         if self._written != self.nblocks:  # a window was skipped: never publish a partial file
             self._remove()
             return
-        os.pwrite(self._fd, _header(self.nblocks, point_id), 0)
+        _pwrite(self._fd, _header(self.nblocks, point_id), 0)
         _fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
@@ -184,11 +186,11 @@ class PendingFingerprints:
                 fd = -1
                 self._remove()
                 return
-            os.pwrite(fd, _header(self.nblocks, ""), 0)
+            _pwrite(fd, _header(self.nblocks, ""), 0)
             _fsync(fd)
             for i, block in enumerate(self._blocks):
-                os.pwrite(fd, self._fps[i * FP_SIZE:(i + 1) * FP_SIZE], HEADER + FP_SIZE * block)
-            os.pwrite(fd, _header(self.nblocks, point_id), 0)
+                _pwrite(fd, self._fps[i * FP_SIZE:(i + 1) * FP_SIZE], HEADER + FP_SIZE * block)
+            _pwrite(fd, _header(self.nblocks, point_id), 0)
             _fsync(fd)
         finally:
             if fd >= 0:

@@ -190,10 +190,7 @@ class VaultStore:
         raise the first failure. Whatever must be durable (a point's commit, a flush) calls
         this, so background sealing never weakens the write ordering in the module doc."""
         self._hand_off()
-        self._wait_seals(0)
-        with self._sealing_lock:
-            pending = list(self._seals)
-        self._settle(pending)  # packs another thread handed off meanwhile
+        self._wait_seals(0)  # the caller holds self.lock: nothing is handed off meanwhile
 
     def _hand_off(self) -> None:
         """Give the open pack to the sealing thread (hash, put, index) and start a new one, so

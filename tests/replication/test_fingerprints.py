@@ -4,7 +4,6 @@ is usable for a point only if it holds exactly that point's fingerprints."""
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,21 @@ NBLOCKS = 12
 
 class Crash(BaseException):
     """A kill -9 at a write: nothing after it runs, no cleanup."""
+
+
+class CrashAt:
+    """``os.pwrite`` that raises Crash instead of its ``crash_at``-th write (0-based)."""
+
+    def __init__(self, real: Any, crash_at: int | None) -> None:
+        self.real = real
+        self.crash_at = crash_at
+        self.calls = 0
+
+    def __call__(self, fd: int, data: Any, offset: int) -> int:
+        if self.crash_at is not None and self.calls == self.crash_at:
+            raise Crash()
+        self.calls += 1
+        return int(self.real(fd, data, offset))
 
 
 def fp(seed: int, block: int) -> bytes:
@@ -45,19 +59,11 @@ def run_program(root: Path, program: list[tuple[Any, ...]]) -> None:
     disk = DiskFingerprints(root, 0)
     model: tuple[str, list[bytes]] | None = None    # (point, fingerprints) the file must hold
     acked = ""                                      # the cloud's latest point: the next base
-    real_pwrite = os.pwrite
+    real_pwrite = fpmod._pwrite
     for n, (kind, arg, ack, crash_at) in enumerate(program):
         point = f"rp-{n}"
-        calls = [0]
-
-        def pwrite(fd: int, data: bytes, offset: int, calls: list[int] = calls,
-                   crash_at: int | None = crash_at) -> int:
-            if crash_at is not None and calls[0] == crash_at:
-                raise Crash()
-            calls[0] += 1
-            return real_pwrite(fd, data, offset)
-
-        fpmod.os.pwrite = pwrite  # type: ignore[assignment]
+        pwrite = CrashAt(real_pwrite, crash_at)
+        fpmod._pwrite = pwrite
         committing = False
         try:
             if kind == "whole":
@@ -90,11 +96,11 @@ def run_program(root: Path, program: list[tuple[Any, ...]]) -> None:
             # it had. A whole rewrite dies before its rename (the old file stands); a patch
             # that got its first write (the cleared header) in leaves the file unusable.
             if committing:
-                if kind == "patch" and calls[0] > 0:
+                if kind == "patch" and pwrite.calls > 0:
                     model = None
                 acked = point
         finally:
-            fpmod.os.pwrite = real_pwrite  # type: ignore[assignment]
+            fpmod._pwrite = real_pwrite
         check(disk, model, n)
 
 
