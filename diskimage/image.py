@@ -36,6 +36,15 @@ def pread_full(fd: int, view: memoryview, offset: int) -> int:
     return done
 
 
+def pwrite_full(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """``os.pwrite`` all of ``data`` at ``offset`` (a write may be short)."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
 class DiskImage(ABC):
     """A virtual disk. Reads past the end are refused rather than padded."""
 
@@ -109,11 +118,7 @@ class DiskImage(ABC):
         return data
 
     def _pwrite(self, offset: int, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.pwrite(self.fd, view, offset)
-            view = view[n:]
-            offset += n
+        pwrite_full(self.fd, data, offset)
 
     def flush(self) -> None:
         """Make every completed write durable (fsync)."""

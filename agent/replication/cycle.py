@@ -220,10 +220,12 @@ class Cycle:
         kind = "app" if snap.app_consistent else "crash"
         res = CycleResult(vm_id, "", snap.created, kind, [], stall_seconds=snap.stall_seconds)
         plans: list[tuple[int, str, list[int] | None]] = []
+        block_counts: list[int] = []
         total = 0
         for disk in range(snap.disk_count):
             size = snap.disk_size(disk)
             nblocks = -(-size // BLOCK_SIZE)
+            block_counts.append(nblocks)
             dirty = snap.dirty_blocks(disk)
             if not base:
                 plans.append((disk, "initial", None))
@@ -239,10 +241,9 @@ class Cycle:
         if self.fingerprint_dir is not None:
             self._fp_files = [DiskFingerprints(self.fingerprint_dir, d) for d in range(snap.disk_count)]
             for disk, mode, blocks in plans:
-                nblocks = -(-snap.disk_size(disk) // BLOCK_SIZE)
-                if mode == "resync" and self._fp_files[disk].open_for(base, nblocks):
+                if mode == "resync" and self._fp_files[disk].open_for(base, block_counts[disk]):
                     by_fp.add(disk)
-                self._fp_pending.append(self._fp_files[disk].pending(nblocks, whole=blocks is None))
+                self._fp_pending.append(self._fp_files[disk].pending(block_counts[disk], whole=blocks is None))
         res.resync_by = ["fingerprints" if d in by_fp else "block-map" if m == "resync" else ""
                          for d, m, _ in plans]
         changes = {d: _Changes() for d in range(snap.disk_count)}
@@ -253,7 +254,7 @@ class Cycle:
 
         def jobs() -> Iterator[_Job]:
             for disk, mode, blocks in plans:
-                nblocks = -(-snap.disk_size(disk) // BLOCK_SIZE)
+                nblocks = block_counts[disk]
                 if blocks is None:
                     fps = self._fp_files[disk] if disk in by_fp else None
                     base_ids = (_BaseMap(self._base_map(vm_id, base, disk))

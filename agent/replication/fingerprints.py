@@ -128,7 +128,8 @@ class PendingFingerprints:
     def __init__(self, disk: DiskFingerprints, nblocks: int, whole: bool) -> None:
         self.disk = disk
         self.nblocks = nblocks
-        self.whole = whole and enabled()
+        self.on = enabled()  # read once: one cycle never half-writes a file
+        self.whole = whole and self.on
         self._blocks = array("Q")
         self._fps = bytearray()
         self._fd = -1
@@ -140,7 +141,7 @@ class PendingFingerprints:
 
     def add(self, blocks: Sequence[int], fps: bytes) -> None:
         """Fingerprints of ``blocks`` (ascending; for a whole file, consecutive windows)."""
-        if not blocks or not enabled():
+        if not blocks or not self.on:
             return
         if self.whole:
             _pwrite(self._fd, fps, HEADER + FP_SIZE * blocks[0])
@@ -155,7 +156,7 @@ class PendingFingerprints:
         try:
             if self.whole:
                 self._commit_whole(point_id)
-            elif enabled():
+            elif self.on:
                 self._commit_patch(point_id, base_point_id)
         except OSError as exc:
             log.warning("fingerprints of %s not updated (%s); the next resync reads the vault's "

@@ -34,6 +34,7 @@ from asrerrors import DataCorrupt, EncryptionKeyError
 from chunkfmt import BLOCK_SIZE, ZERO_ID, CustomerKey, decode_chunk, parse_header
 from cloudsvc.vaultstore import PointInfo, VaultStore
 from diskimage import create_fixed_vhd
+from diskimage.image import pwrite_full
 
 WINDOW = 64  # blocks per window: 4 MiB of plaintext
 IN_FLIGHT = 4  # windows read ahead of the oldest being written (bounds memory to ~IN_FLIGHT * 2 * 4 MiB)
@@ -243,7 +244,7 @@ class _Output:
         stays inside the VHD's data area (its size is rounded up to sectors). A device with
         bigger logical sectors refuses that tail (EINVAL): it is then written buffered."""
         if not self.direct:
-            _pwrite_all(self.fd, view[lo:hi], offset)
+            pwrite_full(self.fd, view[lo:hi], offset)
             _start_writeback(self.fd, offset, hi - lo)
             return
         end = hi
@@ -252,13 +253,13 @@ class _Output:
             view[end : end + pad] = bytes(pad)
             end += pad
         try:
-            _pwrite_all(self.fd, view[lo:end], offset)
+            pwrite_full(self.fd, view[lo:end], offset)
         except OSError as exc:
             if exc.errno != errno.EINVAL:
                 raise
             if self._plain is None:
                 self._plain = os.open(self.path, os.O_RDWR)
-            _pwrite_all(self._plain, view[lo:hi], offset)
+            pwrite_full(self._plain, view[lo:hi], offset)
 
     def finish(self) -> None:
         if self._plain is not None:
@@ -269,12 +270,6 @@ class _Output:
         if self._plain is not None:
             os.close(self._plain)
         os.close(self.fd)
-
-
-def _pwrite_all(fd: int, chunk: memoryview, offset: int) -> None:
-    done = 0
-    while done < len(chunk):
-        done += os.pwrite(fd, chunk[done:], offset + done)
 
 
 def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
