@@ -36,7 +36,7 @@ def vault_show(c: Client, a: argparse.Namespace) -> Any:
 
 
 def vault_delete(c: Client, a: argparse.Namespace) -> Any:
-    c.call(c.operator.DeleteVault, operator_pb2.VaultRef(vault=a.name))
+    c.call(c.operator.DeleteVault, operator_pb2.DeleteVaultRequest(vault=a.name))
     return {"deleted": a.name}, lambda d: print(f"deleted vault {a.name}")
 
 

@@ -114,7 +114,7 @@ def vm_protect(c: Client, a: argparse.Namespace) -> Any:
 
 
 def vm_unprotect(c: Client, a: argparse.Namespace) -> Any:
-    ref = c.call(c.protection.UnprotectVm, operator_pb2.VmRef(vault=a.vault, vm=a.vm))
+    ref = c.call(c.protection.UnprotectVm, operator_pb2.UnprotectVmRequest(vault=a.vault, vm=a.vm))
     return _job_result(c, a, ref)
 
 

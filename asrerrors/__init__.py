@@ -30,7 +30,11 @@ Exit codes are published for scripts: 0 success, 1 unexpected failure, 2 usage e
     ├── NotFound                      ASR-0040 (40)
     ├── AlreadyExists                 ASR-0041 (41)
     ├── StateConflict                 ASR-0042 (42)   operation not allowed in the current state
+    │   ├── Fenced                    ASR-0044 (44)   a stale primary: the VM failed over elsewhere
+    │   ├── SourceMissing             ASR-0046 (46)   a protected VM's site no longer reports it
+    │   └── ServerRemoved             ASR-0047 (47)   the server a command was addressed to is gone
     ├── ValidationFailed              ASR-0043 (43)   a VM or disk breaks the protection rules
+    ├── QuiesceFailed                 ASR-0045 (45)   an app-consistent snapshot fell back to crash-consistent
     ├── Unreachable                   ASR-0050 (50)   a peer (cloud, provider, proxy) did not answer
     ├── StorageError                  ASR-0060 (60)
     │   ├── DiskFull                  ASR-0061 (61)
@@ -208,10 +212,45 @@ class StateConflict(AsrError):
     default_action = "Run one of the allowed operations named in the message."
 
 
+class Fenced(StateConflict):
+    code = "ASR-0044"
+    exit_code = 44
+    default_causes = (
+        "The VM failed over to the recovery site; this copy is no longer the active side.",
+    )
+    default_action = ("Do not start or replicate this copy. Fail back (asr failover planned VM "
+                      "--direction to-primary) to make it the active side again.")
+
+
+class SourceMissing(StateConflict):
+    code = "ASR-0046"
+    exit_code = 46
+    default_causes = (
+        "The VM or its VMM cloud was removed from the provider's configuration, or its provider was removed.",
+    )
+    default_action = ("Restore the VM or cloud in the provider's configuration, fail the VM over, or disable "
+                      "protection with 'asr vm unprotect VM --force'. Its recovery points are kept until then.")
+
+
+class ServerRemoved(StateConflict):
+    code = "ASR-0047"
+    exit_code = 47
+    default_causes = ("The provider or agent the command was addressed to was removed from the vault.",)
+    default_action = "Register the server again, or run the operation for VMs of a registered server."
+
+
 class ValidationFailed(AsrError):
     code = "ASR-0043"
     exit_code = 43
     default_action = "Fix every violation listed and try again."
+
+
+class QuiesceFailed(AsrError):
+    code = "ASR-0045"
+    exit_code = 45
+    default_causes = ("The VM's quiesce hook failed, timed out or could not be run.",)
+    default_action = ("Fix the quiesce hook (its output is in the event); points stay crash-consistent and "
+                      "app-consistency is tried again at the next app-consistent slot.")
 
 
 class Unreachable(AsrError):

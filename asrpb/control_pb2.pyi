@@ -82,9 +82,10 @@ class Failback(_message.Message):
     def __init__(self, host: _Optional[str] = ..., vm_id: _Optional[str] = ..., vm_name: _Optional[str] = ..., session_id: _Optional[str] = ..., start_vm: _Optional[bool] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("id", "created_at", "configure_host", "enable_replication", "disable_replication", "power_vm", "replicate_now", "failback")
+    __slots__ = ("id", "created_at", "epoch", "configure_host", "enable_replication", "disable_replication", "power_vm", "replicate_now", "failback")
     ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     CONFIGURE_HOST_FIELD_NUMBER: _ClassVar[int]
     ENABLE_REPLICATION_FIELD_NUMBER: _ClassVar[int]
     DISABLE_REPLICATION_FIELD_NUMBER: _ClassVar[int]
@@ -93,13 +94,14 @@ class Command(_message.Message):
     FAILBACK_FIELD_NUMBER: _ClassVar[int]
     id: str
     created_at: float
+    epoch: int
     configure_host: ConfigureHost
     enable_replication: EnableReplication
     disable_replication: DisableReplication
     power_vm: PowerVm
     replicate_now: ReplicateNow
     failback: Failback
-    def __init__(self, id: _Optional[str] = ..., created_at: _Optional[float] = ..., configure_host: _Optional[_Union[ConfigureHost, _Mapping]] = ..., enable_replication: _Optional[_Union[EnableReplication, _Mapping]] = ..., disable_replication: _Optional[_Union[DisableReplication, _Mapping]] = ..., power_vm: _Optional[_Union[PowerVm, _Mapping]] = ..., replicate_now: _Optional[_Union[ReplicateNow, _Mapping]] = ..., failback: _Optional[_Union[Failback, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., created_at: _Optional[float] = ..., epoch: _Optional[int] = ..., configure_host: _Optional[_Union[ConfigureHost, _Mapping]] = ..., enable_replication: _Optional[_Union[EnableReplication, _Mapping]] = ..., disable_replication: _Optional[_Union[DisableReplication, _Mapping]] = ..., power_vm: _Optional[_Union[PowerVm, _Mapping]] = ..., replicate_now: _Optional[_Union[ReplicateNow, _Mapping]] = ..., failback: _Optional[_Union[Failback, _Mapping]] = ...) -> None: ...
 
 class CommandResult(_message.Message):
     __slots__ = ("id", "ok", "error_code", "error_message", "output")

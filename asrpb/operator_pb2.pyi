@@ -58,6 +58,14 @@ class VaultList(_message.Message):
     vaults: _containers.RepeatedCompositeFieldContainer[Vault]
     def __init__(self, vaults: _Optional[_Iterable[_Union[Vault, _Mapping]]] = ...) -> None: ...
 
+class DeleteVaultRequest(_message.Message):
+    __slots__ = ("vault", "force")
+    VAULT_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    vault: str
+    force: bool
+    def __init__(self, vault: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
 class GenerateKeyRequest(_message.Message):
     __slots__ = ("vault", "valid_days")
     VAULT_FIELD_NUMBER: _ClassVar[int]
@@ -67,12 +75,22 @@ class GenerateKeyRequest(_message.Message):
     def __init__(self, vault: _Optional[str] = ..., valid_days: _Optional[int] = ...) -> None: ...
 
 class KeyFile(_message.Message):
-    __slots__ = ("content", "expires_at")
+    __slots__ = ("content", "expires_at", "key_id")
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
     content: bytes
     expires_at: float
-    def __init__(self, content: _Optional[bytes] = ..., expires_at: _Optional[float] = ...) -> None: ...
+    key_id: str
+    def __init__(self, content: _Optional[bytes] = ..., expires_at: _Optional[float] = ..., key_id: _Optional[str] = ...) -> None: ...
+
+class ActivateKeyRequest(_message.Message):
+    __slots__ = ("vault", "key_id")
+    VAULT_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    vault: str
+    key_id: str
+    def __init__(self, vault: _Optional[str] = ..., key_id: _Optional[str] = ...) -> None: ...
 
 class CreateStorageRequest(_message.Message):
     __slots__ = ("vault", "name", "region", "redundancy", "backend", "blob_connection_string")
@@ -244,6 +262,16 @@ class VmRef(_message.Message):
     vm: str
     def __init__(self, vault: _Optional[str] = ..., vm: _Optional[str] = ...) -> None: ...
 
+class UnprotectVmRequest(_message.Message):
+    __slots__ = ("vault", "vm", "force")
+    VAULT_FIELD_NUMBER: _ClassVar[int]
+    VM_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    vault: str
+    vm: str
+    force: bool
+    def __init__(self, vault: _Optional[str] = ..., vm: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
 class ProtectVmRequest(_message.Message):
     __slots__ = ("vault", "vm", "nic")
     VAULT_FIELD_NUMBER: _ClassVar[int]
@@ -255,7 +283,7 @@ class ProtectVmRequest(_message.Message):
     def __init__(self, vault: _Optional[str] = ..., vm: _Optional[str] = ..., nic: _Optional[int] = ...) -> None: ...
 
 class VmStatus(_message.Message):
-    __slots__ = ("vm", "cloud", "provider", "protection_state", "replication_health", "health_errors", "allowed_operations", "policy", "last_replication", "rpo_seconds", "initial_replication_progress", "active_location", "recovered_vms")
+    __slots__ = ("vm", "cloud", "provider", "protection_state", "replication_health", "health_errors", "allowed_operations", "policy", "last_replication", "rpo_seconds", "initial_replication_progress", "active_location", "recovered_vms", "epoch", "primary_copy", "primary_copy_detail")
     VM_FIELD_NUMBER: _ClassVar[int]
     CLOUD_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -269,6 +297,9 @@ class VmStatus(_message.Message):
     INITIAL_REPLICATION_PROGRESS_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_LOCATION_FIELD_NUMBER: _ClassVar[int]
     RECOVERED_VMS_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_COPY_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_COPY_DETAIL_FIELD_NUMBER: _ClassVar[int]
     vm: _inventory_pb2.Vm
     cloud: str
     provider: str
@@ -282,7 +313,10 @@ class VmStatus(_message.Message):
     initial_replication_progress: float
     active_location: str
     recovered_vms: _containers.RepeatedCompositeFieldContainer[RecoveredVm]
-    def __init__(self, vm: _Optional[_Union[_inventory_pb2.Vm, _Mapping]] = ..., cloud: _Optional[str] = ..., provider: _Optional[str] = ..., protection_state: _Optional[str] = ..., replication_health: _Optional[str] = ..., health_errors: _Optional[_Iterable[str]] = ..., allowed_operations: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[_inventory_pb2.Policy, _Mapping]] = ..., last_replication: _Optional[float] = ..., rpo_seconds: _Optional[float] = ..., initial_replication_progress: _Optional[float] = ..., active_location: _Optional[str] = ..., recovered_vms: _Optional[_Iterable[_Union[RecoveredVm, _Mapping]]] = ...) -> None: ...
+    epoch: int
+    primary_copy: str
+    primary_copy_detail: str
+    def __init__(self, vm: _Optional[_Union[_inventory_pb2.Vm, _Mapping]] = ..., cloud: _Optional[str] = ..., provider: _Optional[str] = ..., protection_state: _Optional[str] = ..., replication_health: _Optional[str] = ..., health_errors: _Optional[_Iterable[str]] = ..., allowed_operations: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[_inventory_pb2.Policy, _Mapping]] = ..., last_replication: _Optional[float] = ..., rpo_seconds: _Optional[float] = ..., initial_replication_progress: _Optional[float] = ..., active_location: _Optional[str] = ..., recovered_vms: _Optional[_Iterable[_Union[RecoveredVm, _Mapping]]] = ..., epoch: _Optional[int] = ..., primary_copy: _Optional[str] = ..., primary_copy_detail: _Optional[str] = ...) -> None: ...
 
 class VmList(_message.Message):
     __slots__ = ("vms",)
@@ -431,3 +465,39 @@ class BillingReport(_message.Message):
     currency: str
     vms: _containers.RepeatedCompositeFieldContainer[BillingLine]
     def __init__(self, month: _Optional[str] = ..., scenario: _Optional[str] = ..., days_in_month: _Optional[int] = ..., average_protected_vms: _Optional[float] = ..., unit_price: _Optional[float] = ..., protection_charge: _Optional[float] = ..., replicated_bytes: _Optional[int] = ..., included_gb: _Optional[float] = ..., excess_gb: _Optional[float] = ..., price_per_excess_gb: _Optional[float] = ..., storage_charge: _Optional[float] = ..., total: _Optional[float] = ..., currency: _Optional[str] = ..., vms: _Optional[_Iterable[_Union[BillingLine, _Mapping]]] = ...) -> None: ...
+
+class EventsRequest(_message.Message):
+    __slots__ = ("vault", "vm", "limit")
+    VAULT_FIELD_NUMBER: _ClassVar[int]
+    VM_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    vault: str
+    vm: str
+    limit: int
+    def __init__(self, vault: _Optional[str] = ..., vm: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("id", "at", "severity", "vm_id", "vm_name", "server", "code", "message")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    SERVER_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    at: float
+    severity: str
+    vm_id: str
+    vm_name: str
+    server: str
+    code: str
+    message: str
+    def __init__(self, id: _Optional[int] = ..., at: _Optional[float] = ..., severity: _Optional[str] = ..., vm_id: _Optional[str] = ..., vm_name: _Optional[str] = ..., server: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class EventList(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...

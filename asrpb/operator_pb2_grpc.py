@@ -57,13 +57,18 @@ class OperatorStub:
                 _registered_method=True)
         self.DeleteVault = channel.unary_unary(
                 '/asr.v1.Operator/DeleteVault',
-                request_serializer=asrpb_dot_operator__pb2.VaultRef.SerializeToString,
-                response_deserializer=asrpb_dot_common__pb2.Empty.FromString,
+                request_serializer=asrpb_dot_operator__pb2.DeleteVaultRequest.SerializeToString,
+                response_deserializer=asrpb_dot_operator__pb2.JobRef.FromString,
                 _registered_method=True)
         self.GenerateKey = channel.unary_unary(
                 '/asr.v1.Operator/GenerateKey',
                 request_serializer=asrpb_dot_operator__pb2.GenerateKeyRequest.SerializeToString,
                 response_deserializer=asrpb_dot_operator__pb2.KeyFile.FromString,
+                _registered_method=True)
+        self.ActivateKey = channel.unary_unary(
+                '/asr.v1.Operator/ActivateKey',
+                request_serializer=asrpb_dot_operator__pb2.ActivateKeyRequest.SerializeToString,
+                response_deserializer=asrpb_dot_operator__pb2.Vault.FromString,
                 _registered_method=True)
         self.CreateStorage = channel.unary_unary(
                 '/asr.v1.Operator/CreateStorage',
@@ -125,12 +130,21 @@ class OperatorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteVault(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """id "" when deleted at once (empty vault)
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GenerateKey(self, request, context):
+        """A new key is pending until activated: the CLI writes the file first, then activates it,
+        which supersedes every older key. A key that is never activated never replaces one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ActivateKey(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -197,13 +211,18 @@ def add_OperatorServicer_to_server(servicer, server):
             ),
             'DeleteVault': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteVault,
-                    request_deserializer=asrpb_dot_operator__pb2.VaultRef.FromString,
-                    response_serializer=asrpb_dot_common__pb2.Empty.SerializeToString,
+                    request_deserializer=asrpb_dot_operator__pb2.DeleteVaultRequest.FromString,
+                    response_serializer=asrpb_dot_operator__pb2.JobRef.SerializeToString,
             ),
             'GenerateKey': grpc.unary_unary_rpc_method_handler(
                     servicer.GenerateKey,
                     request_deserializer=asrpb_dot_operator__pb2.GenerateKeyRequest.FromString,
                     response_serializer=asrpb_dot_operator__pb2.KeyFile.SerializeToString,
+            ),
+            'ActivateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.ActivateKey,
+                    request_deserializer=asrpb_dot_operator__pb2.ActivateKeyRequest.FromString,
+                    response_serializer=asrpb_dot_operator__pb2.Vault.SerializeToString,
             ),
             'CreateStorage': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateStorage,
@@ -369,8 +388,8 @@ class Operator:
             request,
             target,
             '/asr.v1.Operator/DeleteVault',
-            asrpb_dot_operator__pb2.VaultRef.SerializeToString,
-            asrpb_dot_common__pb2.Empty.FromString,
+            asrpb_dot_operator__pb2.DeleteVaultRequest.SerializeToString,
+            asrpb_dot_operator__pb2.JobRef.FromString,
             options,
             channel_credentials,
             insecure,
@@ -398,6 +417,33 @@ class Operator:
             '/asr.v1.Operator/GenerateKey',
             asrpb_dot_operator__pb2.GenerateKeyRequest.SerializeToString,
             asrpb_dot_operator__pb2.KeyFile.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ActivateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Operator/ActivateKey',
+            asrpb_dot_operator__pb2.ActivateKeyRequest.SerializeToString,
+            asrpb_dot_operator__pb2.Vault.FromString,
             options,
             channel_credentials,
             insecure,
@@ -608,7 +654,7 @@ class ProtectionStub:
                 _registered_method=True)
         self.UnprotectVm = channel.unary_unary(
                 '/asr.v1.Protection/UnprotectVm',
-                request_serializer=asrpb_dot_operator__pb2.VmRef.SerializeToString,
+                request_serializer=asrpb_dot_operator__pb2.UnprotectVmRequest.SerializeToString,
                 response_deserializer=asrpb_dot_operator__pb2.JobRef.FromString,
                 _registered_method=True)
         self.ListJobs = channel.unary_unary(
@@ -620,6 +666,11 @@ class ProtectionStub:
                 '/asr.v1.Protection/GetJob',
                 request_serializer=asrpb_dot_operator__pb2.JobRef.SerializeToString,
                 response_deserializer=asrpb_dot_operator__pb2.Job.FromString,
+                _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/asr.v1.Protection/ListEvents',
+                request_serializer=asrpb_dot_operator__pb2.EventsRequest.SerializeToString,
+                response_deserializer=asrpb_dot_operator__pb2.EventList.FromString,
                 _registered_method=True)
 
 
@@ -675,6 +726,12 @@ class ProtectionServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListEvents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProtectionServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -705,7 +762,7 @@ def add_ProtectionServicer_to_server(servicer, server):
             ),
             'UnprotectVm': grpc.unary_unary_rpc_method_handler(
                     servicer.UnprotectVm,
-                    request_deserializer=asrpb_dot_operator__pb2.VmRef.FromString,
+                    request_deserializer=asrpb_dot_operator__pb2.UnprotectVmRequest.FromString,
                     response_serializer=asrpb_dot_operator__pb2.JobRef.SerializeToString,
             ),
             'ListJobs': grpc.unary_unary_rpc_method_handler(
@@ -717,6 +774,11 @@ def add_ProtectionServicer_to_server(servicer, server):
                     servicer.GetJob,
                     request_deserializer=asrpb_dot_operator__pb2.JobRef.FromString,
                     response_serializer=asrpb_dot_operator__pb2.Job.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=asrpb_dot_operator__pb2.EventsRequest.FromString,
+                    response_serializer=asrpb_dot_operator__pb2.EventList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -880,7 +942,7 @@ class Protection:
             request,
             target,
             '/asr.v1.Protection/UnprotectVm',
-            asrpb_dot_operator__pb2.VmRef.SerializeToString,
+            asrpb_dot_operator__pb2.UnprotectVmRequest.SerializeToString,
             asrpb_dot_operator__pb2.JobRef.FromString,
             options,
             channel_credentials,
@@ -936,6 +998,33 @@ class Protection:
             '/asr.v1.Protection/GetJob',
             asrpb_dot_operator__pb2.JobRef.SerializeToString,
             asrpb_dot_operator__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Protection/ListEvents',
+            asrpb_dot_operator__pb2.EventsRequest.SerializeToString,
+            asrpb_dot_operator__pb2.EventList.FromString,
             options,
             channel_credentials,
             insecure,

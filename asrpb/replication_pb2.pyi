@@ -15,10 +15,14 @@ class PointDisk(_message.Message):
     def __init__(self, disk_index: _Optional[int] = ..., virtual_size: _Optional[int] = ...) -> None: ...
 
 class BeginCycleRequest(_message.Message):
-    __slots__ = ("vm_id",)
+    __slots__ = ("vm_id", "epoch", "final")
     VM_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
     vm_id: str
-    def __init__(self, vm_id: _Optional[str] = ...) -> None: ...
+    epoch: int
+    final: bool
+    def __init__(self, vm_id: _Optional[str] = ..., epoch: _Optional[int] = ..., final: _Optional[bool] = ...) -> None: ...
 
 class BeginCycleReply(_message.Message):
     __slots__ = ("session_id", "base_point_id", "base_created_at", "base_disks")
@@ -117,18 +121,40 @@ class BlockMapPart(_message.Message):
     def __init__(self, start_block: _Optional[int] = ..., ids: _Optional[bytes] = ...) -> None: ...
 
 class ProgressReport(_message.Message):
-    __slots__ = ("vm_id", "initial_progress", "error")
+    __slots__ = ("vm_id", "initial_progress", "error", "epoch", "warning", "warning_code")
     VM_ID_FIELD_NUMBER: _ClassVar[int]
     INITIAL_PROGRESS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    WARNING_FIELD_NUMBER: _ClassVar[int]
+    WARNING_CODE_FIELD_NUMBER: _ClassVar[int]
     vm_id: str
     initial_progress: float
     error: str
-    def __init__(self, vm_id: _Optional[str] = ..., initial_progress: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
+    epoch: int
+    warning: str
+    warning_code: str
+    def __init__(self, vm_id: _Optional[str] = ..., initial_progress: _Optional[float] = ..., error: _Optional[str] = ..., epoch: _Optional[int] = ..., warning: _Optional[str] = ..., warning_code: _Optional[str] = ...) -> None: ...
 
 class ProgressAck(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class EpochCheck(_message.Message):
+    __slots__ = ("vm_id", "epoch")
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    vm_id: str
+    epoch: int
+    def __init__(self, vm_id: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class EpochStatus(_message.Message):
+    __slots__ = ("epoch", "state")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    state: str
+    def __init__(self, epoch: _Optional[int] = ..., state: _Optional[str] = ...) -> None: ...
 
 class PointsRequest(_message.Message):
     __slots__ = ("vault", "vm")
@@ -185,16 +211,18 @@ class Damage(_message.Message):
     def __init__(self, disk_index: _Optional[int] = ..., block_index: _Optional[int] = ..., chunk_id: _Optional[str] = ..., what: _Optional[str] = ...) -> None: ...
 
 class VerifyReport(_message.Message):
-    __slots__ = ("point_id", "ok", "damage", "blocks_checked")
+    __slots__ = ("point_id", "ok", "damage", "blocks_checked", "packs_checked")
     POINT_ID_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     DAMAGE_FIELD_NUMBER: _ClassVar[int]
     BLOCKS_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    PACKS_CHECKED_FIELD_NUMBER: _ClassVar[int]
     point_id: str
     ok: bool
     damage: _containers.RepeatedCompositeFieldContainer[Damage]
     blocks_checked: int
-    def __init__(self, point_id: _Optional[str] = ..., ok: _Optional[bool] = ..., damage: _Optional[_Iterable[_Union[Damage, _Mapping]]] = ..., blocks_checked: _Optional[int] = ...) -> None: ...
+    packs_checked: int
+    def __init__(self, point_id: _Optional[str] = ..., ok: _Optional[bool] = ..., damage: _Optional[_Iterable[_Union[Damage, _Mapping]]] = ..., blocks_checked: _Optional[int] = ..., packs_checked: _Optional[int] = ...) -> None: ...
 
 class ExportRequest(_message.Message):
     __slots__ = ("vault", "vm", "point_id", "disk_index")
@@ -237,3 +265,21 @@ class MaintenanceReport(_message.Message):
     bytes_before: int
     bytes_after: int
     def __init__(self, points_deleted: _Optional[int] = ..., bytes_before: _Optional[int] = ..., bytes_after: _Optional[int] = ...) -> None: ...
+
+class RebuildIndexRequest(_message.Message):
+    __slots__ = ("vault", "storage")
+    VAULT_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_FIELD_NUMBER: _ClassVar[int]
+    vault: str
+    storage: str
+    def __init__(self, vault: _Optional[str] = ..., storage: _Optional[str] = ...) -> None: ...
+
+class RebuildIndexReport(_message.Message):
+    __slots__ = ("packs", "blobs", "damaged_packs")
+    PACKS_FIELD_NUMBER: _ClassVar[int]
+    BLOBS_FIELD_NUMBER: _ClassVar[int]
+    DAMAGED_PACKS_FIELD_NUMBER: _ClassVar[int]
+    packs: int
+    blobs: int
+    damaged_packs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, packs: _Optional[int] = ..., blobs: _Optional[int] = ..., damaged_packs: _Optional[_Iterable[str]] = ...) -> None: ...

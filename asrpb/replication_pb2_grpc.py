@@ -64,6 +64,11 @@ class ReplicationStub:
                 request_serializer=asrpb_dot_replication__pb2.ProgressReport.SerializeToString,
                 response_deserializer=asrpb_dot_replication__pb2.ProgressAck.FromString,
                 _registered_method=True)
+        self.CheckEpoch = channel.unary_unary(
+                '/asr.v1.Replication/CheckEpoch',
+                request_serializer=asrpb_dot_replication__pb2.EpochCheck.SerializeToString,
+                response_deserializer=asrpb_dot_replication__pb2.EpochStatus.FromString,
+                _registered_method=True)
 
 
 class ReplicationServicer:
@@ -105,6 +110,14 @@ class ReplicationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckEpoch(self, request, context):
+        """Refused with ASR-0044 (Fenced) when the agent's epoch for the VM is not the item's
+        current one: the agent calls it at start, before its first cycle.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +150,11 @@ def add_ReplicationServicer_to_server(servicer, server):
                     servicer.ReportProgress,
                     request_deserializer=asrpb_dot_replication__pb2.ProgressReport.FromString,
                     response_serializer=asrpb_dot_replication__pb2.ProgressAck.SerializeToString,
+            ),
+            'CheckEpoch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckEpoch,
+                    request_deserializer=asrpb_dot_replication__pb2.EpochCheck.FromString,
+                    response_serializer=asrpb_dot_replication__pb2.EpochStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -311,6 +329,33 @@ class Replication:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def CheckEpoch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Replication/CheckEpoch',
+            asrpb_dot_replication__pb2.EpochCheck.SerializeToString,
+            asrpb_dot_replication__pb2.EpochStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class PointsStub:
     """---- operator -----------------------------------------------------------------------------
@@ -343,6 +388,11 @@ class PointsStub:
                 request_serializer=asrpb_dot_replication__pb2.MaintenanceRequest.SerializeToString,
                 response_deserializer=asrpb_dot_replication__pb2.MaintenanceReport.FromString,
                 _registered_method=True)
+        self.RebuildIndex = channel.unary_unary(
+                '/asr.v1.Points/RebuildIndex',
+                request_serializer=asrpb_dot_replication__pb2.RebuildIndexRequest.SerializeToString,
+                response_deserializer=asrpb_dot_replication__pb2.RebuildIndexReport.FromString,
+                _registered_method=True)
 
 
 class PointsServicer:
@@ -374,6 +424,13 @@ class PointsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RebuildIndex(self, request, context):
+        """from the pack trailers
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PointsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -396,6 +453,11 @@ def add_PointsServicer_to_server(servicer, server):
                     servicer.RunMaintenance,
                     request_deserializer=asrpb_dot_replication__pb2.MaintenanceRequest.FromString,
                     response_serializer=asrpb_dot_replication__pb2.MaintenanceReport.SerializeToString,
+            ),
+            'RebuildIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.RebuildIndex,
+                    request_deserializer=asrpb_dot_replication__pb2.RebuildIndexRequest.FromString,
+                    response_serializer=asrpb_dot_replication__pb2.RebuildIndexReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -508,6 +570,33 @@ class Points:
             '/asr.v1.Points/RunMaintenance',
             asrpb_dot_replication__pb2.MaintenanceRequest.SerializeToString,
             asrpb_dot_replication__pb2.MaintenanceReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RebuildIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Points/RebuildIndex',
+            asrpb_dot_replication__pb2.RebuildIndexRequest.SerializeToString,
+            asrpb_dot_replication__pb2.RebuildIndexReport.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,9 +51,9 @@ class OperatorApi(operator_pb2_grpc.OperatorServicer):
     def GetVault(self, request: Any, context: Any) -> operator_pb2.Vault:
         return vault_msg(self.svc.vaults.get(request.vault))
 
-    def DeleteVault(self, request: Any, context: Any) -> common_pb2.Empty:
+    def DeleteVault(self, request: Any, context: Any) -> operator_pb2.JobRef:
         self.svc.vaults.delete(request.vault)
-        return common_pb2.Empty()
+        return operator_pb2.JobRef(vault=request.vault)
 
     def GenerateKey(self, request: Any, context: Any) -> operator_pb2.KeyFile:
         days = request.valid_days or keyfile.DEFAULT_VALID_DAYS

@@ -1,0 +1,72 @@
+"""The one durable-write primitive: a file is either its old content or its new content, and
+the new content survives a crash once the call returns.
+
+Ordering (restic's "close, then rename; then sync the directory to commit the rename"):
+
+1. write the data to a temporary file in the same directory, created with its final mode
+   from the start (``O_EXCL``; a secret is never readable by others, even briefly);
+2. ``fsync`` the temporary file: the data is durable before any name points at it;
+3. ``rename`` it over the target (atomic on POSIX file systems);
+4. ``fsync`` the directory: the rename itself is durable.
+
+A failure at any step removes the temporary file and leaves the target untouched. Errors
+are the ``OSError`` of the failing step; callers map them to their own ``asrerrors``
+(a full disk is ``DiskFull`` wherever the caller is).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
+
+PUBLIC = 0o644
+PRIVATE = 0o600
+
+
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    """Make a rename or a new name in ``directory`` durable."""
+    fd = os.open(os.fspath(directory) or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError:
+        # Some file systems (and Windows) cannot fsync a directory; the rename is then as
+        # durable as the platform makes it.
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_writer(path: str | os.PathLike[str], mode: int = PUBLIC) -> Iterator[BinaryIO]:
+    """Yield a binary file; when the block ends without an error, its content replaces
+    ``path`` durably (see the module doc). Use it for content written in pieces (an export);
+    :func:`write_atomic` for content in memory."""
+    target = os.fspath(path)
+    directory = os.path.dirname(target) or "."
+    tmp = os.path.join(directory, f".{os.path.basename(target)}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(directory)
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | bytearray | memoryview, mode: int = PUBLIC) -> None:
+    """Replace ``path`` with ``data`` durably, with file mode ``mode`` (PRIVATE for secrets)."""
+    with atomic_writer(path, mode) as f:
+        f.write(data)
+
+
+__all__ = ["PRIVATE", "PUBLIC", "atomic_writer", "fsync_dir", "write_atomic"]
