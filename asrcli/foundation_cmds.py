@@ -36,8 +36,17 @@ def vault_show(c: Client, a: argparse.Namespace) -> Any:
 
 
 def vault_delete(c: Client, a: argparse.Namespace) -> Any:
-    c.call(c.operator.DeleteVault, operator_pb2.DeleteVaultRequest(vault=a.name))
-    return {"deleted": a.name}, lambda d: print(f"deleted vault {a.name}")
+    """Refused (with what lives in the vault) unless it is empty; --force tears it down as a job."""
+    ref = c.call(c.operator.DeleteVault, operator_pb2.DeleteVaultRequest(vault=a.name, force=a.force))
+    if not ref.id:
+        return {"deleted": a.name}, lambda d: print(f"deleted vault {a.name}")
+    if a.wait:
+        from asrcli.jobwait import wait_job
+
+        doc = wait_job(c, a.name, ref.id, a.timeout, a.json, gone_ok=True)
+        return doc, lambda d: print(f"deleted vault {a.name} (job {ref.id})")
+    return {"job_id": ref.id, "vault": a.name}, lambda d: print(
+        f"job {ref.id} started: tearing down vault {a.name}; follow it with 'asr job wait {ref.id} --vault {a.name}'")
 
 
 def vault_key(c: Client, a: argparse.Namespace) -> Any:
@@ -64,6 +73,28 @@ def storage_list(c: Client, a: argparse.Namespace) -> Any:
     return [to_doc(s) for s in res.accounts], lambda rows: table(
         rows, ["name", "region", "redundancy", "backend", "location"]
     )
+
+
+def storage_rebuild_index(c: Client, a: argparse.Namespace) -> Any:
+    """Rebuild a storage account's chunk index from the trailers of its packs."""
+    from asrpb import replication_pb2, replication_pb2_grpc
+
+    stub = replication_pb2_grpc.PointsStub(c.channel)
+    res = c.call(stub.RebuildIndex, replication_pb2.RebuildIndexRequest(vault=a.vault, storage=a.name),
+                 timeout=24 * 3600)
+    doc = to_doc(res)
+    doc.setdefault("damaged_packs", [])
+    if res.damaged_packs:
+        from asrerrors import DataCorrupt
+
+        a.exit_code = DataCorrupt.exit_code
+
+    def printer(d: dict[str, Any]) -> None:
+        print(f"index of {a.name} rebuilt from {d.get('packs', 0)} packs: {d.get('blobs', 0)} entries")
+        for name in d["damaged_packs"]:
+            print(f"  damaged pack left out: {name}")
+
+    return doc, printer
 
 
 def _subnet(value: str) -> operator_pb2.Subnet:
@@ -97,6 +128,7 @@ def server_list(c: Client, a: argparse.Namespace) -> Any:
 
 
 def server_remove(c: Client, a: argparse.Namespace) -> Any:
+    """Revoke the server; its pending commands fail and its protected VMs become SourceMissing."""
     c.call(c.operator.RemoveServer, operator_pb2.RemoveServerRequest(vault=a.vault, role=a.role, name=a.name))
     return {"removed": a.name, "role": a.role}, lambda d: print(
         f"removed {a.role} {a.name}; its certificate is refused from now on"
@@ -113,10 +145,17 @@ def add_parsers(sub: Any, vault_arg: Any) -> None:
     p.add_argument("--region", required=True)
     p.set_defaults(fn=vault_create)
     v.add_parser("list").set_defaults(fn=vault_list)
-    for verb, fn in (("show", vault_show), ("delete", vault_delete)):
-        p = v.add_parser(verb)
-        p.add_argument("name")
-        p.set_defaults(fn=fn)
+    p = v.add_parser("show")
+    p.add_argument("name")
+    p.set_defaults(fn=vault_show)
+    p = v.add_parser("delete", help="delete an empty vault; --force tears a vault down as a job")
+    p.add_argument("name")
+    p.add_argument("--force", action="store_true",
+                   help="disable protection of every VM, delete recovered VMs, revoke servers and delete all "
+                        "stored data, in that order, as a job")
+    p.add_argument("--wait", action="store_true", help="show the job's progress until the vault is gone")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits (default 3600)")
+    p.set_defaults(fn=vault_delete)
     p = v.add_parser("key", help="write a registration key file (0600)")
     p.add_argument("name")
     p.add_argument("--out", required=True)
@@ -135,6 +174,10 @@ def add_parsers(sub: Any, vault_arg: Any) -> None:
     p = s.add_parser("list")
     vault_arg(p)
     p.set_defaults(fn=storage_list)
+    p = s.add_parser("rebuild-index", help="rebuild the account's chunk index from its pack trailers")
+    p.add_argument("name")
+    vault_arg(p)
+    p.set_defaults(fn=storage_rebuild_index)
 
     n = sub.add_parser("network", help="virtual networks").add_subparsers(dest="sub", required=True)
     p = n.add_parser("create")

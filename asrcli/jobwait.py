@@ -8,18 +8,27 @@ from typing import Any
 
 from asrcli.client import Client
 from asrcli.output import to_doc
-from asrerrors import JobFailed, by_code
+from asrerrors import JobFailed, NotFound, by_code
 from asrpb import operator_pb2
 
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
 
 
-def wait_job(c: Client, vault: str, job_id: str, timeout: float, quiet: bool) -> dict[str, Any]:
-    """Poll the job until it ends, drawing progress on stderr; raise JobFailed if it failed."""
+def wait_job(c: Client, vault: str, job_id: str, timeout: float, quiet: bool, gone_ok: bool = False
+             ) -> dict[str, Any]:
+    """Poll the job until it ends, drawing progress on stderr; raise JobFailed if it failed.
+    With ``gone_ok`` (a vault teardown) the vault disappearing with its job is success."""
     deadline = time.monotonic() + timeout
     last = ""
     while True:
-        job = c.call(c.protection.GetJob, operator_pb2.JobRef(vault=vault, id=job_id))
+        try:
+            job = c.call(c.protection.GetJob, operator_pb2.JobRef(vault=vault, id=job_id))
+        except NotFound:
+            if not gone_ok:
+                raise
+            if not quiet:
+                print(f"job {job_id}: vault {vault} deleted", file=sys.stderr, flush=True)
+            return {"id": job_id, "state": "Succeeded", "vault": vault, "deleted": True}
         line = f"job {job.id} {job.kind} {job.target}: {job.state} {int(job.progress * 100)}%"
         running = [t.name for t in job.tasks if t.state in ("InProgress", "Suspended")]
         if running:

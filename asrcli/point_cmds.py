@@ -46,7 +46,7 @@ def point_verify(c: Client, a: argparse.Namespace) -> Any:
 
     def printer(d: dict[str, Any]) -> None:
         if d["ok"]:
-            print(f"point {d['point_id']} is intact")
+            print(f"point {d['point_id']} is intact ({d.get('packs_checked', 0)} packs checked)")
             return
         print(f"point {d['point_id']} is DAMAGED ({len(d['damage'])} problems):")
         for x in d["damage"]:

@@ -9,7 +9,7 @@ from asrcli.client import Client
 from asrcli.jobwait import wait_job
 from asrcli.output import show, table, to_doc
 from asrclock import iso
-from asrerrors import InvalidPolicy
+from asrerrors import InvalidPolicy, UsageError
 from asrpb import inventory_pb2, operator_pb2
 
 FREQUENCIES = {"30s": 30, "5m": 300, "15m": 900}
@@ -78,7 +78,10 @@ def print_vm(d: dict[str, Any]) -> None:
         lines["replication"] = (f"last {iso(float(d.get('last_replication') or 0)) or '-'}, "
                                 f"RPO {float(d.get('rpo_seconds') or 0):.0f}s, initial copy "
                                 f"{float(d.get('initial_replication_progress') or 0) * 100:.0f}%")
-        lines["active location"] = d.get("active_location") or "Primary"
+        lines["active location"] = (f"{d.get('active_location') or 'Primary'} (epoch {d.get('epoch', 0)}); "
+                                    f"on-premises copy {d.get('primary_copy') or '-'}")
+        if d.get("primary_copy_detail"):
+            lines["on-premises copy"] = d["primary_copy_detail"]
     show(lines)
     print("disks:")
     for i, disk in enumerate(vm.get("disks", [])):
@@ -97,7 +100,7 @@ def print_vm(d: dict[str, Any]) -> None:
             print(f"  disk {disk.get('index', 0)}  {_mib(disk.get('virtual_size'))}  {disk.get('path')}")
     known = {"vm", "cloud", "provider", "protection_state", "replication_health", "allowed_operations", "policy",
              "last_replication", "rpo_seconds", "initial_replication_progress", "active_location", "health_errors",
-             "recovered_vms"}
+             "recovered_vms", "epoch", "primary_copy", "primary_copy_detail"}
     rest = {k: v for k, v in d.items() if k not in known and v not in ("", [], {}, None, 0, 0.0)}
     if rest:
         show(rest)
@@ -109,13 +112,24 @@ def vm_show(c: Client, a: argparse.Namespace) -> Any:
 
 
 def vm_protect(c: Client, a: argparse.Namespace) -> Any:
-    ref = c.call(c.protection.ProtectVm, operator_pb2.ProtectVmRequest(vault=a.vault, vm=a.vm, nic=(a.nic or 0)))
+    if a.nic is not None and a.nic < 0:
+        raise UsageError(f"--nic {a.nic} is not a NIC index; NICs are counted from 0, like disks")
+    nic = a.nic + 1 if a.nic is not None else 0   # the wire counts from 1 (0: none chosen)
+    ref = c.call(c.protection.ProtectVm, operator_pb2.ProtectVmRequest(vault=a.vault, vm=a.vm, nic=nic))
     return _job_result(c, a, ref)
 
 
 def vm_unprotect(c: Client, a: argparse.Namespace) -> Any:
-    ref = c.call(c.protection.UnprotectVm, operator_pb2.UnprotectVmRequest(vault=a.vault, vm=a.vm))
+    ref = c.call(c.protection.UnprotectVm, operator_pb2.UnprotectVmRequest(vault=a.vault, vm=a.vm,
+                                                                           force=a.force))
     return _job_result(c, a, ref)
+
+
+def event_list(c: Client, a: argparse.Namespace) -> Any:
+    res = c.call(c.protection.ListEvents, operator_pb2.EventsRequest(vault=a.vault, vm=a.vm or "",
+                                                                     limit=a.limit))
+    return [to_doc(e) for e in res.events], lambda rows: table(
+        rows, ["at", "severity", "vm_name", "server", "code", "message"], times=("at",))
 
 
 def job_list(c: Client, a: argparse.Namespace) -> Any:
@@ -175,10 +189,21 @@ def add_parsers(sub: Any, vault_arg: Any) -> None:
         p.add_argument("vm", help="VM name or id")
         vault_arg(p)
         if verb == "protect":
-            p.add_argument("--nic", type=int, help="1-based NIC to replicate when the VM has several")
+            p.add_argument("--nic", type=int, help="the NIC to replicate when the VM has several, counted from 0")
+        if verb == "unprotect":
+            p.add_argument("--force", action="store_true",
+                           help="the site is gone: disable protection in the vault without waiting for it "
+                                "(also releases a VM stuck in a protection job)")
         if verb != "show":
             _waitable(p)
         p.set_defaults(fn=fn)
+
+    ev = sub.add_parser("event", help="the vault's event history").add_subparsers(dest="sub", required=True)
+    p = ev.add_parser("list", help="newest first")
+    vault_arg(p)
+    p.add_argument("--vm", help="only this VM's events (name or id)")
+    p.add_argument("--limit", type=int, default=200)
+    p.set_defaults(fn=event_list)
 
     jb = sub.add_parser("job", help="jobs").add_subparsers(dest="sub", required=True)
     p = jb.add_parser("list")

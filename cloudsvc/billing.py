@@ -13,10 +13,13 @@ state of its own and a migrated VM stops costing the moment the migration commit
 from __future__ import annotations
 
 import calendar
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from asrclock import Clock
 from asrerrors import UsageError
+from sqlitestore.database import Database
 
 PRICES = {"onprem-to-cloud": 25.0, "onprem-to-onprem": 16.0}
 PRICE_PER_EXCESS_GB = 0.05
@@ -95,3 +98,39 @@ def compute(month: str, scenario: str, usages: list[VmUsage]) -> Report:
     storage = round(excess * PRICE_PER_EXCESS_GB, 2)
     return Report(month, scenario, days, avg, unit, protection, replicated, included, excess, storage,
                   round(protection + storage, 2), lines)
+
+
+def _vm_ids(context: str) -> list[str]:
+    ctx = json.loads(context or "{}")
+    if "vm_id" in ctx:
+        return [str(ctx["vm_id"])]
+    return [str(v) for v in ctx.get("vms", {})]
+
+
+class Billing:
+    """A vault's month, read from its job history and recovery point records."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    def report(self, vault_id: str, month: str, scenario: str) -> Report:
+        lo, hi, _ = month_bounds(month)
+        kinds = STARTS + ENDS
+        events: dict[str, list[tuple[float, str]]] = {}
+        names: dict[str, str] = {}
+        rows = self.db.query(
+            f"SELECT kind, target, ended_at, context FROM jobs WHERE vault_id=? AND state='Succeeded'"
+            f" AND kind IN ({','.join('?' * len(kinds))})", (vault_id, *kinds))
+        for r in rows:
+            for vm_id in _vm_ids(r["context"]):
+                events.setdefault(vm_id, []).append((float(r["ended_at"]), r["kind"]))
+                names.setdefault(vm_id, r["target"])
+        usages = []
+        now = self.clock.now()
+        for vm_id, evs in events.items():
+            got = self.db.one(
+                "SELECT coalesce(sum(uploaded_bytes), 0) AS b FROM recovery_points WHERE vault_id=? AND vm_id=?"
+                " AND created_at >= ? AND created_at < ?", (vault_id, vm_id, lo, hi))
+            usages.append(VmUsage(vm_id, names[vm_id], intervals_from_events(evs, now), int(got["b"]) if got else 0))
+        return compute(month, scenario or "onprem-to-cloud", usages)

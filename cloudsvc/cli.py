@@ -89,6 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     life.install_signal_handlers()
     svc = CloudService(cfg, from_environment())
     server, health = build(svc)
+    svc.start()
     server.start()
     metrics.serve(cfg.metrics_listen)
     log.info("serving", extra={"fields": {"listen": cfg.listen, "registration": cfg.registration_listen}})

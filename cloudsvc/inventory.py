@@ -1,8 +1,19 @@
-"""The vault's copy of VMM's inventory: clouds, hosts and VMs synced by providers.
+"""The vault's copy of VMM's inventory: clouds, hosts and VMs synced by providers. This
+module is the only writer of the ``clouds``, ``hosts`` and ``vms`` tables.
 
-A sync carries the complete inventory of every cloud the provider syncs; whatever of that
-provider is not in it any more is deleted (deletions propagate). One transaction per sync:
-readers never see half a sync.
+**Ownership.** Every row belongs to the provider that reported it. A sync carries the
+complete inventory of every cloud that provider syncs; it may add and change its own rows,
+and whatever of its own is not in it any more is removed — but a sync that names a cloud,
+host or VM of another provider is refused as a whole (nothing changes) with an event naming
+both providers: one provider can never overwrite or delete another's inventory.
+
+**Protected VMs are never dropped.** A VM that is protected stays in the inventory when its
+provider stops reporting it (its cloud was removed from the configuration, the VM was
+deleted or moved away): its row, host and cloud are kept and marked missing, and its
+protected item goes to SourceMissing (``lifecycle``) with an event, until the VM is reported
+again or an operator disables protection.
+
+One transaction per sync: readers never see half a sync.
 """
 
 from __future__ import annotations
@@ -13,51 +24,149 @@ import sqlite3
 from google.protobuf.json_format import MessageToDict, ParseDict
 
 from asrclock import Clock
-from asrerrors import NotFound, UsageError
+from asrerrors import NotFound, PermissionDenied, UsageError
 from asrpb import control_pb2, inventory_pb2
+from cloudsvc.events import Events, Severity
+from cloudsvc.lifecycle import ProtectedItems
 from sqlitestore.database import Database
 from vmspec.wire import spec_to_vm, vm_to_spec
 
 
 class Inventory:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, items: ProtectedItems, events: Events) -> None:
         self.db = db
         self.clock = clock
+        self.items = items
+        self.events = events
+
+    def _conflicts(self, conn: sqlite3.Connection, vault_id: str, provider: str,
+                   sync: control_pb2.InventorySync) -> list[str]:
+        out = []
+
+        def owner(sql: str, key: str) -> str:
+            row = conn.execute(sql, (vault_id, key)).fetchone()
+            return str(row["provider"]) if row is not None and row["provider"] != provider else ""
+
+        for cloud in sync.clouds:
+            if other := owner("SELECT provider FROM clouds WHERE vault_id=? AND name=?", cloud.name):
+                out.append(f"cloud {cloud.name!r} belongs to provider {other!r}")
+            for host in cloud.hosts:
+                if other := owner("SELECT provider FROM hosts WHERE vault_id=? AND name=?", host.name):
+                    out.append(f"host {host.name!r} belongs to provider {other!r}")
+                for vm in host.vms:
+                    if other := owner("SELECT provider FROM vms WHERE vault_id=? AND vm_id=?", vm.vm_id):
+                        out.append(f"VM {vm.name!r} ({vm.vm_id}) belongs to provider {other!r}")
+        return out
 
     def apply_sync(self, vault_id: str, provider: str, sync: control_pb2.InventorySync) -> control_pb2.SyncSummary:
         now = self.clock.now()
         names = [c.name for c in sync.clouds]
         if len(set(names)) != len(names):
             raise UsageError("an inventory sync names a cloud twice")
+        with self.db.write() as conn:
+            conflicts = self._conflicts(conn, vault_id, provider, sync)
+            if conflicts:
+                owners = sorted({c.rsplit("provider ", 1)[-1] for c in conflicts})
+                self.events.record(conn, vault_id, Severity.CRITICAL, PermissionDenied.code,
+                                   f"provider {provider!r} tried to sync inventory that belongs to "
+                                   f"{', '.join(owners)}; the whole sync was refused: {'; '.join(conflicts[:5])}",
+                                   server=f"provider/{provider}")
+        if conflicts:
+            raise PermissionDenied(
+                f"provider {provider!r} may not sync inventory that another provider reported",
+                details=conflicts[:20],
+                causes=("Two providers' configurations name the same cloud or host, or an agent was moved to "
+                        "another provider without being removed from the first.",),
+                action="Give each cloud and host to one provider only; remove it from the other provider's "
+                       "configuration (or remove that provider with 'asr server remove') first.")
         hosts = vms = 0
         with self.db.write() as conn:
-            before = {r["vm_id"] for r in conn.execute(
-                "SELECT vm_id FROM vms WHERE vault_id=? AND provider=?", (vault_id, provider))}
-            for t in ("vms", "hosts", "clouds"):
-                conn.execute(f"DELETE FROM {t} WHERE vault_id=? AND provider=?", (vault_id, provider))
-            seen: set[str] = set()
+            seen_vms: set[str] = set()
+            seen_hosts: set[str] = set()
             for cloud in sync.clouds:
-                conn.execute("INSERT OR REPLACE INTO clouds(vault_id, name, provider, synced_at) VALUES (?,?,?,?)",
-                             (vault_id, cloud.name, provider, now))
+                conn.execute("INSERT INTO clouds(vault_id, name, provider, synced_at, missing_since)"
+                             " VALUES (?,?,?,?,0) ON CONFLICT(vault_id, name) DO UPDATE SET"
+                             " synced_at=excluded.synced_at, missing_since=0", (vault_id, cloud.name, provider, now))
                 for host in cloud.hosts:
                     hosts += 1
+                    seen_hosts.add(host.name)
                     conn.execute(
-                        "INSERT OR REPLACE INTO hosts(vault_id, name, cloud, provider, connected, last_seen)"
-                        " VALUES (?,?,?,?,?,?)",
-                        (vault_id, host.name, cloud.name, provider, int(host.connected), host.last_seen),
-                    )
+                        "INSERT INTO hosts(vault_id, name, cloud, provider, connected, last_seen, missing_since)"
+                        " VALUES (?,?,?,?,?,?,0) ON CONFLICT(vault_id, name) DO UPDATE SET cloud=excluded.cloud,"
+                        " connected=excluded.connected, last_seen=excluded.last_seen, missing_since=0",
+                        (vault_id, host.name, cloud.name, provider, int(host.connected), host.last_seen))
                     for vm in host.vms:
                         vms += 1
-                        seen.add(vm.vm_id)
+                        seen_vms.add(vm.vm_id)
                         vm.host = host.name
                         conn.execute(
-                            "INSERT OR REPLACE INTO vms(vault_id, vm_id, name, host, cloud, provider, spec, updated_at)"
-                            " VALUES (?,?,?,?,?,?,?,?)",
-                            (vault_id, vm.vm_id, vm.name, host.name, cloud.name, provider,
-                             vm.SerializeToString(), now),
-                        )
-        return control_pb2.SyncSummary(clouds=len(sync.clouds), hosts=hosts, vms=vms,
-                                       removed_vms=len(before - seen))
+                            "INSERT INTO vms(vault_id, vm_id, name, host, cloud, provider, spec, updated_at,"
+                            " missing_since) VALUES (?,?,?,?,?,?,?,?,0) ON CONFLICT(vault_id, vm_id) DO UPDATE SET"
+                            " name=excluded.name, host=excluded.host, cloud=excluded.cloud, spec=excluded.spec,"
+                            " updated_at=excluded.updated_at, missing_since=0",
+                            (vault_id, vm.vm_id, vm.name, host.name, cloud.name, provider, vm.SerializeToString(), now))
+            removed = self._forget_unseen(conn, vault_id, provider, seen_vms, seen_hosts, set(names), now)
+            self.reconcile(conn, vault_id, provider)
+        return control_pb2.SyncSummary(clouds=len(sync.clouds), hosts=hosts, vms=vms, removed_vms=removed)
+
+    def _forget_unseen(self, conn: sqlite3.Connection, vault_id: str, provider: str, vms: set[str],
+                       hosts: set[str], clouds: set[str], now: float) -> int:
+        """Delete this provider's rows the sync no longer has, except protected VMs and the
+        host and cloud they are on, which are kept and marked missing."""
+        protected = {r["vm_id"] for r in conn.execute("SELECT vm_id FROM protected_items WHERE vault_id=?",
+                                                      (vault_id,))}
+        removed = 0
+        keep_hosts: set[str] = set()
+        keep_clouds: set[str] = set()
+        for r in conn.execute("SELECT vm_id, host, cloud FROM vms WHERE vault_id=? AND provider=?",
+                              (vault_id, provider)).fetchall():
+            if r["vm_id"] in vms:
+                continue
+            if r["vm_id"] in protected:
+                conn.execute("UPDATE vms SET missing_since=? WHERE vault_id=? AND vm_id=? AND missing_since=0",
+                             (now, vault_id, r["vm_id"]))
+                keep_hosts.add(r["host"])
+                keep_clouds.add(r["cloud"])
+            else:
+                conn.execute("DELETE FROM vms WHERE vault_id=? AND vm_id=?", (vault_id, r["vm_id"]))
+                removed += 1
+        for table, seen, keep in (("hosts", hosts, keep_hosts), ("clouds", clouds, keep_clouds)):
+            for r in conn.execute(f"SELECT name FROM {table} WHERE vault_id=? AND provider=?",
+                                  (vault_id, provider)).fetchall():
+                if r["name"] in seen:
+                    continue
+                if r["name"] in keep:
+                    conn.execute(f"UPDATE {table} SET missing_since=? WHERE vault_id=? AND name=? AND missing_since=0",
+                                 (now, vault_id, r["name"]))
+                else:
+                    conn.execute(f"DELETE FROM {table} WHERE vault_id=? AND name=?", (vault_id, r["name"]))
+        return removed
+
+    def reconcile(self, conn: sqlite3.Connection, vault_id: str, provider: str | None = None) -> None:
+        """Tell the lifecycle which protected VMs' sources are missing or back: the VM is not
+        reported (and why), its provider or its host's agent is no longer registered."""
+        servers = {(r["role"], r["name"]) for r in conn.execute("SELECT role, name FROM servers WHERE vault_id=?",
+                                                                (vault_id,))}
+        for item in self.items.list_in(conn, vault_id):
+            if provider is not None and item.provider != provider:
+                continue
+            vm = conn.execute("SELECT * FROM vms WHERE vault_id=? AND vm_id=?", (vault_id, item.vm_id)).fetchone()
+            what = ""
+            if ("provider", item.provider) not in servers:
+                what = f"its provider {item.provider!r} is no longer registered in the vault"
+            elif vm is None or vm["missing_since"]:
+                cloud = conn.execute("SELECT missing_since FROM clouds WHERE vault_id=? AND name=?",
+                                     (vault_id, item.cloud)).fetchone()
+                if cloud is None or cloud["missing_since"]:
+                    what = (f"its cloud {item.cloud!r} is no longer in provider {item.provider!r}'s configuration")
+                else:
+                    what = f"provider {item.provider!r} no longer reports the VM"
+            elif ("agent", vm["host"]) not in servers:
+                what = f"the agent of its host {vm['host']!r} is no longer registered in the vault"
+            if what:
+                self.items.source_missing(conn, item, what)
+            elif item.source_missing:
+                self.items.source_returned(conn, item)
 
     def clouds(self, vault_id: str) -> list[dict[str, object]]:
         out = []
@@ -65,7 +174,8 @@ class Inventory:
             hosts = [h["name"] for h in self.db.query(
                 "SELECT name FROM hosts WHERE vault_id=? AND cloud=? ORDER BY name", (vault_id, c["name"]))]
             n = self.db.one("SELECT count(*) AS n FROM vms WHERE vault_id=? AND cloud=?", (vault_id, c["name"]))
-            out.append({"name": c["name"], "provider": c["provider"], "hosts": hosts, "vms": n["n"] if n else 0})
+            out.append({"name": c["name"], "provider": c["provider"], "hosts": hosts, "vms": n["n"] if n else 0,
+                        "missing_since": float(c["missing_since"])})
         return out
 
     def cloud(self, vault_id: str, name: str) -> sqlite3.Row:

@@ -1,10 +1,18 @@
-"""Jobs: every long operation, with tasks, state, timestamps and errors.
+"""Jobs: every long operation, with tasks, state, timestamps and errors. This module is the
+only writer of the ``jobs`` and ``job_tasks`` tables.
 
 States follow ASR: NotStarted, InProgress, Succeeded, Failed, Cancelled, Suspended. A task
 waiting on a site command completes when the provider acknowledges the command; the job's
 state is derived from its tasks whenever one changes, inside the same transaction. A job
-finishing runs the ``on_done`` hook of its kind (e.g. marking a VM Protected), in that
-transaction too, so a crash never leaves a finished job with an unfinished effect.
+finishing runs the hook of its kind (e.g. marking a VM Protected), in that transaction too,
+so a crash never leaves a finished job with an unfinished effect.
+
+Task transitions (every one inside the caller's transaction)::
+
+    NotStarted ──start_task──▶ InProgress ──finish_task──▶ Succeeded | Failed
+    NotStarted ──suspend_task──▶ Suspended ──resume──▶ Succeeded      (a manual action)
+    InProgress ──skip_task──▶ Succeeded                                (a tolerant step gave up)
+    any open task ──fail_job / cancel──▶ Cancelled
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from asrclock import Clock
-from asrerrors import AsrError, NotFound
+from asrerrors import AsrError, NotFound, StateConflict
 from sqlitestore.database import Database
 
 JOB_STATES = ("NotStarted", "InProgress", "Succeeded", "Failed", "Cancelled", "Suspended")
@@ -34,9 +42,11 @@ class Jobs:
 
     def create(
         self, conn: sqlite3.Connection, vault_id: str, kind: str, target: str, tasks: list[tuple[str, str]],
-        context: dict[str, Any] | None = None,
+        context: dict[str, Any] | None = None, open_: bool = False,
     ) -> str:
-        """Create a job with (task name, command id or '') tasks, inside the caller's transaction."""
+        """Create a job with (task name, command id or '') tasks, inside the caller's transaction.
+        With ``open_`` the caller adds tasks with :meth:`add_task` in the same transaction (a
+        job with no task would otherwise succeed at once)."""
         job_id = uuid.uuid4().hex[:12]
         now = self.clock.now()
         conn.execute(
@@ -50,9 +60,22 @@ class Jobs:
                 (job_id, seq, name, "InProgress" if command_id else "NotStarted", now if command_id else 0,
                  command_id),
             )
-        if not tasks:
+        if not tasks and not open_:
             self._settle(conn, job_id)
         return job_id
+
+    def add_task(self, conn: sqlite3.Connection, job_id: str, name: str, command_id: str, done: bool = False) -> int:
+        """Append a task (waiting for ``command_id``; or already Succeeded with ``done``)."""
+        row = conn.execute("SELECT coalesce(max(seq), -1) + 1 AS seq FROM job_tasks WHERE job_id=?",
+                           (job_id,)).fetchone()
+        now = self.clock.now()
+        state = "Succeeded" if done else ("InProgress" if command_id else "NotStarted")
+        conn.execute("INSERT INTO job_tasks(job_id, seq, name, state, started_at, ended_at, command_id)"
+                     " VALUES (?,?,?,?,?,?,?)", (job_id, row["seq"], name, state, now if state != "NotStarted" else 0,
+                                                 now if done else 0, command_id))
+        if done:
+            self._settle(conn, job_id)
+        return int(row["seq"])
 
     def finish_task(
         self, conn: sqlite3.Connection, job_id: str, seq: int, ok: bool, output: str = "",
@@ -66,6 +89,71 @@ class Jobs:
              json.dumps(error.to_dict()) if error else "", job_id, seq),
         )
         self._settle(conn, job_id)
+
+    def start_task(self, conn: sqlite3.Connection, job_id: str, seq: int, command_id: str = "") -> bool:
+        """NotStarted → InProgress (waiting for ``command_id`` when given); False if the task
+        was not NotStarted (another runner got there first)."""
+        cur = conn.execute("UPDATE job_tasks SET state='InProgress', started_at=?, command_id=? WHERE job_id=?"
+                           " AND seq=? AND state='NotStarted'", (self.clock.now(), command_id, job_id, seq))
+        return cur.rowcount == 1
+
+    def restart_task(self, conn: sqlite3.Connection, job_id: str, seq: int) -> None:
+        """A cloud step that was InProgress when its process died runs again from the start."""
+        conn.execute("UPDATE job_tasks SET started_at=? WHERE job_id=? AND seq=? AND state='InProgress'",
+                     (self.clock.now(), job_id, seq))
+
+    def suspend_task(self, conn: sqlite3.Connection, job_id: str, seq: int, output: str) -> None:
+        """A manual action: the task and its job wait for :meth:`resume`."""
+        conn.execute("UPDATE job_tasks SET state='Suspended', started_at=?, output=? WHERE job_id=? AND seq=?",
+                     (self.clock.now(), output, job_id, seq))
+        conn.execute("UPDATE jobs SET state='Suspended' WHERE id=? AND state='InProgress'", (job_id,))
+
+    def resume(self, conn: sqlite3.Connection, vault_id: str, job_id: str, note: str) -> None:
+        job = conn.execute("SELECT * FROM jobs WHERE id=? AND vault_id=?", (job_id, vault_id)).fetchone()
+        if job is None:
+            raise NotFound(f"job {job_id!r} does not exist in this vault", action="List jobs with 'asr job list'.")
+        waiting = conn.execute("SELECT seq FROM job_tasks WHERE job_id=? AND state='Suspended' ORDER BY seq",
+                               (job_id,)).fetchone()
+        if job["state"] != "Suspended" or waiting is None:
+            raise StateConflict(f"job {job_id} is {job['state']}, not waiting for a manual action",
+                                action="Only a Suspended job can be resumed.")
+        conn.execute("UPDATE jobs SET state='InProgress' WHERE id=?", (job_id,))
+        self.finish_task(conn, job_id, waiting["seq"], True, note)
+
+    def skip_task(self, conn: sqlite3.Connection, job_id: str, seq: int, note: str) -> None:
+        """A tolerant task gave up waiting: it succeeds with ``note``, and its command is
+        detached so that a late acknowledgement does not touch the task again (the command
+        itself stays queued for the site)."""
+        conn.execute("UPDATE job_tasks SET state='Succeeded', ended_at=?, command_id='', output=?, error=''"
+                     " WHERE job_id=? AND seq=?", (self.clock.now(), note, job_id, seq))
+        self._settle(conn, job_id)
+
+    def cancel(self, conn: sqlite3.Connection, job_id: str, error: AsrError) -> None:
+        """End a job as Cancelled without running its hook: whoever cancels it has taken over
+        what it held (e.g. ``unprotect --force`` of a VM stuck in a protection job)."""
+        now = self.clock.now()
+        conn.execute("UPDATE job_tasks SET state='Cancelled', ended_at=? WHERE job_id=? AND state IN"
+                     " ('NotStarted', 'InProgress', 'Suspended')", (now, job_id))
+        conn.execute("UPDATE jobs SET state='Cancelled', ended_at=?, error=? WHERE id=? AND state IN"
+                     " ('NotStarted', 'InProgress', 'Suspended')", (now, json.dumps(error.to_dict()), job_id))
+
+    def open_jobs(self, vault_id: str) -> list[sqlite3.Row]:
+        return self.db.query("SELECT * FROM jobs WHERE vault_id=? AND state IN ('NotStarted', 'InProgress',"
+                             " 'Suspended') ORDER BY created_at", (vault_id,))
+
+    def running(self, kinds: tuple[str, ...]) -> list[sqlite3.Row]:
+        """InProgress jobs of these kinds, in every vault (the runner's work list)."""
+        marks = ",".join("?" * len(kinds))
+        return self.db.query(f"SELECT * FROM jobs WHERE state='InProgress' AND kind IN ({marks}) ORDER BY created_at",
+                             kinds)
+
+    def state_of(self, conn: sqlite3.Connection, job_id: str) -> str:
+        row = conn.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return str(row["state"]) if row else ""
+
+    def task_output(self, job_id: str, seq: int) -> str:
+        row = self.db.one("SELECT output FROM job_tasks WHERE job_id=? AND seq=?", (job_id, seq))
+        return str(row["output"]) if row else ""
 
     def command_done(self, conn: sqlite3.Connection, command_id: str, ok: bool, output: str,
                      error: AsrError | None) -> None:

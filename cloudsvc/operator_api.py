@@ -34,6 +34,8 @@ def network_msg(r: sqlite3.Row) -> operator_pb2.Network:
 
 
 class OperatorApi(operator_pb2_grpc.OperatorServicer):
+    """Translates the Operator service to vaults, registrar and teardown."""
+
     def __init__(self, svc: CloudService) -> None:
         self.svc = svc
 
@@ -52,8 +54,8 @@ class OperatorApi(operator_pb2_grpc.OperatorServicer):
         return vault_msg(self.svc.vaults.get(request.vault))
 
     def DeleteVault(self, request: Any, context: Any) -> operator_pb2.JobRef:
-        self.svc.vaults.delete(request.vault)
-        return operator_pb2.JobRef(vault=request.vault)
+        v = self.svc.vaults.get(request.vault)
+        return operator_pb2.JobRef(vault=v.name, id=self.svc.teardown.delete(v, request.force))
 
     def GenerateKey(self, request: Any, context: Any) -> operator_pb2.KeyFile:
         days = request.valid_days or keyfile.DEFAULT_VALID_DAYS

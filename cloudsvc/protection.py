@@ -15,21 +15,15 @@ from asrclock import Clock
 from asrerrors import InvalidPolicy, StateConflict, ValidationFailed
 from asrpb import control_pb2, inventory_pb2
 from cloudsvc.commands import Commands
+from cloudsvc.failover.recovered import Recovered
 from cloudsvc.inventory import Inventory, dumps_policy, loads_policy, parse_vm, vm_to_spec
 from cloudsvc.jobs import Jobs
+from cloudsvc.lifecycle import ItemState, Op, ProtectedItems
 from cloudsvc.vaults import VaultRow, Vaults
 from sqlitestore.database import Database
 from vmspec import protection_violations
 
 COPY_FREQUENCIES = (30, 300, 900)
-
-# protection state -> operations an operator may run (ASR's "allowed operations").
-ALLOWED: dict[str, list[str]] = {
-    "Unprotected": ["protect"],
-    "EnablingProtection": [],
-    "Protected": ["unprotect", "test-failover", "planned-failover", "unplanned-failover"],
-    "DisablingProtection": [],
-}
 
 
 def validate_policy(p: inventory_pb2.Policy) -> None:
@@ -53,21 +47,29 @@ def validate_policy(p: inventory_pb2.Policy) -> None:
 
 
 class Protection:
+    """Replication policies of clouds, and enabling/disabling protection of VMs (the
+    lifecycle's protect and unprotect operations, each as a job)."""
+
     def __init__(self, db: Database, clock: Clock, vaults: Vaults, inventory: Inventory, jobs: Jobs,
-                 commands: Commands) -> None:
+                 commands: Commands, items: ProtectedItems, recovered: Recovered) -> None:
         self.db = db
         self.clock = clock
         self.vaults = vaults
         self.inventory = inventory
         self.jobs = jobs
         self.commands = commands
-        jobs.hooks["EnableProtection"] = self._enable_done
-        jobs.hooks["DisableProtection"] = self._disable_done
+        self.items = items
+        self.recovered = recovered
+        jobs.hooks["EnableProtection"] = self._job_done
+        jobs.hooks["DisableProtection"] = self._job_done
 
     # ---- clouds ---------------------------------------------------------------------------
     def protect_cloud(self, vault: VaultRow, cloud: str, policy: inventory_pb2.Policy) -> str:
         validate_policy(policy)
         row = self.inventory.cloud(vault.id, cloud)
+        if row["missing_since"]:
+            raise StateConflict(f"cloud {cloud!r} is no longer in provider {row['provider']!r}'s configuration",
+                                action="Add it back to the provider's configuration first.")
         sa = self.vaults.storage(vault.id, policy.storage)
         if sa["region"] != vault.region:
             raise InvalidPolicy(f"storage account {policy.storage!r} is in {sa['region']}, the vault in {vault.region}",
@@ -75,14 +77,13 @@ class Protection:
         if sa["redundancy"] != "GRS":
             raise InvalidPolicy(f"storage account {policy.storage!r} is {sa['redundancy']}; replication needs GRS",
                                 action="Create a storage account with --redundancy GRS.")
-        if policy.encrypt:
-            prov = self.db.one("SELECT encryption FROM servers WHERE vault_id=? AND role='provider' AND name=?",
-                               (vault.id, row["provider"]))
-            if prov is None or not prov["encryption"]:
-                raise InvalidPolicy(
-                    f"encryption was requested but provider {row['provider']!r} did not register with "
-                    "customer-managed encryption",
-                    action="Register the provider again with --encryption, or protect without --encrypt.")
+        prov = self.db.one("SELECT encryption FROM servers WHERE vault_id=? AND role='provider' AND name=?",
+                           (vault.id, row["provider"]))
+        if policy.encrypt and (prov is None or not prov["encryption"]):
+            raise InvalidPolicy(
+                f"encryption was requested but provider {row['provider']!r} did not register with "
+                "customer-managed encryption",
+                action="Register the provider again with --encryption, or protect without --encrypt.")
         policy.cloud = cloud
         hosts = self.inventory.hosts(vault.id, cloud)
         with self.db.write() as conn:
@@ -103,27 +104,12 @@ class Protection:
         return loads_policy(row["policy"]) if row else None
 
     # ---- VMs ------------------------------------------------------------------------------
-    def item(self, vault_id: str, vm_id: str) -> sqlite3.Row | None:
-        return self.db.one("SELECT * FROM protected_items WHERE vault_id=? AND vm_id=?", (vault_id, vm_id))
-
-    def state(self, vault_id: str, vm_id: str) -> str:
-        item = self.item(vault_id, vm_id)
-        return str(item["state"]) if item else "Unprotected"
-
-    def require(self, vault_id: str, vm_id: str, name: str, operation: str) -> str:
-        state = self.state(vault_id, vm_id)
-        allowed = ALLOWED.get(state, [])
-        if operation not in allowed:
-            raise StateConflict(
-                f"{operation} is not allowed for VM {name!r} in state {state}",
-                causes=(f"Allowed now: {', '.join(allowed) or 'none (an operation is in progress)'}.",),
-            )
-        return state
-
     def protect_vm(self, vault: VaultRow, ref: str, chosen_nic: int | None) -> str:
         row = self.inventory.find_vm(vault.id, ref)
         vm = parse_vm(row)
-        self.require(vault.id, vm.vm_id, vm.name, "protect")
+        self.items.require(vault.id, vm.vm_id, vm.name, Op.PROTECT)
+        if row["missing_since"]:
+            raise StateConflict(f"VM {vm.name!r} is no longer reported by provider {row['provider']!r}")
         policy = self.policy(vault.id, row["cloud"])
         if policy is None:
             raise StateConflict(f"cloud {row['cloud']!r} of VM {vm.name!r} has no replication policy",
@@ -132,50 +118,56 @@ class Protection:
         if violations:
             raise ValidationFailed(f"VM {vm.name!r} cannot be protected ({len(violations)} violations)",
                                    details=violations)
-        now = self.clock.now()
         with self.db.write() as conn:
-            conn.execute(
-                "INSERT INTO protected_items(vault_id, vm_id, name, cloud, provider, state, policy, created_at,"
-                " updated_at) VALUES (?,?,?,?,?, 'EnablingProtection', ?,?,?)",
-                (vault.id, vm.vm_id, vm.name, row["cloud"], row["provider"], dumps_policy(policy), now, now),
-            )
+            job_id = self.jobs.create(conn, vault.id, "EnableProtection", vm.name, [],
+                                      context={"vm_id": vm.vm_id}, open_=True)
+            item = self.items.create(conn, vault.id, vm_id=vm.vm_id, name=vm.name, cloud=row["cloud"],
+                                     provider=row["provider"], policy_json=dumps_policy(policy), job_id=job_id)
             cmd = control_pb2.Command(enable_replication=control_pb2.EnableReplication(
-                host=row["host"], vm_id=vm.vm_id, vm_name=vm.name, policy=policy))
-            cid = self.commands.enqueue(conn, vault.id, row["provider"], cmd)
-            job_id = self.jobs.create(conn, vault.id, "EnableProtection", vm.name,
-                                      [(f"Enable replication on host {row['host']}", cid)],
-                                      context={"vm_id": vm.vm_id})
+                host=row["host"], vm_id=vm.vm_id, vm_name=vm.name, policy=policy, vault_id=vault.id))
+            cid = self.commands.enqueue(conn, vault.id, row["provider"], cmd, epoch=item.epoch)
+            self.jobs.add_task(conn, job_id, f"Enable replication on host {row['host']}", cid)
         self.commands.notify()
         return job_id
 
-    def unprotect_vm(self, vault: VaultRow, ref: str) -> str:
+    def unprotect_vm(self, vault: VaultRow, ref: str, force: bool = False) -> str:
+        """Disable protection. The site is told to stop replicating and the item is removed when
+        it answers; with ``force`` (the site is gone) the item is removed without waiting, and a
+        job stuck waiting for the site is cancelled. Points go with the item."""
         row = self.inventory.find_vm(vault.id, ref)
         vm = parse_vm(row)
-        self.require(vault.id, vm.vm_id, vm.name, "unprotect")
+        op = Op.FORCE_UNPROTECT if force else Op.UNPROTECT
+        state = self.items.require(vault.id, vm.vm_id, vm.name, op)
+        if state == ItemState.SOURCE_MISSING and not force:  # pragma: no cover - the table refuses it first
+            raise StateConflict(f"VM {vm.name!r} is SourceMissing", action="Use --force.")
         with self.db.write() as conn:
-            conn.execute("UPDATE protected_items SET state='DisablingProtection', updated_at=? WHERE vault_id=?"
-                         " AND vm_id=?", (self.clock.now(), vault.id, vm.vm_id))
+            job_id = self.jobs.create(conn, vault.id, "DisableProtection", vm.name, [],
+                                      context={"vm_id": vm.vm_id, "force": force}, open_=True)
+            if force:
+                held_by = self.items.take_over(conn, vault.id, vm.vm_id, job_id)
+                if held_by:
+                    self.jobs.cancel(conn, held_by, StateConflict(
+                        f"protection of {vm.name} was disabled by force (job {job_id})"))
+                item = self.items.get(vault.id, vm.vm_id, conn)
+            else:
+                item = self.items.begin(conn, vault.id, vm.vm_id, Op.UNPROTECT, job_id)
+            assert item is not None
             cmd = control_pb2.Command(disable_replication=control_pb2.DisableReplication(
                 host=row["host"], vm_id=vm.vm_id, vm_name=vm.name))
-            cid = self.commands.enqueue(conn, vault.id, row["provider"], cmd)
-            job_id = self.jobs.create(conn, vault.id, "DisableProtection", vm.name,
-                                      [(f"Disable replication on host {row['host']}", cid)],
-                                      context={"vm_id": vm.vm_id})
+            cid = self.commands.enqueue(conn, vault.id, row["provider"], cmd, epoch=item.epoch)
+            if force:
+                # The command stays queued for the site if it ever returns; the job does not wait.
+                self.jobs.add_task(conn, job_id, f"Disable replication on host {row['host']} (not waited for: "
+                                   "--force)", "", done=True)
+            else:
+                self.jobs.add_task(conn, job_id, f"Disable replication on host {row['host']}", cid)
         self.commands.notify()
         return job_id
 
-    def _enable_done(self, conn: sqlite3.Connection, job: sqlite3.Row, ok: bool) -> None:
-        vm_id = json.loads(job["context"])["vm_id"]
-        if ok:
-            conn.execute("UPDATE protected_items SET state='Protected', updated_at=? WHERE vault_id=? AND vm_id=?",
-                         (self.clock.now(), job["vault_id"], vm_id))
-        else:
-            conn.execute("DELETE FROM protected_items WHERE vault_id=? AND vm_id=?", (job["vault_id"], vm_id))
-
-    def _disable_done(self, conn: sqlite3.Connection, job: sqlite3.Row, ok: bool) -> None:
-        vm_id = json.loads(job["context"])["vm_id"]
-        if ok:
-            conn.execute("DELETE FROM protected_items WHERE vault_id=? AND vm_id=?", (job["vault_id"], vm_id))
-        else:
-            conn.execute("UPDATE protected_items SET state='Protected' WHERE vault_id=? AND vm_id=?",
-                         (job["vault_id"], vm_id))
+    def _job_done(self, conn: sqlite3.Connection, job: sqlite3.Row, ok: bool) -> None:
+        ctx = json.loads(job["context"])
+        out = self.items.end(conn, job["vault_id"], ctx["vm_id"], job["id"], ok)
+        if ok and out.item is None and job["kind"] == "DisableProtection":
+            # a test VM (forced unprotect during a test failover) goes with the protection;
+            # a failed-over VM stays: it is the production VM now
+            self.recovered.delete_of_source(conn, job["vault_id"], ctx["vm_id"], "test")

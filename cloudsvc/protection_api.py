@@ -6,10 +6,12 @@ import json
 import sqlite3
 from typing import Any
 
+from asrclock import iso
 from asrpb import common_pb2, inventory_pb2, operator_pb2, operator_pb2_grpc
+from cloudsvc.events import Event
 from cloudsvc.failover.recovered import recovered_of_vm
-from cloudsvc.inventory import loads_policy, parse_vm
-from cloudsvc.protection import ALLOWED
+from cloudsvc.inventory import parse_vm
+from cloudsvc.lifecycle import ItemState, Side, allowed
 from cloudsvc.service import CloudService
 
 
@@ -36,23 +38,39 @@ def job_msg(job: sqlite3.Row, tasks: list[sqlite3.Row]) -> operator_pb2.Job:
 
 def vm_status(svc: CloudService, vault_id: str, row: sqlite3.Row) -> operator_pb2.VmStatus:
     vm = parse_vm(row)
-    item = svc.protection.item(vault_id, vm.vm_id)
-    state = item["state"] if item else "Unprotected"
+    item = svc.items.get(vault_id, vm.vm_id)
+    state = item.state if item else ItemState.UNPROTECTED
     st = operator_pb2.VmStatus(
-        vm=vm, cloud=row["cloud"], provider=row["provider"], protection_state=state,
-        allowed_operations=ALLOWED.get(state, []),
+        vm=vm, cloud=row["cloud"], provider=row["provider"], protection_state=state.value,
+        allowed_operations=allowed(state),
     )
-    if item:
-        st.replication_health = item["health"]
-        st.health_errors.extend(json.loads(item["health_errors"]))
-        st.policy.CopyFrom(loads_policy(item["policy"]))
-        st.active_location = item["active_location"]
-    svc.describe_replication(vault_id, vm.vm_id, st)
+    if item is not None:
+        st.policy.CopyFrom(item.policy)
+        st.active_location = item.location.value
+        st.epoch = item.epoch
+        if item.location == Side.PRIMARY:
+            st.primary_copy = "Active"
+        else:
+            st.primary_copy = "Stale"
+            detail = (f"fenced since epoch {item.epoch} ({iso(item.switched_at)}): the VM runs at the recovery "
+                      "site; the on-premises copy may neither replicate nor start until failback")
+            if item.fenced_attempt_at >= item.switched_at and item.fenced_attempt_at:
+                detail += (f"; last fenced attempt from {item.fenced_attempt_from} at "
+                           f"{iso(item.fenced_attempt_at)}")
+            st.primary_copy_detail = detail
+        svc.replication.describe(vault_id, item, st)
     st.recovered_vms.extend(recovered_of_vm(svc.db, vault_id, vm.vm_id))
     return st
 
 
+def event_msg(e: Event) -> operator_pb2.Event:
+    return operator_pb2.Event(id=e.id, at=e.at, severity=e.severity, vm_id=e.vm_id, vm_name=e.vm_name,
+                              server=e.server, code=e.code, message=e.message)
+
+
 class ProtectionApi(operator_pb2_grpc.ProtectionServicer):
+    """Translates the Protection service to inventory, protection, lifecycle, jobs and events."""
+
     def __init__(self, svc: CloudService) -> None:
         self.svc = svc
 
@@ -91,7 +109,13 @@ class ProtectionApi(operator_pb2_grpc.ProtectionServicer):
 
     def UnprotectVm(self, request: Any, context: Any) -> operator_pb2.JobRef:
         v = self.svc.vaults.get(request.vault)
-        return operator_pb2.JobRef(vault=v.name, id=self.svc.protection.unprotect_vm(v, request.vm))
+        return operator_pb2.JobRef(vault=v.name, id=self.svc.protection.unprotect_vm(v, request.vm, request.force))
+
+    def ListEvents(self, request: Any, context: Any) -> operator_pb2.EventList:
+        v = self.svc.vaults.get(request.vault)
+        vm_id = str(self.svc.inventory.find_vm(v.id, request.vm)["vm_id"]) if request.vm else ""
+        return operator_pb2.EventList(events=[event_msg(e) for e in self.svc.events.list(v.id, vm_id,
+                                                                                          request.limit)])
 
     def ListJobs(self, request: Any, context: Any) -> operator_pb2.JobList:
         v = self.svc.vaults.get(request.vault)

@@ -20,6 +20,9 @@ from asrerrors import (
 from certs import keyfile
 from certs.identity import Identity
 from certs.pki import cert_pem, sign_csr
+from cloudsvc.commands import Commands
+from cloudsvc.events import SERVER_REMOVED, Events, Severity
+from cloudsvc.inventory import Inventory
 from cloudsvc.naming import check_name
 from cloudsvc.vaults import Vaults
 from sqlitestore.database import Database
@@ -33,10 +36,17 @@ class Registered:
 
 
 class Registrar:
-    def __init__(self, db: Database, vaults: Vaults, clock: Clock) -> None:
+    """Registration, certificates, heartbeats and revocation; the only writer of
+    ``operators``, ``servers`` and ``revoked``."""
+
+    def __init__(self, db: Database, vaults: Vaults, clock: Clock, commands: Commands, inventory: Inventory,
+                 events: Events) -> None:
         self.db = db
         self.vaults = vaults
         self.clock = clock
+        self.commands = commands
+        self.inventory = inventory
+        self.events = events
 
     def _check_secret(self, vault_id: str, secret: str) -> None:
         row = self.db.one("SELECT * FROM vault_keys WHERE secret_hash=?", (keyfile.secret_hash(secret),))
@@ -147,10 +157,27 @@ class Registrar:
                            action="List servers with 'asr server list'.")
         return row
 
-    def remove(self, vault_id: str, role: str, name: str) -> None:
+    def remove(self, vault_id: str, role: str, name: str) -> int:
+        """Revoke a server. Its pending commands fail at once (no job waits for a server that
+        is gone), and protected VMs it served go to SourceMissing. Returns the number of
+        commands failed."""
         row = self.get(vault_id, role, name)
         with self.db.write() as conn:
             _revoke(conn, row, "removed by the operator", self.clock.now())
+            failed = self.commands.fail_addressed_to(conn, vault_id, role, name)
+            self.events.record(conn, vault_id, Severity.WARNING, SERVER_REMOVED,
+                               f"{role} {name} was removed from the vault; its certificate is revoked"
+                               + (f"; {failed} pending command(s) failed" if failed else ""),
+                               server=f"{role}/{name}")
+            self.inventory.reconcile(conn, vault_id)
+        return failed
+
+    def revoke_all(self, conn: sqlite3.Connection, vault_id: str, reason: str) -> int:
+        """Vault teardown: every server of the vault is refused from now on."""
+        rows = conn.execute("SELECT * FROM servers WHERE vault_id=?", (vault_id,)).fetchall()
+        for r in rows:
+            _revoke(conn, r, reason, self.clock.now())
+        return len(rows)
 
 
 def _revoke(conn: sqlite3.Connection, row: sqlite3.Row, reason: str, now: float) -> None:

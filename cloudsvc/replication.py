@@ -1,45 +1,54 @@
-"""The cloud's side of replication: one vault store per storage account, who may write what,
-replication status (RPO, health, initial progress), and retention with garbage collection.
+"""The cloud's side of replication: one vault store per storage account, who may write what
+(authorisation and fencing), which points are committed, replication status (RPO, health,
+initial progress), and retention with garbage collection.
 
 Write ordering of a cycle (the agent drives it; see ``proto/asrpb/replication.proto``):
 
-1. chunks are durable and indexed in the store when ``PutChunks`` returns (the store seals its
-   open pack at the end of every call);
-2. ``CommitPoint`` writes the point row in the store's index only after every chunk it
-   references is indexed (``VaultStore.commit_point``), then records the point's facts and
-   the VM's status in the metadata DB, and only then answers: a point is durable before it
-   is acknowledged. A crash between the two leaves a point without its facts (shown with
-   size 0), never facts without a point;
+1. chunks are durable and indexed in the store when ``PutChunks`` returns;
+2. ``CommitPoint`` writes the point's tree and row in the store (``VaultStore.commit_point``),
+   then, in ONE metadata transaction, checks the session's epoch against the item's
+   (``lifecycle``), writes the point's commit record (``recovery_points``) and the VM's
+   status — and for a planned failover's final point advances the epoch — and only then
+   answers: a point is committed, and visible, only once its record is. A session whose
+   epoch went stale meanwhile is refused (Fenced) and its point deleted from the store: a
+   fenced primary's data never becomes a recovery point. A crash between the store and the
+   record leaves an invisible store point that the agent's retry commits, or maintenance
+   removes after ``ORPHAN_GRACE_S``;
 3. the agent forgets its dirty set only after the acknowledgement.
 
-State lives in the metadata DB (``replication_status``, ``recovery_points``) and in each
-store's index DB under ``DATA_DIR/replication/<vault>/<storage>.index.db``: nothing another
-process would need is kept only in memory (the stores' open packs are flushed per call).
+Readers (export, verify) pin the point they read in the store, so retention running at the
+same moment never deletes it under them (``VaultStore.pin``); failover pins its points for as
+long as a recovered VM needs them (``pins``).
+
+State lives in the metadata DB (``replication_status``, ``recovery_points``; this module is
+their only writer) and in each store's index DB under
+``DATA_DIR/replication/<vault>/<storage>.index.db``: nothing another process would need is
+kept only in memory.
 
 Health: with copy frequency F, a protected VM whose latest point is older than
 ``2F + 60 s`` is Warning and older than ``6F + 300 s`` Critical (the RPO is late); before the
 first point it is Normal while the initial replication reports progress, Warning when its last
-attempt failed.
+attempt failed. A VM that failed over is not replicated (Warning, no RPO) until failback; a
+VM whose source is missing is Critical; a degraded cycle (a quiesce hook failed) is Warning.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from asrclock import Clock
-from asrerrors import AsrError, NotFound, PermissionDenied, StateConflict
+from asrclock import Clock, iso
+from asrerrors import AsrError, Fenced, NotFound, PermissionDenied, StateConflict
 from asrpb import inventory_pb2
 from certs.identity import Identity
 from chunkfmt import vault_id_key
-from cloudsvc.inventory import Inventory, loads_policy
-from cloudsvc.protection import Protection
+from cloudsvc.events import QUIESCE_RECOVERED, Events, Severity
+from cloudsvc.lifecycle import FINAL_POINT_STATES, Item, ItemState, ProtectedItems, Side
 from cloudsvc.vaults import Vaults
 from cloudsvc.vaultstore import (
     BlobBackend,
@@ -50,7 +59,9 @@ from cloudsvc.vaultstore import (
     PointKind,
     RetentionPolicy,
     VaultStore,
+    points_to_keep,
 )
+from cloudsvc.vaultstore.faultybackend import faults_from_environment
 from sqlitestore.database import Database
 
 log = logging.getLogger(__name__)
@@ -59,12 +70,23 @@ WARNING_FACTOR, WARNING_GRACE_S = 2.0, 60.0
 CRITICAL_FACTOR, CRITICAL_GRACE_S = 6.0, 300.0
 MAINTENANCE_SECONDS = float(os.environ.get("ASR_MAINTENANCE_SECONDS", "60"))
 GC_EVERY_SECONDS = 3600.0
+ORPHAN_GRACE_S = 3600.0
 
 
 @dataclass(frozen=True)
 class Health:
     state: str  # Normal | Warning | Critical
     errors: list[str]
+
+
+@dataclass(frozen=True)
+class Session:
+    store: VaultStore
+    storage: str
+    sid: str
+    vm_id: str
+    epoch: int
+    final: bool
 
 
 def health_of(policy: inventory_pb2.Policy, last_point_at: float, last_error: str, now: float) -> Health:
@@ -84,26 +106,47 @@ def health_of(policy: inventory_pb2.Policy, last_point_at: float, last_error: st
     return Health("Normal", [])
 
 
+def item_health(item: Item, status: sqlite3.Row | None, now: float) -> Health:
+    """Health of a protected item: its lifecycle first (failed over, source missing), then
+    its replication (RPO, errors), then degraded cycles (warnings)."""
+    if item.source_missing:
+        return Health("Critical", [f"The source is missing: {item.source_missing}. Recovery points are kept; fail "
+                                   "over, restore the VM, or disable protection (asr vm unprotect VM --force)."])
+    if item.location == Side.RECOVERY:
+        return Health("Warning", [f"{item.name} runs at the recovery site since {iso(item.switched_at)}; it is not "
+                                  "replicated until failback (asr failover planned VM --direction to-primary)."])
+    h = health_of(item.policy, status["last_point_at"] if status else 0.0, status["last_error"] if status else "",
+                  now)
+    if status is not None and status["warning"]:
+        state = "Critical" if h.state == "Critical" else "Warning"
+        return Health(state, h.errors + [f"{status['warning_code']}: {status['warning']}"])
+    return h
+
+
 def retention_of(policy: inventory_pb2.Policy) -> RetentionPolicy:
     return RetentionPolicy(float(policy.copy_frequency_seconds or 300), int(policy.retention_hours),
                            int(policy.app_consistent_hours))
 
 
+def _token(storage: str, epoch: int, final: bool, sid: str) -> str:
+    return f"{storage}:{epoch}:{'final' if final else ''}:{sid}"
+
+
 class Replication:
-    def __init__(self, db: Database, clock: Clock, vaults: Vaults, inventory: Inventory, protection: Protection,
+    def __init__(self, db: Database, clock: Clock, vaults: Vaults, items: ProtectedItems, events: Events,
                  data_dir: str, stopping: threading.Event | None = None) -> None:
         self.db = db
         self.clock = clock
         self.vaults = vaults
-        self.inventory = inventory
-        self.protection = protection
+        self.items = items
+        self.events = events
         self.root = os.path.join(data_dir, "replication")
         self.stopping = stopping or threading.Event()
         self._stores: dict[tuple[str, str], VaultStore] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._last_gc = 0.0
-        # Callables (vault_id, vm_id) -> point ids retention must keep (e.g. failover's pins).
+        # Callables (vault_id, vm_id) -> point ids retention must keep (failover's pins).
         self.pins: list[Callable[[str, str], set[str]]] = []
 
     # ---- stores -----------------------------------------------------------------------------
@@ -120,9 +163,17 @@ class Replication:
             else:
                 backend = LocalDirBackend(row["location"])
             os.makedirs(os.path.join(self.root, vault_id), exist_ok=True)
-            st = VaultStore(backend, os.path.join(self.root, vault_id, f"{storage}.index.db"), self.clock)
+            st = VaultStore(faults_from_environment(backend), self.index_path(vault_id, storage), self.clock)
             self._stores[key] = st
             return st
+
+    def index_path(self, vault_id: str, storage: str) -> str:
+        return os.path.join(self.root, vault_id, f"{storage}.index.db")
+
+    def drop_store(self, vault_id: str, storage: str) -> VaultStore | None:
+        """Forget an open store (vault teardown destroys it next)."""
+        with self._lock:
+            return self._stores.pop((vault_id, storage), None)
 
     def close(self) -> None:
         self.stopping.set()
@@ -137,10 +188,10 @@ class Replication:
                 st.close()
             self._stores.clear()
 
-    # ---- authorisation -------------------------------------------------------------------------
-    def authorise(self, ident: Identity, vm_id: str) -> tuple[sqlite3.Row, inventory_pb2.Policy]:
+    # ---- authorisation and fencing ---------------------------------------------------------------
+    def authorise(self, ident: Identity, vm_id: str) -> Item:
         """The protected item of ``vm_id`` when ``ident`` is the agent of the host running it."""
-        item = self.protection.item(ident.vault_id, vm_id)
+        item = self.items.get(ident.vault_id, vm_id)
         if item is None:
             raise PermissionDenied(f"VM {vm_id} is not protected in this agent's vault",
                                    action="Enable protection of the VM first (asr vm protect).")
@@ -148,160 +199,267 @@ class Replication:
         if vm is None or vm["host"] != ident.name:
             raise PermissionDenied(f"agent {ident.name} is not the host of VM {vm_id}",
                                    causes=("The VM moved to another host, or the agent names another VM.",))
-        if item["state"] in ("DisablingProtection",):
-            raise StateConflict(f"protection of VM {vm_id} is being disabled")
-        return item, loads_policy(item["policy"])
+        return item
 
-    def _session(self, ident: Identity, token: str) -> tuple[VaultStore, str, str]:
-        storage, _, sid = token.partition(":")
-        if not sid:
+    def _replicating(self, ident: Identity, vm_id: str, epoch: int) -> Item:
+        item = self.authorise(ident, vm_id)
+        try:
+            self.items.check_replication(item, epoch, ident.name)
+        except Fenced:
+            self.items.record_fenced_attempt(item, ident.name)
+            raise
+        return item
+
+    def _session(self, ident: Identity, token: str) -> Session:
+        parts = token.split(":")
+        if len(parts) != 4 or not parts[1].isdigit() or not parts[3]:
             raise NotFound(f"upload session {token!r} is malformed")
+        storage, epoch, flags, sid = parts[0], int(parts[1]), parts[2], parts[3]
         st = self.store(ident.vault_id, storage)
         vm_id = st.db.session_vm(sid)
         if vm_id is None:
-            raise NotFound(f"upload session {sid} is not open (ended or expired)",
-                           action="Begin a new cycle.")
-        self.authorise(ident, vm_id)
-        return st, sid, vm_id
+            raise NotFound(f"upload session {sid} is not open (ended or expired)", action="Begin a new cycle.")
+        self._replicating(ident, vm_id, epoch)
+        return Session(st, storage, sid, vm_id, epoch, flags == "final")
 
     # ---- the data path -------------------------------------------------------------------------
-    def begin_cycle(self, ident: Identity, vm_id: str) -> tuple[str, PointInfo | None]:
-        _, policy = self.authorise(ident, vm_id)
+    def begin_cycle(self, ident: Identity, vm_id: str, epoch: int, final: bool = False) -> tuple[str, PointInfo | None]:
+        item = self._replicating(ident, vm_id, epoch)
+        if final and item.state not in FINAL_POINT_STATES:
+            raise StateConflict(f"VM {item.name} is {item.state}: only a planned failover or a migration takes a "
+                                "final point")
+        policy = item.policy
         st = self.store(ident.vault_id, policy.storage)
-        points = st.list_points(vm_id)
-        base = max(points, key=lambda p: (p.created_at, p.point_id)) if points else None
-        return f"{policy.storage}:{st.begin_session(vm_id)}", base
+        points = self.visible_points(ident.vault_id, vm_id, policy.storage)
+        base = points[-1] if points else None
+        return _token(policy.storage, epoch, final, st.begin_session(vm_id)), base
 
     def missing(self, ident: Identity, token: str, ids: list[bytes]) -> list[bytes]:
-        st, sid, _ = self._session(ident, token)
-        return st.missing(ids, session_id=sid)
+        s = self._session(ident, token)
+        return s.store.missing(ids, session_id=s.sid)
 
     def upload(self, ident: Identity, token: str) -> tuple[VaultStore, str]:
         """The store and session id a PutChunks stream writes to, authorised once per call
         (a stream carries hundreds of messages; see ``VaultStore.put_chunks`` for the rest)."""
-        st, sid, _ = self._session(ident, token)
-        return st, sid
+        s = self._session(ident, token)
+        return s.store, s.sid
 
     def block_map(self, ident: Identity, vm_id: str, point_id: str, disk: int) -> Any:
-        _, policy = self.authorise(ident, vm_id)
-        st = self.store(ident.vault_id, policy.storage)
-        if st.get_point(point_id).vm_id != vm_id:
-            raise PermissionDenied(f"point {point_id} is not a point of VM {vm_id}")
+        item = self.authorise(ident, vm_id)
+        st = self.store(ident.vault_id, item.policy.storage)
+        if point_id not in self._committed(ident.vault_id, vm_id):
+            raise NotFound(f"point {point_id} is not a committed point of VM {vm_id}")
         return st.block_map(point_id, disk)
 
     def commit(self, ident: Identity, token: str, vm_id: str, disks: list[DiskDelta], base: str | None,
                kind: PointKind, created_at: float, uploaded_bytes: int) -> PointInfo:
-        st, sid, session_vm = self._session(ident, token)
-        if session_vm != vm_id:
-            raise StateConflict(f"upload session {sid} belongs to another VM")
-        storage = token.partition(":")[0]
-        point = st.commit_point(sid, vm_id, disks, base, kind, created_at)
-        st.end_session(sid)
+        s = self._session(ident, token)
+        if s.vm_id != vm_id:
+            raise StateConflict(f"upload session {s.sid} belongs to another VM")
+        point = s.store.commit_point(s.sid, vm_id, disks, base, kind, created_at)
         now = self.clock.now()
         changed = sum(len(d.changes) for d in disks)
-        with self.db.write() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO recovery_points(vault_id, vm_id, point_id, storage, created_at, kind,"
-                " uploaded_bytes, changed_blocks, committed_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                (ident.vault_id, vm_id, point.point_id, storage, point.created_at, point.kind, uploaded_bytes,
-                 changed, now))
-            conn.execute(
-                "INSERT INTO replication_status(vault_id, vm_id, last_point_id, last_point_at, last_commit_at,"
-                " initial_progress, last_error, updated_at) VALUES (?,?,?,?,?,1,'',?)"
-                " ON CONFLICT(vault_id, vm_id) DO UPDATE SET last_point_id=excluded.last_point_id,"
-                " last_point_at=MAX(last_point_at, excluded.last_point_at), last_commit_at=excluded.last_commit_at,"
-                " initial_progress=1, last_error='', updated_at=excluded.updated_at",
-                (ident.vault_id, vm_id, point.point_id, point.created_at, now, now))
+        try:
+            with self.db.write() as conn:
+                if conn.execute("SELECT 1 FROM recovery_points WHERE vault_id=? AND point_id=?",
+                                (ident.vault_id, point.point_id)).fetchone() is None:
+                    # serialised with every epoch change: both are metadata write transactions
+                    item = self.items.get(ident.vault_id, vm_id, conn)
+                    if item is None:
+                        raise PermissionDenied(f"VM {vm_id} is no longer protected")
+                    self.items.check_replication(item, s.epoch, ident.name)
+                    self._record_point(conn, ident.vault_id, vm_id, point, s.storage, uploaded_bytes, changed,
+                                       s.epoch, now)
+                    if s.final:
+                        self.items.final_point(conn, item, point.point_id)
+        except AsrError as err:
+            committed = self.db.one("SELECT 1 FROM recovery_points WHERE vault_id=? AND point_id=?",
+                                    (ident.vault_id, point.point_id))
+            if committed is None:
+                try:
+                    s.store.delete_point(point.point_id)
+                except NotFound:
+                    pass
+            s.store.end_session(s.sid)
+            if isinstance(err, Fenced):
+                item = self.items.get(ident.vault_id, vm_id)
+                if item is not None:
+                    self.items.record_fenced_attempt(item, ident.name)
+            raise
+        s.store.end_session(s.sid)
         return point
 
-    def report(self, ident: Identity, vm_id: str, progress: float, error: str) -> None:
-        self.authorise(ident, vm_id)
+    def _record_point(self, conn: sqlite3.Connection, vault_id: str, vm_id: str, point: PointInfo, storage: str,
+                      uploaded: int, changed: int, epoch: int, now: float) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO recovery_points(vault_id, vm_id, point_id, storage, created_at, kind,"
+            " uploaded_bytes, changed_blocks, committed_at, epoch) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (vault_id, vm_id, point.point_id, storage, point.created_at, point.kind, uploaded, changed, now, epoch))
+        conn.execute(
+            "INSERT INTO replication_status(vault_id, vm_id, last_point_id, last_point_at, last_commit_at,"
+            " initial_progress, last_error, updated_at) VALUES (?,?,?,?,?,1,'',?)"
+            " ON CONFLICT(vault_id, vm_id) DO UPDATE SET last_point_id=excluded.last_point_id,"
+            " last_point_at=MAX(last_point_at, excluded.last_point_at), last_commit_at=excluded.last_commit_at,"
+            " initial_progress=1, last_error='', updated_at=excluded.updated_at",
+            (vault_id, vm_id, point.point_id, point.created_at, now, now))
+
+    def report(self, ident: Identity, vm_id: str, epoch: int, progress: float, error: str, warning: str = "",
+               warning_code: str = "") -> None:
+        item = self.authorise(ident, vm_id)
+        if item.location != Side.PRIMARY or epoch != item.epoch:
+            self.items.record_fenced_attempt(item, ident.name)
+            raise self.items.fenced(item, epoch, ident.name)
         now = self.clock.now()
         with self.db.write() as conn:
+            old = conn.execute("SELECT warning FROM replication_status WHERE vault_id=? AND vm_id=?",
+                               (ident.vault_id, vm_id)).fetchone()
+            before = old["warning"] if old else ""
             conn.execute(
-                "INSERT INTO replication_status(vault_id, vm_id, initial_progress, last_error, updated_at)"
-                " VALUES (?,?,?,?,?) ON CONFLICT(vault_id, vm_id) DO UPDATE SET"
+                "INSERT INTO replication_status(vault_id, vm_id, initial_progress, last_error, updated_at, warning,"
+                " warning_code, warning_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(vault_id, vm_id) DO UPDATE SET"
                 " initial_progress=MAX(initial_progress, excluded.initial_progress),"
-                " last_error=excluded.last_error, updated_at=excluded.updated_at",
-                (ident.vault_id, vm_id, max(0.0, min(1.0, progress)), error[:500], now))
+                " last_error=excluded.last_error, updated_at=excluded.updated_at, warning=excluded.warning,"
+                " warning_code=excluded.warning_code, warning_at=excluded.warning_at",
+                (ident.vault_id, vm_id, max(0.0, min(1.0, progress)), error[:500], now, warning[:1000],
+                 warning_code if warning else "", now if warning else 0.0))
+            if warning and warning != before:
+                self.events.record(conn, ident.vault_id, Severity.WARNING, warning_code or "ASR-0045",
+                                   f"{item.name}: {warning}", vm_id=vm_id, vm_name=item.name,
+                                   server=f"agent/{ident.name}")
+            elif before and not warning and not error:
+                self.events.record(conn, ident.vault_id, Severity.INFO, QUIESCE_RECOVERED,
+                                   f"{item.name}: the degraded condition cleared ({before[:200]})", vm_id=vm_id,
+                                   vm_name=item.name, server=f"agent/{ident.name}")
+
+    def check_epoch(self, ident: Identity, vm_id: str, epoch: int) -> Item:
+        """The item, if the agent's epoch is current and the primary is the active side."""
+        item = self.authorise(ident, vm_id)
+        if item.location != Side.PRIMARY or epoch != item.epoch:
+            self.items.record_fenced_attempt(item, ident.name)
+            raise self.items.fenced(item, epoch, ident.name)
+        return item
+
+    # ---- committed points ------------------------------------------------------------------------
+    def _committed(self, vault_id: str, vm_id: str) -> dict[str, sqlite3.Row]:
+        return {r["point_id"]: r for r in self.db.query(
+            "SELECT * FROM recovery_points WHERE vault_id=? AND vm_id=?", (vault_id, vm_id))}
+
+    def visible_points(self, vault_id: str, vm_id: str, storage: str) -> list[PointInfo]:
+        """The VM's committed points that its store holds, oldest first."""
+        committed = self._committed(vault_id, vm_id)
+        st = self.store(vault_id, storage)
+        return sorted((p for p in st.list_points(vm_id) if p.point_id in committed),
+                      key=lambda p: (p.created_at, p.point_id))
+
+    def choose_point(self, vault_id: str, vm_id: str, storage: str, spec: str, name: str) -> tuple[VaultStore,
+                                                                                                    PointInfo]:
+        """A committed point of the VM: ``latest``, ``latest-app-consistent`` or an id."""
+        st = self.store(vault_id, storage)
+        pts = self.visible_points(vault_id, vm_id, storage)
+        if spec in ("", "latest", "latest-app-consistent"):
+            pts = [p for p in pts if spec != "latest-app-consistent" or p.kind == "app"]
+            if not pts:
+                raise NotFound(f"VM {name} has no {'app-consistent ' if spec.endswith('consistent') else ''}"
+                               "recovery point yet", action="Wait for replication (asr point list VM).")
+            return st, pts[-1]
+        for p in pts:
+            if p.point_id == spec:
+                return st, p
+        raise NotFound(f"recovery point {spec!r} is not a point of VM {name}",
+                       causes=("The id is mistyped, belongs to another VM, or retention deleted the point.",),
+                       action=f"List the points with 'asr point list {name}'.")
 
     # ---- the operator's view -------------------------------------------------------------------
-    def _item(self, vault_id: str, vm_ref: str) -> tuple[str, inventory_pb2.Policy]:
-        row = self.inventory.find_vm(vault_id, vm_ref)
-        item = self.protection.item(vault_id, row["vm_id"])
+    def _item(self, vault_id: str, vm_id: str, name: str) -> Item:
+        item = self.items.get(vault_id, vm_id)
         if item is None:
-            raise NotFound(f"VM {vm_ref!r} is not protected and has no recovery points")
-        return str(row["vm_id"]), loads_policy(item["policy"])
+            raise NotFound(f"VM {name!r} is not protected and has no recovery points")
+        return item
 
-    def points(self, vault_id: str, vm_ref: str) -> tuple[str, list[tuple[PointInfo, sqlite3.Row | None]]]:
-        vm_id, policy = self._item(vault_id, vm_ref)
-        st = self.store(vault_id, policy.storage)
-        facts = {r["point_id"]: r for r in self.db.query(
-            "SELECT * FROM recovery_points WHERE vault_id=? AND vm_id=?", (vault_id, vm_id))}
-        pts = sorted(st.list_points(vm_id), key=lambda p: (p.created_at, p.point_id))
-        return vm_id, [(p, facts.get(p.point_id)) for p in pts]
+    def points(self, vault_id: str, vm_id: str, name: str) -> list[tuple[PointInfo, sqlite3.Row]]:
+        item = self._item(vault_id, vm_id, name)
+        committed = self._committed(vault_id, vm_id)
+        return [(p, committed[p.point_id]) for p in self.visible_points(vault_id, vm_id, item.policy.storage)]
 
-    def resolve(self, vault_id: str, vm_ref: str, point_id: str) -> tuple[VaultStore, PointInfo, inventory_pb2.Policy]:
-        vm_id, policy = self._item(vault_id, vm_ref)
-        st = self.store(vault_id, policy.storage)
-        if point_id in ("", "latest"):
-            pts = st.list_points(vm_id)
-            if not pts:
-                raise NotFound(f"VM {vm_ref!r} has no recovery point yet")
-            return st, max(pts, key=lambda p: (p.created_at, p.point_id)), policy
-        p = st.get_point(point_id)
-        if p.vm_id != vm_id:
-            raise NotFound(f"recovery point {point_id} is not a point of VM {vm_ref!r}")
-        return st, p, policy
+    def read_point(self, vault_id: str, vm_id: str, name: str, point_id: str, disk_index: int
+                   ) -> tuple[PointInfo, bool, Iterator[tuple[int, bytes | None]]]:
+        """(point, encrypted, frames) for an export. The point is pinned from before it is
+        resolved until the frames are exhausted or closed: retention cannot delete it under
+        a running export."""
+        item = self._item(vault_id, vm_id, name)
+        st, point = self.choose_point(vault_id, vm_id, item.policy.storage, point_id, name)
+        if not 0 <= disk_index < len(point.disks):
+            raise NotFound(f"point {point.point_id} has no disk {disk_index} (it has {len(point.disks)})",
+                           action="Disks are counted from 0.")
+        pin = st.pin(point.point_id, holder=f"export {name} disk {disk_index}")
+        pin.__enter__()
 
-    def verify(self, vault_id: str, vm_ref: str, point_id: str) -> tuple[PointInfo, list[Damage]]:
-        st, p, policy = self.resolve(vault_id, vm_ref, point_id)
-        id_key = None if policy.encrypt else vault_id_key(vault_id)
-        return p, st.verify(p.point_id, id_key)
+        def frames() -> Iterator[tuple[int, bytes | None]]:
+            try:
+                yield from st.read_frames(point.point_id, disk_index)
+            finally:
+                pin.__exit__(None, None, None)
 
-    def describe(self, vault_id: str, vm_id: str, status: Any) -> None:
-        row = self.db.one("SELECT * FROM replication_status WHERE vault_id=? AND vm_id=?", (vault_id, vm_id))
-        if row is None or status.protection_state in ("", "Unprotected"):
-            return
+        return point, item.policy.encrypt, frames()
+
+    def verify(self, vault_id: str, vm_id: str, name: str, point_id: str) -> tuple[PointInfo, list[Damage], int]:
+        item = self._item(vault_id, vm_id, name)
+        st, p = self.choose_point(vault_id, vm_id, item.policy.storage, point_id, name)
+        id_key = None if item.policy.encrypt else vault_id_key(vault_id)
+        with st.pin(p.point_id, holder=f"verify {name}"):
+            result = st.verify(p.point_id, id_key)
+        return p, list(result.damage), int(result.packs_checked)
+
+    def rebuild_index(self, vault_id: str, storage: str) -> tuple[int, int, list[str]]:
+        """Rebuild a storage account's chunk index from its pack trailers (operator command)."""
+        self.vaults.storage(vault_id, storage)
+        res = self.store(vault_id, storage).rebuild_index()
+        return int(res.packs), int(res.blobs), list(res.damaged)
+
+    def describe(self, vault_id: str, item: Item, status: Any) -> None:
+        """Fill RPO, last replication, initial progress and health of ``status`` (a VmStatus)."""
+        row = self.db.one("SELECT * FROM replication_status WHERE vault_id=? AND vm_id=?", (vault_id, item.vm_id))
         now = self.clock.now()
-        status.last_replication = row["last_point_at"]
-        status.rpo_seconds = max(0.0, now - row["last_point_at"]) if row["last_point_at"] else 0.0
-        status.initial_replication_progress = 1.0 if row["last_point_at"] else row["initial_progress"]
-        h = health_of(status.policy, row["last_point_at"], row["last_error"], now)
+        h = item_health(item, row, now)
         status.replication_health = h.state
         del status.health_errors[:]
         status.health_errors.extend(h.errors)
+        if row is None:
+            return
+        status.last_replication = row["last_point_at"]
+        if item.location == Side.PRIMARY:
+            status.rpo_seconds = max(0.0, now - row["last_point_at"]) if row["last_point_at"] else 0.0
+        status.initial_replication_progress = 1.0 if row["last_point_at"] else row["initial_progress"]
 
     # ---- retention and garbage collection ------------------------------------------------------
     def maintain(self, vault_id: str | None = None, gc: bool = True) -> tuple[int, int, int]:
-        """Apply every protected VM's retention (and update its health); then collect garbage
-        in the stores touched. Returns (points deleted, bytes before, bytes after)."""
+        """Apply every protected VM's retention, remove the points of VMs no longer protected
+        (unless a recovered VM still needs them) and orphaned store points; then collect
+        garbage in the stores touched. Returns (points deleted, bytes before, bytes after)."""
         now = self.clock.now()
-        where, args = ("WHERE vault_id=?", (vault_id,)) if vault_id else ("", ())
         deleted = 0
         stores: dict[tuple[str, str], VaultStore] = {}
-        for item in self.db.query(f"SELECT * FROM protected_items {where}", args):
-            policy = loads_policy(item["policy"])
+        items = self.items.all(vault_id)
+        protected = {(i.vault_id, i.vm_id) for i in items}
+        for item in items:
+            policy = item.policy
             try:
-                st = self.store(item["vault_id"], policy.storage)
+                st = self.store(item.vault_id, policy.storage)
             except NotFound:
                 continue
-            stores[(item["vault_id"], policy.storage)] = st
-            pinned = {p for pin in self.pins for p in pin(item["vault_id"], item["vm_id"])}
-            gone = st.apply_retention(item["vm_id"], retention_of(policy), pinned)
-            deleted += len(gone)
-            status = self.db.one("SELECT * FROM replication_status WHERE vault_id=? AND vm_id=?",
-                                 (item["vault_id"], item["vm_id"]))
-            h = health_of(policy, status["last_point_at"] if status else 0.0,
-                          status["last_error"] if status else "", now)
-            with self.db.write() as conn:
-                for pid in gone:
-                    conn.execute("DELETE FROM recovery_points WHERE vault_id=? AND point_id=?",
-                                 (item["vault_id"], pid))
-                if item["state"] == "Protected" and (h.state, json.dumps(h.errors)) != (
-                        item["health"], item["health_errors"]):
-                    conn.execute("UPDATE protected_items SET health=?, health_errors=? WHERE vault_id=? AND vm_id=?",
-                                 (h.state, json.dumps(h.errors), item["vault_id"], item["vm_id"]))
+            stores[(item.vault_id, policy.storage)] = st
+            pinned = self._pinned(item.vault_id, item.vm_id)
+            visible = self.visible_points(item.vault_id, item.vm_id, policy.storage)
+            keep = points_to_keep(visible, retention_of(policy), now) | pinned
+            gone = st.apply_retention(item.vm_id, retention_of(policy), keep)
+            deleted += self._forget(item.vault_id, gone)
+        for (vid, storage) in self._storages(vault_id):
+            try:
+                st = self.store(vid, storage)
+            except NotFound:
+                continue
+            stores[(vid, storage)] = st
+            deleted += self._sweep(vid, st, protected, now)
         before = after = 0
         for st in stores.values():
             before += st.storage_bytes()
@@ -312,6 +470,56 @@ class Replication:
             log.info("retention", extra={"fields": {"points_deleted": deleted, "bytes_before": before,
                                                     "bytes_after": after}})
         return deleted, before, after
+
+    def _pinned(self, vault_id: str, vm_id: str) -> set[str]:
+        return {p for pin in self.pins for p in pin(vault_id, vm_id)}
+
+    def _storages(self, vault_id: str | None) -> list[tuple[str, str]]:
+        if vault_id:
+            return [(vault_id, r["name"]) for r in self.vaults.list_storage(vault_id)]
+        return [(r["vault_id"], r["name"]) for r in self.db.query("SELECT vault_id, name FROM storage_accounts")]
+
+    def _sweep(self, vault_id: str, st: VaultStore, protected: set[tuple[str, str]], now: float) -> int:
+        """Delete store points that are no recovery point: of VMs whose protection was
+        disabled (unless a recovered VM still pins them), and orphans whose commit never got
+        its record (past the grace a retried commit would need)."""
+        committed = {r["point_id"] for r in self.db.query("SELECT point_id FROM recovery_points WHERE vault_id=?",
+                                                          (vault_id,))}
+        doomed = []
+        for p in st.db.points():
+            if (vault_id, p.vm_id) not in protected:
+                if p.point_id not in self._pinned(vault_id, p.vm_id):
+                    doomed.append(p.point_id)
+            elif p.point_id not in committed and now - p.created_at > ORPHAN_GRACE_S:
+                doomed.append(p.point_id)
+        gone = []
+        for pid in doomed:
+            try:
+                st.delete_point(pid)
+                gone.append(pid)
+            except (NotFound, StateConflict):  # pinned by a reader meanwhile, or already gone
+                continue
+        # records of points the store no longer holds (a crash between the two deletes)
+        held = {p.point_id for p in st.db.points()}
+        stale = [pid for pid in committed if pid not in held and self._storage_of(vault_id, pid) == st]
+        return self._forget(vault_id, gone + stale)
+
+    def _storage_of(self, vault_id: str, point_id: str) -> VaultStore | None:
+        row = self.db.one("SELECT storage FROM recovery_points WHERE vault_id=? AND point_id=?", (vault_id, point_id))
+        return self.store(vault_id, row["storage"]) if row else None
+
+    def _forget(self, vault_id: str, point_ids: list[str]) -> int:
+        if not point_ids:
+            return 0
+        with self.db.write() as conn:
+            for pid in point_ids:
+                conn.execute("DELETE FROM recovery_points WHERE vault_id=? AND point_id=?", (vault_id, pid))
+        return len(point_ids)
+
+    def forget_vault(self, conn: sqlite3.Connection, vault_id: str) -> None:
+        """Vault teardown: the records go with the stores."""
+        conn.execute("DELETE FROM recovery_points WHERE vault_id=?", (vault_id,))
+        conn.execute("DELETE FROM replication_status WHERE vault_id=?", (vault_id,))
 
     def start(self) -> None:
         """Run :meth:`maintain` every ``ASR_MAINTENANCE_SECONDS`` (default 60 s), with GC at most
@@ -332,3 +540,6 @@ class Replication:
 
         self._thread = threading.Thread(target=loop, name="replication-maintenance", daemon=True)
         self._thread.start()
+
+
+__all__ = ["ItemState", "Replication", "health_of", "item_health"]

@@ -36,7 +36,7 @@ class ReplicationApi(replication_pb2_grpc.ReplicationServicer):
         self.repl = svc.replication
 
     def BeginCycle(self, request: Any, context: Any) -> replication_pb2.BeginCycleReply:
-        token, base = self.repl.begin_cycle(current_identity(), request.vm_id)
+        token, base = self.repl.begin_cycle(current_identity(), request.vm_id, request.epoch, request.final)
         reply = replication_pb2.BeginCycleReply(session_id=token)
         if base is not None:
             reply.base_point_id = base.point_id
@@ -120,8 +120,13 @@ class ReplicationApi(replication_pb2_grpc.ReplicationServicer):
             yield replication_pb2.BlockMapPart(start_block=start, ids=b"".join(ids))
 
     def ReportProgress(self, request: Any, context: Any) -> replication_pb2.ProgressAck:
-        self.repl.report(current_identity(), request.vm_id, request.initial_progress, request.error)
+        self.repl.report(current_identity(), request.vm_id, request.epoch, request.initial_progress, request.error,
+                         request.warning, request.warning_code)
         return replication_pb2.ProgressAck()
+
+    def CheckEpoch(self, request: Any, context: Any) -> replication_pb2.EpochStatus:
+        item = self.repl.check_epoch(current_identity(), request.vm_id, request.epoch)
+        return replication_pb2.EpochStatus(epoch=item.epoch, state=item.state.value)
 
 
 class PointsApi(replication_pb2_grpc.PointsServicer):
@@ -129,58 +134,65 @@ class PointsApi(replication_pb2_grpc.PointsServicer):
         self.svc = svc
         self.repl = svc.replication
 
-    def ListPoints(self, request: Any, context: Any) -> replication_pb2.PointList:
+    def _vm(self, request: Any) -> tuple[str, str, str]:
         v = self.svc.vaults.get(request.vault)
-        vm_id, rows = self.repl.points(v.id, request.vm)
+        row = self.svc.inventory.find_vm(v.id, request.vm)
+        return v.id, str(row["vm_id"]), str(row["name"])
+
+    def ListPoints(self, request: Any, context: Any) -> replication_pb2.PointList:
+        vault_id, vm_id, name = self._vm(request)
         out = replication_pb2.PointList(vm_id=vm_id)
-        for p, facts in rows:
+        for p, facts in self.repl.points(vault_id, vm_id, name):
             out.points.append(replication_pb2.RecoveryPoint(
                 point_id=p.point_id, created_at=p.created_at, kind=p.kind,
-                uploaded_bytes=facts["uploaded_bytes"] if facts else 0,
-                changed_blocks=facts["changed_blocks"] if facts else 0,
+                uploaded_bytes=facts["uploaded_bytes"], changed_blocks=facts["changed_blocks"],
                 disks=[replication_pb2.PointDisk(disk_index=d.disk_index, virtual_size=d.virtual_size)
                        for d in p.disks]))
         return out
 
     def VerifyPoint(self, request: Any, context: Any) -> replication_pb2.VerifyReport:
-        v = self.svc.vaults.get(request.vault)
-        point, damage = self.repl.verify(v.id, request.vm, request.point_id)
+        vault_id, vm_id, name = self._vm(request)
+        point, damage, packs = self.repl.verify(vault_id, vm_id, name, request.point_id)
         return replication_pb2.VerifyReport(
-            point_id=point.point_id, ok=not damage,
+            point_id=point.point_id, ok=not damage, packs_checked=packs,
             damage=[replication_pb2.Damage(disk_index=d.disk_index, block_index=d.block_index,
                                            chunk_id=d.chunk_id.hex(), what=d.what) for d in damage])
 
     def ExportPoint(self, request: Any, context: grpc.ServicerContext) -> Iterator[replication_pb2.ExportPart]:
-        v = self.svc.vaults.get(request.vault)
-        st, point, policy = self.repl.resolve(v.id, request.vm, request.point_id)
-        if not 0 <= request.disk_index < len(point.disks):
-            raise UsageError(f"point {point.point_id} has no disk {request.disk_index} "
-                             f"(it has {len(point.disks)})")
+        vault_id, vm_id, name = self._vm(request)
+        point, encrypted, frames = self.repl.read_point(vault_id, vm_id, name, request.point_id, request.disk_index)
         disk = point.disks[request.disk_index]
         part = replication_pb2.ExportPart(virtual_size=disk.virtual_size, point_id=point.point_id,
-                                          encrypted=policy.encrypt)
+                                          encrypted=encrypted)
         size = 0
-        for block, frame in st.read_frames(point.point_id, request.disk_index):
-            if frame is None:
-                continue
-            part.blocks.append(block)
-            part.frames.append(frame)
-            size += len(frame)
-            if size >= _EXPORT_MESSAGE:
-                yield part
-                part = replication_pb2.ExportPart()
-                size = 0
-        yield part
+        try:
+            for block, frame in frames:
+                if frame is None:
+                    continue
+                part.blocks.append(block)
+                part.frames.append(frame)
+                size += len(frame)
+                if size >= _EXPORT_MESSAGE:
+                    yield part
+                    part = replication_pb2.ExportPart()
+                    size = 0
+            yield part
+        finally:
+            frames.close()  # type: ignore[attr-defined]  # releases the pin if the client went away
 
     def RunMaintenance(self, request: Any, context: Any) -> replication_pb2.MaintenanceReport:
         v = self.svc.vaults.get(request.vault)
         deleted, before, after = self.repl.maintain(v.id, gc=True)
         return replication_pb2.MaintenanceReport(points_deleted=deleted, bytes_before=before, bytes_after=after)
 
+    def RebuildIndex(self, request: Any, context: Any) -> replication_pb2.RebuildIndexReport:
+        v = self.svc.vaults.get(request.vault)
+        packs, blobs, damaged = self.repl.rebuild_index(v.id, request.storage)
+        return replication_pb2.RebuildIndexReport(packs=packs, blobs=blobs, damaged_packs=damaged)
+
 
 def add_to_server(svc: CloudService, server: grpc.Server) -> list[str]:
-    """Register both services, start retention; returns the service names (for reflection)."""
+    """Register both services; returns the service names (for reflection)."""
     replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicationApi(svc), server)
     replication_pb2_grpc.add_PointsServicer_to_server(PointsApi(svc), server)
-    svc.replication.start()
     return [replication_pb2.DESCRIPTOR.services_by_name[n].full_name for n in ("Replication", "Points")]

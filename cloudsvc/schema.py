@@ -150,4 +150,32 @@ MIGRATIONS: list[str] = [
         bytes_sent INTEGER NOT NULL DEFAULT 0
     )
     """,
+    # 5: one protection lifecycle — epochs and fencing, owned inventory, events, commit records.
+    """
+    ALTER TABLE protected_items ADD COLUMN epoch INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE protected_items ADD COLUMN prev_state TEXT NOT NULL DEFAULT '';
+    ALTER TABLE protected_items ADD COLUMN job_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE protected_items ADD COLUMN op TEXT NOT NULL DEFAULT '';
+    ALTER TABLE protected_items ADD COLUMN switched_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE protected_items ADD COLUMN fenced_attempt_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE protected_items ADD COLUMN fenced_attempt_from TEXT NOT NULL DEFAULT '';
+    ALTER TABLE protected_items ADD COLUMN source_missing TEXT NOT NULL DEFAULT '';
+    ALTER TABLE vms ADD COLUMN missing_since REAL NOT NULL DEFAULT 0;
+    ALTER TABLE hosts ADD COLUMN missing_since REAL NOT NULL DEFAULT 0;
+    ALTER TABLE clouds ADD COLUMN missing_since REAL NOT NULL DEFAULT 0;
+    ALTER TABLE recovery_points ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE replication_status ADD COLUMN warning TEXT NOT NULL DEFAULT '';
+    ALTER TABLE replication_status ADD COLUMN warning_code TEXT NOT NULL DEFAULT '';
+    ALTER TABLE replication_status ADD COLUMN warning_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE commands ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    ALTER TABLE vaults ADD COLUMN state TEXT NOT NULL DEFAULT 'Active';
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
+        at REAL NOT NULL, severity TEXT NOT NULL CHECK (severity IN ('Info', 'Warning', 'Critical')),
+        vm_id TEXT NOT NULL DEFAULT '', vm_name TEXT NOT NULL DEFAULT '', server TEXT NOT NULL DEFAULT '',
+        code TEXT NOT NULL, message TEXT NOT NULL
+    );
+    CREATE INDEX events_by_vm ON events(vault_id, vm_id, at)
+    """,
 ]

@@ -1,4 +1,25 @@
-"""The cloud service's state: the stores and the domain objects the RPC layers call."""
+"""The cloud service's composition root: builds every store and domain service once, wires
+them, and starts and stops the background threads. Nothing else builds a service or starts
+a thread; the gRPC layer (``server`` and the ``*_api`` modules) only translates between the
+wire and these services, and importing a module never changes behaviour.
+
+Owners of state (each the only writer of its tables):
+
+=================  ==========================================================
+``vaults``         vaults, vault_keys, storage_accounts, networks
+``registrar``      operators, servers, revoked
+``inventory``      clouds, hosts, vms
+``items``          protected_items (``lifecycle``: the state machine)
+``protection``     policies
+``jobs``           jobs, job_tasks
+``commands``       commands
+``events``         events
+``replication``    replication_status, recovery_points (and the vault stores)
+``recovered``      recovered_vms
+``plans``          recovery_plans
+``failback``       failback_sessions
+=================  ==========================================================
+"""
 
 from __future__ import annotations
 
@@ -7,13 +28,24 @@ import threading
 
 from asrclock import Clock
 from certs.pki import CertKey
+from cloudsvc.billing import Billing
 from cloudsvc.commands import Commands
 from cloudsvc.config import CloudConfig
+from cloudsvc.events import Events
+from cloudsvc.failover.failback import FailbackServer
+from cloudsvc.failover.operations import KINDS as FAILOVER_KINDS
+from cloudsvc.failover.operations import Operations
+from cloudsvc.failover.plans import Plans
+from cloudsvc.failover.recovered import Recovered
+from cloudsvc.failover.runner import Runner
 from cloudsvc.inventory import Inventory
 from cloudsvc.jobs import Jobs
+from cloudsvc.lifecycle import ProtectedItems
 from cloudsvc.protection import Protection
 from cloudsvc.registrar import Registrar
+from cloudsvc.replication import Replication
 from cloudsvc.schema import MIGRATIONS
+from cloudsvc.teardown import Teardown
 from cloudsvc.vaults import Vaults
 from sqlitestore.database import Database
 
@@ -29,24 +61,44 @@ class CloudService:
         with open(os.path.join(config.pki_dir, "ca.key"), "rb") as f:
             ca_key = f.read()
         self.service_ca = CertKey.from_pem(ca_pem, ca_key)
-        self.vaults = Vaults(self.db, self.service_ca, clock, config.storage_dir)
-        self.registrar = Registrar(self.db, self.vaults, clock)
-        self.inventory = Inventory(self.db, clock)
-        self.jobs = Jobs(self.db, clock)
-        self.commands = Commands(self.db, self.jobs, clock)
-        self.protection = Protection(self.db, clock, self.vaults, self.inventory, self.jobs, self.commands)
-        from cloudsvc.replication import Replication
-
-        self.replication = Replication(self.db, clock, self.vaults, self.inventory, self.protection,
-                                       config.data_dir, self.stopping)
-
-    def describe_replication(self, vault_id: str, vm_id: str, status: object) -> None:
-        """Fill RPO, last replication and initial-replication progress (replication engine)."""
-        self.replication.describe(vault_id, vm_id, status)
+        db = self.db
+        self.events = Events(db, clock)
+        self.vaults = Vaults(db, self.service_ca, clock, config.storage_dir)
+        self.items = ProtectedItems(db, clock, self.events)
+        self.jobs = Jobs(db, clock)
+        self.commands = Commands(db, self.jobs, clock)
+        self.inventory = Inventory(db, clock, self.items, self.events)
+        self.registrar = Registrar(db, self.vaults, clock, self.commands, self.inventory, self.events)
+        self.recovered = Recovered(db, clock, self.vaults)
+        self.protection = Protection(db, clock, self.vaults, self.inventory, self.jobs, self.commands, self.items,
+                                     self.recovered)
+        self.replication = Replication(db, clock, self.vaults, self.items, self.events, config.data_dir,
+                                       self.stopping)
+        self.plans = Plans(db, clock, self.inventory)
+        self.failback = FailbackServer(db, clock)
+        self.operations = Operations(db, clock, self.inventory, self.items, self.jobs, self.commands,
+                                     self.replication, self.recovered, self.plans)
+        self.runner = Runner(db, clock, self.jobs, self.commands, self.items, self.replication, self.recovered,
+                             self.failback, self.operations, self.stopping)
+        self.teardown = Teardown(db, clock, self.vaults, self.items, self.jobs, self.commands, self.inventory,
+                                 self.registrar, self.recovered, self.replication, self.events)
+        self.billing = Billing(db, clock)
+        self.runner.add_kinds(FAILOVER_KINDS)
+        self.runner.add_kinds(self.teardown.kinds(), self.teardown.handlers(self.runner))
+        # retention keeps the points recovered VMs are being made from or were made from
+        self.replication.pins.append(self.recovered.pinned_points)
 
     def endpoints(self) -> dict[str, str]:
         return {"api": self.config.listen, "registration": self.config.registration_listen}
 
+    def start(self) -> None:
+        """Start the background work: retention and GC, and the job runner."""
+        self.replication.start()
+        self.runner.start()
+
     def close(self) -> None:
+        self.stopping.set()
+        self.commands.notify()
+        self.runner.stop()
         self.replication.close()
         self.db.close()

@@ -26,6 +26,7 @@ class VaultRow:
     created_at: float
     ca: CertKey
     key_expires_at: float
+    state: str = "Active"      # "Deleting" while a vault delete --force job runs
 
 
 class Vaults:
@@ -59,7 +60,7 @@ class Vaults:
         return VaultRow(
             r["id"], r["name"], r["region"], r["created_at"],
             CertKey.from_pem(r["ca_cert_pem"].encode(), r["ca_key_pem"].encode()),
-            key["expires_at"] if key else 0.0,
+            key["expires_at"] if key else 0.0, r["state"],
         )
 
     def get(self, ref: str) -> VaultRow:
@@ -71,17 +72,18 @@ class Vaults:
     def list_vaults(self) -> list[VaultRow]:
         return [self._row(r) for r in self.db.query("SELECT * FROM vaults ORDER BY name")]
 
-    def delete(self, ref: str) -> None:
-        v = self.get(ref)
-        with self.db.write() as conn:
-            # Servers cascade away with the vault: their certificates are refused from now on.
-            for s in conn.execute("SELECT serial, identity FROM servers WHERE vault_id=?", (v.id,)):
-                conn.execute(
-                    "INSERT OR REPLACE INTO revoked(serial, vault_id, identity, reason, revoked_at)"
-                    " VALUES (?,?,?,?,?)",
-                    (s["serial"], v.id, s["identity"], "vault deleted", self.clock.now()),
-                )
-            conn.execute("DELETE FROM vaults WHERE id=?", (v.id,))
+    def set_state(self, conn: sqlite3.Connection, vault_id: str, state: str) -> None:
+        conn.execute("UPDATE vaults SET state=? WHERE id=?", (state, vault_id))
+
+    def delete_rows(self, conn: sqlite3.Connection, vault_id: str) -> None:
+        """The vault and everything that references it (ON DELETE CASCADE). Callers empty it
+        first (``teardown``); servers are revoked by the registrar before this."""
+        conn.execute("DELETE FROM vaults WHERE id=?", (vault_id,))
+
+    def storage_locations(self, vault_id: str) -> list[str]:
+        """Directories of the vault's local-directory storage accounts (deleted with it)."""
+        return [r["location"] for r in self.db.query(
+            "SELECT location FROM storage_accounts WHERE vault_id=? AND backend='local'", (vault_id,))]
 
     # ---- registration keys ----------------------------------------------------------------
     def generate_key(self, ref: str, valid_days: int, endpoints: dict[str, str]) -> keyfile.RegistrationKey:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from collections.abc import Iterable, Iterator
 
 import blake3
 
+from asrclock import Clock
 from asrerrors import NotFound, PermissionDenied, UsageError
 from asrpb import failover_pb2
 from certs.identity import Identity
@@ -27,8 +29,17 @@ def block_hash(data: bytes) -> bytes:
 
 
 class FailbackServer:
-    def __init__(self, db: Database) -> None:
+    """The only writer of ``failback_sessions``."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
+        self.clock = clock
+
+    def open(self, conn: sqlite3.Connection, session: str, vault_id: str, vm_id: str, recovered_id: str,
+             host: str) -> None:
+        """A session binding ``host``'s agent to one recovered VM (the failback job's transaction)."""
+        conn.execute("INSERT INTO failback_sessions(id, vault_id, vm_id, recovered_id, host, created_at)"
+                     " VALUES (?,?,?,?,?,?)", (session, vault_id, vm_id, recovered_id, host, self.clock.now()))
 
     def _session(self, ident: Identity, session_id: str) -> list[dict[str, object]]:
         s = self.db.one("SELECT * FROM failback_sessions WHERE id=? AND vault_id=?", (session_id, ident.vault_id))

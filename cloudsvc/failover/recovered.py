@@ -24,7 +24,7 @@ from typing import Any
 from asrclock import Clock
 from asrerrors import InvalidNetwork, UsageError
 from asrpb import operator_pb2
-from cloudsvc.vaults import Vaults
+from cloudsvc.vaults import VaultRow, Vaults
 from sqlitestore.database import Database
 
 log = logging.getLogger(__name__)
@@ -60,19 +60,33 @@ class Recovered:
     def get(self, rvm_id: str) -> sqlite3.Row | None:
         return self.db.one("SELECT * FROM recovered_vms WHERE id=?", (rvm_id,))
 
+    def being_made(self, job_id: str, vm_id: str) -> sqlite3.Row | None:
+        """The VM ``job_id`` was making of ``vm_id`` when its process died (resume it)."""
+        return self.db.one("SELECT * FROM recovered_vms WHERE job_id=? AND source_vm_id=? AND state='Creating'",
+                           (job_id, vm_id))
+
+    def set_point(self, conn: sqlite3.Connection, rvm_id: str, point_id: str) -> None:
+        conn.execute("UPDATE recovered_vms SET point_id=?, updated_at=? WHERE id=?",
+                     (point_id, self.clock.now(), rvm_id))
+
     def of_source(self, vault_id: str, vm_id: str, kind: str | None = None) -> list[sqlite3.Row]:
         rows = self.db.query("SELECT * FROM recovered_vms WHERE vault_id=? AND source_vm_id=? AND state != 'Deleting'"
                              " ORDER BY created_at", (vault_id, vm_id))
         return [r for r in rows if kind is None or r["kind"] == kind]
 
-    def list(self, vault_id: str) -> list[sqlite3.Row]:
+    def of_vault(self, vault_id: str) -> list[sqlite3.Row]:
         return self.db.query("SELECT * FROM recovered_vms WHERE vault_id=? ORDER BY name, created_at", (vault_id,))
 
-    def check_network(self, vault_id: str, network: str, subnet: str) -> tuple[str, str]:
-        """The (network, subnet) a request names, validated; ('', '') for no network."""
+    def check_network(self, vault: VaultRow, network: str, subnet: str) -> tuple[str, str]:
+        """The (network, subnet) a request names, validated; ('', '') for no network. A
+        recovered VM runs in the vault's region, so the network must be there too."""
         if network in ("", "none"):
             return "", ""
-        row = self.vaults.network(vault_id, network)
+        row = self.vaults.network(vault.id, network)
+        if row["region"] != vault.region:
+            raise InvalidNetwork(f"network {network!r} is in region {row['region']}; vault {vault.name!r} recovers "
+                                 f"VMs into {vault.region}",
+                                 action=f"Choose a network in {vault.region} (asr network list), or create one there.")
         subnets = json.loads(row["subnets"])
         if not subnets:
             raise InvalidNetwork(f"network {network!r} has no subnet", action="Create the network with --subnet.")
@@ -139,6 +153,33 @@ class Recovered:
             f" AND (r.state='Creating' OR r.kind='test' OR coalesce(p.state, '') NOT IN ({marks}))",
             (vault_id, vm_id, *UNPINNED))
         return {str(r["point_id"]) for r in rows}
+
+    def delete_of_source(self, conn: sqlite3.Connection, vault_id: str, vm_id: str, kind: str) -> int:
+        """Mark the source's recovered VMs of ``kind`` for deletion (caller's transaction)."""
+        rows = conn.execute("SELECT id FROM recovered_vms WHERE vault_id=? AND source_vm_id=? AND kind=? AND"
+                            " state != 'Deleting'", (vault_id, vm_id, kind)).fetchall()
+        for r in rows:
+            self.set_state(conn, r["id"], "Deleting")
+        return len(rows)
+
+    def undo_job(self, conn: sqlite3.Connection, vault_id: str, job_id: str, vm_ids: list[str]) -> None:
+        """A failover job failed: whatever it made is removed; a recovered VM it shut down for
+        failback runs again."""
+        now = self.clock.now()
+        conn.execute("UPDATE recovered_vms SET state='Deleting', updated_at=? WHERE job_id=?", (now, job_id))
+        for vid in vm_ids:
+            conn.execute("UPDATE recovered_vms SET state='Running', updated_at=? WHERE vault_id=? AND"
+                         " source_vm_id=? AND state='Stopped'", (now, vault_id, vid))
+
+    def delete_all(self, conn: sqlite3.Connection, vault_id: str) -> int:
+        """Vault teardown: every recovered VM of the vault is deleted (files by :meth:`reap`)."""
+        cur = conn.execute("UPDATE recovered_vms SET state='Deleting', updated_at=? WHERE vault_id=? AND"
+                           " state != 'Deleting'", (self.clock.now(), vault_id))
+        return cur.rowcount
+
+    def count_live(self, vault_id: str) -> list[str]:
+        return [f"{r['name']} ({r['kind']}, {r['state']})" for r in self.db.query(
+            "SELECT name, kind, state FROM recovered_vms WHERE vault_id=? ORDER BY name", (vault_id,))]
 
     def reap(self) -> int:
         """Remove the files of VMs in state Deleting, then their rows (see module doc)."""

@@ -1,12 +1,14 @@
-"""The runner: carries failover jobs forward from what the metadata DB says, so it resumes
-after a restart.
+"""The runner: carries step jobs (failover operations, vault teardown) forward from what the
+metadata DB says, so it resumes after a restart.
 
-Every tick it looks at each InProgress failover job: a Failed task fails the job (the job's
-hook puts its VMs back and removes what it made); otherwise every not-yet-started task of the
-lowest unfinished stage is started. Site steps enqueue a command and finish when the provider
-acknowledges it (``Commands.complete``). Cloud steps run on a small thread pool; one that was
-InProgress when the process died is simply run again (materialising starts the disk over;
-scripts should be idempotent, as in ASR). A manual action Suspends the job until resumed.
+Every tick it looks at each InProgress job of its kinds: a Failed task fails the job (the
+job's hook puts its VMs back and removes what it made); a tolerant site task that failed or
+passed its deadline is skipped; otherwise every not-yet-started task of the lowest
+unfinished stage is started. Site steps enqueue a command carrying the item's current epoch
+and finish when the provider acknowledges it (``Commands.complete``). Cloud steps run on a
+small thread pool; one that was InProgress when the process died is simply run again
+(materialising starts the disk over; scripts should be idempotent, as in ASR). A manual
+action Suspends the job until resumed. Every write to jobs goes through ``Jobs``.
 
 A cloud step that finishes checks that its job is still InProgress in the same transaction
 that records the result, so a job failed meanwhile never gets a VM marked Running.
@@ -19,80 +21,116 @@ import logging
 import os
 import subprocess
 import threading
-import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from asrclock import Clock
 from asrerrors import AsrError, EncryptionKeyError, JobFailed, NotFound, StateConflict
 from asrpb import control_pb2
 from chunkfmt import vault_id_key
+from cloudsvc.commands import Commands
+from cloudsvc.failover.failback import FailbackServer
 from cloudsvc.failover.materialise import check_key, materialise_disk
-from cloudsvc.failover.operations import KINDS, Operations
+from cloudsvc.failover.operations import Operations
 from cloudsvc.failover.recovered import Recovered
+from cloudsvc.failover.steps import Step, StepKind
+from cloudsvc.jobs import Jobs
+from cloudsvc.lifecycle import ProtectedItems
+from cloudsvc.replication import Replication
+from sqlitestore.database import Database
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.2
 OUTPUT_LIMIT = 8000
-# Test knob: seconds to sleep per materialised disk window, to make "mid-job" observable.
-SLOW_S = float(os.environ.get("ASR_TEST_MATERIALISE_DELAY", "0") or 0)
+# A site command a job waits for fails after this long without an answer (the site is down);
+# tolerant steps give up earlier, after their own deadline, and keep their command queued.
+SITE_COMMAND_TIMEOUT_S = float(os.environ.get("ASR_SITE_COMMAND_TIMEOUT", "3600"))
+EXPIRE_EVERY_S = 2.0
+
+# A cloud step handler: (job row, context, task index, step) -> None; it records its result
+# with Runner.finish (or raises an AsrError, which fails the task).
+CloudStep = Callable[[Any, dict[str, Any], int, Step], None]
 
 
 class Runner:
-    def __init__(self, svc: Any, ops: Operations, recovered: Recovered) -> None:
-        self.svc = svc
-        self.db = svc.db
-        self.jobs = svc.jobs
-        self.ops = ops
+    def __init__(self, db: Database, clock: Clock, jobs: Jobs, commands: Commands, items: ProtectedItems,
+                 replication: Replication, recovered: Recovered, failback: FailbackServer, ops: Operations,
+                 stopping: threading.Event) -> None:
+        self.db = db
+        self.clock = clock
+        self.jobs = jobs
+        self.commands = commands
+        self.items = items
+        self.replication = replication
         self.recovered = recovered
-        self.pool = ThreadPoolExecutor(4, thread_name_prefix="failover")
+        self.failback = failback
+        self.ops = ops
+        self.stopping = stopping
+        self.kinds: set[str] = set()
+        self.handlers: dict[StepKind, CloudStep] = {
+            StepKind.MATERIALISE: self._step_materialise,
+            StepKind.DELETE_RECOVERED: self._step_delete_recovered,
+            StepKind.STOP_RECOVERED: self._step_stop_recovered,
+            StepKind.COMMIT: self._step_commit,
+            StepKind.SCRIPT: self._step_script,
+        }
+        self.pool = ThreadPoolExecutor(4, thread_name_prefix="jobs")
         self.running: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._expired_at = 0.0
+
+    def add_kinds(self, kinds: set[str] | tuple[str, ...], handlers: dict[StepKind, CloudStep] | None = None) -> None:
+        """Run jobs of ``kinds`` too, with these cloud step handlers (the composition root wires it)."""
+        self.kinds.update(kinds)
+        self.handlers.update(handlers or {})
 
     def start(self) -> None:
         if self._thread is not None:
             return
-        self._thread = threading.Thread(target=self._loop, name="failover-runner", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self.svc.stopping.wait(TICK_S):
+        while not self.stopping.wait(TICK_S):
             try:
                 self.tick()
             except Exception:  # noqa: BLE001 - keep the runner alive; the error is logged
-                log.exception("failover runner tick failed")
+                log.exception("job runner tick failed")
 
     def stop(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
     def tick(self) -> None:
-        marks = ",".join("?" * len(KINDS))
-        for job in self.db.query(f"SELECT * FROM jobs WHERE state='InProgress' AND kind IN ({marks})",
-                                 tuple(sorted(KINDS))):
+        now = self.clock.monotonic()
+        if now - self._expired_at >= EXPIRE_EVERY_S:
+            self._expired_at = now
+            self.commands.expire(SITE_COMMAND_TIMEOUT_S)
+        for job in self.jobs.running(tuple(sorted(self.kinds))):
             self.advance(job)
         self.recovered.reap()
 
     # ---- one job ----------------------------------------------------------------------------
     def advance(self, job: Any) -> None:
         ctx = json.loads(job["context"])
-        steps = ctx["steps"]
+        steps = [Step.from_dict(d) for d in ctx["steps"]]
         tasks = self.jobs.tasks(job["id"])
-        now = self.svc.clock.now()
+        now = self.clock.now()
         for t in tasks:
             step = steps[t["seq"]]
-            if not step.get("tolerant"):
+            if not step.tolerant:
                 continue
-            late = t["state"] == "InProgress" and t["command_id"] and now - t["started_at"] > step["deadline_s"]
+            late = t["state"] == "InProgress" and t["command_id"] and now - t["started_at"] > step.deadline_s
             if t["state"] == "Failed" or late:
-                note = (f"the site did not answer within {step['deadline_s']:.0f} s" if late
-                        else f"the site reported: {t['output'] or t['error']}")
+                note = (f"the site did not answer within {step.deadline_s:.0f} s" if late
+                        else f"the site reported: {t['output'] or _message(t['error'])}")
                 with self.db.write() as conn:
-                    # detach the command: a late acknowledgement must not touch the task again
-                    conn.execute("UPDATE job_tasks SET state='Succeeded', ended_at=?, command_id='', output=?,"
-                                 " error='' WHERE job_id=? AND seq=?",
-                                 (now, f"skipped ({note}); continuing", job["id"], t["seq"]))
+                    self.jobs.skip_task(conn, job["id"], t["seq"], f"skipped ({note}); continuing")
                 return
         failed = [t for t in tasks if t["state"] == "Failed"]
         if failed:
@@ -106,68 +144,72 @@ class Runner:
         open_tasks = [t for t in tasks if t["state"] != "Succeeded"]
         if not open_tasks:
             return
-        stage = min(steps[t["seq"]]["stage"] for t in open_tasks)
+        stage = min(steps[t["seq"]].stage for t in open_tasks)
         for t in open_tasks:
             step = steps[t["seq"]]
-            if step["stage"] != stage:
+            if step.stage != stage:
                 continue
             key = (job["id"], t["seq"])
             if t["state"] == "NotStarted" or (t["state"] == "InProgress" and not t["command_id"]
-                                              and key not in self.running and not _is_site(step)):
-                self._start(job, ctx, t["seq"], step)
+                                              and key not in self.running and not step.site):
+                self._start(job, ctx, t["seq"], step, restart=t["state"] == "InProgress")
 
-    def _start(self, job: Any, ctx: dict[str, Any], seq: int, step: dict[str, Any]) -> None:
-        kind = step["kind"]
-        vm = ctx["vms"].get(step["vm"], {})
-        if kind == "manual":
+    def _start(self, job: Any, ctx: dict[str, Any], seq: int, step: Step, restart: bool) -> None:
+        vm = ctx.get("vms", {}).get(step.vm, {})
+        if step.kind == StepKind.MANUAL:
             with self.db.write() as conn:
-                conn.execute("UPDATE job_tasks SET state='Suspended', started_at=?, output=? WHERE job_id=? AND"
-                             " seq=?", (self.svc.clock.now(), step.get("instructions", ""), job["id"], seq))
-                conn.execute("UPDATE jobs SET state='Suspended' WHERE id=? AND state='InProgress'", (job["id"],))
+                self.jobs.suspend_task(conn, job["id"], seq, step.instructions)
             return
-        if _is_site(step):
+        if step.site:
             try:
-                cmd = self._command(job, vm, step)
+                with self.db.write() as conn:
+                    cmd, epoch = self._command(conn, job, vm, step)
+                    cid = self.commands.enqueue(conn, job["vault_id"], vm["provider"], cmd, epoch=epoch)
+                    self.jobs.start_task(conn, job["id"], seq, cid)
             except AsrError as err:
                 with self.db.write() as conn:
+                    self.jobs.start_task(conn, job["id"], seq)
                     self.jobs.finish_task(conn, job["id"], seq, False, "", err)
                 return
-            with self.db.write() as conn:
-                cid = self.svc.commands.enqueue(conn, job["vault_id"], vm["provider"], cmd)
-                conn.execute("UPDATE job_tasks SET state='InProgress', started_at=?, command_id=? WHERE job_id=?"
-                             " AND seq=? AND state='NotStarted'", (self.svc.clock.now(), cid, job["id"], seq))
-            self.svc.commands.notify()
+            self.commands.notify()
             return
         with self.db.write() as conn:
-            conn.execute("UPDATE job_tasks SET state='InProgress', started_at=? WHERE job_id=? AND seq=?",
-                         (self.svc.clock.now(), job["id"], seq))
+            if restart:
+                self.jobs.restart_task(conn, job["id"], seq)
+            elif not self.jobs.start_task(conn, job["id"], seq):
+                return
         with self._lock:
             self.running.add((job["id"], seq))
         self.pool.submit(self._run_cloud_step, job["id"], seq)
 
-    def _command(self, job: Any, vm: dict[str, Any], step: dict[str, Any]) -> control_pb2.Command:
-        kind = step["kind"]
-        if kind == "replicate":
-            return control_pb2.Command(replicate_now=control_pb2.ReplicateNow(
+    def _command(self, conn: Any, job: Any, vm: dict[str, Any], step: Step) -> tuple[control_pb2.Command, int]:
+        """The site command of a step, and the epoch it carries (the item's, read in the same
+        transaction that queues the command)."""
+        item = self.items.get(job["vault_id"], vm["vm_id"], conn)
+        if item is None:
+            raise NotFound(f"VM {vm['name']} is no longer protected")
+        if step.kind == StepKind.REPLICATE:
+            cmd = control_pb2.Command(replicate_now=control_pb2.ReplicateNow(
                 host=vm["host"], vm_id=vm["vm_id"], vm_name=vm["name"], shutdown_first=True))
-        if kind == "power":
-            return control_pb2.Command(power_vm=control_pb2.PowerVm(
-                host=vm["host"], vm_id=vm["vm_id"], vm_name=vm["name"], action=step["action"]))
-        if kind == "disable":
-            return control_pb2.Command(disable_replication=control_pb2.DisableReplication(
+        elif step.kind == StepKind.POWER:
+            cmd = control_pb2.Command(power_vm=control_pb2.PowerVm(
+                host=vm["host"], vm_id=vm["vm_id"], vm_name=vm["name"], action=step.action))
+        elif step.kind == StepKind.DISABLE:
+            cmd = control_pb2.Command(disable_replication=control_pb2.DisableReplication(
                 host=vm["host"], vm_id=vm["vm_id"], vm_name=vm["name"]))
-        if kind == "failback":
+        elif step.kind == StepKind.GRANT:
+            cmd = self.ops.grant_command(conn, job["vault_id"], vm)
+        elif step.kind == StepKind.FAILBACK:
             rvms = self.recovered.of_source(job["vault_id"], vm["vm_id"], "failover")
             if not rvms:
                 raise NotFound(f"VM {vm['name']} has no recovered VM to fail back from")
             session = "fb-" + uuid.uuid4().hex[:16]
-            with self.db.write() as conn:
-                conn.execute("INSERT INTO failback_sessions(id, vault_id, vm_id, recovered_id, host, created_at)"
-                             " VALUES (?,?,?,?,?,?)", (session, job["vault_id"], vm["vm_id"], rvms[-1]["id"],
-                                                       vm["host"], self.svc.clock.now()))
-            return control_pb2.Command(failback=control_pb2.Failback(
+            self.failback.open(conn, session, job["vault_id"], vm["vm_id"], rvms[-1]["id"], vm["host"])
+            cmd = control_pb2.Command(failback=control_pb2.Failback(
                 host=vm["host"], vm_id=vm["vm_id"], vm_name=vm["name"], session_id=session, start_vm=True))
-        raise AssertionError(f"not a site step: {kind}")
+        else:
+            raise AssertionError(f"not a site step: {step.kind}")
+        return cmd, item.epoch
 
     # ---- cloud steps ------------------------------------------------------------------------
     def _run_cloud_step(self, job_id: str, seq: int) -> None:
@@ -176,39 +218,42 @@ class Runner:
             if job is None or job["state"] != "InProgress":
                 return
             ctx = json.loads(job["context"])
-            step = ctx["steps"][seq]
+            step = Step.from_dict(ctx["steps"][seq])
             try:
-                fn = getattr(self, "_step_" + step["kind"])
-                fn(job, ctx, seq, step)
+                self.handlers[step.kind](job, ctx, seq, step)
             except AsrError as err:
-                self._finish(job_id, seq, False, getattr(err, "output", ""), err)
+                self.finish(job_id, seq, False, getattr(err, "output", ""), err)
+            except OSError as exc:
+                from asrerrors import DiskFull, StorageError
+
+                cls = DiskFull if exc.errno == 28 else StorageError
+                self.finish(job_id, seq, False, "", cls(f"{step.name}: {exc.strerror or exc}"))
             except Exception as exc:  # noqa: BLE001 - any failure fails the task, with its text
-                log.exception("failover step failed")
-                self._finish(job_id, seq, False, "", AsrError(f"{type(exc).__name__}: {exc}"))
+                log.exception("job step failed")
+                self.finish(job_id, seq, False, "", AsrError(f"{type(exc).__name__}: {exc}"))
         finally:
             with self._lock:
                 self.running.discard((job_id, seq))
 
-    def _finish(self, job_id: str, seq: int, ok: bool, output: str, error: AsrError | None = None,
-                then: Any = None) -> bool:
+    def finish(self, job_id: str, seq: int, ok: bool, output: str, error: AsrError | None = None,
+               then: Any = None) -> bool:
         """Record a cloud step's result if its job is still running; ``then(conn)`` runs in the
         same transaction. Returns False when the job ended meanwhile (nothing recorded)."""
         with self.db.write() as conn:
-            row = conn.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
-            if row is None or row["state"] not in ("InProgress", "Suspended"):
+            if self.jobs.state_of(conn, job_id) not in ("InProgress", "Suspended"):
                 return False
             if then is not None:
                 then(conn)
             self.jobs.finish_task(conn, job_id, seq, ok, output[-OUTPUT_LIMIT:], error)
         return True
 
-    def _step_materialise(self, job: Any, ctx: dict[str, Any], seq: int, step: dict[str, Any]) -> None:
+    def _step_materialise(self, job: Any, ctx: dict[str, Any], seq: int, step: Step) -> None:
         vault_id = job["vault_id"]
-        vm = ctx["vms"][step["vm"]]
-        spec = step["point"]
+        vm = ctx["vms"][step.vm]
+        spec = step.point
         if spec == "replicated":
             spec = self._replicated_point(job["id"], ctx, vm["vm_id"])
-        store, point = self.ops.resolve_point(vault_id, vm, spec)
+        store, point = self.replication.choose_point(vault_id, vm["vm_id"], vm["storage"], spec, vm["name"])
         key = self.ops.keys.get(job["id"])
         if vm["encrypt"] and key is None:
             raise EncryptionKeyError(
@@ -216,23 +261,22 @@ class Runner:
                 causes=("The cloud service restarted during the job; the key is never stored.",),
                 action="Run the operation again with --encryption-key-file.")
         keys = check_key(store, point, vault_id_key(vault_id), key)
-        existing = self.db.one("SELECT * FROM recovered_vms WHERE job_id=? AND source_vm_id=? AND state='Creating'",
-                               (job["id"], vm["vm_id"]))
+        existing = self.recovered.being_made(job["id"], vm["vm_id"])
         if existing is not None:
             rvm_id, vm_dir = existing["id"], existing["dir"]  # resumed after a restart: start the disks over
+            if existing["point_id"] != point.point_id:
+                with self.db.write() as conn:
+                    self.recovered.set_point(conn, rvm_id, point.point_id)
         else:
             with self.db.write() as conn:
                 rvm_id = self.recovered.begin(
-                    conn, vault_id, source_vm_id=vm["vm_id"], source_name=vm["name"], kind=step["rkind"],
+                    conn, vault_id, source_vm_id=vm["vm_id"], source_name=vm["name"], kind=step.rkind,
                     storage=vm["storage"], size=vm["size"], network=ctx["network"], subnet=ctx["subnet"],
                     job_id=job["id"], point_id=point.point_id)
             row = self.recovered.get(rvm_id)
             assert row is not None
             vm_dir = row["dir"]
-        if existing is not None and existing["point_id"] != point.point_id:
-            with self.db.write() as conn:
-                conn.execute("UPDATE recovered_vms SET point_id=? WHERE id=?", (point.point_id, rvm_id))
-        # The row pins the point against retention; retention may have run between resolving the
+        # The row pins the point against retention; retention may have run between choosing the
         # point and pinning it, so make sure it is still there (NotFound fails the task cleanly).
         store.get_point(point.point_id)
         os.makedirs(vm_dir, exist_ok=True)
@@ -240,8 +284,7 @@ class Runner:
         written = 0
         for disk in point.disks:
             path = os.path.join(vm_dir, f"disk{disk.disk_index}.vhd")
-            progress = (lambda done, total: time.sleep(SLOW_S)) if SLOW_S else None
-            res = materialise_disk(store, point, disk.disk_index, path, keys, progress)
+            res = materialise_disk(store, point, disk.disk_index, path, keys)
             disks.append({"index": disk.disk_index, "path": res.path, "virtual_size": res.virtual_size})
             written += res.bytes_written
         row = self.recovered.get(rvm_id)
@@ -254,32 +297,32 @@ class Runner:
         def running(conn: Any) -> None:
             self.recovered.set_state(conn, rvm_id, "Running", point_id=point.point_id, disks=json.dumps(disks))
 
-        self._finish(job["id"], seq, True, output, then=running)
+        self.finish(job["id"], seq, True, output, then=running)
 
     def _replicated_point(self, job_id: str, ctx: dict[str, Any], vm_id: str) -> str:
         for t in self.jobs.tasks(job_id):
-            step = ctx["steps"][t["seq"]]
-            if step["kind"] == "replicate" and step["vm"] == vm_id:
+            step = Step.from_dict(ctx["steps"][t["seq"]])
+            if step.kind == StepKind.REPLICATE and step.vm == vm_id:
                 point = str(t["output"]).strip()
                 if t["state"] != "Succeeded" or not point:
                     raise StateConflict(f"the final replication of VM {vm_id} produced no point")
                 return point.split()[-1] if " " in point else point
         raise StateConflict("the job has no final replication step")
 
-    def _step_delete_recovered(self, job: Any, ctx: dict[str, Any], seq: int, step: dict[str, Any]) -> None:
-        vm = ctx["vms"][step["vm"]]
-        rows = [r for r in self.recovered.of_source(job["vault_id"], vm["vm_id"], step["rkind"])
-                if not (step.get("keep_own") and r["job_id"] == job["id"])]
+    def _step_delete_recovered(self, job: Any, ctx: dict[str, Any], seq: int, step: Step) -> None:
+        vm = ctx["vms"][step.vm]
+        rows = [r for r in self.recovered.of_source(job["vault_id"], vm["vm_id"], step.rkind)
+                if not (step.keep_own and r["job_id"] == job["id"])]
 
         def delete(conn: Any) -> None:
             for r in rows:
                 self.recovered.set_state(conn, r["id"], "Deleting")
 
-        self._finish(job["id"], seq, True, f"deleting {len(rows)} recovered VM(s) and their disks", then=delete)
+        self.finish(job["id"], seq, True, f"deleting {len(rows)} recovered VM(s) and their disks", then=delete)
         self.recovered.reap()
 
-    def _step_stop_recovered(self, job: Any, ctx: dict[str, Any], seq: int, step: dict[str, Any]) -> None:
-        vm = ctx["vms"][step["vm"]]
+    def _step_stop_recovered(self, job: Any, ctx: dict[str, Any], seq: int, step: Step) -> None:
+        vm = ctx["vms"][step.vm]
         rows = self.recovered.of_source(job["vault_id"], vm["vm_id"], "failover")
         if not rows:
             raise NotFound(f"VM {vm['name']} has no recovered VM to fail back from")
@@ -288,37 +331,39 @@ class Runner:
             for r in rows:
                 self.recovered.set_state(conn, r["id"], "Stopped")
 
-        self._finish(job["id"], seq, True, f"recovered VM {rows[-1]['name']} shut down", then=stop)
+        self.finish(job["id"], seq, True, f"recovered VM {rows[-1]['name']} shut down", then=stop)
 
-    def _step_commit(self, job: Any, ctx: dict[str, Any], seq: int, step: dict[str, Any]) -> None:
-        vm = ctx["vms"][step["vm"]]
-        self._finish(job["id"], seq, True, f"failover of {vm['name']} committed")
+    def _step_commit(self, job: Any, ctx: dict[str, Any], seq: int, step: Step) -> None:
+        vm = ctx["vms"][step.vm]
+        self.finish(job["id"], seq, True, f"failover of {vm['name']} committed")
 
-    def _step_script(self, job: Any, ctx: dict[str, Any], seq: int, step: dict[str, Any]) -> None:
-        argv = list(step["argv"])
+    def _step_script(self, job: Any, ctx: dict[str, Any], seq: int, step: Step) -> None:
         try:
-            r = subprocess.run(argv, capture_output=True, text=True, timeout=step["timeout_seconds"],
+            r = subprocess.run(list(step.argv), capture_output=True, text=True, timeout=step.timeout_seconds,
                                stdin=subprocess.DEVNULL, check=False)
         except subprocess.TimeoutExpired as exc:
             out = _text(exc.stdout) + _text(exc.stderr)
-            err = JobFailed(f"script {step['action']} did not finish within {step['timeout_seconds']:.0f} s",
+            err = JobFailed(f"script {step.action} did not finish within {step.timeout_seconds:.0f} s",
                             details=[out[-500:]] if out else ())
-            self._finish(job["id"], seq, False, out, err)
+            self.finish(job["id"], seq, False, out, err)
             return
         except OSError as exc:
-            self._finish(job["id"], seq, False, "", JobFailed(f"script {step['action']} could not run: {exc}"))
+            self.finish(job["id"], seq, False, "", JobFailed(f"script {step.action} could not run: {exc}"))
             return
         out = r.stdout + r.stderr
         if r.returncode != 0:
-            err = JobFailed(f"script {step['action']} exited with {r.returncode}", details=[out[-500:]] if out else (),
+            err = JobFailed(f"script {step.action} exited with {r.returncode}", details=[out[-500:]] if out else (),
                             action="Fix the script (its output is in the job) and run the operation again.")
-            self._finish(job["id"], seq, False, out, err)
+            self.finish(job["id"], seq, False, out, err)
             return
-        self._finish(job["id"], seq, True, out)
+        self.finish(job["id"], seq, True, out)
 
 
-def _is_site(step: dict[str, Any]) -> bool:
-    return step["kind"] in ("replicate", "power", "disable", "failback")
+def _message(error_json: str) -> str:
+    try:
+        return str(json.loads(error_json).get("message", ""))
+    except (ValueError, AttributeError):
+        return error_json
 
 
 def _text(data: Any) -> str:
