@@ -18,11 +18,12 @@ Outcomes, for each call with an empty request:
     StateConflict, a servicer's own PermissionDenied such as "VM '' is not protected in this
     agent's vault", even "not implemented"); a server stream that is still open at its
     deadline (``Commands``) passed too: refusals come before the first message.
-``refused``
-    NotAuthenticated (ASR-0031), PermissionDenied (ASR-0032) or CertificateRevoked
-    (ASR-0033) raised by the authorisation interceptor (``asrchannel.authz``), which marks its
-    refusals with a last detail ``REFUSED_AT <method>`` so that they cannot be confused with a
-    servicer's answer.
+``refused ASR-00NN``
+    NotAuthenticated (ASR-0031: no certificate on the registration port), PermissionDenied
+    (ASR-0032: the wrong role, or at the provider another vault) or CertificateRevoked
+    (ASR-0033: the removed agent, where an agent may call) raised by the authorisation interceptor
+    (``asrchannel.authz``), which marks its refusals with a last detail ``REFUSED_AT <method>``
+    so that they cannot be confused with a servicer's answer.
 ``tls``
     the connection never carried a call (UNAVAILABLE): the mTLS handshake refused the caller.
     ``test_mtls_handshake_refuses_...`` shows with a raw TLS client that it is the handshake
@@ -124,7 +125,12 @@ CLOUD_ROLES: dict[str, set[str] | str] = {
     "removed agent": {"public"},                   # revoked: refused from then on (ASR-0033)
     "foreign CA": TLS,
 }
-REGISTRATION_PORT_ROLES: dict[str, set[str] | str] = {"none": {"public"}}
+# How a refusal is coded: PermissionDenied (ASR-0032) unless named here as (role, code), the
+# code of the refusals where that role would pass (None: every refusal). The removed agent is
+# CertificateRevoked where an agent may call; elsewhere the role check, which comes first,
+# refuses it.
+CLOUD_REFUSALS: dict[str, tuple[str | None, str]] = {"removed agent": ("agent", "ASR-0033")}
+REGISTRATION_PORT_ROLES: dict[str, set[str] | str] = {"none": {"public"}}   # refusals: ASR-0031
 HOSTLINK_ROLES: dict[str, set[str] | str] = {
     "none": TLS,
     "operator": set(),
@@ -255,21 +261,29 @@ def call(channel: grpc.Channel, rpc: Rpc) -> str:
             return "passed"
         err = from_rpc_error(exc)
         if err.details and err.details[-1].startswith(REFUSED_AT):
-            if err.code in ("ASR-0031", "ASR-0032", "ASR-0033"):
-                return "refused"
-            return f"refused with {err.code}"
+            return f"refused {err.code}"
         return "passed"
 
 
-def expected(roles: set[str] | str, table: dict[str, dict[str, set[str]]], rpc: Rpc) -> str:
+def allows(table: dict[str, dict[str, set[str]]], roles: set[str], rpc: Rpc) -> bool:
+    return any(rpc.name in table.get(r, {}).get(rpc.service, set()) for r in roles)
+
+
+def expected(roles: set[str] | str, table: dict[str, dict[str, set[str]]], rpc: Rpc,
+             refusal: tuple[str | None, str] | None) -> str:
     if roles == TLS:
         return TLS
     assert isinstance(roles, set)
-    return "passed" if any(rpc.name in table.get(r, {}).get(rpc.service, set()) for r in roles) else "refused"
+    if allows(table, roles, rpc):
+        return "passed"
+    if refusal is not None and (refusal[0] is None or allows(table, {refusal[0]}, rpc)):
+        return f"refused {refusal[1]}"
+    return "refused ASR-0032"
 
 
 def run_matrix(world: World, endpoint: str, table: dict[str, dict[str, set[str]]],
-               roles: dict[str, set[str] | str], server: str) -> list[str]:
+               roles: dict[str, set[str] | str], server: str,
+               refusals: dict[str, tuple[str | None, str]]) -> list[str]:
     rpcs = rpcs_of(table)
     jobs: list[tuple[str, Rpc, str, Any]] = []
     channels = []
@@ -281,20 +295,23 @@ def run_matrix(world: World, endpoint: str, table: dict[str, dict[str, set[str]]
                 held = gap[0]
             ch = client_channel(endpoint, world.service_ca, caller.cert, caller.key)
             channels.append(ch)
+            refusal = refusals.get(label)
             for rpc in rpcs:
-                jobs.append((label, rpc, expected(held, table, rpc), pool.submit(call, ch, rpc)))
+                jobs.append((label, rpc, expected(held, table, rpc, refusal), pool.submit(call, ch, rpc)))
         mismatches = []
         for label, rpc, want, fut in jobs:
             got = fut.result()
             if got != want:
-                mismatches.append(f"{server}: {label:<21} {rpc.path:<50} expected {want}, got {got}")
+                note = f"  (KNOWN_GAPS: {KNOWN_GAPS[(server, label)][1]}; if fixed, remove the entry)" if (
+                    server, label) in KNOWN_GAPS else ""
+                mismatches.append(f"{server}: {label:<21} {rpc.path:<50} expected {want}, got {got}{note}")
     for ch in channels:
         ch.close()
     return mismatches
 
 
 def test_cloud_api_port_matrix(world: World) -> None:
-    mismatches = run_matrix(world, world.cloud.endpoint, CLOUD, CLOUD_ROLES, "cloud")
+    mismatches = run_matrix(world, world.cloud.endpoint, CLOUD, CLOUD_ROLES, "cloud", CLOUD_REFUSALS)
     assert not mismatches, "\n" + "\n".join(mismatches)
     assert world.cloud.healthy()  # every "tls" outcome was a refusal, not a dead server
 
@@ -302,12 +319,13 @@ def test_cloud_api_port_matrix(world: World) -> None:
 def test_cloud_registration_port_matrix(world: World) -> None:
     """The registration port never asks for a client certificate: only the public RPCs pass."""
     endpoint = f"127.0.0.1:{world.cloud.reg_port}"
-    mismatches = run_matrix(world, endpoint, CLOUD, REGISTRATION_PORT_ROLES, "registration port")
+    mismatches = run_matrix(world, endpoint, CLOUD, REGISTRATION_PORT_ROLES, "registration port",
+                            {"none": (None, "ASR-0031")})
     assert not mismatches, "\n" + "\n".join(mismatches)
 
 
 def test_provider_hostlink_matrix(world: World) -> None:
-    mismatches = run_matrix(world, world.provider_endpoint, HOSTLINK, HOSTLINK_ROLES, "hostlink")
+    mismatches = run_matrix(world, world.provider_endpoint, HOSTLINK, HOSTLINK_ROLES, "hostlink", {})
     assert not mismatches, "\n" + "\n".join(mismatches)
     assert world.site.provider_proc is not None and world.site.provider_proc.alive()
 

@@ -12,18 +12,21 @@ uses a vault of its own.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import resource
 import sqlite3
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
 from asrchannel.status import from_rpc_error
 from asrchannel.tls import client_channel
+from asrerrors import NotFound, Unreachable
 from asrpb import operator_pb2, operator_pb2_grpc
 from certs import keyfile
 from certs.pki import create_ca
@@ -218,3 +221,57 @@ def test_register_names_the_wrong_field(tmp_path: Path, change: dict[str, object
         refused(res, 21, "ASR-0021", f"field {field} ", str(key))
     assert not (tmp_path / "p1" / "registration.json").exists()
     assert not (tmp_path / "hv01" / "registration.json").exists()
+
+
+# ---- the CLI's ordering, in-process: what an activation failure leaves behind ---------------------
+class _Operator:
+    def __init__(self, activation: list[Exception | None]) -> None:
+        self.activation = activation
+        self.attempts = 0
+
+    def GenerateKey(self, req: Any, timeout: float | None = None) -> operator_pb2.KeyFile:  # noqa: N802
+        return operator_pb2.KeyFile(content=b"the new key", expires_at=2e9, key_id="7")
+
+    def ActivateKey(self, req: Any, timeout: float | None = None) -> operator_pb2.Vault:  # noqa: N802
+        assert req.key_id == "7"
+        self.attempts += 1
+        err = self.activation.pop(0)
+        if err is not None:
+            raise err
+        return operator_pb2.Vault()
+
+
+def _vault_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, activation: list[Exception | None]) -> _Operator:
+    from asrcli import foundation_cmds
+
+    monkeypatch.setattr(foundation_cmds.time, "sleep", lambda s: None)
+    op = _Operator(activation)
+    client: Any = argparse.Namespace(operator=op, call=lambda fn, req, timeout=None: fn(req, timeout=timeout))
+    foundation_cmds.vault_key(client, argparse.Namespace(name="v", out=str(tmp_path / "k.key"), valid_days=5))
+    return op
+
+
+def test_a_refused_activation_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "k.key").write_bytes(b"the old key")
+    with pytest.raises(NotFound) as info:
+        _vault_key(tmp_path, monkeypatch, [NotFound("no such key")])
+    assert "earlier key stays valid" in str(info.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["k.key"]
+    assert (tmp_path / "k.key").read_bytes() == b"the old key"
+
+
+def test_an_unconfirmed_activation_keeps_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The answer was lost three times: the key may be the vault's only valid one, so its file
+    stays, and the error says what to do."""
+    with pytest.raises(Unreachable) as info:
+        _vault_key(tmp_path, monkeypatch, [Unreachable("gone")] * 3)
+    assert "activation was not confirmed" in str(info.value)
+    assert (tmp_path / "k.key").read_bytes() == b"the new key"
+    assert (tmp_path / "k.key").stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["k.key"]
+
+
+def test_a_lost_answer_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    op = _vault_key(tmp_path, monkeypatch, [Unreachable("blip"), None])
+    assert op.attempts == 2
+    assert (tmp_path / "k.key").read_bytes() == b"the new key"
