@@ -3,7 +3,8 @@
 A server interceptor wraps each method handler: it reads the client certificate from the
 TLS auth context, derives the :class:`certs.identity.Identity`, checks the method's allowed
 roles (default deny: a method missing from the table is refused) and lets the service
-check revocation and vault. The identity is then available to the servicer through
+check revocation and vault. Its refusals (NotAuthenticated, PermissionDenied,
+CertificateRevoked) carry a last detail ``REFUSED_AT <method>``. The identity is then available to the servicer through
 :func:`current_identity`. AsrErrors raised by servicers become gRPC statuses with details.
 """
 
@@ -26,6 +27,8 @@ from certs.identity import Identity, from_pem
 log = logging.getLogger(__name__)
 
 PUBLIC = "public"
+# The last ErrorDetail.details entry of every refusal made here (not by a servicer).
+REFUSED_AT = "refused by authorisation at"
 _identity: contextvars.ContextVar[Identity | None] = contextvars.ContextVar("asr_identity", default=None)
 
 
@@ -71,6 +74,15 @@ class AuthInterceptor(grpc.ServerInterceptor):
         return self.policy.get(service)
 
     def _authorise(self, method: str, context: grpc.ServicerContext) -> Identity | None:
+        try:
+            return self._decide(method, context)
+        except AsrError as err:
+            # Say where the refusal came from: an operator reading the error learns which
+            # method was refused, and tests tell it from a servicer's own PermissionDenied.
+            err.details = (*err.details, f"{REFUSED_AT} {method}")
+            raise
+
+    def _decide(self, method: str, context: grpc.ServicerContext) -> Identity | None:
         roles = self._roles(method)
         if roles is None:
             raise PermissionDenied(f"method {method} is not exposed")

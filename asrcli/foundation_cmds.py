@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from typing import Any
 
+import durablefile
 from asrcli.client import Client
+from asrcli.outfile import checked_target, write_failed
 from asrcli.output import emit_json, show, table, to_doc
-from asrerrors import UsageError
+from asrerrors import AsrError, Unreachable, UsageError
 from asrpb import common_pb2, operator_pb2
-from certs.pki import write_private
+from certs import keyfile
 
 
 def region_list(c: Client, a: argparse.Namespace) -> Any:
@@ -50,14 +53,58 @@ def vault_delete(c: Client, a: argparse.Namespace) -> Any:
 
 
 def vault_key(c: Client, a: argparse.Namespace) -> Any:
+    """Two phases, so that the vault always keeps a usable key: check --out, generate a
+    *pending* key, write its file durably (0600), and only then activate it, which
+    supersedes the older keys. A failure before activation leaves the older key valid and
+    the file at --out untouched; after activation only the rename of the fsynced file
+    within the directory checked at the start remains. An activation whose answer was lost
+    (the cloud became unreachable) is retried (activating twice is harmless); if it stays
+    unknown the file is kept, since the key may be the vault's only valid one."""
+    if not 1 <= a.valid_days <= keyfile.MAX_VALID_DAYS:
+        raise UsageError(f"--valid-days {a.valid_days} is out of range",
+                         causes=(f"A registration key is valid for 1 to {keyfile.MAX_VALID_DAYS} days.",),
+                         action=f"Pass --valid-days from 1 to {keyfile.MAX_VALID_DAYS} "
+                                f"(default {keyfile.DEFAULT_VALID_DAYS}).")
+    out = checked_target(a.out)
     res = c.call(c.operator.GenerateKey, operator_pb2.GenerateKeyRequest(vault=a.name, valid_days=a.valid_days))
-    out = os.path.abspath(a.out)
-    write_private(out, res.content)
+    unconfirmed: Unreachable | None = None
+    try:
+        with durablefile.atomic_writer(out, durablefile.PRIVATE) as f:
+            f.write(res.content)
+            f.flush()
+            os.fsync(f.fileno())  # durable before the key it holds replaces the older ones
+            try:
+                _activate(c, a.name, res.key_id)
+            except Unreachable as err:
+                unconfirmed = err
+    except OSError as exc:
+        raise write_failed(exc, out, "registration key file",
+                           "The key was not activated: the vault's earlier key stays valid.") from exc
+    except AsrError as err:
+        err.details = (*err.details, f"The key was not activated and {out} was not written: "
+                                     "the vault's earlier key stays valid.")
+        raise
+    if unconfirmed is not None:
+        unconfirmed.details = (*unconfirmed.details, f"{out} was written, but its activation was not confirmed. "
+                               "If registering with it says 'never activated', the vault's earlier key is still "
+                               "valid; run 'asr vault key' again.")
+        raise unconfirmed
     from asrclock import iso
 
     return {"key_file": out, "expires_at": res.expires_at}, lambda d: print(
         f"wrote {out} (valid until {iso(res.expires_at)}; earlier keys of the vault are now invalid)"
     )
+
+
+def _activate(c: Client, vault: str, key_id: str, attempts: int = 3) -> None:
+    for attempt in range(attempts):
+        try:
+            c.call(c.operator.ActivateKey, operator_pb2.ActivateKeyRequest(vault=vault, key_id=key_id), timeout=20)
+            return
+        except Unreachable:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1.0 + attempt)
 
 
 def storage_create(c: Client, a: argparse.Namespace) -> Any:
@@ -159,7 +206,7 @@ def add_parsers(sub: Any, vault_arg: Any) -> None:
     p = v.add_parser("key", help="write a registration key file (0600)")
     p.add_argument("name")
     p.add_argument("--out", required=True)
-    p.add_argument("--valid-days", type=int, default=5)
+    p.add_argument("--valid-days", type=int, default=keyfile.DEFAULT_VALID_DAYS)
     p.set_defaults(fn=vault_key)
 
     s = sub.add_parser("storage", help="storage accounts").add_subparsers(dest="sub", required=True)
@@ -209,4 +256,4 @@ def render(doc: Any, printer: Any, as_json: bool) -> None:
         printer(doc)
 
 
-__all__ = ["add_parsers", "render", "write_private"]
+__all__ = ["add_parsers", "render"]

@@ -13,8 +13,10 @@ from typing import Any
 
 import grpc
 
+import durablefile
 from asrchannel.status import from_rpc_error
 from asrcli.client import Client
+from asrcli.outfile import checked_target, write_failed
 from asrcli.output import show, table, to_doc
 from asrerrors import DataCorrupt, EncryptionKeyError
 from asrpb import replication_pb2, replication_pb2_grpc
@@ -55,15 +57,17 @@ def point_verify(c: Client, a: argparse.Namespace) -> Any:
 
 
 def point_export(c: Client, a: argparse.Namespace) -> Any:
+    """--out is checked before the export starts; the image is written through
+    :func:`durablefile.atomic_writer`, so the target is the whole image or, after any failure
+    (a full disk is DiskFull), untouched, with no partial file left."""
+    out = checked_target(a.out)
     key = CustomerKey.load(a.key_file) if a.key_file else None
-    out = os.path.abspath(a.out)
     req = replication_pb2.ExportRequest(vault=a.vault, vm=a.vm, point_id=a.point, disk_index=a.disk)
-    tmp = out + ".part"
     written = 0
     size = 0
     point_id = ""
     try:
-        with open(tmp, "wb") as f:
+        with durablefile.atomic_writer(out) as f:
             for part in _stub(c).ExportPoint(req, timeout=24 * 3600):
                 if part.point_id:
                     point_id, size = part.point_id, part.virtual_size
@@ -76,14 +80,10 @@ def point_export(c: Client, a: argparse.Namespace) -> Any:
                     data = decode_chunk(frame, key.aead_key if key else None)
                     os.pwrite(f.fileno(), data, block * BLOCK_SIZE)
                     written += len(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
     except grpc.RpcError as exc:
         raise from_rpc_error(exc, f"the cloud service at {c.endpoint}") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except OSError as exc:
+        raise write_failed(exc, out, "the exported image", f"Nothing was written at {out}.") from exc
     doc = {"point_id": point_id, "disk": a.disk, "out": out, "virtual_size": size, "bytes_written": written}
     return doc, lambda d: show(d)
 

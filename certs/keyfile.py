@@ -20,19 +20,24 @@ on the client before anything is sent; the cloud's hash comparison is what autho
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
+import math
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from cryptography import x509
+
+import durablefile
 from asrerrors import KeyFileExpired, KeyFileUnreadable
-from certs.pki import write_private
 
 FORMAT = "asr-registration-key"
 VERSION = 1
 DEFAULT_VALID_DAYS = 5
 MAX_VALID_DAYS = 30
+SECRET_BYTES = 32
 
 
 @dataclass
@@ -71,7 +76,7 @@ class RegistrationKey:
 
 
 def new_secret() -> str:
-    return base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+    return base64.urlsafe_b64encode(secrets.token_bytes(SECRET_BYTES)).rstrip(b"=").decode()
 
 
 def secret_hash(secret: str) -> str:
@@ -85,11 +90,15 @@ def _iso(t: float) -> str:
 
 
 def write(path: str, key: RegistrationKey) -> None:
-    write_private(path, key.to_bytes())
+    durablefile.write_atomic(path, key.to_bytes(), durablefile.PRIVATE)
 
 
 def parse(data: bytes, path: str = "key file") -> RegistrationKey:
-    """Parse and integrity-check a key file; every failure is a KeyFileUnreadable naming why."""
+    """Parse and check a key file; every failure is a KeyFileUnreadable naming why.
+
+    Order: JSON → format marker → version → the set of fields → checksum (damage is reported
+    as damage) → each field's type and shape (a file sealed with a wrong value, e.g. a number
+    where ``endpoints.registration`` must be ``HOST:PORT``, names that field)."""
     try:
         doc: Any = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -98,19 +107,117 @@ def parse(data: bytes, path: str = "key file") -> RegistrationKey:
         ) from exc
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise KeyFileUnreadable(f"{path} is not a registration key file (format marker missing)")
-    if doc.get("version") != VERSION:
+    version = doc.get("version")
+    if type(version) is not int or version != VERSION:
         raise KeyFileUnreadable(
-            f"{path} has key file version {doc.get('version')!r}; this release reads version {VERSION}",
+            f"{path} has key file version {version!r}; this release reads version {VERSION}",
             action="Generate a key with the same release of the cloud service and tools.",
         )
-    try:
-        key = RegistrationKey(**doc)
-    except TypeError as exc:
-        raise KeyFileUnreadable(f"{path} has missing or unknown fields ({exc})") from exc
-    claimed = key.checksum
-    if not isinstance(claimed, str) or hashlib.sha256(key._canonical()).hexdigest() != claimed:
+    missing = sorted(_FIELDS - set(doc))
+    unknown = sorted(set(doc) - _FIELDS)
+    if missing or unknown:
+        parts = ([f"missing: {', '.join(missing)}"] if missing else []) + (
+            [f"unknown: {', '.join(unknown)}"] if unknown else [])
+        raise KeyFileUnreadable(f"{path} has missing or unknown fields ({'; '.join(parts)})")
+    claimed = doc["checksum"]
+    body = {k: v for k, v in doc.items() if k != "checksum"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    if not isinstance(claimed, str) or hashlib.sha256(canonical).hexdigest() != claimed:
         raise KeyFileUnreadable(f"{path} fails its checksum: the file was modified or damaged")
-    return key
+    for name, check in _CHECKS:
+        problem = check(doc, name)
+        if problem:
+            raise KeyFileUnreadable(
+                f"{path}: field {name} {problem}",
+                causes=("The file was written by another tool or edited and resealed.",),
+            )
+    return RegistrationKey(**doc)
+
+
+def _value(doc: dict[str, Any], dotted: str) -> Any:
+    value: Any = doc
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+def _text(doc: dict[str, Any], name: str) -> str:
+    v = _value(doc, name)
+    if not isinstance(v, str) or not v.strip():
+        return f"must be a non-empty string, not {_shown(v)}"
+    return ""
+
+
+def _hostport(doc: dict[str, Any], name: str) -> str:
+    v = _value(doc, name)
+    if not isinstance(v, str):
+        return f"must be a HOST:PORT string, not {_shown(v)}"
+    host, sep, port = v.rpartition(":")
+    if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"must be HOST:PORT with a port from 1 to 65535, not {v!r}"
+    return ""
+
+
+def _endpoints(doc: dict[str, Any], name: str) -> str:
+    v = doc[name]
+    if not isinstance(v, dict):
+        return f"must be an object with api and registration, not {_shown(v)}"
+    if set(v) != {"api", "registration"}:
+        return f"must have exactly the keys api and registration, not {sorted(v)}"
+    return ""
+
+
+def _certificate(doc: dict[str, Any], name: str) -> str:
+    v = doc[name]
+    if not isinstance(v, str):
+        return f"must be a PEM certificate, not {_shown(v)}"
+    try:
+        x509.load_pem_x509_certificate(v.encode())
+    except ValueError:
+        return "is not a PEM certificate"
+    return ""
+
+
+def _secret(doc: dict[str, Any], name: str) -> str:
+    v = doc[name]
+    if not isinstance(v, str):
+        return f"must be a base64url string, not {_shown(v)}"
+    try:
+        raw = base64.urlsafe_b64decode(v + "=" * (-len(v) % 4))
+    except (ValueError, binascii.Error):
+        return "is not base64url"
+    if len(raw) != SECRET_BYTES:
+        return f"must hold {SECRET_BYTES} bytes, not {len(raw)}"
+    return ""
+
+
+def _time(doc: dict[str, Any], name: str) -> str:
+    v = doc[name]
+    if type(v) not in (int, float) or not math.isfinite(v) or v <= 0:
+        return f"must be a time in seconds since 1970, not {_shown(v)}"
+    if name == "expires_at" and not _time(doc, "issued_at") and v <= doc["issued_at"]:
+        return "must be later than issued_at"
+    return ""
+
+
+def _digest(doc: dict[str, Any], name: str) -> str:
+    v = doc[name]
+    if not isinstance(v, str) or len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+        return "must be 64 lower-case hex digits"
+    return ""
+
+
+def _shown(v: Any) -> str:
+    return f"{type(v).__name__} {json.dumps(v)[:40]}"
+
+
+_FIELDS = {f.name for f in fields(RegistrationKey)}
+_CHECKS: list[tuple[str, Any]] = [
+    ("vault_id", _text), ("vault_name", _text), ("region", _text),
+    ("endpoints", _endpoints), ("endpoints.api", _hostport), ("endpoints.registration", _hostport),
+    ("service_ca_pem", _certificate), ("vault_ca_pem", _certificate), ("secret", _secret),
+    ("issued_at", _time), ("expires_at", _time), ("checksum", _digest),
+]
 
 
 def read(path: str) -> RegistrationKey:

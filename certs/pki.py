@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import secrets
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+import durablefile
 from asrerrors import AuthError
 
 PrivateKey = ec.EllipticCurvePrivateKey
@@ -168,22 +168,11 @@ def cert_pem(cert: x509.Certificate) -> bytes:
 
 
 def write_private(path: str, data: bytes) -> None:
-    """Write a secret file created 0600 from the start (never world-readable, even briefly)."""
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    """Deprecated: use ``durablefile.write_atomic(path, data, durablefile.PRIVATE)``. Kept only
+    for agent/ until its callers are converted."""
+    durablefile.write_atomic(path, data, durablefile.PRIVATE)
 
 
 def write_public(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Deprecated: use ``durablefile.write_atomic(path, data)``. Kept only for agent/."""
+    durablefile.write_atomic(path, data, durablefile.PUBLIC)

@@ -25,6 +25,7 @@ import blake3
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+import durablefile
 from asrerrors import EncryptionKeyError
 
 KEY_FILE_FORMAT = "site-recovery-customer-key"
@@ -61,8 +62,8 @@ class CustomerKey:
         return _hkdf(self._secret, b"site-recovery chunk aead key v1")
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the key file with mode 0600, atomically (temp file, fsync, rename)."""
-        target = Path(path)
+        """Write the key file with mode 0600 from its creation, atomically and durably
+        (:mod:`durablefile`)."""
         body = json.dumps(
             {
                 "format": KEY_FILE_FORMAT,
@@ -72,19 +73,7 @@ class CustomerKey:
             },
             indent=2,
         ).encode() + b"\n"
-        tmp = target.with_name(f".{target.name}.tmp-{secrets.token_hex(4)}")
-        # Create with 0600 from the start: a chmod afterwards would leave a window in which
-        # the secret is readable by others.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        durablefile.write_atomic(path, body, durablefile.PRIVATE)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> CustomerKey:

@@ -7,13 +7,14 @@ import json
 import os
 import sys
 
+import durablefile
 from asrclock import from_environment
 from asrerrors import AlreadyExists, UsageError
 from asrops import allocator, metrics
 from asrops.cli import dispatch
 from asrops.lifecycle import Lifecycle
 from asrops.logs import setup
-from certs.pki import create_ca, issue_server_cert, make_csr, new_key, sign_csr, write_private, write_public
+from certs.pki import create_ca, issue_server_cert, make_csr, new_key, sign_csr
 from cloudsvc import config as cfgmod
 from cloudsvc.schema import MIGRATIONS
 from sqlitestore.database import Database
@@ -44,10 +45,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     os.makedirs(cfg.storage_dir, exist_ok=True)
     ca = create_ca("asr service CA")
     server = issue_server_cert(ca, names)
-    write_private(os.path.join(cfg.pki_dir, "ca.key"), ca.key_pem)
-    write_public(os.path.join(cfg.pki_dir, "ca.pem"), ca.cert_pem)
-    write_private(os.path.join(cfg.pki_dir, "server.key"), server.key_pem)
-    write_public(os.path.join(cfg.pki_dir, "server.pem"), server.cert_pem)
+    durablefile.write_atomic(os.path.join(cfg.pki_dir, "ca.key"), ca.key_pem, durablefile.PRIVATE)
+    durablefile.write_atomic(os.path.join(cfg.pki_dir, "ca.pem"), ca.cert_pem)
+    durablefile.write_atomic(os.path.join(cfg.pki_dir, "server.key"), server.key_pem, durablefile.PRIVATE)
+    durablefile.write_atomic(os.path.join(cfg.pki_dir, "server.pem"), server.cert_pem)
     # The operator credential: a client certificate signed by the service CA.
     op_key = new_key()
     op_cert = sign_csr(ca, make_csr(op_key, "admin"), "spiffe://asr/operator/admin", days=3650)
@@ -68,8 +69,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         "cert_pem": op_cert.public_bytes(serialization.Encoding.PEM).decode(),
         "key_pem": key_to_pem(op_key).decode(),
     }
-    write_private(cfg.operator_credentials, json.dumps(cred, indent=2).encode())
-    write_public(os.path.join(data_dir, "cloudsvc.toml"), cfg.to_toml().encode())
+    durablefile.write_atomic(cfg.operator_credentials, json.dumps(cred, indent=2).encode(), durablefile.PRIVATE)
+    durablefile.write_atomic(os.path.join(data_dir, "cloudsvc.toml"), cfg.to_toml().encode())
     out = {"data_dir": data_dir, "listen": listen, "registration_listen": reg,
            "operator_credentials": cfg.operator_credentials, "names": names}
     print(json.dumps(out, indent=2) if args.json else

@@ -59,8 +59,11 @@ class OperatorApi(operator_pb2_grpc.OperatorServicer):
 
     def GenerateKey(self, request: Any, context: Any) -> operator_pb2.KeyFile:
         days = request.valid_days or keyfile.DEFAULT_VALID_DAYS
-        key = self.svc.vaults.generate_key(request.vault, days, self.svc.endpoints())
-        return operator_pb2.KeyFile(content=key.to_bytes(), expires_at=key.expires_at)
+        key, key_id = self.svc.vaults.generate_key(request.vault, days, self.svc.endpoints())
+        return operator_pb2.KeyFile(content=key.to_bytes(), expires_at=key.expires_at, key_id=key_id)
+
+    def ActivateKey(self, request: Any, context: Any) -> operator_pb2.Vault:
+        return vault_msg(self.svc.vaults.activate_key(request.vault, request.key_id))
 
     def CreateStorage(self, request: Any, context: Any) -> operator_pb2.StorageAccount:
         row = self.svc.vaults.create_storage(

@@ -62,6 +62,12 @@ class Registrar:
             raise KeyFileWrongVault("the key file's vault does not match the vault its secret belongs to")
         if row["state"] == "superseded":
             raise KeyFileSuperseded("the registration key was superseded by a newer key of the vault")
+        if row["state"] == "pending":
+            raise KeyFileSuperseded(
+                "the registration key was never activated",
+                causes=("'asr vault key' did not finish: it activates a key only after its file is written.",),
+                action="Generate a key again with 'asr vault key VAULT --out FILE' and register with that file.",
+            )
         if self.clock.now() >= row["expires_at"]:
             raise KeyFileExpired("the registration key has expired")
 

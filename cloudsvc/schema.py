@@ -178,4 +178,19 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX events_by_vm ON events(vault_id, vm_id, at)
     """,
+    # 6: two-phase registration keys — a generated key is 'pending' until the CLI
+    # has written its file and activates it. SQLite cannot alter a CHECK constraint, so the
+    # table is recreated with the same columns and rows (ids kept: they are the key ids).
+    """
+    CREATE TABLE vault_keys_v6 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
+        secret_hash TEXT NOT NULL UNIQUE, issued_at REAL NOT NULL, expires_at REAL NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'active', 'superseded'))
+    );
+    INSERT INTO vault_keys_v6(id, vault_id, secret_hash, issued_at, expires_at, state)
+        SELECT id, vault_id, secret_hash, issued_at, expires_at, state FROM vault_keys;
+    DROP TABLE vault_keys;
+    ALTER TABLE vault_keys_v6 RENAME TO vault_keys
+    """,
 ]

@@ -8,9 +8,10 @@ import os
 import sqlite3
 import uuid
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from asrclock import Clock
-from asrerrors import AlreadyExists, InvalidNetwork, NotFound, UsageError
+from asrerrors import AlreadyExists, InvalidNetwork, KeyFileExpired, KeyFileSuperseded, NotFound, UsageError
 from certs import keyfile
 from certs.pki import CertKey, create_ca
 from cloudsvc.naming import check_name
@@ -27,6 +28,11 @@ class VaultRow:
     ca: CertKey
     key_expires_at: float
     state: str = "Active"      # "Deleting" while a vault delete --force job runs
+
+
+class GeneratedKey(NamedTuple):
+    key: keyfile.RegistrationKey
+    key_id: str
 
 
 class Vaults:
@@ -86,7 +92,11 @@ class Vaults:
             "SELECT location FROM storage_accounts WHERE vault_id=? AND backend='local'", (vault_id,))]
 
     # ---- registration keys ----------------------------------------------------------------
-    def generate_key(self, ref: str, valid_days: int, endpoints: dict[str, str]) -> keyfile.RegistrationKey:
+    # Two phases, so that a key file is never lost: generate_key makes a *pending* key that
+    # registration refuses and that replaces nothing; the CLI writes the file durably, then
+    # calls activate_key, which supersedes every older key of the vault in one transaction.
+    # A failure in between leaves the older key valid (and the pending one unusable).
+    def generate_key(self, ref: str, valid_days: int, endpoints: dict[str, str]) -> GeneratedKey:
         if not 1 <= valid_days <= keyfile.MAX_VALID_DAYS:
             raise UsageError(
                 f"--valid-days {valid_days} is out of range",
@@ -101,14 +111,37 @@ class Vaults:
             secret=secret, issued_at=now, expires_at=now + valid_days * 86400,
         ).sealed()
         with self.db.write() as conn:
-            # Regenerating invalidates every earlier key of the vault.
-            conn.execute("UPDATE vault_keys SET state='superseded' WHERE vault_id=?", (v.id,))
-            conn.execute(
+            cur = conn.execute(
                 "INSERT INTO vault_keys(vault_id, secret_hash, issued_at, expires_at, state)"
-                " VALUES (?,?,?,?, 'active')",
+                " VALUES (?,?,?,?, 'pending')",
                 (v.id, keyfile.secret_hash(secret), now, key.expires_at),
             )
-        return key
+        return GeneratedKey(key, str(cur.lastrowid))
+
+    def activate_key(self, ref: str, key_id: str) -> VaultRow:
+        """Make pending key ``key_id`` the vault's key: every older key (active or pending) is
+        superseded. Activating the active key again changes nothing (a retried call)."""
+        v = self.get(ref)
+        with self.db.write() as conn:
+            row = conn.execute(
+                "SELECT id, state, expires_at FROM vault_keys WHERE vault_id=? AND id=?",
+                (v.id, int(key_id) if key_id.isdigit() else -1),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"vault {v.name!r} has no registration key {key_id!r}",
+                               action="Generate a key with 'asr vault key'.")
+            if row["state"] == "superseded":
+                raise KeyFileSuperseded(
+                    f"registration key {key_id} of vault {v.name!r} was superseded by a newer key",
+                    action="Generate a new key with 'asr vault key'.")
+            if self.clock.now() >= row["expires_at"]:
+                raise KeyFileExpired(f"registration key {key_id} of vault {v.name!r} has expired")
+            conn.execute(
+                "UPDATE vault_keys SET state='superseded' WHERE vault_id=? AND id<? AND state!='superseded'",
+                (v.id, row["id"]),
+            )
+            conn.execute("UPDATE vault_keys SET state='active' WHERE id=?", (row["id"],))
+        return self.get(v.id)
 
     # ---- storage accounts -----------------------------------------------------------------
     def create_storage(

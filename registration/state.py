@@ -14,8 +14,8 @@ import os
 import threading
 from dataclasses import asdict, dataclass, field
 
+import durablefile
 from asrerrors import NotAuthenticated
-from certs.pki import write_private, write_public
 
 
 @dataclass
@@ -57,12 +57,13 @@ class SiteIdentity:
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         # Key and certificate first, the registration record last: a state dir with a
         # registration.json always has the identity it describes.
-        write_private(self.key_path, key_pem)
-        write_public(self.cert_path, cert_pem)
-        write_public(self.ca_path, ca_pem)
+        durablefile.write_atomic(self.key_path, key_pem, durablefile.PRIVATE)
+        durablefile.write_atomic(self.cert_path, cert_pem)
+        durablefile.write_atomic(self.ca_path, ca_pem)
         doc = asdict(self)
         doc.pop("state_dir")
-        write_private(os.path.join(self.state_dir, "registration.json"), json.dumps(doc, indent=2).encode())
+        durablefile.write_atomic(os.path.join(self.state_dir, "registration.json"), json.dumps(doc, indent=2).encode(),
+                                 durablefile.PRIVATE)
 
 
 def load(state_dir: str) -> SiteIdentity:
@@ -89,7 +90,7 @@ def write_status(state_dir: str, doc: dict[str, object]) -> None:
     with _status_lock:
         current = read_status(state_dir)
         current.update(doc)
-        write_public(os.path.join(state_dir, "status.json"), json.dumps(current, indent=2).encode())
+        durablefile.write_atomic(os.path.join(state_dir, "status.json"), json.dumps(current, indent=2).encode())
 
 
 def read_status(state_dir: str) -> dict[str, object]:
