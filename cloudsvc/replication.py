@@ -414,7 +414,7 @@ class Replication:
         """Rebuild a storage account's chunk index from its pack trailers (operator command)."""
         self.vaults.storage(vault_id, storage)
         res = self.store(vault_id, storage).rebuild_index()
-        return int(res.packs), int(res.blobs), list(res.damaged)
+        return int(res.packs), int(res.blobs), list(res.damaged_packs)
 
     def describe(self, vault_id: str, item: Item, status: Any) -> None:
         """Fill RPO, last replication, initial progress and health of ``status`` (a VmStatus)."""

@@ -4,6 +4,7 @@ The clock is injected, so the point is long past retention when maintenance runs
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from asrcli.client import Client
@@ -26,10 +27,14 @@ def test_pinned_point_survives_maintenance(procs: Procs, tmp_path: Path) -> None
     clock.write_text(str(T0 + 900))
     p.once()
 
-    # materialisation slowed down (test knob) so that maintenance runs in the middle of it
+    # materialisation paused inside a read of the store, so that maintenance runs in the middle of it
     cloud.stop()
-    cloud.proc = procs.start("cloudsvc-slow", [str(BIN / "asr-cloudsvc"), "serve", "--data-dir", str(cloud.data_dir)],
-                             env=cloud.env(ASR_TEST_MATERIALISE_DELAY="1"))
+    fired, release = tmp_path / "fired", tmp_path / "release"
+    faults = tmp_path / "faults.json"
+    faults.write_text(json.dumps([{"method": "get", "prefix": "packs/", "action": "pause", "after": 1,
+                                   "fired_file": str(fired), "release_file": str(release)}]))
+    cloud.proc = procs.start("cloudsvc-paused", [str(BIN / "asr-cloudsvc"), "serve", "--data-dir",
+                                                 str(cloud.data_dir)], env=cloud.env(ASR_FAULTS=str(faults)))
     wait_for(cloud.healthy, 30, what="cloudsvc health")
     client = Client(cloud.endpoint, str(cloud.credentials))
     stub = replication_pb2_grpc.PointsStub(client.channel)
@@ -42,10 +47,12 @@ def test_pinned_point_survives_maintenance(procs: Procs, tmp_path: Path) -> None
         return [x["point_id"] for x in p.points()]
 
     job_id = cloud.asr_json("failover", "test", p.vm, *VAULT, "--point", old)["job_id"]
-    wait_for(lambda: [r for r in recovered(p) if r["state"] == "Creating"], 60, what="the test VM being made")
+    wait_for(fired.exists, 60, what="materialisation paused inside a read of the store")
+    assert [r for r in recovered(p) if r["state"] == "Creating"]
     clock.write_text(str(T0 + 30 * 3600))            # far past the one-hour retention
     assert maintain() == 0
     assert old in points()
+    release.write_text("go")
     job = cloud.asr_json("job", "wait", job_id, *VAULT)
     assert job["state"] == "Succeeded", job
     [rvm] = recovered(p)

@@ -4,6 +4,7 @@ with the VM equal to its point and no partial file left."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tests.failover.fixture import VAULT, assert_disks_equal, recovered
@@ -16,12 +17,17 @@ def test_failover_resumes_after_cloudsvc_is_killed(cloud: Cloud, tmp_path: Path)
     point = p.once()["point_id"]
     refs = p.snapshot_raw(tmp_path, "p0")
     cloud.stop()
-    # slow materialisation down (test knob) so the kill lands in the middle of it
-    cloud.proc = cloud.procs.start("cloudsvc-slow", [str(BIN / "asr-cloudsvc"), "serve", "--data-dir",
-                                                     str(cloud.data_dir)],
-                                   env=cloud.env(ASR_TEST_MATERIALISE_DELAY="1"))
+    # a fault pauses the materialisation's second read of the store, so the kill lands in the
+    # middle of it (and the fired file proves it did)
+    fired = tmp_path / "fired"
+    faults = tmp_path / "faults.json"
+    faults.write_text(json.dumps([{"method": "get", "prefix": "packs/", "action": "pause", "after": 1,
+                                   "fired_file": str(fired), "release_file": str(tmp_path / "never")}]))
+    cloud.proc = cloud.procs.start("cloudsvc-paused", [str(BIN / "asr-cloudsvc"), "serve", "--data-dir",
+                                                       str(cloud.data_dir)], env=cloud.env(ASR_FAULTS=str(faults)))
     wait_for(cloud.healthy, 30, what="cloudsvc health")
     job_id = cloud.asr_json("failover", "unplanned", p.vm, *VAULT)["job_id"]
+    wait_for(fired.exists, 60, what="materialisation paused inside a read of the store")
     rvm = wait_for(lambda: [r for r in recovered(p) if r["state"] == "Creating"], 60, what="a VM being made")[0]
     vm_dir = Path(str(cloud.data_dir)).rglob(rvm["id"])
     cloud.proc.kill9()
