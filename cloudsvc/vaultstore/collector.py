@@ -130,6 +130,7 @@ def collect(store: VaultStore) -> GcStats:
     for sid in db.sessions_idle_since(now - store.session_ttl_s):
         db.session_close(sid)
         stats.sessions_expired += 1
+    store._pins.renew()  # this process's own pins are not expired, however long it stalled
     db.pins_expire(now)
     # Finish what an interrupted collection or upload left behind.
     for row in db.packs("deleting"):

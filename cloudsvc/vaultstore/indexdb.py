@@ -303,10 +303,6 @@ class IndexDb:
             (pin.pin_id, pin.point_id, pin.holder, now, pin.expires_at),
         )
 
-    def pins_renew(self, pin_ids: list[str], expires_at: float) -> None:
-        with self.tx() as c:
-            c.executemany("UPDATE pins SET expires_at = ? WHERE pin_id = ?", [(expires_at, p) for p in pin_ids])
-
     def pin_delete(self, pin_id: str) -> None:
         with self.tx() as c:
             c.execute("DELETE FROM pins WHERE pin_id = ?", (pin_id,))

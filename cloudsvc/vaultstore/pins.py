@@ -47,7 +47,7 @@ class PinKeeper:
         self.clock = clock
         self.lease_s = lease_s
         self.renew_every_s = renew_every_s
-        self._held: set[str] = set()  # ids of the leased pins this process holds
+        self._held: dict[str, PinInfo] = {}  # the leased pins this process holds, by id
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
@@ -69,7 +69,7 @@ class PinKeeper:
                 )
         if leased:
             with self._lock:
-                self._held.add(pin.pin_id)
+                self._held[pin.pin_id] = pin
                 self._start_renewer()
         return pin, point
 
@@ -80,22 +80,25 @@ class PinKeeper:
 
     def drop(self, pin: PinInfo) -> None:
         with self._lock:
-            self._held.discard(pin.pin_id)
+            self._held.pop(pin.pin_id, None)
         self.db.pin_delete(pin.pin_id)
 
-    def held(self) -> list[str]:
+    def held(self) -> list[PinInfo]:
         with self._lock:
-            return list(self._held)
+            return list(self._held.values())
 
     def renew_in(self, conn: sqlite3.Connection, now: float) -> None:
-        """Renew this process's leased pins inside the caller's transaction."""
-        conn.executemany("UPDATE pins SET expires_at = ? WHERE pin_id = ?",
-                         [(now + self.lease_s, p) for p in self.held()])
+        """Renew this process's leased pins inside the caller's transaction. A row another
+        process's collector removed as expired (this process stalled past the lease) is put
+        back: the pin is still held."""
+        for pin in self.held():
+            renewed = PinInfo(pin.pin_id, pin.point_id, pin.holder, now + self.lease_s)
+            self.db.pin_insert(conn, renewed, now)
 
     def renew(self) -> None:
-        held = self.held()
-        if held:
-            self.db.pins_renew(held, self.clock.now() + self.lease_s)
+        if self.held():
+            with self.db.tx() as conn:
+                self.renew_in(conn, self.clock.now())
 
     def _start_renewer(self) -> None:
         if self._renewer is None and not self._stop.is_set():

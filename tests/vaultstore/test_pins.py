@@ -171,3 +171,21 @@ def test_named_pins_last_until_released(tmp_path: Path, clock: FakeClock) -> Non
     store.pin_until_released(points[3].point_id, "recovered-vm rv-2")
     store.delete_point(points[3].point_id, force=True)
     assert store.pins() == [] and store.list_points("vm") == []
+
+
+def test_a_stalled_holder_gets_its_pin_back_before_it_deletes(tmp_path: Path, clock: FakeClock) -> None:
+    """This process stalled past its lease and another process's collection forgot the pin;
+    the holder still holds it, so this process's retention (and collection) put it back."""
+    store = make_store(LocalDirBackend(tmp_path / "a"), tmp_path / "idx.db", clock,
+                       pin_lease_s=600, pin_renew_s=3600)
+    _disk, points, _images = _history(store, clock)
+    other = make_store(LocalDirBackend(tmp_path / "a"), tmp_path / "idx.db", clock, pin_lease_s=600)
+    with store.pin(points[0].point_id, "a stalled export"):
+        clock.advance(7200)
+        other.gc()
+        assert other.pins() == []
+        assert points[0].point_id not in store.apply_retention("vm", KEEP_LATEST)
+        assert [p.holder for p in other.pins()] == ["a stalled export"]
+    assert other.pins() == []
+    other.close()
+    store.close()
