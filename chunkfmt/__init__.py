@@ -3,9 +3,12 @@
 A protected disk is cut into blocks of :data:`BLOCK_SIZE` bytes; one block is one chunk. A
 chunk is named by a keyed BLAKE3 hash of its plaintext (:func:`chunk_id`) and travels and rests
 as a *frame* (:func:`encode_chunk`): a small header, zstd-compressed payload, and AES-256-GCM
-when the VM uses a customer-managed key (:class:`CustomerKey`).
+when the VM uses a customer-managed key (:class:`CustomerKey`). A disk's block map (block
+index -> chunk id), as the agent ships it and the cloud builds a point from it, is a
+:class:`BlockMap`.
 """
 
+from chunkfmt.blockmap import BlockMap
 from chunkfmt.customerkey import CustomerKey
 from chunkfmt.frame import (
     FLAG_COMPRESSED,
@@ -31,6 +34,7 @@ __all__ = [
     "ID_SIZE",
     "NONCE_SIZE",
     "ZERO_ID",
+    "BlockMap",
     "CustomerKey",
     "FrameHeader",
     "chunk_id",

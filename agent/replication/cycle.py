@@ -25,9 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import sys
 import time
-from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -43,7 +41,7 @@ from agent.replication.fingerprints import FP_SIZE, DiskFingerprints, PendingFin
 from asrchannel.status import from_rpc_error
 from asrerrors import AsrError
 from asrpb import replication_pb2, replication_pb2_grpc
-from chunkfmt import BLOCK_SIZE, ID_SIZE, ZERO_ID, chunk_id, encode_chunk, is_zero_block
+from chunkfmt import BLOCK_SIZE, ID_SIZE, ZERO_ID, BlockMap, chunk_id, encode_chunk, is_zero_block
 
 log = logging.getLogger(__name__)
 
@@ -80,30 +78,6 @@ class _Done:
     changed: list[tuple[int, bytes]]
     frames: list[tuple[bytes, bytes]]
     fps: bytes                   # fingerprints of every block read, in order
-
-
-class _Changes:
-    """The changed blocks of one disk, in ascending order, compactly: 8 + 32 bytes each (a
-    Python dict would take ~150)."""
-
-    def __init__(self) -> None:
-        self.blocks = array("Q")
-        self.ids = bytearray()
-
-    def __len__(self) -> int:
-        return len(self.blocks)
-
-    def extend(self, items: list[tuple[int, bytes]]) -> None:
-        if items and self.blocks and items[0][0] <= self.blocks[-1]:
-            raise AssertionError("changes must arrive in ascending block order")
-        self.blocks.extend(b for b, _ in items)
-        self.ids += b"".join(c for _, c in items)
-
-    def blocks_le(self, start: int, stop: int) -> bytes:
-        part = self.blocks[start:stop]
-        if sys.byteorder != "little":
-            part.byteswap()
-        return part.tobytes()
 
 
 class _BaseMap:
@@ -246,7 +220,7 @@ class Cycle:
                 self._fp_pending.append(self._fp_files[disk].pending(block_counts[disk], whole=blocks is None))
         res.resync_by = ["fingerprints" if d in by_fp else "block-map" if m == "resync" else ""
                          for d, m, _ in plans]
-        changes = {d: _Changes() for d in range(snap.disk_count)}
+        changes = {d: BlockMap() for d in range(snap.disk_count)}
         last_report = [time.monotonic()]
         buffers: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
         pending: deque[Future[_Done]] = deque()
@@ -417,13 +391,13 @@ class Cycle:
                 raise failure[0]
 
     def _commit_parts(self, session: str, vm_id: str, base: str, kind: str, snap: Snapshot,
-                      changes: dict[int, _Changes], uploaded: int) -> Iterator[replication_pb2.CommitPart]:
+                      changes: dict[int, BlockMap], uploaded: int) -> Iterator[replication_pb2.CommitPart]:
         yield replication_pb2.CommitPart(
             session_id=session, vm_id=vm_id, base_point_id=base, kind=kind, created_at=snap.created,
             disks=[replication_pb2.PointDisk(disk_index=d, virtual_size=snap.disk_size(d))
                    for d in range(snap.disk_count)])
         for disk, ch in changes.items():
             for i in range(0, len(ch), COMMIT_BATCH):
-                yield replication_pb2.CommitPart(disk_index=disk, blocks=ch.blocks_le(i, i + COMMIT_BATCH),
-                                                 ids=bytes(ch.ids[i * ID_SIZE:(i + COMMIT_BATCH) * ID_SIZE]))
+                yield replication_pb2.CommitPart(disk_index=disk, blocks=ch.block_bytes(i, i + COMMIT_BATCH),
+                                                 ids=ch.id_bytes(i, i + COMMIT_BATCH))
         yield replication_pb2.CommitPart(last=True, uploaded_bytes=uploaded)

@@ -25,6 +25,7 @@ import mmap
 import os
 import re
 import secrets
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -166,6 +167,19 @@ class LocalDirBackend:
     def exists(self, name: str) -> bool:
         return self._path(name).is_file()
 
+    def remove_tree(self, prefix: str) -> None:
+        """Remove the directory ``prefix`` names with whatever is left in it (temp files of
+        interrupted puts, empty directories) once its objects are deleted: a store's
+        teardown. Absent is not an error."""
+        path = self._path(prefix.rstrip("/"))
+        try:
+            shutil.rmtree(path)
+            self._fsync_dir(path.parent)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _os_error(exc, f"cannot remove {prefix}") from exc
+
     def __repr__(self) -> str:
         return f"LocalDirBackend({str(self.root)!r})"
 
@@ -235,3 +249,52 @@ def _os_error(exc: OSError, what: str) -> StorageError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFull(f"{what}: no space left on the storage account's file system")
     return StorageError(f"{what}: {exc.strerror or exc}")
+
+
+class CheckedBackend:
+    """Holds any backend to the contract's error rule: an ``OSError`` that escapes it (a
+    third-party backend, a fault injected in tests, a bug) becomes ``StorageError``, and
+    ENOSPC/EDQUOT ``DiskFull``, so that a full disk reaches the caller as ASR-0061 wherever
+    it happens, also on the store's sealing thread. ``inner`` is the wrapped backend."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+
+    def put(self, name: str, data: bytes | memoryview) -> None:
+        try:
+            self.inner.put(name, data)
+        except OSError as exc:
+            raise _os_error(exc, f"cannot write {name}") from exc
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        try:
+            return self.inner.get(name, offset, length)
+        except OSError as exc:
+            raise _os_error(exc, f"cannot read {name}") from exc
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        try:
+            yield from self.inner.list(prefix)
+        except OSError as exc:
+            raise _os_error(exc, f"cannot list {prefix!r}") from exc
+
+    def delete(self, name: str) -> None:
+        try:
+            self.inner.delete(name)
+        except OSError as exc:
+            raise _os_error(exc, f"cannot delete {name}") from exc
+
+    def stat(self, name: str) -> ObjectInfo:
+        try:
+            return self.inner.stat(name)
+        except OSError as exc:
+            raise _os_error(exc, f"cannot stat {name}") from exc
+
+    def exists(self, name: str) -> bool:
+        try:
+            return self.inner.exists(name)
+        except OSError as exc:
+            raise _os_error(exc, f"cannot stat {name}") from exc
+
+    def __repr__(self) -> str:
+        return f"CheckedBackend({self.inner!r})"

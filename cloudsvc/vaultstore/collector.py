@@ -1,37 +1,125 @@
-"""Garbage collection: mark everything reachable, then delete or repack packs with dead blobs.
+"""Garbage collection: mark everything reachable, then delete or repack packs with dead blobs,
+without stopping uploads.
 
-Mark: every tree node and chunk reachable from a live point, plus every id an open upload
-session has sent or been told is present, goes into a temporary table. A subtree already
-marked is not walked again, so marking costs in proportion to the distinct nodes, not to the
-points times the disk size. A damaged tree node aborts the collection before anything is
-deleted: an incomplete mark must never drive a sweep.
+The invariant: **a blob is deleted only when no point and no open session references it.**
+The collector holds no lock of the store while it marks, reads, writes or deletes packs, so
+``missing``, ``put_chunks`` and ``commit_point`` (of this process or another one sharing the
+index) proceed meanwhile. What keeps the invariant without the lock:
 
-Sweep, per pack, crash-safe at every step:
+1. *Candidates are fixed first.* Only packs ``live`` when the collection starts are looked
+   at. A pack sealed later (new uploads, new tree nodes) is never a candidate, so its blobs
+   need no marking.
+2. *Mark* (no lock): every tree node and chunk reachable from the points that exist, into
+   the TEMP table ``reach``; the marked point ids into ``marked``. A subtree already marked
+   is not walked again, so marking costs in proportion to the distinct nodes, not to the
+   points times the disk size. A damaged tree node aborts the collection before anything is
+   deleted: an incomplete mark must never drive a sweep.
+3. *Uploads protect before they trust.* A session protects every id it asks about
+   (``missing``), sends (``put_chunks``), references in a commit (``_absent``) or reuses as
+   an existing tree node, and only *then* checks that it is stored. Protection is a row in
+   ``session_chunks``, committed before the check.
+4. *Every deletion re-checks inside its own index transaction* (BEGIN IMMEDIATE, so no
+   protection or point insert can interleave): if a point exists that was not marked (one
+   committed since), the transaction is abandoned, that point is marked, and the step is
+   retried; a blob in ``reach`` or in ``session_chunks`` *as of that transaction* is never
+   dropped. A protection committed before the transaction is seen by it; one committed
+   after it finds the blob's row gone, so the upload reports it missing (or the commit
+   refuses) instead of trusting a deleted blob.
+5. A new point's tree shares subtrees with its base point; ``commit_point`` pins the base
+   until the new row exists, so those subtrees are reachable from a point (the base, or the
+   new one by step 4) throughout.
 
-* no live blob: in one transaction drop its chunk rows and mark it ``deleting``; then delete
-  the object; then forget the row.
-* some dead bytes (more than ``min_dead_fraction`` of the pack): copy its live blobs (hashes
-  re-checked) into a new pack; the new pack is put durably *before* one transaction moves the
-  rows to it and marks the old pack ``deleting``; only then is the old object deleted.
+Sweep, per candidate pack, crash-safe at every step:
+
+* no kept blob: in one transaction (with the re-check) drop its chunk rows and mark it
+  ``deleting``; then delete the object; then forget the row.
+* some dead bytes (more than ``min_dead_fraction`` of the pack): copy its kept blobs (hashes
+  re-checked) into a new pack; the new pack is put durably *before* one transaction moves
+  the rows to it and marks the old pack ``deleting``; a blob protected after the copy keeps
+  the old pack alive (it stays ``live``). Only then is the old object deleted.
+* Readers that looked up a row just before a repack moved it follow the row once when the
+  old pack is gone (``VaultStore.fetch_blobs``).
 
 A crash leaves either a ``writing`` pack (removed once older than the grace period; its blobs
 were never indexed) or a ``deleting`` pack (deleted at the start of the next collection).
-This assumes one collector per vault at a time; concurrent uploads in other processes are
-safe because their chunks are protected by their sessions before the pack is written.
+This assumes one collector per vault store at a time (``VaultStore`` serialises its own).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from asrerrors import StateConflict
 from chunkfmt import ZERO_ID
 from cloudsvc.vaultstore import merkle
 from cloudsvc.vaultstore.indexdb import PackRow
 from cloudsvc.vaultstore.packfile import PackBuilder, blob_hash, pack_name, pack_overhead
-from cloudsvc.vaultstore.records import GcStats
+from cloudsvc.vaultstore.records import GcStats, PointInfo
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from cloudsvc.vaultstore.store import VaultStore
+
+# A blob the collector must keep: reachable from a marked point, or protected by a session.
+_KEPT = "(c.id IN (SELECT id FROM temp.reach) OR c.id IN (SELECT id FROM session_chunks))"
+_SETTLE_ATTEMPTS = 100
+
+
+class _Marker:
+    """The mark of one collection: TEMP tables on the collecting thread's connection."""
+
+    def __init__(self, store: VaultStore) -> None:
+        self.store = store
+        db = store.db
+        for table in ("reach", "marked"):
+            db.query(f"DROP TABLE IF EXISTS temp.{table}")
+        db.query("CREATE TEMP TABLE reach (id BLOB PRIMARY KEY) WITHOUT ROWID")
+        db.query("CREATE TEMP TABLE marked (point_id TEXT PRIMARY KEY)")
+
+    def close(self) -> None:
+        for table in ("reach", "marked"):
+            self.store.db.query(f"DROP TABLE IF EXISTS temp.{table}")
+
+    def mark(self, points: Iterable[PointInfo]) -> int:
+        store, db = self.store, self.store.db
+
+        def first_visit(nid: bytes) -> bool:
+            return db.fill_temp("INSERT OR IGNORE INTO temp.reach VALUES (?)", [(nid,)]) > 0
+
+        count = 0
+        for point in points:
+            for disk in point.disks:
+                for level, _start, _nid, node in merkle.iter_nodes(
+                    store._read_node,
+                    disk.root,
+                    merkle.block_count(disk.virtual_size),
+                    disk.fanout,
+                    descend=first_visit,
+                ):
+                    if level == 0:
+                        db.fill_temp("INSERT OR IGNORE INTO temp.reach VALUES (?)",
+                                     [(c,) for c in node.ids if c != ZERO_ID])
+            db.fill_temp("INSERT OR IGNORE INTO temp.marked VALUES (?)", [(point.point_id,)])
+            count += 1
+        return count
+
+    def settled(self, step: Callable[[sqlite3.Connection], None]) -> None:
+        """Run ``step`` in an index transaction in which every existing point is marked
+        (rule 4 of the module doc), marking points committed meanwhile first."""
+        db = self.store.db
+        for _ in range(_SETTLE_ATTEMPTS):
+            with db.tx() as conn:
+                new = [r[0] for r in conn.execute(
+                    "SELECT point_id FROM points WHERE point_id NOT IN (SELECT point_id FROM temp.marked)")]
+                if not new:
+                    step(conn)
+                    return
+            # Outside the transaction: marking reads packs.
+            self.mark(p for p in (db.point(pid) for pid in new) if p is not None)
+        raise StateConflict("garbage collection gave up: new recovery points kept arriving while it swept",
+                            action="Nothing was lost; the next collection tries again.")
 
 
 def collect(store: VaultStore) -> GcStats:
@@ -42,6 +130,8 @@ def collect(store: VaultStore) -> GcStats:
     for sid in db.sessions_idle_since(now - store.session_ttl_s):
         db.session_close(sid)
         stats.sessions_expired += 1
+    store._pins.renew()  # this process's own pins are not expired, however long it stalled
+    db.pins_expire(now)
     # Finish what an interrupted collection or upload left behind.
     for row in db.packs("deleting"):
         backend.delete(row.name)
@@ -51,72 +141,64 @@ def collect(store: VaultStore) -> GcStats:
             backend.delete(row.name)
             db.pack_forget(row.name)
 
-    points = db.points()
-    stats.live_points = len(points)
-    _mark(store, points)
-
-    dead_packs: list[PackRow] = []
-    to_repack: list[PackRow] = []
-    for row in db.packs("live"):
-        live = db.query(
-            "SELECT COUNT(*), COALESCE(SUM(c.length), 0) FROM chunks c "
-            "JOIN temp.reach r ON r.id = c.id WHERE c.pack = ?",
-            (row.name,),
-        )[0]
-        total = db.query("SELECT COUNT(*) FROM chunks WHERE pack = ?", (row.name,))[0][0]
-        stats.live_blobs += live[0]
-        stats.deleted_blobs += total - live[0]
-        dead_bytes = row.size - pack_overhead(live[0]) - live[1]
-        if live[0] == 0:
-            dead_packs.append(row)
-        elif dead_bytes > 0 and dead_bytes > store.min_dead_fraction * row.size:
-            to_repack.append(row)
-        else:
-            stats.deleted_blobs -= total - live[0]  # dead rows stay until the pack is repacked
-
-    for row in dead_packs:
-        with db.tx() as conn:
-            conn.execute("DELETE FROM chunks WHERE pack = ?", (row.name,))
-            conn.execute("UPDATE packs SET state = 'deleting' WHERE name = ?", (row.name,))
-        backend.delete(row.name)
-        db.pack_forget(row.name)
-        stats.packs_deleted += 1
-
-    _repack(store, to_repack, stats)
-    db.query("DELETE FROM temp.reach")
+    candidates = db.packs("live")  # rule 1: packs sealed from now on are never touched
+    marker = _Marker(store)
+    try:
+        stats.live_points = marker.mark(db.points())
+        dead_packs, to_repack = _classify(store, candidates, stats)
+        for row in dead_packs:
+            if _drop_dead_pack(store, marker, row):
+                backend.delete(row.name)
+                db.pack_forget(row.name)
+                stats.packs_deleted += 1
+        _repack(store, marker, to_repack, stats)
+    finally:
+        marker.close()
     stats.bytes_after = store.storage_bytes()
     return stats
 
 
-def _mark(store: VaultStore, points: list) -> None:  # type: ignore[type-arg]
+def _classify(store: VaultStore, candidates: list[PackRow], stats: GcStats) -> tuple[list[PackRow], list[PackRow]]:
+    """Split the candidates into packs with nothing kept and packs worth repacking."""
     db = store.db
-    db.query("CREATE TEMP TABLE IF NOT EXISTS reach (id BLOB PRIMARY KEY) WITHOUT ROWID")
-    db.query("DELETE FROM temp.reach")
-
-    def first_visit(nid: bytes) -> bool:
-        with db.tx() as conn:
-            return conn.execute("INSERT OR IGNORE INTO temp.reach VALUES (?)", (nid,)).rowcount > 0
-
-    for point in points:
-        for disk in point.disks:
-            for level, _start, _nid, node in merkle.iter_nodes(
-                store._read_node,
-                disk.root,
-                merkle.block_count(disk.virtual_size),
-                disk.fanout,
-                descend=first_visit,
-            ):
-                if level == 0:
-                    with db.tx() as conn:
-                        conn.executemany(
-                            "INSERT OR IGNORE INTO temp.reach VALUES (?)",
-                            [(c,) for c in node.ids if c != ZERO_ID],
-                        )
-    with db.tx() as conn:
-        conn.execute("INSERT OR IGNORE INTO temp.reach SELECT id FROM session_chunks")
+    dead_packs: list[PackRow] = []
+    to_repack: list[PackRow] = []
+    for row in candidates:
+        kept, kept_bytes = db.query(
+            f"SELECT COUNT(*), COALESCE(SUM(c.length), 0) FROM chunks c WHERE c.pack = ? AND {_KEPT}",
+            (row.name,),
+        )[0]
+        total = db.query("SELECT COUNT(*) FROM chunks WHERE pack = ?", (row.name,))[0][0]
+        stats.live_blobs += kept
+        dead_bytes = row.size - pack_overhead(kept) - kept_bytes
+        if kept == 0:
+            dead_packs.append(row)
+            stats.deleted_blobs += total
+        elif dead_bytes > 0 and dead_bytes > store.min_dead_fraction * row.size:
+            to_repack.append(row)
+            stats.deleted_blobs += total - kept
+    return dead_packs, to_repack
 
 
-def _repack(store: VaultStore, rows: list[PackRow], stats: GcStats) -> None:
+def _drop_dead_pack(store: VaultStore, marker: _Marker, row: PackRow) -> bool:
+    """Drop a pack's rows and mark it ``deleting`` unless, at this moment, one of its blobs
+    is kept after all; True if it was dropped (its object may then be deleted)."""
+    dropped = False
+
+    def step(conn: sqlite3.Connection) -> None:
+        nonlocal dropped
+        kept = conn.execute(f"SELECT COUNT(*) FROM chunks c WHERE c.pack = ? AND {_KEPT}", (row.name,)).fetchone()[0]
+        if kept:
+            return  # protected since the mark: it is live again; a later collection decides
+        conn.execute("DELETE FROM chunks WHERE pack = ?", (row.name,))
+        conn.execute("UPDATE packs SET state = 'deleting' WHERE name = ?", (row.name,))
+        dropped = True
+
+    marker.settled(step)
+    return dropped
+
+
+def _repack(store: VaultStore, marker: _Marker, rows: list[PackRow], stats: GcStats) -> None:
     db, backend = store.db, store.backend
     builder = PackBuilder()
     consumed: list[str] = []
@@ -131,13 +213,25 @@ def _repack(store: VaultStore, rows: list[PackRow], stats: GcStats) -> None:
             new_name = pack_name(data)
             db.pack_begin(new_name, len(data), store.clock.now())
             backend.put(new_name, data)
-        with db.tx() as conn:
+        retired: list[str] = []
+
+        def step(conn: sqlite3.Connection) -> None:
+            retired.clear()
             if new_name:
                 db.pack_commit(conn, new_name, builder.entries, replace=True)
             for old in consumed:
+                # Rows still in the old pack were not copied; if one of them is kept now
+                # (protected after the copy), the old pack stays live with it.
+                left = conn.execute(f"SELECT COUNT(*) FROM chunks c WHERE c.pack = ? AND {_KEPT}",
+                                    (old,)).fetchone()[0]
+                if left:
+                    continue
                 conn.execute("DELETE FROM chunks WHERE pack = ?", (old,))
                 conn.execute("UPDATE packs SET state = 'deleting' WHERE name = ?", (old,))
-        for old in consumed:
+                retired.append(old)
+
+        marker.settled(step)
+        for old in retired:
             backend.delete(old)
             db.pack_forget(old)
             stats.packs_deleted += 1
@@ -145,14 +239,14 @@ def _repack(store: VaultStore, rows: list[PackRow], stats: GcStats) -> None:
         builder, consumed = PackBuilder(), []
 
     for row in rows:
-        live = db.query(
-            "SELECT c.id, c.kind, c.offset, c.length, c.hash FROM chunks c "
-            "JOIN temp.reach r ON r.id = c.id WHERE c.pack = ? ORDER BY c.offset",
+        kept = db.query(
+            f"SELECT c.id, c.kind, c.offset, c.length, c.hash FROM chunks c "
+            f"WHERE c.pack = ? AND {_KEPT} ORDER BY c.offset",
             (row.name,),
         )
         data = backend.get(row.name)
         blobs = []
-        for cid, kind, offset, length, digest in live:
+        for cid, kind, offset, length, digest in kept:
             frame = data[offset : offset + length]
             if blob_hash(frame) != digest:
                 break

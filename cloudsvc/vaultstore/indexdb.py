@@ -1,26 +1,38 @@
-"""The vault store's metadata in SQLite: chunk index, packs, recovery points, sessions.
+"""The vault store's metadata in SQLite: chunk index, packs, recovery points, sessions, pins.
 
 Everything another process would need lives here, not in memory (the one exception is the
-not-yet-sealed pack a process is filling, which nothing has acknowledged). WAL mode with
-``synchronous=FULL``: a committed point row survives power loss, which is what lets the cloud
-acknowledge a point as soon as ``commit_point`` returns.
+not-yet-sealed pack a process is filling, which nothing has acknowledged). The database is
+the project's one SQLite wrapper (``sqlitestore.Database``): WAL, ``synchronous=FULL`` (a
+committed point row survives power loss, which is what lets the cloud acknowledge a point
+as soon as ``commit_point`` returns), one writer lock, ``BEGIN IMMEDIATE``, versioned
+migrations. A full disk is ``DiskFull`` (ASR-0061); any other SQLite failure is a
+``StorageError`` naming the index, never a raw ``sqlite3`` error.
 
 Pack states: ``writing`` (row made before the put, so an interrupted write can be found and
 removed), ``live``, ``deleting`` (its chunk rows are gone; the object may still exist).
+
+Pins: a row per reader or failover that needs a point to stay (see ``VaultStore.pin``).
+``expires_at`` NULL means held until released by name; otherwise a lease its holder renews.
+A point is deleted by retention only in a transaction that first finds no unexpired pin.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
+from asrerrors import StorageError
 from cloudsvc.vaultstore.packfile import PackEntry
-from cloudsvc.vaultstore.records import DiskInfo, PointInfo
+from cloudsvc.vaultstore.records import DiskInfo, PinInfo, PointInfo
+from sqlitestore.database import Database
 
-_SCHEMA = """
+# Released entries are never edited. Version 1 is the schema that existed before migrations
+# (hence IF NOT EXISTS: a store made then has user_version 0 and these tables already).
+MIGRATIONS = [
+    """
 CREATE TABLE IF NOT EXISTS packs (
     name TEXT PRIMARY KEY, size INTEGER NOT NULL, state TEXT NOT NULL, created_at REAL NOT NULL
 );
@@ -45,9 +57,22 @@ CREATE TABLE IF NOT EXISTS sessions (
 CREATE TABLE IF NOT EXISTS session_chunks (
     session_id TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
     id BLOB NOT NULL, PRIMARY KEY (session_id, id)
-) WITHOUT ROWID;
-"""
+) WITHOUT ROWID
+""",
+    # Pins; and session protection looked up by id (the collector's "kept" test, per blob).
+    """
+CREATE TABLE pins (
+    pin_id TEXT PRIMARY KEY, point_id TEXT NOT NULL, holder TEXT NOT NULL,
+    created_at REAL NOT NULL, expires_at REAL
+);
+CREATE INDEX pins_by_point ON pins (point_id);
+CREATE INDEX pins_by_holder ON pins (holder);
+CREATE INDEX session_chunks_by_id ON session_chunks (id)
+""",
+]
 _BATCH = 500  # ids per IN (...) query, well under SQLite's variable limit
+# Pins (aliased p) in force at the time bound to the placeholder.
+_PIN_HOLDS = "(p.expires_at IS NULL OR p.expires_at > ?)"
 
 
 @dataclass(frozen=True)
@@ -74,36 +99,42 @@ def _batches(ids: list[bytes]) -> Iterator[list[bytes]]:
 
 class IndexDb:
     def __init__(self, path: str) -> None:
-        self._conn = sqlite3.connect(
-            path, timeout=30.0, isolation_level=None, check_same_thread=False
-        )
-        self._lock = threading.RLock()
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self._conn.executescript(_SCHEMA)
+        self.path = path
+        with self._errors():
+            self.database = Database(path, MIGRATIONS)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self.database.close()
 
     @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        """One short write transaction; BEGIN IMMEDIATE so a second writer waits up front
-        instead of failing at commit time."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:  # a full disk is already DiskFull (sqlitestore)
+            raise StorageError(
+                f"the vault store's index {self.path} failed: {exc}",
+                causes=("The index database is damaged, or another process holds it locked.",),
+                action="Check the service log; if the index is damaged, rebuild it from the packs "
+                       "(VaultStore.rebuild_index keeps the recovery points).",
+            ) from exc
 
-    def query(self, sql: str, args: Iterable[object] = ()) -> list[tuple]:  # type: ignore[type-arg]
-        with self._lock:
-            return self._conn.execute(sql, tuple(args)).fetchall()
+    @contextmanager
+    def tx(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One short write transaction (BEGIN IMMEDIATE, so a second writer waits up front
+        instead of failing at commit time). ``durable=False``: see ``Database.write``."""
+        with self._errors(), self.database.write(durable) as conn:
+            yield conn
+
+    def query(self, sql: str, args: Iterable[object] = ()) -> list[Any]:
+        with self._errors():
+            return self.database.query(sql, tuple(args))
+
+    def fill_temp(self, sql: str, rows: Iterable[tuple[object, ...]]) -> int:
+        """Run ``sql`` for each row on this thread's connection, outside any write
+        transaction: for TEMP tables (per connection, so the whole use must stay on one
+        thread), which need no lock on the shared database. Returns the rows changed."""
+        with self._errors(), self.database.full_disk_errors():
+            return int(self.database.connection().executemany(sql, rows).rowcount)
 
     # --- chunks -----------------------------------------------------------------------
     def present(self, ids: Iterable[bytes]) -> set[bytes]:
@@ -143,9 +174,8 @@ class IndexDb:
                 (name, size, now),
             )
 
-    def pack_commit(
-        self, conn: sqlite3.Connection, name: str, entries: list[PackEntry], replace: bool
-    ) -> None:
+    @staticmethod
+    def pack_commit(conn: sqlite3.Connection, name: str, entries: list[PackEntry], replace: bool) -> None:
         """Index a durable pack's entries (inside the caller's transaction). ``replace`` moves
         existing ids to this pack (repacking); otherwise the first stored copy wins."""
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
@@ -187,22 +217,14 @@ class IndexDb:
 
     def session_protect(self, session_id: str, ids: Iterable[bytes], now: float) -> None:
         """Protect ``ids`` for the session against garbage collection. Committed without an
-        fsync (``synchronous=NORMAL`` for this transaction; it runs on every uploaded batch):
-        a process crash keeps it (WAL), only a power loss can drop it, and then the point's
-        commit finds the chunks a collection removed absent and refuses, so the agent
-        uploads them again. The next FULL commit makes it durable anyway."""
+        fsync (it runs on every uploaded batch): a process crash keeps it (WAL), only a power
+        loss can drop it, and then the point's commit finds the chunks a collection removed
+        absent and refuses, so the agent uploads them again. The next durable commit makes
+        it durable anyway."""
         rows = [(session_id, i) for i in ids]
-        with self._lock:
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            try:
-                with self.tx() as c:
-                    c.execute("UPDATE sessions SET touched_at = ? WHERE session_id = ?",
-                              (now, session_id))
-                    c.executemany(
-                        "INSERT OR IGNORE INTO session_chunks (session_id, id) VALUES (?, ?)", rows
-                    )
-            finally:
-                self._conn.execute("PRAGMA synchronous=FULL")
+        with self.tx(durable=False) as c:
+            c.execute("UPDATE sessions SET touched_at = ? WHERE session_id = ?", (now, session_id))
+            c.executemany("INSERT OR IGNORE INTO session_chunks (session_id, id) VALUES (?, ?)", rows)
 
     def session_close(self, session_id: str) -> None:
         with self.tx() as c:
@@ -254,6 +276,55 @@ class IndexDb:
             return self._points("", ())
         return self._points("WHERE vm_id = ?", (vm_id,))
 
-    def point_delete(self, point_id: str) -> bool:
+    def point_ids(self) -> set[str]:
+        return {r[0] for r in self.query("SELECT point_id FROM points")}
+
+    @staticmethod
+    def point_delete(conn: sqlite3.Connection, point_id: str) -> bool:
+        """Delete a point row (inside the caller's transaction); False if there was none."""
+        return conn.execute("DELETE FROM points WHERE point_id = ?", (point_id,)).rowcount > 0
+
+    # --- pins -------------------------------------------------------------------------
+    @staticmethod
+    def pin_holders(conn: sqlite3.Connection, point_id: str, now: float) -> list[str]:
+        """Holders of the pins in force on a point (inside the caller's transaction, so that
+        a delete that checks this cannot race with a pin being taken)."""
+        rows = conn.execute(
+            f"SELECT holder FROM pins p WHERE p.point_id = ? AND {_PIN_HOLDS} ORDER BY holder",
+            (point_id, now),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    @staticmethod
+    def pin_insert(conn: sqlite3.Connection, pin: PinInfo, now: float) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO pins (pin_id, point_id, holder, created_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (pin.pin_id, pin.point_id, pin.holder, now, pin.expires_at),
+        )
+
+    def pin_delete(self, pin_id: str) -> None:
         with self.tx() as c:
-            return c.execute("DELETE FROM points WHERE point_id = ?", (point_id,)).rowcount > 0
+            c.execute("DELETE FROM pins WHERE pin_id = ?", (pin_id,))
+
+    def pins_release(self, holder: str) -> int:
+        with self.tx() as c:
+            return int(c.execute("DELETE FROM pins WHERE holder = ?", (holder,)).rowcount)
+
+    def pins(self, now: float, point_id: str | None = None) -> list[PinInfo]:
+        """The pins in force at ``now`` (of one point, or all)."""
+        args: list[object]
+        where, args = f"WHERE {_PIN_HOLDS}", [now]
+        if point_id is not None:
+            where += " AND p.point_id = ?"
+            args.append(point_id)
+        rows = self.query(
+            f"SELECT pin_id, point_id, holder, expires_at FROM pins p {where} ORDER BY point_id, holder", args
+        )
+        return [PinInfo(*r) for r in rows]
+
+    def pins_expire(self, now: float) -> int:
+        """Forget pins whose lease ran out (their holder died without releasing them)."""
+        with self.tx() as c:
+            return int(c.execute("DELETE FROM pins WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                                 (now,)).rowcount)

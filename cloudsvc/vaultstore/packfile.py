@@ -26,6 +26,7 @@ writes the same name with the same bytes.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import blake3
@@ -54,15 +55,20 @@ def blob_hash(data: bytes | memoryview) -> bytes:
     return blake3.blake3(data).digest()
 
 
+def name_for_digest(digest: bytes) -> str:
+    """A pack's name from its trailer digest."""
+    hexdigest = digest.hex()
+    return f"{PACK_PREFIX}{hexdigest[:2]}/{hexdigest}"
+
+
 def pack_name(pack_bytes: bytes | memoryview) -> str:
     """The name of a sealed pack, from the trailer digest in its footer (see the module doc)."""
     if len(pack_bytes) < len(PACK_MAGIC) + FOOTER.size:
         raise DataCorrupt("pack is too short for its footer")
     _count, digest, magic = FOOTER.unpack_from(pack_bytes, len(pack_bytes) - FOOTER.size)
     if magic != PACK_END_MAGIC:
-        raise DataCorrupt("pack footer has a bad magic number")
-    hexdigest = digest.hex()
-    return f"{PACK_PREFIX}{hexdigest[:2]}/{hexdigest}"
+        raise DataCorrupt("pack end magic (ASRPKEND) is damaged")
+    return name_for_digest(digest)
 
 
 def pack_overhead(entries: int) -> int:
@@ -129,13 +135,17 @@ class PackBuilder:
 
 
 def parse_trailer(tail: bytes, pack_size: int) -> list[PackEntry]:
+    return parse_tail(tail, pack_size)[0]
+
+
+def parse_tail(tail: bytes, pack_size: int) -> tuple[list[PackEntry], bytes]:
     """Parse the entries from the last bytes of a pack (``tail`` must hold the whole trailer
     and footer; read ``trailer_length`` bytes or more from the end)."""
     if len(tail) < FOOTER.size:
         raise DataCorrupt("pack is too short for its footer")
     count, digest, magic = FOOTER.unpack_from(tail, len(tail) - FOOTER.size)
     if magic != PACK_END_MAGIC:
-        raise DataCorrupt("pack footer has a bad magic number")
+        raise DataCorrupt("pack end magic (ASRPKEND) is damaged")
     trailer_len = count * ENTRY.size
     if trailer_len + FOOTER.size > len(tail) or pack_size < pack_overhead(count):
         raise DataCorrupt("pack trailer is longer than the pack")
@@ -148,12 +158,31 @@ def parse_trailer(tail: bytes, pack_size: int) -> list[PackEntry]:
     for e in entries:
         if e.offset < len(PACK_MAGIC) or e.offset + e.length > limit:
             raise DataCorrupt("pack trailer entry points outside the pack")
-    return entries
+    return entries, digest
+
+
+def read_trailer(read: Callable[[int, int], bytes], pack_size: int) -> tuple[list[PackEntry], bytes]:
+    """The entries and trailer digest of a stored pack of ``pack_size`` bytes, reading only
+    its tail through ``read(offset, length)``. DataCorrupt says what is wrong: the end
+    magic, an impossible entry count, the trailer checksum, an entry outside the pack."""
+    if pack_size < len(PACK_MAGIC) + FOOTER.size:
+        raise DataCorrupt("pack is too short for its footer")
+    guess = min(pack_size, FOOTER.size + 64 * ENTRY.size)  # most trailers in one read
+    tail = read(pack_size - guess, guess)
+    count = footer_count(tail)
+    need = count * ENTRY.size + FOOTER.size
+    if need > pack_size - len(PACK_MAGIC):
+        raise DataCorrupt(f"pack footer claims {count} entries, more than the pack can hold")
+    if need > len(tail):
+        tail = read(pack_size - need, need)
+    return parse_tail(tail, pack_size)
 
 
 def footer_count(footer: bytes) -> int:
     """The entry count from a pack's last FOOTER.size bytes, to size the trailer read."""
+    if len(footer) < FOOTER.size:
+        raise DataCorrupt("pack is too short for its footer")
     count, _digest, magic = FOOTER.unpack_from(footer, len(footer) - FOOTER.size)
     if magic != PACK_END_MAGIC:
-        raise DataCorrupt("pack footer has a bad magic number")
+        raise DataCorrupt("pack end magic (ASRPKEND) is damaged")
     return int(count)

@@ -2,71 +2,17 @@
 
 from __future__ import annotations
 
-import bisect
-from array import array
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-ID_BYTES = 32
+from chunkfmt.blockmap import BlockMap
 
 PointKind = Literal["crash", "app"]
 
 
-class BlockChanges(Mapping[int, bytes]):
-    """A disk's changed blocks (block index -> chunk id) in 40 bytes per block: the indexes
-    ascending in an ``array('Q')``, the ids packed in one bytes object.
-
-    Why not a dict: the initial point of a disk names every allocated block, and a dict of
-    int -> bytes costs ~170 bytes per block (11 MiB for 4 GiB, 2.8 GiB for a 1 TB disk), so
-    the cloud's memory would grow with the disk. Lookups are binary searches; ``indexes``
-    gives the sorted keys without making Python ints of them all."""
-
-    __slots__ = ("indexes", "_ids")
-
-    def __init__(self, indexes: array, ids: bytes) -> None:  # type: ignore[type-arg]
-        if len(ids) != len(indexes) * ID_BYTES:
-            raise ValueError("one 32-byte id per block index is needed")
-        self.indexes = indexes
-        self._ids = ids
-
-    @classmethod
-    def from_parts(cls, indexes: array, ids: bytes) -> BlockChanges:  # type: ignore[type-arg]
-        """From indexes in any order (a later duplicate wins, as in a dict); already
-        ascending input (what the agent sends) is taken as it is, without copies."""
-        if all(indexes[i] < indexes[i + 1] for i in range(len(indexes) - 1)):
-            return cls(indexes, bytes(ids))
-        latest = {b: ids[k * ID_BYTES:(k + 1) * ID_BYTES] for k, b in enumerate(indexes)}
-        return cls.from_mapping(latest)
-
-    @classmethod
-    def from_mapping(cls, changes: Mapping[int, bytes]) -> BlockChanges:
-        keys = sorted(changes)
-        return cls(array("Q", keys), b"".join(changes[k] for k in keys))
-
-    def _find(self, block: int) -> int:
-        i = bisect.bisect_left(self.indexes, block)
-        return i if i < len(self.indexes) and self.indexes[i] == block else -1
-
-    def __getitem__(self, block: int) -> bytes:
-        i = self._find(block) if isinstance(block, int) and block >= 0 else -1
-        if i < 0:
-            raise KeyError(block)
-        return self._ids[i * ID_BYTES:(i + 1) * ID_BYTES]
-
-    def __contains__(self, block: object) -> bool:
-        return isinstance(block, int) and block >= 0 and self._find(block) >= 0
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indexes)
-
-    def __len__(self) -> int:
-        return len(self.indexes)
-
-    def ids(self) -> Iterator[bytes]:
-        """The chunk ids in block order (cheaper than ``values()``, which searches per key)."""
-        for i in range(len(self.indexes)):
-            yield self._ids[i * ID_BYTES:(i + 1) * ID_BYTES]
+# The cloud's name for a point's changed blocks; one type with the agent's (chunkfmt.blockmap).
+BlockChanges = BlockMap
 
 
 @dataclass(frozen=True)
@@ -119,3 +65,38 @@ class GcStats:
     bytes_before: int = 0
     bytes_after: int = 0
     damaged_packs: list[str] = field(default_factory=list)
+
+
+class VerifyResult(list[Damage]):
+    """What :meth:`VaultStore.verify` found: the damage (this list; empty means intact) and
+    how much was checked. A list so that code that compared the result with ``[]`` keeps
+    working; the wire's ``VerifyReport`` takes ``packs_checked`` and ``blocks_checked``."""
+
+    def __init__(self, damage: list[Damage], packs_checked: int, blocks_checked: int) -> None:
+        super().__init__(damage)
+        self.packs_checked = packs_checked  # packs whose header, trailer and name were checked
+        self.blocks_checked = blocks_checked  # non-zero blocks whose chunk was re-read and hashed
+
+    @property
+    def damage(self) -> list[Damage]:
+        return list(self)
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    """What :meth:`VaultStore.rebuild_index` did (the wire's ``RebuildIndexReport``)."""
+
+    packs: int  # packs whose trailer was read and indexed
+    blobs: int  # chunk and tree-node rows rebuilt
+    damaged_packs: list[str]  # packs left out: their trailer is unreadable
+
+
+@dataclass(frozen=True)
+class PinInfo:
+    """A pin on a point (see ``VaultStore.pin``). ``expires_at`` None: held until released
+    by its holder's name; otherwise a lease its process renews while it holds the pin."""
+
+    pin_id: str
+    point_id: str
+    holder: str
+    expires_at: float | None

@@ -5,60 +5,67 @@ Write ordering (each step must be complete before the next begins):
 1. Pack row ``writing`` in the index, then ``backend.put`` of the sealed pack (atomic,
    durable), then in one transaction the pack's chunk rows and the pack ``live``.
    A chunk is *stored* only once its row is committed; ``missing`` and ``commit_point``
-   trust only rows (plus this process's unsealed pack for ``missing``).
-2. ``commit_point`` flushes, refuses if any chunk the point references has no row, writes the
-   changed tree nodes, flushes again, and only then inserts the point row. A point row
-   therefore never references a blob that is not durably stored and indexed.
+   trust only rows (plus this process's unsealed packs for ``missing``).
+2. ``commit_point`` pins its base point, protects every chunk it references with its session
+   *before* checking that it is stored, flushes, writes the changed tree nodes (an existing
+   node it reuses is protected the same way), flushes again, and only then inserts the point
+   row. A point row therefore never references a blob that is not durably stored and
+   indexed, and nothing it references can be collected between the check and the insert.
 3. The caller acknowledges the point to the agent only after ``commit_point`` returns.
 4. A blob is deleted only when no live point and no open session references it; a pack object
-   is deleted only after the index no longer points into it (see ``collector``).
+   is deleted only after the index no longer points into it (see ``collector``, which runs
+   without the store's lock).
+5. Retention deletes a point only when no pin is in force on it (see ``pins``): exports,
+   verifies and block maps pin the point they read, so they finish or fail with NotFound,
+   never with a false DataCorrupt.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import blake3
 
 from asrclock import Clock
-from asrerrors import DataCorrupt, NotFound, StateConflict, StorageError
+from asrerrors import AsrError, DataCorrupt, NotFound, StateConflict, StorageError
 from chunkfmt import ID_SIZE, ZERO_ID, decode_chunk, encode_chunk, parse_header
 from cloudsvc.vaultstore import merkle
-from cloudsvc.vaultstore.backend import Backend
+from cloudsvc.vaultstore.backend import Backend, CheckedBackend
 from cloudsvc.vaultstore.indexdb import IndexDb, Location
-from cloudsvc.vaultstore.packfile import (
-    ENTRY,
-    FOOTER,
-    KIND_CHUNK,
-    KIND_NODE,
-    PACK_PREFIX,
-    PackBuilder,
-    blob_hash,
-    footer_count,
-    pack_name,
-    parse_trailer,
-)
+from cloudsvc.vaultstore.packfile import KIND_CHUNK, KIND_NODE, PACK_PREFIX, PackBuilder, blob_hash, pack_name
+from cloudsvc.vaultstore.pins import DEFAULT_LEASE_S, PinKeeper
 from cloudsvc.vaultstore.records import (
     BlockChanges,
-    Damage,
     DiskDelta,
     DiskInfo,
     GcStats,
+    PinInfo,
     PointInfo,
     PointKind,
+    RebuildResult,
+    VerifyResult,
 )
 from cloudsvc.vaultstore.retention import RetentionPolicy, points_to_keep
+from durablefile import fsync_dir
 
 DEFAULT_PACK_SIZE = 16 * 1024 * 1024
+# Object name prefixes this store owns in its storage account (what ``destroy`` removes).
+# Anything else there (the failover's recovered disks on a local directory) is not the store's.
+OWNED_PREFIXES = (PACK_PREFIX,)
 _READ_WINDOW = 256  # blocks fetched together: bounds read_frames memory to ~16 MiB
 _COALESCE_GAP = 64 * 1024
 _MAX_READ = 8 * 1024 * 1024
 _MAX_SEALING = 1  # full packs queued for the sealing thread before put_chunks waits
+_PROTECT_BATCH = 8192
+_T = TypeVar("_T")
 
 
 class VaultStore:
@@ -72,10 +79,17 @@ class VaultStore:
         session_ttl_s: float = 7 * 86400.0,
         writing_grace_s: float = 3600.0,
         min_dead_fraction: float = 0.1,
+        pin_lease_s: float = DEFAULT_LEASE_S,
+        pin_renew_s: float | None = None,
     ) -> None:
+        """``pin_lease_s`` (on ``clock``) is how long a pin of a process that died keeps its
+        point; a live holder renews it every ``pin_renew_s`` real seconds (default a fifth
+        of the lease). See ``pins``."""
         if fanout < 2:
             raise ValueError("fanout must be at least 2")
-        self.backend = backend
+        # Every backend is held to the error contract (OSError -> StorageError/DiskFull).
+        self.backend: Backend = backend if isinstance(backend, CheckedBackend) else CheckedBackend(backend)
+        self.index_db_path = index_db_path
         self.db = IndexDb(index_db_path)
         self.clock = clock
         self.pack_size = pack_size
@@ -83,7 +97,10 @@ class VaultStore:
         self.session_ttl_s = session_ttl_s
         self.writing_grace_s = writing_grace_s
         self.min_dead_fraction = min_dead_fraction
-        self.lock = threading.RLock()
+        self.lock = threading.RLock()  # uploads and commits of this process; not the collector
+        self._gc_lock = threading.Lock()  # one collection (or index rebuild) at a time
+        self._pins = PinKeeper(self.db, clock, pin_lease_s, pin_renew_s or pin_lease_s / 5)
+        self._closed = False
         self._pack = PackBuilder()
         self._pack_frames: dict[bytes, bytes] = {}
         self._nodes: OrderedDict[bytes, merkle.Node] = OrderedDict()
@@ -96,6 +113,10 @@ class VaultStore:
         self._seal_buffer = bytearray()
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._pins.stop()
         if self._sealer is not None:
             self._sealer.shutdown(wait=True)
         self.db.close()
@@ -120,17 +141,18 @@ class VaultStore:
     # --- upload ------------------------------------------------------------------------
     def missing(self, ids: Iterable[bytes], session_id: str | None = None) -> list[bytes]:
         """Ids not stored, in input order without repeats; ZERO_ID is never missing. With
-        ``session_id``, the ids that *are* stored become protected by that session, so a
-        garbage collection cannot remove them before the session commits."""
+        ``session_id``, the ids asked about become protected by that session *before* the
+        answer is computed, so an id reported present cannot be collected before the
+        session commits (a collection that removed it first makes it missing here)."""
         wanted = list(dict.fromkeys(i for i in ids if i != ZERO_ID))
         with self.lock:
+            if session_id is not None:
+                self._require_session(session_id)
+                self.db.session_protect(session_id, wanted, self.clock.now())
             # Memory first, then the index: a pack's sealer indexes its blobs before it drops
             # them from memory, so this order never misses a blob that is in transit.
             have = {i for i in wanted if self._buffered(i)}
             have |= self.db.present(i for i in wanted if i not in have)
-            if session_id is not None:
-                self._require_session(session_id)
-                self.db.session_protect(session_id, have, self.clock.now())
         return [i for i in wanted if i not in have]
 
     def begin_session(self, vm_id: str) -> str:
@@ -235,18 +257,40 @@ class VaultStore:
         """On the sealing thread. Steps in the order of the module doc: row ``writing``,
         durable put, then the chunk rows and ``live`` in one transaction. On failure the
         blobs are dropped from memory: ``missing`` reports them missing again and
-        ``commit_point`` refuses a point that references them."""
+        ``commit_point`` refuses a point that references them. A failure is an AsrError
+        (a full disk ``DiskFull``, from the backend or the index), raised to the caller
+        that settles this seal."""
         try:
-            data = pack.seal_into(self._seal_buffer)  # one sealing thread: the buffer is its own
-            with data:  # released before the next pack may grow the buffer
+            with self._seal_buffer_view(pack) as data:
                 name = pack_name(data)
                 self.db.pack_begin(name, len(data), self.clock.now())
                 self.backend.put(name, data)
             with self.db.tx() as conn:
                 self.db.pack_commit(conn, name, pack.entries, replace=False)
+        except AsrError:
+            raise
+        except Exception as exc:  # the error contract: never a raw exception to the caller
+            raise StorageError(f"sealing a pack failed: {exc.__class__.__name__}: {exc}") from exc
         finally:
             with self._sealing_lock:
                 self._sealing = [s for s in self._sealing if s[0] is not pack]
+
+    @contextmanager
+    def _seal_buffer_view(self, pack: PackBuilder) -> Iterator[memoryview]:
+        """The sealed pack in the reused buffer (one sealing thread: the buffer is its own),
+        released before the next pack may grow the buffer, also when the put failed and its
+        traceback keeps frames (and their views of the buffer) alive."""
+        try:
+            data = pack.seal_into(self._seal_buffer)
+        except BufferError:
+            # A failed put's traceback (kept by whoever saw the error) can still hold a view
+            # of the buffer, which then cannot grow: start a new one.
+            self._seal_buffer = bytearray()
+            data = pack.seal_into(self._seal_buffer)
+        try:
+            yield data
+        finally:
+            data.release()
 
     # --- points ------------------------------------------------------------------------
     def commit_point(
@@ -263,68 +307,94 @@ class VaultStore:
         with self.lock:
             if self._require_session(session_id) != vm_id:
                 raise StateConflict(f"upload session {session_id} belongs to another VM")
-            base = self.get_point(base_point_id) if base_point_id is not None else None
-            if base is not None and base.vm_id != vm_id:
-                raise StateConflict(f"base point {base_point_id} belongs to another VM")
-            self._seal()
-            absent = self._absent(disks)
-            if absent:
-                raise StorageError(
-                    f"{len(absent)} chunks referenced by the new point are not stored",
-                    causes=("The upload was interrupted, or a garbage collection removed "
-                            "chunks that the agent was told were present.",),
-                    action="Ask which chunks are missing again, upload them, and retry.",
-                    details=[c.hex() for c in sorted(absent)[:5]],
-                )
-            infos = []
-            for index, delta in enumerate(disks):
-                base_disk = base.disks[index] if base and index < len(base.disks) else None
-                view = None
-                if base_disk is not None:
-                    view = merkle.TreeView(
-                        self._load_node,
-                        base_disk.root,
-                        merkle.block_count(base_disk.virtual_size),
-                        base_disk.fanout,
-                    )
-                root = merkle.build_tree(
-                    loader=self._load_node,
-                    writer=self._write_node,
-                    virtual_size=delta.virtual_size,
-                    fanout=self.fanout,
-                    changes=delta.changes,
-                    base=view,
-                )
-                infos.append(DiskInfo(index, delta.virtual_size, self.fanout, root))
-            self._seal()
-            point = PointInfo(
-                _point_id(vm_id, created_at, kind, infos), vm_id, created_at, kind, tuple(infos)
-            )
-            existing = self.db.point(point.point_id)
-            if existing is not None:
-                return existing  # a retried commit after a lost acknowledgement
-            self.db.point_insert(point)
-            return point
+            # The base is pinned for the whole commit: the new tree shares its subtrees, and
+            # they must not go away before the new point's row exists.
+            base_pin: AbstractContextManager[PointInfo | None] = (
+                self.pin(base_point_id, f"commit {session_id}") if base_point_id is not None
+                else nullcontext(None))
+            with base_pin as base:
+                if base is not None and base.vm_id != vm_id:
+                    raise StateConflict(f"base point {base_point_id} belongs to another VM")
+                return self._commit(session_id, vm_id, disks, base, kind, created_at)
 
-    def _absent(self, disks: Sequence[DiskDelta]) -> set[bytes]:
+    def _commit(self, session_id: str, vm_id: str, disks: Sequence[DiskDelta], base: PointInfo | None,
+                kind: PointKind, created_at: float) -> PointInfo:
+        self._seal()
+        absent = self._absent(session_id, disks)
+        if absent:
+            raise StorageError(
+                f"{len(absent)} chunks referenced by the new point are not stored",
+                causes=("The upload was interrupted, or a garbage collection removed "
+                        "chunks that the agent was told were present.",),
+                action="Ask which chunks are missing again, upload them, and retry.",
+                details=[c.hex() for c in sorted(absent)[:5]],
+            )
+        infos = []
+        for index, delta in enumerate(disks):
+            base_disk = base.disks[index] if base and index < len(base.disks) else None
+            view = None
+            if base_disk is not None:
+                view = merkle.TreeView(
+                    self._load_node,
+                    base_disk.root,
+                    merkle.block_count(base_disk.virtual_size),
+                    base_disk.fanout,
+                )
+            root = merkle.build_tree(
+                loader=self._load_node,
+                writer=self._node_writer(session_id),
+                virtual_size=delta.virtual_size,
+                fanout=self.fanout,
+                changes=delta.changes,
+                base=view,
+            )
+            infos.append(DiskInfo(index, delta.virtual_size, self.fanout, root))
+        self._seal()
+        point = PointInfo(
+            _point_id(vm_id, created_at, kind, infos), vm_id, created_at, kind, tuple(infos)
+        )
+        existing = self.db.point(point.point_id)
+        if existing is not None:
+            return existing  # a retried commit after a lost acknowledgement
+        self.db.point_insert(point)
+        return point
+
+    def _absent(self, session_id: str, disks: Sequence[DiskDelta]) -> set[bytes]:
         """Referenced chunk ids that are not stored, checked in batches so that memory stays
-        small however many blocks a point names (an initial point names them all)."""
+        small however many blocks a point names (an initial point names them all). Each
+        batch is protected by the session before it is checked: a collection either removed
+        a chunk before (it is reported absent) or keeps it until the point row exists."""
         absent: set[bytes] = set()
         batch: set[bytes] = set()
+
+        def check() -> None:
+            self.db.session_protect(session_id, batch, self.clock.now())
+            absent.update(batch - self.db.present(batch))
+            batch.clear()
+
         for d in disks:
             ids = d.changes.ids() if isinstance(d.changes, BlockChanges) else iter(d.changes.values())
             for c in ids:
                 if c != ZERO_ID:
                     batch.add(c)
-                if len(batch) >= 8192:
-                    absent |= batch - self.db.present(batch)
-                    batch = set()
-        return absent | (batch - self.db.present(batch))
+                if len(batch) >= _PROTECT_BATCH:
+                    check()
+        check()
+        return absent
 
-    def _write_node(self, nid: bytes, data: bytes) -> None:
-        if self._buffered(nid) or self.db.present([nid]):
-            return
-        self._add_blob(KIND_NODE, nid, encode_chunk(data, None))
+    def _node_writer(self, session_id: str) -> Callable[[bytes, bytes], None]:
+        def write(nid: bytes, data: bytes) -> None:
+            if self._buffered(nid):
+                return
+            if self.db.present([nid]):
+                # Reusing a stored node: protect it, then trust it only if it is still there
+                # (the same protect-then-check as for chunks in ``_absent``).
+                self.db.session_protect(session_id, [nid], self.clock.now())
+                if self.db.present([nid]):
+                    return
+            self._add_blob(KIND_NODE, nid, encode_chunk(data, None))
+
+        return write
 
     def _load_node(self, nid: bytes) -> merkle.Node:
         node = self._nodes.get(nid)
@@ -340,18 +410,18 @@ class VaultStore:
     def _read_node(self, nid: bytes) -> merkle.Node:
         frame = self._buffered_frame(nid)
         if frame is None:
-            loc = self.db.lookup([nid]).get(nid)
-            if loc is None:
-                raise DataCorrupt(f"tree node {nid.hex()} is not in the index")
-            frame = self.backend.get(loc.pack, loc.offset, loc.length)
-            if blob_hash(frame) != loc.hash:
-                raise DataCorrupt(f"tree node {nid.hex()} does not match its stored hash")
+            got = self.fetch_blobs({nid})[nid]
+            if isinstance(got, str):
+                raise DataCorrupt(f"tree node {nid.hex()} {got}")
+            frame = got
         data = decode_chunk(frame, None)
         if merkle.node_id(data) != nid:
             raise DataCorrupt(f"tree node {nid.hex()} does not match its id")
         return merkle.decode_node(data)
 
-    def list_points(self, vm_id: str) -> list[PointInfo]:
+    def list_points(self, vm_id: str | None = None) -> list[PointInfo]:
+        """The points of one VM, or of every VM (to find points the cloud's metadata does
+        not know, such as a commit it refused), oldest first."""
         return self.db.points(vm_id)
 
     def get_point(self, point_id: str) -> PointInfo:
@@ -360,44 +430,109 @@ class VaultStore:
             raise NotFound(f"recovery point {point_id} does not exist")
         return point
 
-    def _disk(self, point_id: str, disk_index: int) -> DiskInfo:
-        point = self.get_point(point_id)
+    def _disk(self, point: PointInfo, disk_index: int) -> DiskInfo:
         if not 0 <= disk_index < len(point.disks):
-            raise NotFound(f"recovery point {point_id} has no disk {disk_index}")
+            raise NotFound(f"recovery point {point.point_id} has no disk {disk_index}")
         return point.disks[disk_index]
 
-    def delete_point(self, point_id: str) -> None:
-        """Forget a point; its data is reclaimed by the next :meth:`gc`."""
-        if not self.db.point_delete(point_id):
-            raise NotFound(f"recovery point {point_id} does not exist")
+    def delete_point(self, point_id: str, force: bool = False) -> None:
+        """Forget a point; its data is reclaimed by the next :meth:`gc`. A pinned point is
+        refused (StateConflict naming the holders) unless ``force``, which also drops its
+        pins."""
+        now = self.clock.now()
+        with self.db.tx() as conn:
+            holders = self.db.pin_holders(conn, point_id, now)
+            if holders and not force:
+                raise StateConflict(
+                    f"recovery point {point_id} is in use by {', '.join(holders)}",
+                    action="Wait for those operations to finish (or release the failover's pin), then retry.",
+                )
+            if not self.db.point_delete(conn, point_id):
+                raise NotFound(f"recovery point {point_id} does not exist")
+            conn.execute("DELETE FROM pins WHERE point_id = ?", (point_id,))
 
     def apply_retention(self, vm_id: str, policy: RetentionPolicy, pinned: Iterable[str] = ()) -> list[str]:
         """Delete the VM's points the policy no longer keeps, never one in ``pinned`` (points a
-        failover still needs); returns their ids."""
+        failover still needs) nor one with a pin in force; returns the ids deleted."""
         points = self.list_points(vm_id)
-        keep = points_to_keep(points, policy, self.clock.now()) | set(pinned)
-        doomed = [p.point_id for p in points if p.point_id not in keep]
-        for pid in doomed:
-            self.db.point_delete(pid)
-        return doomed
+        now = self.clock.now()
+        keep = points_to_keep(points, policy, now) | set(pinned)
+        deleted = []
+        for point in points:
+            if point.point_id in keep:
+                continue
+            # The pin check and the delete are one transaction: a pin taken before it is
+            # seen, a pin taken after it finds the point gone (see ``pins``).
+            with self.db.tx() as conn:
+                self._pins.renew_in(conn, now)
+                if self.db.pin_holders(conn, point.point_id, now):
+                    continue
+                if self.db.point_delete(conn, point.point_id):
+                    deleted.append(point.point_id)
+        return deleted
+
+    # --- pins --------------------------------------------------------------------------
+    @contextmanager
+    def pin(self, point_id: str, holder: str) -> Iterator[PointInfo]:
+        """Keep ``point_id`` from being deleted by retention while the block runs; yields the
+        point. NotFound (ASR-0040) if it no longer exists. ``holder`` says who, for messages
+        (e.g. ``"export rp-… disk 0"``). The pin is a leased row in the index DB, renewed
+        while held; a process killed while holding it stops renewing and the lease expires."""
+        pin, point = self._pins.take(point_id, holder)
+        try:
+            yield point
+        finally:
+            if not self._closed:
+                self._pins.drop(pin)
+
+    def pin_until_released(self, point_id: str, holder: str) -> PointInfo:
+        """Pin a point with no lease, until :meth:`release` of ``holder`` (a recovered VM's
+        point, kept for the VM's life). Idempotent per holder and point. NotFound if the
+        point does not exist."""
+        return self._pins.take(point_id, holder, leased=False)[1]
+
+    def release(self, holder: str) -> int:
+        """Drop every pin of ``holder``; returns how many there were."""
+        return self.db.pins_release(holder)
+
+    def pins(self, point_id: str | None = None) -> list[PinInfo]:
+        """The pins in force now, of one point or all."""
+        return self.db.pins(self.clock.now(), point_id)
 
     # --- reading -----------------------------------------------------------------------
     def block_map(self, point_id: str, disk_index: int) -> Iterator[tuple[int, bytes]]:
-        disk = self._disk(point_id, disk_index)
+        """(block index, chunk id) of every block of a disk, ZERO_ID for zero blocks. The
+        point is pinned while the iterator runs; NotFound at once if it does not exist."""
+        self._disk(self.get_point(point_id), disk_index)
+        return self._pinned(point_id, f"block map {point_id} disk {disk_index}",
+                            lambda point: self._blocks(self._disk(point, disk_index)))
+
+    def _blocks(self, disk: DiskInfo) -> Iterator[tuple[int, bytes]]:
         return merkle.iter_blocks(
             self._read_node, disk.root, merkle.block_count(disk.virtual_size), disk.fanout
         )
 
+    def _pinned(self, point_id: str, holder: str, run: Callable[[PointInfo], Iterator[_T]]) -> Iterator[_T]:
+        with self.pin(point_id, holder) as point:
+            yield from run(point)
+
     def read_frames(self, point_id: str, disk_index: int) -> Iterator[tuple[int, bytes | None]]:
         """(block index, stored frame) for every block, None for zero blocks, in order. Each
-        frame's stored hash is checked; reads are batched per pack."""
+        frame's stored hash is checked; reads are batched per pack. The point is pinned while
+        the iterator runs (an export completes even if retention wants the point meanwhile);
+        NotFound at once if it does not exist."""
+        self._disk(self.get_point(point_id), disk_index)
+        return self._pinned(point_id, f"export {point_id} disk {disk_index}",
+                            lambda point: self._frames(point, disk_index))
+
+    def _frames(self, point: PointInfo, disk_index: int) -> Iterator[tuple[int, bytes | None]]:
         window: list[tuple[int, bytes]] = []
-        for block, cid in self.block_map(point_id, disk_index):
+        for block, cid in self._blocks(self._disk(point, disk_index)):
             window.append((block, cid))
             if len(window) >= _READ_WINDOW:
-                yield from self._read_window(point_id, disk_index, window)
+                yield from self._read_window(point.point_id, disk_index, window)
                 window = []
-        yield from self._read_window(point_id, disk_index, window)
+        yield from self._read_window(point.point_id, disk_index, window)
 
     def _read_window(
         self, point_id: str, disk_index: int, window: list[tuple[int, bytes]]
@@ -414,11 +549,24 @@ class VaultStore:
                 )
             yield block, got
 
-    def fetch_blobs(self, ids: set[bytes]) -> dict[bytes, bytes | str]:
+    def fetch_blobs(self, ids: set[bytes], locs: dict[bytes, Location] | None = None) -> dict[bytes, bytes | str]:
         """Stored bytes of each blob, hash-checked; a string says what is wrong instead.
-        Neighbouring blobs of a pack are read with one ranged get."""
-        locs = self.db.lookup(ids)
+        Neighbouring blobs of a pack are read with one ranged get. ``locs``: their index
+        rows, when the caller has looked them up already."""
+        if locs is None:
+            locs = self.db.lookup(ids)
         out: dict[bytes, bytes | str] = {i: "is not in the index" for i in ids if i not in locs}
+        gone = self._fetch_located(locs, out)
+        if gone:
+            # A collection may have repacked these blobs (moving their rows, then deleting
+            # the old pack) between the lookup and the read: follow their rows once.
+            moved = {i: loc for i, loc in self.db.lookup(gone).items() if loc.pack != locs[i].pack}
+            self._fetch_located(moved, out)
+        return out
+
+    def _fetch_located(self, locs: dict[bytes, Location], out: dict[bytes, bytes | str]) -> set[bytes]:
+        """Fetch blobs by location into ``out``; returns the ids whose pack was missing."""
+        gone: set[bytes] = set()
         by_pack: dict[str, list[tuple[bytes, Location]]] = {}
         for cid, loc in locs.items():
             by_pack.setdefault(loc.pack, []).append((cid, loc))
@@ -432,17 +580,17 @@ class VaultStore:
                     loc = member[1]
                     too_far = loc.offset - end > _COALESCE_GAP
                     if too_far or loc.offset + loc.length - start > _MAX_READ:
-                        self._fetch_run(pack, run, out)
+                        gone |= self._fetch_run(pack, run, out)
                         run = []
                 run.append(member)
-            self._fetch_run(pack, run, out)
-        return out
+            gone |= self._fetch_run(pack, run, out)
+        return gone
 
     def _fetch_run(
         self, pack: str, run: list[tuple[bytes, Location]], out: dict[bytes, bytes | str]
-    ) -> None:
+    ) -> set[bytes]:
         if not run:
-            return
+            return set()
         start = run[0][1].offset
         end = max(loc.offset + loc.length for _, loc in run)
         try:
@@ -450,7 +598,7 @@ class VaultStore:
         except NotFound:
             for cid, _ in run:
                 out[cid] = f"is in pack {pack}, which is missing"
-            return
+            return {cid for cid, _ in run}
         for cid, loc in run:
             frame = data[loc.offset - start : loc.offset - start + loc.length]
             if len(frame) != loc.length:
@@ -459,98 +607,79 @@ class VaultStore:
                 out[cid] = f"does not match its stored hash (pack {pack} offset {loc.offset})"
             else:
                 out[cid] = frame
+        return set()
 
     # --- integrity ---------------------------------------------------------------------
-    def verify(self, point_id: str, id_key: bytes | None = None) -> list[Damage]:
-        """Re-read and re-hash every tree node and chunk frame the point references. With
-        ``id_key`` (unencrypted VMs), unencrypted frames are also decoded and their content
-        checked against the chunk id."""
-        point = self.get_point(point_id)
-        damage: list[Damage] = []
-        for disk in point.disks:
-            damage += self._verify_disk(point_id, disk, id_key)
-        return damage
+    def verify(self, point_id: str, id_key: bytes | None = None) -> VerifyResult:
+        """Re-read and re-hash every tree node and chunk frame the point references, and check
+        every pack they live in (magic at both ends, trailer checksum, name = trailer digest,
+        index rows = trailer entries). With ``id_key`` (unencrypted VMs), unencrypted frames
+        are also decoded and their content checked against the chunk id. The point is
+        pinned meanwhile; NotFound if it does not exist."""
+        from cloudsvc.vaultstore.integrity import verify_point
 
-    def _verify_disk(self, point_id: str, disk: DiskInfo, id_key: bytes | None) -> list[Damage]:
-        blocks = merkle.block_count(disk.virtual_size)
-        levels = merkle.levels_for(blocks, disk.fanout)
-        damage: list[Damage] = []
-        pending: list[tuple[int, bytes]] = []
+        with self.pin(point_id, f"verify {point_id}") as point:
+            return verify_point(self, point, id_key)
 
-        def check_chunks() -> None:
-            fetched = self.fetch_blobs({c for _, c in pending})
-            for block, cid in pending:
-                got = fetched[cid]
-                what = got if isinstance(got, str) else _frame_problem(got, cid, id_key)
-                if what:
-                    damage.append(Damage(point_id, disk.disk_index, block, cid, what))
-            pending.clear()
+    def rebuild_index(self) -> RebuildResult:
+        """Rebuild the chunk and pack tables from the packs' own trailers, after the index
+        lost or damaged them. Points, sessions and pins are *not* derivable from the packs
+        (a point's root and facts live only in the index; the cloud's metadata DB records
+        the same points) and are kept as they are. See ``integrity.rebuild_index``."""
+        from cloudsvc.vaultstore.integrity import rebuild_index
 
-        def walk(nid: bytes, level: int, start: int) -> None:
-            if nid == ZERO_ID:
-                return
-            try:
-                node = self._read_node(nid)
-                if node.level != level or node.fanout != disk.fanout:
-                    raise DataCorrupt("tree node level or fanout does not match its position")
-            except (DataCorrupt, NotFound) as exc:
-                what = f"tree node damaged or missing: {exc}"
-                damage.append(Damage(point_id, disk.disk_index, start, nid, what))
-                return
-            step = disk.fanout**level
-            for k, child in enumerate(node.ids):
-                if level == 0:
-                    if child != ZERO_ID:
-                        pending.append((start + k, child))
-                        if len(pending) >= _READ_WINDOW:
-                            check_chunks()
-                else:
-                    walk(child, level - 1, start + k * step)
-
-        if blocks:
-            walk(disk.root, levels - 1, 0)
-        check_chunks()
-        return damage
+        with self._gc_lock, self.lock:
+            self._seal()
+            return rebuild_index(self)
 
     # --- space -------------------------------------------------------------------------
     def gc(self) -> GcStats:
+        """Collect garbage (see ``collector``). Runs without the store's lock: uploads,
+        ``missing`` and commits proceed meanwhile. One collection at a time per store."""
         from cloudsvc.vaultstore.collector import collect
 
-        with self.lock:
-            self._seal()
-            self._nodes.clear()
+        with self._gc_lock:
             return collect(self)
 
     def storage_bytes(self) -> int:
         """Bytes of pack objects the index knows about (live, being written or deleted)."""
         return self.db.total_pack_bytes()
 
-    def rebuild_index(self) -> int:
-        """Re-create chunk rows from the packs' own trailers (after losing or damaging the
-        index). Points and sessions are not in packs and are kept as they are."""
-        count = 0
+    def destroy(self) -> None:
+        """Delete everything this store owns: its objects in the storage account and its
+        index DB files (the vault is being deleted with --force). Closes the store; buffered
+        blobs are dropped. Safe to run again after a crash half-way: see :func:`destroy_store`."""
         with self.lock:
-            for name in list(self.backend.list(PACK_PREFIX)):
-                size = self.backend.stat(name).size
-                footer = self.backend.get(name, max(0, size - FOOTER.size))
-                n = footer_count(footer)
-                tail_len = min(size, n * ENTRY.size + FOOTER.size)
-                entries = parse_trailer(self.backend.get(name, size - tail_len), size)
-                self.db.pack_begin(name, size, self.clock.now())
-                with self.db.tx() as conn:
-                    self.db.pack_commit(conn, name, entries, replace=False)
-                count += 1
-        return count
+            self._pack, self._pack_frames = PackBuilder(), {}
+        self.close()
+        destroy_store(self.backend, self.index_db_path)
 
 
-def _frame_problem(frame: bytes, cid: bytes, id_key: bytes | None) -> str:
-    try:
-        hdr = parse_header(frame)
-        if id_key is not None and not hdr.encrypted:
-            decode_chunk(frame, None, expected_id=cid, id_key=id_key)
-    except DataCorrupt as exc:
-        return f"frame damaged: {exc}"
-    return ""
+def destroy_store(backend: Backend, index_db_path: str) -> None:
+    """Delete a store's index DB files, then every object under ``OWNED_PREFIXES``.
+
+    Idempotent, and needs no open store: the storage account's own listing says what is
+    left, so a teardown interrupted at any point is finished by running it again. The index
+    goes first: a half-deleted store is then an index-less heap of packs that nothing reads
+    (a rebuild would restore chunk rows, never points), not an index whose points name
+    deleted packs. Close every VaultStore on this index first."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            os.unlink(index_db_path + suffix)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(f"cannot delete the vault store's index {index_db_path}{suffix}: {exc}") from exc
+    fsync_dir(os.path.dirname(index_db_path) or ".")
+    for prefix in OWNED_PREFIXES:
+        for name in list(backend.list(prefix)):
+            backend.delete(name)
+        inner: object = backend
+        while hasattr(inner, "inner"):  # through wrappers (error contract, fault injection)
+            inner = inner.inner
+        remove_tree = getattr(inner, "remove_tree", None)
+        if remove_tree is not None:  # a local directory: temp files of interrupted puts, empty dirs
+            remove_tree(prefix)
 
 
 def _point_id(vm_id: str, created_at: float, kind: str, disks: list[DiskInfo]) -> str:

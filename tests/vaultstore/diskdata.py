@@ -100,3 +100,16 @@ def make_store(backend: Backend, db: Path, clock: FakeClock, **kw: object) -> Va
     options: dict[str, object] = {"pack_size": 150_000, "fanout": 4, "min_dead_fraction": 0.0}
     options.update(kw)
     return VaultStore(backend, str(db), clock, **options)  # type: ignore[arg-type]
+
+
+def flip_byte(backend: Backend, name: str, offset: int) -> None:
+    """Damage one byte of a stored object (borg's corruption helper); negative offsets count
+    from the end."""
+    data = bytearray(backend.get(name))
+    data[offset] ^= 0x40
+    backend.put(name, bytes(data))
+
+
+def point_image(store: VaultStore, point: PointInfo) -> list[bytes]:
+    """Every disk of a point, exported."""
+    return [export(store, point.point_id, d.disk_index, d.virtual_size) for d in point.disks]

@@ -49,10 +49,10 @@ def _check(store: VaultStore, points: dict[str, bytes], size: int) -> None:
 
 
 def _expected_images(tmp_path: Path, clock: FakeClock) -> tuple[int, int, dict[str, bytes]]:
-    _faulty, store, disk, p1 = _setup(tmp_path / "ref", clock)
-    calls = store.backend.calls["put"]  # type: ignore[attr-defined]
+    faulty, store, disk, p1 = _setup(tmp_path / "ref", clock)
+    calls = faulty.calls["put"]
     p2 = _next_cycle(store, disk, p1.point_id, 2e9)
-    steps = store.backend.calls["put"] - calls  # type: ignore[attr-defined]
+    steps = faulty.calls["put"] - calls
     images = {p1.point_id: disk.image()}
     images[p2.point_id] = export(store, p2.point_id, 0, disk.size)
     return steps, disk.size, images

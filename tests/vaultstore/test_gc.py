@@ -7,7 +7,7 @@ from pathlib import Path
 
 import chunkfmt as cf
 from asrclock import FakeClock
-from cloudsvc.vaultstore import Backend, LocalDirBackend, RetentionPolicy, VaultStore
+from cloudsvc.vaultstore import Backend, LocalDirBackend, RetentionPolicy, VaultStore, merkle
 from cloudsvc.vaultstore.packfile import pack_overhead
 from tests.vaultstore.diskdata import (
     cid,
@@ -115,3 +115,35 @@ def test_idle_sessions_expire(tmp_path: Path, clock: FakeClock) -> None:
     clock.advance(7200)
     stats = store.gc()
     assert stats.sessions_expired == 1 and store.storage_bytes() == 0
+
+
+def test_deleting_an_orphan_point_reclaims_exactly_its_own_data(tmp_path: Path, clock: FakeClock) -> None:
+    """A point row whose commit the cloud refused (a fenced primary) is found by listing every
+    point, deleted, and the collection then removes exactly the blobs only it used."""
+    rng = random.Random(71)
+    store = make_store(LocalDirBackend(tmp_path / "a"), tmp_path / "idx.db", clock)
+    disk = random_disk(rng, 30, fill=0.8)
+    good = commit_full(store, "vm", [disk], clock.now())
+    image = export(store, good.point_id, 0, disk.size)
+    fenced = {b: make_block(rng) for b in (0, 7, 21)}  # the stale primary's own writes
+    orphan = commit_changes(store, "vm", [disk.size], [fenced], good.point_id, clock.now() + 300)
+    store.gc()
+    before = {r[0] for r in store.db.query("SELECT id FROM chunks")}
+    known = {good.point_id}  # what the cloud's metadata DB says is committed
+    strays = [p.point_id for p in store.list_points() if p.point_id not in known]
+    assert strays == [orphan.point_id]
+    # Blobs only the orphan reaches: its new chunks and the tree nodes on their paths.
+    def reach(pid: str) -> set[bytes]:
+        point = store.get_point(pid)
+        ids = {nid for d in point.disks for _l, _s, nid, _n in merkle.iter_nodes(
+            store._read_node, d.root, merkle.block_count(d.virtual_size), d.fanout)}
+        return ids | {c for _b, c in store.block_map(pid, 0) if c != cf.ZERO_ID}
+
+    own = reach(orphan.point_id) - reach(good.point_id)
+    assert {cid(b) for b in fenced.values()} <= own
+    store.delete_point(orphan.point_id)
+    stats = store.gc()
+    after = {r[0] for r in store.db.query("SELECT id FROM chunks")}
+    assert before - after == own and after == reach(good.point_id)
+    assert stats.live_points == 1
+    assert export(store, good.point_id, 0, disk.size) == image and store.verify(good.point_id) == []
