@@ -13,7 +13,7 @@ import os
 from agent.runtime import AgentRuntime
 from asrerrors import NotFound
 from asrpb import control_pb2
-from certs.pki import write_public
+from durablefile import write_atomic
 
 
 def configure_host(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
@@ -84,4 +84,4 @@ class AppliedLog:
     def put(self, result: control_pb2.CommandResult, kind: str, applied_at: float) -> None:
         doc = {"ok": result.ok, "error_code": result.error_code, "error_message": result.error_message,
                "output": result.output, "kind": kind, "applied_at": applied_at}
-        write_public(os.path.join(self.dir, f"{result.id}.json"), json.dumps(doc).encode())
+        write_atomic(os.path.join(self.dir, f"{result.id}.json"), json.dumps(doc).encode())

@@ -44,6 +44,7 @@ from asrchannel.status import from_rpc_error
 from asrerrors import AsrError
 from asrpb import replication_pb2, replication_pb2_grpc
 from chunkfmt import BLOCK_SIZE, ID_SIZE, ZERO_ID, chunk_id, encode_chunk, is_zero_block
+from chunkfmt.keys import Keys
 
 log = logging.getLogger(__name__)
 
@@ -128,12 +129,6 @@ class _BaseMap:
         joined = b"".join(chunks)
         self.buf = joined[want:]
         return joined[:want]
-
-
-@dataclass
-class Keys:
-    id_key: bytes
-    aead_key: bytes | None
 
 
 @dataclass

@@ -25,13 +25,14 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from agent.hypervisor import LocalHypervisor
-from agent.replication.cycle import Cycle, CycleResult, Keys, _Rpc
+from agent.replication.cycle import Cycle, CycleResult, _Rpc
 from agent.replication.state import StateStore
 from agent.settings import ReplicationSettings, Settings
 from asrclock import Clock
 from asrerrors import AsrError, NotFound
 from asrpb import replication_pb2
-from chunkfmt import CustomerKey, vault_id_key
+from chunkfmt import CustomerKey
+from chunkfmt.keys import Keys
 
 log = logging.getLogger(__name__)
 SYNC_SECONDS = 5.0
@@ -74,9 +75,8 @@ class Engine:
 
     def keys(self, rs: ReplicationSettings) -> Keys:
         if rs.policy.encrypt:
-            key = CustomerKey.load(self.settings.customer_key_path)
-            return Keys(key.id_key, key.aead_key)
-        return Keys(vault_id_key(rs.vault_id or self.vault_id), None)
+            return Keys.for_customer_key(CustomerKey.load(self.settings.customer_key_path))
+        return Keys.for_vault(rs.vault_id or self.vault_id)
 
     def replicate(self, vm_id: str, app_consistent: bool | None = None, shutdown_first: bool = False) -> CycleResult:
         """Run one cycle now (waiting for a running one of the same VM); returns the result."""

@@ -15,7 +15,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
-from certs.pki import write_public
+from durablefile import write_atomic
 
 
 @dataclass
@@ -43,4 +43,4 @@ class StateStore:
             return VmReplicationState()
 
     def save(self, vm_id: str, st: VmReplicationState) -> None:
-        write_public(self._path(vm_id), json.dumps(asdict(st), indent=2).encode())
+        write_atomic(self._path(vm_id), json.dumps(asdict(st), indent=2).encode())
