@@ -139,8 +139,8 @@ class CycleResult:
     kind: str
     modes: list[str]
     resync_by: list[str] = field(default_factory=list)  # per disk: fingerprints, block-map or ""
-    blocks_read: int = 0
-    blocks_changed: int = 0
+    blocks_read: int = 0         # blocks read from the snapshot (every block of a full scan)
+    blocks_changed: int = 0      # blocks the point takes (changed against its base)
     chunks_sent: int = 0
     bytes_sent: int = 0
     seconds: float = 0.0
@@ -280,7 +280,7 @@ class Cycle:
             scanned = 0
             for done in results():
                 scanned += len(done.blocks)
-                res.blocks_read += len(done.changed)  # as before: the blocks the point takes
+                res.blocks_read += len(done.blocks)  # read from the snapshot (and fingerprinted)
                 changes[done.disk].extend(done.changed)
                 if self._fp_pending:
                     self._fp_pending[done.disk].add(done.blocks, done.fps)
