@@ -11,11 +11,10 @@ import argparse
 import ipaddress
 import json
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from asrerrors import AsrError, InvalidConfig, UsageError
+from asrerrors import AsrError, UsageError
 from vmspec import NicSpec, VmSpec
 
 from .local import LocalHypervisor
@@ -92,17 +91,10 @@ def register_vm_commands(subparsers: Any) -> None:
 
 
 def vm_dir_from_config(config: str) -> str:
-    path = Path(config).absolute()
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise InvalidConfig(f"configuration file {path} does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidConfig(f"configuration file {path} is not valid TOML: {exc}") from exc
-    vm_dir = data.get("vm_dir")
-    if not isinstance(vm_dir, str) or not vm_dir:
-        raise InvalidConfig(f"configuration file {path} has no vm_dir")
-    return str((path.parent / vm_dir).resolve())
+    """The VM directory the agent's configuration names (the whole file is validated)."""
+    from agent.config import load
+
+    return str(Path(load(config).vm_dir).resolve())
 
 
 def _vm_view(hv: LocalHypervisor, vm: VmSpec) -> dict[str, Any]:
