@@ -62,7 +62,8 @@ def register_vm_commands(subparsers: Any) -> None:
     p.add_argument("--generation", type=int, choices=(1, 2), default=1)
     p.add_argument("--cpus", type=int, default=2)
     p.add_argument("--memory-mb", type=int, default=2048)
-    p.add_argument("--nic", type=_nic, action="append", default=None)
+    p.add_argument("--nic", type=_nic, action="append", default=None,
+                   help="dhcp or IP/PREFIX, once per NIC; NICs are numbered from 0 in this order")
     p.add_argument("--data-controller", choices=("IDE", "SCSI"), default="SCSI")
     p.add_argument("--os-controller", choices=("IDE", "SCSI"), default="IDE")
     p.add_argument("--quiesce-hook", nargs="+", default=None, help="argv run before "
@@ -140,9 +141,7 @@ def _execute(args: argparse.Namespace) -> Any:
             hv.delete(args.name)
             return {"deleted": args.name}
         if cmd == "write":
-            if args.length < 0:
-                raise UsageError(f"length {args.length} is negative")
-            hv.write(args.name, args.disk, args.offset, bytes([args.pattern]) * args.length)
+            hv.write_pattern(args.name, args.disk, args.offset, args.length, args.pattern)
             return {"vm": args.name, "disk": args.disk, "offset": args.offset,
                     "length": args.length}
         if cmd == "workload":

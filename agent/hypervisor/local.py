@@ -21,6 +21,7 @@ from typing import Any
 from asrclock import Clock, SystemClock
 from asrerrors import (
     AlreadyExists,
+    DiskImageError,
     JobFailed,
     NotFound,
     StateConflict,
@@ -28,13 +29,19 @@ from asrerrors import (
     ValidationFailed,
 )
 from diskimage import DiskImage, open_disk, probe
-from vmspec import CONTROLLERS, DiskSpec, NicSpec, VmSpec, validate_name
+from vmspec import CONTROLLERS, DiskSpec, NicSpec, VmSpec, guest_os_problem, validate_name
 
 from . import tracking
 from .snapshot import Snapshot, preserve_before_write, recover_stale, take_snapshot
 from .store import STATE_DIR, VmPaths, atomic_write_json, vm_lock
 
 HOOK_TIMEOUT_S = 300
+PATTERN_PIECE = 4 << 20  # bytes per guest write of write_pattern
+
+
+# What a file's name promises: a file named like a VHD or VHDX must be one (a random or
+# damaged file under such a name would otherwise be taken for a raw disk).
+_SUFFIX_FORMAT = {".vhd": "vhd", ".avhd": "vhd", ".vhdx": "vhdx", ".avhdx": "vhdx"}
 
 
 def disk_spec(path: str, controller: str, os_disk: bool) -> DiskSpec:
@@ -45,8 +52,23 @@ def disk_spec(path: str, controller: str, os_disk: bool) -> DiskSpec:
     if not os.path.exists(path):
         raise NotFound(f"disk image {path} does not exist")
     facts = probe(path)
+    promised = _SUFFIX_FORMAT.get(Path(path).suffix.lower())
+    if promised is not None and facts.format != promised:
+        raise DiskImageError(
+            f"disk image {path} is named as a {promised.upper()} file but has no {promised.upper()} "
+            f"signature ({'a VHDX file identifier at byte 0' if promised == 'vhdx' else 'a VHD footer'})",
+            causes=("The file is damaged, was truncated, or is not a disk image.",
+                    "The file is a raw image with a misleading name."),
+            action="Check the image with 'qemu-img info'; rename a raw image to .img or .raw.")
     return DiskSpec(path, controller, os_disk, facts.format, facts.subformat,
                     facts.virtual_size, facts.parent)
+
+
+def check_guest_os(guest_os: str) -> None:
+    """Refuse at creation a guest OS that protection would refuse, in the same words."""
+    problem = guest_os_problem(guest_os)
+    if problem is not None:
+        raise ValidationFailed(f"{problem}", action="Create the VM with a supported 64-bit guest OS (--os).")
 
 
 class LocalHypervisor:
@@ -95,6 +117,7 @@ class LocalHypervisor:
         app_quiesce_hook: Sequence[str] | None = None,
     ) -> VmSpec:
         validate_name(name)
+        check_guest_os(guest_os)
         if generation not in (1, 2):
             raise UsageError(f"generation {generation} is not 1 or 2")
         if cpus < 1 or memory_mb < 32:
@@ -148,6 +171,7 @@ class LocalHypervisor:
             ) from exc
         vm = VmSpec.from_dict(data)
         validate_name(vm.name)
+        check_guest_os(vm.guest_os)
         base = Path(definition_file).absolute().parent
         vm.disks = [
             disk_spec(str(base / d.path), d.controller, d.os_disk) for d in vm.disks
@@ -259,6 +283,27 @@ class LocalHypervisor:
             # the bit goes down before the data: a crash may over-report, never under-report
             tracking.mark(paths.dirty_log(disk), blocks)
             image.write(offset, data)
+
+    def write_pattern(self, name: str, disk: int, offset: int, length: int, pattern: int) -> None:
+        """``length`` bytes of ``pattern`` at ``offset``, as guest writes of at most
+        PATTERN_PIECE bytes each. The range is checked against the disk first, so an absurd
+        length is refused before anything is written or allocated."""
+        vm = self.get(name)
+        size = self._image(vm, disk).virtual_size
+        if offset < 0 or length < 0:
+            raise UsageError(f"offset {offset} and length {length} must not be negative "
+                             f"(disk {disk} of VM {name} has {size} bytes)")
+        if offset + length > size:
+            raise UsageError(
+                f"a write of {length} bytes at offset {offset} ends at byte {offset + length}, past the end "
+                f"of disk {disk} of VM {name}, which has {size} bytes",
+                action=f"Give --offset and --length with offset + length <= {size}.")
+        piece = bytes([pattern]) * min(length, PATTERN_PIECE)
+        done = 0
+        while done < length:
+            n = min(PATTERN_PIECE, length - done)
+            self.write(name, disk, offset + done, piece[:n], vm=vm)
+            done += n
 
     def read(self, name: str, disk: int, offset: int, length: int) -> bytes:
         vm = self.get(name)
