@@ -13,7 +13,6 @@ import builtins
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,20 +21,20 @@ from asrclock import Clock, SystemClock
 from asrerrors import (
     AlreadyExists,
     DiskImageError,
-    JobFailed,
     NotFound,
     StateConflict,
     UsageError,
     ValidationFailed,
 )
 from diskimage import DiskImage, open_disk, probe
+from durablefile import fsync_dir, write_atomic
 from vmspec import CONTROLLERS, DiskSpec, NicSpec, VmSpec, guest_os_problem, validate_name
 
-from . import tracking
+from . import quiesce, tracking
+from .fence import read_marker, refusal
 from .snapshot import Snapshot, preserve_before_write, recover_stale, take_snapshot
 from .store import STATE_DIR, VmPaths, atomic_write_json, vm_lock
 
-HOOK_TIMEOUT_S = 300
 PATTERN_PIECE = 4 << 20  # bytes per guest write of write_pattern
 
 
@@ -220,6 +219,10 @@ class LocalHypervisor:
         paths = self._paths(name)
         with vm_lock(paths):
             vm = self.get(name)
+            if state == "Running":
+                marker = self._fence_marker(paths)
+                if marker is not None:
+                    raise refusal(name, marker, "it may not start here")
             if state == "Off":
                 for i in range(len(vm.disks)):
                     image = self._images.get((vm.vm_id, i))
@@ -233,10 +236,51 @@ class LocalHypervisor:
         return vm
 
     def start(self, name: str) -> VmSpec:
+        """Power on; refused with Fenced while the VM is fenced (see ``fence``)."""
         return self._set_power(name, "Running")
 
     def stop(self, name: str) -> VmSpec:
         return self._set_power(name, "Off")
+
+    # -- fencing (see agent/hypervisor/fence.py) ----------------------------------------
+
+    @staticmethod
+    def _fence_marker(paths: VmPaths) -> dict[str, Any] | None:
+        try:
+            return read_marker(paths.fence.read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def fenced(self, name: str) -> dict[str, Any] | None:
+        """The VM's fence marker, or None when it is not fenced."""
+        return self._fence_marker(self._paths(name))
+
+    def fence(self, name: str, reason: str, epoch: int, newer_epoch: int = 0) -> dict[str, Any]:
+        """Mark this host's copy of the VM stale and power it off. The marker is durable, and
+        written under the VM lock, before the power-off: no guest write lands after it. A VM
+        already fenced keeps its first marker (the first reason is the informative one)."""
+        vm = self.get(name)
+        paths = self._paths(name)
+        with vm_lock(paths):
+            marker = self._fence_marker(paths)
+            if marker is None:
+                marker = {"vm": name, "vm_id": vm.vm_id, "reason": reason, "epoch": epoch,
+                          "newer_epoch": newer_epoch, "fenced_at": self.clock.now()}
+                write_atomic(paths.fence, (json.dumps(marker, indent=2) + "\n").encode())
+        self.stop(name)
+        return marker
+
+    def unfence(self, name: str) -> bool:
+        """Remove the fence marker (this host is the active side again); False if none."""
+        paths = self._paths(name)
+        self.get(name)
+        with vm_lock(paths):
+            try:
+                paths.fence.unlink()
+            except FileNotFoundError:
+                return False
+            fsync_dir(paths.state)
+        return True
 
     def _close_images(self, vm_id: str) -> None:
         for key in [k for k in self._images if k[0] == vm_id]:
@@ -264,7 +308,7 @@ class LocalHypervisor:
         """A guest write: copy-on-write for an open snapshot, mark dirty, write the image."""
         vm = vm or self.get(name)
         if vm.power_state != "Running":
-            raise StateConflict(f"VM {name} is not running", action=f"Start VM {name} first.")
+            self._not_running(name)
         image = self._image(vm, disk)
         if offset < 0 or offset + len(data) > image.virtual_size:
             raise UsageError(
@@ -277,12 +321,18 @@ class LocalHypervisor:
             # A caller may hold a stale definition (the workload re-reads it only now and
             # then): check the power state again under the lock that stop() takes, so no
             # write lands after a shutdown (planned failover's "no data loss").
-            if self.get(name).power_state != "Running":
-                raise StateConflict(f"VM {name} is not running", action=f"Start VM {name} first.")
+            if self.get(name).power_state != "Running" or paths.fence.exists():
+                self._not_running(name)
             preserve_before_write(paths, disk, blocks, image)
             # the bit goes down before the data: a crash may over-report, never under-report
             tracking.mark(paths.dirty_log(disk), blocks)
             image.write(offset, data)
+
+    def _not_running(self, name: str) -> None:
+        marker = self.fenced(name)
+        if marker is not None:
+            raise refusal(name, marker, "guest writes are refused")
+        raise StateConflict(f"VM {name} is not running", action=f"Start VM {name} first.")
 
     def write_pattern(self, name: str, disk: int, offset: int, length: int, pattern: int) -> None:
         """``length`` bytes of ``pattern`` at ``offset``, as guest writes of at most
@@ -344,9 +394,11 @@ class LocalHypervisor:
     # -- snapshots -----------------------------------------------------------------------
 
     def snapshot(self, name: str, app_consistent: bool = False) -> Snapshot:
+        """A snapshot of every disk at one instant; app-consistent ones run the VM's quiesce
+        hook first and raise QuiesceFailed (nothing taken) when it fails."""
         vm = self.get(name)
         if app_consistent and vm.app_quiesce_hook:
-            self._quiesce(vm)
+            quiesce.run_hook(vm.app_quiesce_hook)
         images = [open_disk(d.path, readonly=True) for d in vm.disks]
         try:
             return take_snapshot(self._paths(name), name, images, self.clock, app_consistent)
@@ -355,22 +407,9 @@ class LocalHypervisor:
                 image.close()
             raise
 
-    def _quiesce(self, vm: VmSpec) -> None:
-        assert vm.app_quiesce_hook
-        try:
-            r = subprocess.run(vm.app_quiesce_hook, capture_output=True, text=True,
-                               timeout=HOOK_TIMEOUT_S, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise JobFailed(f"quiesce hook of VM {vm.name} failed to run: {exc}") from exc
-        if r.returncode != 0:
-            raise JobFailed(
-                f"quiesce hook of VM {vm.name} exited with {r.returncode}",
-                details=[r.stderr.strip()[-500:]] if r.stderr.strip() else (),
-                action="Fix the application quiesce hook or take a crash-consistent point.",
-            )
-
     def recover(self) -> builtins.list[str]:
-        """At agent start: drop snapshots left open by dead processes; returns the VM names."""
+        """At agent start: drop snapshots left open by dead processes (returns their VM
+        names), and power off a fenced VM still marked running."""
         recovered = []
         state = self.vm_dir / STATE_DIR
         for vm in self.list():
@@ -381,5 +420,7 @@ class LocalHypervisor:
                 had = paths.snap.exists() or paths.snap_tmp.exists()
                 if not recover_stale(paths) and had:
                     recovered.append(vm.name)
+            if vm.power_state == "Running" and paths.fence.exists():
+                self.stop(vm.name)  # fenced, then the process died before the power-off
         return recovered
 
