@@ -18,6 +18,12 @@ Ordering: chunks (``PutChunks`` returns after they are durable) → ``CommitPoin
 after the point is durable) → ``Snapshot.commit`` (the dirty set is dropped) → fingerprint
 files describe the new point. Any failure before the acknowledgement aborts the snapshot,
 which merges the captured dirty set back, and leaves the fingerprint files as they were.
+
+The session carries the epoch this host holds for the VM and, for a planned failover's last
+cycle, ``final`` (``BeginCycleRequest``); the vault refuses a stale host with Fenced, which
+the engine turns into a fence (``agent.fencing``). An app-consistent snapshot whose quiesce
+hook fails becomes a crash-consistent one in the same cycle: the result is a crash point
+with ``warning``/``warning_code`` (QuiesceFailed, ASR-0045) for the engine to report.
 """
 
 from __future__ import annotations
