@@ -43,7 +43,7 @@ from agent.replication.cycle import Cycle, CycleResult, _Rpc
 from agent.replication.state import StateStore, VmReplicationState
 from agent.settings import ReplicationSettings, Settings
 from asrclock import Clock
-from asrerrors import AsrError, Fenced, NotFound
+from asrerrors import AsrError, Fenced, NotFound, Unreachable
 from asrpb import replication_pb2
 from chunkfmt import CustomerKey
 from chunkfmt.keys import Keys
@@ -206,6 +206,9 @@ class Engine:
                 reply = self.rpc("CheckEpoch", replication_pb2.EpochCheck(vm_id=rs.vm_id, epoch=rs.epoch), timeout=10)
             except Fenced as err:
                 self.fenced(rs, err)
+            except Unreachable as err:
+                log.debug("epochs not checked, the cloud is unreachable: %s", err)
+                return  # asking about the other VMs now would only wait as long again
             except AsrError as err:
                 log.debug("epoch of %s not checked: %s", rs.vm_name, err)
                 continue

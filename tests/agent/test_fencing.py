@@ -97,7 +97,7 @@ def test_check_epoch_at_start_fences_the_refused_and_retries_the_unchecked(host:
     engine = host.engine()
     host.rpc.fail["CheckEpoch"] = Unreachable("the cloud service is unreachable")
     engine.check_epochs()
-    assert [r.vm_id for r in host.rpc.requests("CheckEpoch")] == sorted([a, b])
+    assert len(host.rpc.requests("CheckEpoch")) == 1         # the cloud is down: not asked about each VM
     assert host.hv.fenced("vm-a") is None and host.hv.fenced("vm-b") is None
     # the next sync asks again; now the vault says vm-a's active side moved
     host.rpc.calls.clear()
