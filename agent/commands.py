@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 
+from agent import fencing
 from agent.runtime import AgentRuntime
 from asrerrors import NotFound
 from asrpb import control_pb2
-from certs.pki import write_public
+from durablefile import write_atomic
 
 
 def configure_host(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
@@ -31,11 +32,12 @@ def _vm_name(rt: AgentRuntime, vm_id: str, fallback: str) -> str:
 
 def enable_replication(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
     body = cmd.enable_replication
-    _vm_name(rt, body.vm_id, body.vm_name)
-    rt.settings.enable(body, rt.clock.now())
+    name = _vm_name(rt, body.vm_id, body.vm_name)
+    rt.settings.enable(body, rt.clock.now(), epoch=cmd.epoch)
+    fencing.grant(rt, body.vm_id, name, cmd.epoch)  # this host is the active side (again)
     if rt.replication is not None:
         rt.replication.refresh()
-    return f"replication enabled for {body.vm_name}"
+    return f"replication enabled for {body.vm_name}" + (f" (epoch {cmd.epoch})" if cmd.epoch else "")
 
 
 def disable_replication(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
@@ -57,7 +59,7 @@ def power_vm(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
         from asrerrors import UsageError
 
         raise UsageError(f"unknown power action {body.action!r}; allowed: start, stop")
-    return f"VM {name} {body.action}ed"
+    return f"VM {name} {'started' if body.action == 'start' else 'stopped'}"
 
 
 def register_builtin(rt: AgentRuntime) -> None:
@@ -84,4 +86,4 @@ class AppliedLog:
     def put(self, result: control_pb2.CommandResult, kind: str, applied_at: float) -> None:
         doc = {"ok": result.ok, "error_code": result.error_code, "error_message": result.error_message,
                "output": result.output, "kind": kind, "applied_at": applied_at}
-        write_public(os.path.join(self.dir, f"{result.id}.json"), json.dumps(doc).encode())
+        write_atomic(os.path.join(self.dir, f"{result.id}.json"), json.dumps(doc).encode())

@@ -4,16 +4,21 @@
     vm_dir = "/var/lib/asr-agent/vms"     # the local hypervisor's VM definitions
     proxy = "http://proxy:3128"           # optional
     heartbeat_seconds = 30
+
+Relative paths are relative to the file's directory. Every key's type and range is checked
+(``asrops.tomlconfig``): anything wrong is InvalidConfig (ASR-0014) naming the file, the key,
+the value and what is allowed; a malformed proxy URL is InvalidProxy (ASR-0013).
 """
 
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 
-from asrchannel.proxy import ProxyUrl, parse_proxy
-from asrerrors import InvalidConfig
+from asrchannel.proxy import ProxyUrl
+from asrops.tomlconfig import Table, read_toml
+
+KEYS = ("state_dir", "vm_dir", "proxy", "heartbeat_seconds")
 
 
 @dataclass
@@ -27,25 +32,16 @@ class AgentConfig:
 
 def load(path: str) -> AgentConfig:
     path = os.path.abspath(path)
-    try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError as exc:
-        raise InvalidConfig(f"configuration file {path} does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidConfig(f"{path} is not valid TOML: {exc}") from exc
-    known = {"state_dir", "vm_dir", "proxy", "heartbeat_seconds"}
-    unknown = set(raw) - known
-    if unknown:
-        raise InvalidConfig(f"{path}: unknown keys {sorted(unknown)}; known keys {sorted(known)}")
-    for k in ("state_dir", "vm_dir"):
-        if k not in raw:
-            raise InvalidConfig(f"{path}: {k} is required")
+    top = Table(path, read_toml(path))
+    top.check_keys(KEYS)
+    state_dir = top.path("state_dir")
+    vm_dir = top.path("vm_dir")
+    heartbeat = top.seconds("heartbeat_seconds", 30.0)
     base = os.path.dirname(path)
     return AgentConfig(
         path=path,
-        state_dir=os.path.join(base, raw["state_dir"]),
-        vm_dir=os.path.join(base, raw["vm_dir"]),
-        proxy=parse_proxy(raw["proxy"]) if raw.get("proxy") else None,
-        heartbeat_seconds=float(raw.get("heartbeat_seconds", 30)),
+        state_dir=os.path.join(base, state_dir),
+        vm_dir=os.path.join(base, vm_dir),
+        proxy=top.proxy(),
+        heartbeat_seconds=heartbeat,
     )

@@ -8,6 +8,11 @@ forward replication resumes from a consistent base without a full copy: the next
 exactly the blocks failback changed (and where tracking was lost, the agent's hash resync
 ships only what differs from the cloud's latest point). Raw, VHD and VHDX disks are written in
 place (``diskimage``). Idempotent: a second run finds nothing that differs.
+
+Fencing: a failed-over VM is fenced on this host; failback writes its disks anyway (not
+through the guest path's power check), and only once every disk was written does it grant
+this host the command's epoch and clear the fence (``agent.fencing.grant``), then start the
+VM. A failback that fails leaves the VM fenced.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Iterator
 import blake3
 import grpc
 
+from agent import fencing
 from agent.hypervisor import tracking
 from agent.hypervisor.snapshot import preserve_before_write
 from agent.hypervisor.store import VmPaths, vm_lock
@@ -76,6 +82,8 @@ def failback(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
         finally:
             reader.close()
             writer.close()
+    # the disks now equal the recovered VM's: this host is the active side from here on
+    fencing.grant(rt, body.vm_id, name, cmd.epoch)
     if body.start_vm:
         rt.hv.start(name)
     out = (f"failback of {name}: compared {compared} blocks, received {received} differing blocks "

@@ -21,6 +21,7 @@ from registration.link import CloudLink
 from registration.state import SiteIdentity
 
 Handler = Callable[["AgentRuntime", control_pb2.Command], str]
+# Every command about a VM goes through agent.fencing.apply (epochs, the fence) first.
 
 
 @dataclass
@@ -44,4 +45,6 @@ class AgentRuntime:
 
             raise UsageError(f"this agent does not know the command {kind!r}",
                              action="Upgrade the agent to the cloud service's release.")
-        return fn(self, cmd)
+        from agent import fencing
+
+        return fencing.apply(self, cmd, lambda: fn(self, cmd))

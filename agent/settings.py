@@ -1,11 +1,16 @@
 """Replication settings the provider pushed to this host, kept in the agent's state dir.
 
     STATE_DIR/host-policy.json             the cloud's policy (ConfigureHost)
-    STATE_DIR/replication/<vm_id>.json     one file per VM being replicated (EnableReplication)
+    STATE_DIR/replication/<vm_id>.json     one file per VM being replicated (EnableReplication),
+                                           with the epoch the vault granted this host for it
     STATE_DIR/customer.key                 the site's customer-managed key (0600), when encrypting
 
-Written atomically; applying the same command twice gives the same files (idempotent), so
-a command delivered again after a restart has no further effect.
+Written with ``durablefile.write_atomic``; applying the same command twice gives the same
+files (idempotent), so a command delivered again after a restart has no further effect.
+
+The epoch (docs/design.md, "Fencing on the host"): EnableReplication and a successful Failback
+grant this host the epoch their command carries; a settings file written before epochs
+existed holds none and means epoch 1.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict, ParseDict
 
 from asrpb import control_pb2, inventory_pb2
-from certs.pki import write_private, write_public
+from durablefile import PRIVATE, write_atomic
+
+DEFAULT_EPOCH = 1  # a settings file without an epoch (written before epochs existed)
 
 
 @dataclass
@@ -28,6 +35,7 @@ class ReplicationSettings:
     vault_id: str
     policy: inventory_pb2.Policy
     enabled_at: float
+    epoch: int = DEFAULT_EPOCH
 
 
 class Settings:
@@ -42,7 +50,7 @@ class Settings:
 
     def save_host_policy(self, cmd: control_pb2.ConfigureHost) -> None:
         doc = {"vault_id": cmd.vault_id, "policy": _policy_doc(cmd.policy)}
-        write_public(os.path.join(self.state_dir, "host-policy.json"), json.dumps(doc, indent=2).encode())
+        write_atomic(os.path.join(self.state_dir, "host-policy.json"), json.dumps(doc, indent=2).encode())
 
     def host_policy(self) -> dict[str, Any] | None:
         try:
@@ -51,13 +59,28 @@ class Settings:
         except FileNotFoundError:
             return None
 
-    def enable(self, cmd: control_pb2.EnableReplication, now: float) -> None:
+    def enable(self, cmd: control_pb2.EnableReplication, now: float, epoch: int = 0) -> None:
+        """Save the VM's settings; a non-zero ``epoch`` is granted (0 keeps the one held)."""
         if cmd.customer_key:
-            write_private(self.customer_key_path, cmd.customer_key)
+            write_atomic(self.customer_key_path, cmd.customer_key, PRIVATE)
         old = self.get(cmd.vm_id)
         doc = {"vm_id": cmd.vm_id, "vm_name": cmd.vm_name, "vault_id": cmd.vault_id,
-               "policy": _policy_doc(cmd.policy), "enabled_at": old.enabled_at if old else now}
-        write_public(self._path(cmd.vm_id), json.dumps(doc, indent=2).encode())
+               "policy": _policy_doc(cmd.policy), "enabled_at": old.enabled_at if old else now,
+               "epoch": epoch or (old.epoch if old else DEFAULT_EPOCH)}
+        write_atomic(self._path(cmd.vm_id), json.dumps(doc, indent=2).encode())
+
+    def grant(self, vm_id: str, epoch: int) -> bool:
+        """Hold ``epoch`` for ``vm_id`` from now on; False when the VM has no settings here."""
+        path = self._path(vm_id)
+        try:
+            with open(path) as f:
+                doc = json.load(f)
+        except FileNotFoundError:
+            return False
+        if doc.get("epoch") != epoch:
+            doc["epoch"] = epoch
+            write_atomic(path, json.dumps(doc, indent=2).encode())
+        return True
 
     def disable(self, vm_id: str) -> None:
         try:
@@ -72,7 +95,8 @@ class Settings:
         except FileNotFoundError:
             return None
         return ReplicationSettings(doc["vm_id"], doc["vm_name"], doc.get("vault_id", ""),
-                                   ParseDict(doc["policy"], inventory_pb2.Policy()), float(doc["enabled_at"]))
+                                   ParseDict(doc["policy"], inventory_pb2.Policy()), float(doc["enabled_at"]),
+                                   int(doc.get("epoch", DEFAULT_EPOCH)))
 
     def all(self) -> list[ReplicationSettings]:
         out = []

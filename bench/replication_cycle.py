@@ -57,12 +57,12 @@ def main() -> int:
             hv.write("vm1", 0, b * 65536, os.urandom(65536))
         res = p.once()
         out["incremental"] = {"seconds": res["seconds"], "blocks": res["blocks_changed"],
-                              "bytes_sent": res["bytes_sent"]}
+                              "blocks_read": res["blocks_read"], "bytes_sent": res["bytes_sent"]}
         hv.reset_tracking("vm1")
         hv.write("vm1", 0, 0, os.urandom(65536))
         res = p.once()
-        out["resync"] = {"seconds": res["seconds"], "GBps_scanned": size / res["seconds"] / 1e9,
-                         "blocks_changed": res["blocks_changed"]}
+        out["resync"] = {"seconds": res["seconds"], "GBps_scanned": res["blocks_read"] * 65536 / res["seconds"] / 1e9,
+                         "blocks_read": res["blocks_read"], "blocks_changed": res["blocks_changed"]}
         store = root / "cloud" / "storage"
         out["vault_bytes"] = sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
         # the same image with rsync and restic

@@ -130,7 +130,7 @@ def run_size(size_mib: int, args: argparse.Namespace, first: bool) -> dict[str, 
         n = change(hv, rng, nblocks, args.changed)
         res = once(p, cpid)
         out["incremental"] = {"seconds": round(res["seconds"], 3), "blocks": res["blocks_changed"],
-                              "written": n, "bytes_sent": res["bytes_sent"],
+                              "blocks_read": res["blocks_read"], "written": n, "bytes_sent": res["bytes_sent"],
                               "agent_vmhwm_mib": res["agent_vmhwm_mib"], "phases_s": phases(res)}
         agent_peak = max(out["initial"]["agent_vmhwm_mib"], res["agent_vmhwm_mib"])
         hv.reset_tracking("vm1")
@@ -138,8 +138,10 @@ def run_size(size_mib: int, args: argparse.Namespace, first: bool) -> dict[str, 
         hour += 1
         clock.write_text(str(T0 + 3600 * hour))
         res = once(p, cpid)
-        out["resync"] = {"seconds": round(res["seconds"], 3), "GBps_scanned": round(size / res["seconds"] / 1e9, 2),
-                         "blocks_changed": res["blocks_changed"], "agent_vmhwm_mib": res["agent_vmhwm_mib"],
+        out["resync"] = {"seconds": round(res["seconds"], 3),
+                         "GBps_scanned": round(res["blocks_read"] * BLOCK / res["seconds"] / 1e9, 2),
+                         "blocks_read": res["blocks_read"], "blocks_changed": res["blocks_changed"],
+                         "agent_vmhwm_mib": res["agent_vmhwm_mib"],
                          "phases_s": phases(res)}
         # the same resync without the agent's fingerprint files: keyed ids against the
         # vault's block map (the path taken when another point is the latest, or the files
@@ -152,8 +154,9 @@ def run_size(size_mib: int, args: argparse.Namespace, first: bool) -> dict[str, 
         clock.write_text(str(T0 + 3600 * hour))
         res2 = once(p, cpid)
         out["resync_block_map"] = {"seconds": round(res2["seconds"], 3),
-                                   "GBps_scanned": round(size / res2["seconds"] / 1e9, 2),
-                                   "resync_by": res2["resync_by"], "blocks_changed": res2["blocks_changed"]}
+                                   "GBps_scanned": round(res2["blocks_read"] * BLOCK / res2["seconds"] / 1e9, 2),
+                                   "resync_by": res2["resync_by"], "blocks_read": res2["blocks_read"],
+                                   "blocks_changed": res2["blocks_changed"]}
         out["resync"]["resync_by"] = res["resync_by"]
         out["agent_peak_rss_mib"] = max(agent_peak, res["agent_vmhwm_mib"], res2["agent_vmhwm_mib"])
         out["cloud_peak_rss_mib"] = round(status_kib(cpid, "VmHWM") / 1024, 1)

@@ -10,17 +10,24 @@
     name = "gold"
     hosts = ["hv01", "hv02"]
     sync = true                        # false: not synced to the vault (initial sync choice)
+
+Relative paths are relative to the file's directory. Every key's type and range is checked
+(``asrops.tomlconfig``), inside ``[[clouds]]`` tables too: anything wrong is InvalidConfig
+(ASR-0014) naming the file, the key, the value and what is allowed; a malformed proxy URL is
+InvalidProxy (ASR-0013).
 """
 
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
-from typing import Any
 
-from asrchannel.proxy import ProxyUrl, parse_proxy
-from asrerrors import InvalidConfig
+from asrchannel.proxy import ProxyUrl
+from asrops.tomlconfig import Table, read_toml
+
+KEYS = ("state_dir", "listen", "proxy", "heartbeat_seconds", "sync_seconds", "clouds")
+CLOUD_KEYS = ("name", "hosts", "sync")
+LISTEN_ALLOWED = 'a "HOST:PORT" string with a port from 1 to 65535, e.g. "0.0.0.0:7500"'
 
 
 @dataclass
@@ -47,46 +54,41 @@ class ProviderConfig:
         return None
 
 
-def _read(path: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError as exc:
-        raise InvalidConfig(f"configuration file {path} does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidConfig(f"{path} is not valid TOML: {exc}") from exc
+def _listen(top: Table) -> str:
+    value = top.string("listen", "127.0.0.1:7500", allowed=LISTEN_ALLOWED)
+    assert value is not None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise top.fail("listen", value, f"listen must be {LISTEN_ALLOWED}")
+    return value
 
 
 def load(path: str) -> ProviderConfig:
     path = os.path.abspath(path)
-    raw = _read(path)
-    known = {"state_dir", "listen", "proxy", "heartbeat_seconds", "sync_seconds", "clouds"}
-    unknown = set(raw) - known
-    if unknown:
-        raise InvalidConfig(f"{path}: unknown keys {sorted(unknown)}; known keys {sorted(known)}")
-    if "state_dir" not in raw:
-        raise InvalidConfig(f"{path}: state_dir is required")
-    clouds = []
+    top = Table(path, read_toml(path))
+    top.check_keys(KEYS)
+    state_dir = top.path("state_dir")
+    clouds: list[CloudDef] = []
     seen_hosts: dict[str, str] = {}
-    for i, c in enumerate(raw.get("clouds", [])):
-        if not isinstance(c, dict) or not isinstance(c.get("name"), str):
-            raise InvalidConfig(f"{path}: clouds[{i}] needs a name")
-        hosts = c.get("hosts", [])
-        if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
-            raise InvalidConfig(f"{path}: clouds[{i}].hosts must be a list of host names")
+    for t in top.tables("clouds"):
+        t.check_keys(CLOUD_KEYS)
+        name = t.required("name", "the VMM cloud's name (a non-empty string)")
+        if any(c.name == name for c in clouds):
+            raise t.fail("name", name, f"cloud {name!r} is defined twice; each [[clouds]] table names another cloud")
+        hosts = t.strings("hosts", what="host names")
         for h in hosts:
             if h in seen_hosts:
-                raise InvalidConfig(f"{path}: host {h!r} is in clouds {seen_hosts[h]!r} and {c['name']!r}")
-            seen_hosts[h] = c["name"]
-        clouds.append(CloudDef(name=c["name"], hosts=list(hosts), sync=bool(c.get("sync", True))))
-    proxy = parse_proxy(raw["proxy"]) if raw.get("proxy") else None
+                raise t.fail("hosts", hosts, f"host {h!r} is already in cloud {seen_hosts[h]!r}; "
+                                             "a host belongs to one cloud")
+            seen_hosts[h] = name
+        clouds.append(CloudDef(name=name, hosts=hosts, sync=t.boolean("sync", True)))
     base = os.path.dirname(path)
     return ProviderConfig(
         path=path,
-        state_dir=os.path.join(base, raw["state_dir"]),
-        listen=str(raw.get("listen", "127.0.0.1:7500")),
-        proxy=proxy,
-        heartbeat_seconds=float(raw.get("heartbeat_seconds", 30)),
-        sync_seconds=float(raw.get("sync_seconds", 300)),
+        state_dir=os.path.join(base, state_dir),
+        listen=_listen(top),
+        proxy=top.proxy(),
+        heartbeat_seconds=top.seconds("heartbeat_seconds", 30.0),
+        sync_seconds=top.seconds("sync_seconds", 300.0),
         clouds=clouds,
     )

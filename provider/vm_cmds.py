@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from asrclock import from_environment
+from asrerrors import UsageError
 from asrpb import control_pb2
 from provider.config import load
 from provider.store import ProviderStore
@@ -16,11 +17,16 @@ from registration.state import load as load_identity
 
 
 def _protect(args: argparse.Namespace, disable: bool) -> int:
+    if args.nic is not None and args.nic < 0:
+        raise UsageError(f"--nic {args.nic} is not a NIC index; NICs are numbered from 0, as "
+                         "'asr-agent vm show' lists them")
     cfg = load(args.config)
+    # the wire counts from 1 so that 0 can mean "none chosen" (ProtectionRequest.nic)
+    nic = args.nic + 1 if args.nic is not None else 0
     link = CloudLink(load_identity(cfg.state_dir), from_environment(), cfg.proxy)
     try:
         reply = link.call(link.site.RequestProtection,
-                          control_pb2.ProtectionRequest(vm_name=args.name, nic=args.nic or 0, disable=disable))
+                          control_pb2.ProtectionRequest(vm_name=args.name, nic=nic, disable=disable))
     finally:
         link.close()
     job_id = getattr(reply, "job_id", "")
@@ -56,6 +62,8 @@ def add_parsers(sub: Any) -> None:
         p = vm.add_parser(verb, help=f"{verb} a VM from the VMM side")
         p.add_argument("name")
         p.add_argument("--config", required=True)
-        p.add_argument("--nic", type=int, help="1-based NIC to replicate when the VM has several")
+        p.add_argument("--nic", type=int, metavar="N",
+                       help="the NIC to replicate when the VM has several, numbered from 0 "
+                            "(as 'asr-agent vm show' lists them, like --disk N)")
         p.add_argument("--json", action="store_true")
         p.set_defaults(fn=lambda a, d=disable: _protect(a, d))

@@ -2,7 +2,9 @@
 
 :func:`protection_violations` returns every broken rule at once (the operator fixes them all
 in one go instead of discovering them one per attempt). Each message names the rule, the
-value found and the limit.
+value found and the limit. Disks and NICs are numbered from 0, in the order of the VM's
+definition, everywhere (``asr-agent vm show``, ``--disk N``, ``--nic N``); only the wire's
+``ProtectionRequest.nic`` counts from 1, so that 0 can mean "none chosen".
 """
 
 from __future__ import annotations
@@ -68,6 +70,15 @@ def validate_name(name: str) -> None:
         raise InvalidName(problem)
 
 
+def guest_os_problem(guest_os: str) -> str | None:
+    """The protection rule on the guest OS, in the words ``asr vm protect`` uses; None when
+    ``guest_os`` is supported. The local hypervisor refuses such a VM at creation already."""
+    if guest_os in SUPPORTED_GUEST_OS:
+        return None
+    return (f"guest OS: {guest_os!r} is not a supported 64-bit guest OS "
+            f"(supported: {', '.join(sorted(SUPPORTED_GUEST_OS))})")
+
+
 def _gib(n: int) -> str:
     value = n / GiB
     return f"{value:.0f}" if value == int(value) else f"{value:.2f}"
@@ -83,11 +94,9 @@ def protection_violations(vm: VmSpec, chosen_nic: int | None = None) -> list[str
         out.append(
             f"generation: the VM is generation {vm.generation}; only generation 1 is supported"
         )
-    if vm.guest_os not in SUPPORTED_GUEST_OS:
-        out.append(
-            f"guest OS: {vm.guest_os!r} is not a supported 64-bit guest OS "
-            f"(supported: {', '.join(sorted(SUPPORTED_GUEST_OS))})"
-        )
+    problem = guest_os_problem(vm.guest_os)
+    if problem is not None:
+        out.append(problem)
 
     os_disks = [i for i, d in enumerate(vm.disks) if d.os_disk]
     if len(os_disks) != 1:
@@ -125,11 +134,14 @@ def protection_violations(vm: VmSpec, chosen_nic: int | None = None) -> list[str
         _check_nic(vm, 0, out)
     elif chosen_nic is None:
         out.append(
-            f"network: the VM has {len(vm.nics)} NICs; choose the one to replicate "
-            "(it must use DHCP IPv4)"
+            f"network: the VM has {len(vm.nics)} NICs, NIC 0 to NIC {len(vm.nics) - 1}; choose the "
+            "one to replicate with --nic N (it must use DHCP IPv4)"
         )
     elif not 0 <= chosen_nic < len(vm.nics):
-        out.append(f"network: chosen NIC {chosen_nic} does not exist (the VM has {len(vm.nics)})")
+        out.append(
+            f"network: chosen NIC {chosen_nic} does not exist; the VM has {len(vm.nics)} "
+            f"(NIC 0 to NIC {len(vm.nics) - 1})"
+        )
     else:
         _check_nic(vm, chosen_nic, out)
     return out

@@ -11,13 +11,13 @@ import argparse
 import ipaddress
 import json
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from asrerrors import AsrError, InvalidConfig, UsageError
+from asrerrors import AsrError, UsageError
 from vmspec import NicSpec, VmSpec
 
+from .fence import describe
 from .local import LocalHypervisor
 from .workload import run_workload
 
@@ -63,7 +63,8 @@ def register_vm_commands(subparsers: Any) -> None:
     p.add_argument("--generation", type=int, choices=(1, 2), default=1)
     p.add_argument("--cpus", type=int, default=2)
     p.add_argument("--memory-mb", type=int, default=2048)
-    p.add_argument("--nic", type=_nic, action="append", default=None)
+    p.add_argument("--nic", type=_nic, action="append", default=None,
+                   help="dhcp or IP/PREFIX, once per NIC; NICs are numbered from 0 in this order")
     p.add_argument("--data-controller", choices=("IDE", "SCSI"), default="SCSI")
     p.add_argument("--os-controller", choices=("IDE", "SCSI"), default="IDE")
     p.add_argument("--quiesce-hook", nargs="+", default=None, help="argv run before "
@@ -74,6 +75,11 @@ def register_vm_commands(subparsers: Any) -> None:
     add("list", "list VMs", with_name=False)
     for name in ("show", "start", "stop", "delete"):
         add(name, f"{name} a VM")
+    p = add("unfence", "local override: make a fenced (stale) VM writable again, when the vault side "
+                       "was retired for good")
+    p.add_argument("--force", action="store_true",
+                   help="really unfence (without it the command only explains); also drops the VM's "
+                        "replication settings on this host")
 
     p = add("write", "write a byte pattern through the guest write path")
     p.add_argument("--disk", type=int, required=True)
@@ -92,26 +98,20 @@ def register_vm_commands(subparsers: Any) -> None:
 
 
 def vm_dir_from_config(config: str) -> str:
-    path = Path(config).absolute()
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise InvalidConfig(f"configuration file {path} does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidConfig(f"configuration file {path} is not valid TOML: {exc}") from exc
-    vm_dir = data.get("vm_dir")
-    if not isinstance(vm_dir, str) or not vm_dir:
-        raise InvalidConfig(f"configuration file {path} has no vm_dir")
-    return str((path.parent / vm_dir).resolve())
+    """The VM directory the agent's configuration names (the whole file is validated)."""
+    from agent.config import load
+
+    return str(Path(load(config).vm_dir).resolve())
 
 
 def _vm_view(hv: LocalHypervisor, vm: VmSpec) -> dict[str, Any]:
     view = vm.to_dict()
     view["tracking"] = hv.tracking_state(vm.name)
+    view["fenced"] = hv.fenced(vm.name)
     return view
 
 
-def _print_vm(vm: VmSpec) -> None:
+def _print_vm(hv: LocalHypervisor, vm: VmSpec) -> None:
     print(f"{vm.name}  {vm.power_state}  gen{vm.generation}  {vm.cpus} CPU  "
           f"{vm.memory_mb} MB  {vm.guest_os}  id {vm.vm_id}")
     for i, d in enumerate(vm.disks):
@@ -120,71 +120,105 @@ def _print_vm(vm: VmSpec) -> None:
         print(f"  disk {i}: {d.path}  {kind}  {d.virtual_size} bytes  {d.controller}  {role}")
     for i, n in enumerate(vm.nics):
         print(f"  nic {i}: {n.mode}{' ' + n.address if n.address else ''}")
+    marker = hv.fenced(vm.name)
+    if marker is not None:
+        print(f"  FENCED: {describe(vm.name, marker)}")
+        print("  it may not start or take guest writes here; fail back to make this host the active side "
+              "again (asr failover planned VM --direction to-primary)")
 
 
-def _execute(args: argparse.Namespace) -> Any:
-    hv = LocalHypervisor(vm_dir_from_config(args.config))
+def _unfence(hv: LocalHypervisor, args: argparse.Namespace) -> dict[str, Any]:
+    """The operator's local override: this host's copy becomes writable again."""
+    from agent.config import load
+    from agent.settings import Settings
+
+    vm = hv.get(args.name)
+    marker = hv.fenced(vm.name)
+    if marker is None:
+        return {"vm": vm.name, "fenced": False}
+    if not args.force:
+        raise UsageError(
+            f"{describe(vm.name, marker)}. Unfencing lets this copy start and take writes while the vault "
+            "may hold, or run, the VM's active copy elsewhere: the two would diverge, and this host's "
+            "writes would never reach the vault.",
+            action=(f"Fail back instead (asr failover planned {vm.name} --direction to-primary): it makes this "
+                    "host the active side again. Only if the vault side was retired for good, run "
+                    f"'asr-agent vm unfence {vm.name} --config FILE --force'."))
+    hv.unfence(vm.name)
+    settings = Settings(load(args.config).state_dir)
+    had_settings = settings.get(vm.vm_id) is not None
+    settings.disable(vm.vm_id)
+    print(f"warning: VM {vm.name} was unfenced by a local override ({marker.get('reason', '?')}). This copy "
+          "may now start and take writes; it is no longer replicated from this host"
+          f"{' (its replication settings were removed)' if had_settings else ''}. Protect it again to "
+          "replicate it.", file=sys.stderr)
+    return {"vm": vm.name, "fenced": False, "unfenced": True, "replication_settings_removed": had_settings}
+
+
+def _execute(hv: LocalHypervisor, args: argparse.Namespace) -> Any:
     cmd = args.vm_command
-    try:
-        if cmd == "create":
-            vm = hv.create(
-                args.name, args.os_disk, args.data_disk, guest_os=args.guest_os,
-                generation=args.generation, cpus=args.cpus, memory_mb=args.memory_mb,
-                nics=args.nic, os_controller=args.os_controller,
-                data_controller=args.data_controller, app_quiesce_hook=args.quiesce_hook,
-            )
-            return vm
-        if cmd == "import":
-            return hv.import_vm(args.file)
-        if cmd == "list":
-            return hv.list()
-        if cmd == "show":
-            return hv.get(args.name)
-        if cmd == "start":
-            return hv.start(args.name)
-        if cmd == "stop":
-            return hv.stop(args.name)
-        if cmd == "delete":
-            hv.delete(args.name)
-            return {"deleted": args.name}
-        if cmd == "write":
-            if args.length < 0:
-                raise UsageError(f"length {args.length} is negative")
-            hv.write(args.name, args.disk, args.offset, bytes([args.pattern]) * args.length)
-            return {"vm": args.name, "disk": args.disk, "offset": args.offset,
-                    "length": args.length}
-        if cmd == "workload":
-            r = run_workload(
-                hv, args.name, args.rate, block_size=args.block_size, pattern=args.pattern,
-                duration_s=args.duration, seed=args.seed,
-                sequence_numbers=args.sequence_numbers, max_writes=args.max_writes,
-            )
-            return {"vm": args.name, "writes": r.writes, "bytes": r.bytes_written,
-                    "seconds": round(r.seconds, 3)}
-        raise UsageError(f"unknown vm command {cmd!r}")
-    finally:
-        hv.close()
+    if cmd == "create":
+        vm = hv.create(
+            args.name, args.os_disk, args.data_disk, guest_os=args.guest_os,
+            generation=args.generation, cpus=args.cpus, memory_mb=args.memory_mb,
+            nics=args.nic, os_controller=args.os_controller,
+            data_controller=args.data_controller, app_quiesce_hook=args.quiesce_hook,
+        )
+        return vm
+    if cmd == "import":
+        return hv.import_vm(args.file)
+    if cmd == "list":
+        return hv.list()
+    if cmd == "show":
+        return hv.get(args.name)
+    if cmd == "start":
+        return hv.start(args.name)
+    if cmd == "stop":
+        return hv.stop(args.name)
+    if cmd == "delete":
+        hv.delete(args.name)
+        return {"deleted": args.name}
+    if cmd == "unfence":
+        return _unfence(hv, args)
+    if cmd == "write":
+        hv.write_pattern(args.name, args.disk, args.offset, args.length, args.pattern)
+        return {"vm": args.name, "disk": args.disk, "offset": args.offset,
+                "length": args.length}
+    if cmd == "workload":
+        r = run_workload(
+            hv, args.name, args.rate, block_size=args.block_size, pattern=args.pattern,
+            duration_s=args.duration, seed=args.seed,
+            sequence_numbers=args.sequence_numbers, max_writes=args.max_writes,
+        )
+        return {"vm": args.name, "writes": r.writes, "bytes": r.bytes_written,
+                "seconds": round(r.seconds, 3)}
+    raise UsageError(f"unknown vm command {cmd!r}")
 
 
 def run_vm_command(args: argparse.Namespace) -> int:
     try:
-        result = _execute(args)
-        if args.json:
-            if isinstance(result, VmSpec):
-                out: Any = _vm_view(LocalHypervisor(vm_dir_from_config(args.config)), result)
+        hv = LocalHypervisor(vm_dir_from_config(args.config))
+        try:
+            result = _execute(hv, args)
+            if args.json:
+                if isinstance(result, VmSpec):
+                    out: Any = _vm_view(hv, result)
+                elif isinstance(result, list):
+                    out = [vm.to_dict() | {"fenced": hv.fenced(vm.name)} for vm in result]
+                else:
+                    out = result
+                print(json.dumps(out, indent=2))
+            elif isinstance(result, VmSpec):
+                _print_vm(hv, result)
             elif isinstance(result, list):
-                out = [vm.to_dict() for vm in result]
+                for vm in result:
+                    fenced = "  FENCED" if hv.fenced(vm.name) else ""
+                    print(f"{vm.name}  {vm.power_state}  {len(vm.disks)} disks  {vm.guest_os}{fenced}")
             else:
-                out = result
-            print(json.dumps(out, indent=2))
-        elif isinstance(result, VmSpec):
-            _print_vm(result)
-        elif isinstance(result, list):
-            for vm in result:
-                print(f"{vm.name}  {vm.power_state}  {len(vm.disks)} disks  {vm.guest_os}")
-        else:
-            print("  ".join(f"{k}={v}" for k, v in result.items()))
-        return 0
+                print("  ".join(f"{k}={v}" for k, v in result.items()))
+            return 0
+        finally:
+            hv.close()
     except AsrError as err:
         print(err.render(), file=sys.stderr)
         return err.exit_code

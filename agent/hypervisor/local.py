@@ -13,7 +13,6 @@ import builtins
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,20 +20,27 @@ from typing import Any
 from asrclock import Clock, SystemClock
 from asrerrors import (
     AlreadyExists,
-    JobFailed,
+    DiskImageError,
     NotFound,
     StateConflict,
     UsageError,
     ValidationFailed,
 )
 from diskimage import DiskImage, open_disk, probe
-from vmspec import CONTROLLERS, DiskSpec, NicSpec, VmSpec, validate_name
+from durablefile import fsync_dir, write_atomic
+from vmspec import CONTROLLERS, DiskSpec, NicSpec, VmSpec, guest_os_problem, validate_name
 
-from . import tracking
+from . import quiesce, tracking
+from .fence import read_marker, refusal
 from .snapshot import Snapshot, preserve_before_write, recover_stale, take_snapshot
 from .store import STATE_DIR, VmPaths, atomic_write_json, vm_lock
 
-HOOK_TIMEOUT_S = 300
+PATTERN_PIECE = 4 << 20  # bytes per guest write of write_pattern
+
+
+# What a file's name promises: a file named like a VHD or VHDX must be one (a random or
+# damaged file under such a name would otherwise be taken for a raw disk).
+_SUFFIX_FORMAT = {".vhd": "vhd", ".avhd": "vhd", ".vhdx": "vhdx", ".avhdx": "vhdx"}
 
 
 def disk_spec(path: str, controller: str, os_disk: bool) -> DiskSpec:
@@ -45,8 +51,23 @@ def disk_spec(path: str, controller: str, os_disk: bool) -> DiskSpec:
     if not os.path.exists(path):
         raise NotFound(f"disk image {path} does not exist")
     facts = probe(path)
+    promised = _SUFFIX_FORMAT.get(Path(path).suffix.lower())
+    if promised is not None and facts.format != promised:
+        raise DiskImageError(
+            f"disk image {path} is named as a {promised.upper()} file but has no {promised.upper()} "
+            f"signature ({'a VHDX file identifier at byte 0' if promised == 'vhdx' else 'a VHD footer'})",
+            causes=("The file is damaged, was truncated, or is not a disk image.",
+                    "The file is a raw image with a misleading name."),
+            action="Check the image with 'qemu-img info'; rename a raw image to .img or .raw.")
     return DiskSpec(path, controller, os_disk, facts.format, facts.subformat,
                     facts.virtual_size, facts.parent)
+
+
+def check_guest_os(guest_os: str) -> None:
+    """Refuse at creation a guest OS that protection would refuse, in the same words."""
+    problem = guest_os_problem(guest_os)
+    if problem is not None:
+        raise ValidationFailed(f"{problem}", action="Create the VM with a supported 64-bit guest OS (--os).")
 
 
 class LocalHypervisor:
@@ -95,6 +116,7 @@ class LocalHypervisor:
         app_quiesce_hook: Sequence[str] | None = None,
     ) -> VmSpec:
         validate_name(name)
+        check_guest_os(guest_os)
         if generation not in (1, 2):
             raise UsageError(f"generation {generation} is not 1 or 2")
         if cpus < 1 or memory_mb < 32:
@@ -148,6 +170,7 @@ class LocalHypervisor:
             ) from exc
         vm = VmSpec.from_dict(data)
         validate_name(vm.name)
+        check_guest_os(vm.guest_os)
         base = Path(definition_file).absolute().parent
         vm.disks = [
             disk_spec(str(base / d.path), d.controller, d.os_disk) for d in vm.disks
@@ -196,6 +219,10 @@ class LocalHypervisor:
         paths = self._paths(name)
         with vm_lock(paths):
             vm = self.get(name)
+            if state == "Running":
+                marker = self._fence_marker(paths)
+                if marker is not None:
+                    raise refusal(name, marker, "it may not start here")
             if state == "Off":
                 for i in range(len(vm.disks)):
                     image = self._images.get((vm.vm_id, i))
@@ -209,10 +236,51 @@ class LocalHypervisor:
         return vm
 
     def start(self, name: str) -> VmSpec:
+        """Power on; refused with Fenced while the VM is fenced (see ``fence``)."""
         return self._set_power(name, "Running")
 
     def stop(self, name: str) -> VmSpec:
         return self._set_power(name, "Off")
+
+    # -- fencing (see agent/hypervisor/fence.py) ----------------------------------------
+
+    @staticmethod
+    def _fence_marker(paths: VmPaths) -> dict[str, Any] | None:
+        try:
+            return read_marker(paths.fence.read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def fenced(self, name: str) -> dict[str, Any] | None:
+        """The VM's fence marker, or None when it is not fenced."""
+        return self._fence_marker(self._paths(name))
+
+    def fence(self, name: str, reason: str, epoch: int, newer_epoch: int = 0) -> dict[str, Any]:
+        """Mark this host's copy of the VM stale and power it off. The marker is durable, and
+        written under the VM lock, before the power-off: no guest write lands after it. A VM
+        already fenced keeps its first marker (the first reason is the informative one)."""
+        vm = self.get(name)
+        paths = self._paths(name)
+        with vm_lock(paths):
+            marker = self._fence_marker(paths)
+            if marker is None:
+                marker = {"vm": name, "vm_id": vm.vm_id, "reason": reason, "epoch": epoch,
+                          "newer_epoch": newer_epoch, "fenced_at": self.clock.now()}
+                write_atomic(paths.fence, (json.dumps(marker, indent=2) + "\n").encode())
+        self.stop(name)
+        return marker
+
+    def unfence(self, name: str) -> bool:
+        """Remove the fence marker (this host is the active side again); False if none."""
+        paths = self._paths(name)
+        self.get(name)
+        with vm_lock(paths):
+            try:
+                paths.fence.unlink()
+            except FileNotFoundError:
+                return False
+            fsync_dir(paths.state)
+        return True
 
     def _close_images(self, vm_id: str) -> None:
         for key in [k for k in self._images if k[0] == vm_id]:
@@ -240,7 +308,7 @@ class LocalHypervisor:
         """A guest write: copy-on-write for an open snapshot, mark dirty, write the image."""
         vm = vm or self.get(name)
         if vm.power_state != "Running":
-            raise StateConflict(f"VM {name} is not running", action=f"Start VM {name} first.")
+            self._not_running(name)
         image = self._image(vm, disk)
         if offset < 0 or offset + len(data) > image.virtual_size:
             raise UsageError(
@@ -253,12 +321,39 @@ class LocalHypervisor:
             # A caller may hold a stale definition (the workload re-reads it only now and
             # then): check the power state again under the lock that stop() takes, so no
             # write lands after a shutdown (planned failover's "no data loss").
-            if self.get(name).power_state != "Running":
-                raise StateConflict(f"VM {name} is not running", action=f"Start VM {name} first.")
+            if self.get(name).power_state != "Running" or paths.fence.exists():
+                self._not_running(name)
             preserve_before_write(paths, disk, blocks, image)
             # the bit goes down before the data: a crash may over-report, never under-report
             tracking.mark(paths.dirty_log(disk), blocks)
             image.write(offset, data)
+
+    def _not_running(self, name: str) -> None:
+        marker = self.fenced(name)
+        if marker is not None:
+            raise refusal(name, marker, "guest writes are refused")
+        raise StateConflict(f"VM {name} is not running", action=f"Start VM {name} first.")
+
+    def write_pattern(self, name: str, disk: int, offset: int, length: int, pattern: int) -> None:
+        """``length`` bytes of ``pattern`` at ``offset``, as guest writes of at most
+        PATTERN_PIECE bytes each. The range is checked against the disk first, so an absurd
+        length is refused before anything is written or allocated."""
+        vm = self.get(name)
+        size = self._image(vm, disk).virtual_size
+        if offset < 0 or length < 0:
+            raise UsageError(f"offset {offset} and length {length} must not be negative "
+                             f"(disk {disk} of VM {name} has {size} bytes)")
+        if offset + length > size:
+            raise UsageError(
+                f"a write of {length} bytes at offset {offset} ends at byte {offset + length}, past the end "
+                f"of disk {disk} of VM {name}, which has {size} bytes",
+                action=f"Give --offset and --length with offset + length <= {size}.")
+        piece = bytes([pattern]) * min(length, PATTERN_PIECE)
+        done = 0
+        while done < length:
+            n = min(PATTERN_PIECE, length - done)
+            self.write(name, disk, offset + done, piece[:n], vm=vm)
+            done += n
 
     def read(self, name: str, disk: int, offset: int, length: int) -> bytes:
         vm = self.get(name)
@@ -299,9 +394,11 @@ class LocalHypervisor:
     # -- snapshots -----------------------------------------------------------------------
 
     def snapshot(self, name: str, app_consistent: bool = False) -> Snapshot:
+        """A snapshot of every disk at one instant; app-consistent ones run the VM's quiesce
+        hook first and raise QuiesceFailed (nothing taken) when it fails."""
         vm = self.get(name)
         if app_consistent and vm.app_quiesce_hook:
-            self._quiesce(vm)
+            quiesce.run_hook(vm.app_quiesce_hook)
         images = [open_disk(d.path, readonly=True) for d in vm.disks]
         try:
             return take_snapshot(self._paths(name), name, images, self.clock, app_consistent)
@@ -310,22 +407,9 @@ class LocalHypervisor:
                 image.close()
             raise
 
-    def _quiesce(self, vm: VmSpec) -> None:
-        assert vm.app_quiesce_hook
-        try:
-            r = subprocess.run(vm.app_quiesce_hook, capture_output=True, text=True,
-                               timeout=HOOK_TIMEOUT_S, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise JobFailed(f"quiesce hook of VM {vm.name} failed to run: {exc}") from exc
-        if r.returncode != 0:
-            raise JobFailed(
-                f"quiesce hook of VM {vm.name} exited with {r.returncode}",
-                details=[r.stderr.strip()[-500:]] if r.stderr.strip() else (),
-                action="Fix the application quiesce hook or take a crash-consistent point.",
-            )
-
     def recover(self) -> builtins.list[str]:
-        """At agent start: drop snapshots left open by dead processes; returns the VM names."""
+        """At agent start: drop snapshots left open by dead processes (returns their VM
+        names), and power off a fenced VM still marked running."""
         recovered = []
         state = self.vm_dir / STATE_DIR
         for vm in self.list():
@@ -336,5 +420,7 @@ class LocalHypervisor:
                 had = paths.snap.exists() or paths.snap_tmp.exists()
                 if not recover_stale(paths) and had:
                     recovered.append(vm.name)
+            if vm.power_state == "Running" and paths.fence.exists():
+                self.stop(vm.name)  # fenced, then the process died before the power-off
         return recovered
 

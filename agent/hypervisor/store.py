@@ -1,8 +1,9 @@
 """Where the local hypervisor keeps things: VM definitions, per-VM state, and the VM lock.
 
 ``vm_dir/<name>.json`` holds each definition; ``vm_dir/.state/<name>/`` holds the VM's lock
-file, dirty logs and open snapshot. Files are replaced atomically (temp file, fsync, rename,
-fsync of the directory) so a crash leaves the old or the new version, never a torn one.
+file, dirty logs, open snapshot and fence marker. Files are replaced with
+``durablefile.write_atomic`` (temp file, fsync, rename, fsync of the directory), so a crash
+leaves the old or the new version, never a torn one.
 """
 
 from __future__ import annotations
@@ -15,30 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from durablefile import write_atomic
+
 STATE_DIR = ".state"
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    # rename, then sync the directory: the rename is durable only once the directory is
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 class VmPaths:
@@ -51,6 +35,7 @@ class VmPaths:
         self.snap = self.state / "snap"  # the open snapshot
         self.snap_tmp = self.state / "snap.tmp"  # a snapshot being taken
         self.snap_dead = self.state / "snap.dead"  # a snapshot being dropped
+        self.fence = self.state / "fenced.json"  # present while this copy is fenced (stale)
 
     def dirty_log(self, disk: int) -> Path:
         return self.state / f"disk{disk}.dirty"

@@ -24,8 +24,7 @@ import struct
 from pathlib import Path
 
 from chunkfmt.ids import BLOCK_SIZE  # tracking granularity = chunk size, one owner
-
-from .store import atomic_write
+from durablefile import write_atomic
 
 MAGIC = b"ASRDIRT1"
 HEADER = struct.Struct("<8sIIQ16s24x")
@@ -59,7 +58,7 @@ def write_log(path: Path, disk_size: int, bits: bytes | None = None) -> None:
     size = (block_count(disk_size) + 7) // 8
     body = bytes(bits) if bits is not None else bytes(size)
     assert len(body) == size
-    atomic_write(path, HEADER.pack(MAGIC, BLOCK_SIZE, 0, disk_size, BOOT_ID) + body)
+    write_atomic(path, HEADER.pack(MAGIC, BLOCK_SIZE, 0, disk_size, BOOT_ID) + body)
 
 
 def all_dirty(disk_size: int) -> bytes:

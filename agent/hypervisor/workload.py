@@ -9,6 +9,7 @@ the seed, the disk sizes, the block size and the pattern, so a checker can repla
 
 from __future__ import annotations
 
+import math
 import random
 import struct
 import time
@@ -81,8 +82,14 @@ def run_workload(
         raise UsageError(f"pattern {pattern!r} is not random or sequential")
     if block_size < 512 or block_size % 512 or (sequence_numbers and block_size < 32):
         raise UsageError(f"block size {block_size} must be a positive multiple of 512")
-    if rate_mb_s <= 0:
-        raise UsageError(f"rate {rate_mb_s} MB/s must be positive")
+    if not math.isfinite(rate_mb_s) or rate_mb_s <= 0:
+        raise UsageError(f"--rate {rate_mb_s} is not allowed: the rate must be a finite number of MB/s "
+                         "greater than 0 (e.g. 2 or 0.5)")
+    if not math.isfinite(duration_s) or duration_s <= 0:
+        raise UsageError(f"--duration {duration_s} is not allowed: the duration must be a finite number of "
+                         "seconds greater than 0")
+    if max_writes is not None and max_writes < 0:
+        raise UsageError(f"--max-writes {max_writes} must not be negative")
     vm = hv.get(name)
     sizes = [d.virtual_size for d in vm.disks]
     if any(size < block_size for size in sizes):

@@ -18,6 +18,12 @@ Ordering: chunks (``PutChunks`` returns after they are durable) → ``CommitPoin
 after the point is durable) → ``Snapshot.commit`` (the dirty set is dropped) → fingerprint
 files describe the new point. Any failure before the acknowledgement aborts the snapshot,
 which merges the captured dirty set back, and leaves the fingerprint files as they were.
+
+The session carries the epoch this host holds for the VM and, for a planned failover's last
+cycle, ``final`` (``BeginCycleRequest``); the vault refuses a stale host with Fenced, which
+the engine turns into a fence (``agent.fencing``). An app-consistent snapshot whose quiesce
+hook fails becomes a crash-consistent one in the same cycle: the result is a crash point
+with ``warning``/``warning_code`` (QuiesceFailed, ASR-0045) for the engine to report.
 """
 
 from __future__ import annotations
@@ -39,9 +45,10 @@ import grpc
 from agent.hypervisor import LocalHypervisor, Snapshot
 from agent.replication.fingerprints import FP_SIZE, DiskFingerprints, PendingFingerprints, fingerprint
 from asrchannel.status import from_rpc_error
-from asrerrors import AsrError
+from asrerrors import AsrError, QuiesceFailed
 from asrpb import replication_pb2, replication_pb2_grpc
 from chunkfmt import BLOCK_SIZE, ID_SIZE, ZERO_ID, BlockMap, chunk_id, encode_chunk, is_zero_block
+from chunkfmt.keys import Keys
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +67,23 @@ SEGMENT_BYTES = int(os.environ.get("ASR_REPL_SEGMENT_BYTES", 64 * 1024 * 1024))
 COMMIT_BATCH = 16384                   # changed blocks per CommitPoint message
 SENT_MEMORY = 8192                     # ids remembered as sent this cycle (repeats are skipped)
 PROGRESS_EVERY_S = 2.0
+
+
+def _parse_test_pause(value: str) -> tuple[int, Path] | None:
+    count, sep, directory = value.partition(":")
+    return (int(count), Path(directory)) if sep else None
+
+
+# Tests only: "K:DIR" makes a cycle stop inside its PutChunks stream, after K messages, write
+# DIR/paused and wait there until DIR/go exists, so a test can kill the agent or the cloud at
+# a moment that is provably inside an upload (tests/replication/test_kill9.py).
+_TEST_PAUSE = _parse_test_pause(os.environ.get("ASR_TEST_UPLOAD_PAUSE", ""))
+
+
+def _test_pause(directory: Path, sent: int) -> None:
+    (directory / "paused").write_text(f"{os.getpid()} {sent}\n")
+    while not (directory / "go").exists():
+        time.sleep(0.01)
 
 
 @dataclass
@@ -105,12 +129,6 @@ class _BaseMap:
 
 
 @dataclass
-class Keys:
-    id_key: bytes
-    aead_key: bytes | None
-
-
-@dataclass
 class CycleResult:
     vm_id: str
     point_id: str
@@ -118,13 +136,15 @@ class CycleResult:
     kind: str
     modes: list[str]
     resync_by: list[str] = field(default_factory=list)  # per disk: fingerprints, block-map or ""
-    blocks_read: int = 0
-    blocks_changed: int = 0
+    blocks_read: int = 0         # blocks read from the snapshot (every block of a full scan)
+    blocks_changed: int = 0      # blocks the point takes (changed against its base)
     chunks_sent: int = 0
     bytes_sent: int = 0
     seconds: float = 0.0
     stall_seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
+    warning: str = ""            # e.g. the quiesce hook failed: the point is crash-consistent
+    warning_code: str = ""       # its asrerrors code (ASR-0045)
 
 
 class _Rpc:
@@ -148,21 +168,40 @@ class Cycle:
 
     def __init__(self, rpc: _Rpc, hv: LocalHypervisor, pool: ThreadPoolExecutor, keys: Keys,
                  progress: Callable[[float], None] | None = None,
-                 fingerprint_dir: Path | None = None) -> None:
+                 fingerprint_dir: Path | None = None, epoch: int = 1, final: bool = False) -> None:
         self.rpc = rpc
         self.hv = hv
         self.pool = pool
         self.keys = keys
         self.progress = progress or (lambda p: None)
         self.fingerprint_dir = fingerprint_dir
+        self.epoch = epoch    # the epoch this host holds for the VM (BeginCycleRequest.epoch)
+        self.final = final    # a planned failover's last cycle: its commit fences this host
+        # set when an app-consistent snapshot's quiesce hook failed (the point is crash-consistent)
+        self.quiesce_error: QuiesceFailed | None = None
         self._fp_files: list[DiskFingerprints] = []
         self._fp_pending: list[PendingFingerprints] = []
+        self._messages = 0    # PutChunks messages sent (for the test pause, see _test_pause)
+
+    def _snapshot(self, vm_name: str, app_consistent: bool) -> Snapshot:
+        """An app-consistent snapshot when asked for, else (or when the quiesce hook fails,
+        times out or cannot be run) a crash-consistent one, in the same cycle."""
+        if not app_consistent:
+            return self.hv.snapshot(vm_name, False)
+        try:
+            return self.hv.snapshot(vm_name, True)
+        except QuiesceFailed as err:
+            self.quiesce_error = err
+            log.warning("app-consistent snapshot fell back to crash-consistent", extra={"fields": {
+                "vm": vm_name, "code": err.code, "error": err.message}})
+            return self.hv.snapshot(vm_name, False)
 
     def run(self, vm_id: str, vm_name: str, app_consistent: bool, trusted_point: str) -> CycleResult:
         t0 = time.monotonic()
-        begin = self.rpc("BeginCycle", replication_pb2.BeginCycleRequest(vm_id=vm_id))
+        begin = self.rpc("BeginCycle", replication_pb2.BeginCycleRequest(vm_id=vm_id, epoch=self.epoch,
+                                                                         final=self.final))
         t1 = time.monotonic()
-        snap = self.hv.snapshot(vm_name, app_consistent)
+        snap = self._snapshot(vm_name, app_consistent)
         t2 = time.monotonic()
         try:
             result = self._ship(vm_id, snap, begin, trusted_point)
@@ -178,6 +217,9 @@ class Cycle:
             for f in self._fp_files:
                 f.close()
         t3 = time.monotonic()
+        if self.quiesce_error is not None:
+            result.warning = f"{self.quiesce_error.message}; the point is crash-consistent"
+            result.warning_code = self.quiesce_error.code
         snap.commit()  # the point is acknowledged: forget the captured dirty set
         for pending in self._fp_pending:
             pending.commit(result.point_id, begin.base_point_id)
@@ -259,7 +301,7 @@ class Cycle:
             scanned = 0
             for done in results():
                 scanned += len(done.blocks)
-                res.blocks_read += len(done.changed)  # as before: the blocks the point takes
+                res.blocks_read += len(done.blocks)  # read from the snapshot (and fingerprinted)
                 changes[done.disk].extend(done.changed)
                 if self._fp_pending:
                     self._fp_pending[done.disk].add(done.blocks, done.fps)
@@ -368,6 +410,9 @@ class Cycle:
             try:
                 # sizes travel beside the messages: reading msg.frames back would copy them
                 for msg, size in chain([first], batches):
+                    if _TEST_PAUSE is not None and self._messages == _TEST_PAUSE[0]:
+                        _test_pause(_TEST_PAUSE[1], self._messages)
+                    self._messages += 1
                     yield msg
                     sent += size
                     if sent >= SEGMENT_BYTES:

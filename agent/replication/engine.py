@@ -7,9 +7,21 @@ VMs enabled or disabled since. One VM never runs two cycles at once (a lock per 
 with ``replicate_now``); a cycle that fails is retried at the next interval and its error is
 reported to the cloud, where it shows in the VM's health.
 
-App-consistent points: a cycle is app-consistent when the policy asks for them and the last
-acknowledged app-consistent point is at least ``app_consistent_hours`` old (by the injectable
-clock).
+App-consistent points: a cycle is app-consistent when the policy asks for them and both the
+last acknowledged app-consistent point and the last failed quiesce attempt are at least
+``app_consistent_hours`` old (by the injectable clock): a broken hook is tried once per slot,
+not every cycle. When the hook fails the cycle ships a crash-consistent point and the engine
+reports ``ProgressReport.warning`` with code ASR-0045; the next app-consistent point reports
+an empty warning, which clears it. Every report carries the VM's epoch and current warning.
+
+Fencing (``agent.fencing``): every session carries the epoch this host holds for the VM
+(``BeginCycleRequest.epoch``). A Fenced refusal (ASR-0044) of any replication RPC fences the
+VM (marker, power off, a WARNING log with the code) and takes it off the schedule; fenced VMs
+stay off it across settings syncs and restarts, and ``replicate`` refuses them without asking
+the cloud. At start, and at every sync for VMs not yet checked (the cloud was unreachable),
+``CheckEpoch`` asks the vault whether this host is still the active side. A planned
+failover's final cycle (``shutdown_first``: ``BeginCycleRequest.final``) fences the VM itself
+once its point is acknowledged: the vault advanced the epoch in the same transaction.
 """
 
 from __future__ import annotations
@@ -24,14 +36,17 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from agent.fencing import fence_vm
 from agent.hypervisor import LocalHypervisor
-from agent.replication.cycle import Cycle, CycleResult, Keys, _Rpc
-from agent.replication.state import StateStore
+from agent.hypervisor.fence import refusal
+from agent.replication.cycle import Cycle, CycleResult, _Rpc
+from agent.replication.state import StateStore, VmReplicationState
 from agent.settings import ReplicationSettings, Settings
 from asrclock import Clock
-from asrerrors import AsrError, NotFound
+from asrerrors import AsrError, Fenced, NotFound, Unreachable
 from asrpb import replication_pb2
-from chunkfmt import CustomerKey, vault_id_key
+from chunkfmt import CustomerKey
+from chunkfmt.keys import Keys
 
 log = logging.getLogger(__name__)
 SYNC_SECONDS = 5.0
@@ -51,10 +66,12 @@ def first_run(start: str, enabled_at: float, now: float) -> float:
 
 class Engine:
     def __init__(self, hv: LocalHypervisor, settings: Settings, channel: Any, target: str, vault_id: str,
-                 clock: Clock, state_dir: str, workers: int | None = None, bulk_channel: Any = None) -> None:
+                 clock: Clock, state_dir: str, workers: int | None = None, bulk_channel: Any = None,
+                 rpc: Any = None) -> None:
         self.hv = hv
         self.settings = settings
-        self.rpc = _Rpc(channel, target, bulk_channel)
+        # ``rpc(method, request, timeout=...)``: the cloud's Replication service (tests pass a fake)
+        self.rpc = rpc if rpc is not None else _Rpc(channel, target, bulk_channel)
         self.vault_id = vault_id
         self.clock = clock
         self.state = StateStore(state_dir)
@@ -65,7 +82,8 @@ class Engine:
         self._locks_guard = threading.Lock()
         self._scheduler: BackgroundScheduler | None = None
         self._jobs: dict[str, tuple[int, str]] = {}
-        self._sync_lock = threading.Lock()
+        self._sync_lock = threading.RLock()  # re-entered when a check fences a VM during a sync
+        self._checked: set[str] = set()      # VMs whose epoch the vault confirmed since start
 
     # -- one cycle ---------------------------------------------------------------------------------
     def _lock(self, vm_id: str) -> threading.Lock:
@@ -74,80 +92,168 @@ class Engine:
 
     def keys(self, rs: ReplicationSettings) -> Keys:
         if rs.policy.encrypt:
-            key = CustomerKey.load(self.settings.customer_key_path)
-            return Keys(key.id_key, key.aead_key)
-        return Keys(vault_id_key(rs.vault_id or self.vault_id), None)
+            return Keys.for_customer_key(CustomerKey.load(self.settings.customer_key_path))
+        return Keys.for_vault(rs.vault_id or self.vault_id)
+
+    def app_due(self, rs: ReplicationSettings, st: VmReplicationState) -> bool:
+        """An app-consistent point is due: the policy asks for them, and neither the last app
+        point nor the last failed attempt is within ``app_consistent_hours``."""
+        hours = rs.policy.app_consistent_hours
+        return bool(hours) and self.clock.now() - max(st.last_app_at, st.last_app_attempt_at) >= hours * 3600
 
     def replicate(self, vm_id: str, app_consistent: bool | None = None, shutdown_first: bool = False) -> CycleResult:
-        """Run one cycle now (waiting for a running one of the same VM); returns the result."""
+        """Run one cycle now (waiting for a running one of the same VM); returns the result.
+        ``shutdown_first``: shut the VM down and ship its final changes (planned failover);
+        once acknowledged the VM is fenced here."""
         rs = self.settings.get(vm_id)
         if rs is None:
             raise NotFound(f"VM {vm_id} is not enabled for replication on this host")
         with self._lock(vm_id):
+            marker = self.hv.fenced(rs.vm_name)
+            if marker is not None:
+                raise refusal(rs.vm_name, marker, "it does not replicate from this host")
             st = self.state.get(vm_id)
             if app_consistent is None:
-                hours = rs.policy.app_consistent_hours
-                app_consistent = bool(hours) and self.clock.now() - st.last_app_at >= hours * 3600
+                # a VM shut down for a planned failover is consistent as it is: no hook to run
+                app_consistent = not shutdown_first and self.app_due(rs, st)
             if shutdown_first:
                 self.hv.stop(rs.vm_name)
+            attempted_at = self.clock.now()
             cycle = Cycle(self.rpc, self.hv, self.pool, self.keys(rs),
-                          progress=lambda p: self._report(vm_id, p, ""),
-                          fingerprint_dir=self.fingerprint_dir / vm_id)
+                          progress=lambda p: self._report(rs, p, st),
+                          fingerprint_dir=self.fingerprint_dir / vm_id, epoch=rs.epoch, final=shutdown_first)
             try:
                 res = cycle.run(vm_id, rs.vm_name, app_consistent, st.last_point_id)
+            except Fenced as err:
+                self.fenced(rs, err)
+                raise
             except AsrError as err:
+                if cycle.quiesce_error is not None:
+                    st.last_app_attempt_at = attempted_at
                 st.last_error = f"{err.code}: {err}"
                 self.state.save(vm_id, st)
-                self._report(vm_id, 0.0, st.last_error)
+                self._report(rs, 0.0, st)
                 raise
             st.last_point_id, st.last_point_at, st.last_error = res.point_id, res.created_at, ""
             if res.kind == "app":
                 st.last_app_at = res.created_at
+                st.warning = st.warning_code = ""   # reported below: clears the quiesce warning
+            elif cycle.quiesce_error is not None:
+                st.last_app_attempt_at = attempted_at
+                st.warning, st.warning_code = res.warning, res.warning_code
             self.state.save(vm_id, st)
             log.info("point committed", extra={"fields": {
                 "vm": rs.vm_name, "point": res.point_id, "kind": res.kind, "modes": res.modes,
                 "resync_by": res.resync_by,
                 "blocks_read": res.blocks_read, "blocks_changed": res.blocks_changed,
                 "bytes_sent": res.bytes_sent, "seconds": round(res.seconds, 3),
-                "stall_ms": round(res.stall_seconds * 1000, 2)}})
+                "stall_ms": round(res.stall_seconds * 1000, 2),
+                **({"warning": res.warning, "code": res.warning_code} if res.warning else {})}})
+            if res.kind == "app" or res.warning:
+                self._report(rs, 1.0, st)
+            if shutdown_first:
+                # the vault advanced the epoch with this point: from now on the VM's active side
+                # is the recovery site
+                fence_vm(self.hv, rs.vm_name, vm_id, "failed over: planned", rs.epoch)
+                self._drop(vm_id)
             return res
 
-    def _report(self, vm_id: str, progress: float, error: str) -> None:
+    def _report(self, rs: ReplicationSettings, progress: float, st: VmReplicationState) -> None:
+        """ReportProgress with the VM's epoch, last error and current warning; a Fenced answer
+        fences the VM, other failures are only logged (the next report says it again)."""
+        req = replication_pb2.ProgressReport(vm_id=rs.vm_id, initial_progress=progress, error=st.last_error,
+                                             epoch=rs.epoch, warning=st.warning, warning_code=st.warning_code)
         try:
-            self.rpc("ReportProgress", replication_pb2.ProgressReport(vm_id=vm_id, initial_progress=progress,
-                                                                      error=error), timeout=10)
+            self.rpc("ReportProgress", req, timeout=10)
+        except Fenced as err:
+            self.fenced(rs, err)
         except AsrError as err:
             log.debug("progress report failed: %s", err)
+
+    def fenced(self, rs: ReplicationSettings, err: Fenced) -> None:
+        """The vault refused this host's replication of the VM as stale: fence it here and take
+        it off the schedule."""
+        fence_vm(self.hv, rs.vm_name, rs.vm_id, f"the vault refused replication from this host: {err.message}",
+                 rs.epoch)
+        self._drop(rs.vm_id)
+
+    def granted(self, vm_id: str) -> None:
+        """A command granted this host the VM's current epoch (agent.fencing.grant)."""
+        with self._sync_lock:
+            self._checked.add(vm_id)
 
     def _scheduled(self, vm_id: str) -> None:
         try:
             self.replicate(vm_id)
         except AsrError as err:
-            log.warning("replication cycle failed", extra={"fields": {"vm_id": vm_id, "error": f"{err.code}: {err}"}})
+            log.warning("replication cycle failed", extra={"fields": {
+                "vm_id": vm_id, "code": err.code, "error": f"{err.code}: {err}"}})
         except Exception:  # noqa: BLE001 - a scheduled job must not kill the scheduler
             log.exception("replication cycle of %s crashed", vm_id)
+
+    # -- the epoch check ---------------------------------------------------------------------------
+    def check_epochs(self) -> None:
+        """CheckEpoch for every enabled, unfenced VM not yet confirmed since start; the refused
+        are fenced. A VM whose check could not be made (the cloud unreachable) is asked again
+        at the next sync."""
+        for rs in self.settings.all():
+            with self._sync_lock:
+                if rs.vm_id in self._checked:
+                    continue
+            if self.hv.fenced(rs.vm_name) is not None:
+                continue
+            try:
+                reply = self.rpc("CheckEpoch", replication_pb2.EpochCheck(vm_id=rs.vm_id, epoch=rs.epoch), timeout=10)
+            except Fenced as err:
+                self.fenced(rs, err)
+            except Unreachable as err:
+                log.debug("epochs not checked, the cloud is unreachable: %s", err)
+                return  # asking about the other VMs now would only wait as long again
+            except AsrError as err:
+                log.debug("epoch of %s not checked: %s", rs.vm_name, err)
+                continue
+            else:
+                if reply.epoch > rs.epoch:
+                    fence_vm(self.hv, rs.vm_name, rs.vm_id, f"the vault's epoch {reply.epoch} is newer than this "
+                             f"host's {rs.epoch} (state {reply.state or '?'})", rs.epoch, reply.epoch)
+                    self._drop(rs.vm_id)
+            with self._sync_lock:
+                self._checked.add(rs.vm_id)
 
     # -- schedule ----------------------------------------------------------------------------------
     def start(self) -> None:
         self.hv.recover()
         self._scheduler = BackgroundScheduler(timezone=UTC)
         self._scheduler.start()
-        self._scheduler.add_job(self.sync, "interval", seconds=SYNC_SECONDS, id="sync",
+        self._scheduler.add_job(self._sync_job, "interval", seconds=SYNC_SECONDS, id="sync",
                                 next_run_time=datetime.now(UTC), max_instances=1, coalesce=True)
 
+    def _sync_job(self) -> None:
+        try:
+            self.check_epochs()
+        except Exception:  # noqa: BLE001 - the sync must go on
+            log.exception("epoch check failed")
+        self.sync()
+
     def refresh(self) -> None:
-        """Settings changed (a command enabled or disabled a VM): apply them now."""
+        """Settings or fences changed (a command enabled, disabled or fenced a VM): apply them now."""
         if self._scheduler is not None:
             self.sync()
 
     def sync(self) -> None:
-        """Make the jobs match the settings (VMs enabled, disabled or re-configured)."""
+        """Make the jobs match the settings (VMs enabled, disabled, re-configured or fenced)."""
         with self._sync_lock:
             self._sync()
 
+    def _drop(self, vm_id: str) -> None:
+        with self._sync_lock:
+            if self._scheduler is not None and vm_id in self._jobs:
+                self._scheduler.remove_job(f"vm-{vm_id}")
+                del self._jobs[vm_id]
+
     def _sync(self) -> None:
         assert self._scheduler is not None
-        wanted = {rs.vm_id: rs for rs in self.settings.all()}
+        wanted = {rs.vm_id: rs for rs in self.settings.all() if self.hv.fenced(rs.vm_name) is None}
         for vm_id in list(self._jobs):
             rs = wanted.get(vm_id)
             if rs is None or self._jobs[vm_id] != (rs.policy.copy_frequency_seconds, rs.policy.start):

@@ -21,7 +21,9 @@ Write ordering, after the point's acknowledgement (never before: until then the 
 still describe the previous point):
 
 * A cycle that read every block (initial, resync) wrote a whole new file beside the old one
-  while it ran; it is fsynced, then renamed over the old file.
+  while it ran, window by window at its offsets (so it cannot go through
+  ``durablefile.write_atomic``, which takes the content in memory); it is fsynced, renamed
+  over the old file, and the directory fsynced (``durablefile.fsync_dir``), the same order.
 * An incremental cycle patches the file in place, only if it describes the cycle's base
   point: header cleared and fsynced, the changed entries written, then the new point id
   written and fsynced. A crash in between leaves a cleared header: not usable, so the next
@@ -44,6 +46,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import xxhash
+
+from durablefile import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +176,7 @@ class PendingFingerprints:
         os.close(self._fd)
         self._fd = -1
         os.replace(self.disk._new, self.disk.path)
+        fsync_dir(self.disk.path.parent)  # the rename is durable only once the directory is
 
     def _commit_patch(self, point_id: str, base_point_id: str) -> None:
         path = self.disk.path

@@ -1,12 +1,16 @@
 """What the agent remembers about each VM's replication, in its state dir.
 
     STATE_DIR/replication-state/<vm_id>.json
-        {"last_point_id": ..., "last_point_at": ..., "last_app_at": ..., "last_error": ...}
+        {"last_point_id": ..., "last_point_at": ..., "last_app_at": ..., "last_app_attempt_at": ...,
+         "last_error": ..., "warning": ..., "warning_code": ...}
 
 ``last_point_id`` is the last point the cloud acknowledged *to this agent*. A cycle trusts
 the VM's dirty-block tracking only when the cloud's latest point is that point; otherwise
 (state lost, a point this agent never saw acknowledged) it resynchronises by hash comparison.
 Written atomically after the acknowledgement; losing it costs a resync, never data.
+``last_app_attempt_at`` is when a quiesce hook last failed (so a broken hook is tried once per
+app-consistent slot); ``warning``/``warning_code`` are what every ProgressReport carries until
+an app-consistent point clears them.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
-from certs.pki import write_public
+from durablefile import write_atomic
 
 
 @dataclass
@@ -23,7 +27,10 @@ class VmReplicationState:
     last_point_id: str = ""
     last_point_at: float = 0.0
     last_app_at: float = 0.0
+    last_app_attempt_at: float = 0.0
     last_error: str = ""
+    warning: str = ""
+    warning_code: str = ""
 
 
 class StateStore:
@@ -43,4 +50,4 @@ class StateStore:
             return VmReplicationState()
 
     def save(self, vm_id: str, st: VmReplicationState) -> None:
-        write_public(self._path(vm_id), json.dumps(asdict(st), indent=2).encode())
+        write_atomic(self._path(vm_id), json.dumps(asdict(st), indent=2).encode())

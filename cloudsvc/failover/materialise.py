@@ -32,6 +32,7 @@ from typing import cast
 
 from asrerrors import DataCorrupt, EncryptionKeyError
 from chunkfmt import BLOCK_SIZE, ZERO_ID, CustomerKey, decode_chunk, parse_header
+from chunkfmt.keys import Keys
 from cloudsvc.vaultstore import PointInfo, VaultStore
 from diskimage import create_fixed_vhd
 from diskimage.image import pwrite_full
@@ -42,15 +43,6 @@ THREADS = 2
 SECTOR = 512
 
 Progress = Callable[[int, int], None]  # (blocks done, blocks total)
-
-
-@dataclass(frozen=True)
-class Keys:
-    """How to decode one VM's frames: the AEAD key (None when the VM is not encrypted) and the
-    id key its chunk ids were made with."""
-
-    aead_key: bytes | None
-    id_key: bytes
 
 
 @dataclass(frozen=True)
@@ -92,14 +84,14 @@ def check_key(store: VaultStore, point: PointInfo, vault_id_key: bytes, key: Cus
             encrypted = parse_header(first[1]).encrypted
     if not encrypted:
         # An unencrypted VM (or one whose disks are all zero): a supplied key is not needed.
-        keys = Keys(None, vault_id_key)
+        keys = Keys(id_key=vault_id_key)
     elif key is None:
         raise EncryptionKeyError(
             f"the VM of point {point.point_id} is encrypted with a customer-managed key and no key was given",
             action="Pass the key file with --encryption-key-file (the cloud never stores the key).",
         )
     else:
-        keys = Keys(key.aead_key, key.id_key)
+        keys = Keys.for_customer_key(key)
     for cid, frame in samples:
         try:
             decode_chunk(frame, keys.aead_key, expected_id=cid, id_key=keys.id_key)

@@ -105,8 +105,15 @@ def test_protect_cloud_pushes_policy_and_refuses_bad_values(cloud: Cloud, tmp_pa
     os_disk = make_disk(d / "bad-os.vhdx", "vhdx")
     res = agent_vm(site, "hv01", "create", "bad-vm", "--os-disk", str(os_disk), "--data-disk", str(raw),
                    "--os", "windows-7-x86", "--generation", "2", "--nic", "10.0.0.5/24")
+    assert res.returncode == 43 and "guest OS: 'windows-7-x86'" in res.stderr, res.stderr  # refused at once
+    res = agent_vm(site, "hv01", "create", "bad-vm", "--os-disk", str(os_disk), "--data-disk", str(raw),
+                   "--os", "debian-12", "--generation", "2", "--nic", "10.0.0.5/24")
     assert res.returncode == 0, res.stderr
-    wait_vms(cloud, {"web01", "bad-vm"})
+    # a definition edited by hand (or by another tool) still reaches the cloud's rules
+    defn = tmp_path / "hv01" / "vms" / "bad-vm.json"
+    defn.write_text(defn.read_text().replace('"debian-12"', '"windows-7-x86"'))
+    wait_for(lambda: wait_vms(cloud, {"web01", "bad-vm"})["bad-vm"]["vm"]["guest_os"] == "windows-7-x86", 30,
+             what="the edited definition in the vault")
     res = cloud.asr("vm", "protect", "bad-vm", "--vault", "contoso", check=False)
     assert res.returncode == 43, res.stderr
     for w in ("generation", "raw", "guest OS", "DHCP"):

@@ -95,10 +95,10 @@ def test_failure_leaves_no_file(store: VaultStore, tmp_path: Path) -> None:
     point = commit(store, "vm3", [disk], key)
     out = str(tmp_path / "bad.vhd")
     wrong = check_key(store, point, VAULT_KEY, key)
-    from cloudsvc.failover.materialise import Keys
+    from chunkfmt.keys import Keys
 
     with pytest.raises(EncryptionKeyError):
-        materialise_disk(store, point, 0, out, Keys(cf.CustomerKey.generate().aead_key, wrong.id_key))
+        materialise_disk(store, point, 0, out, Keys(id_key=wrong.id_key, aead_key=cf.CustomerKey.generate().aead_key))
     assert not os.path.exists(out) and not os.path.exists(out + ".partial")
 
 

@@ -85,7 +85,7 @@ class Protected:
 
 def protect(cloud: Cloud, root: Path, *, encrypt: bool = False, os_size: int = 8 * MiB, data_size: int = 4 * MiB,
             retention_hours: int = 2, app_hours: int = 0, start: str | None = None,
-            fill: bool = True, blob_connection: str = "") -> Protected:
+            fill: bool = True, blob_connection: str = "", quiesce_hook: list[str] | None = None) -> Protected:
     cloud.asr("vault", "create", "contoso", "--region", "japaneast")
     blob = ["--backend", "blob", "--blob-connection-string", blob_connection] if blob_connection else []
     cloud.asr("storage", "create", "store1", "--vault", "contoso", "--region", "japaneast", *blob)
@@ -105,8 +105,9 @@ def protect(cloud: Cloud, root: Path, *, encrypt: bool = False, os_size: int = 8
         qemu("qemu-io", "-f", "vhdx", "-c", "write -P 0xab 0 1M", "-c", "write -P 0x11 3M 192k",
              "-c", f"write -P 0x5c {os_size - 64 * 1024} 64k", str(os_disk))
         qemu("qemu-io", "-f", "vpc", "-c", "write -P 0xcd 512k 256k", "-c", "write -P 0x01 2M 4k", str(data_disk))
+    hook = ["--quiesce-hook", *quiesce_hook] if quiesce_hook else []
     res = agent_vm(site, "hv01", "create", "vm1", "--os-disk", str(os_disk), "--data-disk", str(data_disk),
-                   "--os", "windows-server-2019", "--json")
+                   "--os", "windows-server-2019", "--json", *hook)
     assert res.returncode == 0, res.stderr
     vm_id = json.loads(res.stdout)["vm_id"]
     assert agent_vm(site, "hv01", "start", "vm1").returncode == 0

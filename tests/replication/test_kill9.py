@@ -1,19 +1,25 @@
 """Issue 4, must-show 3: kill -9 of the agent's replication process and of cloudsvc at random
 moments during initial replication and during cycles. No point ever fails verify, no
-acknowledged point is lost, and replication resumes without a full re-copy."""
+acknowledged point is lost, and replication resumes without a full re-copy.
+
+Every kill is proved to land inside an upload: the cycle runs with the test pause
+(``ASR_TEST_UPLOAD_PAUSE``, agent/replication/cycle.py), which stops it inside its PutChunks
+stream after a random number of messages and says so in a file; the test kills only then
+(the agent, or the cloud and then lets the agent go on into the dead stream), and checks that
+the attempt ended without a point."""
 
 from __future__ import annotations
 
 import os
 import random
-import time
 from pathlib import Path
 
 from agent.hypervisor import LocalHypervisor
-from tests.harness import Cloud
+from tests.harness import Cloud, wait_for
 from tests.replication.fixture import MiB, protect
 
-SEGMENT = 1 * MiB
+SEGMENT = 1 * MiB                  # one PutChunks call per 1 MiB (one 2 MiB message each)
+MESSAGE = 2 * MiB                  # agent/replication/cycle.py MESSAGE_BYTES
 
 
 def test_kill9_agent_and_cloud_during_replication(cloud: Cloud, tmp_path: Path) -> None:
@@ -22,6 +28,7 @@ def test_kill9_agent_and_cloud_during_replication(cloud: Cloud, tmp_path: Path) 
         _run(cloud, tmp_path)
     finally:
         os.environ.pop("ASR_REPL_SEGMENT_BYTES", None)
+        os.environ.pop("ASR_TEST_UPLOAD_PAUSE", None)
 
 
 def _run(cloud: Cloud, tmp_path: Path) -> None:
@@ -31,36 +38,64 @@ def _run(cloud: Cloud, tmp_path: Path) -> None:
     for off in range(0, 40 * MiB, MiB):                      # incompressible content
         hv.write("vm1", 0, off, os.urandom(MiB))
     acked: list[str] = []
+    kills = 0
 
-    def attempt(kill_cloud: bool) -> None:
+    def attempt(kill_cloud: bool, messages: int) -> None:
+        """Start a cycle, let it send ``messages`` PutChunks messages and stop inside the
+        stream, kill there, and prove that no point came of it."""
+        nonlocal kills
+        gate = tmp_path / f"gate{kills}"
+        gate.mkdir()
+        kills += 1
+        os.environ["ASR_TEST_UPLOAD_PAUSE"] = f"{messages}:{gate}"
+        points = len(p.points())
         proc = p.start_once()
-        time.sleep(rng.uniform(0.05, 0.6))                     # the random moment of the kill
+        os.environ.pop("ASR_TEST_UPLOAD_PAUSE")
+
+        def paused() -> bool:
+            if not proc.alive():
+                raise AssertionError(f"the cycle ended before its upload paused: {proc.text()}")
+            return (gate / "paused").exists()
+
+        wait_for(paused, 120, what="the cycle to pause inside its upload")
+        pid, sent = (int(x) for x in (gate / "paused").read_text().split())
+        assert pid == proc.popen.pid and sent == messages
         if kill_cloud:
             assert cloud.proc is not None
             cloud.proc.kill9()
+            (gate / "go").touch()                            # the agent goes on into the dead stream
             proc.popen.wait(120)
+            assert proc.popen.returncode not in (0, None), proc.text()
             cloud.start()
         else:
             proc.kill9()
-        if proc.popen.returncode == 0:
-            acked.append(proc.text().strip().splitlines()[-1].split('"point_id": "')[1].split('"')[0])
+            assert proc.popen.returncode == -9
+        assert len(p.points()) == points                     # the interrupted upload made no point
 
-    # initial replication, interrupted again and again
+    # initial replication: 640 incompressible chunks, 20 messages of 32. Interrupted again and
+    # again after a random number of messages, always fewer than are left to send (the
+    # completed calls' chunks are durable, so each attempt has less to send)
+    left = 40 * MiB // MESSAGE
     for trial in range(4):
-        attempt(kill_cloud=trial % 2 == 1)
+        sent = rng.randrange(1, max(2, left // 2))
+        attempt(kill_cloud=trial % 2 == 1, messages=sent)
+        left -= sent
     total_chunks = 40 * MiB // 65536 + 1
     res = p.once()
     acked.append(res["point_id"])
-    if len(acked) == 1:  # no attempt finished: the resumed copy must not start from zero
-        assert res["chunks_sent"] < total_chunks, res
-    # cycles with changes, interrupted
+    assert res["chunks_sent"] < total_chunks, res             # the resumed copy did not start from zero
+    # cycles with changes (50 new blocks: 2 messages), interrupted between their messages
     for trial in range(4):
-        for _ in range(20):
-            hv.write("vm1", rng.randrange(2), rng.randrange(0, 4 * MiB, 4096), os.urandom(4096))
-        attempt(kill_cloud=trial % 2 == 0)
+        for block in rng.sample(range(640), 40):
+            hv.write("vm1", 0, block * 65536, os.urandom(65536))
+        for block in rng.sample(range(64), 10):
+            hv.write("vm1", 1, block * 65536, os.urandom(65536))
+        assert 50 * 65536 > MESSAGE                           # so a pause after one message is inside
+        attempt(kill_cloud=trial % 2 == 0, messages=1)
         if trial % 2:
             acked.append(p.once()["point_id"])
     acked.append(p.once()["point_id"])
+    assert kills == 8
     listed = {x["point_id"] for x in p.points()}
     assert set(acked) <= listed, set(acked) - listed
     for pid in listed:
