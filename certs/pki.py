@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-import durablefile
 from asrerrors import AuthError
 
 PrivateKey = ec.EllipticCurvePrivateKey
@@ -166,13 +165,3 @@ def sign_csr(
 def cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
-
-def write_private(path: str, data: bytes) -> None:
-    """Deprecated: use ``durablefile.write_atomic(path, data, durablefile.PRIVATE)``. Kept only
-    for agent/ until its callers are converted."""
-    durablefile.write_atomic(path, data, durablefile.PRIVATE)
-
-
-def write_public(path: str, data: bytes) -> None:
-    """Deprecated: use ``durablefile.write_atomic(path, data)``. Kept only for agent/."""
-    durablefile.write_atomic(path, data, durablefile.PUBLIC)

@@ -67,10 +67,15 @@ class Inventory:
             conflicts = self._conflicts(conn, vault_id, provider, sync)
             if conflicts:
                 owners = sorted({c.rsplit("provider ", 1)[-1] for c in conflicts})
-                self.events.record(conn, vault_id, Severity.CRITICAL, PermissionDenied.code,
-                                   f"provider {provider!r} tried to sync inventory that belongs to "
-                                   f"{', '.join(owners)}; the whole sync was refused: {'; '.join(conflicts[:5])}",
-                                   server=f"provider/{provider}")
+                message = (f"provider {provider!r} tried to sync inventory that belongs to {', '.join(owners)}; "
+                           f"the whole sync was refused: {'; '.join(conflicts[:5])}")
+                # a misconfigured provider retries: one event per distinct refusal an hour
+                last = conn.execute("SELECT at FROM events WHERE vault_id=? AND server=? AND code=? AND message=?"
+                                    " ORDER BY id DESC LIMIT 1", (vault_id, f"provider/{provider}",
+                                                                  PermissionDenied.code, message)).fetchone()
+                if last is None or now - last["at"] > 3600:
+                    self.events.record(conn, vault_id, Severity.CRITICAL, PermissionDenied.code, message,
+                                       server=f"provider/{provider}")
         if conflicts:
             raise PermissionDenied(
                 f"provider {provider!r} may not sync inventory that another provider reported",

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -239,6 +240,14 @@ class ProtectedItems:
         self.db = db
         self.clock = clock
         self.events = events
+        # Called (conn, vault_id, vm_id) in the transaction that removes an item: what belongs
+        # to a protection goes with it (its points' records; the composition root wires this).
+        self.on_removed: list[Callable[[sqlite3.Connection, str, str], None]] = []
+
+    def _remove(self, conn: sqlite3.Connection, vault_id: str, vm_id: str) -> None:
+        conn.execute("DELETE FROM protected_items WHERE vault_id=? AND vm_id=?", (vault_id, vm_id))
+        for fn in self.on_removed:
+            fn(conn, vault_id, vm_id)
 
     # ---- reading ----------------------------------------------------------------------------
     def get(self, vault_id: str, vm_id: str, conn: sqlite3.Connection | None = None) -> Item | None:
@@ -327,7 +336,7 @@ class ProtectedItems:
             raise StateConflict(f"VM {item.name}: no transition {item.op} from {item.prev_state}")
         now = self.clock.now()
         if ok and t.done is None:
-            conn.execute("DELETE FROM protected_items WHERE vault_id=? AND vm_id=?", (vault_id, vm_id))
+            self._remove(conn, vault_id, vm_id)
             self._event(conn, vault_id, vm_id, item.name, Severity.INFO, STATE_CHANGED,
                         f"{item.name}: {item.op} succeeded; protection is disabled")
             return Outcome(None)
@@ -339,7 +348,7 @@ class ProtectedItems:
         else:
             target = ItemState(item.prev_state)
             if target == S.UNPROTECTED:  # protect failed: no item
-                conn.execute("DELETE FROM protected_items WHERE vault_id=? AND vm_id=?", (vault_id, vm_id))
+                self._remove(conn, vault_id, vm_id)
                 self._event(conn, vault_id, vm_id, item.name, Severity.WARNING, STATE_CHANGED,
                             f"{item.name}: enabling protection failed (job {job_id})")
                 return Outcome(None)
@@ -381,7 +390,7 @@ class ProtectedItems:
         for item in items:
             self._event(conn, vault_id, item.vm_id, item.name, Severity.WARNING, STATE_CHANGED,
                         f"{item.name}: protection removed from {item.state}: {why}")
-        conn.execute("DELETE FROM protected_items WHERE vault_id=?", (vault_id,))
+            self._remove(conn, vault_id, item.vm_id)
         return len(items)
 
     # ---- signals from replication and inventory ---------------------------------------------------
@@ -432,9 +441,14 @@ class ProtectedItems:
                                 action="Wait for the running job (asr job list).")
 
     def fenced(self, item: Item, epoch: int, host: str) -> Fenced:
-        where = "has failed over" if item.location == Side.RECOVERY else "was given back to the primary"
-        return Fenced(f"{item.name} {where}; replication from {host} is fenced (epoch {epoch}, current {item.epoch})",
-                      details=[f"state {item.state}, active side {item.location}"])
+        if item.location == Side.RECOVERY:
+            return Fenced(f"{item.name} has failed over; replication from {host} is fenced "
+                          f"(epoch {epoch}, current {item.epoch})",
+                          details=[f"state {item.state}, active side {item.location}"])
+        return Fenced(f"{item.name}: replication from {host} is fenced: it holds epoch {epoch}, the vault's is "
+                      f"{item.epoch}", details=[f"state {item.state}, active side {item.location}"],
+                      causes=("The host missed a change of the active side (a failover, cancel or failback) and "
+                              "has not been granted the current epoch.",))
 
     def record_fenced_attempt(self, item: Item, host: str) -> None:
         """Remember the last fenced attempt (shown by `asr vm show`); one event per epoch."""

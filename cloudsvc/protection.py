@@ -110,6 +110,12 @@ class Protection:
         self.items.require(vault.id, vm.vm_id, vm.name, Op.PROTECT)
         if row["missing_since"]:
             raise StateConflict(f"VM {vm.name!r} is no longer reported by provider {row['provider']!r}")
+        live = [r for r in self.recovered.of_source(vault.id, vm.vm_id, "failover") if r["state"] != "Deleting"]
+        if live:
+            raise StateConflict(
+                f"VM {vm.name!r} runs at the recovery site (recovered VM {live[-1]['name']}, {live[-1]['id']}); "
+                "protecting the on-premises copy again would make two active copies of one VM",
+                action="Keep the recovered VM as the VM, or fail it back before its protection was disabled.")
         policy = self.policy(vault.id, row["cloud"])
         if policy is None:
             raise StateConflict(f"cloud {row['cloud']!r} of VM {vm.name!r} has no replication policy",

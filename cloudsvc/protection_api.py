@@ -52,8 +52,9 @@ def vm_status(svc: CloudService, vault_id: str, row: sqlite3.Row) -> operator_pb
             st.primary_copy = "Active"
         else:
             st.primary_copy = "Stale"
-            detail = (f"fenced since epoch {item.epoch} ({iso(item.switched_at)}): the VM runs at the recovery "
-                      "site; the on-premises copy may neither replicate nor start until failback")
+            detail = (f"the copy on {row['host']} is fenced since epoch {item.epoch} ({iso(item.switched_at)}): the "
+                      "VM runs at the recovery site; the on-premises copy may neither replicate nor start until "
+                      "failback")
             if item.fenced_attempt_at >= item.switched_at and item.fenced_attempt_at:
                 detail += (f"; last fenced attempt from {item.fenced_attempt_from} at "
                            f"{iso(item.fenced_attempt_at)}")

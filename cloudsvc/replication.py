@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asrclock import Clock, iso
-from asrerrors import AsrError, Fenced, NotFound, PermissionDenied, StateConflict
+from asrerrors import AsrError, Fenced, NotFound, PermissionDenied, StateConflict, UsageError
 from asrpb import inventory_pb2
 from certs.identity import Identity
 from chunkfmt import vault_id_key
@@ -389,8 +389,8 @@ class Replication:
         item = self._item(vault_id, vm_id, name)
         st, point = self.choose_point(vault_id, vm_id, item.policy.storage, point_id, name)
         if not 0 <= disk_index < len(point.disks):
-            raise NotFound(f"point {point.point_id} has no disk {disk_index} (it has {len(point.disks)})",
-                           action="Disks are counted from 0.")
+            raise UsageError(f"point {point.point_id} has no disk {disk_index} (it has {len(point.disks)})",
+                             action="Disks are counted from 0.")
         pin = st.pin(point.point_id, holder=f"export {name} disk {disk_index}")
         pin.__enter__()
 
@@ -490,8 +490,9 @@ class Replication:
             if (vault_id, p.vm_id) not in protected:
                 if p.point_id not in self._pinned(vault_id, p.vm_id):
                     doomed.append(p.point_id)
-            elif p.point_id not in committed and now - p.created_at > ORPHAN_GRACE_S:
-                doomed.append(p.point_id)
+            elif p.point_id not in committed and (now - p.created_at > ORPHAN_GRACE_S
+                                                   or p.created_at < self._protected_since(vault_id, p.vm_id)):
+                doomed.append(p.point_id)   # an orphan, or a point of an earlier protection
         gone = []
         for pid in doomed:
             try:
@@ -503,6 +504,10 @@ class Replication:
         held = {p.point_id for p in st.db.points()}
         stale = [pid for pid in committed if pid not in held and self._storage_of(vault_id, pid) == st]
         return self._forget(vault_id, gone + stale)
+
+    def _protected_since(self, vault_id: str, vm_id: str) -> float:
+        item = self.items.get(vault_id, vm_id)
+        return item.created_at if item else 0.0
 
     def _storage_of(self, vault_id: str, point_id: str) -> VaultStore | None:
         row = self.db.one("SELECT storage FROM recovery_points WHERE vault_id=? AND point_id=?", (vault_id, point_id))
@@ -516,10 +521,12 @@ class Replication:
                 conn.execute("DELETE FROM recovery_points WHERE vault_id=? AND point_id=?", (vault_id, pid))
         return len(point_ids)
 
-    def forget_vault(self, conn: sqlite3.Connection, vault_id: str) -> None:
-        """Vault teardown: the records go with the stores."""
-        conn.execute("DELETE FROM recovery_points WHERE vault_id=?", (vault_id,))
-        conn.execute("DELETE FROM replication_status WHERE vault_id=?", (vault_id,))
+    def forget_vm(self, conn: sqlite3.Connection, vault_id: str, vm_id: str) -> None:
+        """Protection of a VM ended (lifecycle's ``on_removed``, in that transaction): its points
+        are no recovery points any more (they are not shown, nor used as the base of a later
+        protection's first cycle) and maintenance deletes their data once nothing pins them."""
+        conn.execute("DELETE FROM recovery_points WHERE vault_id=? AND vm_id=?", (vault_id, vm_id))
+        conn.execute("DELETE FROM replication_status WHERE vault_id=? AND vm_id=?", (vault_id, vm_id))
 
     def start(self) -> None:
         """Run :meth:`maintain` every ``ASR_MAINTENANCE_SECONDS`` (default 60 s), with GC at most

@@ -87,6 +87,8 @@ class CloudService:
         self.runner.add_kinds(self.teardown.kinds(), self.teardown.handlers(self.runner))
         # retention keeps the points recovered VMs are being made from or were made from
         self.replication.pins.append(self.recovered.pinned_points)
+        # a protection's point records go with it
+        self.items.on_removed.append(self.replication.forget_vm)
 
     def endpoints(self) -> dict[str, str]:
         return {"api": self.config.listen, "registration": self.config.registration_listen}

@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 
 from asrclock import Clock, from_environment
-from asrerrors import AsrError
+from asrerrors import AsrError, AuthError
 from asrops import allocator
 from asrops.lifecycle import Lifecycle
 from asrops.logs import setup
@@ -82,7 +82,9 @@ class Provider:
             except AsrError as err:
                 log.warning("inventory sync failed: %s", err, extra={"fields": {"code": err.code}})
                 self.sync_needed.set()
-                self.stopping.wait(1.0)
+                # refused (e.g. another provider owns a cloud this one names): retrying at once
+                # cannot help; an outage can
+                self.stopping.wait(self.cfg.sync_seconds if isinstance(err, AuthError) else 1.0)
 
     # ---- commands --------------------------------------------------------------------------
     def dispatch(self, cmd: control_pb2.Command) -> None:

@@ -30,7 +30,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import cast
 
-from asrerrors import DataCorrupt, EncryptionKeyError
+from asrerrors import DataCorrupt, DiskFull, EncryptionKeyError, StorageError
 from chunkfmt import BLOCK_SIZE, ZERO_ID, CustomerKey, decode_chunk, parse_header
 from chunkfmt.keys import Keys
 from cloudsvc.vaultstore import PointInfo, VaultStore
@@ -125,9 +125,14 @@ def materialise_disk(
     for stale in (partial, path):
         if os.path.exists(stale):
             os.unlink(stale)  # a previous attempt: start over, materialising is idempotent
-    create_fixed_vhd(partial, vhd_size(size))
+    try:
+        create_fixed_vhd(partial, vhd_size(size))
+        out = _Output.open(partial)
+    except OSError as exc:
+        if os.path.exists(partial):
+            os.unlink(partial)
+        raise _storage_error(exc, path) from exc
     total = -(-size // BLOCK_SIZE)
-    out = _Output.open(partial)
     written = [0, 0]  # blocks, bytes
     lock = threading.Lock()
     buffers: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
@@ -187,13 +192,19 @@ def materialise_disk(
                 drain(IN_FLIGHT)
             drain(0)
         out.finish()
-    except BaseException:
+    except BaseException as exc:
         out.close()
         os.unlink(partial)
+        if isinstance(exc, OSError):
+            raise _storage_error(exc, path) from exc
         raise
     finally:
         while not buffers.empty():
-            buffers.get().close()
+            buf = buffers.get()
+            try:
+                buf.close()
+            except BufferError:
+                pass  # a failed write's traceback still holds a view of it; collected with it
     out.close()
     os.replace(partial, path)
     dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
@@ -204,6 +215,17 @@ def materialise_disk(
     if progress is not None:
         progress(total, total)
     return DiskResult(disk_index, os.path.abspath(path), size, written[0], written[1])
+
+
+def _storage_error(exc: OSError, path: str) -> StorageError:
+    """What a failed write of a recovered disk means to the operator."""
+    if exc.errno == errno.ENOSPC:
+        return DiskFull(f"no space left to write recovered disk {path}",
+                        causes=("The file system of the storage account's directory is full.",),
+                        action="Free space there (or use another storage account) and run the failover again; "
+                               "nothing was made of this attempt.")
+    return StorageError(f"writing recovered disk {path} failed: {exc.strerror or exc}",
+                        action="Check the storage account's directory and run the failover again.")
 
 
 class _Output:

@@ -31,7 +31,9 @@ def test_pinned_point_survives_maintenance(procs: Procs, tmp_path: Path) -> None
     cloud.stop()
     fired, release = tmp_path / "fired", tmp_path / "release"
     faults = tmp_path / "faults.json"
-    faults.write_text(json.dumps([{"method": "get", "prefix": "packs/", "action": "pause", "after": 1,
+    # the failover first checks a tree node and a frame of each of the two disks (4 reads); the
+    # 5th read is the materialisation's own
+    faults.write_text(json.dumps([{"method": "get", "prefix": "packs/", "action": "pause", "after": 4,
                                    "fired_file": str(fired), "release_file": str(release)}]))
     cloud.proc = procs.start("cloudsvc-paused", [str(BIN / "asr-cloudsvc"), "serve", "--data-dir",
                                                  str(cloud.data_dir)], env=cloud.env(ASR_FAULTS=str(faults)))

@@ -21,7 +21,9 @@ def test_failover_resumes_after_cloudsvc_is_killed(cloud: Cloud, tmp_path: Path)
     # middle of it (and the fired file proves it did)
     fired = tmp_path / "fired"
     faults = tmp_path / "faults.json"
-    faults.write_text(json.dumps([{"method": "get", "prefix": "packs/", "action": "pause", "after": 1,
+    # the failover first checks a tree node and a frame of each of the two disks (4 reads); the
+    # 5th read is the materialisation's own
+    faults.write_text(json.dumps([{"method": "get", "prefix": "packs/", "action": "pause", "after": 4,
                                    "fired_file": str(fired), "release_file": str(tmp_path / "never")}]))
     cloud.proc = cloud.procs.start("cloudsvc-paused", [str(BIN / "asr-cloudsvc"), "serve", "--data-dir",
                                                        str(cloud.data_dir)], env=cloud.env(ASR_FAULTS=str(faults)))

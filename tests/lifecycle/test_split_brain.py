@@ -72,7 +72,7 @@ def test_returning_primary_is_fenced_and_failback_ships_only_the_difference(clou
     assert '"Off"' in agent_vm(p.site, "hv01", "show", p.vm, "--json").stdout
 
     events = cloud.asr_json("event", "list", "--vault", "contoso", "--vm", p.vm)
-    assert any(e["code"] == "ASR-0044" and "hv01" in e["message"] for e in events), events
+    assert any(e["code"] == "EVT-0002" and "on-premises copy is fenced" in e["message"] for e in events), events
 
     # reverse replication is the way back, and ships only the blocks that differ
     job = asr_job(p, "failover", "planned", p.vm, "--direction", "to-primary")
