@@ -16,6 +16,7 @@ from asrops.lifecycle import Lifecycle
 from asrops.logs import setup
 from certs.pki import create_ca, issue_server_cert, make_csr, new_key, sign_csr
 from cloudsvc import config as cfgmod
+from cloudsvc.registrar import add_operator
 from cloudsvc.schema import MIGRATIONS
 from sqlitestore.database import Database
 
@@ -53,11 +54,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     op_key = new_key()
     op_cert = sign_csr(ca, make_csr(op_key, "admin"), "spiffe://asr/operator/admin", days=3650)
     db = Database(cfg.db_path, MIGRATIONS)
-    with db.write() as conn:
-        conn.execute(
-            "INSERT INTO operators(serial, name, created_at) VALUES (?,?,?)",
-            (format(op_cert.serial_number, "x"), "admin", from_environment().now()),
-        )
+    add_operator(db, format(op_cert.serial_number, "x"), "admin", from_environment().now())
     db.close()
     from cryptography.hazmat.primitives import serialization
 

@@ -108,7 +108,12 @@ class Jobs:
                      (self.clock.now(), output, job_id, seq))
         conn.execute("UPDATE jobs SET state='Suspended' WHERE id=? AND state='InProgress'", (job_id,))
 
-    def resume(self, conn: sqlite3.Connection, vault_id: str, job_id: str, note: str) -> None:
+    def resume(self, vault_id: str, job_id: str, note: str) -> None:
+        """Continue a job waiting at a manual action (``asr job resume``)."""
+        with self.db.write() as conn:
+            self._resume(conn, vault_id, job_id, note)
+
+    def _resume(self, conn: sqlite3.Connection, vault_id: str, job_id: str, note: str) -> None:
         job = conn.execute("SELECT * FROM jobs WHERE id=? AND vault_id=?", (job_id, vault_id)).fetchone()
         if job is None:
             raise NotFound(f"job {job_id!r} does not exist in this vault", action="List jobs with 'asr job list'.")

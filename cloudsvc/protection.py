@@ -12,7 +12,7 @@ import re
 import sqlite3
 
 from asrclock import Clock
-from asrerrors import InvalidPolicy, StateConflict, ValidationFailed
+from asrerrors import InvalidPolicy, PermissionDenied, StateConflict, ValidationFailed
 from asrpb import control_pb2, inventory_pb2
 from cloudsvc.commands import Commands
 from cloudsvc.failover.recovered import Recovered
@@ -169,6 +169,17 @@ class Protection:
                 self.jobs.add_task(conn, job_id, f"Disable replication on host {row['host']}", cid)
         self.commands.notify()
         return job_id
+
+    def request_from_site(self, vault: VaultRow, provider: str, vm_name: str, nic: int | None, disable: bool) -> str:
+        """Protection asked for from the VMM side (``asr-provider vm protect``): only for a VM
+        that provider reported."""
+        row = self.inventory.find_vm(vault.id, vm_name)
+        if row["provider"] != provider:
+            raise PermissionDenied(f"VM {vm_name!r} is managed by another provider",
+                                   action="Run the command on the provider that manages the VM.")
+        if disable:
+            return self.unprotect_vm(vault, row["vm_id"])
+        return self.protect_vm(vault, row["vm_id"], nic)
 
     def _job_done(self, conn: sqlite3.Connection, job: sqlite3.Row, ok: bool) -> None:
         ctx = json.loads(job["context"])

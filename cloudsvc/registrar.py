@@ -186,6 +186,12 @@ class Registrar:
         return len(rows)
 
 
+def add_operator(db: Database, serial: str, name: str, now: float) -> None:
+    """The first operator credential (``asr-cloudsvc init``, before any service runs)."""
+    with db.write() as conn:
+        conn.execute("INSERT INTO operators(serial, name, created_at) VALUES (?,?,?)", (serial, name, now))
+
+
 def _revoke(conn: sqlite3.Connection, row: sqlite3.Row, reason: str, now: float) -> None:
     conn.execute(
         "INSERT OR REPLACE INTO revoked(serial, vault_id, identity, reason, revoked_at) VALUES (?,?,?,?,?)",

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from asrchannel.authz import current_identity
-from asrerrors import PermissionDenied
 from asrpb import common_pb2, control_pb2, registration_pb2, registration_pb2_grpc, site_pb2, site_pb2_grpc
 from cloudsvc.service import CloudService
 
@@ -66,13 +65,9 @@ class ProviderApi:
     def RequestProtection(self, request: Any, context: Any) -> control_pb2.ProtectionReply:
         ident = current_identity()
         vault = self.svc.vaults.get(ident.vault_id)
-        row = self.svc.inventory.find_vm(vault.id, request.vm_name)
-        if row["provider"] != ident.name:
-            raise PermissionDenied(f"VM {request.vm_name!r} is managed by another provider")
-        if request.disable:
-            return control_pb2.ProtectionReply(job_id=self.svc.protection.unprotect_vm(vault, row["vm_id"]))
         nic = request.nic - 1 if request.nic > 0 else None
-        return control_pb2.ProtectionReply(job_id=self.svc.protection.protect_vm(vault, row["vm_id"], nic))
+        return control_pb2.ProtectionReply(job_id=self.svc.protection.request_from_site(
+            vault, ident.name, request.vm_name, nic, request.disable))
 
 
 class SiteApi(ProviderApi, site_pb2_grpc.SiteServicer):

@@ -59,8 +59,7 @@ class FailoverApi(failover_pb2_grpc.FailoverServicer):
 
     def ResumeJob(self, request: Any, context: Any) -> common_pb2.Empty:
         v = self.svc.vaults.get(request.vault)
-        with self.svc.db.write() as conn:
-            self.svc.jobs.resume(conn, v.id, request.id, "resumed by the operator")
+        self.svc.jobs.resume(v.id, request.id, "resumed by the operator")
         return common_pb2.Empty()
 
     def CreatePlan(self, request: Any, context: Any) -> failover_pb2.Plan:

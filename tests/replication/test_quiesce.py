@@ -47,12 +47,22 @@ exit 3
                                      "the point is crash-consistent")
     assert results[0]["warning_code"] == "ASR-0045"
     assert results[1]["warning"] == "" and results[1]["blocks_changed"] == 1
+    # the vault shows it: health Warning naming the hook, and one event
+    st = cloud.asr_json("vm", "show", p.vm, "--vault", "contoso")
+    assert st["replication_health"] == "Warning", st
+    assert any("ASR-0045" in e and str(hook) in e for e in st["health_errors"]), st["health_errors"]
+    events = cloud.asr_json("event", "list", "--vault", "contoso", "--vm", p.vm)
+    assert [e["severity"] for e in events if e["code"] == "ASR-0045"] == ["Warning"], events
 
     mode.write_text("ok")
     clock.write_text(str(t0 + 3600 + 60))     # the next app-consistent slot
     p.write(1, 0, 4096, 0x77)
     res = p.once()
     assert res["kind"] == "app" and res["warning"] == "" and runs() == 2, res
+    st = cloud.asr_json("vm", "show", p.vm, "--vault", "contoso")
+    assert st["replication_health"] == "Normal", st
+    events = cloud.asr_json("event", "list", "--vault", "contoso", "--vm", p.vm)
+    assert any(e["code"] == "EVT-0006" for e in events), events
     refs[res["point_id"]] = p.snapshot_raw(tmp_path, "app")
 
     listed = p.points()
