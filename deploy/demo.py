@@ -4,8 +4,9 @@
 
 Starts the cloud service, creates a vault with a storage account and a network, writes a
 registration key, registers and runs a provider and an agent; creates a VM on real disk
-images, protects it, lets it replicate, runs a test failover, a planned failover and a
-failback, judging every recovered disk with qemu-img compare. Every daemon is stopped at the
+images, protects it, lets it replicate, runs a test failover, a planned failover (after which
+the on-premises copy is fenced and refuses to start) and a failback, judging every recovered
+disk with qemu-img compare. Every daemon is stopped at the
 end, whatever happens.
 """
 
@@ -47,6 +48,15 @@ def sh(*argv: str, env: dict[str, str], show: bool = True) -> str:
         print(res.stderr, file=sys.stderr)
         raise SystemExit(f"demo step failed: {' '.join(argv)} (exit {res.returncode})")
     return res.stdout
+
+
+def refused(*argv: str, env: dict[str, str], code: int) -> None:
+    """A command the product must refuse: show its error and check its exit code."""
+    print("$ " + " ".join(shlex.quote(a) for a in argv) + f"   # refused, exit {code}", flush=True)
+    res = subprocess.run([str(BIN / argv[0]), *argv[1:]], env=env, capture_output=True, text=True)
+    print(res.stderr.rstrip(), flush=True)
+    if res.returncode != code:
+        raise SystemExit(f"demo step failed: {' '.join(argv)} exited {res.returncode}, not {code}")
 
 
 def daemon(log: Path, *argv: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -186,6 +196,8 @@ def story(root: Path, env: dict[str, str]) -> int:
     judge(rvm, [os_disk, data_disk], ["vhdx", "vpc"])  # zero data loss: equal to the shut-down source
     sh("asr", "failover", "commit", "web01", "--wait", env=env)
     sh("asr", "vm", "show", "web01", env=env)
+    # one active side: the on-premises copy is fenced until failback makes it active again
+    refused("asr-agent", "vm", "start", "web01", "--config", agent_cfg, env=env, code=44)
 
     step("8. Failback: the recovered VM wrote new data; only changed blocks travel back to hv01")
     recovered_os = sorted(rvm["disks"], key=lambda d: d["index"])[0]["path"]
