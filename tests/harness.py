@@ -156,6 +156,16 @@ class Cloud:
         assert self.proc is not None
         return self.proc.stop()
 
+    def restart(self, name: str = "cloudsvc", **env: str) -> Proc:
+        """Stop the service if it runs and start it again with extra environment (e.g. the
+        ``ASR_FAULTS`` of :func:`pause_fault`)."""
+        if self.proc is not None and self.proc.alive():
+            self.stop()
+        self.proc = self.procs.start(name, [str(BIN / "asr-cloudsvc"), "serve", "--data-dir", str(self.data_dir)],
+                                     env=self.env(**env))
+        wait_for(self.healthy, 30, what="cloudsvc health")
+        return self.proc
+
     def asr(self, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
         res = run([str(BIN / "asr"), *args], env=self.env(**env))
         if check:
@@ -173,6 +183,28 @@ class Cloud:
             return sorted(tuple(r) for r in conn.execute(f"SELECT * FROM {table}"))
         finally:
             conn.close()
+
+
+@dataclass
+class PauseFault:
+    """An ``ASR_FAULTS`` spec (cloudsvc.vaultstore.faultybackend) that pauses one backend call:
+    ``fired`` appears when the call starts waiting, which continues once ``release`` exists."""
+
+    spec: Path
+    fired: Path
+    release: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"ASR_FAULTS": str(self.spec)}
+
+
+def pause_fault(root: Path, method: str = "get", prefix: str = "packs/", after: int = 0) -> PauseFault:
+    """Pause the ``after + 1``-th ``method`` call on names starting with ``prefix``."""
+    f = PauseFault(root / "faults.json", root / "fault-fired", root / "fault-release")
+    f.spec.write_text(json.dumps([{"method": method, "prefix": prefix, "action": "pause", "after": after,
+                                   "fired_file": str(f.fired), "release_file": str(f.release)}]))
+    return f
 
 
 def write_toml(path: Path, doc: dict[str, Any]) -> Path:

@@ -4,13 +4,12 @@ The clock is injected, so the point is long past retention when maintenance runs
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from asrcli.client import Client
 from asrpb import replication_pb2, replication_pb2_grpc
 from tests.failover.fixture import VAULT, asr_job, assert_disks_equal, recovered
-from tests.harness import BIN, Cloud, Procs, wait_for
+from tests.harness import Cloud, Procs, pause_fault, wait_for
 from tests.replication.fixture import protect
 
 T0 = 1_780_002_000.0 - 1_780_002_000.0 % 3600
@@ -28,16 +27,10 @@ def test_pinned_point_survives_maintenance(procs: Procs, tmp_path: Path) -> None
     p.once()
 
     # materialisation paused inside a read of the store, so that maintenance runs in the middle of it
-    cloud.stop()
-    fired, release = tmp_path / "fired", tmp_path / "release"
-    faults = tmp_path / "faults.json"
     # the failover first checks a tree node and a frame of each of the two disks (4 reads); the
     # 5th read is the materialisation's own
-    faults.write_text(json.dumps([{"method": "get", "prefix": "packs/", "action": "pause", "after": 4,
-                                   "fired_file": str(fired), "release_file": str(release)}]))
-    cloud.proc = procs.start("cloudsvc-paused", [str(BIN / "asr-cloudsvc"), "serve", "--data-dir",
-                                                 str(cloud.data_dir)], env=cloud.env(ASR_FAULTS=str(faults)))
-    wait_for(cloud.healthy, 30, what="cloudsvc health")
+    fault = pause_fault(tmp_path, after=4)
+    cloud.restart("cloudsvc-paused", **fault.env)
     client = Client(cloud.endpoint, str(cloud.credentials))
     stub = replication_pb2_grpc.PointsStub(client.channel)
 
@@ -49,12 +42,12 @@ def test_pinned_point_survives_maintenance(procs: Procs, tmp_path: Path) -> None
         return [x["point_id"] for x in p.points()]
 
     job_id = cloud.asr_json("failover", "test", p.vm, *VAULT, "--point", old)["job_id"]
-    wait_for(fired.exists, 60, what="materialisation paused inside a read of the store")
+    wait_for(fault.fired.exists, 60, what="materialisation paused inside a read of the store")
     assert [r for r in recovered(p) if r["state"] == "Creating"]
     clock.write_text(str(T0 + 30 * 3600))            # far past the one-hour retention
     assert maintain() == 0
     assert old in points()
-    release.write_text("go")
+    fault.release.write_text("go")
     job = cloud.asr_json("job", "wait", job_id, *VAULT)
     assert job["state"] == "Succeeded", job
     [rvm] = recovered(p)

@@ -4,11 +4,10 @@ with the VM equal to its point and no partial file left."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tests.failover.fixture import VAULT, assert_disks_equal, recovered
-from tests.harness import BIN, Cloud, wait_for
+from tests.harness import Cloud, pause_fault, wait_for
 from tests.replication.fixture import protect
 
 
@@ -16,23 +15,16 @@ def test_failover_resumes_after_cloudsvc_is_killed(cloud: Cloud, tmp_path: Path)
     p = protect(cloud, tmp_path)
     point = p.once()["point_id"]
     refs = p.snapshot_raw(tmp_path, "p0")
-    cloud.stop()
-    # a fault pauses the materialisation's second read of the store, so the kill lands in the
-    # middle of it (and the fired file proves it did)
-    fired = tmp_path / "fired"
-    faults = tmp_path / "faults.json"
-    # the failover first checks a tree node and a frame of each of the two disks (4 reads); the
-    # 5th read is the materialisation's own
-    faults.write_text(json.dumps([{"method": "get", "prefix": "packs/", "action": "pause", "after": 4,
-                                   "fired_file": str(fired), "release_file": str(tmp_path / "never")}]))
-    cloud.proc = cloud.procs.start("cloudsvc-paused", [str(BIN / "asr-cloudsvc"), "serve", "--data-dir",
-                                                       str(cloud.data_dir)], env=cloud.env(ASR_FAULTS=str(faults)))
-    wait_for(cloud.healthy, 30, what="cloudsvc health")
+    # a fault pauses the materialisation inside a read of the store (the failover first checks a
+    # tree node and a frame of each of the two disks: 4 reads), so the kill lands in the middle
+    # of it, and the fired file proves it did
+    fault = pause_fault(tmp_path, after=4)
+    paused = cloud.restart("cloudsvc-paused", **fault.env)
     job_id = cloud.asr_json("failover", "unplanned", p.vm, *VAULT)["job_id"]
-    wait_for(fired.exists, 60, what="materialisation paused inside a read of the store")
+    wait_for(fault.fired.exists, 60, what="materialisation paused inside a read of the store")
     rvm = wait_for(lambda: [r for r in recovered(p) if r["state"] == "Creating"], 60, what="a VM being made")[0]
     vm_dir = Path(str(cloud.data_dir)).rglob(rvm["id"])
-    cloud.proc.kill9()
+    paused.kill9()
     # as the dead service left it: the VM is Creating, never Running
     rows = [r for r in cloud.db_rows("recovered_vms") if r[0] == rvm["id"]]
     assert rows and rows[0][6] == "Creating", rows

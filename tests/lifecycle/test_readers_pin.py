@@ -7,7 +7,6 @@ maintenance deletes the point."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from asrcli.client import Client
 from asrpb import replication_pb2, replication_pb2_grpc
 from tests.failover.fixture import compare
-from tests.harness import BIN, Cloud, Procs, wait_for
+from tests.harness import BIN, Cloud, Procs, pause_fault, wait_for
 from tests.replication.fixture import protect
 
 
@@ -28,18 +27,12 @@ def test_export_during_retention_is_exact(procs: Procs, tmp_path: Path, monkeypa
     p.write(0, 0, 3 * 65536, 0x21)
     new = p.once()["point_id"]
 
-    cloud.stop()
-    fired, release = tmp_path / "fired", tmp_path / "release"
-    faults = tmp_path / "faults.json"
-    faults.write_text(json.dumps([{"method": "get", "prefix": "packs/", "action": "pause", "after": 1,
-                                   "fired_file": str(fired), "release_file": str(release)}]))
-    cloud.proc = procs.start("cloudsvc-paused", [str(BIN / "asr-cloudsvc"), "serve", "--data-dir",
-                                                 str(cloud.data_dir)], env=cloud.env(ASR_FAULTS=str(faults)))
-    wait_for(cloud.healthy, 30, what="cloudsvc health")
+    fault = pause_fault(tmp_path, after=1)     # the export's second read of a pack: its first chunk window
+    cloud.restart("cloudsvc-paused", **fault.env)
     out = tmp_path / "old-disk0.raw"
     export = procs.start("export", [str(BIN / "asr"), "point", "export", p.vm, old, "--disk", "0", "--out",
                                     str(out), "--vault", "contoso"], env=cloud.env())
-    wait_for(fired.exists, 60, what="the export paused inside a read of the store")
+    wait_for(fault.fired.exists, 60, what="the export paused inside a read of the store")
 
     client = Client(cloud.endpoint, str(cloud.credentials))
     stub = replication_pb2_grpc.PointsStub(client.channel)
@@ -47,7 +40,7 @@ def test_export_during_retention_is_exact(procs: Procs, tmp_path: Path, monkeypa
         rep = client.call(stub.RunMaintenance, replication_pb2.MaintenanceRequest(vault="contoso"))
         assert rep.points_deleted == 0                    # the point being read is pinned
         assert [x["point_id"] for x in p.points()] == [old, new]
-        release.write_text("go")
+        fault.release.write_text("go")
         assert wait_for(lambda: export.popen.poll() is not None, 120, what="the export to finish") is not None
         assert export.popen.returncode == 0, export.text()
         assert compare(out, "raw", refs[0], "raw").returncode == 0

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from tests.failover.fixture import VAULT, vm_state
-from tests.harness import BIN, Cloud, run, wait_for
+from tests.harness import Cloud, run
 from tests.replication.fixture import protect
 
 
@@ -36,19 +36,15 @@ def test_bad_point_and_foreign_network_are_refused_before_any_job(cloud: Cloud, 
 
 def test_first_full_disk_failure_of_an_upload_is_asr_0061(cloud: Cloud, tmp_path: Path) -> None:
     p = protect(cloud, tmp_path)
-    cloud.stop()
     faults = tmp_path / "faults.json"
     faults.write_text(json.dumps([{"method": "put", "prefix": "packs/", "action": "error", "errno": 28,
                                    "times": 100}]))
-    cloud.proc = cloud.procs.start("cloudsvc-full", [str(BIN / "asr-cloudsvc"), "serve", "--data-dir",
-                                                     str(cloud.data_dir)], env=cloud.env(ASR_FAULTS=str(faults)))
-    wait_for(cloud.healthy, 30, what="cloudsvc health")
+    cloud.restart("cloudsvc-full", ASR_FAULTS=str(faults))
     res = run([sys.executable, "-m", "agent.replication", "once", p.vm_id, "--config", str(p.config)],
               env=cloud.env(), timeout=300)
     assert res.returncode == 61, (res.returncode, res.stderr[-2000:])
     assert "ASR-0061" in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert p.points() == []
     # space is back: the next cycle ships the copy
-    cloud.stop()
-    cloud.start()
+    cloud.restart()
     assert p.once()["point_id"]
