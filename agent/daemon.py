@@ -1,16 +1,18 @@
-"""The running agent: the local hypervisor's host.
+"""The running agent's composition root: the local hypervisor's host, assembled here and
+nowhere else (command handlers, links, the replication engine), with every thread started
+and stopped here.
 
 Start-up order: recover the hypervisor's state (a snapshot left by a killed process is
 merged back into the dirty sets), then the cloud link (heartbeats), the provider link
-(inventory, commands), and the replication engine when it is installed.
+(inventory, commands), and the replication engine (which checks every VM's epoch first).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 
+from agent import failback, replication
 from agent.commands import register_builtin
 from agent.config import load
 from agent.hostlink import ProviderLink
@@ -25,9 +27,6 @@ from registration.link import CloudLink
 from registration.state import load as load_identity
 
 log = logging.getLogger("asr-agent")
-
-# Optional parts, each with register(runtime) / start(runtime): installed as they exist.
-EXTENSIONS = ("agent.failback",)
 
 
 def run(config_path: str) -> int:
@@ -46,26 +45,13 @@ def run(config_path: str) -> int:
     rt = AgentRuntime(config=cfg, ident=ident, clock=clock, hv=hv, link=link, settings=Settings(cfg.state_dir),
                       stopping=life.stopping)
     register_builtin(rt)
-    for name in EXTENSIONS:
-        try:
-            importlib.import_module(name).register(rt)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
+    failback.register(rt)
     hb = threading.Thread(target=link.run_heartbeats, args=(cfg.heartbeat_seconds, life.stopping),
                           name="heartbeat", daemon=True)
     hb.start()
     provider = ProviderLink(rt)
     threads = provider.start()
-    try:
-        replication = importlib.import_module("agent.replication")
-    except ModuleNotFoundError as exc:
-        if exc.name != "agent.replication":
-            raise
-    else:
-        start = getattr(replication, "start", None)
-        if start is not None:
-            start(rt)
+    replication.start(rt)
     log.info("agent running", extra={"fields": {"identity": ident.identity, "provider": ident.provider_address}})
     life.ready(f"agent {ident.name}")
     life.wait()
