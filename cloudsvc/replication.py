@@ -486,13 +486,16 @@ class Replication:
         committed = {r["point_id"] for r in self.db.query("SELECT point_id FROM recovery_points WHERE vault_id=?",
                                                           (vault_id,))}
         doomed = []
+        since: dict[str, float] = {}
         for p in st.db.points():
             if (vault_id, p.vm_id) not in protected:
                 if p.point_id not in self._pinned(vault_id, p.vm_id):
                     doomed.append(p.point_id)
-            elif p.point_id not in committed and (now - p.created_at > ORPHAN_GRACE_S
-                                                   or p.created_at < self._protected_since(vault_id, p.vm_id)):
-                doomed.append(p.point_id)   # an orphan, or a point of an earlier protection
+            elif p.point_id not in committed:
+                if p.vm_id not in since:
+                    since[p.vm_id] = self._protected_since(vault_id, p.vm_id)
+                if now - p.created_at > ORPHAN_GRACE_S or p.created_at < since[p.vm_id]:
+                    doomed.append(p.point_id)   # an orphan, or a point of an earlier protection
         gone = []
         for pid in doomed:
             try:
