@@ -23,20 +23,23 @@ from asrclock import from_environment
 from asrops import allocator
 from asrops.lifecycle import Lifecycle
 from asrops.logs import setup
-from registration.link import CloudLink
+from registration.link import CloudLink, heartbeat_stuck_after
 from registration.state import load as load_identity
 
 log = logging.getLogger("asr-agent")
 
+INVENTORY_STUCK_AFTER_S = 180.0  # a turn: one report (30 s timeout) and a 0.5 s pause
 
-def run(config_path: str) -> int:
+
+def run(config_path: str, life: Lifecycle | None = None) -> int:
+    """The agent's daemon core (see ``asrops.lifecycle``): a terminal or systemd passes no
+    ``life`` (signals stop it); the Windows service host passes its own."""
     setup("asr-agent")
     allocator.tune()
     cfg = load(config_path)
     ident = load_identity(cfg.state_dir)
     clock = from_environment()
-    life = Lifecycle()
-    life.install_signal_handlers()
+    life = life or Lifecycle.for_console()
     hv = LocalHypervisor(cfg.vm_dir, clock)
     recovered = hv.recover()
     if recovered:
@@ -46,15 +49,18 @@ def run(config_path: str) -> int:
                       stopping=life.stopping)
     register_builtin(rt)
     failback.register(rt)
-    hb = threading.Thread(target=link.run_heartbeats, args=(cfg.heartbeat_seconds, life.stopping),
-                          name="heartbeat", daemon=True)
+    hb = threading.Thread(target=link.run_heartbeats, name="heartbeat", daemon=True,
+                          args=(cfg.heartbeat_seconds, life.stopping,
+                                life.watch("heartbeat", heartbeat_stuck_after(cfg.heartbeat_seconds))))
     hb.start()
     provider = ProviderLink(rt)
-    threads = provider.start()
+    # the inventory report reads every VM's definition (under its lock): a turn that never
+    # ends is a wedged hypervisor
+    threads = provider.start(life.watch("inventory", INVENTORY_STUCK_AFTER_S))
     replication.start(rt)
     log.info("agent running", extra={"fields": {"identity": ident.identity, "provider": ident.provider_address}})
     life.ready(f"agent {ident.name}")
-    life.wait()
+    life.serve()
     life.stop()
     if rt.replication is not None:
         rt.replication.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -45,10 +46,11 @@ class ProviderLink:
             (log.info if state == "Connected" else log.warning)(
                 "provider %s", state.lower(), extra={"fields": {"target": self.target, "detail": detail}})
 
-    def report_loop(self) -> None:
+    def report_loop(self, beat: Callable[[], None]) -> None:
         last_digest = b""
         last_sent = 0.0
         while not self.rt.stopping.is_set():
+            beat()
             try:
                 inv = build_inventory(self.rt)
                 digest = hashlib.sha256(inv.SerializeToString(deterministic=True)).digest()
@@ -96,9 +98,11 @@ class ProviderLink:
         self.applied.put(result, kind, self.rt.clock.now())
         return result
 
-    def start(self) -> list[threading.Thread]:
+    def start(self, beat: Callable[[], None] = lambda: None) -> list[threading.Thread]:
+        """Start the inventory reports (calling ``beat`` on every turn, for the daemon core's
+        watchdog) and the command stream."""
         threads = []
-        for name, fn in (("inventory", self.report_loop), ("provider-commands", self.command_loop)):
+        for name, fn in (("inventory", lambda: self.report_loop(beat)), ("provider-commands", self.command_loop)):
             t = threading.Thread(target=fn, name=name, daemon=True)
             t.start()
             threads.append(t)

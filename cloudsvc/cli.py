@@ -77,22 +77,27 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    return serve(args.data_dir)
+
+
+def serve(data_dir: str, life: Lifecycle | None = None) -> int:
+    """The cloud service's daemon core (see ``asrops.lifecycle``): a terminal or systemd
+    passes no ``life`` (signals stop it); the Windows service host passes its own."""
     from cloudsvc.server import build
     from cloudsvc.service import CloudService
 
     log = setup("asr-cloudsvc")
     allocator.tune()
-    cfg = cfgmod.load(args.data_dir)
-    life = Lifecycle()
-    life.install_signal_handlers()
+    cfg = cfgmod.load(data_dir)
+    life = life or Lifecycle.for_console()
     svc = CloudService(cfg, from_environment())
     server, health = build(svc)
-    svc.start()
+    svc.start(life.watch)
     server.start()
     metrics.serve(cfg.metrics_listen)
     log.info("serving", extra={"fields": {"listen": cfg.listen, "registration": cfg.registration_listen}})
     life.ready(f"serving on {cfg.listen}")
-    life.wait()
+    life.serve()
     log.info("stopping")
     life.stop()
     svc.stopping.set()

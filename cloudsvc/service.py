@@ -27,6 +27,7 @@ import os
 import threading
 
 from asrclock import Clock
+from asrops.lifecycle import Watch
 from certs.pki import CertKey
 from cloudsvc.billing import Billing
 from cloudsvc.commands import Commands
@@ -37,6 +38,7 @@ from cloudsvc.failover.operations import KINDS as FAILOVER_KINDS
 from cloudsvc.failover.operations import Operations
 from cloudsvc.failover.plans import Plans
 from cloudsvc.failover.recovered import Recovered
+from cloudsvc.failover.runner import STUCK_AFTER_S as RUNNER_STUCK_AFTER_S
 from cloudsvc.failover.runner import Runner
 from cloudsvc.inventory import Inventory
 from cloudsvc.jobs import Jobs
@@ -93,10 +95,12 @@ class CloudService:
     def endpoints(self) -> dict[str, str]:
         return {"api": self.config.listen, "registration": self.config.registration_listen}
 
-    def start(self) -> None:
-        """Start the background work: retention and GC, and the job runner."""
+    def start(self, watch: Watch | None = None) -> None:
+        """Start the background work: retention and GC, and the job runner. ``watch`` is the
+        daemon core's (``asrops.lifecycle``): the job runner must keep turning. Retention and
+        GC are not watched: a GC of a large store rightly runs for many minutes."""
         self.replication.start()
-        self.runner.start()
+        self.runner.start(watch("job-runner", RUNNER_STUCK_AFTER_S) if watch else lambda: None)
 
     def close(self) -> None:
         self.stopping.set()

@@ -4,6 +4,21 @@
 # Idempotent: run it as often as you like.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Another apt run (unattended-upgrades, a second set-up) may hold apt's locks for a while:
+# wait up to APT_WAIT seconds instead of failing at once. DPkg::Lock::Timeout makes install
+# wait for the dpkg lock; apt-get update ignores it for the lists lock (apt 2.6), so it is
+# retried while that lock is taken.
+APT_WAIT=${APT_WAIT:-120}
+apt_update() {
+  local deadline=$((SECONDS + APT_WAIT)) out
+  until out=$(apt-get -o DPkg::Lock::Timeout="$APT_WAIT" update -qq 2>&1); do
+    if ! grep -q "Could not get lock" <<<"$out" || [ "$SECONDS" -ge "$deadline" ]; then
+      echo "$out" >&2
+      return 1
+    fi
+    sleep 2
+  done
+}
 if [ "$(id -u)" = 0 ]; then
   need=""
   for pkg in python3-venv qemu-utils tinyproxy squid rsync restic; do  # python3-venv: Debian splits ensurepip out
@@ -12,8 +27,8 @@ if [ "$(id -u)" = 0 ]; then
   command -v npm >/dev/null 2>&1 || need="$need nodejs npm"
   if [ -n "$need" ]; then
     echo "installing Debian packages:$need"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null
+    apt_update
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=$APT_WAIT install -y -qq $need >/dev/null
   fi
   # The Debian squid and tinyproxy packages start system services we do not use.
   systemctl disable --now squid tinyproxy >/dev/null 2>&1 || true

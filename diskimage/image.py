@@ -13,6 +13,7 @@ import os
 from abc import ABC, abstractmethod
 from types import TracebackType
 
+import portablefile
 from asrerrors import DiskImageError
 
 _ZEROS = memoryview(bytes(1 << 20))
@@ -26,10 +27,10 @@ def zero_fill(view: memoryview) -> None:
 
 
 def pread_full(fd: int, view: memoryview, offset: int) -> int:
-    """``os.preadv`` into ``view`` until it is full or the file ends; the bytes read."""
+    """Positioned reads into ``view`` until it is full or the file ends; the bytes read."""
     done = 0
     while done < len(view):
-        n = os.preadv(fd, [view[done:]], offset + done)
+        n = portablefile.preadinto(fd, view[done:], offset + done)
         if n <= 0:
             break
         done += n
@@ -37,10 +38,10 @@ def pread_full(fd: int, view: memoryview, offset: int) -> int:
 
 
 def pwrite_full(fd: int, data: bytes | memoryview, offset: int) -> None:
-    """``os.pwrite`` all of ``data`` at ``offset`` (a write may be short)."""
+    """Write all of ``data`` at ``offset`` (a positioned write may be short)."""
     view = memoryview(data)
     while view:
-        n = os.pwrite(fd, view, offset)
+        n = portablefile.pwrite(fd, view, offset)
         view = view[n:]
         offset += n
 
@@ -55,7 +56,7 @@ class DiskImage(ABC):
         self.path = os.path.abspath(path)
         self.readonly = readonly
         try:
-            self.fd = os.open(self.path, os.O_RDONLY if readonly else os.O_RDWR)
+            self.fd = portablefile.open_fd(self.path, os.O_RDONLY if readonly else os.O_RDWR)
         except FileNotFoundError as exc:
             raise DiskImageError(f"disk image {self.path} does not exist") from exc
         except OSError as exc:
@@ -109,7 +110,7 @@ class DiskImage(ABC):
             )
 
     def _pread(self, offset: int, length: int) -> bytes:
-        data = os.pread(self.fd, length, offset)
+        data = portablefile.pread(self.fd, length, offset)
         if len(data) != length:
             raise DiskImageError(
                 f"{self.path}: image is truncated (wanted {length} bytes at {offset}, "

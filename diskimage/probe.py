@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import portablefile
 from asrerrors import DiskImageError, NotFound
 
 from .image import DiskImage, RawImage
@@ -53,7 +54,7 @@ def probe(path: str) -> DiskFacts:
         sub = "differencing" if meta.has_parent else "fixed" if meta.fixed else "dynamic"
         return DiskFacts("vhdx", sub, meta.virtual_size, meta.parent)
     if kind == "vhd":
-        fd = os.open(path, os.O_RDONLY)
+        fd = portablefile.open_fd(path, os.O_RDONLY)
         try:
             footer, header = read_vhd_meta(fd, path)
         finally:

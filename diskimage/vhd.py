@@ -19,9 +19,10 @@ import time
 import uuid
 from dataclasses import dataclass
 
+import portablefile
 from asrerrors import DiskImageError
 
-from .image import DiskImage, zero_fill
+from .image import DiskImage, pwrite_full, zero_fill
 
 SECTOR = 512
 FOOTER_COOKIE = b"conectix"
@@ -120,7 +121,7 @@ def read_vhd_meta(fd: int, path: str) -> tuple[VhdFooter, DynamicHeader | None]:
     size = os.fstat(fd).st_size
     if size < SECTOR:
         raise DiskImageError(f"{path}: file of {size} bytes is too small for a VHD")
-    footer = VhdFooter.parse(os.pread(fd, SECTOR, size - SECTOR), path)
+    footer = VhdFooter.parse(portablefile.pread(fd, SECTOR, size - SECTOR), path)
     if footer.disk_type == 2:
         if footer.current_size > size - SECTOR:
             raise DiskImageError(
@@ -128,7 +129,7 @@ def read_vhd_meta(fd: int, path: str) -> tuple[VhdFooter, DynamicHeader | None]:
                 f"{size - SECTOR} data bytes in the file)"
             )
         return footer, None
-    raw = os.pread(fd, 1024, footer.data_offset)
+    raw = portablefile.pread(fd, 1024, footer.data_offset)
     if len(raw) != 1024:
         raise DiskImageError(f"{path}: VHD dynamic header at {footer.data_offset} is missing")
     header = DynamicHeader.parse(raw, path)
@@ -246,12 +247,12 @@ def create_fixed_vhd(path: str, size: int) -> None:
     if size <= 0 or size % SECTOR:
         raise DiskImageError(f"{path}: VHD size {size} must be a positive multiple of 512")
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = portablefile.open_fd(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError as exc:
         raise DiskImageError(f"{os.path.abspath(path)} already exists") from exc
     try:
         os.ftruncate(fd, size)
-        os.pwrite(fd, build_footer(size, 2, 0xFFFFFFFFFFFFFFFF), size)
+        pwrite_full(fd, build_footer(size, 2, 0xFFFFFFFFFFFFFFFF), size)
         os.fsync(fd)
     finally:
         os.close(fd)

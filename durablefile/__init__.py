@@ -28,12 +28,14 @@ PRIVATE = 0o600
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:
     """Make a rename or a new name in ``directory`` durable."""
+    if os.name == "nt":
+        return  # Windows cannot open a directory; NTFS journals the rename itself
     fd = os.open(os.fspath(directory) or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)
     except OSError:
-        # Some file systems (and Windows) cannot fsync a directory; the rename is then as
-        # durable as the platform makes it.
+        # Some file systems cannot fsync a directory; the rename is then as durable as the
+        # platform makes it.
         pass
     finally:
         os.close(fd)

@@ -16,14 +16,14 @@ import grpc
 from asrclock import Clock, from_environment
 from asrerrors import AsrError, AuthError
 from asrops import allocator
-from asrops.lifecycle import Lifecycle
+from asrops.lifecycle import Lifecycle, Watch
 from asrops.logs import setup
 from asrpb import control_pb2
 from provider.config import ProviderConfig, load
 from provider.encryption import load_key_bytes
 from provider.hostlink import HostLinkApi, build_server
 from provider.store import ProviderStore
-from registration.link import CloudLink
+from registration.link import CloudLink, heartbeat_stuck_after
 from registration.state import SiteIdentity
 from registration.state import load as load_identity
 
@@ -154,10 +154,15 @@ class Provider:
             self.stopping.wait(1.0)
 
     # ---- life ------------------------------------------------------------------------------
-    def start(self) -> list[threading.Thread]:
+    def start(self, watch: Watch | None = None) -> list[threading.Thread]:
+        """Start serving agents and the loops; ``watch`` is the daemon core's (see
+        ``asrops.lifecycle``): the heartbeat loop must keep turning."""
         self.server.start()
+        beat = (watch("heartbeat", heartbeat_stuck_after(self.cfg.heartbeat_seconds)) if watch
+                else lambda: None)
         threads = []
-        for name, fn in (("heartbeat", lambda: self.link.run_heartbeats(self.cfg.heartbeat_seconds, self.stopping)),
+        for name, fn in (("heartbeat", lambda: self.link.run_heartbeats(self.cfg.heartbeat_seconds, self.stopping,
+                                                                          beat)),
                          ("sync", self.sync_loop), ("commands", self.command_loop), ("results", self.report_loop)):
             t = threading.Thread(target=fn, name=name, daemon=True)
             t.start()
@@ -177,18 +182,19 @@ class Provider:
         self.link.close()
 
 
-def run(config_path: str) -> int:
+def run(config_path: str, life: Lifecycle | None = None) -> int:
+    """The provider's daemon core (see ``asrops.lifecycle``): a terminal or systemd passes no
+    ``life`` (signals stop it); the Windows service host passes its own."""
     setup("asr-provider")
     allocator.tune()
     cfg = load(config_path)
     ident = load_identity(cfg.state_dir)
-    life = Lifecycle()
-    life.install_signal_handlers()
+    life = life or Lifecycle.for_console()
     provider = Provider(cfg, ident, from_environment(), life.stopping)
-    threads = provider.start()
+    threads = provider.start(life.watch)
     log.info("provider running", extra={"fields": {"identity": ident.identity, "listen": cfg.listen}})
     life.ready(f"provider {ident.name}")
-    life.wait()
+    life.serve()
     life.stop()
     provider.stop(threads)
     log.info("stopped")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 import grpc
 
@@ -22,6 +23,14 @@ from registration.enrol import VERSION
 from registration.state import SiteIdentity, write_status
 
 log = logging.getLogger(__name__)
+
+HEARTBEAT_TIMEOUT_S = 10.0
+
+
+def heartbeat_stuck_after(interval: float) -> float:
+    """How long the heartbeat loop may go without a turn before it counts as stuck: two
+    turns (each the interval plus a timed-out call) and a minute for a slow status write."""
+    return 2 * (interval + HEARTBEAT_TIMEOUT_S) + 60.0
 
 
 class CloudLink:
@@ -48,7 +57,7 @@ class CloudLink:
 
     def heartbeat(self) -> bool:
         try:
-            self.call(self.site.Heartbeat, site_pb2.HeartbeatRequest(version=VERSION), timeout=10)
+            self.call(self.site.Heartbeat, site_pb2.HeartbeatRequest(version=VERSION), timeout=HEARTBEAT_TIMEOUT_S)
         except AsrError as err:
             self._set("Refused" if isinstance(err, AuthError) else "Unreachable", err)
             return False
@@ -77,8 +86,13 @@ class CloudLink:
                           "proxy": self.proxy.redacted if self.proxy else ""},
             })
 
-    def run_heartbeats(self, interval: float, stopping: threading.Event) -> None:
+    def run_heartbeats(self, interval: float, stopping: threading.Event,
+                       beat: Callable[[], None] = lambda: None) -> None:
+        """Heartbeat every ``interval`` until ``stopping``; ``beat`` on every turn (the daemon
+        core's watchdog, see ``asrops.lifecycle``: a turn takes at most ``interval`` plus
+        :data:`HEARTBEAT_TIMEOUT_S`)."""
         while True:
+            beat()
             self.heartbeat()
             if stopping.wait(interval):
                 return

@@ -31,6 +31,18 @@ def _tail(out: bytes | str | None) -> str:
     return text[-OUTPUT_TAIL:]
 
 
+def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the hook and its children (its session on POSIX; its process tree on Windows,
+    which has no process groups to signal)."""
+    if hasattr(os, "killpg"):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    else:
+        subprocess.run(["taskkill", "/T", "/F", "/PID", str(proc.pid)], capture_output=True, check=False)
+
+
 def run_hook(argv: Sequence[str]) -> None:
     """Run the hook; raise QuiesceFailed unless it exits 0 in time. Messages read
     ``quiesce hook ARGV failed: exit 3: <output tail>`` (or ``signal N``, ``no exit within
@@ -46,10 +58,7 @@ def run_hook(argv: Sequence[str]) -> None:
         out, _ = proc.communicate(timeout=HOOK_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         # the whole session: a hook's children must not keep the pipe (and this cycle) open
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _kill_tree(proc)
         out, _ = proc.communicate()
         tail = _tail(out)
         raise QuiesceFailed(f"quiesce hook {shown} failed: no exit within {HOOK_TIMEOUT_S:g} s"

@@ -28,10 +28,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import portablefile
 from asrclock import Clock
 from asrerrors import NotFound, StateConflict
 from diskimage import DiskImage
-from diskimage.image import pread_full
+from diskimage.image import pread_full, pwrite_full
 
 from . import tracking
 from .store import VmPaths, vm_lock
@@ -101,7 +102,7 @@ def preserve_before_write(paths: VmPaths, disk: int, blocks: range, image: DiskI
     """Copy-on-write: keep the pre-snapshot content of ``blocks`` (call under the VM lock)."""
     cowmap = paths.snap / f"disk{disk}.cowmap"
     try:
-        fd = os.open(cowmap, os.O_RDWR)
+        fd = portablefile.open_fd(cowmap, os.O_RDWR)
     except FileNotFoundError:
         return  # no open snapshot
     try:
@@ -110,7 +111,7 @@ def preserve_before_write(paths: VmPaths, disk: int, blocks: range, image: DiskI
         if not blocks:
             return
         first = blocks.start // 8
-        bits = bytearray(os.pread(fd, (blocks.stop - 1) // 8 - first + 1, first))
+        bits = bytearray(portablefile.pread(fd, (blocks.stop - 1) // 8 - first + 1, first))
         with open(paths.snap / f"disk{disk}.cow", "r+b") as cow:
             for b in blocks:
                 if bits[b // 8 - first] >> (b % 8) & 1:
@@ -123,7 +124,7 @@ def preserve_before_write(paths: VmPaths, disk: int, blocks: range, image: DiskI
                 cow.write(image.read(start, length))
                 bits[b // 8 - first] |= 1 << (b % 8)
         # data first, then the map bit that says it is there
-        os.pwrite(fd, bytes(bits), first)
+        pwrite_full(fd, bytes(bits), first)
     finally:
         os.close(fd)
 
@@ -211,9 +212,9 @@ class Snapshot:
             # the read (it would move the old data to the COW store after we chose the disk)
             self._check_open()
             lo = blocks[0] // 8
-            fd = os.open(self._paths.snap / f"disk{disk}.cowmap", os.O_RDONLY)
+            fd = portablefile.open_fd(self._paths.snap / f"disk{disk}.cowmap", os.O_RDONLY)
             try:
-                bits = os.pread(fd, blocks[-1] // 8 - lo + 1, lo)
+                bits = portablefile.pread(fd, blocks[-1] // 8 - lo + 1, lo)
             finally:
                 os.close(fd)
             # segments [first block, count, position in the list, preserved in the COW store]
@@ -240,7 +241,7 @@ class Snapshot:
                         image.readinto(start * BLOCK_SIZE, part)
                         continue
                     if cow_fd < 0:
-                        cow_fd = os.open(self._paths.snap / f"disk{disk}.cow", os.O_RDONLY)
+                        cow_fd = portablefile.open_fd(self._paths.snap / f"disk{disk}.cow", os.O_RDONLY)
                     if pread_full(cow_fd, part, start * BLOCK_SIZE) != len(part):
                         raise StateConflict("a snapshot's copy-on-write store is shorter than its disk")
             finally:

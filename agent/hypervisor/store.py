@@ -8,14 +8,13 @@ leaves the old or the new version, never a torn one.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import portablefile
 from durablefile import write_atomic
 
 STATE_DIR = ".state"
@@ -45,14 +44,10 @@ class VmPaths:
 def vm_lock(paths: VmPaths) -> Iterator[None]:
     """Hold the VM's lock: guest writes, snapshot creation and snapshot reads exclude each other.
 
-    flock on a fresh open file description excludes other processes and other threads of
-    this one alike, and the kernel drops it when a holder dies, so a killed writer never
-    wedges the VM.
+    The lock file's lock (``portablefile.locked``) excludes other processes and other
+    threads of this one alike, and the system drops it when a holder dies, so a killed
+    writer never wedges the VM.
     """
     paths.state.mkdir(parents=True, exist_ok=True)
-    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with portablefile.locked(paths.lock):
         yield
-    finally:
-        os.close(fd)  # closing releases the lock

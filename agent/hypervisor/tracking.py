@@ -23,6 +23,7 @@ import os
 import struct
 from pathlib import Path
 
+import portablefile
 from chunkfmt.ids import BLOCK_SIZE  # tracking granularity = chunk size, one owner
 from durablefile import write_atomic
 
@@ -93,23 +94,23 @@ def mark(path: Path, blocks: range) -> None:
     if not blocks:
         return
     try:
-        fd = os.open(path, os.O_RDWR)
+        fd = portablefile.open_fd(path, os.O_RDWR)
     except FileNotFoundError:
         return
     try:
-        head = os.pread(fd, HEADER.size, 0)
+        head = portablefile.pread(fd, HEADER.size, 0)
         if len(head) != HEADER.size:
             return
         magic, bs, flags, size, boot = HEADER.unpack(head)
         if magic != MAGIC or block_count(size) < blocks.stop:
             return
         if not flags & UNSYNCED or boot != BOOT_ID:
-            os.pwrite(fd, HEADER.pack(magic, bs, flags | UNSYNCED, size, BOOT_ID), 0)
+            portablefile.pwrite(fd, HEADER.pack(magic, bs, flags | UNSYNCED, size, BOOT_ID), 0)
         first, last = blocks.start // 8, (blocks.stop - 1) // 8
-        cur = bytearray(os.pread(fd, last - first + 1, HEADER.size + first))
+        cur = bytearray(portablefile.pread(fd, last - first + 1, HEADER.size + first))
         for b in blocks:
             cur[b // 8 - first] |= 1 << (b % 8)
-        os.pwrite(fd, bytes(cur), HEADER.size + first)
+        portablefile.pwrite(fd, bytes(cur), HEADER.size + first)
     finally:
         os.close(fd)
 
@@ -117,18 +118,18 @@ def mark(path: Path, blocks: range) -> None:
 def sync(path: Path) -> None:
     """fsync the bits, then clear UNSYNCED (so a later crash cannot make the log untrusted)."""
     try:
-        fd = os.open(path, os.O_RDWR)
+        fd = portablefile.open_fd(path, os.O_RDWR)
     except FileNotFoundError:
         return
     try:
-        head = os.pread(fd, HEADER.size, 0)
+        head = portablefile.pread(fd, HEADER.size, 0)
         if len(head) != HEADER.size:
             return
         magic, bs, flags, size, boot = HEADER.unpack(head)
         if magic != MAGIC or not flags & UNSYNCED:
             return
         os.fsync(fd)
-        os.pwrite(fd, HEADER.pack(magic, bs, flags & ~UNSYNCED, size, boot), 0)
+        portablefile.pwrite(fd, HEADER.pack(magic, bs, flags & ~UNSYNCED, size, boot), 0)
         os.fsync(fd)
     finally:
         os.close(fd)

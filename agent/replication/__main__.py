@@ -50,11 +50,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(dataclasses.asdict(res)))
             engine.stop()
             return 0
-        life = Lifecycle()
-        life.install_signal_handlers()
+        life = Lifecycle.for_console()
         engine.start()
         life.ready("replication engine")
-        life.wait()
+        life.serve()
         life.stop()
         engine.stop()
         return 0

@@ -47,6 +47,7 @@ from pathlib import Path
 
 import xxhash
 
+import portablefile
 from durablefile import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def _header(nblocks: int, point_id: str) -> bytes:
 
 # Every write and sync of the files goes through these two names, so a test can inject a
 # crash at any one of them (tests/replication/test_fingerprints.py).
-_pwrite = os.pwrite
+_pwrite = portablefile.pwrite
 _fsync = os.fsync
 
 
@@ -95,10 +96,10 @@ class DiskFingerprints:
         if not enabled() or not point_id:
             return False
         try:
-            fd = os.open(self.path, os.O_RDONLY)
+            fd = portablefile.open_fd(self.path, os.O_RDONLY)
         except FileNotFoundError:
             return False
-        head = os.pread(fd, HEADER, 0)
+        head = portablefile.pread(fd, HEADER, 0)
         ok = (len(head) == HEADER and os.fstat(fd).st_size == HEADER + FP_SIZE * nblocks
               and head == _header(nblocks, point_id))
         if not ok:
@@ -109,7 +110,7 @@ class DiskFingerprints:
 
     def read(self, first: int, count: int) -> bytes:
         """The fingerprints of blocks ``first .. first + count - 1`` (open_for must be True)."""
-        data = os.pread(self._fd, FP_SIZE * count, HEADER + FP_SIZE * first)
+        data = portablefile.pread(self._fd, FP_SIZE * count, HEADER + FP_SIZE * first)
         if len(data) != FP_SIZE * count:
             raise OSError(f"{self.path} is shorter than its header says")
         return data
@@ -140,7 +141,7 @@ class PendingFingerprints:
         self._written = 0
         if self.whole:
             disk.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(disk._new, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            self._fd = portablefile.open_fd(disk._new, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
             os.ftruncate(self._fd, HEADER + FP_SIZE * nblocks)
 
     def add(self, blocks: Sequence[int], fps: bytes) -> None:
@@ -181,11 +182,11 @@ class PendingFingerprints:
     def _commit_patch(self, point_id: str, base_point_id: str) -> None:
         path = self.disk.path
         try:
-            fd = os.open(path, os.O_RDWR)
+            fd = portablefile.open_fd(path, os.O_RDWR)
         except FileNotFoundError:
             return
         try:
-            head = os.pread(fd, HEADER, 0)
+            head = portablefile.pread(fd, HEADER, 0)
             if head != _header(self.nblocks, base_point_id) or \
                     os.fstat(fd).st_size != HEADER + FP_SIZE * self.nblocks:
                 os.close(fd)

@@ -44,6 +44,9 @@ from sqlitestore.database import Database
 log = logging.getLogger(__name__)
 
 TICK_S = 0.2
+# A tick only reads and writes job rows (steps run on the pool): a runner that has not
+# turned for this long is stuck, and the daemon is restarted by its watchdog.
+STUCK_AFTER_S = 120.0
 OUTPUT_LIMIT = 8000
 # A site command a job waits for fails after this long without an answer (the site is down);
 # tolerant steps give up earlier, after their own deadline, and keep their command queued.
@@ -88,14 +91,17 @@ class Runner:
         self.kinds.update(kinds)
         self.handlers.update(handlers or {})
 
-    def start(self) -> None:
+    def start(self, beat: Callable[[], None] = lambda: None) -> None:
+        """Run the jobs; ``beat`` is called on every turn (the daemon core's watchdog: a
+        runner that stops turning stops the pings, see ``asrops.lifecycle``)."""
         if self._thread is not None:
             return
-        self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
+        self._thread = threading.Thread(target=self._loop, args=(beat,), name="job-runner", daemon=True)
         self._thread.start()
 
-    def _loop(self) -> None:
+    def _loop(self, beat: Callable[[], None]) -> None:
         while not self.stopping.wait(TICK_S):
+            beat()
             try:
                 self.tick()
             except Exception:  # noqa: BLE001 - keep the runner alive; the error is logged
