@@ -10,7 +10,7 @@ import sys
 import durablefile
 from asrclock import from_environment
 from asrerrors import AlreadyExists, UsageError
-from asrops import allocator, metrics
+from asrops import allocator
 from asrops.cli import dispatch
 from asrops.lifecycle import Lifecycle
 from asrops.logs import setup
@@ -89,7 +89,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server, health = build(svc)
     svc.start()
     server.start()
-    metrics.serve(cfg.metrics_listen)
     log.info("serving", extra={"fields": {"listen": cfg.listen, "registration": cfg.registration_listen}})
     life.ready(f"serving on {cfg.listen}")
     life.wait()

@@ -215,6 +215,10 @@ class IndexDb:
         rows = self.query("SELECT vm_id FROM sessions WHERE session_id = ?", (session_id,))
         return rows[0][0] if rows else None
 
+    def session_opened_at(self, session_id: str) -> float | None:
+        rows = self.query("SELECT opened_at FROM sessions WHERE session_id = ?", (session_id,))
+        return float(rows[0][0]) if rows else None
+
     def session_protect(self, session_id: str, ids: Iterable[bytes], now: float) -> None:
         """Protect ``ids`` for the session against garbage collection. Committed without an
         fsync (it runs on every uploaded batch): a process crash keeps it (WAL), only a power
