@@ -62,6 +62,7 @@ from cloudsvc.vaultstore import (
     points_to_keep,
 )
 from cloudsvc.vaultstore.faultybackend import faults_from_environment
+from cloudsvc.vaultstore.indexdb import pack_bytes_at
 from sqlitestore.database import Database
 
 log = logging.getLogger(__name__)
@@ -486,15 +487,15 @@ class Replication:
 
     def storage_sizes(self) -> list[tuple[str, str, int]]:
         """(vault id, storage account, bytes stored) of every storage account that holds
-        replicated data (its store's index exists): pack bytes, as ``VaultStore.storage_bytes``."""
+        replicated data (its store's index exists): pack bytes, as ``VaultStore.storage_bytes``.
+        A store not open in this process is read without opening it (``pack_bytes_at``)."""
         out = []
         for vid, storage in self._storages(None):
-            if not os.path.exists(self.index_path(vid, storage)):
-                continue  # nothing was ever replicated there: do not create a store to say 0
-            try:
-                out.append((vid, storage, self.store(vid, storage).storage_bytes()))
-            except NotFound:
-                continue  # deleted meanwhile
+            with self._lock:
+                st = self._stores.get((vid, storage))
+            size = st.storage_bytes() if st is not None else pack_bytes_at(self.index_path(vid, storage))
+            if size is not None:
+                out.append((vid, storage, size))
         return out
 
     # ---- retention and garbage collection ------------------------------------------------------

@@ -92,6 +92,22 @@ class PackRow:
     created_at: float
 
 
+def pack_bytes_at(path: str) -> int | None:
+    """Bytes of the packs an index DB at ``path`` knows, read without opening a store (read-only:
+    it never creates or migrates a file; a metrics scrape must not resurrect a store a vault
+    teardown just destroyed). None when there is no such index."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.OperationalError:
+        return None
+    try:
+        return int(conn.execute("SELECT COALESCE(SUM(size), 0) FROM packs").fetchone()[0])
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+
+
 def _batches(ids: list[bytes]) -> Iterator[list[bytes]]:
     for i in range(0, len(ids), _BATCH):
         yield ids[i : i + _BATCH]

@@ -53,6 +53,12 @@ def _checked(port: int) -> Samples:
     return samples(text)
 
 
+def _pack_bytes(cloud: Cloud) -> int:
+    """Bytes of the pack files on disk in the (one) storage account."""
+    [account] = _rows(cloud, "SELECT location FROM storage_accounts")
+    return sum(f.stat().st_size for f in Path(account["location"]).rglob("*") if f.is_file() and "packs" in f.parts)
+
+
 def _set_clock(path: Path, t: float) -> None:
     path.write_text(f"{t}\n")
 
@@ -109,10 +115,7 @@ def test_the_daemons_metrics_equal_what_happened(procs: Procs, tmp_path: Path, m
     jobs = Counter((r["kind"], r["state"]) for r in _rows(cloud, "SELECT kind, state FROM jobs"))
     assert jobs[("EnableProtection", "Succeeded")] == 1
     assert {(dict(ls)["kind"], dict(ls)["state"]): v for (n, ls), v in s.items() if n == "asr_jobs"} == jobs
-    [account] = _rows(cloud, "SELECT location FROM storage_accounts")
-    on_disk = sum(f.stat().st_size for f in Path(account["location"]).rglob("*") if f.is_file()
-                  and "packs" in f.parts)
-    assert value(s, "asr_storage_bytes", vault=VAULT, storage="store1") == on_disk > 0
+    assert value(s, "asr_storage_bytes", vault=VAULT, storage="store1") == _pack_bytes(cloud) > 0
     assert value(s, "asr_commands_pending", vault=VAULT) is None          # every command completed
     assert value(s, "asr_server_connected", vault=VAULT, role="agent", server="hv01") == 1.0
     op = {"grpc_service": "asr.v1.Operator", "grpc_type": "unary"}
@@ -204,6 +207,13 @@ def test_the_daemons_metrics_equal_what_happened(procs: Procs, tmp_path: Path, m
     assert value(s, "asr_commands_pending", vault=VAULT, provider="prov1") == 1
     assert value(s, "asr_commands_oldest_pending_timestamp_seconds", vault=VAULT, provider="prov1") == \
         pending["created_at"]
+
+    # a restarted cloud service: the counters are the vault's, and the store size is read
+    # without opening the store
+    cloud.restart()
+    s = _checked(cport)
+    assert value(s, "asr_vm_cycles_total", **vm) == 4
+    assert value(s, "asr_storage_bytes", vault=VAULT, storage="store1") == _pack_bytes(cloud) > 0
 
 
 def test_metrics_are_off_by_default_and_refused_when_the_port_is_taken(procs: Procs, tmp_path: Path) -> None:
