@@ -41,7 +41,7 @@ from cloudsvc.commands import Commands
 from cloudsvc.jobs import Jobs
 from cloudsvc.registrar import Registrar
 from cloudsvc.replication import Replication
-from cloudsvc.vaults import Vaults
+from cloudsvc.vaults import VaultRow, Vaults
 
 HEALTH_STATES = ("Normal", "Warning", "Critical")
 VM = ["vault", "vm", "vm_id"]
@@ -116,7 +116,7 @@ class VaultCollector(Collector):
                 seconds.add_metric(labels, float(row["last_cycle_seconds"]))
         yield from (info, health, rpo, last, initial, points, shipped, cycles, resyncs, seconds)
 
-    def _vaults(self, vaults: list, names: dict[str, str]) -> Iterator[Metric]:  # type: ignore[type-arg]
+    def _vaults(self, vaults: list[VaultRow], names: dict[str, str]) -> Iterator[Metric]:
         jobs = GaugeMetricFamily("asr_jobs", "Jobs the vault records, by kind and state (Succeeded, Failed and "
                                  "Cancelled are outcomes)", labels=["vault", "kind", "state"])
         for r in self.jobs.counts():

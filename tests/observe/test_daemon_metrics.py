@@ -198,6 +198,10 @@ def test_the_daemons_metrics_equal_what_happened(procs: Procs, tmp_path: Path, m
     assert value(s, "asr_vm_shipped_bytes_total", **vm) == sum(r["bytes_sent"] for r in results) + \
         final["uploaded_bytes"]
     assert value(s, "asr_jobs", vault=VAULT, kind="PlannedFailover", state="Succeeded") == 1
+    # the agent's scheduler ran its sync job every 5 s all along, and said nothing at info
+    agent_log = p.site.agents["hv01"].text()
+    assert "point committed" in agent_log and "Running job" not in agent_log and "executed successfully" \
+        not in agent_log, agent_log[-3000:]
 
     # a command the site has not taken yet is pending, with its age
     p.site.provider_proc.stop()  # type: ignore[union-attr]
