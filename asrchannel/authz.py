@@ -126,7 +126,10 @@ class AuthInterceptor(grpc.ServerInterceptor):
                     log.info("rpc %s refused: %s %s", method, exc.code, exc)
                     call.end(grpc_code(exc), exc.code)
                     abort(context, exc)
-                if isinstance(exc, grpc.RpcError) or type(exc).__name__ == "_AbortError" or _aborted(context):
+                # context.abort() raises a plain Exception after setting the call's code
+                set_code = _set_code(context)
+                if isinstance(exc, grpc.RpcError) or type(exc).__name__ == "_AbortError" or (
+                        set_code is not None and set_code != grpc.StatusCode.OK):
                     call.end(_context_code(context, grpc.StatusCode.UNKNOWN))
                     raise exc
                 log.exception("rpc %s failed", method)
@@ -189,15 +192,20 @@ class AuthInterceptor(grpc.ServerInterceptor):
         return handler
 
 
-def _context_code(context: grpc.ServicerContext, default: grpc.StatusCode) -> grpc.StatusCode:
-    """The status a servicer set on its context (set_code, abort); for a call no longer
-    active (the client cancelled, or its deadline passed) Canceled or DeadlineExceeded;
-    else ``default``."""
+def _set_code(context: grpc.ServicerContext) -> grpc.StatusCode | None:
+    """The status a servicer set on its context (set_code, abort), if any."""
     try:
         code = context.code()  # type: ignore[attr-defined]
     except (AttributeError, NotImplementedError):
-        code = None
-    if isinstance(code, grpc.StatusCode):
+        return None
+    return code if isinstance(code, grpc.StatusCode) else None
+
+
+def _context_code(context: grpc.ServicerContext, default: grpc.StatusCode) -> grpc.StatusCode:
+    """The status a servicer set on its context; for a call no longer active (the client
+    cancelled, or its deadline passed) Canceled or DeadlineExceeded; else ``default``."""
+    code = _set_code(context)
+    if code is not None:
         return code
     if not context.is_active():
         remaining = context.time_remaining()
@@ -205,8 +213,3 @@ def _context_code(context: grpc.ServicerContext, default: grpc.StatusCode) -> gr
         return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
     return default
 
-
-def _aborted(context: grpc.ServicerContext) -> bool:
-    """Whether the servicer aborted the call itself (context.abort raises a plain Exception)."""
-    state = getattr(context, "_state", None)
-    return bool(getattr(state, "aborted", False))
