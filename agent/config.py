@@ -4,6 +4,7 @@
     vm_dir = "/var/lib/asr-agent/vms"     # the local hypervisor's VM definitions
     proxy = "http://proxy:3128"           # optional
     heartbeat_seconds = 30
+    metrics_listen = "127.0.0.1:9466"     # optional: Prometheus metrics (plain HTTP); off when absent
 
 Relative paths are relative to the file's directory. Every key's type and range is checked
 (``asrops.tomlconfig``): anything wrong is InvalidConfig (ASR-0014) naming the file, the key,
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from asrchannel.proxy import ProxyUrl
 from asrops.tomlconfig import Table, read_toml
 
-KEYS = ("state_dir", "vm_dir", "proxy", "heartbeat_seconds")
+KEYS = ("state_dir", "vm_dir", "proxy", "heartbeat_seconds", "metrics_listen")
 
 
 @dataclass
@@ -28,6 +29,7 @@ class AgentConfig:
     vm_dir: str
     proxy: ProxyUrl | None = None
     heartbeat_seconds: float = 30.0
+    metrics_listen: str = ""        # HOST:PORT of the /metrics endpoint; "" serves none
 
 
 def load(path: str) -> AgentConfig:
@@ -44,4 +46,5 @@ def load(path: str) -> AgentConfig:
         vm_dir=os.path.join(base, vm_dir),
         proxy=top.proxy(),
         heartbeat_seconds=heartbeat,
+        metrics_listen=top.address("metrics_listen", "", "127.0.0.1:9466"),
     )

@@ -4,7 +4,8 @@ and stopped here.
 
 Start-up order: recover the hypervisor's state (a snapshot left by a killed process is
 merged back into the dirty sets), then the cloud link (heartbeats), the provider link
-(inventory, commands), and the replication engine (which checks every VM's epoch first).
+(inventory, commands), the replication engine (which checks every VM's epoch first), and
+the metrics endpoint when ``metrics_listen`` names one (``agent.metrics``).
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ from agent.commands import register_builtin
 from agent.config import load
 from agent.hostlink import ProviderLink
 from agent.hypervisor import LocalHypervisor
+from agent.metrics import CycleMetrics, HostCollector
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
 from asrclock import from_environment
 from asrops import allocator
 from asrops.lifecycle import Lifecycle
 from asrops.logs import setup
+from asrops.metrics import Metrics
 from registration.link import CloudLink, heartbeat_stuck_after
+from registration.linkmetrics import CloudLinkCollector
 from registration.state import load as load_identity
 
 log = logging.getLogger("asr-agent")
@@ -45,8 +49,13 @@ def run(config_path: str, life: Lifecycle | None = None) -> int:
     if recovered:
         log.info("recovered stale snapshots", extra={"fields": {"vms": recovered}})
     link = CloudLink(ident, clock, cfg.proxy)
-    rt = AgentRuntime(config=cfg, ident=ident, clock=clock, hv=hv, link=link, settings=Settings(cfg.state_dir),
-                      stopping=life.stopping)
+    settings = Settings(cfg.state_dir)
+    metrics = Metrics()
+    metrics.register(HostCollector(hv, settings, ident.vault_name))
+    metrics.register(CloudLinkCollector(link, ident.vault_name))
+    metrics.serve(cfg.metrics_listen, cfg.path)
+    rt = AgentRuntime(config=cfg, ident=ident, clock=clock, hv=hv, link=link, settings=settings,
+                      stopping=life.stopping, cycle_metrics=CycleMetrics(metrics.registry, ident.vault_name))
     register_builtin(rt)
     failback.register(rt)
     hb = threading.Thread(target=link.run_heartbeats, name="heartbeat", daemon=True,
@@ -67,6 +76,7 @@ def run(config_path: str, life: Lifecycle | None = None) -> int:
     provider.stop()
     for t in [hb, *threads]:
         t.join(timeout=5)
+    metrics.close()
     link.close()
     hv.close()
     log.info("stopped")

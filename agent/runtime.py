@@ -36,6 +36,8 @@ class AgentRuntime:
     handlers: dict[str, Handler] = field(default_factory=dict)
     # Set by the replication engine when it starts (agent.replication), None before.
     replication: Any = None
+    # The cycle counters (agent.metrics.CycleMetrics) the composition root made, or None.
+    cycle_metrics: Any = None
 
     def handle(self, cmd: control_pb2.Command) -> str:
         kind = cmd.WhichOneof("body")

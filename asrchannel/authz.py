@@ -6,6 +6,8 @@ roles (default deny: a method missing from the table is refused) and lets the se
 check revocation and vault. Its refusals (NotAuthenticated, PermissionDenied,
 CertificateRevoked) carry a last detail ``REFUSED_AT <method>``. The identity is then available to the servicer through
 :func:`current_identity`. AsrErrors raised by servicers become gRPC statuses with details.
+Every call is counted and timed on the way (``asrops.metrics.RpcMetrics``): its gRPC status,
+failed calls included, and the ASR code of a failure.
 """
 
 from __future__ import annotations
@@ -13,15 +15,15 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
+from prometheus_client import CollectorRegistry
 
-from asrchannel.status import abort
+from asrchannel.status import abort, grpc_code
 from asrerrors import AsrError, NotAuthenticated, PermissionDenied
-from asrops.metrics import RPC_SECONDS, RPCS
+from asrops.metrics import RpcCall, RpcMetrics
 from certs.identity import Identity, from_pem
 
 log = logging.getLogger(__name__)
@@ -63,9 +65,12 @@ class AuthInterceptor(grpc.ServerInterceptor):
         self,
         policy: dict[str, set[str]],
         check: Callable[[Identity, str], None],
+        metrics: RpcMetrics | None = None,
     ) -> None:
         self.policy = policy
         self.check = check
+        # the daemon's gRPC server metrics (asrops.metrics); a private set when none is given
+        self.metrics = metrics if metrics is not None else RpcMetrics(CollectorRegistry())
 
     def _roles(self, method: str) -> set[str] | None:
         if method in self.policy:
@@ -106,55 +111,105 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = details.method
+        metrics = self.metrics
 
-        def guard(fn: Callable[..., Any], streaming_response: bool) -> Callable[..., Any]:
+        def guard(fn: Callable[..., Any], request_streaming: bool, response_streaming: bool) -> Callable[..., Any]:
+            def prepare(request: Any, call: RpcCall) -> Any:
+                if request_streaming:
+                    return call.counting_received(request)
+                call.received()
+                return request
+
+            def failed(call: RpcCall, context: grpc.ServicerContext, exc: BaseException) -> None:
+                """Record and answer a call that raised ``exc``; re-raises an abort already made."""
+                if isinstance(exc, AsrError):
+                    log.info("rpc %s refused: %s %s", method, exc.code, exc)
+                    call.end(grpc_code(exc), exc.code)
+                    abort(context, exc)
+                # context.abort() raises a plain Exception after setting the call's code
+                set_code = _set_code(context)
+                if isinstance(exc, grpc.RpcError) or type(exc).__name__ == "_AbortError" or (
+                        set_code is not None and set_code != grpc.StatusCode.OK):
+                    call.end(_context_code(context, grpc.StatusCode.UNKNOWN))
+                    raise exc
+                log.exception("rpc %s failed", method)
+                err = AsrError(f"internal error in {method}: {exc}")
+                call.end(grpc.StatusCode.INTERNAL, err.code)
+                abort(context, err)
+
             def unary_out(request: Any, context: grpc.ServicerContext) -> Any:
-                started = time.perf_counter()
+                call = metrics.call(method, request_streaming, False)
                 try:
                     ident = self._authorise(method, context)
                     token = _identity.set(ident)
                     try:
-                        result = fn(request, context)
+                        result = fn(prepare(request, call), context)
                     finally:
                         _identity.reset(token)
-                    RPCS.labels(method, "OK").inc()
-                    RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
-                    return result
-                except AsrError as err:
-                    log.info("rpc %s refused: %s %s", method, err.code, err)
-                    RPCS.labels(method, err.code).inc()
-                    abort(context, err)
                 except Exception as exc:  # noqa: BLE001 - last line before the wire
-                    if isinstance(exc, grpc.RpcError) or type(exc).__name__ == "_AbortError":
-                        raise
-                    log.exception("rpc %s failed", method)
-                    abort(context, AsrError(f"internal error in {method}: {exc}"))
+                    failed(call, context, exc)
+                    raise  # failed() always raises; this satisfies the type checker
+                call.sent()
+                call.end(_context_code(context, grpc.StatusCode.OK))
+                return result
 
             def stream_out(request: Any, context: grpc.ServicerContext) -> Iterable[Any]:
+                call = metrics.call(method, request_streaming, True)
                 try:
                     ident = self._authorise(method, context)
                     token = _identity.set(ident)
+                    replies = fn(prepare(request, call), context)
                     try:
-                        yield from fn(request, context)
+                        for reply in replies:
+                            call.sent()
+                            yield reply
                     finally:
+                        # as ``yield from`` would: the servicer's generator runs its finally
+                        # blocks (e.g. an export's pin) now, not when it is collected
+                        close = getattr(replies, "close", None)
+                        if close is not None:
+                            close()
                         _identity.reset(token)
-                except AsrError as err:
-                    log.info("rpc %s refused: %s %s", method, err.code, err)
-                    abort(context, err)
+                except GeneratorExit:
+                    # the client went away (or the server stopped) in the middle of the stream
+                    call.end(grpc.StatusCode.CANCELLED)
+                    raise
                 except Exception as exc:  # noqa: BLE001
-                    if isinstance(exc, grpc.RpcError) or type(exc).__name__ == "_AbortError":
-                        raise
-                    log.exception("rpc %s failed", method)
-                    abort(context, AsrError(f"internal error in {method}: {exc}"))
+                    failed(call, context, exc)
+                    raise
+                call.end(_context_code(context, grpc.StatusCode.OK))
 
-            return stream_out if streaming_response else unary_out
+            return stream_out if response_streaming else unary_out
 
         if handler.unary_unary:
-            return handler._replace(unary_unary=guard(handler.unary_unary, False))
+            return handler._replace(unary_unary=guard(handler.unary_unary, False, False))
         if handler.unary_stream:
-            return handler._replace(unary_stream=guard(handler.unary_stream, True))
+            return handler._replace(unary_stream=guard(handler.unary_stream, False, True))
         if handler.stream_unary:
-            return handler._replace(stream_unary=guard(handler.stream_unary, False))
+            return handler._replace(stream_unary=guard(handler.stream_unary, True, False))
         if handler.stream_stream:
-            return handler._replace(stream_stream=guard(handler.stream_stream, True))
+            return handler._replace(stream_stream=guard(handler.stream_stream, True, True))
         return handler
+
+
+def _set_code(context: grpc.ServicerContext) -> grpc.StatusCode | None:
+    """The status a servicer set on its context (set_code, abort), if any."""
+    try:
+        code = context.code()  # type: ignore[attr-defined]
+    except (AttributeError, NotImplementedError):
+        return None
+    return code if isinstance(code, grpc.StatusCode) else None
+
+
+def _context_code(context: grpc.ServicerContext, default: grpc.StatusCode) -> grpc.StatusCode:
+    """The status a servicer set on its context; for a call no longer active (the client
+    cancelled, or its deadline passed) Canceled or DeadlineExceeded; else ``default``."""
+    code = _set_code(context)
+    if code is not None:
+        return code
+    if not context.is_active():
+        remaining = context.time_remaining()
+        expired = remaining is not None and remaining <= 0
+        return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+    return default
+

@@ -137,6 +137,18 @@ class Table:
         value = self.string(key, allowed="an http://[user:password@]host:port URL (a string)")
         return parse_proxy(value) if value else None
 
+    def address(self, key: str, default: str, example: str) -> str:
+        """A "HOST:PORT" to listen on, port 1 to 65535; absent or "" is ``default``."""
+        if self.raw.get(key, "") == "":
+            return default
+        allowed = f'a "HOST:PORT" string with a port from 1 to 65535, e.g. "{example}"'
+        value = self.string(key, allowed=allowed)
+        assert value is not None  # present and not empty
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise self.fail(key, value, f"{self.where}{key} must be {allowed}")
+        return value
+
     def seconds(self, key: str, default: float) -> float:
         """A number of seconds: an integer or float, finite and greater than 0."""
         if key not in self.raw:

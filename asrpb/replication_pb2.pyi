@@ -69,7 +69,7 @@ class PutChunksReply(_message.Message):
     def __init__(self, received: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class CommitPart(_message.Message):
-    __slots__ = ("session_id", "vm_id", "base_point_id", "kind", "created_at", "disks", "disk_index", "blocks", "ids", "last", "uploaded_bytes")
+    __slots__ = ("session_id", "vm_id", "base_point_id", "kind", "created_at", "disks", "disk_index", "blocks", "ids", "last", "uploaded_bytes", "resync_disks")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     VM_ID_FIELD_NUMBER: _ClassVar[int]
     BASE_POINT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,7 @@ class CommitPart(_message.Message):
     IDS_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
     UPLOADED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RESYNC_DISKS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     vm_id: str
     base_point_id: str
@@ -92,7 +93,8 @@ class CommitPart(_message.Message):
     ids: bytes
     last: bool
     uploaded_bytes: int
-    def __init__(self, session_id: _Optional[str] = ..., vm_id: _Optional[str] = ..., base_point_id: _Optional[str] = ..., kind: _Optional[str] = ..., created_at: _Optional[float] = ..., disks: _Optional[_Iterable[_Union[PointDisk, _Mapping]]] = ..., disk_index: _Optional[int] = ..., blocks: _Optional[bytes] = ..., ids: _Optional[bytes] = ..., last: _Optional[bool] = ..., uploaded_bytes: _Optional[int] = ...) -> None: ...
+    resync_disks: int
+    def __init__(self, session_id: _Optional[str] = ..., vm_id: _Optional[str] = ..., base_point_id: _Optional[str] = ..., kind: _Optional[str] = ..., created_at: _Optional[float] = ..., disks: _Optional[_Iterable[_Union[PointDisk, _Mapping]]] = ..., disk_index: _Optional[int] = ..., blocks: _Optional[bytes] = ..., ids: _Optional[bytes] = ..., last: _Optional[bool] = ..., uploaded_bytes: _Optional[int] = ..., resync_disks: _Optional[int] = ...) -> None: ...
 
 class PointAck(_message.Message):
     __slots__ = ("point_id", "created_at")

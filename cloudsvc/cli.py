@@ -10,7 +10,7 @@ import sys
 import durablefile
 from asrclock import from_environment
 from asrerrors import AlreadyExists, UsageError
-from asrops import allocator, metrics
+from asrops import allocator
 from asrops.cli import dispatch
 from asrops.lifecycle import Lifecycle
 from asrops.logs import setup
@@ -94,7 +94,6 @@ def serve(data_dir: str, life: Lifecycle | None = None) -> int:
     server, health = build(svc)
     svc.start(life.watch)
     server.start()
-    metrics.serve(cfg.metrics_listen)
     log.info("serving", extra={"fields": {"listen": cfg.listen, "registration": cfg.registration_listen}})
     life.ready(f"serving on {cfg.listen}")
     life.serve()

@@ -73,6 +73,12 @@ class Commands:
             out.append(c)
         return out
 
+    def pending_counts(self) -> list[sqlite3.Row]:
+        """Per vault and provider: pending commands (``n``) and the oldest one's creation time
+        (``oldest``), for the metrics."""
+        return self.db.query("SELECT vault_id, provider, COUNT(*) AS n, MIN(created_at) AS oldest FROM commands"
+                             " WHERE state='pending' GROUP BY vault_id, provider")
+
     def mark_delivered(self, command_id: str) -> None:
         with self.db.write() as conn:
             conn.execute("UPDATE commands SET delivered=delivered+1 WHERE id=?", (command_id,))

@@ -13,11 +13,15 @@ Task transitions (every one inside the caller's transaction)::
     NotStarted ──suspend_task──▶ Suspended ──resume──▶ Succeeded      (a manual action)
     InProgress ──skip_task──▶ Succeeded                                (a tolerant step gave up)
     any open task ──fail_job / cancel──▶ Cancelled
+
+The log has one line when a job starts and one when it ends (state, seconds, the error's
+code; a failed job at WARNING), each written once its transaction committed.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import uuid
 from collections.abc import Callable
@@ -26,6 +30,8 @@ from typing import Any
 from asrclock import Clock
 from asrerrors import AsrError, NotFound, StateConflict
 from sqlitestore.database import Database
+
+log = logging.getLogger(__name__)
 
 JOB_STATES = ("NotStarted", "InProgress", "Succeeded", "Failed", "Cancelled", "Suspended")
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
@@ -60,9 +66,21 @@ class Jobs:
                 (job_id, seq, name, "InProgress" if command_id else "NotStarted", now if command_id else 0,
                  command_id),
             )
+        self.db.after_commit(lambda: log.info(f"job {job_id} started: {kind} {target}", extra={"fields": {
+            "job": job_id, "kind": kind, "target": target, "vault_id": vault_id}}))
         if not tasks and not open_:
             self._settle(conn, job_id)
         return job_id
+
+    def _ended(self, job: sqlite3.Row, state: str, error: str, ended_at: float) -> None:
+        """Log the end of ``job`` (a row read before the change) once the transaction commits."""
+        code = json.loads(error).get("code", "") if error else ""
+        fields = {"job": job["id"], "kind": job["kind"], "target": job["target"], "vault_id": job["vault_id"],
+                  "state": state, "seconds": round(max(0.0, ended_at - float(job["started_at"] or ended_at)), 3),
+                  **({"code": code} if code else {})}
+        level = logging.WARNING if state == "Failed" else logging.INFO
+        text = f"job {job['id']} {state.lower()}: {job['kind']} {job['target']}" + (f" ({code})" if code else "")
+        self.db.after_commit(lambda: log.log(level, text, extra={"fields": fields}))
 
     def add_task(self, conn: sqlite3.Connection, job_id: str, name: str, command_id: str, done: bool = False) -> int:
         """Append a task (waiting for ``command_id``; or already Succeeded with ``done``)."""
@@ -137,10 +155,13 @@ class Jobs:
         """End a job as Cancelled without running its hook: whoever cancels it has taken over
         what it held (e.g. ``unprotect --force`` of a VM stuck in a protection job)."""
         now = self.clock.now()
+        job = conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
         conn.execute("UPDATE job_tasks SET state='Cancelled', ended_at=? WHERE job_id=? AND state IN"
                      " ('NotStarted', 'InProgress', 'Suspended')", (now, job_id))
-        conn.execute("UPDATE jobs SET state='Cancelled', ended_at=?, error=? WHERE id=? AND state IN"
-                     " ('NotStarted', 'InProgress', 'Suspended')", (now, json.dumps(error.to_dict()), job_id))
+        cur = conn.execute("UPDATE jobs SET state='Cancelled', ended_at=?, error=? WHERE id=? AND state IN"
+                           " ('NotStarted', 'InProgress', 'Suspended')", (now, json.dumps(error.to_dict()), job_id))
+        if cur.rowcount and job is not None:
+            self._ended(job, "Cancelled", json.dumps(error.to_dict()), now)
 
     def open_jobs(self, vault_id: str) -> list[sqlite3.Row]:
         return self.db.query("SELECT * FROM jobs WHERE vault_id=? AND state IN ('NotStarted', 'InProgress',"
@@ -181,8 +202,9 @@ class Jobs:
             first.setdefault("message", f"task {failed[0]['name']} failed")
             first["message"] = f"task '{failed[0]['name']}' failed: {first['message']}"
             error = json.dumps(first)
-        conn.execute("UPDATE jobs SET state=?, ended_at=?, error=? WHERE id=?",
-                     (state, self.clock.now(), error, job_id))
+        now = self.clock.now()
+        conn.execute("UPDATE jobs SET state=?, ended_at=?, error=? WHERE id=?", (state, now, error, job_id))
+        self._ended(job, state, error, now)
         hook = self.hooks.get(job["kind"])
         if hook is not None:
             hook(conn, job, state == "Succeeded")
@@ -191,8 +213,11 @@ class Jobs:
         conn.execute("UPDATE job_tasks SET state='Cancelled', ended_at=? WHERE job_id=? AND state IN"
                      " ('NotStarted', 'InProgress', 'Suspended')", (self.clock.now(), job_id))
         job = conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        now = self.clock.now()
         conn.execute("UPDATE jobs SET state='Failed', ended_at=?, error=? WHERE id=?",
-                     (self.clock.now(), json.dumps(error.to_dict()), job_id))
+                     (now, json.dumps(error.to_dict()), job_id))
+        if job is not None and job["state"] not in TERMINAL:
+            self._ended(job, "Failed", json.dumps(error.to_dict()), now)
         hook = self.hooks.get(job["kind"]) if job else None
         if hook is not None and job is not None:
             hook(conn, job, False)
@@ -207,6 +232,10 @@ class Jobs:
     def list_jobs(self, vault_id: str, limit: int = 200) -> list[sqlite3.Row]:
         return self.db.query("SELECT * FROM jobs WHERE vault_id=? ORDER BY created_at DESC LIMIT ?",
                              (vault_id, limit))
+
+    def counts(self) -> list[sqlite3.Row]:
+        """Jobs (``n``) per vault, kind and state, for the metrics."""
+        return self.db.query("SELECT vault_id, kind, state, COUNT(*) AS n FROM jobs GROUP BY vault_id, kind, state")
 
     def tasks(self, job_id: str) -> list[sqlite3.Row]:
         return self.db.query("SELECT * FROM job_tasks WHERE job_id=? ORDER BY seq", (job_id,))

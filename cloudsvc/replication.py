@@ -62,6 +62,7 @@ from cloudsvc.vaultstore import (
     points_to_keep,
 )
 from cloudsvc.vaultstore.faultybackend import faults_from_environment
+from cloudsvc.vaultstore.indexdb import pack_bytes_at
 from sqlitestore.database import Database
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,16 @@ class Session:
     vm_id: str
     epoch: int
     final: bool
+
+
+@dataclass(frozen=True)
+class CycleFacts:
+    """What a committed cycle adds to its VM's figures (``replication_status``)."""
+
+    uploaded_bytes: int      # frame bytes the agent sent
+    changed_blocks: int
+    seconds: float           # from BeginCycle (the session opened) to the commit, by the clock
+    resync: bool             # some disk was compared in full (tracking lost)
 
 
 def health_of(policy: inventory_pb2.Policy, last_point_at: float, last_error: str, now: float) -> Health:
@@ -121,6 +132,25 @@ def item_health(item: Item, status: sqlite3.Row | None, now: float) -> Health:
         state = "Critical" if h.state == "Critical" else "Warning"
         return Health(state, h.errors + [f"{status['warning_code']}: {status['warning']}"])
     return h
+
+
+def rpo_of(item: Item, status: sqlite3.Row | None, now: float) -> float | None:
+    """Seconds since the latest recovery point of a VM replicating from its primary; None
+    before the first point and while the recovery side is active (a failed-over VM has no RPO)."""
+    if status is None or not status["last_point_at"] or item.location != Side.PRIMARY:
+        return None
+    return max(0.0, now - float(status["last_point_at"]))
+
+
+@dataclass(frozen=True)
+class VmFigures:
+    """One protected item as the metrics show it (:meth:`Replication.figures`)."""
+
+    item: Item
+    health: Health
+    status: sqlite3.Row | None   # its replication_status row (None before any report)
+    points: int                  # committed recovery points
+    rpo: float | None            # see rpo_of
 
 
 def retention_of(policy: inventory_pb2.Policy) -> RetentionPolicy:
@@ -252,13 +282,15 @@ class Replication:
         return st.block_map(point_id, disk)
 
     def commit(self, ident: Identity, token: str, vm_id: str, disks: list[DiskDelta], base: str | None,
-               kind: PointKind, created_at: float, uploaded_bytes: int) -> PointInfo:
+               kind: PointKind, created_at: float, uploaded_bytes: int, resync_disks: int = 0) -> PointInfo:
         s = self._session(ident, token)
         if s.vm_id != vm_id:
             raise StateConflict(f"upload session {s.sid} belongs to another VM")
+        opened_at = s.store.db.session_opened_at(s.sid)
         point = s.store.commit_point(s.sid, vm_id, disks, base, kind, created_at)
         now = self.clock.now()
         changed = sum(len(d.changes) for d in disks)
+        cycle = CycleFacts(uploaded_bytes, changed, max(0.0, now - opened_at) if opened_at else 0.0, resync_disks > 0)
         try:
             with self.db.write() as conn:
                 if conn.execute("SELECT 1 FROM recovery_points WHERE vault_id=? AND point_id=?",
@@ -268,8 +300,7 @@ class Replication:
                     if item is None:
                         raise PermissionDenied(f"VM {vm_id} is no longer protected")
                     self.items.check_replication(item, s.epoch, ident.name)
-                    self._record_point(conn, ident.vault_id, vm_id, point, s.storage, uploaded_bytes, changed,
-                                       s.epoch, now)
+                    self._record_point(conn, ident.vault_id, vm_id, point, s.storage, cycle, s.epoch, now)
                     if s.final:
                         self.items.final_point(conn, item, point.point_id)
         except AsrError as err:
@@ -290,18 +321,25 @@ class Replication:
         return point
 
     def _record_point(self, conn: sqlite3.Connection, vault_id: str, vm_id: str, point: PointInfo, storage: str,
-                      uploaded: int, changed: int, epoch: int, now: float) -> None:
+                      cycle: CycleFacts, epoch: int, now: float) -> None:
         conn.execute(
             "INSERT OR REPLACE INTO recovery_points(vault_id, vm_id, point_id, storage, created_at, kind,"
             " uploaded_bytes, changed_blocks, committed_at, epoch) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (vault_id, vm_id, point.point_id, storage, point.created_at, point.kind, uploaded, changed, now, epoch))
+            (vault_id, vm_id, point.point_id, storage, point.created_at, point.kind, cycle.uploaded_bytes,
+             cycle.changed_blocks, now, epoch))
+        # the cycle counters (metrics) advance once per recorded point: a retried commit
+        # finds its record and does not come here again
         conn.execute(
             "INSERT INTO replication_status(vault_id, vm_id, last_point_id, last_point_at, last_commit_at,"
-            " initial_progress, last_error, updated_at) VALUES (?,?,?,?,?,1,'',?)"
+            " initial_progress, last_error, updated_at, shipped_bytes, cycles, resyncs, last_cycle_seconds)"
+            " VALUES (?,?,?,?,?,1,'',?,?,1,?,?)"
             " ON CONFLICT(vault_id, vm_id) DO UPDATE SET last_point_id=excluded.last_point_id,"
             " last_point_at=MAX(last_point_at, excluded.last_point_at), last_commit_at=excluded.last_commit_at,"
-            " initial_progress=1, last_error='', updated_at=excluded.updated_at",
-            (vault_id, vm_id, point.point_id, point.created_at, now, now))
+            " initial_progress=1, last_error='', updated_at=excluded.updated_at,"
+            " shipped_bytes=shipped_bytes+excluded.shipped_bytes, cycles=cycles+1,"
+            " resyncs=resyncs+excluded.resyncs, last_cycle_seconds=excluded.last_cycle_seconds",
+            (vault_id, vm_id, point.point_id, point.created_at, now, now, cycle.uploaded_bytes, int(cycle.resync),
+             cycle.seconds))
 
     def report(self, ident: Identity, vm_id: str, epoch: int, progress: float, error: str, warning: str = "",
                warning_code: str = "") -> None:
@@ -428,8 +466,37 @@ class Replication:
             return
         status.last_replication = row["last_point_at"]
         if item.location == Side.PRIMARY:
-            status.rpo_seconds = max(0.0, now - row["last_point_at"]) if row["last_point_at"] else 0.0
+            status.rpo_seconds = rpo_of(item, row, now) or 0.0
         status.initial_replication_progress = 1.0 if row["last_point_at"] else row["initial_progress"]
+
+    def figures(self, vault_id: str | None = None) -> list[VmFigures]:
+        """Every protected item (of one vault, or all) with its replication status, health and
+        number of recovery points now: what the metrics show, read at scrape time."""
+        now = self.clock.now()
+        where, args = ("WHERE vault_id=?", (vault_id,)) if vault_id else ("", ())
+        status = {(r["vault_id"], r["vm_id"]): r for r in self.db.query(
+            f"SELECT * FROM replication_status {where}", args)}
+        counts = {(r["vault_id"], r["vm_id"]): int(r["n"]) for r in self.db.query(
+            f"SELECT vault_id, vm_id, COUNT(*) AS n FROM recovery_points {where} GROUP BY vault_id, vm_id", args)}
+        out = []
+        for item in self.items.all(vault_id):
+            row = status.get((item.vault_id, item.vm_id))
+            out.append(VmFigures(item, item_health(item, row, now), row, counts.get((item.vault_id, item.vm_id), 0),
+                                 rpo_of(item, row, now)))
+        return out
+
+    def storage_sizes(self) -> list[tuple[str, str, int]]:
+        """(vault id, storage account, bytes stored) of every storage account that holds
+        replicated data (its store's index exists): pack bytes, as ``VaultStore.storage_bytes``.
+        A store not open in this process is read without opening it (``pack_bytes_at``)."""
+        out = []
+        for vid, storage in self._storages(None):
+            with self._lock:
+                st = self._stores.get((vid, storage))
+            size = st.storage_bytes() if st is not None else pack_bytes_at(self.index_path(vid, storage))
+            if size is not None:
+                out.append((vid, storage, size))
+        return out
 
     # ---- retention and garbage collection ------------------------------------------------------
     def maintain(self, vault_id: str | None = None, gc: bool = True) -> tuple[int, int, int]:
@@ -552,4 +619,4 @@ class Replication:
         self._thread.start()
 
 
-__all__ = ["ItemState", "Replication", "health_of", "item_health"]
+__all__ = ["CycleFacts", "ItemState", "Replication", "VmFigures", "health_of", "item_health", "rpo_of"]

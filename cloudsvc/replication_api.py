@@ -77,7 +77,7 @@ class ReplicationApi(replication_pb2_grpc.ReplicationServicer):
         # Kept packed (8 + 32 bytes per block), never as a dict: see BlockChanges.
         indexes: dict[int, array] = {}  # type: ignore[type-arg]
         ids: dict[int, bytearray] = {}
-        uploaded = 0
+        uploaded = resync_disks = 0
         for part in request_iterator:
             if head is None:
                 head = part
@@ -91,7 +91,7 @@ class ReplicationApi(replication_pb2_grpc.ReplicationServicer):
                 indexes.setdefault(part.disk_index, array("Q")).extend(block_array)
                 ids.setdefault(part.disk_index, bytearray()).extend(part.ids)
             if part.last:
-                uploaded = part.uploaded_bytes
+                uploaded, resync_disks = part.uploaded_bytes, part.resync_disks
                 break
         else:
             raise UsageError("the point commit ended before its last part (interrupted)")
@@ -102,7 +102,7 @@ class ReplicationApi(replication_pb2_grpc.ReplicationServicer):
                                                                   bytes(ids.get(d.disk_index, b""))))
                  for d in sorted(head.disks, key=lambda d: d.disk_index)]
         point = self.repl.commit(ident, head.session_id, head.vm_id, disks, head.base_point_id or None,
-                                 head.kind, head.created_at, uploaded)
+                                 head.kind, head.created_at, uploaded, resync_disks)
         return replication_pb2.PointAck(point_id=point.point_id, created_at=point.created_at)
 
     def GetBlockMap(self, request: Any, context: Any) -> Iterator[replication_pb2.BlockMapPart]:

@@ -193,4 +193,12 @@ MIGRATIONS: list[str] = [
     DROP TABLE vault_keys;
     ALTER TABLE vault_keys_v6 RENAME TO vault_keys
     """,
+    # 7: what an operator watches (metrics) — per protected VM, counters of its cycles kept
+    # with its replication status, so they survive restarts and read the same from any process.
+    """
+    ALTER TABLE replication_status ADD COLUMN shipped_bytes INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE replication_status ADD COLUMN cycles INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE replication_status ADD COLUMN resyncs INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE replication_status ADD COLUMN last_cycle_seconds REAL NOT NULL DEFAULT 0
+    """,
 ]

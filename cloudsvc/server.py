@@ -58,7 +58,7 @@ def build(svc: CloudService) -> tuple[grpc.Server, health.HealthServicer]:
     cfg = svc.config
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="rpc"),
-        interceptors=[AuthInterceptor(POLICY, svc.registrar.check_caller)],
+        interceptors=[AuthInterceptor(POLICY, svc.registrar.check_caller, svc.metrics.rpc)],
         options=server_options(),
         maximum_concurrent_rpcs=cfg.workers * 4,
     )

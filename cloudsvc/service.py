@@ -19,6 +19,10 @@ Owners of state (each the only writer of its tables):
 ``plans``          recovery_plans
 ``failback``       failback_sessions
 =================  ==========================================================
+
+Observing: ``metrics`` is the process's Prometheus registry (gRPC server metrics recorded by
+the interceptor, the vault's figures read at scrape time by ``cloudsvc.metrics``), served on
+``metrics_listen``; ``health_watch`` logs every change of a VM's health.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import threading
 
 from asrclock import Clock
 from asrops.lifecycle import Watch
+from asrops.metrics import Metrics
 from certs.pki import CertKey
 from cloudsvc.billing import Billing
 from cloudsvc.commands import Commands
@@ -40,9 +45,11 @@ from cloudsvc.failover.plans import Plans
 from cloudsvc.failover.recovered import Recovered
 from cloudsvc.failover.runner import STUCK_AFTER_S as RUNNER_STUCK_AFTER_S
 from cloudsvc.failover.runner import Runner
+from cloudsvc.healthwatch import HealthWatch
 from cloudsvc.inventory import Inventory
 from cloudsvc.jobs import Jobs
 from cloudsvc.lifecycle import ProtectedItems
+from cloudsvc.metrics import VaultCollector
 from cloudsvc.protection import Protection
 from cloudsvc.registrar import Registrar
 from cloudsvc.replication import Replication
@@ -91,20 +98,29 @@ class CloudService:
         self.replication.pins.append(self.recovered.pinned_points)
         # a protection's point records go with it
         self.items.on_removed.append(self.replication.forget_vm)
+        self.metrics = Metrics()
+        self.metrics.register(VaultCollector(self.vaults, self.replication, self.jobs, self.commands, self.registrar,
+                                             clock, config.heartbeat_timeout_seconds))
+        self.health_watch = HealthWatch(self.replication, self.vaults, self.stopping)
 
     def endpoints(self) -> dict[str, str]:
         return {"api": self.config.listen, "registration": self.config.registration_listen}
 
     def start(self, watch: Watch | None = None) -> None:
-        """Start the background work: retention and GC, and the job runner. ``watch`` is the
-        daemon core's (``asrops.lifecycle``): the job runner must keep turning. Retention and
-        GC are not watched: a GC of a large store rightly runs for many minutes."""
+        """Start the background work: retention and GC, the job runner, the health watch, and
+        the metrics endpoint when ``metrics_listen`` names one. ``watch`` is the daemon core's
+        (``asrops.lifecycle``): the job runner must keep turning. Retention and GC are not
+        watched: a GC of a large store rightly runs for many minutes."""
+        self.metrics.serve(self.config.metrics_listen, os.path.join(self.config.data_dir, "cloudsvc.toml"))
         self.replication.start()
         self.runner.start(watch("job-runner", RUNNER_STUCK_AFTER_S) if watch else lambda: None)
+        self.health_watch.start()
 
     def close(self) -> None:
         self.stopping.set()
         self.commands.notify()
+        self.metrics.close()
         self.runner.stop()
+        self.health_watch.join()
         self.replication.close()
         self.db.close()

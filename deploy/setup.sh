@@ -21,7 +21,8 @@ apt_update() {
 }
 if [ "$(id -u)" = 0 ]; then
   need=""
-  for pkg in python3-venv qemu-utils tinyproxy squid rsync restic; do  # python3-venv: Debian splits ensurepip out
+  # python3-venv: Debian splits ensurepip out; prometheus: promtool, which checks the daemons' /metrics
+  for pkg in python3-venv qemu-utils tinyproxy squid rsync restic prometheus; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
   done
   command -v npm >/dev/null 2>&1 || need="$need nodejs npm"
@@ -30,10 +31,10 @@ if [ "$(id -u)" = 0 ]; then
     apt_update
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=$APT_WAIT install -y -qq $need >/dev/null
   fi
-  # The Debian squid and tinyproxy packages start system services we do not use.
-  systemctl disable --now squid tinyproxy >/dev/null 2>&1 || true
+  # The Debian squid, tinyproxy and prometheus packages start system services we do not use.
+  systemctl disable --now squid tinyproxy prometheus prometheus-node-exporter >/dev/null 2>&1 || true
 else
-  for tool in qemu-img tinyproxy npm; do
+  for tool in qemu-img tinyproxy npm promtool; do
     command -v "$tool" >/dev/null 2>&1 || echo "warning: $tool missing; as root this script installs it" >&2
   done
 fi

@@ -5,6 +5,7 @@
     proxy = "http://user:pass@proxy:3128"   # optional
     heartbeat_seconds = 30
     sync_seconds = 300                 # periodic full inventory sync
+    metrics_listen = "127.0.0.1:9465"  # optional: Prometheus metrics (plain HTTP); off when absent
 
     [[clouds]]
     name = "gold"
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from asrchannel.proxy import ProxyUrl
 from asrops.tomlconfig import Table, read_toml
 
-KEYS = ("state_dir", "listen", "proxy", "heartbeat_seconds", "sync_seconds", "clouds")
+KEYS = ("state_dir", "listen", "proxy", "heartbeat_seconds", "sync_seconds", "metrics_listen", "clouds")
 CLOUD_KEYS = ("name", "hosts", "sync")
 LISTEN_ALLOWED = 'a "HOST:PORT" string with a port from 1 to 65535, e.g. "0.0.0.0:7500"'
 
@@ -46,6 +47,7 @@ class ProviderConfig:
     heartbeat_seconds: float = 30.0
     sync_seconds: float = 300.0
     clouds: list[CloudDef] = field(default_factory=list)
+    metrics_listen: str = ""        # HOST:PORT of the /metrics endpoint; "" serves none
 
     def cloud_of(self, host: str) -> CloudDef | None:
         for c in self.clouds:
@@ -91,4 +93,5 @@ def load(path: str) -> ProviderConfig:
         heartbeat_seconds=top.seconds("heartbeat_seconds", 30.0),
         sync_seconds=top.seconds("sync_seconds", 300.0),
         clouds=clouds,
+        metrics_listen=top.address("metrics_listen", "", "127.0.0.1:9465"),
     )

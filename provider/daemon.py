@@ -2,7 +2,8 @@
 
 Threads: heartbeats; the host-link server for agents; the inventory sync (on start, on any
 change an agent reports, and every ``sync_seconds``); the command relay, which holds an
-outbound stream to the cloud, queues host commands for their agents and reports results.
+outbound stream to the cloud, queues host commands for their agents and reports results; the
+metrics endpoint when ``metrics_listen`` names one (``provider.metrics``).
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from asrerrors import AsrError, AuthError
 from asrops import allocator
 from asrops.lifecycle import Lifecycle, Watch
 from asrops.logs import setup
+from asrops.metrics import Metrics
 from asrpb import control_pb2
 from provider.config import ProviderConfig, load
 from provider.encryption import load_key_bytes
 from provider.hostlink import HostLinkApi, build_server
+from provider.metrics import ProviderCollector, ProviderMetrics
 from provider.store import ProviderStore
 from registration.link import CloudLink, heartbeat_stuck_after
+from registration.linkmetrics import CloudLinkCollector
 from registration.state import SiteIdentity
 from registration.state import load as load_identity
 
@@ -45,10 +49,20 @@ class Provider:
         self.sync_needed.set()
         self.results = threading.Event()
         self.api = HostLinkApi(cfg, self.store, clock, self.sync_needed.set, self._on_result, stopping)
-        self.server = build_server(cfg, ident, self.api)
+        self.metrics = Metrics()
+        self.counters = ProviderMetrics(self.metrics.registry, ident.vault_name)
+        self.metrics.register(ProviderCollector(cfg, self.store, ident.vault_name,
+                                                lambda host: self.api.connected.get(host, 0.0), self.agent_connected))
+        self.metrics.register(CloudLinkCollector(self.link, ident.vault_name))
+        self.server = build_server(cfg, ident, self.api, self.metrics.rpc)
         self._stream: Any = None
 
     # ---- inventory -----------------------------------------------------------------------
+    def agent_connected(self, host: str) -> bool:
+        """The host's agent reported within three heartbeats (at least 10 s)."""
+        seen = self.api.connected.get(host, 0.0)
+        return self.clock.now() - seen < max(10.0, 3 * self.cfg.heartbeat_seconds)
+
     def build_sync(self) -> control_pb2.InventorySync:
         now = self.clock.now()
         msg = control_pb2.InventorySync(generated_at=now)
@@ -58,8 +72,7 @@ class Provider:
             c = msg.clouds.add(name=cloud.name)
             for host in cloud.hosts:
                 seen = self.api.connected.get(host, 0.0)
-                h = c.hosts.add(name=host, connected=now - seen < max(10.0, 3 * self.cfg.heartbeat_seconds),
-                                last_seen=seen)
+                h = c.hosts.add(name=host, connected=self.agent_connected(host), last_seen=seen)
                 stored = self.store.inventory(host)
                 if stored is not None:
                     for vm in stored[0].vms:
@@ -79,8 +92,10 @@ class Provider:
             try:
                 summary = self.link.call(self.link.site.SyncInventory, self.build_sync(), timeout=60)
                 log.info("synced inventory", extra={"fields": {"vms": getattr(summary, "vms", 0)}})
+                self.counters.synced(self.clock.now(), int(getattr(summary, "vms", 0)))
             except AsrError as err:
                 log.warning("inventory sync failed: %s", err, extra={"fields": {"code": err.code}})
+                self.counters.sync_failed(err.code)
                 self.sync_needed.set()
                 # refused (e.g. another provider owns a cloud this one names): retrying at once
                 # cannot help; an outage can
@@ -91,15 +106,18 @@ class Provider:
         done = self.store.done(cmd.id)
         if done is not None:
             # Delivered again (our acknowledgement was lost): answer, do not execute again.
+            self.counters.command(cmd.WhichOneof("body") or "", "replayed")
             self._report(done)
             return
         kind = cmd.WhichOneof("body")
         if kind not in HOST_COMMANDS:
+            self.counters.command(kind or "", "refused")
             self._finish(control_pb2.CommandResult(id=cmd.id, ok=False, error_code="ASR-0002",
                                                    error_message=f"provider does not know command {kind!r}"))
             return
         body = getattr(cmd, kind)
         if self.cfg.cloud_of(body.host) is None:
+            self.counters.command(kind, "refused")
             self._finish(control_pb2.CommandResult(
                 id=cmd.id, ok=False, error_code="ASR-0040",
                 error_message=f"host {body.host!r} is not in provider {self.ident.name}'s configuration"))
@@ -107,6 +125,7 @@ class Provider:
         if kind == "enable_replication" and body.policy.encrypt:
             key = load_key_bytes(self.cfg.state_dir)
             if key is None:
+                self.counters.command(kind, "refused")
                 self._finish(control_pb2.CommandResult(id=cmd.id, ok=False, error_code="ASR-0080",
                                                        error_message="this provider has no customer-managed key"))
                 return
@@ -115,6 +134,7 @@ class Provider:
         if body_vault is not None and not body_vault:
             body.vault_id = self.ident.vault_id
         self.store.queue_for_agent(body.host, cmd, self.clock.now())
+        self.counters.command(kind, "relayed")
         self.api.notify()
 
     def _finish(self, result: control_pb2.CommandResult) -> None:
@@ -129,8 +149,10 @@ class Provider:
             self.link.call(self.link.site.CompleteCommand, result, timeout=30)
         except AsrError as err:
             log.warning("reporting command %s failed: %s", result.id, err)
+            self.counters.report(None)
             return False
         self.store.mark_reported(result.id)
+        self.counters.report(result.ok)
         return True
 
     def report_loop(self) -> None:
@@ -157,6 +179,7 @@ class Provider:
     def start(self, watch: Watch | None = None) -> list[threading.Thread]:
         """Start serving agents and the loops; ``watch`` is the daemon core's (see
         ``asrops.lifecycle``): the heartbeat loop must keep turning."""
+        self.metrics.serve(self.cfg.metrics_listen, self.cfg.path)
         self.server.start()
         beat = (watch("heartbeat", heartbeat_stuck_after(self.cfg.heartbeat_seconds)) if watch
                 else lambda: None)
@@ -179,6 +202,7 @@ class Provider:
         self.server.stop(grace=2).wait()
         for t in threads:
             t.join(timeout=5)
+        self.metrics.close()
         self.link.close()
 
 

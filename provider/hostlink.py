@@ -20,6 +20,7 @@ from asrchannel.authz import AuthInterceptor, current_identity
 from asrchannel.tls import server_credentials, server_options
 from asrclock import Clock
 from asrerrors import PermissionDenied
+from asrops.metrics import RpcMetrics
 from asrpb import common_pb2, control_pb2, hostlink_pb2_grpc
 from certs.identity import Identity
 from provider.config import ProviderConfig
@@ -72,7 +73,8 @@ class HostLinkApi(hostlink_pb2_grpc.HostLinkServicer):
         return common_pb2.Empty()
 
 
-def build_server(cfg: ProviderConfig, ident: SiteIdentity, api: HostLinkApi) -> grpc.Server:
+def build_server(cfg: ProviderConfig, ident: SiteIdentity, api: HostLinkApi,
+                 metrics: RpcMetrics | None = None) -> grpc.Server:
     def check(caller: Identity, method: str) -> None:
         if caller.vault_id != ident.vault_id:
             raise PermissionDenied(f"agent {caller.name!r} belongs to another vault",
@@ -83,7 +85,7 @@ def build_server(cfg: ProviderConfig, ident: SiteIdentity, api: HostLinkApi) -> 
 
     policy = {"/asr.v1.HostLink/": {"agent"}, "/grpc.health.v1.Health/": {"public"}}
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="hostlink"),
-                         interceptors=[AuthInterceptor(policy, check)], options=server_options())
+                         interceptors=[AuthInterceptor(policy, check, metrics)], options=server_options())
     hostlink_pb2_grpc.add_HostLinkServicer_to_server(api, server)
     ca, chain, key = ident.pems()
     server.add_secure_port(cfg.listen, server_credentials(chain, key, ca))

@@ -16,13 +16,16 @@ Each thread gets its own connection (so readers never wait for each other or for
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from asrerrors import AsrError, DiskFull, StorageError
+
+log = logging.getLogger(__name__)
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -101,6 +104,7 @@ class Database:
             conn = self._conn()
             if not durable:
                 conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.after_commit = []
             try:
                 with self.full_disk_errors():
                     conn.execute("BEGIN IMMEDIATE")
@@ -118,9 +122,25 @@ class Database:
                     if is_disk_full(exc):
                         raise self._full(exc) from exc
                     raise StorageError(f"metadata store commit failed: {exc}") from exc
+                after, self._local.after_commit = self._local.after_commit, None
+                for fn in after:
+                    try:
+                        fn()
+                    except Exception:  # noqa: BLE001 - the transaction committed: do not report it failed
+                        log.exception("after-commit action failed")
             finally:
+                self._local.after_commit = None
                 if not durable:
                     conn.execute("PRAGMA synchronous=FULL")
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once this thread's current write transaction has committed; never if it
+        rolls back. For telling the world (a log line) about what the transaction did: a line
+        written inside it could describe a change that never happened."""
+        pending: list[Callable[[], None]] | None = getattr(self._local, "after_commit", None)
+        if pending is None:
+            raise RuntimeError("after_commit() needs a write transaction of this thread (Database.write)")
+        pending.append(fn)
 
     def schema_version(self) -> int:
         row = self._conn().execute("PRAGMA user_version").fetchone()

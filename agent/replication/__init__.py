@@ -26,7 +26,7 @@ def replicate_now(runtime: AgentRuntime, cmd: control_pb2.Command) -> str:
 def start(runtime: AgentRuntime) -> Engine:
     engine = Engine(runtime.hv, runtime.settings, runtime.link.channel, runtime.link.target,
                     runtime.ident.vault_id, runtime.clock, runtime.ident.state_dir,
-                    bulk_channel=runtime.link.bulk_channel)
+                    bulk_channel=runtime.link.bulk_channel, metrics=runtime.cycle_metrics)
     runtime.replication = engine
     runtime.handlers["replicate_now"] = replicate_now
     engine.start()

@@ -34,9 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--app", action="store_true", help="take an app-consistent point (once)")
     p.add_argument("--shutdown-first", action="store_true")
     args = p.parse_args(argv)
-    setup("asr-agent-replication")
     allocator.tune()
     try:
+        setup("asr-agent-replication")
         cfg = load(args.config)
         ident = load_identity(cfg.state_dir)
         clock = from_environment()

@@ -336,7 +336,7 @@ class Cycle:
         t1 = time.monotonic()
         res.blocks_changed = sum(len(c) for c in changes.values())
         ack = self.rpc("CommitPoint", self._commit_parts(session, vm_id, base, kind, snap, changes,
-                                                         res.bytes_sent))
+                                                         res.bytes_sent, res.modes.count("resync")))
         res.point_id = ack.point_id
         res.phases = {"transfer": t1 - t0, "commit": time.monotonic() - t1}
         return res
@@ -436,7 +436,8 @@ class Cycle:
                 raise failure[0]
 
     def _commit_parts(self, session: str, vm_id: str, base: str, kind: str, snap: Snapshot,
-                      changes: dict[int, BlockMap], uploaded: int) -> Iterator[replication_pb2.CommitPart]:
+                      changes: dict[int, BlockMap], uploaded: int,
+                      resync_disks: int = 0) -> Iterator[replication_pb2.CommitPart]:
         yield replication_pb2.CommitPart(
             session_id=session, vm_id=vm_id, base_point_id=base, kind=kind, created_at=snap.created,
             disks=[replication_pb2.PointDisk(disk_index=d, virtual_size=snap.disk_size(d))
@@ -445,4 +446,4 @@ class Cycle:
             for i in range(0, len(ch), COMMIT_BATCH):
                 yield replication_pb2.CommitPart(disk_index=disk, blocks=ch.block_bytes(i, i + COMMIT_BATCH),
                                                  ids=ch.id_bytes(i, i + COMMIT_BATCH))
-        yield replication_pb2.CommitPart(last=True, uploaded_bytes=uploaded)
+        yield replication_pb2.CommitPart(last=True, uploaded_bytes=uploaded, resync_disks=resync_disks)

@@ -32,7 +32,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -47,6 +47,9 @@ from asrerrors import AsrError, Fenced, NotFound, Unreachable
 from asrpb import replication_pb2
 from chunkfmt import CustomerKey
 from chunkfmt.keys import Keys
+
+if TYPE_CHECKING:
+    from agent.metrics import CycleMetrics
 
 log = logging.getLogger(__name__)
 SYNC_SECONDS = 5.0
@@ -67,8 +70,9 @@ def first_run(start: str, enabled_at: float, now: float) -> float:
 class Engine:
     def __init__(self, hv: LocalHypervisor, settings: Settings, channel: Any, target: str, vault_id: str,
                  clock: Clock, state_dir: str, workers: int | None = None, bulk_channel: Any = None,
-                 rpc: Any = None) -> None:
+                 rpc: Any = None, metrics: CycleMetrics | None = None) -> None:
         self.hv = hv
+        self.metrics = metrics  # the agent's cycle counters (agent.metrics); None: not counted
         self.settings = settings
         # ``rpc(method, request, timeout=...)``: the cloud's Replication service (tests pass a fake)
         self.rpc = rpc if rpc is not None else _Rpc(channel, target, bulk_channel)
@@ -124,10 +128,13 @@ class Engine:
                           fingerprint_dir=self.fingerprint_dir / vm_id, epoch=rs.epoch, final=shutdown_first)
             try:
                 res = cycle.run(vm_id, rs.vm_name, app_consistent, st.last_point_id)
-            except Fenced as err:
-                self.fenced(rs, err)
-                raise
-            except AsrError as err:
+            except Exception as err:
+                if self.metrics is not None:
+                    self.metrics.failed(rs.vm_name, err.code if isinstance(err, AsrError) else AsrError.code)
+                if isinstance(err, Fenced):
+                    self.fenced(rs, err)
+                if not isinstance(err, AsrError) or isinstance(err, Fenced):
+                    raise
                 if cycle.quiesce_error is not None:
                     st.last_app_attempt_at = attempted_at
                 st.last_error = f"{err.code}: {err}"
@@ -135,6 +142,8 @@ class Engine:
                 self._report(rs, 0.0, st)
                 raise
             st.last_point_id, st.last_point_at, st.last_error = res.point_id, res.created_at, ""
+            if self.metrics is not None:
+                self.metrics.committed(rs.vm_name, res)
             if res.kind == "app":
                 st.last_app_at = res.created_at
                 st.warning = st.warning_code = ""   # reported below: clears the quiesce warning

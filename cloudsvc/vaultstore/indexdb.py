@@ -92,6 +92,22 @@ class PackRow:
     created_at: float
 
 
+def pack_bytes_at(path: str) -> int | None:
+    """Bytes of the packs an index DB at ``path`` knows, read without opening a store (read-only:
+    it never creates or migrates a file; a metrics scrape must not resurrect a store a vault
+    teardown just destroyed). None when there is no such index."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.OperationalError:
+        return None
+    try:
+        return int(conn.execute("SELECT COALESCE(SUM(size), 0) FROM packs").fetchone()[0])
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+
+
 def _batches(ids: list[bytes]) -> Iterator[list[bytes]]:
     for i in range(0, len(ids), _BATCH):
         yield ids[i : i + _BATCH]
@@ -214,6 +230,10 @@ class IndexDb:
     def session_vm(self, session_id: str) -> str | None:
         rows = self.query("SELECT vm_id FROM sessions WHERE session_id = ?", (session_id,))
         return rows[0][0] if rows else None
+
+    def session_opened_at(self, session_id: str) -> float | None:
+        rows = self.query("SELECT opened_at FROM sessions WHERE session_id = ?", (session_id,))
+        return float(rows[0][0]) if rows else None
 
     def session_protect(self, session_id: str, ids: Iterable[bytes], now: float) -> None:
         """Protect ``ids`` for the session against garbage collection. Committed without an
