@@ -5,6 +5,10 @@
     proxy = "http://proxy:3128"           # optional
     heartbeat_seconds = 30
 
+    [throttle]                            # optional: upload limits (agent.replication.throttle)
+    work_hours_mb_s = 5
+    non_work_hours_mb_s = 40
+
 Relative paths are relative to the file's directory. Every key's type and range is checked
 (``asrops.tomlconfig``): anything wrong is InvalidConfig (ASR-0014) naming the file, the key,
 the value and what is allowed; a malformed proxy URL is InvalidProxy (ASR-0013).
@@ -15,10 +19,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from agent.replication.throttle import BandwidthSchedule, schedule_from
 from asrchannel.proxy import ProxyUrl
 from asrops.tomlconfig import Table, read_toml
 
-KEYS = ("state_dir", "vm_dir", "proxy", "heartbeat_seconds")
+KEYS = ("state_dir", "vm_dir", "proxy", "heartbeat_seconds", "throttle")
 
 
 @dataclass
@@ -28,6 +33,7 @@ class AgentConfig:
     vm_dir: str
     proxy: ProxyUrl | None = None
     heartbeat_seconds: float = 30.0
+    throttle: BandwidthSchedule | None = None   # None: uploads are not limited
 
 
 def load(path: str) -> AgentConfig:
@@ -44,4 +50,5 @@ def load(path: str) -> AgentConfig:
         vm_dir=os.path.join(base, vm_dir),
         proxy=top.proxy(),
         heartbeat_seconds=heartbeat,
+        throttle=schedule_from(top),
     )

@@ -44,6 +44,7 @@ import grpc
 
 from agent.hypervisor import LocalHypervisor, Snapshot
 from agent.replication.fingerprints import FP_SIZE, DiskFingerprints, PendingFingerprints, fingerprint
+from agent.replication.throttle import Throttle
 from asrchannel.status import from_rpc_error
 from asrerrors import AsrError, QuiesceFailed
 from asrpb import replication_pb2, replication_pb2_grpc
@@ -168,7 +169,8 @@ class Cycle:
 
     def __init__(self, rpc: _Rpc, hv: LocalHypervisor, pool: ThreadPoolExecutor, keys: Keys,
                  progress: Callable[[float], None] | None = None,
-                 fingerprint_dir: Path | None = None, epoch: int = 1, final: bool = False) -> None:
+                 fingerprint_dir: Path | None = None, epoch: int = 1, final: bool = False,
+                 throttle: Throttle | None = None) -> None:
         self.rpc = rpc
         self.hv = hv
         self.pool = pool
@@ -177,6 +179,7 @@ class Cycle:
         self.fingerprint_dir = fingerprint_dir
         self.epoch = epoch    # the epoch this host holds for the VM (BeginCycleRequest.epoch)
         self.final = final    # a planned failover's last cycle: its commit fences this host
+        self.throttle = throttle  # the host's upload limit, shared with the other VMs' cycles
         # set when an app-consistent snapshot's quiesce hook failed (the point is crash-consistent)
         self.quiesce_error: QuiesceFailed | None = None
         self._fp_files: list[DiskFingerprints] = []
@@ -413,6 +416,8 @@ class Cycle:
                     if _TEST_PAUSE is not None and self._messages == _TEST_PAUSE[0]:
                         _test_pause(_TEST_PAUSE[1], self._messages)
                     self._messages += 1
+                    if self.throttle is not None:
+                        self.throttle.take(size)
                     yield msg
                     sent += size
                     if sent >= SEGMENT_BYTES:
