@@ -16,6 +16,9 @@ Write ordering of a cycle (the agent drives it; see ``proto/asrpb/replication.pr
    removes after ``ORPHAN_GRACE_S``;
 3. the agent forgets its dirty set only after the acknowledgement.
 
+The commit transaction also meters the point for billing (``meter``, ``Billing.meter``): the
+bytes uploaded for it, kept after the point itself is pruned.
+
 Readers (export, verify) pin the point they read in the store, so retention running at the
 same moment never deletes it under them (``VaultStore.pin``); failover pins its points for as
 long as a recovered VM needs them (``pins``).
@@ -71,6 +74,10 @@ CRITICAL_FACTOR, CRITICAL_GRACE_S = 6.0, 300.0
 MAINTENANCE_SECONDS = float(os.environ.get("ASR_MAINTENANCE_SECONDS", "60"))
 GC_EVERY_SECONDS = 3600.0
 ORPHAN_GRACE_S = 3600.0
+
+
+# (connection, vault_id, vm_id, commit time, uploaded bytes): billing meters a committed point
+Meter = Callable[[sqlite3.Connection, str, str, float, int], None]
 
 
 @dataclass(frozen=True)
@@ -134,8 +141,10 @@ def _token(storage: str, epoch: int, final: bool, sid: str) -> str:
 
 class Replication:
     def __init__(self, db: Database, clock: Clock, vaults: Vaults, items: ProtectedItems, events: Events,
-                 data_dir: str, stopping: threading.Event | None = None) -> None:
+                 data_dir: str, stopping: threading.Event | None = None, meter: Meter | None = None) -> None:
         self.db = db
+        # billing's meter (``Billing.meter``): a committed point's uploaded bytes, in its transaction
+        self.meter = meter
         self.clock = clock
         self.vaults = vaults
         self.items = items
@@ -302,6 +311,8 @@ class Replication:
             " last_point_at=MAX(last_point_at, excluded.last_point_at), last_commit_at=excluded.last_commit_at,"
             " initial_progress=1, last_error='', updated_at=excluded.updated_at",
             (vault_id, vm_id, point.point_id, point.created_at, now, now))
+        if self.meter is not None:
+            self.meter(conn, vault_id, vm_id, now, uploaded)
 
     def report(self, ident: Identity, vm_id: str, epoch: int, progress: float, error: str, warning: str = "",
                warning_code: str = "") -> None:

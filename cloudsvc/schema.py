@@ -193,4 +193,20 @@ MIGRATIONS: list[str] = [
     DROP TABLE vault_keys;
     ALTER TABLE vault_keys_v6 RENAME TO vault_keys
     """,
+    # 7: billing meters replication when it happens — bytes uploaded per VM per day (UTC) of
+    # commit, written in the transaction that commits each point, and kept when the points
+    # are pruned. Existing points are metered by the day they were committed.
+    """
+    CREATE TABLE replication_usage (
+        vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
+        vm_id TEXT NOT NULL, day TEXT NOT NULL,
+        uploaded_bytes INTEGER NOT NULL DEFAULT 0, points INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (vault_id, vm_id, day)
+    );
+    INSERT INTO replication_usage(vault_id, vm_id, day, uploaded_bytes, points)
+        SELECT vault_id, vm_id,
+               strftime('%Y-%m-%d', CASE WHEN committed_at > 0 THEN committed_at ELSE created_at END, 'unixepoch'),
+               sum(uploaded_bytes), count(*)
+        FROM recovery_points GROUP BY 1, 2, 3
+    """,
 ]
