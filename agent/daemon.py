@@ -20,7 +20,7 @@ from agent.hypervisor import LocalHypervisor
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
 from asrclock import from_environment
-from asrops import allocator
+from asrops import allocator, environment
 from asrops.lifecycle import Lifecycle
 from asrops.logs import setup
 from registration.link import CloudLink
@@ -31,6 +31,7 @@ log = logging.getLogger("asr-agent")
 
 def run(config_path: str) -> int:
     setup("asr-agent")
+    environment.check("asr-agent")   # test hooks and bad tuning values refuse to start
     allocator.tune()
     cfg = load(config_path)
     ident = load_identity(cfg.state_dir)

@@ -10,7 +10,7 @@ import sys
 import durablefile
 from asrclock import from_environment
 from asrerrors import AlreadyExists, UsageError
-from asrops import allocator, metrics
+from asrops import allocator, environment, metrics
 from asrops.cli import dispatch
 from asrops.lifecycle import Lifecycle
 from asrops.logs import setup
@@ -81,6 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from cloudsvc.service import CloudService
 
     log = setup("asr-cloudsvc")
+    environment.check("asr-cloudsvc")   # test hooks and bad tuning values refuse to start
     allocator.tune()
     cfg = cfgmod.load(args.data_dir)
     life = Lifecycle()

@@ -47,6 +47,7 @@ from typing import Any
 
 from asrclock import Clock, iso
 from asrerrors import AsrError, Fenced, NotFound, PermissionDenied, StateConflict, UsageError
+from asrops.environment import seconds
 from asrpb import inventory_pb2
 from certs.identity import Identity
 from chunkfmt import vault_id_key
@@ -71,7 +72,7 @@ log = logging.getLogger(__name__)
 
 WARNING_FACTOR, WARNING_GRACE_S = 2.0, 60.0
 CRITICAL_FACTOR, CRITICAL_GRACE_S = 6.0, 300.0
-MAINTENANCE_SECONDS = float(os.environ.get("ASR_MAINTENANCE_SECONDS", "60"))
+MAINTENANCE_SECONDS = seconds("ASR_MAINTENANCE_SECONDS")
 GC_EVERY_SECONDS = 3600.0
 ORPHAN_GRACE_S = 3600.0
 

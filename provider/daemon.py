@@ -15,7 +15,7 @@ import grpc
 
 from asrclock import Clock, from_environment
 from asrerrors import AsrError, AuthError
-from asrops import allocator
+from asrops import allocator, environment
 from asrops.lifecycle import Lifecycle
 from asrops.logs import setup
 from asrpb import control_pb2
@@ -179,6 +179,7 @@ class Provider:
 
 def run(config_path: str) -> int:
     setup("asr-provider")
+    environment.check("asr-provider")   # test hooks and bad tuning values refuse to start
     allocator.tune()
     cfg = load(config_path)
     ident = load_identity(cfg.state_dir)

@@ -47,6 +47,7 @@ def base_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     env.pop("ASR_VAULT", None)
     env["PYTHONUNBUFFERED"] = "1"
+    env["ASR_TEST_MODE"] = "1"   # the daemons honour test hooks (fake clock, faults) only with it
     env.update(extra)
     return env
 

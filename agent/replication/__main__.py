@@ -20,7 +20,7 @@ from agent.replication.throttle import Throttle
 from agent.settings import Settings
 from asrclock import from_environment
 from asrerrors import AsrError
-from asrops import allocator
+from asrops import allocator, environment
 from asrops.lifecycle import Lifecycle
 from asrops.logs import setup
 from registration.link import CloudLink
@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     setup("asr-agent-replication")
     allocator.tune()
     try:
+        environment.check("asr-agent")
         cfg = load(args.config)
         ident = load_identity(cfg.state_dir)
         clock = from_environment()

@@ -47,6 +47,7 @@ from agent.replication.fingerprints import FP_SIZE, DiskFingerprints, PendingFin
 from agent.replication.throttle import Throttle
 from asrchannel.status import from_rpc_error
 from asrerrors import AsrError, QuiesceFailed
+from asrops.environment import integer, test_hook
 from asrpb import replication_pb2, replication_pb2_grpc
 from chunkfmt import BLOCK_SIZE, ID_SIZE, ZERO_ID, BlockMap, chunk_id, encode_chunk, is_zero_block
 from chunkfmt.keys import Keys
@@ -64,7 +65,7 @@ DIRTY_WINDOW_BLOCKS = 64
 READ_BLOCKS = 64
 MESSAGE_BYTES = 2 * 1024 * 1024        # frames per PutChunks message
 # frames per PutChunks call (the vault flushes after each); tests shrink it to make resumption visible
-SEGMENT_BYTES = int(os.environ.get("ASR_REPL_SEGMENT_BYTES", 64 * 1024 * 1024))
+SEGMENT_BYTES = integer("ASR_REPL_SEGMENT_BYTES")
 COMMIT_BATCH = 16384                   # changed blocks per CommitPoint message
 SENT_MEMORY = 8192                     # ids remembered as sent this cycle (repeats are skipped)
 PROGRESS_EVERY_S = 2.0
@@ -75,10 +76,11 @@ def _parse_test_pause(value: str) -> tuple[int, Path] | None:
     return (int(count), Path(directory)) if sep else None
 
 
-# Tests only: "K:DIR" makes a cycle stop inside its PutChunks stream, after K messages, write
-# DIR/paused and wait there until DIR/go exists, so a test can kill the agent or the cloud at
-# a moment that is provably inside an upload (tests/replication/test_kill9.py).
-_TEST_PAUSE = _parse_test_pause(os.environ.get("ASR_TEST_UPLOAD_PAUSE", ""))
+# A test hook (honoured only with ASR_TEST_MODE=1): "K:DIR" makes a cycle stop inside its
+# PutChunks stream, after K messages, write DIR/paused and wait there until DIR/go exists, so a
+# test can kill the agent or the cloud at a moment that is provably inside an upload
+# (tests/replication/test_kill9.py).
+_TEST_PAUSE = _parse_test_pause(test_hook("ASR_TEST_UPLOAD_PAUSE"))
 
 
 def _test_pause(directory: Path, sent: int) -> None:
