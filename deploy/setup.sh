@@ -2,6 +2,9 @@
 # All set-up on a fresh Debian 12 machine with Python 3.11: Debian packages (as root),
 # the virtual environment with every Python dependency, and Azurite for the blob backend.
 # Idempotent: run it as often as you like.
+#   bash deploy/setup.sh              the development and test set-up (requirements-dev.lock)
+#   bash deploy/setup.sh --runtime    only what the daemons need (requirements.lock)
+# Python packages come from the lock files, pinned with hashes (bash deploy/lock.sh writes them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ]; then
@@ -12,8 +15,9 @@ if [ "$(id -u)" = 0 ]; then
   command -v npm >/dev/null 2>&1 || need="$need nodejs npm"
   if [ -n "$need" ]; then
     echo "installing Debian packages:$need"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null
+    # wait for another apt or dpkg run (e.g. unattended-upgrades) instead of failing at once
+    apt-get -o DPkg::Lock::Timeout=300 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq $need >/dev/null
   fi
   # The Debian squid and tinyproxy packages start system services we do not use.
   systemctl disable --now squid tinyproxy >/dev/null 2>&1 || true
@@ -23,7 +27,12 @@ else
   done
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+lock=requirements-dev.lock
+[ "${1:-}" = "--runtime" ] && lock=requirements.lock
+.venv/bin/pip install -q --disable-pip-version-check --require-hashes -r "$lock"
+# the project itself, editable; its dependencies are the locked ones above
+.venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
+[ "$lock" = requirements.lock ] && exit 0   # Azurite is for the tests
 if [ ! -e .tools ] && [ -n "${ASR_TOOLS_FROM:-}" ]; then
   ln -s "$ASR_TOOLS_FROM" .tools   # reuse an installed Azurite (the clean-clone test does)
 fi

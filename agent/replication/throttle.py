@@ -33,8 +33,8 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, time, tzinfo
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from asrclock import Clock
@@ -62,7 +62,7 @@ class BandwidthSchedule:
     work_days: frozenset[int] = frozenset(range(5))      # Monday is 0
     work_start: time = time(8, 0)
     work_end: time | None = time(18, 0)                  # None: midnight at the end of the day
-    zone: tzinfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    zone: tzinfo = UTC
 
     def at(self, t: float) -> tuple[str, float | None]:
         """("work hours" or "non-work hours", the limit) at epoch seconds ``t``."""
@@ -123,7 +123,8 @@ def schedule_from(top: Table, key: str = "throttle") -> BandwidthSchedule | None
     zone_name = t.string("timezone", "UTC", allowed='an IANA time zone name such as "UTC" or "Europe/Berlin"')
     assert zone_name is not None
     try:
-        zone = ZoneInfo(zone_name)
+        # UTC needs no time zone database (Windows has none unless tzdata is installed)
+        zone: tzinfo = UTC if zone_name == "UTC" else ZoneInfo(zone_name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise InvalidConfig(f"{top.file}: {t.where}timezone = {show(zone_name)} is not a time zone this host "
                             "knows (an IANA name such as \"UTC\" or \"Europe/Berlin\")",
