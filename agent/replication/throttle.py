@@ -147,6 +147,7 @@ class Throttle:
         self._lock = threading.Lock()
         self._issued = 0.0       # bytes reserved since the limit last changed
         self._credited = 0.0     # bytes the bucket has allowed since then
+        self._account = 0        # counts those changes: a waiter from an older account reserves again
         self._last = clock.monotonic()
         self._period = ""
         self._rate: float | None = None
@@ -161,6 +162,7 @@ class Throttle:
             self._period, self._rate = period, rate
             self._issued = self._credited = 0.0
             self._last = self.clock.monotonic()
+            self._account += 1
         return rate
 
     def _refill(self, rate: float) -> None:
@@ -177,7 +179,7 @@ class Throttle:
                 return
             self._refill(rate)
             self._issued += n
-            mine = self._issued
+            mine, account = self._issued, self._account
         while True:
             if self._stop.is_set():
                 # the cycle ends here (its snapshot is merged back); the next start resumes it
@@ -187,9 +189,9 @@ class Throttle:
                 rate = self._current()
                 if rate is None:
                     return
-                if mine > self._issued:   # the account started again (a new limit): reserve again
+                if account != self._account:   # a new limit started a new account: reserve in it
                     self._issued += n
-                    mine = self._issued
+                    mine, account = self._issued, self._account
                 self._refill(rate)
                 wait = (mine - self._credited) / rate
                 if wait <= 1e-6:   # a clock of epoch seconds cannot resolve less
