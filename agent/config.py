@@ -6,6 +6,10 @@
     heartbeat_seconds = 30
     metrics_listen = "127.0.0.1:9466"     # optional: Prometheus metrics (plain HTTP); off when absent
 
+    [throttle]                            # optional: upload limits (agent.replication.throttle)
+    work_hours_mb_s = 5
+    non_work_hours_mb_s = 40
+
 Relative paths are relative to the file's directory. Every key's type and range is checked
 (``asrops.tomlconfig``): anything wrong is InvalidConfig (ASR-0014) naming the file, the key,
 the value and what is allowed; a malformed proxy URL is InvalidProxy (ASR-0013).
@@ -16,10 +20,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from agent.replication.throttle import BandwidthSchedule, schedule_from
 from asrchannel.proxy import ProxyUrl
 from asrops.tomlconfig import Table, read_toml
 
-KEYS = ("state_dir", "vm_dir", "proxy", "heartbeat_seconds", "metrics_listen")
+KEYS = ("state_dir", "vm_dir", "proxy", "heartbeat_seconds", "metrics_listen", "throttle")
 
 
 @dataclass
@@ -30,6 +35,7 @@ class AgentConfig:
     proxy: ProxyUrl | None = None
     heartbeat_seconds: float = 30.0
     metrics_listen: str = ""        # HOST:PORT of the /metrics endpoint; "" serves none
+    throttle: BandwidthSchedule | None = None   # None: uploads are not limited
 
 
 def load(path: str) -> AgentConfig:
@@ -47,4 +53,5 @@ def load(path: str) -> AgentConfig:
         proxy=top.proxy(),
         heartbeat_seconds=heartbeat,
         metrics_listen=top.address("metrics_listen", "", "127.0.0.1:9466"),
+        throttle=schedule_from(top),
     )

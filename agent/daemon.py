@@ -22,7 +22,7 @@ from agent.metrics import CycleMetrics, HostCollector
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
 from asrclock import from_environment
-from asrops import allocator
+from asrops import allocator, environment
 from asrops.lifecycle import Lifecycle
 from asrops.logs import setup
 from asrops.metrics import Metrics
@@ -39,6 +39,7 @@ def run(config_path: str, life: Lifecycle | None = None) -> int:
     """The agent's daemon core (see ``asrops.lifecycle``): a terminal or systemd passes no
     ``life`` (signals stop it); the Windows service host passes its own."""
     setup("asr-agent")
+    environment.check("asr-agent")   # test hooks and bad tuning values refuse to start
     allocator.tune()
     cfg = load(config_path)
     ident = load_identity(cfg.state_dir)

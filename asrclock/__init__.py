@@ -3,17 +3,19 @@
 Everything that reads the time for schedules, retention, expiry, heartbeats or billing takes a
 :class:`Clock`. Production code uses :class:`SystemClock`; tests use :class:`FakeClock` and
 move time forward explicitly instead of sleeping. A daemon can be started on a fake clock
-with the ``ASR_FAKE_CLOCK_FILE`` environment variable (tests only): the file holds an epoch
-in seconds that the test rewrites to move time.
+with the ``ASR_FAKE_CLOCK_FILE`` environment variable, a test hook honoured only with
+``ASR_TEST_MODE=1`` (``asrops.environment``): the file holds an epoch in seconds that the test
+rewrites to move time.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from datetime import UTC, datetime
 from typing import Protocol
+
+from asrops.environment import test_hook
 
 
 class Clock(Protocol):
@@ -70,7 +72,8 @@ class FileClock:
 
 
 def from_environment() -> Clock:
-    path = os.environ.get("ASR_FAKE_CLOCK_FILE")
+    """The system clock, or in test mode the file clock ``ASR_FAKE_CLOCK_FILE`` names."""
+    path = test_hook("ASR_FAKE_CLOCK_FILE")
     if path:
         return FileClock(path)
     return SystemClock()

@@ -6,27 +6,46 @@ includes 100 GB of replication and storage per month (pro-rated the same way), a
 was replicated beyond that is billed per GB.
 
 Protection intervals come from the jobs that start and end protection (EnableProtection
-succeeded → protected; DisableProtection or Migrate succeeded → not), so billing needs no
-state of its own and a migrated VM stops costing the moment the migration commits.
+succeeded → protected; DisableProtection or Migrate succeeded → not), so a migrated VM stops
+costing the moment the migration commits.
+
+Replication is **metered when it happens**: the transaction that commits a recovery point
+also adds the bytes the agent uploaded for it to ``replication_usage`` (this module owns the
+table; ``replication`` writes it only through :meth:`Billing.meter`), per VM and UTC day of
+the commit. Retention and disabling protection delete points, never usage: data replicated
+and then pruned is still billed, in the month it was replicated.
+
+Rounding, so that a bill adds up from what it shows:
+
+* each VM's protected days are rounded to 4 decimals (about 9 seconds), and the protection
+  charge is the sum of those days × unit price ÷ days in the month;
+* bytes are whole bytes: the included allowance is 100 GB × that sum ÷ days in the month,
+  rounded to a byte; the excess is what was replicated beyond it;
+* money is rounded to the cent, half up (``decimal``, never binary floats), and the total is
+  the sum of the rounded charges.
 """
 
 from __future__ import annotations
 
 import calendar
 import json
+import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
 
 from asrclock import Clock
 from asrerrors import UsageError
 from sqlitestore.database import Database
 
-PRICES = {"onprem-to-cloud": 25.0, "onprem-to-onprem": 16.0}
-PRICE_PER_EXCESS_GB = 0.05
-INCLUDED_GB_PER_VM = 100.0
+PRICES = {"onprem-to-cloud": Decimal("25.00"), "onprem-to-onprem": Decimal("16.00")}
+PRICE_PER_EXCESS_GB = Decimal("0.05")
+INCLUDED_GB_PER_VM = 100
 GB = 1_000_000_000
 STARTS = ("EnableProtection",)
 ENDS = ("DisableProtection", "Migrate")
+CENT = Decimal("0.01")
+DAY_PLACES = Decimal("0.0001")
 
 
 @dataclass
@@ -47,6 +66,11 @@ def month_bounds(month: str) -> tuple[float, float, int]:
     return start.timestamp(), end.timestamp(), days
 
 
+def day_of(t: float) -> str:
+    """The UTC day (YYYY-MM-DD) usage at epoch seconds ``t`` is metered under."""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
+
+
 def intervals_from_events(events: list[tuple[float, str]], now: float) -> list[tuple[float, float]]:
     """(time, kind) job completions, oldest first -> protected [start, end) intervals."""
     out: list[tuple[float, float]] = []
@@ -62,8 +86,14 @@ def intervals_from_events(events: list[tuple[float, str]], now: float) -> list[t
     return out
 
 
-def protected_days(intervals: list[tuple[float, float]], lo: float, hi: float) -> float:
-    return sum(max(0.0, min(b, hi) - max(a, lo)) for a, b in intervals) / 86400.0
+def protected_days(intervals: list[tuple[float, float]], lo: float, hi: float) -> Decimal:
+    """Days protected within [lo, hi), rounded to 4 decimals."""
+    seconds = sum(max(0.0, min(b, hi) - max(a, lo)) for a, b in intervals)
+    return (Decimal(repr(seconds)) / 86400).quantize(DAY_PLACES, ROUND_HALF_UP)
+
+
+def cents(amount: Decimal) -> Decimal:
+    return amount.quantize(CENT, ROUND_HALF_UP)
 
 
 @dataclass
@@ -71,15 +101,23 @@ class Report:
     month: str
     scenario: str
     days_in_month: int
-    average_protected_vms: float
-    unit_price: float
-    protection_charge: float
+    average_protected_vms: Decimal     # shown to 4 decimals; the charge uses the exact quotient
+    unit_price: Decimal
+    protection_charge: Decimal
     replicated_bytes: int
-    included_gb: float
-    excess_gb: float
-    storage_charge: float
-    total: float
-    lines: list[tuple[VmUsage, float]]
+    included_bytes: int
+    excess_bytes: int
+    storage_charge: Decimal
+    total: Decimal
+    lines: list[tuple[VmUsage, Decimal]]
+
+    @property
+    def included_gb(self) -> float:
+        return self.included_bytes / GB
+
+    @property
+    def excess_gb(self) -> float:
+        return self.excess_bytes / GB
 
 
 def compute(month: str, scenario: str, usages: list[VmUsage]) -> Report:
@@ -88,16 +126,15 @@ def compute(month: str, scenario: str, usages: list[VmUsage]) -> Report:
     lo, hi, days = month_bounds(month)
     lines = [(u, protected_days(u.intervals, lo, hi)) for u in usages]
     lines = [(u, d) for u, d in lines if d > 0 or u.replicated_bytes]
-    vm_days = sum(d for _, d in lines)
-    avg = vm_days / days
+    vm_days = sum((d for _, d in lines), Decimal(0))
     unit = PRICES[scenario]
     replicated = sum(u.replicated_bytes for u, _ in lines)
-    included = INCLUDED_GB_PER_VM * avg
-    excess = max(0.0, replicated / GB - included)
-    protection = round(avg * unit, 2)
-    storage = round(excess * PRICE_PER_EXCESS_GB, 2)
-    return Report(month, scenario, days, avg, unit, protection, replicated, included, excess, storage,
-                  round(protection + storage, 2), lines)
+    included = int((vm_days * INCLUDED_GB_PER_VM * GB / days).quantize(Decimal(1), ROUND_HALF_UP))
+    excess = max(0, replicated - included)
+    protection = cents(vm_days * unit / days)
+    storage = cents(Decimal(excess) * PRICE_PER_EXCESS_GB / GB)
+    return Report(month, scenario, days, (vm_days / days).quantize(DAY_PLACES, ROUND_HALF_UP), unit, protection,
+                  replicated, included, excess, storage, protection + storage, lines)
 
 
 def _vm_ids(context: str) -> list[str]:
@@ -108,14 +145,31 @@ def _vm_ids(context: str) -> list[str]:
 
 
 class Billing:
-    """A vault's month, read from its job history and recovery point records."""
+    """A vault's month, from its job history and its replication usage (the only writer of
+    ``replication_usage``)."""
 
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
 
-    def report(self, vault_id: str, month: str, scenario: str) -> Report:
+    def meter(self, conn: sqlite3.Connection, vault_id: str, vm_id: str, at: float, uploaded_bytes: int) -> None:
+        """Add one committed point's uploaded bytes to the VM's usage of the day of ``at``,
+        inside the caller's transaction (the one that commits the point)."""
+        conn.execute(
+            "INSERT INTO replication_usage(vault_id, vm_id, day, uploaded_bytes, points) VALUES (?,?,?,?,1)"
+            " ON CONFLICT(vault_id, vm_id, day) DO UPDATE SET"
+            " uploaded_bytes = uploaded_bytes + excluded.uploaded_bytes, points = points + 1",
+            (vault_id, vm_id, day_of(at), max(0, int(uploaded_bytes))))
+
+    def usage(self, vault_id: str, month: str) -> dict[str, int]:
+        """vm_id -> bytes replicated in the month (UTC days)."""
         lo, hi, _ = month_bounds(month)
+        rows = self.db.query(
+            "SELECT vm_id, sum(uploaded_bytes) AS b FROM replication_usage WHERE vault_id=? AND day >= ? AND day < ?"
+            " GROUP BY vm_id", (vault_id, day_of(lo), day_of(hi)))
+        return {r["vm_id"]: int(r["b"]) for r in rows}
+
+    def report(self, vault_id: str, month: str, scenario: str) -> Report:
         kinds = STARTS + ENDS
         events: dict[str, list[tuple[float, str]]] = {}
         names: dict[str, str] = {}
@@ -126,11 +180,9 @@ class Billing:
             for vm_id in _vm_ids(r["context"]):
                 events.setdefault(vm_id, []).append((float(r["ended_at"]), r["kind"]))
                 names.setdefault(vm_id, r["target"])
-        usages = []
+        used = self.usage(vault_id, month)
         now = self.clock.now()
-        for vm_id, evs in events.items():
-            got = self.db.one(
-                "SELECT coalesce(sum(uploaded_bytes), 0) AS b FROM recovery_points WHERE vault_id=? AND vm_id=?"
-                " AND created_at >= ? AND created_at < ?", (vault_id, vm_id, lo, hi))
-            usages.append(VmUsage(vm_id, names[vm_id], intervals_from_events(evs, now), int(got["b"]) if got else 0))
+        usages = [VmUsage(vm_id, names.get(vm_id, vm_id), intervals_from_events(events.get(vm_id, []), now),
+                          used.get(vm_id, 0))
+                  for vm_id in sorted(set(events) | set(used), key=lambda v: (names.get(v, v), v))]
         return compute(month, scenario or "onprem-to-cloud", usages)

@@ -10,7 +10,7 @@ import sys
 import durablefile
 from asrclock import from_environment
 from asrerrors import AlreadyExists, UsageError
-from asrops import allocator
+from asrops import allocator, environment
 from asrops.cli import dispatch
 from asrops.lifecycle import Lifecycle
 from asrops.logs import setup
@@ -87,6 +87,7 @@ def serve(data_dir: str, life: Lifecycle | None = None) -> int:
     from cloudsvc.service import CloudService
 
     log = setup("asr-cloudsvc")
+    environment.check("asr-cloudsvc")   # test hooks and bad tuning values refuse to start
     allocator.tune()
     cfg = cfgmod.load(data_dir)
     life = life or Lifecycle.for_console()

@@ -16,6 +16,9 @@ Write ordering of a cycle (the agent drives it; see ``proto/asrpb/replication.pr
    removes after ``ORPHAN_GRACE_S``;
 3. the agent forgets its dirty set only after the acknowledgement.
 
+The commit transaction also meters the point for billing (``meter``, ``Billing.meter``): the
+bytes uploaded for it, kept after the point itself is pruned.
+
 Readers (export, verify) pin the point they read in the store, so retention running at the
 same moment never deletes it under them (``VaultStore.pin``); failover pins its points for as
 long as a recovered VM needs them (``pins``).
@@ -44,6 +47,7 @@ from typing import Any
 
 from asrclock import Clock, iso
 from asrerrors import AsrError, Fenced, NotFound, PermissionDenied, StateConflict, UsageError
+from asrops.environment import seconds
 from asrpb import inventory_pb2
 from certs.identity import Identity
 from chunkfmt import vault_id_key
@@ -69,9 +73,13 @@ log = logging.getLogger(__name__)
 
 WARNING_FACTOR, WARNING_GRACE_S = 2.0, 60.0
 CRITICAL_FACTOR, CRITICAL_GRACE_S = 6.0, 300.0
-MAINTENANCE_SECONDS = float(os.environ.get("ASR_MAINTENANCE_SECONDS", "60"))
+MAINTENANCE_SECONDS = seconds("ASR_MAINTENANCE_SECONDS")
 GC_EVERY_SECONDS = 3600.0
 ORPHAN_GRACE_S = 3600.0
+
+
+# (connection, vault_id, vm_id, commit time, uploaded bytes): billing meters a committed point
+Meter = Callable[[sqlite3.Connection, str, str, float, int], None]
 
 
 @dataclass(frozen=True)
@@ -164,8 +172,10 @@ def _token(storage: str, epoch: int, final: bool, sid: str) -> str:
 
 class Replication:
     def __init__(self, db: Database, clock: Clock, vaults: Vaults, items: ProtectedItems, events: Events,
-                 data_dir: str, stopping: threading.Event | None = None) -> None:
+                 data_dir: str, stopping: threading.Event | None = None, meter: Meter | None = None) -> None:
         self.db = db
+        # billing's meter (``Billing.meter``): a committed point's uploaded bytes, in its transaction
+        self.meter = meter
         self.clock = clock
         self.vaults = vaults
         self.items = items
@@ -340,6 +350,8 @@ class Replication:
             " resyncs=resyncs+excluded.resyncs, last_cycle_seconds=excluded.last_cycle_seconds",
             (vault_id, vm_id, point.point_id, point.created_at, now, now, cycle.uploaded_bytes, int(cycle.resync),
              cycle.seconds))
+        if self.meter is not None:
+            self.meter(conn, vault_id, vm_id, now, cycle.uploaded_bytes)
 
     def report(self, ident: Identity, vm_id: str, epoch: int, progress: float, error: str, warning: str = "",
                warning_code: str = "") -> None:

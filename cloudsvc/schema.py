@@ -201,4 +201,20 @@ MIGRATIONS: list[str] = [
     ALTER TABLE replication_status ADD COLUMN resyncs INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE replication_status ADD COLUMN last_cycle_seconds REAL NOT NULL DEFAULT 0
     """,
+    # 8: billing meters replication when it happens — bytes uploaded per VM per day (UTC) of
+    # commit, written in the transaction that commits each point, and kept when the points
+    # are pruned. Existing points are metered by the day they were committed.
+    """
+    CREATE TABLE replication_usage (
+        vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
+        vm_id TEXT NOT NULL, day TEXT NOT NULL,
+        uploaded_bytes INTEGER NOT NULL DEFAULT 0, points INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (vault_id, vm_id, day)
+    );
+    INSERT INTO replication_usage(vault_id, vm_id, day, uploaded_bytes, points)
+        SELECT vault_id, vm_id,
+               strftime('%Y-%m-%d', CASE WHEN committed_at > 0 THEN committed_at ELSE created_at END, 'unixepoch'),
+               sum(uploaded_bytes), count(*)
+        FROM recovery_points GROUP BY 1, 2, 3
+    """,
 ]

@@ -18,6 +18,7 @@ Owners of state (each the only writer of its tables):
 ``recovered``      recovered_vms
 ``plans``          recovery_plans
 ``failback``       failback_sessions
+``billing``        replication_usage (``replication`` meters commits through it)
 =================  ==========================================================
 
 Observing: ``metrics`` is the process's Prometheus registry (gRPC server metrics recorded by
@@ -81,8 +82,9 @@ class CloudService:
         self.recovered = Recovered(db, clock, self.vaults)
         self.protection = Protection(db, clock, self.vaults, self.inventory, self.jobs, self.commands, self.items,
                                      self.recovered)
+        self.billing = Billing(db, clock)
         self.replication = Replication(db, clock, self.vaults, self.items, self.events, config.data_dir,
-                                       self.stopping)
+                                       self.stopping, meter=self.billing.meter)
         self.plans = Plans(db, clock, self.inventory)
         self.failback = FailbackServer(db, clock)
         self.operations = Operations(db, clock, self.inventory, self.items, self.jobs, self.commands,
@@ -91,7 +93,6 @@ class CloudService:
                              self.failback, self.operations, self.stopping)
         self.teardown = Teardown(db, clock, self.vaults, self.items, self.jobs, self.commands, self.inventory,
                                  self.registrar, self.recovered, self.replication, self.events)
-        self.billing = Billing(db, clock)
         self.runner.add_kinds(FAILOVER_KINDS)
         self.runner.add_kinds(self.teardown.kinds(), self.teardown.handlers(self.runner))
         # retention keeps the points recovered VMs are being made from or were made from

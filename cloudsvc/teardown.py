@@ -24,6 +24,7 @@ from typing import Any
 
 from asrclock import Clock
 from asrerrors import NotFound, StateConflict
+from asrops.environment import seconds
 from cloudsvc.commands import Commands
 from cloudsvc.events import VAULT_TEARDOWN, Events, Severity
 from cloudsvc.failover.recovered import Recovered
@@ -37,7 +38,7 @@ from cloudsvc.vaults import VaultRow, Vaults
 from sqlitestore.database import Database
 
 KIND = "DeleteVault"
-SITE_DEADLINE_S = float(os.environ.get("ASR_TEARDOWN_SITE_TIMEOUT", "60"))
+SITE_DEADLINE_S = seconds("ASR_TEARDOWN_SITE_TIMEOUT")
 
 
 class Teardown:

@@ -2,6 +2,9 @@
 # All set-up on a fresh Debian 12 machine with Python 3.11: Debian packages (as root),
 # the virtual environment with every Python dependency, and Azurite for the blob backend.
 # Idempotent: run it as often as you like.
+#   bash deploy/setup.sh              the development and test set-up (requirements-dev.lock)
+#   bash deploy/setup.sh --runtime    only what the daemons need (requirements.lock)
+# Python packages come from the lock files, pinned with hashes (bash deploy/lock.sh writes them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Another apt run (unattended-upgrades, a second set-up) may hold apt's locks for a while:
@@ -39,7 +42,12 @@ else
   done
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+lock=requirements-dev.lock
+[ "${1:-}" = "--runtime" ] && lock=requirements.lock
+.venv/bin/pip install -q --disable-pip-version-check --require-hashes -r "$lock"
+# the project itself, editable; its dependencies are the locked ones above
+.venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
+[ "$lock" = requirements.lock ] && exit 0   # Azurite is for the tests
 if [ ! -e .tools ] && [ -n "${ASR_TOOLS_FROM:-}" ]; then
   ln -s "$ASR_TOOLS_FROM" .tools   # reuse an installed Azurite (the clean-clone test does)
 fi

@@ -16,7 +16,7 @@ import grpc
 
 from asrclock import Clock, from_environment
 from asrerrors import AsrError, AuthError
-from asrops import allocator
+from asrops import allocator, environment
 from asrops.lifecycle import Lifecycle, Watch
 from asrops.logs import setup
 from asrops.metrics import Metrics
@@ -210,6 +210,7 @@ def run(config_path: str, life: Lifecycle | None = None) -> int:
     """The provider's daemon core (see ``asrops.lifecycle``): a terminal or systemd passes no
     ``life`` (signals stop it); the Windows service host passes its own."""
     setup("asr-provider")
+    environment.check("asr-provider")   # test hooks and bad tuning values refuse to start
     allocator.tune()
     cfg = load(config_path)
     ident = load_identity(cfg.state_dir)

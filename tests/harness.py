@@ -47,6 +47,7 @@ def base_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     env.pop("ASR_VAULT", None)
     env["PYTHONUNBUFFERED"] = "1"
+    env["ASR_TEST_MODE"] = "1"   # the daemons honour test hooks (fake clock, faults) only with it
     env.update(extra)
     return env
 
@@ -211,11 +212,15 @@ def write_toml(path: Path, doc: dict[str, Any]) -> Path:
     lines = []
     tables = []
     for k, v in doc.items():
-        if isinstance(v, list) and v and isinstance(v[0], dict):
+        if isinstance(v, dict) or (isinstance(v, list) and v and isinstance(v[0], dict)):
             tables.append((k, v))
         else:
             lines.append(f"{k} = {json.dumps(v)}")
     for k, items in tables:
+        if isinstance(items, dict):   # a [table]
+            lines.append(f"\n[{k}]")
+            lines += [f"{ik} = {json.dumps(iv)}" for ik, iv in items.items()]
+            continue
         for item in items:
             lines.append(f"\n[[{k}]]")
             lines += [f"{ik} = {json.dumps(iv)}" for ik, iv in item.items()]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import shutil
 import socket
+import threading
+import time
 from pathlib import Path
 
 from tests.harness import Proc, Procs, free_port, wait_for
@@ -55,3 +57,96 @@ class TinyProxy:
             return []
         text = self.log.read_text(errors="replace")
         return re.findall(r"Request \(file descriptor \d+\): CONNECT (\S+) HTTP", text)
+
+
+class CountingProxy:
+    """A minimal HTTP CONNECT proxy (threads, no authentication) that records, with the time
+    of arrival, every byte clients send through tunnels to ``count_port``: the judge of how
+    fast a site really uploaded (tests/agent/test_throttle_site.py). Loopback only; stopped
+    by :meth:`stop` (the test's ``finally``)."""
+
+    def __init__(self, count_port: int) -> None:
+        self._time = time.monotonic
+        self.count_port = count_port
+        self._lock = threading.Lock()
+        self.arrivals: list[tuple[float, int]] = []   # (monotonic time, bytes) sent upstream
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._server.getsockname()[1])
+        self._sockets: list[socket.socket] = []
+        self._stopped = False
+        self._thread = threading.Thread(target=self._accept, name="counting-proxy", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while not self._stopped:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._tunnel, args=(conn,), daemon=True).start()
+
+    def _tunnel(self, conn: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            part = conn.recv(4096)
+            if not part:
+                conn.close()
+                return
+            head += part
+        request, _, rest = head.partition(b"\r\n\r\n")
+        method, target, _ = request.split(b"\r\n", 1)[0].decode().split(" ", 2)
+        host, _, port = target.rpartition(":")
+        if method != "CONNECT" or host not in ("127.0.0.1", "localhost"):
+            conn.sendall(b"HTTP/1.1 403 Forbidden\r\n\r\n")
+            conn.close()
+            return
+        upstream = socket.create_connection((host, int(port)))
+        with self._lock:
+            self._sockets += [conn, upstream]
+        conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        counted = int(port) == self.count_port
+        if rest:
+            upstream.sendall(rest)
+        threading.Thread(target=self._pump, args=(upstream, conn, False), daemon=True).start()
+        self._pump(conn, upstream, counted)
+
+    def _pump(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
+        try:
+            while True:
+                data = src.recv(1 << 16)
+                if not data:
+                    break
+                if counted:
+                    with self._lock:
+                        self.arrivals.append((self._time(), len(data)))
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def bytes_between(self, t0: float, t1: float) -> int:
+        """Bytes sent upstream to ``count_port`` that arrived in [t0, t1) (monotonic time)."""
+        with self._lock:
+            return sum(n for t, n in self.arrivals if t0 <= t < t1)
+
+    def now(self) -> float:
+        return self._time()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._server.close()
+        with self._lock:
+            for s in self._sockets:
+                try:
+                    s.close()
+                except OSError:
+                    pass

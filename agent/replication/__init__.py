@@ -4,15 +4,18 @@ at shutdown; :func:`start` also registers the ``replicate_now`` command handler.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from agent.replication.engine import Engine
+from agent.replication.throttle import Throttle, describe
 
 if TYPE_CHECKING:
     from agent.runtime import AgentRuntime
     from asrpb import control_pb2
 
 __all__ = ["Engine", "start"]
+log = logging.getLogger(__name__)
 
 
 def replicate_now(runtime: AgentRuntime, cmd: control_pb2.Command) -> str:
@@ -24,9 +27,12 @@ def replicate_now(runtime: AgentRuntime, cmd: control_pb2.Command) -> str:
 
 
 def start(runtime: AgentRuntime) -> Engine:
+    schedule = runtime.config.throttle
+    log.info("upload limits", extra={"fields": describe(schedule)})
     engine = Engine(runtime.hv, runtime.settings, runtime.link.channel, runtime.link.target,
                     runtime.ident.vault_id, runtime.clock, runtime.ident.state_dir,
-                    bulk_channel=runtime.link.bulk_channel, metrics=runtime.cycle_metrics)
+                    bulk_channel=runtime.link.bulk_channel, metrics=runtime.cycle_metrics,
+                    throttle=Throttle(schedule, runtime.clock) if schedule is not None else None)
     runtime.replication = engine
     runtime.handlers["replicate_now"] = replicate_now
     engine.start()

@@ -16,10 +16,11 @@ import sys
 from agent.config import load
 from agent.hypervisor import LocalHypervisor
 from agent.replication.engine import Engine
+from agent.replication.throttle import Throttle
 from agent.settings import Settings
 from asrclock import from_environment
 from asrerrors import AsrError
-from asrops import allocator
+from asrops import allocator, environment
 from asrops.lifecycle import Lifecycle
 from asrops.logs import setup
 from registration.link import CloudLink
@@ -37,13 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     allocator.tune()
     try:
         setup("asr-agent-replication")
+        environment.check("asr-agent")
         cfg = load(args.config)
         ident = load_identity(cfg.state_dir)
         clock = from_environment()
         link = CloudLink(ident, clock, cfg.proxy)
         hv = LocalHypervisor(cfg.vm_dir, clock)
         engine = Engine(hv, Settings(cfg.state_dir), link.channel, link.target, ident.vault_id, clock,
-                        cfg.state_dir, bulk_channel=link.bulk_channel)
+                        cfg.state_dir, bulk_channel=link.bulk_channel,
+                        throttle=Throttle(cfg.throttle, clock) if cfg.throttle is not None else None)
         if args.action == "once":
             res = engine.replicate(args.vm_id, app_consistent=True if args.app else None,
                                    shutdown_first=args.shutdown_first)

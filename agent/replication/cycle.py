@@ -44,8 +44,10 @@ import grpc
 
 from agent.hypervisor import LocalHypervisor, Snapshot
 from agent.replication.fingerprints import FP_SIZE, DiskFingerprints, PendingFingerprints, fingerprint
+from agent.replication.throttle import Throttle
 from asrchannel.status import from_rpc_error
 from asrerrors import AsrError, QuiesceFailed
+from asrops.environment import integer, test_hook
 from asrpb import replication_pb2, replication_pb2_grpc
 from chunkfmt import BLOCK_SIZE, ID_SIZE, ZERO_ID, BlockMap, chunk_id, encode_chunk, is_zero_block
 from chunkfmt.keys import Keys
@@ -63,7 +65,7 @@ DIRTY_WINDOW_BLOCKS = 64
 READ_BLOCKS = 64
 MESSAGE_BYTES = 2 * 1024 * 1024        # frames per PutChunks message
 # frames per PutChunks call (the vault flushes after each); tests shrink it to make resumption visible
-SEGMENT_BYTES = int(os.environ.get("ASR_REPL_SEGMENT_BYTES", 64 * 1024 * 1024))
+SEGMENT_BYTES = integer("ASR_REPL_SEGMENT_BYTES")
 COMMIT_BATCH = 16384                   # changed blocks per CommitPoint message
 SENT_MEMORY = 8192                     # ids remembered as sent this cycle (repeats are skipped)
 PROGRESS_EVERY_S = 2.0
@@ -74,10 +76,11 @@ def _parse_test_pause(value: str) -> tuple[int, Path] | None:
     return (int(count), Path(directory)) if sep else None
 
 
-# Tests only: "K:DIR" makes a cycle stop inside its PutChunks stream, after K messages, write
-# DIR/paused and wait there until DIR/go exists, so a test can kill the agent or the cloud at
-# a moment that is provably inside an upload (tests/replication/test_kill9.py).
-_TEST_PAUSE = _parse_test_pause(os.environ.get("ASR_TEST_UPLOAD_PAUSE", ""))
+# A test hook (honoured only with ASR_TEST_MODE=1): "K:DIR" makes a cycle stop inside its
+# PutChunks stream, after K messages, write DIR/paused and wait there until DIR/go exists, so a
+# test can kill the agent or the cloud at a moment that is provably inside an upload
+# (tests/replication/test_kill9.py).
+_TEST_PAUSE = _parse_test_pause(test_hook("ASR_TEST_UPLOAD_PAUSE"))
 
 
 def _test_pause(directory: Path, sent: int) -> None:
@@ -168,7 +171,8 @@ class Cycle:
 
     def __init__(self, rpc: _Rpc, hv: LocalHypervisor, pool: ThreadPoolExecutor, keys: Keys,
                  progress: Callable[[float], None] | None = None,
-                 fingerprint_dir: Path | None = None, epoch: int = 1, final: bool = False) -> None:
+                 fingerprint_dir: Path | None = None, epoch: int = 1, final: bool = False,
+                 throttle: Throttle | None = None) -> None:
         self.rpc = rpc
         self.hv = hv
         self.pool = pool
@@ -177,6 +181,7 @@ class Cycle:
         self.fingerprint_dir = fingerprint_dir
         self.epoch = epoch    # the epoch this host holds for the VM (BeginCycleRequest.epoch)
         self.final = final    # a planned failover's last cycle: its commit fences this host
+        self.throttle = throttle  # the host's upload limit, shared with the other VMs' cycles
         # set when an app-consistent snapshot's quiesce hook failed (the point is crash-consistent)
         self.quiesce_error: QuiesceFailed | None = None
         self._fp_files: list[DiskFingerprints] = []
@@ -413,6 +418,8 @@ class Cycle:
                     if _TEST_PAUSE is not None and self._messages == _TEST_PAUSE[0]:
                         _test_pause(_TEST_PAUSE[1], self._messages)
                     self._messages += 1
+                    if self.throttle is not None:
+                        self.throttle.take(size)
                     yield msg
                     sent += size
                     if sent >= SEGMENT_BYTES:

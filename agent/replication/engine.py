@@ -41,6 +41,7 @@ from agent.hypervisor import LocalHypervisor
 from agent.hypervisor.fence import refusal
 from agent.replication.cycle import Cycle, CycleResult, _Rpc
 from agent.replication.state import StateStore, VmReplicationState
+from agent.replication.throttle import Throttle
 from agent.settings import ReplicationSettings, Settings
 from asrclock import Clock
 from asrerrors import AsrError, Fenced, NotFound, Unreachable
@@ -70,7 +71,7 @@ def first_run(start: str, enabled_at: float, now: float) -> float:
 class Engine:
     def __init__(self, hv: LocalHypervisor, settings: Settings, channel: Any, target: str, vault_id: str,
                  clock: Clock, state_dir: str, workers: int | None = None, bulk_channel: Any = None,
-                 rpc: Any = None, metrics: CycleMetrics | None = None) -> None:
+                 rpc: Any = None, metrics: CycleMetrics | None = None, throttle: Throttle | None = None) -> None:
         self.hv = hv
         self.metrics = metrics  # the agent's cycle counters (agent.metrics); None: not counted
         self.settings = settings
@@ -88,6 +89,8 @@ class Engine:
         self._jobs: dict[str, tuple[int, str]] = {}
         self._sync_lock = threading.RLock()  # re-entered when a check fences a VM during a sync
         self._checked: set[str] = set()      # VMs whose epoch the vault confirmed since start
+        # the host's upload limit, shared by every VM's cycles (None: not limited)
+        self.throttle = throttle
 
     # -- one cycle ---------------------------------------------------------------------------------
     def _lock(self, vm_id: str) -> threading.Lock:
@@ -125,7 +128,8 @@ class Engine:
             attempted_at = self.clock.now()
             cycle = Cycle(self.rpc, self.hv, self.pool, self.keys(rs),
                           progress=lambda p: self._report(rs, p, st),
-                          fingerprint_dir=self.fingerprint_dir / vm_id, epoch=rs.epoch, final=shutdown_first)
+                          fingerprint_dir=self.fingerprint_dir / vm_id, epoch=rs.epoch, final=shutdown_first,
+                          throttle=self.throttle)
             try:
                 res = cycle.run(vm_id, rs.vm_name, app_consistent, st.last_point_id)
             except Exception as err:
@@ -281,6 +285,8 @@ class Engine:
             self._jobs[vm_id] = (rs.policy.copy_frequency_seconds, rs.policy.start)
 
     def stop(self) -> None:
+        if self.throttle is not None:
+            self.throttle.close()   # a cycle waiting for bandwidth ends now instead of at its own pace
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None

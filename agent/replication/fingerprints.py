@@ -48,6 +48,7 @@ from pathlib import Path
 import xxhash
 
 import portablefile
+from asrops.environment import flag
 from durablefile import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ _HEAD = struct.Struct("<8sQ64s")
 
 
 def enabled() -> bool:
-    return os.environ.get("ASR_RESYNC_FINGERPRINTS", "1") != "0"
+    return flag("ASR_RESYNC_FINGERPRINTS")
 
 
 def fingerprint(block: bytes | memoryview) -> bytes:

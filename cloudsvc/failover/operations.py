@@ -17,13 +17,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
 from asrclock import Clock
 from asrerrors import EncryptionKeyError, StateConflict, UsageError
+from asrops.environment import seconds
 from asrpb import control_pb2, failover_pb2
 from chunkfmt import CustomerKey, vault_id_key
 from chunkfmt.customerkey import KEY_FILE_FORMAT, KEY_FILE_VERSION
@@ -58,8 +58,8 @@ OPS: dict[str, OpSpec] = {
     "migrate": OpSpec(Op.MIGRATE, "Migrate"),
 }
 KINDS = tuple(sorted({o.kind for o in OPS.values()}))
-SHUTDOWN_TIMEOUT_S = float(os.environ.get("ASR_FAILOVER_SHUTDOWN_TIMEOUT", "60"))
-GRANT_TIMEOUT_S = float(os.environ.get("ASR_FAILOVER_GRANT_TIMEOUT", "60"))
+SHUTDOWN_TIMEOUT_S = seconds("ASR_FAILOVER_SHUTDOWN_TIMEOUT")
+GRANT_TIMEOUT_S = seconds("ASR_FAILOVER_GRANT_TIMEOUT")
 POINT_OPS = ("test", "unplanned", "change-point")     # operations that take --point
 MAKES_VMS = ("test", "planned", "unplanned", "change-point", "migrate")
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from asrclock import Clock
 from asrerrors import AsrError, EncryptionKeyError, JobFailed, NotFound, StateConflict
+from asrops.environment import seconds
 from asrpb import control_pb2
 from chunkfmt import vault_id_key
 from cloudsvc.commands import Commands
@@ -50,7 +51,7 @@ STUCK_AFTER_S = 120.0
 OUTPUT_LIMIT = 8000
 # A site command a job waits for fails after this long without an answer (the site is down);
 # tolerant steps give up earlier, after their own deadline, and keep their command queued.
-SITE_COMMAND_TIMEOUT_S = float(os.environ.get("ASR_SITE_COMMAND_TIMEOUT", "3600"))
+SITE_COMMAND_TIMEOUT_S = seconds("ASR_SITE_COMMAND_TIMEOUT")
 EXPIRE_EVERY_S = 2.0
 
 # A cloud step handler: (job row, context, task index, step) -> None; it records its result

@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from asrerrors import InvalidConfig, StorageError
+from asrops.environment import test_hook
 from cloudsvc.vaultstore.backend import Backend, ObjectInfo
 from durablefile import write_atomic
 
@@ -281,8 +282,9 @@ def _fault_from_spec(path: str, n: int, spec: Any) -> Fault:
 
 def faults_from_environment(backend: Backend, environ: Mapping[str, str] | None = None) -> Backend:
     """``backend`` wrapped with the faults of the spec file ``$ASR_FAULTS`` names (see the
-    module doc); ``backend`` itself when the variable is unset or empty. Tests only."""
-    path = (os.environ if environ is None else environ).get(ENV, "")
+    module doc); ``backend`` itself when the variable is unset or empty, or when test mode
+    (``ASR_TEST_MODE=1``, ``asrops.environment``) is off: a test hook only."""
+    path = test_hook(ENV, environ)
     if not path:
         return backend
     try:

@@ -51,7 +51,8 @@ def test_migration(cloud: Cloud, tmp_path: Path) -> None:
     if datetime.fromtimestamp(enabled, UTC).strftime("%Y-%m") != month:
         enabled = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC).timestamp()   # ran across a month
     days = billed_days(cloud, month, p.vm_id)
-    assert abs(days - (migrated - enabled) / 86400) < 1e-6, (days, enabled, migrated)
-    # Let the wall clock move well past the tolerance above; a VM still billed would now show more days.
-    wait_for(lambda: time.time() > migrated + 1.5, 10, what="the clock to pass the migration by 1.5 s")
+    # protected days are billed to 4 decimals (8.64 s)
+    assert abs(days - (migrated - enabled) / 86400) <= 0.00005 + 1e-9, (days, enabled, migrated)
+    # Let the wall clock move past one step of that rounding; a VM still billed would now show more days.
+    wait_for(lambda: time.time() > migrated + 9, 20, interval=0.5, what="the clock to pass the migration by 9 s")
     assert billed_days(cloud, month, p.vm_id) == days   # no longer accrues

@@ -83,13 +83,23 @@ def test_clear_releases_paused_calls(tmp_path: Path) -> None:
 def _spec(tmp_path: Path, faults: list[dict[str, object]]) -> dict[str, str]:
     path = tmp_path / "faults.json"
     path.write_text(json.dumps(faults))
-    return {"ASR_FAULTS": str(path)}
+    return {"ASR_FAULTS": str(path), "ASR_TEST_MODE": "1"}
 
 
 def test_no_spec_leaves_the_backend_alone(tmp_path: Path) -> None:
     backend = LocalDirBackend(tmp_path)
     assert faults_from_environment(backend, {}) is backend
     assert faults_from_environment(backend, {"ASR_FAULTS": ""}) is backend
+
+
+def test_a_spec_is_ignored_outside_test_mode(tmp_path: Path) -> None:
+    """ASR_FAULTS is a test hook: without ASR_TEST_MODE=1 nothing is injected (and the cloud
+    service refuses to start with it set: tests/foundation/test_environment.py)."""
+    spec = _spec(tmp_path, [{"method": "put", "action": "error", "errno": 28}])
+    backend = LocalDirBackend(tmp_path)
+    assert faults_from_environment(backend, {"ASR_FAULTS": spec["ASR_FAULTS"]}) is backend
+    assert faults_from_environment(backend, {**spec, "ASR_TEST_MODE": "0"}) is backend
+    assert isinstance(faults_from_environment(backend, spec), FaultyBackend)
 
 
 def test_a_spec_errno_28_put_is_disk_full_through_the_store(tmp_path: Path) -> None:
