@@ -471,6 +471,28 @@ class Replication:
                                                     "bytes_after": after}})
         return deleted, before, after
 
+    def watch_health(self, vault_id: str | None = None) -> int:
+        """Compare every protected item's health (computed at read time, :func:`item_health`)
+        with the health maintenance saw last (``Events.health_seen``): each change becomes
+        one event and one log line. Returns the number of changes."""
+        now = self.clock.now()
+        items = self.items.all(vault_id)
+        rows = self.db.query("SELECT * FROM replication_status" + (" WHERE vault_id=?" if vault_id else ""),
+                             (vault_id,) if vault_id else ())
+        status = {(r["vault_id"], r["vm_id"]): r for r in rows}
+        changed = 0
+        with self.db.write() as conn:
+            for item in items:
+                h = item_health(item, status.get((item.vault_id, item.vm_id)), now)
+                if self.events.health_seen(conn, item.vault_id, item.vm_id, item.name, h.state, h.errors):
+                    changed += 1
+                    log.log(logging.INFO if h.state == "Normal" else logging.WARNING, "replication health changed",
+                            extra={"fields": {"vault_id": item.vault_id, "vm": item.name, "vm_id": item.vm_id,
+                                              "health": h.state, "errors": h.errors}})
+            if vault_id is None:
+                self.events.forget_health(conn, {(i.vault_id, i.vm_id) for i in items})
+        return changed
+
     def _pinned(self, vault_id: str, vm_id: str) -> set[str]:
         return {p for pin in self.pins for p in pin(vault_id, vm_id)}
 
@@ -529,8 +551,9 @@ class Replication:
         conn.execute("DELETE FROM replication_status WHERE vault_id=? AND vm_id=?", (vault_id, vm_id))
 
     def start(self) -> None:
-        """Run :meth:`maintain` every ``ASR_MAINTENANCE_SECONDS`` (default 60 s), with GC at most
-        hourly by the injectable clock unless retention deleted points."""
+        """Run :meth:`maintain` and :meth:`watch_health` every ``ASR_MAINTENANCE_SECONDS``
+        (default 60 s), with GC and the event history's trimming at most hourly by the
+        injectable clock unless retention deleted points."""
         if self._thread is not None:
             return
 
@@ -539,8 +562,10 @@ class Replication:
                 try:
                     due = self.clock.now() - self._last_gc >= GC_EVERY_SECONDS
                     deleted, _, _ = self.maintain(gc=False)
+                    self.watch_health()
                     if deleted or due:
                         self.maintain(gc=True)
+                        self.events.trim()
                         self._last_gc = self.clock.now()
                 except Exception:  # noqa: BLE001 - keep the maintenance loop alive
                     log.exception("replication maintenance failed")
