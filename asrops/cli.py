@@ -32,7 +32,11 @@ def quiet_broken_pipe(run: Callable[[], int]) -> int:
     ``BROKEN_PIPE_EXIT`` and no traceback. Output is flushed here, inside the guard, since
     the interpreter's own flush at exit would report the broken pipe after we return."""
     try:
-        code = run()
+        try:
+            code = run()
+        except SystemExit:   # argparse's --help, --version and usage errors exit from inside
+            sys.stdout.flush()
+            raise
         sys.stdout.flush()
         return code
     except BrokenPipeError:
