@@ -74,8 +74,8 @@ def test_schema_command_prints_a_commands_schema() -> None:
 
 
 # ---- the JSON rules ----------------------------------------------------------------------------
-def _reachable(d: Descriptor, seen: dict[str, Descriptor]) -> None:
-    if d.full_name in seen:
+def _reachable(d: Descriptor | None, seen: dict[str, Descriptor]) -> None:
+    if d is None or d.full_name in seen:
         return
     seen[d.full_name] = d
     for f in d.fields:
