@@ -23,6 +23,16 @@ def bar_wanted(json_output: bool) -> bool:
     return not json_output and sys.stderr.isatty()
 
 
+def _size() -> tuple[int, int]:
+    """The terminal's columns and lines; one that reports none (0, as a fresh pseudo-terminal
+    does) gets 100 x 24 — tqdm draws nothing on a terminal it believes has no lines."""
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except OSError:
+        return 100, 24
+    return size.columns or 100, size.lines or 24
+
+
 class Bar:
     """One progress bar that measures bytes when the total is known, else percent."""
 
@@ -51,7 +61,8 @@ class Bar:
 
     def _open(self, **kw: Any) -> None:
         self.close()
-        self._bar = tqdm(desc=self.desc, file=sys.stderr, dynamic_ncols=True, leave=True, **kw)
+        cols, rows = _size()
+        self._bar = tqdm(desc=self.desc, file=sys.stderr, ncols=cols, nrows=rows, leave=True, **kw)
 
     def write(self, text: str) -> None:
         """A line above the bar (the bar is redrawn below it)."""
