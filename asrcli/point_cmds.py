@@ -35,8 +35,9 @@ def point_list(c: Client, a: argparse.Namespace) -> Any:
     res = c.call(_stub(c).ListPoints, replication_pb2.PointsRequest(vault=a.vault, vm=a.vm))
     points = [to_doc(p) for p in res.points]
     # SIZE: what the cycle that made the point uploaded (its own cost in storage, at most)
-    return points, lambda rows: table(rows, ["point_id", "created_at", "kind", "uploaded_bytes", "changed_blocks"],
-                                      times=("created_at",), formats={"uploaded_bytes": human_bytes})
+    return points, lambda rows: table([{**r, "size": r["uploaded_bytes"]} for r in rows],
+                                      ["point_id", "created_at", "kind", "size", "changed_blocks"],
+                                      times=("created_at",), formats={"size": human_bytes})
 
 
 def point_verify(c: Client, a: argparse.Namespace) -> Any:

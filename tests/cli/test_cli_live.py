@@ -78,8 +78,8 @@ def test_lists_events_health_and_bounds(procs: Procs, tmp_path: Path) -> None:
                  ("plan", "list", *VAULT)):
         assert isinstance(cloud.asr_json(*args), list), args
     # tables for people: sizes with a unit, progress in percent, app-consistent "none"
-    size = cloud.asr("point", "list", p.vm, *VAULT).stdout.splitlines()[1].split()[3:5]
-    assert size[1] in ("B", "KiB", "MiB"), size
+    head, row = cloud.asr("point", "list", p.vm, *VAULT).stdout.splitlines()[:2]
+    assert head.split()[3] == "SIZE" and row.split()[4] in ("B", "KiB", "MiB"), (head, row)
     assert "100%" in cloud.asr("job", "list", *VAULT).stdout
     shown = cloud.asr("vm", "show", p.vm, *VAULT).stdout
     assert "app-consistent none" in shown and "noneh" not in shown
@@ -147,6 +147,12 @@ def test_lists_events_health_and_bounds(procs: Procs, tmp_path: Path) -> None:
         assert doc["cloud"]["state"] == "Connected" and doc["cloud"]["last_ok"].endswith("Z")
         text = run([str(BIN / f"asr-{role}"), "status", "--config", cfg], env=cloud.env()).stdout
         assert text.startswith("identity") and "Connected" in text and "last success" in text, text
+        r, w = os.pipe()
+        os.close(r)   # `asr-agent status | head`: the daemons' command lines stop quietly too
+        res = subprocess.run([str(BIN / f"asr-{role}"), "status", "--config", cfg], stdout=w,
+                             stderr=subprocess.PIPE, text=True, env=cloud.env(), timeout=60, check=False)
+        os.close(w)
+        assert (res.returncode, res.stderr) == (141, ""), res.stderr
 
 
 def test_progress_bars_only_on_a_terminal(cloud: Cloud, tmp_path: Path) -> None:
