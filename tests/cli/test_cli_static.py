@@ -9,6 +9,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -186,3 +187,32 @@ def test_bash_completion_completes_commands_and_options(tmp_path: Path) -> None:
     assert {"list", "verify", "export"} <= complete("asr", "point", "''")
     assert "--encryption-key-file" in complete("asr", "point", "export", "--enc")
     assert {"warning", "critical"} <= complete("asr", "event", "list", "--severity", "''")
+
+
+def test_billing_table_rounds_for_people(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from asrcli import billing_cmds
+    from asrpb import operator_pb2_grpc
+
+    report = operator_pb2.BillingReport(
+        month="2026-11", total=1.23456, protection_charge=1.23456, replicated_bytes=3 << 30,
+        vms=[operator_pb2.BillingLine(vm_id="a", name="web01", protected_days=0.003867743404375182,
+                                      replicated_bytes=5 << 20)])
+
+    class _Stub:
+        def __init__(self, channel: object) -> None:
+            self.Report = lambda req, timeout=None: report   # noqa: N815 - the RPC's name
+
+    class _Client:
+        channel = None
+
+        def call(self, fn: Any, req: Any, timeout: float | None = None) -> Any:
+            return fn(req)
+
+    monkeypatch.setattr(operator_pb2_grpc, "BillingStub", _Stub)
+    args = argparse.Namespace(vault="v", month="2026-11", scenario="onprem-to-cloud")
+    doc, printer = billing_cmds.billing_report(_Client(), args)   # type: ignore[arg-type]
+    assert doc["vms"][0]["replicated_bytes"] == 5 << 20           # JSON keeps the exact figures
+    printer(doc)
+    out = capsys.readouterr().out
+    assert "0.004" in out and "0.003867743404375182" not in out and "5 MiB" in out and "1.23\n" in out, out
+    assert "3 GiB" in out
