@@ -11,7 +11,7 @@ from agent.config import load as load_config
 from asrchannel.proxy import parse_proxy
 from asrclock import from_environment
 from asrerrors import UsageError
-from asrops.cli import dispatch
+from asrops.cli import dispatch, quiet_broken_pipe
 from registration.enrol import VERSION, register
 from registration.status_cmd import add_status_command
 
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "vm":
         from agent.hypervisor.cli import run_vm_command
 
-        return int(run_vm_command(args))
+        return quiet_broken_pipe(lambda: int(run_vm_command(args)))
     return dispatch(args)
 
 

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from asrcli.client import Client
-from asrcli.jobwait import wait_job
+from asrcli.jobwait import add_wait_options, job_result
 from asrcli.output import table, to_doc
 from asrerrors import EncryptionKeyError, UsageError
 from asrpb import failover_pb2, failover_pb2_grpc, operator_pb2
@@ -22,11 +22,15 @@ def _stub(c: Client) -> failover_pb2_grpc.FailoverStub:
     return failover_pb2_grpc.FailoverStub(c.channel)
 
 
-def _job_result(c: Client, a: argparse.Namespace, ref: operator_pb2.JobRef) -> Any:
-    if getattr(a, "wait", False):
-        doc = wait_job(c, a.vault, ref.id, a.timeout, a.json)
-        return doc, lambda d: print(f"job {ref.id} succeeded")
-    return {"job_id": ref.id}, lambda d: print(f"job {ref.id} started; follow it with: asr job wait {ref.id}")
+_job_result = job_result
+
+
+def add_key_file_option(p: argparse.ArgumentParser) -> None:
+    """--encryption-key-file, the one name of the customer-managed key file on every command
+    that reads one; --key-file, its earlier name on point export, is kept as a hidden alias."""
+    p.add_argument("--encryption-key-file", dest="encryption_key_file",
+                   help="customer-managed key file of an encrypted VM (the provider's STATE_DIR/customer.key)")
+    p.add_argument("--key-file", dest="encryption_key_file", help=argparse.SUPPRESS)
 
 
 def failover(c: Client, a: argparse.Namespace) -> Any:
@@ -52,7 +56,13 @@ def failover(c: Client, a: argparse.Namespace) -> Any:
 def recovered_list(c: Client, a: argparse.Namespace) -> Any:
     res = c.call(_stub(c).ListRecoveredVms, operator_pb2.VaultRef(vault=a.vault))
     return [to_doc(v) for v in res.vms], lambda rows: table(
-        rows, ["name", "kind", "state", "source_name", "point_id", "size", "network", "address"])
+        rows, ["id", "name", "kind", "state", "source_name", "point_id", "size", "network", "address"])
+
+
+def recovered_delete(c: Client, a: argparse.Namespace) -> Any:
+    """Refused while its source's lifecycle holds it (test-complete, cancel or failback remove it)."""
+    c.call(_stub(c).DeleteRecoveredVm, failover_pb2.RecoveredVmRef(vault=a.vault, vm=a.vm), timeout=600)
+    return {"deleted": a.vm}, lambda d: print(f"deleted recovered VM {a.vm} and its disks")
 
 
 def _plan_printer(d: dict[str, Any]) -> None:
@@ -108,16 +118,24 @@ def job_resume(c: Client, a: argparse.Namespace) -> Any:
     return _job_result(c, a, operator_pb2.JobRef(vault=a.vault, id=a.id))
 
 
-def _waitable(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--wait", action="store_true", help="show progress until the job ends; fail if it fails")
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait at most (with --wait)")
+_waitable = add_wait_options
+FAILOVER_HELP = {
+    "test": "test failover: a copy in an isolated (or chosen) network; replication goes on",
+    "test-complete": "delete the test failover's VMs",
+    "planned": "planned failover (no data loss), or failback with --direction to-primary",
+    "unplanned": "unplanned failover from the latest (or a chosen) point; fences the primary",
+    "commit": "make a failover (or failback) final",
+    "cancel": "undo a failover not yet committed: the primary becomes active again",
+    "change-point": "re-make the failed-over VM from another point before committing",
+    "migrate": "fail over, commit and disable protection",
+}
 
 
 def add_parsers(sub: Any, vault_arg: Any) -> None:
     fo = sub.add_parser("failover", help="test, planned and unplanned failover, commit, failback, migration")
-    fsub = fo.add_subparsers(dest="verb", required=True)
+    fsub = fo.add_subparsers(dest="verb", required=True, metavar="COMMAND")
     for verb in VERBS:
-        p = fsub.add_parser(verb)
+        p = fsub.add_parser(verb, help=FAILOVER_HELP[verb])
         p.add_argument("vm", nargs="?", help="VM name or id")
         p.add_argument("--plan", help="recovery plan instead of one VM")
         vault_arg(p)
@@ -128,7 +146,7 @@ def add_parsers(sub: Any, vault_arg: Any) -> None:
                            help="target network (none: isolated, no NIC)")
             p.add_argument("--subnet", help="subnet of --network (default: its first)")
             p.add_argument("--size", help="recovered VM size (default: the smallest that fits the source)")
-            p.add_argument("--encryption-key-file", help="customer-managed key file of an encrypted VM")
+            add_key_file_option(p)
         if verb == "planned":
             p.add_argument("--direction", default="to-recovery", choices=["to-recovery", "to-primary"],
                            help="to-primary: fail back to the on-premises site")
@@ -138,35 +156,40 @@ def add_parsers(sub: Any, vault_arg: Any) -> None:
         _waitable(p)
         p.set_defaults(fn=failover)
 
-    rv = sub.add_parser("recovered-vm", help="VMs made by failover").add_subparsers(dest="sub", required=True)
-    p = rv.add_parser("list")
+    rv = sub.add_parser("recovered-vm", help="VMs made by failover").add_subparsers(dest="sub", required=True,
+                                                                                    metavar="COMMAND")
+    p = rv.add_parser("list", help="state, size, network and address of each")
     vault_arg(p)
     p.set_defaults(fn=recovered_list)
+    p = rv.add_parser("delete", help="delete a recovered VM no failover holds (e.g. left after migration)")
+    p.add_argument("vm", help="recovered VM name or id")
+    vault_arg(p)
+    p.set_defaults(fn=recovered_delete)
 
-    pl = sub.add_parser("plan", help="recovery plans").add_subparsers(dest="sub", required=True)
+    pl = sub.add_parser("plan", help="recovery plans").add_subparsers(dest="sub", required=True, metavar="COMMAND")
     p = pl.add_parser("create", help="a plan whose group 1 holds the VMs given")
-    p.add_argument("name")
+    p.add_argument("name", help="plan name")
     p.add_argument("--vm", action="append", default=[], help="VM name or id (repeat)")
     vault_arg(p)
     p.set_defaults(fn=plan_create)
     for verb, fn in (("show", plan_show), ("delete", plan_delete)):
-        p = pl.add_parser(verb)
-        p.add_argument("name")
+        p = pl.add_parser(verb, help="show a plan's groups and actions" if verb == "show" else "delete a plan")
+        p.add_argument("name", help="plan name")
         vault_arg(p)
         p.set_defaults(fn=fn)
-    p = pl.add_parser("list")
+    p = pl.add_parser("list", help="the vault's recovery plans")
     vault_arg(p)
     p.set_defaults(fn=plan_list)
     p = pl.add_parser("add-group", help="append a group (booted after the earlier ones)")
-    p.add_argument("name")
+    p.add_argument("name", help="plan name")
     p.add_argument("--vm", action="append", default=[], help="VM name or id (repeat)")
     vault_arg(p)
     p.set_defaults(fn=plan_add_group)
     p = pl.add_parser("add-action", help="a script or manual action before or after a group")
-    p.add_argument("name")
+    p.add_argument("name", help="plan name")
     p.add_argument("--group", type=int, required=True, help="1-based group number")
-    p.add_argument("--when", choices=["before", "after"], required=True)
-    p.add_argument("--action-name", required=True)
+    p.add_argument("--when", choices=["before", "after"], required=True, help="before or after the group boots")
+    p.add_argument("--action-name", required=True, help="the action's name, shown in the job's tasks")
     p.add_argument("--script", help="program to run (argv[0]; never a shell string)")
     p.add_argument("--arg", action="append", default=[],
                    help="argument of --script (repeat; write --arg=-x for one starting with -)")
@@ -178,10 +201,10 @@ def add_parsers(sub: Any, vault_arg: Any) -> None:
     job = sub.choices.get("job")
     if job is None:
         job = sub.add_parser("job", help="jobs")
-        job.add_subparsers(dest="sub", required=True)
+        job.add_subparsers(dest="sub", required=True, metavar="COMMAND")
     jsub = next(a for a in job._actions if isinstance(a, argparse._SubParsersAction))
     p = jsub.add_parser("resume", help="resume a job waiting (Suspended) at a manual action")
-    p.add_argument("id")
+    p.add_argument("id", help="job id")
     vault_arg(p)
     _waitable(p)
     p.set_defaults(fn=job_resume)

@@ -9,8 +9,10 @@ from typing import Any
 
 import durablefile
 from asrcli.client import Client
+from asrcli.jobwait import add_wait_options, wait_job
 from asrcli.outfile import checked_target, write_failed
-from asrcli.output import emit_json, show, table, to_doc
+from asrcli.output import show, table, to_doc
+from asrclock import iso, iso_json
 from asrerrors import AsrError, Unreachable, UsageError
 from asrpb import common_pb2, operator_pb2
 from certs import keyfile
@@ -44,9 +46,7 @@ def vault_delete(c: Client, a: argparse.Namespace) -> Any:
     if not ref.id:
         return {"deleted": a.name}, lambda d: print(f"deleted vault {a.name}")
     if a.wait:
-        from asrcli.jobwait import wait_job
-
-        doc = wait_job(c, a.name, ref.id, a.timeout, a.json, gone_ok=True)
+        doc = wait_job(c, a, ref.id, gone_ok=True, vault=a.name)
         return doc, lambda d: print(f"deleted vault {a.name} (job {ref.id})")
     return {"job_id": ref.id, "vault": a.name}, lambda d: print(
         f"job {ref.id} started: tearing down vault {a.name}; follow it with 'asr job wait {ref.id} --vault {a.name}'")
@@ -89,9 +89,7 @@ def vault_key(c: Client, a: argparse.Namespace) -> Any:
                                "If registering with it says 'never activated', the vault's earlier key is still "
                                "valid; run 'asr vault key' again.")
         raise unconfirmed
-    from asrclock import iso
-
-    return {"key_file": out, "expires_at": res.expires_at}, lambda d: print(
+    return {"key_file": out, "expires_at": iso_json(res.expires_at)}, lambda d: print(
         f"wrote {out} (valid until {iso(res.expires_at)}; earlier keys of the vault are now invalid)"
     )
 
@@ -144,6 +142,12 @@ def storage_rebuild_index(c: Client, a: argparse.Namespace) -> Any:
     return doc, printer
 
 
+def storage_delete(c: Client, a: argparse.Namespace) -> Any:
+    """Refused while a policy, a point or a recovered VM uses the account; destroys its data."""
+    c.call(c.operator.DeleteStorage, operator_pb2.ResourceRef(vault=a.vault, name=a.name), timeout=3600)
+    return {"deleted": a.name}, lambda d: print(f"deleted storage account {a.name} and its stored data")
+
+
 def _subnet(value: str) -> operator_pb2.Subnet:
     name, sep, cidr = value.partition("=")
     if not sep:
@@ -166,6 +170,12 @@ def network_list(c: Client, a: argparse.Namespace) -> Any:
     )
 
 
+def network_delete(c: Client, a: argparse.Namespace) -> Any:
+    """Refused while a recovered VM is attached to the network."""
+    c.call(c.operator.DeleteNetwork, operator_pb2.ResourceRef(vault=a.vault, name=a.name))
+    return {"deleted": a.name}, lambda d: print(f"deleted network {a.name}")
+
+
 def server_list(c: Client, a: argparse.Namespace) -> Any:
     res = c.call(c.operator.ListServers, operator_pb2.VaultRef(vault=a.vault))
     return [to_doc(s) for s in res.servers], lambda rows: table(
@@ -183,77 +193,84 @@ def server_remove(c: Client, a: argparse.Namespace) -> Any:
 
 
 def add_parsers(sub: Any, vault_arg: Any) -> None:
-    r = sub.add_parser("region", help="regions").add_subparsers(dest="sub", required=True)
-    r.add_parser("list").set_defaults(fn=region_list)
+    r = sub.add_parser("region", help="regions").add_subparsers(dest="sub", required=True, metavar="COMMAND")
+    r.add_parser("list", help="the regions vaults can be created in").set_defaults(fn=region_list)
 
-    v = sub.add_parser("vault", help="recovery services vaults").add_subparsers(dest="sub", required=True)
-    p = v.add_parser("create")
-    p.add_argument("name")
-    p.add_argument("--region", required=True)
+    v = sub.add_parser("vault", help="recovery services vaults").add_subparsers(dest="sub", required=True,
+                                                                                 metavar="COMMAND")
+    p = v.add_parser("create", help="create a vault (its own issuing CA)")
+    p.add_argument("name", help="vault name (1-63 letters, digits, hyphens)")
+    p.add_argument("--region", required=True, help="region of the vault (asr region list)")
     p.set_defaults(fn=vault_create)
-    v.add_parser("list").set_defaults(fn=vault_list)
-    p = v.add_parser("show")
-    p.add_argument("name")
+    v.add_parser("list", help="every vault").set_defaults(fn=vault_list)
+    p = v.add_parser("show", help="one vault")
+    p.add_argument("name", help="vault name or id")
     p.set_defaults(fn=vault_show)
     p = v.add_parser("delete", help="delete an empty vault; --force tears a vault down as a job")
-    p.add_argument("name")
+    p.add_argument("name", help="vault name or id")
     p.add_argument("--force", action="store_true",
                    help="disable protection of every VM, delete recovered VMs, revoke servers and delete all "
                         "stored data, in that order, as a job")
-    p.add_argument("--wait", action="store_true", help="show the job's progress until the vault is gone")
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits (default 3600)")
+    add_wait_options(p)
     p.set_defaults(fn=vault_delete)
     p = v.add_parser("key", help="write a registration key file (0600)")
-    p.add_argument("name")
-    p.add_argument("--out", required=True)
-    p.add_argument("--valid-days", type=int, default=keyfile.DEFAULT_VALID_DAYS)
+    p.add_argument("name", help="vault name or id")
+    p.add_argument("--out", required=True, help="the key file to write (its directory must exist)")
+    p.add_argument("--valid-days", type=int, default=keyfile.DEFAULT_VALID_DAYS,
+                   help=f"1 to {keyfile.MAX_VALID_DAYS} (default {keyfile.DEFAULT_VALID_DAYS}); "
+                        "earlier keys of the vault become invalid")
     p.set_defaults(fn=vault_key)
 
-    s = sub.add_parser("storage", help="storage accounts").add_subparsers(dest="sub", required=True)
-    p = s.add_parser("create")
-    p.add_argument("name")
+    s = sub.add_parser("storage", help="storage accounts").add_subparsers(dest="sub", required=True,
+                                                                           metavar="COMMAND")
+    p = s.add_parser("create", help="create a storage account for recovery points and recovered disks")
+    p.add_argument("name", help="storage account name")
     vault_arg(p)
-    p.add_argument("--region", required=True)
-    p.add_argument("--redundancy", default="GRS", choices=["GRS", "LRS"])
-    p.add_argument("--backend", default="local", choices=["local", "blob"])
-    p.add_argument("--blob-connection-string")
+    p.add_argument("--region", required=True, help="region of the account (the vault's, for replication)")
+    p.add_argument("--redundancy", default="GRS", choices=["GRS", "LRS"], help="replication needs GRS (default)")
+    p.add_argument("--backend", default="local", choices=["local", "blob"],
+                   help="local: a directory of the cloud service (default); blob: the Azure Blob API")
+    p.add_argument("--blob-connection-string", help="connection string of the blob service (--backend blob)")
     p.set_defaults(fn=storage_create)
-    p = s.add_parser("list")
+    p = s.add_parser("list", help="the vault's storage accounts")
     vault_arg(p)
     p.set_defaults(fn=storage_list)
+    p = s.add_parser("delete", help="delete an unused storage account and its stored data")
+    p.add_argument("name", help="storage account name")
+    vault_arg(p)
+    p.set_defaults(fn=storage_delete)
     p = s.add_parser("rebuild-index", help="rebuild the account's chunk index from its pack trailers")
-    p.add_argument("name")
+    p.add_argument("name", help="storage account name")
     vault_arg(p)
     p.set_defaults(fn=storage_rebuild_index)
 
-    n = sub.add_parser("network", help="virtual networks").add_subparsers(dest="sub", required=True)
-    p = n.add_parser("create")
-    p.add_argument("name")
+    n = sub.add_parser("network", help="virtual networks").add_subparsers(dest="sub", required=True,
+                                                                           metavar="COMMAND")
+    p = n.add_parser("create", help="create a network recovered VMs can be attached to")
+    p.add_argument("name", help="network name")
     vault_arg(p)
-    p.add_argument("--region", required=True)
-    p.add_argument("--address-space", required=True)
-    p.add_argument("--subnet", action="append", default=[], help="NAME=CIDR, repeatable")
+    p.add_argument("--region", required=True, help="region of the network (the vault's, to be used)")
+    p.add_argument("--address-space", required=True, help="CIDR, e.g. 10.10.0.0/16")
+    p.add_argument("--subnet", action="append", default=[], help="NAME=CIDR inside the address space, repeatable")
     p.set_defaults(fn=network_create)
-    p = n.add_parser("list")
+    p = n.add_parser("list", help="the vault's networks")
     vault_arg(p)
     p.set_defaults(fn=network_list)
+    p = n.add_parser("delete", help="delete a network no recovered VM is attached to")
+    p.add_argument("name", help="network name")
+    vault_arg(p)
+    p.set_defaults(fn=network_delete)
 
-    sv = sub.add_parser("server", help="registered providers and agents").add_subparsers(dest="sub", required=True)
-    p = sv.add_parser("list")
+    sv = sub.add_parser("server", help="registered providers and agents").add_subparsers(dest="sub", required=True,
+                                                                                        metavar="COMMAND")
+    p = sv.add_parser("list", help="providers and agents: state, version, last heartbeat")
     vault_arg(p)
     p.set_defaults(fn=server_list)
     p = sv.add_parser("remove", help="revoke a provider's or agent's certificate")
-    p.add_argument("name")
+    p.add_argument("name", help="the server's registered name")
     vault_arg(p)
-    p.add_argument("--role", required=True, choices=["provider", "agent"])
+    p.add_argument("--role", required=True, choices=["provider", "agent"], help="which kind of server")
     p.set_defaults(fn=server_remove)
 
 
-def render(doc: Any, printer: Any, as_json: bool) -> None:
-    if as_json:
-        emit_json(doc)
-    else:
-        printer(doc)
-
-
-__all__ = ["add_parsers", "render"]
+__all__ = ["add_parsers"]

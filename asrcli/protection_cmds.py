@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import re
+import time
 from typing import Any
 
 from asrcli.client import Client
-from asrcli.jobwait import wait_job
-from asrcli.output import show, table, to_doc
-from asrclock import iso
+from asrcli.jobwait import add_wait_options, wait_job
+from asrcli.jobwait import job_result as _job_result
+from asrcli.output import human_bytes, percent, show, table, time_cell, to_doc
+from asrclock import from_iso
 from asrerrors import InvalidPolicy, UsageError
 from asrpb import inventory_pb2, operator_pb2
 
 FREQUENCIES = {"30s": 30, "5m": 300, "15m": 900}
-
-
-def _job_result(c: Client, a: argparse.Namespace, ref: operator_pb2.JobRef) -> Any:
-    if getattr(a, "wait", False):
-        doc = wait_job(c, a.vault, ref.id, a.timeout, a.json)
-        return doc, lambda d: print(f"job {ref.id} succeeded")
-    return {"job_id": ref.id}, lambda d: print(f"job {ref.id} started; follow it with: asr job wait {ref.id}")
+JOB_STATES = ("NotStarted", "InProgress", "Succeeded", "Failed", "Cancelled", "Suspended")
+SEVERITIES = ("info", "warning", "critical")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def cloud_list(c: Client, a: argparse.Namespace) -> Any:
@@ -55,7 +54,15 @@ def vm_list(c: Client, a: argparse.Namespace) -> Any:
 
 
 def _mib(n: Any) -> str:
-    return f"{int(n or 0) / (1 << 20):,.0f} MiB"
+    return human_bytes(n)
+
+
+def policy_text(pol: dict[str, Any]) -> str:
+    """A policy for people: "copy every 300s, retention 24h, app-consistent every 4h" (or none)."""
+    app = pol.get("app_consistent_hours") or 0
+    return (f"copy every {pol.get('copy_frequency_seconds')}s, retention {pol.get('retention_hours')}h, "
+            f"app-consistent {f'every {app}h' if app else 'none'}, storage {pol.get('storage')}, "
+            f"encryption {'on' if pol.get('encrypt') else 'off'}")
 
 
 def print_vm(d: dict[str, Any]) -> None:
@@ -72,12 +79,10 @@ def print_vm(d: dict[str, Any]) -> None:
         "allowed operations": ", ".join(d.get("allowed_operations", [])) or "-",
     }
     if pol:
-        lines["policy"] = (f"copy every {pol.get('copy_frequency_seconds')}s, retention {pol.get('retention_hours')}h, "
-                           f"app-consistent {pol.get('app_consistent_hours') or 'none'}h, storage "
-                           f"{pol.get('storage')}, encryption {'on' if pol.get('encrypt') else 'off'}")
-        lines["replication"] = (f"last {iso(float(d.get('last_replication') or 0)) or '-'}, "
+        lines["policy"] = policy_text(pol)
+        lines["replication"] = (f"last {time_cell(d.get('last_replication'))}, "
                                 f"RPO {float(d.get('rpo_seconds') or 0):.0f}s, initial copy "
-                                f"{float(d.get('initial_replication_progress') or 0) * 100:.0f}%")
+                                f"{percent(d.get('initial_replication_progress'))}")
         lines["active location"] = (f"{d.get('active_location') or 'Primary'} (epoch {d.get('epoch', 0)}); "
                                     f"on-premises copy {d.get('primary_copy') or '-'}")
         if d.get("primary_copy_detail"):
@@ -98,7 +103,13 @@ def print_vm(d: dict[str, Any]) -> None:
               f"from point {r.get('point_id') or '-'}")
         for disk in r.get("disks", []):
             print(f"  disk {disk.get('index', 0)}  {_mib(disk.get('virtual_size'))}  {disk.get('path')}")
-    known = {"vm", "cloud", "provider", "protection_state", "replication_health", "allowed_operations", "policy",
+    events = d.get("latest_events", [])
+    if events:
+        print("latest events:")
+        for e in events:
+            print(f"  {time_cell(e.get('at'))}  {e.get('severity'):8}  {e.get('code')}  {e.get('message')}")
+    known = {"latest_events",
+             "vm", "cloud", "provider", "protection_state", "replication_health", "allowed_operations", "policy",
              "last_replication", "rpo_seconds", "initial_replication_progress", "active_location", "health_errors",
              "recovered_vms", "epoch", "primary_copy", "primary_copy_detail"}
     rest = {k: v for k, v in d.items() if k not in known and v not in ("", [], {}, None, 0, 0.0)}
@@ -125,17 +136,47 @@ def vm_unprotect(c: Client, a: argparse.Namespace) -> Any:
     return _job_result(c, a, ref)
 
 
+def since_time(text: str, now: float) -> float:
+    """--since: an ISO-8601 time (UTC unless it names a zone) or a duration back from now:
+    a number and a unit, s m h d w, e.g. 90m, 1h, 7d."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if m:
+        return now - float(m.group(1)) * _UNITS[m.group(2)]
+    try:
+        return from_iso(text)
+    except ValueError:
+        raise UsageError(f"--since {text!r} is neither an ISO-8601 time nor a duration",
+                         action="Pass e.g. --since 2026-11-30T09:00:00Z, --since 2026-11-30, or --since 1h "
+                                "(units s, m, h, d, w).") from None
+
+
+def _positive(what: str) -> Any:
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a whole number, not {text!r}") from None
+        if not 1 <= n <= 10000:
+            raise argparse.ArgumentTypeError(f"{what} must be from 1 to 10000, not {n}")
+        return n
+    return parse
+
+
 def event_list(c: Client, a: argparse.Namespace) -> Any:
-    res = c.call(c.protection.ListEvents, operator_pb2.EventsRequest(vault=a.vault, vm=a.vm or "",
-                                                                     limit=a.limit))
+    since = since_time(a.since, time.time()) if a.since else 0.0
+    res = c.call(c.protection.ListEvents, operator_pb2.EventsRequest(
+        vault=a.vault, vm=a.vm or "", limit=a.limit, server=a.server or "", since=since,
+        severity=a.severity or ""))
     return [to_doc(e) for e in res.events], lambda rows: table(
         rows, ["at", "severity", "vm_name", "server", "code", "message"], times=("at",))
 
 
 def job_list(c: Client, a: argparse.Namespace) -> Any:
-    res = c.call(c.protection.ListJobs, operator_pb2.VaultRef(vault=a.vault))
+    res = c.call(c.protection.ListJobs, operator_pb2.ListJobsRequest(
+        vault=a.vault, state=a.state or "", kind=a.kind or "", vm=a.vm or "", limit=a.limit))
     return [to_doc(j) for j in res.jobs], lambda rows: table(
-        rows, ["id", "kind", "target", "state", "progress", "created_at"], times=("created_at",))
+        rows, ["id", "kind", "target", "state", "progress", "created_at"], times=("created_at",),
+        formats={"progress": percent})
 
 
 def job_show(c: Client, a: argparse.Namespace) -> Any:
@@ -143,7 +184,11 @@ def job_show(c: Client, a: argparse.Namespace) -> Any:
     doc = to_doc(job)
 
     def printer(d: dict[str, Any]) -> None:
-        show({k: v for k, v in d.items() if k not in ("tasks", "error")}, ("created_at", "started_at", "ended_at"))
+        head = {k: v for k, v in d.items() if k not in ("tasks", "error", "bytes_done", "bytes_total")}
+        head["progress"] = percent(d.get("progress"))
+        if d.get("bytes_total"):
+            head["data"] = f"{human_bytes(d['bytes_done'])} of {human_bytes(d['bytes_total'])}"
+        show(head, ("created_at", "started_at", "ended_at"))
         if d.get("error", {}).get("code"):
             print(f"error  {d['error']['code']}: {d['error']['message']}")
         table(d.get("tasks", []), ["name", "state", "started_at", "ended_at", "output"],
@@ -153,39 +198,41 @@ def job_show(c: Client, a: argparse.Namespace) -> Any:
 
 
 def job_wait(c: Client, a: argparse.Namespace) -> Any:
-    doc = wait_job(c, a.vault, a.id, a.timeout, a.json)
+    doc = wait_job(c, a, a.id)
     return doc, lambda d: print(f"job {a.id} succeeded")
 
 
-def _waitable(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--wait", action="store_true", help="show progress until the job ends; fail if it fails")
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait at most (with --wait)")
+_waitable = add_wait_options
 
 
 def add_parsers(sub: Any, vault_arg: Any) -> None:
-    cl = sub.add_parser("cloud", help="VMM clouds synced by providers").add_subparsers(dest="sub", required=True)
-    p = cl.add_parser("list")
+    cl = sub.add_parser("cloud", help="VMM clouds synced by providers").add_subparsers(dest="sub", required=True,
+                                                                                      metavar="COMMAND")
+    p = cl.add_parser("list", help="the clouds providers synced, and whether a policy protects them")
     vault_arg(p)
     p.set_defaults(fn=cloud_list)
     p = cl.add_parser("protect", help="save a replication policy for a cloud and configure its hosts")
-    p.add_argument("cloud")
+    p.add_argument("cloud", help="VMM cloud name")
     vault_arg(p)
     p.add_argument("--storage", required=True, help="target storage account (GRS, the vault's region)")
     p.add_argument("--copy-frequency", default="5m", help="30s, 5m (default) or 15m")
-    p.add_argument("--retention-hours", type=int, default=24, help="0 to 24")
-    p.add_argument("--app-consistent-hours", type=int, default=0, help="0 (none) or 1 to 12")
+    p.add_argument("--retention-hours", type=int, default=24, help="0 to 24 (default 24)")
+    p.add_argument("--app-consistent-hours", type=int, default=0, help="0 (none, the default) or 1 to 12")
     p.add_argument("--start", default="now", help="now, or HH:MM (UTC) on a 30-minute boundary")
     p.add_argument("--encrypt", action="store_true", help="customer-managed encryption (provider must have it)")
     _waitable(p)
     p.set_defaults(fn=cloud_protect)
 
-    vm = sub.add_parser("vm", help="virtual machines").add_subparsers(dest="sub", required=True)
-    p = vm.add_parser("list")
+    vm = sub.add_parser("vm", help="virtual machines").add_subparsers(dest="sub", required=True, metavar="COMMAND")
+    p = vm.add_parser("list", help="VMs of the vault's inventory with protection state and health")
     vault_arg(p)
-    p.add_argument("--cloud")
+    p.add_argument("--cloud", help="only this VMM cloud's VMs")
     p.set_defaults(fn=vm_list)
+    helps = {"show": "one VM: protection, health, allowed operations, RPO, latest events",
+             "protect": "enable protection (validated against every rule first)",
+             "unprotect": "disable protection; its recovery points are deleted"}
     for verb, fn in (("show", vm_show), ("protect", vm_protect), ("unprotect", vm_unprotect)):
-        p = vm.add_parser(verb)
+        p = vm.add_parser(verb, help=helps[verb])
         p.add_argument("vm", help="VM name or id")
         vault_arg(p)
         if verb == "protect":
@@ -198,21 +245,33 @@ def add_parsers(sub: Any, vault_arg: Any) -> None:
             _waitable(p)
         p.set_defaults(fn=fn)
 
-    ev = sub.add_parser("event", help="the vault's event history").add_subparsers(dest="sub", required=True)
+    ev = sub.add_parser("event", help="the vault's event history").add_subparsers(dest="sub", required=True,
+                                                                                   metavar="COMMAND")
     p = ev.add_parser("list", help="newest first")
     vault_arg(p)
     p.add_argument("--vm", help="only this VM's events (name or id)")
-    p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--server", help="only this server's events: NAME, provider/NAME or agent/NAME")
+    p.add_argument("--since", help="only events at or after: an ISO-8601 time (UTC unless zoned) or a duration "
+                                   "back from now, e.g. 1h, 30m, 7d")
+    p.add_argument("--severity", choices=SEVERITIES, type=str.lower,
+                   help="only events of this severity and worse (warning: warnings and critical ones)")
+    p.add_argument("--limit", type=_positive("--limit"), default=200, help="at most this many (1-10000, default 200)")
     p.set_defaults(fn=event_list)
 
-    jb = sub.add_parser("job", help="jobs").add_subparsers(dest="sub", required=True)
-    p = jb.add_parser("list")
+    jb = sub.add_parser("job", help="jobs").add_subparsers(dest="sub", required=True, metavar="COMMAND")
+    p = jb.add_parser("list", help="newest first")
     vault_arg(p)
+    p.add_argument("--state", choices=JOB_STATES, help="only jobs in this state")
+    p.add_argument("--kind", help="only jobs of this kind, e.g. EnableProtection, TestFailover")
+    p.add_argument("--vm", help="only jobs whose target is this VM (name or id)")
+    p.add_argument("--limit", type=_positive("--limit"), default=200, help="at most this many (1-10000, default 200)")
     p.set_defaults(fn=job_list)
-    for verb, fn in (("show", job_show), ("wait", job_wait)):
-        p = jb.add_parser(verb)
-        p.add_argument("id")
-        vault_arg(p)
-        if verb == "wait":
-            p.add_argument("--timeout", type=float, default=3600.0)
-        p.set_defaults(fn=fn)
+    p = jb.add_parser("show", help="one job with its tasks")
+    p.add_argument("id", help="job id")
+    vault_arg(p)
+    p.set_defaults(fn=job_show)
+    p = jb.add_parser("wait", help="show a job's progress until it ends; fail if it fails")
+    p.add_argument("id", help="job id")
+    vault_arg(p)
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait at most (default 3600)")
+    p.set_defaults(fn=job_wait)

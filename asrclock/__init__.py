@@ -84,3 +84,21 @@ def iso(t: float) -> str:
     if not t:
         return ""
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_json(t: float) -> str | None:
+    """A time as every ``--json`` output of ours writes it: RFC 3339 UTC with microseconds
+    (fixed width, so the strings sort in time order, and exact to the float we hold), or
+    None for "never" (0)."""
+    if not t:
+        return None
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def from_iso(text: str) -> float:
+    """Seconds since the epoch of an ISO-8601 time; without a zone it is UTC. ValueError if
+    it is not one."""
+    dt = datetime.fromisoformat(text.strip())
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()

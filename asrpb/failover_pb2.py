@@ -26,7 +26,7 @@ from asrpb import common_pb2 as asrpb_dot_common__pb2
 from asrpb import operator_pb2 as asrpb_dot_operator__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61srpb/failover.proto\x12\x06\x61sr.v1\x1a\x12\x61srpb/common.proto\x1a\x14\x61srpb/operator.proto\"\xbc\x01\n\x0f\x46\x61iloverRequest\x12\r\n\x05vault\x18\x01 \x01(\t\x12\n\n\x02vm\x18\x02 \x01(\t\x12\x0c\n\x04plan\x18\x03 \x01(\t\x12\r\n\x05point\x18\x04 \x01(\t\x12\x0f\n\x07network\x18\x05 \x01(\t\x12\x0e\n\x06subnet\x18\x06 \x01(\t\x12\x16\n\x0e\x65ncryption_key\x18\x07 \x01(\x0c\x12\x11\n\tdirection\x18\x08 \x01(\t\x12\x17\n\x0fshutdown_source\x18\t \x01(\x08\x12\x0c\n\x04size\x18\n \x01(\t\"3\n\x0fRecoveredVmList\x12 \n\x03vms\x18\x01 \x03(\x0b\x32\x13.asr.v1.RecoveredVm\"&\n\x07PlanRef\x12\r\n\x05vault\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x01(\t\"7\n\x0bPlanRequest\x12\r\n\x05vault\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03vms\x18\x03 \x03(\t\"<\n\x10PlanGroupRequest\x12\r\n\x05vault\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\x0b\n\x03vms\x18\x03 \x03(\t\"\xa6\x01\n\x11PlanActionRequest\x12\r\n\x05vault\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\r\n\x05group\x18\x03 \x01(\x05\x12\x0c\n\x04when\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12\x0c\n\x04name\x18\x06 \x01(\t\x12\x0c\n\x04\x61rgv\x18\x07 \x03(\t\x12\x17\n\x0ftimeout_seconds\x18\x08 \x01(\x01\x12\x14\n\x0cinstructions\x18\t \x01(\t\"s\n\nPlanAction\x12\x0c\n\x04when\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04\x61rgv\x18\x04 \x03(\t\x12\x17\n\x0ftimeout_seconds\x18\x05 \x01(\x01\x12\x14\n\x0cinstructions\x18\x06 \x01(\t\"M\n\tPlanGroup\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\x0b\n\x03vms\x18\x02 \x03(\t\x12#\n\x07\x61\x63tions\x18\x03 \x03(\x0b\x32\x12.asr.v1.PlanAction\"K\n\x04Plan\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x06groups\x18\x02 \x03(\x0b\x32\x11.asr.v1.PlanGroup\x12\x12\n\ncreated_at\x18\x03 \x01(\x01\"\'\n\x08PlanList\x12\x1b\n\x05plans\x18\x01 \x03(\x0b\x32\x0c.asr.v1.Plan\"p\n\x0b\x42lockHashes\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\ndisk_index\x18\x02 \x01(\x05\x12\x13\n\x0b\x66irst_block\x18\x03 \x01(\x03\x12\x0e\n\x06hashes\x18\x04 \x03(\x0c\x12\x14\n\x0cvirtual_size\x18\x05 \x01(\x03\"(\n\tDiffBlock\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"i\n\tBlockDiff\x12\x12\n\ndisk_index\x18\x01 \x01(\x05\x12\x13\n\x0b\x66irst_block\x18\x02 \x01(\x03\x12\x10\n\x08\x63ompared\x18\x03 \x01(\x05\x12!\n\x06\x62locks\x18\x04 \x03(\x0b\x32\x11.asr.v1.DiffBlock2\xdf\x06\n\x08\x46\x61ilover\x12\x37\n\x0cTestFailover\x12\x17.asr.v1.FailoverRequest\x1a\x0e.asr.v1.JobRef\x12?\n\x14TestFailoverComplete\x12\x17.asr.v1.FailoverRequest\x1a\x0e.asr.v1.JobRef\x12:\n\x0fPlannedFailover\x12\x17.asr.v1.FailoverRequest\x1a\x0e.asr.v1.JobRef\x12<\n\x11UnplannedFailover\x12\x17.asr.v1.FailoverRequest\x1a\x0e.asr.v1.JobRef\x12\x31\n\x06\x43ommit\x12\x17.asr.v1.FailoverRequest\x1a\x0e.asr.v1.JobRef\x12\x31\n\x06\x43\x61ncel\x12\x17.asr.v1.FailoverRequest\x1a\x0e.asr.v1.JobRef\x12\x36\n\x0b\x43hangePoint\x12\x17.asr.v1.FailoverRequest\x1a\x0e.asr.v1.JobRef\x12\x32\n\x07Migrate\x12\x17.asr.v1.FailoverRequest\x1a\x0e.asr.v1.JobRef\x12=\n\x10ListRecoveredVms\x12\x10.asr.v1.VaultRef\x1a\x17.asr.v1.RecoveredVmList\x12*\n\tResumeJob\x12\x0e.asr.v1.JobRef\x1a\r.asr.v1.Empty\x12/\n\nCreatePlan\x12\x13.asr.v1.PlanRequest\x1a\x0c.asr.v1.Plan\x12(\n\x07GetPlan\x12\x0f.asr.v1.PlanRef\x1a\x0c.asr.v1.Plan\x12/\n\tListPlans\x12\x10.asr.v1.VaultRef\x1a\x10.asr.v1.PlanList\x12\x32\n\x08\x41\x64\x64Group\x12\x18.asr.v1.PlanGroupRequest\x1a\x0c.asr.v1.Plan\x12\x34\n\tAddAction\x12\x19.asr.v1.PlanActionRequest\x1a\x0c.asr.v1.Plan\x12,\n\nDeletePlan\x12\x0f.asr.v1.PlanRef\x1a\r.asr.v1.Empty2B\n\x0c\x46\x61ilbackData\x12\x32\n\x04\x44iff\x12\x13.asr.v1.BlockHashes\x1a\x11.asr.v1.BlockDiff(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61srpb/failover.proto\x12\x06\x61sr.v1\x1a\x12\x61srpb/common.proto\x1a\x14\x61srpb/operator.proto\"\xbc\x01\n\x0f\x46\x61iloverRequest\x12\r\n\x05vault\x18\x01 \x01(\t\x12\n\n\x02vm\x18\x02 \x01(\t\x12\x0c\n\x04plan\x18\x03 \x01(\t\x12\r\n\x05point\x18\x04 \x01(\t\x12\x0f\n\x07network\x18\x05 \x01(\t\x12\x0e\n\x06subnet\x18\x06 \x01(\t\x12\x16\n\x0e\x65ncryption_key\x18\x07 \x01(\x0c\x12\x11\n\tdirection\x18\x08 \x01(\t\x12\x17\n\x0fshutdown_source\x18\t \x01(\x08\x12\x0c\n\x04size\x18\n \x01(\t\"3\n\x0fRecoveredVmList\x12 \n\x03vms\x18\x01 \x03(\x0b\x32\x13.asr.v1.RecoveredVm\"+\n\x0eRecoveredVmRef\x12\r\n\x05vault\x18\x01 \x01(\t\x12\n\n\x02vm\x18\x02 \x01(\t\"&\n\x07PlanRef\x12\r\n\x05vault\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x01(\t\"7\n\x0bPlanRequest\x12\r\n\x05vault\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03vms\x18\x03 \x03(\t\"<\n\x10PlanGroupRequest\x12\r\n\x05vault\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\x0b\n\x03vms\x18\x03 \x03(\t\"\xa6\x01\n\x11PlanActionRequest\x12\r\n\x05vault\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\r\n\x05group\x18\x03 \x01(\x05\x12\x0c\n\x04when\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12\x0c\n\x04name\x18\x06 \x01(\t\x12\x0c\n\x04\x61rgv\x18\x07 \x03(\t\x12\x17\n\x0ftimeout_seconds\x18\x08 \x01(\x01\x12\x14\n\x0cinstructions\x18\t \x01(\t\"s\n\nPlanAction\x12\x0c\n\x04when\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04\x61rgv\x18\x04 \x03(\t\x12\x17\n\x0ftimeout_seconds\x18\x05 \x01(\x01\x12\x14\n\x0cinstructions\x18\x06 \x01(\t\"M\n\tPlanGroup\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\x0b\n\x03vms\x18\x02 \x03(\t\x12#\n\x07\x61\x63tions\x18\x03 \x03(\x0b\x32\x12.asr.v1.PlanAction\"K\n\x04Plan\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x06groups\x18\x02 \x03(\x0b\x32\x11.asr.v1.PlanGroup\x12\x12\n\ncreated_at\x18\x03 \x01(\x01\"\'\n\x08PlanList\x12\x1b\n\x05plans\x18\x01 \x03(\x0b\x32\x0c.asr.v1.Plan\"p\n\x0b\x42lockHashes\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\ndisk_index\x18\x02 \x01(\x05\x12\x13\n\x0b\x66irst_block\x18\x03 \x01(\x03\x12\x0e\n\x06hashes\x18\x04 \x03(\x0c\x12\x14\n\x0cvirtual_size\x18\x05 \x01(\x03\"(\n\tDiffBlock\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"i\n\tBlockDiff\x12\x12\n\ndisk_index\x18\x01 \x01(\x05\x12\x13\n\x0b\x66irst_block\x18\x02 \x01(\x03\x12\x10\n\x08\x63ompared\x18\x03 \x01(\x05\x12!\n\x06\x62locks\x18\x04 \x03(\x0b\x32\x11.asr.v1.DiffBlock2\x9b\x07\n\x08\x46\x61ilover\x12\x37\n\x0cTestFailover\x12\x17.asr.v1.FailoverRequest\x1a\x0e.asr.v1.JobRef\x12?\n\x14TestFailoverComplete\x12\x17.asr.v1.FailoverRequest\x1a\x0e.asr.v1.JobRef\x12:\n\x0fPlannedFailover\x12\x17.asr.v1.FailoverRequest\x1a\x0e.asr.v1.JobRef\x12<\n\x11UnplannedFailover\x12\x17.asr.v1.FailoverRequest\x1a\x0e.asr.v1.JobRef\x12\x31\n\x06\x43ommit\x12\x17.asr.v1.FailoverRequest\x1a\x0e.asr.v1.JobRef\x12\x31\n\x06\x43\x61ncel\x12\x17.asr.v1.FailoverRequest\x1a\x0e.asr.v1.JobRef\x12\x36\n\x0b\x43hangePoint\x12\x17.asr.v1.FailoverRequest\x1a\x0e.asr.v1.JobRef\x12\x32\n\x07Migrate\x12\x17.asr.v1.FailoverRequest\x1a\x0e.asr.v1.JobRef\x12=\n\x10ListRecoveredVms\x12\x10.asr.v1.VaultRef\x1a\x17.asr.v1.RecoveredVmList\x12:\n\x11\x44\x65leteRecoveredVm\x12\x16.asr.v1.RecoveredVmRef\x1a\r.asr.v1.Empty\x12*\n\tResumeJob\x12\x0e.asr.v1.JobRef\x1a\r.asr.v1.Empty\x12/\n\nCreatePlan\x12\x13.asr.v1.PlanRequest\x1a\x0c.asr.v1.Plan\x12(\n\x07GetPlan\x12\x0f.asr.v1.PlanRef\x1a\x0c.asr.v1.Plan\x12/\n\tListPlans\x12\x10.asr.v1.VaultRef\x1a\x10.asr.v1.PlanList\x12\x32\n\x08\x41\x64\x64Group\x12\x18.asr.v1.PlanGroupRequest\x1a\x0c.asr.v1.Plan\x12\x34\n\tAddAction\x12\x19.asr.v1.PlanActionRequest\x1a\x0c.asr.v1.Plan\x12,\n\nDeletePlan\x12\x0f.asr.v1.PlanRef\x1a\r.asr.v1.Empty2B\n\x0c\x46\x61ilbackData\x12\x32\n\x04\x44iff\x12\x13.asr.v1.BlockHashes\x1a\x11.asr.v1.BlockDiff(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,30 +37,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FAILOVERREQUEST']._serialized_end=263
   _globals['_RECOVEREDVMLIST']._serialized_start=265
   _globals['_RECOVEREDVMLIST']._serialized_end=316
-  _globals['_PLANREF']._serialized_start=318
-  _globals['_PLANREF']._serialized_end=356
-  _globals['_PLANREQUEST']._serialized_start=358
-  _globals['_PLANREQUEST']._serialized_end=413
-  _globals['_PLANGROUPREQUEST']._serialized_start=415
-  _globals['_PLANGROUPREQUEST']._serialized_end=475
-  _globals['_PLANACTIONREQUEST']._serialized_start=478
-  _globals['_PLANACTIONREQUEST']._serialized_end=644
-  _globals['_PLANACTION']._serialized_start=646
-  _globals['_PLANACTION']._serialized_end=761
-  _globals['_PLANGROUP']._serialized_start=763
-  _globals['_PLANGROUP']._serialized_end=840
-  _globals['_PLAN']._serialized_start=842
-  _globals['_PLAN']._serialized_end=917
-  _globals['_PLANLIST']._serialized_start=919
-  _globals['_PLANLIST']._serialized_end=958
-  _globals['_BLOCKHASHES']._serialized_start=960
-  _globals['_BLOCKHASHES']._serialized_end=1072
-  _globals['_DIFFBLOCK']._serialized_start=1074
-  _globals['_DIFFBLOCK']._serialized_end=1114
-  _globals['_BLOCKDIFF']._serialized_start=1116
-  _globals['_BLOCKDIFF']._serialized_end=1221
-  _globals['_FAILOVER']._serialized_start=1224
-  _globals['_FAILOVER']._serialized_end=2087
-  _globals['_FAILBACKDATA']._serialized_start=2089
-  _globals['_FAILBACKDATA']._serialized_end=2155
+  _globals['_RECOVEREDVMREF']._serialized_start=318
+  _globals['_RECOVEREDVMREF']._serialized_end=361
+  _globals['_PLANREF']._serialized_start=363
+  _globals['_PLANREF']._serialized_end=401
+  _globals['_PLANREQUEST']._serialized_start=403
+  _globals['_PLANREQUEST']._serialized_end=458
+  _globals['_PLANGROUPREQUEST']._serialized_start=460
+  _globals['_PLANGROUPREQUEST']._serialized_end=520
+  _globals['_PLANACTIONREQUEST']._serialized_start=523
+  _globals['_PLANACTIONREQUEST']._serialized_end=689
+  _globals['_PLANACTION']._serialized_start=691
+  _globals['_PLANACTION']._serialized_end=806
+  _globals['_PLANGROUP']._serialized_start=808
+  _globals['_PLANGROUP']._serialized_end=885
+  _globals['_PLAN']._serialized_start=887
+  _globals['_PLAN']._serialized_end=962
+  _globals['_PLANLIST']._serialized_start=964
+  _globals['_PLANLIST']._serialized_end=1003
+  _globals['_BLOCKHASHES']._serialized_start=1005
+  _globals['_BLOCKHASHES']._serialized_end=1117
+  _globals['_DIFFBLOCK']._serialized_start=1119
+  _globals['_DIFFBLOCK']._serialized_end=1159
+  _globals['_BLOCKDIFF']._serialized_start=1161
+  _globals['_BLOCKDIFF']._serialized_end=1266
+  _globals['_FAILOVER']._serialized_start=1269
+  _globals['_FAILOVER']._serialized_end=2192
+  _globals['_FAILBACKDATA']._serialized_start=2194
+  _globals['_FAILBACKDATA']._serialized_end=2260
 # @@protoc_insertion_point(module_scope)

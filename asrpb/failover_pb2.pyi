@@ -38,6 +38,14 @@ class RecoveredVmList(_message.Message):
     vms: _containers.RepeatedCompositeFieldContainer[_operator_pb2.RecoveredVm]
     def __init__(self, vms: _Optional[_Iterable[_Union[_operator_pb2.RecoveredVm, _Mapping]]] = ...) -> None: ...
 
+class RecoveredVmRef(_message.Message):
+    __slots__ = ("vault", "vm")
+    VAULT_FIELD_NUMBER: _ClassVar[int]
+    VM_FIELD_NUMBER: _ClassVar[int]
+    vault: str
+    vm: str
+    def __init__(self, vault: _Optional[str] = ..., vm: _Optional[str] = ...) -> None: ...
+
 class PlanRef(_message.Message):
     __slots__ = ("vault", "plan")
     VAULT_FIELD_NUMBER: _ClassVar[int]

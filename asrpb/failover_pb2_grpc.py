@@ -81,6 +81,11 @@ class FailoverStub:
                 request_serializer=asrpb_dot_operator__pb2.VaultRef.SerializeToString,
                 response_deserializer=asrpb_dot_failover__pb2.RecoveredVmList.FromString,
                 _registered_method=True)
+        self.DeleteRecoveredVm = channel.unary_unary(
+                '/asr.v1.Failover/DeleteRecoveredVm',
+                request_serializer=asrpb_dot_failover__pb2.RecoveredVmRef.SerializeToString,
+                response_deserializer=asrpb_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
         self.ResumeJob = channel.unary_unary(
                 '/asr.v1.Failover/ResumeJob',
                 request_serializer=asrpb_dot_operator__pb2.JobRef.SerializeToString,
@@ -179,6 +184,14 @@ class FailoverServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteRecoveredVm(self, request, context):
+        """Refused (StateConflict) while the lifecycle of its source still holds it (a test failover
+        not completed, a failover not committed or not failed back, a VM still being made).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ResumeJob(self, request, context):
         """after a manual action
         """
@@ -269,6 +282,11 @@ def add_FailoverServicer_to_server(servicer, server):
                     servicer.ListRecoveredVms,
                     request_deserializer=asrpb_dot_operator__pb2.VaultRef.FromString,
                     response_serializer=asrpb_dot_failover__pb2.RecoveredVmList.SerializeToString,
+            ),
+            'DeleteRecoveredVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRecoveredVm,
+                    request_deserializer=asrpb_dot_failover__pb2.RecoveredVmRef.FromString,
+                    response_serializer=asrpb_dot_common__pb2.Empty.SerializeToString,
             ),
             'ResumeJob': grpc.unary_unary_rpc_method_handler(
                     servicer.ResumeJob,
@@ -549,6 +567,33 @@ class Failover:
             '/asr.v1.Failover/ListRecoveredVms',
             asrpb_dot_operator__pb2.VaultRef.SerializeToString,
             asrpb_dot_failover__pb2.RecoveredVmList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRecoveredVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Failover/DeleteRecoveredVm',
+            asrpb_dot_failover__pb2.RecoveredVmRef.SerializeToString,
+            asrpb_dot_common__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

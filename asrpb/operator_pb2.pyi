@@ -30,6 +30,14 @@ class VaultRef(_message.Message):
     vault: str
     def __init__(self, vault: _Optional[str] = ...) -> None: ...
 
+class ResourceRef(_message.Message):
+    __slots__ = ("vault", "name")
+    VAULT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    vault: str
+    name: str
+    def __init__(self, vault: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
 class CreateVaultRequest(_message.Message):
     __slots__ = ("name", "region")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -283,7 +291,7 @@ class ProtectVmRequest(_message.Message):
     def __init__(self, vault: _Optional[str] = ..., vm: _Optional[str] = ..., nic: _Optional[int] = ...) -> None: ...
 
 class VmStatus(_message.Message):
-    __slots__ = ("vm", "cloud", "provider", "protection_state", "replication_health", "health_errors", "allowed_operations", "policy", "last_replication", "rpo_seconds", "initial_replication_progress", "active_location", "recovered_vms", "epoch", "primary_copy", "primary_copy_detail")
+    __slots__ = ("vm", "cloud", "provider", "protection_state", "replication_health", "health_errors", "allowed_operations", "policy", "last_replication", "rpo_seconds", "initial_replication_progress", "active_location", "recovered_vms", "epoch", "primary_copy", "primary_copy_detail", "latest_events")
     VM_FIELD_NUMBER: _ClassVar[int]
     CLOUD_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -300,6 +308,7 @@ class VmStatus(_message.Message):
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     PRIMARY_COPY_FIELD_NUMBER: _ClassVar[int]
     PRIMARY_COPY_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    LATEST_EVENTS_FIELD_NUMBER: _ClassVar[int]
     vm: _inventory_pb2.Vm
     cloud: str
     provider: str
@@ -316,7 +325,8 @@ class VmStatus(_message.Message):
     epoch: int
     primary_copy: str
     primary_copy_detail: str
-    def __init__(self, vm: _Optional[_Union[_inventory_pb2.Vm, _Mapping]] = ..., cloud: _Optional[str] = ..., provider: _Optional[str] = ..., protection_state: _Optional[str] = ..., replication_health: _Optional[str] = ..., health_errors: _Optional[_Iterable[str]] = ..., allowed_operations: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[_inventory_pb2.Policy, _Mapping]] = ..., last_replication: _Optional[float] = ..., rpo_seconds: _Optional[float] = ..., initial_replication_progress: _Optional[float] = ..., active_location: _Optional[str] = ..., recovered_vms: _Optional[_Iterable[_Union[RecoveredVm, _Mapping]]] = ..., epoch: _Optional[int] = ..., primary_copy: _Optional[str] = ..., primary_copy_detail: _Optional[str] = ...) -> None: ...
+    latest_events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, vm: _Optional[_Union[_inventory_pb2.Vm, _Mapping]] = ..., cloud: _Optional[str] = ..., provider: _Optional[str] = ..., protection_state: _Optional[str] = ..., replication_health: _Optional[str] = ..., health_errors: _Optional[_Iterable[str]] = ..., allowed_operations: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[_inventory_pb2.Policy, _Mapping]] = ..., last_replication: _Optional[float] = ..., rpo_seconds: _Optional[float] = ..., initial_replication_progress: _Optional[float] = ..., active_location: _Optional[str] = ..., recovered_vms: _Optional[_Iterable[_Union[RecoveredVm, _Mapping]]] = ..., epoch: _Optional[int] = ..., primary_copy: _Optional[str] = ..., primary_copy_detail: _Optional[str] = ..., latest_events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
 
 class VmList(_message.Message):
     __slots__ = ("vms",)
@@ -383,7 +393,7 @@ class JobTask(_message.Message):
     def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., error: _Optional[_Union[_common_pb2.ErrorDetail, _Mapping]] = ..., output: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "kind", "target", "state", "created_at", "started_at", "ended_at", "tasks", "error", "progress")
+    __slots__ = ("id", "kind", "target", "state", "created_at", "started_at", "ended_at", "tasks", "error", "progress", "bytes_done", "bytes_total")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -394,6 +404,8 @@ class Job(_message.Message):
     TASKS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: str
     target: str
@@ -404,13 +416,29 @@ class Job(_message.Message):
     tasks: _containers.RepeatedCompositeFieldContainer[JobTask]
     error: _common_pb2.ErrorDetail
     progress: float
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., target: _Optional[str] = ..., state: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., tasks: _Optional[_Iterable[_Union[JobTask, _Mapping]]] = ..., error: _Optional[_Union[_common_pb2.ErrorDetail, _Mapping]] = ..., progress: _Optional[float] = ...) -> None: ...
+    bytes_done: int
+    bytes_total: int
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., target: _Optional[str] = ..., state: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., tasks: _Optional[_Iterable[_Union[JobTask, _Mapping]]] = ..., error: _Optional[_Union[_common_pb2.ErrorDetail, _Mapping]] = ..., progress: _Optional[float] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ...) -> None: ...
 
 class JobList(_message.Message):
     __slots__ = ("jobs",)
     JOBS_FIELD_NUMBER: _ClassVar[int]
     jobs: _containers.RepeatedCompositeFieldContainer[Job]
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("vault", "state", "kind", "vm", "limit")
+    VAULT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VM_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    vault: str
+    state: str
+    kind: str
+    vm: str
+    limit: int
+    def __init__(self, vault: _Optional[str] = ..., state: _Optional[str] = ..., kind: _Optional[str] = ..., vm: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class BillingRequest(_message.Message):
     __slots__ = ("vault", "month", "scenario")
@@ -467,14 +495,20 @@ class BillingReport(_message.Message):
     def __init__(self, month: _Optional[str] = ..., scenario: _Optional[str] = ..., days_in_month: _Optional[int] = ..., average_protected_vms: _Optional[float] = ..., unit_price: _Optional[float] = ..., protection_charge: _Optional[float] = ..., replicated_bytes: _Optional[int] = ..., included_gb: _Optional[float] = ..., excess_gb: _Optional[float] = ..., price_per_excess_gb: _Optional[float] = ..., storage_charge: _Optional[float] = ..., total: _Optional[float] = ..., currency: _Optional[str] = ..., vms: _Optional[_Iterable[_Union[BillingLine, _Mapping]]] = ...) -> None: ...
 
 class EventsRequest(_message.Message):
-    __slots__ = ("vault", "vm", "limit")
+    __slots__ = ("vault", "vm", "limit", "server", "since", "severity")
     VAULT_FIELD_NUMBER: _ClassVar[int]
     VM_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    SERVER_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
     vault: str
     vm: str
     limit: int
-    def __init__(self, vault: _Optional[str] = ..., vm: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+    server: str
+    since: float
+    severity: str
+    def __init__(self, vault: _Optional[str] = ..., vm: _Optional[str] = ..., limit: _Optional[int] = ..., server: _Optional[str] = ..., since: _Optional[float] = ..., severity: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("id", "at", "severity", "vm_id", "vm_name", "server", "code", "message")

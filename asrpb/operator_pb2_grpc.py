@@ -80,6 +80,11 @@ class OperatorStub:
                 request_serializer=asrpb_dot_operator__pb2.VaultRef.SerializeToString,
                 response_deserializer=asrpb_dot_operator__pb2.StorageList.FromString,
                 _registered_method=True)
+        self.DeleteStorage = channel.unary_unary(
+                '/asr.v1.Operator/DeleteStorage',
+                request_serializer=asrpb_dot_operator__pb2.ResourceRef.SerializeToString,
+                response_deserializer=asrpb_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
         self.CreateNetwork = channel.unary_unary(
                 '/asr.v1.Operator/CreateNetwork',
                 request_serializer=asrpb_dot_operator__pb2.CreateNetworkRequest.SerializeToString,
@@ -89,6 +94,11 @@ class OperatorStub:
                 '/asr.v1.Operator/ListNetworks',
                 request_serializer=asrpb_dot_operator__pb2.VaultRef.SerializeToString,
                 response_deserializer=asrpb_dot_operator__pb2.NetworkList.FromString,
+                _registered_method=True)
+        self.DeleteNetwork = channel.unary_unary(
+                '/asr.v1.Operator/DeleteNetwork',
+                request_serializer=asrpb_dot_operator__pb2.ResourceRef.SerializeToString,
+                response_deserializer=asrpb_dot_common__pb2.Empty.FromString,
                 _registered_method=True)
         self.ListServers = channel.unary_unary(
                 '/asr.v1.Operator/ListServers',
@@ -162,6 +172,14 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteStorage(self, request, context):
+        """Refused (StateConflict, listing what) while a replication policy, a recovery point or a
+        recovered VM uses the account; otherwise its stored data is destroyed, then its row.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateNetwork(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -170,6 +188,13 @@ class OperatorServicer:
 
     def ListNetworks(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteNetwork(self, request, context):
+        """refused while a recovered VM is attached to it
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -234,6 +259,11 @@ def add_OperatorServicer_to_server(servicer, server):
                     request_deserializer=asrpb_dot_operator__pb2.VaultRef.FromString,
                     response_serializer=asrpb_dot_operator__pb2.StorageList.SerializeToString,
             ),
+            'DeleteStorage': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteStorage,
+                    request_deserializer=asrpb_dot_operator__pb2.ResourceRef.FromString,
+                    response_serializer=asrpb_dot_common__pb2.Empty.SerializeToString,
+            ),
             'CreateNetwork': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateNetwork,
                     request_deserializer=asrpb_dot_operator__pb2.CreateNetworkRequest.FromString,
@@ -243,6 +273,11 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.ListNetworks,
                     request_deserializer=asrpb_dot_operator__pb2.VaultRef.FromString,
                     response_serializer=asrpb_dot_operator__pb2.NetworkList.SerializeToString,
+            ),
+            'DeleteNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteNetwork,
+                    request_deserializer=asrpb_dot_operator__pb2.ResourceRef.FromString,
+                    response_serializer=asrpb_dot_common__pb2.Empty.SerializeToString,
             ),
             'ListServers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListServers,
@@ -509,6 +544,33 @@ class Operator:
             _registered_method=True)
 
     @staticmethod
+    def DeleteStorage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Operator/DeleteStorage',
+            asrpb_dot_operator__pb2.ResourceRef.SerializeToString,
+            asrpb_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def CreateNetwork(request,
             target,
             options=(),
@@ -552,6 +614,33 @@ class Operator:
             '/asr.v1.Operator/ListNetworks',
             asrpb_dot_operator__pb2.VaultRef.SerializeToString,
             asrpb_dot_operator__pb2.NetworkList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Operator/DeleteNetwork',
+            asrpb_dot_operator__pb2.ResourceRef.SerializeToString,
+            asrpb_dot_common__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,
@@ -659,7 +748,7 @@ class ProtectionStub:
                 _registered_method=True)
         self.ListJobs = channel.unary_unary(
                 '/asr.v1.Protection/ListJobs',
-                request_serializer=asrpb_dot_operator__pb2.VaultRef.SerializeToString,
+                request_serializer=asrpb_dot_operator__pb2.ListJobsRequest.SerializeToString,
                 response_deserializer=asrpb_dot_operator__pb2.JobList.FromString,
                 _registered_method=True)
         self.GetJob = channel.unary_unary(
@@ -767,7 +856,7 @@ def add_ProtectionServicer_to_server(servicer, server):
             ),
             'ListJobs': grpc.unary_unary_rpc_method_handler(
                     servicer.ListJobs,
-                    request_deserializer=asrpb_dot_operator__pb2.VaultRef.FromString,
+                    request_deserializer=asrpb_dot_operator__pb2.ListJobsRequest.FromString,
                     response_serializer=asrpb_dot_operator__pb2.JobList.SerializeToString,
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
@@ -969,7 +1058,7 @@ class Protection:
             request,
             target,
             '/asr.v1.Protection/ListJobs',
-            asrpb_dot_operator__pb2.VaultRef.SerializeToString,
+            asrpb_dot_operator__pb2.ListJobsRequest.SerializeToString,
             asrpb_dot_operator__pb2.JobList.FromString,
             options,
             channel_credentials,

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from asrclock import Clock
-from asrerrors import AsrError, NotFound, StateConflict
+from asrerrors import AsrError, NotFound, StateConflict, UsageError
 from sqlitestore.database import Database
 
 log = logging.getLogger(__name__)
@@ -229,9 +229,27 @@ class Jobs:
         tasks = self.db.query("SELECT * FROM job_tasks WHERE job_id=? ORDER BY seq", (job_id,))
         return job, tasks
 
-    def list_jobs(self, vault_id: str, limit: int = 200) -> list[sqlite3.Row]:
-        return self.db.query("SELECT * FROM jobs WHERE vault_id=? ORDER BY created_at DESC LIMIT ?",
-                             (vault_id, limit))
+    def list_jobs(self, vault_id: str, limit: int = 200, *, state: str = "", kind: str = "",
+                  target: str = "") -> list[sqlite3.Row]:
+        """Newest first; each given filter must hold. An unknown state is a UsageError."""
+        if state and state not in JOB_STATES:
+            raise UsageError(f"job state {state!r} is unknown", causes=(f"Job states: {', '.join(JOB_STATES)}.",),
+                             action="Pass one of the job states listed.")
+        where, args = ["vault_id=?"], [vault_id]
+        for column, value in (("state", state), ("kind", kind), ("target", target)):
+            if value:
+                where.append(f"{column}=?")
+                args.append(value)
+        limit = limit if 0 < limit <= 10000 else 200
+        return self.db.query(f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY created_at DESC LIMIT ?",
+                             (*args, limit))
+
+    def task_bytes(self, job_id: str, seq: int, done: int, total: int) -> None:
+        """How much data a running task has moved (``done``) of ``total``: what ``asr ... --wait``
+        shows as bytes, rate and time left. Its own short transaction; callers throttle."""
+        with self.db.write() as conn:
+            conn.execute("UPDATE job_tasks SET bytes_done=?, bytes_total=? WHERE job_id=? AND seq=?",
+                         (done, total, job_id, seq))
 
     def counts(self) -> list[sqlite3.Row]:
         """Jobs (``n``) per vault, kind and state, for the metrics."""

@@ -82,6 +82,14 @@ class OperatorApi(operator_pb2_grpc.OperatorServicer):
         )
         return network_msg(row)
 
+    def DeleteStorage(self, request: Any, context: Any) -> common_pb2.Empty:
+        self.svc.deletion.delete_storage(self.svc.vaults.get(request.vault), request.name)
+        return common_pb2.Empty()
+
+    def DeleteNetwork(self, request: Any, context: Any) -> common_pb2.Empty:
+        self.svc.deletion.delete_network(self.svc.vaults.get(request.vault), request.name)
+        return common_pb2.Empty()
+
     def ListNetworks(self, request: Any, context: Any) -> operator_pb2.NetworkList:
         return operator_pb2.NetworkList(networks=[network_msg(r) for r in self.svc.vaults.list_networks(request.vault)])
 

@@ -15,6 +15,7 @@ from asrclock import Clock
 from asrerrors import InvalidPolicy, PermissionDenied, StateConflict, ValidationFailed
 from asrpb import control_pb2, inventory_pb2
 from cloudsvc.commands import Commands
+from cloudsvc.events import POLICY_SAVED, Events, Severity
 from cloudsvc.failover.recovered import Recovered
 from cloudsvc.inventory import Inventory, dumps_policy, loads_policy, parse_vm, vm_to_spec
 from cloudsvc.jobs import Jobs
@@ -46,12 +47,18 @@ def validate_policy(p: inventory_pb2.Policy) -> None:
                             action="Correct the values listed and save the policy again.")
 
 
+def describe_policy(p: inventory_pb2.Policy) -> str:
+    return (f"storage {p.storage}, copy every {p.copy_frequency_seconds}s, retention {p.retention_hours}h, "
+            f"app-consistent {f'every {p.app_consistent_hours}h' if p.app_consistent_hours else 'none'}, "
+            f"start {p.start or 'now'}, encryption {'on' if p.encrypt else 'off'}")
+
+
 class Protection:
     """Replication policies of clouds, and enabling/disabling protection of VMs (the
     lifecycle's protect and unprotect operations, each as a job)."""
 
     def __init__(self, db: Database, clock: Clock, vaults: Vaults, inventory: Inventory, jobs: Jobs,
-                 commands: Commands, items: ProtectedItems, recovered: Recovered) -> None:
+                 commands: Commands, items: ProtectedItems, recovered: Recovered, events: Events) -> None:
         self.db = db
         self.clock = clock
         self.vaults = vaults
@@ -60,6 +67,7 @@ class Protection:
         self.commands = commands
         self.items = items
         self.recovered = recovered
+        self.events = events
         jobs.hooks["EnableProtection"] = self._job_done
         jobs.hooks["DisableProtection"] = self._job_done
 
@@ -96,6 +104,9 @@ class Protection:
                 cid = self.commands.enqueue(conn, vault.id, row["provider"], cmd)
                 tasks.append((f"Configure host {h['name']}", cid))
             job_id = self.jobs.create(conn, vault.id, "ConfigureProtection", cloud, tasks)
+            self.events.record(conn, vault.id, Severity.INFO, POLICY_SAVED,
+                               f"replication policy of cloud {cloud} saved (job {job_id}): {describe_policy(policy)}",
+                               server=f"provider/{row['provider']}")
         self.commands.notify()
         return job_id
 

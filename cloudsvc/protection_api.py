@@ -7,12 +7,15 @@ import sqlite3
 from typing import Any
 
 from asrclock import iso
+from asrerrors import NotFound, UsageError
 from asrpb import common_pb2, inventory_pb2, operator_pb2, operator_pb2_grpc
-from cloudsvc.events import Event
+from cloudsvc.events import RANK, Event, EventFilter, Severity
 from cloudsvc.failover.recovered import recovered_of_vm
 from cloudsvc.inventory import parse_vm
 from cloudsvc.lifecycle import ItemState, Side, allowed
 from cloudsvc.service import CloudService
+
+LATEST_EVENTS = 3   # shown by asr vm show
 
 
 def error_msg(text: str) -> common_pb2.ErrorDetail:
@@ -30,6 +33,7 @@ def job_msg(job: sqlite3.Row, tasks: list[sqlite3.Row]) -> operator_pb2.Job:
         id=job["id"], kind=job["kind"], target=job["target"], state=job["state"], created_at=job["created_at"],
         started_at=job["started_at"], ended_at=job["ended_at"], error=error_msg(job["error"]),
         progress=(done / len(tasks)) if tasks else (1.0 if job["state"] == "Succeeded" else 0.0),
+        bytes_done=sum(int(t["bytes_done"]) for t in tasks), bytes_total=sum(int(t["bytes_total"]) for t in tasks),
         tasks=[operator_pb2.JobTask(name=t["name"], state=t["state"], started_at=t["started_at"],
                                     ended_at=t["ended_at"], error=error_msg(t["error"]), output=t["output"])
                for t in tasks],
@@ -61,7 +65,20 @@ def vm_status(svc: CloudService, vault_id: str, row: sqlite3.Row) -> operator_pb
             st.primary_copy_detail = detail
         svc.replication.describe(vault_id, item, st)
     st.recovered_vms.extend(recovered_of_vm(svc.db, vault_id, vm.vm_id))
+    st.latest_events.extend(event_msg(e) for e in svc.events.list(vault_id, EventFilter(vm_id=vm.vm_id,
+                                                                                        limit=LATEST_EVENTS)))
     return st
+
+
+def severity_of(text: str) -> Severity:
+    """The minimum severity a request names (any case); "" is every event."""
+    for s in RANK:
+        if text.lower() == str(s).lower():
+            return s
+    if not text:
+        return Severity.INFO
+    raise UsageError(f"severity {text!r} is unknown", causes=("Severities: info, warning, critical.",),
+                     action="Pass --severity info, warning or critical (that severity and worse).")
 
 
 def event_msg(e: Event) -> operator_pb2.Event:
@@ -115,12 +132,19 @@ class ProtectionApi(operator_pb2_grpc.ProtectionServicer):
     def ListEvents(self, request: Any, context: Any) -> operator_pb2.EventList:
         v = self.svc.vaults.get(request.vault)
         vm_id = str(self.svc.inventory.find_vm(v.id, request.vm)["vm_id"]) if request.vm else ""
-        return operator_pb2.EventList(events=[event_msg(e) for e in self.svc.events.list(v.id, vm_id,
-                                                                                          request.limit)])
+        f = EventFilter(vm_id=vm_id, server=request.server, since=request.since,
+                        severity=severity_of(request.severity), limit=request.limit)
+        return operator_pb2.EventList(events=[event_msg(e) for e in self.svc.events.list(v.id, f)])
 
     def ListJobs(self, request: Any, context: Any) -> operator_pb2.JobList:
         v = self.svc.vaults.get(request.vault)
-        jobs = self.svc.jobs.list_jobs(v.id)
+        target = ""
+        if request.vm:
+            try:
+                target = str(self.svc.inventory.find_vm(v.id, request.vm)["name"])
+            except NotFound:   # a VM gone from the inventory (migrated, deleted) keeps its jobs
+                target = request.vm
+        jobs = self.svc.jobs.list_jobs(v.id, request.limit, state=request.state, kind=request.kind, target=target)
         return operator_pb2.JobList(jobs=[job_msg(j, self.svc.jobs.tasks(j["id"])) for j in jobs])
 
     def GetJob(self, request: Any, context: Any) -> operator_pb2.Job:

@@ -21,7 +21,7 @@ from certs import keyfile
 from certs.identity import Identity
 from certs.pki import cert_pem, sign_csr
 from cloudsvc.commands import Commands
-from cloudsvc.events import SERVER_REMOVED, Events, Severity
+from cloudsvc.events import SERVER_REGISTERED, SERVER_REMOVED, Events, Severity
 from cloudsvc.inventory import Inventory
 from cloudsvc.naming import check_name
 from cloudsvc.vaults import Vaults
@@ -126,6 +126,12 @@ class Registrar:
                 (vault.id, role, name, serial, ident.uri, version, now, provider, int(encryption),
                  key_fingerprint),
             )
+            self.events.record(conn, vault.id, Severity.INFO, SERVER_REGISTERED,
+                               f"{role} {name} registered (version {version or 'unknown'}"
+                               + (", customer-managed encryption" if encryption else "")
+                               + (f", provider {provider}" if provider else "")
+                               + ("; the earlier registration is revoked" if old is not None else "") + ")",
+                               server=f"{role}/{name}")
         return Registered(cert_pem(cert) + vault.ca.cert_pem, ident.uri, vault.name)
 
     # ---- authorisation ----------------------------------------------------------------------

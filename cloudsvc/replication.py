@@ -76,6 +76,7 @@ CRITICAL_FACTOR, CRITICAL_GRACE_S = 6.0, 300.0
 MAINTENANCE_SECONDS = seconds("ASR_MAINTENANCE_SECONDS")
 GC_EVERY_SECONDS = 3600.0
 ORPHAN_GRACE_S = 3600.0
+_HEALTH_LEVEL = {"Normal": logging.INFO, "Warning": logging.WARNING, "Critical": logging.ERROR}
 
 
 # (connection, vault_id, vm_id, commit time, uploaded bytes): billing meters a committed point
@@ -550,6 +551,34 @@ class Replication:
                                                     "bytes_after": after}})
         return deleted, before, after
 
+    def watch_health(self, vault_id: str | None = None) -> int:
+        """Compare every protected item's health (computed at read time, :func:`item_health`)
+        with the health seen last (``Events.health_seen``, kept in the metadata DB, so a
+        restart or another process does not report it again): each change becomes one event
+        and one log line, to Critical at ERROR, to Warning at WARNING, back to Normal at INFO.
+        Returns the number of changes."""
+        now = self.clock.now()
+        items = self.items.all(vault_id)
+        rows = self.db.query("SELECT * FROM replication_status" + (" WHERE vault_id=?" if vault_id else ""),
+                             (vault_id,) if vault_id else ())
+        status = {(r["vault_id"], r["vm_id"]): r for r in rows}
+        changes = []
+        with self.db.write() as conn:
+            for item in items:
+                h = item_health(item, status.get((item.vault_id, item.vm_id)), now)
+                before = self.events.health_seen(conn, item.vault_id, item.vm_id, item.name, h.state, h.errors)
+                if before:
+                    changes.append((item, h, before))
+            if vault_id is None:
+                self.events.forget_health(conn, {(i.vault_id, i.vm_id) for i in items})
+        for item, h, before in changes:   # logged once the change is committed
+            reason = h.errors[0] if h.errors else ""
+            log.log(_HEALTH_LEVEL.get(h.state, logging.WARNING),
+                    f"{item.name}: replication health {h.state} (was {before})" + (f": {reason}" if reason else ""),
+                    extra={"fields": {"vault_id": item.vault_id, "vm": item.name, "vm_id": item.vm_id,
+                                      "health": h.state, "was": before, "protection_state": item.state.value}})
+        return len(changes)
+
     def _pinned(self, vault_id: str, vm_id: str) -> set[str]:
         return {p for pin in self.pins for p in pin(vault_id, vm_id)}
 
@@ -611,8 +640,9 @@ class Replication:
         conn.execute("DELETE FROM replication_status WHERE vault_id=? AND vm_id=?", (vault_id, vm_id))
 
     def start(self) -> None:
-        """Run :meth:`maintain` every ``ASR_MAINTENANCE_SECONDS`` (default 60 s), with GC at most
-        hourly by the injectable clock unless retention deleted points."""
+        """Run :meth:`maintain` every ``ASR_MAINTENANCE_SECONDS`` (default 60 s), with GC and
+        the event history's trimming at most hourly by the injectable clock unless retention
+        deleted points. Health changes are watched more often (``cloudsvc.healthwatch``)."""
         if self._thread is not None:
             return
 
@@ -623,6 +653,7 @@ class Replication:
                     deleted, _, _ = self.maintain(gc=False)
                     if deleted or due:
                         self.maintain(gc=True)
+                        self.events.trim()
                         self._last_gc = self.clock.now()
                 except Exception:  # noqa: BLE001 - keep the maintenance loop alive
                     log.exception("replication maintenance failed")

@@ -183,6 +183,8 @@ class PointsApi(replication_pb2_grpc.PointsServicer):
     def RunMaintenance(self, request: Any, context: Any) -> replication_pb2.MaintenanceReport:
         v = self.svc.vaults.get(request.vault)
         deleted, before, after = self.repl.maintain(v.id, gc=True)
+        self.repl.watch_health(v.id)
+        self.svc.events.trim(v.id)
         return replication_pb2.MaintenanceReport(points_deleted=deleted, bytes_before=before, bytes_after=after)
 
     def RebuildIndex(self, request: Any, context: Any) -> replication_pb2.RebuildIndexReport:

@@ -217,4 +217,16 @@ MIGRATIONS: list[str] = [
                sum(uploaded_bytes), count(*)
         FROM recovery_points GROUP BY 1, 2, 3
     """,
+    # 9: operations — the last replication health maintenance saw per item (events.py turns a
+    # change into an event), events by time (--since, trimming), the bytes a job task moved.
+    """
+    CREATE TABLE health_seen (
+        vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
+        vm_id TEXT NOT NULL, health TEXT NOT NULL, changed_at REAL NOT NULL,
+        PRIMARY KEY (vault_id, vm_id)
+    );
+    CREATE INDEX events_by_time ON events(vault_id, at);
+    ALTER TABLE job_tasks ADD COLUMN bytes_done INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE job_tasks ADD COLUMN bytes_total INTEGER NOT NULL DEFAULT 0
+    """,
 ]

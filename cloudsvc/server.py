@@ -51,6 +51,10 @@ POLICY: dict[str, set[str]] = {
     "/asr.v1.Site/Commands": {"provider"},
     "/asr.v1.Site/CompleteCommand": {"provider"},
     "/asr.v1.Site/RequestProtection": {"provider"},
+    # named for the table's readers; the service prefixes above already allow the operator
+    "/asr.v1.Operator/DeleteStorage": {"operator"},
+    "/asr.v1.Operator/DeleteNetwork": {"operator"},
+    "/asr.v1.Failover/DeleteRecoveredVm": {"operator"},
 }
 
 

@@ -13,7 +13,7 @@ Owners of state (each the only writer of its tables):
 ``protection``     policies
 ``jobs``           jobs, job_tasks
 ``commands``       commands
-``events``         events
+``events``         events, health_seen
 ``replication``    replication_status, recovery_points (and the vault stores)
 ``recovered``      recovered_vms
 ``plans``          recovery_plans
@@ -38,6 +38,7 @@ from certs.pki import CertKey
 from cloudsvc.billing import Billing
 from cloudsvc.commands import Commands
 from cloudsvc.config import CloudConfig
+from cloudsvc.deletion import Deletion
 from cloudsvc.events import Events
 from cloudsvc.failover.failback import FailbackServer
 from cloudsvc.failover.operations import KINDS as FAILOVER_KINDS
@@ -81,7 +82,7 @@ class CloudService:
         self.registrar = Registrar(db, self.vaults, clock, self.commands, self.inventory, self.events)
         self.recovered = Recovered(db, clock, self.vaults)
         self.protection = Protection(db, clock, self.vaults, self.inventory, self.jobs, self.commands, self.items,
-                                     self.recovered)
+                                     self.recovered, self.events)
         self.billing = Billing(db, clock)
         self.replication = Replication(db, clock, self.vaults, self.items, self.events, config.data_dir,
                                        self.stopping, meter=self.billing.meter)
@@ -93,6 +94,7 @@ class CloudService:
                              self.failback, self.operations, self.stopping)
         self.teardown = Teardown(db, clock, self.vaults, self.items, self.jobs, self.commands, self.inventory,
                                  self.registrar, self.recovered, self.replication, self.events)
+        self.deletion = Deletion(db, clock, self.vaults, self.items, self.recovered, self.replication, self.events)
         self.runner.add_kinds(FAILOVER_KINDS)
         self.runner.add_kinds(self.teardown.kinds(), self.teardown.handlers(self.runner))
         # retention keeps the points recovered VMs are being made from or were made from
@@ -102,7 +104,7 @@ class CloudService:
         self.metrics = Metrics()
         self.metrics.register(VaultCollector(self.vaults, self.replication, self.jobs, self.commands, self.registrar,
                                              clock, config.heartbeat_timeout_seconds))
-        self.health_watch = HealthWatch(self.replication, self.vaults, self.stopping)
+        self.health_watch = HealthWatch(self.replication, self.stopping)
 
     def endpoints(self) -> dict[str, str]:
         return {"api": self.config.listen, "registration": self.config.registration_listen}

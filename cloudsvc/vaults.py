@@ -179,6 +179,11 @@ class Vaults:
                            action="Create it with 'asr storage create'.")
         return r
 
+    def delete_storage_row(self, conn: sqlite3.Connection, vault_id: str, name: str) -> None:
+        """The account's row (caller's transaction); ``deletion`` checked it is unused and
+        destroyed its data first."""
+        conn.execute("DELETE FROM storage_accounts WHERE vault_id=? AND name=?", (vault_id, name))
+
     def list_storage(self, ref: str) -> list[sqlite3.Row]:
         v = self.get(ref)
         return self.db.query("SELECT * FROM storage_accounts WHERE vault_id=? ORDER BY name", (v.id,))
@@ -224,6 +229,10 @@ class Vaults:
             raise NotFound(f"network {name!r} does not exist in this vault",
                            action="Create it with 'asr network create'.")
         return r
+
+    def delete_network_row(self, conn: sqlite3.Connection, vault_id: str, name: str) -> None:
+        """The network's row (caller's transaction; ``deletion`` checked it is unused)."""
+        conn.execute("DELETE FROM networks WHERE vault_id=? AND name=?", (vault_id, name))
 
     def list_networks(self, ref: str) -> list[sqlite3.Row]:
         v = self.get(ref)

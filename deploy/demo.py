@@ -176,7 +176,7 @@ def story(root: Path, env: dict[str, str]) -> int:
     sh("asr", "vm", "protect", "web01", "--wait", env=env)
     wait_for("the first recovery point", lambda: json.loads(subprocess.run(
         [str(BIN / "asr"), "point", "list", "web01", "--json"], env=env, capture_output=True,
-        text=True).stdout or "{}").get("points"), timeout=120)
+        text=True).stdout or "[]"), timeout=120)
     sh("asr", "point", "list", "web01", env=env)
     sh("asr", "point", "verify", "web01", "latest", env=env)
     sh("asr", "vm", "show", "web01", env=env)

@@ -174,7 +174,10 @@ class Cloud:
         return res
 
     def asr_json(self, *args: str) -> Any:
-        return json.loads(self.asr(*args, "--json").stdout)
+        """The command's JSON output, checked against the command's JSON Schema (asrcli/schemas)."""
+        from tests.cli_schema import check, command_of
+
+        return check(command_of(args), json.loads(self.asr(*args, "--json").stdout))
 
     def db_rows(self, table: str) -> list[tuple[Any, ...]]:
         import sqlite3

@@ -57,6 +57,10 @@ class FailoverApi(failover_pb2_grpc.FailoverServicer):
         v = self.svc.vaults.get(request.vault)
         return failover_pb2.RecoveredVmList(vms=[recovered_msg(r) for r in self.svc.recovered.of_vault(v.id)])
 
+    def DeleteRecoveredVm(self, request: Any, context: Any) -> common_pb2.Empty:
+        self.svc.deletion.delete_recovered(self.svc.vaults.get(request.vault), request.vm)
+        return common_pb2.Empty()
+
     def ResumeJob(self, request: Any, context: Any) -> common_pb2.Empty:
         v = self.svc.vaults.get(request.vault)
         self.svc.jobs.resume(v.id, request.id, "resumed by the operator")

@@ -30,7 +30,7 @@ from asrclock import Clock
 from asrerrors import AsrError, EncryptionKeyError, JobFailed, NotFound, StateConflict
 from asrops.environment import seconds
 from asrpb import control_pb2
-from chunkfmt import vault_id_key
+from chunkfmt import BLOCK_SIZE, vault_id_key
 from cloudsvc.commands import Commands
 from cloudsvc.failover.failback import FailbackServer
 from cloudsvc.failover.materialise import check_key, materialise_disk
@@ -289,9 +289,11 @@ class Runner:
         os.makedirs(vm_dir, exist_ok=True)
         disks = []
         written = 0
+        total = sum(d.virtual_size for d in point.disks)
         for disk in point.disks:
             path = os.path.join(vm_dir, f"disk{disk.disk_index}.vhd")
-            res = materialise_disk(store, point, disk.disk_index, path, keys)
+            res = materialise_disk(store, point, disk.disk_index, path, keys,
+                                   progress=self._bytes_progress(job["id"], seq, point, disk.disk_index, total))
             disks.append({"index": disk.disk_index, "path": res.path, "virtual_size": res.virtual_size})
             written += res.bytes_written
         row = self.recovered.get(rvm_id)
@@ -305,6 +307,24 @@ class Runner:
             self.recovered.set_state(conn, rvm_id, "Running", point_id=point.point_id, disks=json.dumps(disks))
 
         self.finish(job["id"], seq, True, output, then=running)
+
+    def _bytes_progress(self, job_id: str, seq: int, point: Any, disk_index: int,
+                        total: int) -> Callable[[int, int], None]:
+        """A materialise progress callback that records the bytes of the point's disks done so
+        far in the job's task (what ``--wait`` shows), at most once a second."""
+        before = sum(d.virtual_size for d in point.disks if d.disk_index < disk_index)
+        size = next(d.virtual_size for d in point.disks if d.disk_index == disk_index)
+        last = [0.0]
+
+        def report(blocks_done: int, blocks_total: int) -> None:
+            now = self.clock.monotonic()
+            if blocks_done < blocks_total and now - last[0] < 1.0:
+                return
+            last[0] = now
+            done = before + min(size, blocks_done * BLOCK_SIZE)
+            self.jobs.task_bytes(job_id, seq, done, total)
+
+        return report
 
     def _replicated_point(self, job_id: str, ctx: dict[str, Any], vm_id: str) -> str:
         for t in self.jobs.tasks(job_id):

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from asrclock import from_iso
 from tests.controlplane.sitefix import agent_vm, create_vm, make_disk, start_site, wait_vms
 from tests.harness import BIN, Cloud, Site, run, wait_for
 from vmspec import DiskSpec, NicSpec, VmSpec, protection_violations
@@ -92,7 +93,8 @@ def test_protect_cloud_pushes_policy_and_refuses_bad_values(cloud: Cloud, tmp_pa
                          "--start", "now", "--wait")
     assert doc["state"] == "Succeeded"
     assert [t["name"] for t in doc["tasks"]] == ["Configure host hv01"]
-    assert all(t["state"] == "Succeeded" and float(t["ended_at"]) >= float(t["started_at"]) > 0 for t in doc["tasks"])
+    assert all(t["state"] == "Succeeded" and from_iso(t["ended_at"]) >= from_iso(t["started_at"]) > 0
+               for t in doc["tasks"])
     pol = json.loads((tmp_path / "hv01" / "host-policy.json").read_text())["policy"]
     assert (pol["copy_frequency_seconds"], pol["retention_hours"], pol["app_consistent_hours"]) == (30, 2, 1)
     assert not (tmp_path / "hv02" / "host-policy.json").exists()

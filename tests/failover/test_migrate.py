@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from asrclock import from_iso
 from tests.failover.fixture import VAULT, asr_job, assert_disks_equal, recovered, vm_state
 from tests.harness import Cloud, wait_for
 from tests.replication.fixture import protect
@@ -45,8 +46,9 @@ def test_migration(cloud: Cloud, tmp_path: Path) -> None:
 
     # billing: the VM was protected from enabling protection until the migration, no longer
     jobs: list[dict[str, Any]] = cloud.asr_json("job", "list", *VAULT)
-    enabled = max(float(j["ended_at"]) for j in jobs if j["kind"] == "EnableProtection" and j["state"] == "Succeeded")
-    migrated = float(job["ended_at"])
+    enabled = max(from_iso(j["ended_at"]) for j in jobs
+                  if j["kind"] == "EnableProtection" and j["state"] == "Succeeded")
+    migrated = from_iso(job["ended_at"])
     month = datetime.fromtimestamp(migrated, UTC).strftime("%Y-%m")
     if datetime.fromtimestamp(enabled, UTC).strftime("%Y-%m") != month:
         enabled = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC).timestamp()   # ran across a month

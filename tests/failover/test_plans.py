@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from asrclock import from_iso
 from tests.controlplane.sitefix import create_vm, wait_vms
 from tests.failover.fixture import VAULT, recovered
 from tests.harness import Cloud, run, wait_for
@@ -58,8 +59,8 @@ def test_three_group_plan(cloud: Cloud, tmp_path: Path) -> None:
     names = [t["name"] for t in tasks]
     assert names == ["Group 1: fail over vm1", "Group 1: script action db-ready (after)", "Group 2: fail over vm2",
                      "Group 3: manual action check-dns (before)", "Group 3: fail over vm3"]
-    ends = [float(t["ended_at"]) for t in tasks]
-    starts = [float(t["started_at"]) for t in tasks]
+    ends = [from_iso(t["ended_at"]) for t in tasks]
+    starts = [from_iso(t["started_at"]) for t in tasks]
     assert all(starts[i + 1] >= ends[i] for i in range(len(tasks) - 1)), json.dumps(tasks, indent=1)
     assert "ran after-1" in tasks[1]["output"]
 

@@ -6,6 +6,7 @@ import re
 
 from certs import keyfile
 from chunkfmt import ids
+from cloudsvc import events
 from cloudsvc.vaultstore import merkle
 from tests.harness import REPO
 
@@ -14,6 +15,8 @@ CODE = {
     "MAX_VALID_DAYS": keyfile.MAX_VALID_DAYS,
     "BLOCK_SIZE": ids.BLOCK_SIZE,
     "DEFAULT_FANOUT": merkle.DEFAULT_FANOUT,
+    "RETENTION_DAYS": events.RETENTION_DAYS,
+    "MAX_PER_VAULT": events.MAX_PER_VAULT,
 }
 
 

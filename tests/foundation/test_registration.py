@@ -13,6 +13,7 @@ import pytest
 
 from asrchannel.status import from_rpc_error
 from asrchannel.tls import client_channel
+from asrclock import from_iso
 from asrerrors import CertificateRevoked, NotAuthenticated, PermissionDenied, Unreachable
 from asrpb import common_pb2, operator_pb2_grpc, site_pb2, site_pb2_grpc
 from certs import keyfile
@@ -55,7 +56,8 @@ def test_registration_story(cloud: Cloud, site: Site) -> None:
     def fresh() -> list[dict[str, object]] | None:
         servers = cloud.asr_json("server", "list", "--vault", "contoso")
         now = time.time()
-        ok = [s for s in servers if now - float(s["last_heartbeat"]) < 5 and s["state"] == "Connected"]
+        ok = [s for s in servers
+              if s["last_heartbeat"] and now - from_iso(s["last_heartbeat"]) < 5 and s["state"] == "Connected"]
         return servers if len(ok) == 2 else None
 
     servers = wait_for(fresh, 30, what="fresh heartbeats")

@@ -323,7 +323,7 @@ class Run:
     def points_listed(self) -> list[dict[str, Any]]:
         if self.m.state == S.UNPROTECTED:
             return []
-        return list(self.cloud.asr_json("point", "list", self.p.vm, *VAULT)["points"])
+        return list(self.cloud.asr_json("point", "list", self.p.vm, *VAULT))
 
     def check(self, full: bool = False) -> None:
         st = self.vm()

@@ -62,7 +62,7 @@ class Protected:
         assert res.returncode == 0, res.stderr
 
     def points(self) -> list[dict[str, Any]]:
-        return list(self.cloud.asr_json("point", "list", self.vm, "--vault", "contoso")["points"])
+        return list(self.cloud.asr_json("point", "list", self.vm, "--vault", "contoso"))
 
     def export(self, point: str, disk: int, out: Path, *extra: str) -> Path:
         self.cloud.asr("point", "export", self.vm, point, "--disk", str(disk), "--out", str(out),

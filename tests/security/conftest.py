@@ -119,7 +119,7 @@ def _build(root: Path, procs: Procs) -> World:
     once = run([sys.executable, "-m", "agent.replication", "once", vm_id, "--config", str(root / "hv01.toml")],
                env=cloud.env(), timeout=300)
     assert once.returncode == 0, once.stderr + once.stdout
-    points = cloud.asr_json("point", "list", "vm1", "--vault", "contoso")["points"]
+    points = cloud.asr_json("point", "list", "vm1", "--vault", "contoso")
     assert len(points) == 1, points
 
     service_ca = (cloud.data_dir / "pki" / "ca.pem").read_bytes()

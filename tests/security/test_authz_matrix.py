@@ -76,7 +76,8 @@ CLOUD: dict[str, dict[str, set[str]]] = {
     "operator": {
         "asr.v1.Operator": {
             "ListRegions", "CreateVault", "ListVaults", "GetVault", "DeleteVault", "GenerateKey", "ActivateKey",
-            "CreateStorage", "ListStorage", "CreateNetwork", "ListNetworks", "ListServers", "RemoveServer",
+            "CreateStorage", "ListStorage", "DeleteStorage", "CreateNetwork", "ListNetworks", "DeleteNetwork",
+            "ListServers", "RemoveServer",
         },
         "asr.v1.Protection": {
             "ListClouds", "ProtectCloud", "ListVms", "GetVm", "ProtectVm", "UnprotectVm", "ListJobs", "GetJob",
@@ -86,7 +87,8 @@ CLOUD: dict[str, dict[str, set[str]]] = {
         "asr.v1.Points": {"ListPoints", "VerifyPoint", "ExportPoint", "RunMaintenance", "RebuildIndex"},
         "asr.v1.Failover": {
             "TestFailover", "TestFailoverComplete", "PlannedFailover", "UnplannedFailover", "Commit", "Cancel",
-            "ChangePoint", "Migrate", "ListRecoveredVms", "ResumeJob", "CreatePlan", "GetPlan", "ListPlans",
+            "ChangePoint", "Migrate", "ListRecoveredVms", "DeleteRecoveredVm", "ResumeJob", "CreatePlan", "GetPlan",
+            "ListPlans",
             "AddGroup", "AddAction", "DeletePlan",
         },
     },

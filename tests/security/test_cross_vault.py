@@ -112,7 +112,7 @@ def test_cross_vault_replication_is_refused(world: World, session: tuple[str, by
         ch.close()
     assert not problems, "\n".join(problems)
     # and nothing changed for vm1: still its one point
-    points = world.cloud.asr_json("point", "list", "vm1", "--vault", "contoso")["points"]
+    points = world.cloud.asr_json("point", "list", "vm1", "--vault", "contoso")
     assert [p["point_id"] for p in points] == [world.point_id]
 
 

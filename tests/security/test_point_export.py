@@ -100,7 +100,8 @@ class _Points:
 
 
 def _args(out: Path) -> argparse.Namespace:
-    return argparse.Namespace(vault="v", vm="vm1", point="latest", disk=0, out=str(out), key_file=None)
+    return argparse.Namespace(vault="v", vm="vm1", point="latest", disk=0, out=str(out), encryption_key_file=None,
+                              json=True)
 
 
 def test_export_writes_the_blocks_and_maps_enospc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
