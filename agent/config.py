@@ -10,48 +10,38 @@
     work_hours_mb_s = 5
     non_work_hours_mb_s = 40
 
-Relative paths are relative to the file's directory. Every key's type and range is checked
-(``asrops.tomlconfig``): anything wrong is InvalidConfig (ASR-0014) naming the file, the key,
-the value and what is allowed; a malformed proxy URL is InvalidProxy (ASR-0013).
+Relative paths are relative to the file's directory. The model is strict and closed
+(``asrops.configfile``): anything wrong, in ``[throttle]`` too, is one InvalidConfig (ASR-0014)
+naming the file and, for each key, the value and what is allowed; a malformed proxy URL is
+InvalidProxy (ASR-0013). Every key's default is in docs/operations.md (generated from here).
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from typing import Annotated
 
-from agent.replication.throttle import BandwidthSchedule, schedule_from
-from asrchannel.proxy import ProxyUrl
-from asrops.tomlconfig import Table, read_toml
+from pydantic import Field
 
-KEYS = ("state_dir", "vm_dir", "proxy", "heartbeat_seconds", "metrics_listen", "throttle")
+from agent.replication.throttle import BandwidthSchedule, ThrottleSettings
+from asrops import configfile
+from asrops.configfile import ConfigFile, ConfigPath, Kind, MetricsAddress, Proxy, Seconds
 
 
-@dataclass
-class AgentConfig:
-    path: str
-    state_dir: str
-    vm_dir: str
-    proxy: ProxyUrl | None = None
-    heartbeat_seconds: float = 30.0
-    metrics_listen: str = ""        # HOST:PORT of the /metrics endpoint; "" serves none
-    throttle: BandwidthSchedule | None = None   # None: uploads are not limited
+class AgentConfig(ConfigFile):
+    state_dir: ConfigPath = Field(description="the agent's identity, keys and replication state")
+    vm_dir: ConfigPath = Field(description="the local hypervisor's VM definitions")
+    proxy: Proxy = Field(None, description="the HTTP CONNECT proxy to reach the cloud through; none: direct")
+    heartbeat_seconds: Seconds = Field(30.0, description="how often the agent reports to the cloud")
+    metrics_listen: MetricsAddress = Field("", description="where to serve Prometheus metrics (plain HTTP); "
+                                                           '"": not served')
+    throttle: Annotated[ThrottleSettings | None, Kind("table", "a table, written [throttle] on a line of its own")] \
+        = Field(None, description="the host's upload limits, shared by all its VMs; none: no limit")
+
+    @property
+    def bandwidth(self) -> BandwidthSchedule | None:
+        """The upload schedule; None: uploads are not limited."""
+        return self.throttle.schedule() if self.throttle is not None else None
 
 
 def load(path: str) -> AgentConfig:
-    path = os.path.abspath(path)
-    top = Table(path, read_toml(path))
-    top.check_keys(KEYS)
-    state_dir = top.path("state_dir")
-    vm_dir = top.path("vm_dir")
-    heartbeat = top.seconds("heartbeat_seconds", 30.0)
-    base = os.path.dirname(path)
-    return AgentConfig(
-        path=path,
-        state_dir=os.path.join(base, state_dir),
-        vm_dir=os.path.join(base, vm_dir),
-        proxy=top.proxy(),
-        heartbeat_seconds=heartbeat,
-        metrics_listen=top.address("metrics_listen", "", "127.0.0.1:9466"),
-        throttle=schedule_from(top),
-    )
+    return configfile.load(path, AgentConfig)

@@ -41,7 +41,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     host, _, port = listen.rpartition(":")
     reg = _hostport(args.registration_listen or f"{host}:{int(port) + 1}")
     names = list(dict.fromkeys([host.strip("[]"), *args.name, "localhost", "127.0.0.1"]))
-    cfg = cfgmod.CloudConfig(data_dir=data_dir, listen=listen, registration_listen=reg, names=names)
+    cfg = cfgmod.CloudConfig.new(data_dir, listen=listen, registration_listen=reg, names=names)
     os.makedirs(cfg.pki_dir, mode=0o700, exist_ok=True)
     os.makedirs(cfg.storage_dir, exist_ok=True)
     ca = create_ca("asr service CA")

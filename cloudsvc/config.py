@@ -1,31 +1,64 @@
 """The cloud service's data directory and configuration.
 
-    DATA_DIR/cloudsvc.toml      listen addresses and names (written by init)
+    DATA_DIR/cloudsvc.toml      listen addresses, names, timeouts (written by init)
     DATA_DIR/pki/               service CA and server certificate (keys 0600)
     DATA_DIR/operator.json      operator credential for `asr` (0600)
     DATA_DIR/metadata.db        SQLite metadata store (WAL)
     DATA_DIR/storage/           local-directory storage accounts
+
+``cloudsvc.toml`` is checked like the other daemons' files (``asrops.configfile``): strict and
+closed, anything wrong is one InvalidConfig (ASR-0014) naming the file and each key. ``asr-cloudsvc
+init`` writes it with :meth:`CloudConfig.to_toml`, every key spelt out, and reading that back gives
+an equal configuration. Every key's default is in docs/operations.md (generated from here).
 """
 
 from __future__ import annotations
 
 import os
-import tomllib
-from dataclasses import dataclass, field
+from typing import Annotated
 
-from asrerrors import InvalidConfig
+from pydantic import Field, ValidationError
+
+from asrerrors import InvalidConfig, UsageError
+from asrops import configfile
+from asrops.configfile import Address, ConfigFile, Kind, MetricsAddress, NonEmpty, Seconds
+
+FILE = "cloudsvc.toml"
 
 
-@dataclass
-class CloudConfig:
-    data_dir: str
-    listen: str = "127.0.0.1:7443"
-    registration_listen: str = "127.0.0.1:7444"
-    names: list[str] = field(default_factory=lambda: ["localhost", "127.0.0.1"])
-    # A server whose last heartbeat is older than this shows as NotConnected.
-    heartbeat_timeout_seconds: float = 60.0
-    metrics_listen: str = ""
-    workers: int = 64
+class CloudConfig(ConfigFile):
+    listen: Address = Field("127.0.0.1:7443", description="the API: operators, providers and agents (mTLS)")
+    registration_listen: Address = Field(
+        "127.0.0.1:7444", description="registration with a key file (TLS, server-authenticated); init: API port + 1")
+    names: Annotated[list[NonEmpty], Kind("array of strings", 'an array of DNS names or IP addresses (non-empty '
+                                                             'strings), e.g. ["dr.contoso.example", "10.0.0.5"]')] \
+        = Field(default_factory=lambda: ["localhost", "127.0.0.1"],
+                description="the names in the server certificate (init: the listen host, `--name`s and these)")
+    heartbeat_timeout_seconds: Seconds = Field(
+        60.0, description="a server whose last heartbeat is older than this shows as NotConnected")
+    metrics_listen: MetricsAddress = Field("", description="where to serve Prometheus metrics (plain HTTP); "
+                                                           '"": not served')
+    # gRPC's thread pool: each worker thread holds one call at a time; more than a thousand
+    # is a typing error (64000), not a sizing decision
+    workers: Annotated[int, Field(ge=1, le=1024), Kind("integer 1-1024", "an integer from 1 to 1024")] = Field(
+        64, description="threads serving calls; up to 4 times as many calls are taken at once, more are refused "
+                        "(RESOURCE_EXHAUSTED)")
+
+    @classmethod
+    def new(cls, data_dir: str, **keys: object) -> CloudConfig:
+        """A configuration for ``data_dir`` (``init``'s options), checked like the file will be."""
+        try:
+            cfg = cls.model_validate(keys)
+        except ValidationError as exc:
+            raise UsageError("these options would make an invalid " + FILE,
+                             details=[configfile.describe_error(cls, e) for e in exc.errors(include_url=False)],
+                             action="Correct the options named and run init again.") from exc
+        cfg._path = os.path.join(os.path.abspath(data_dir), FILE)
+        return cfg
+
+    @property
+    def data_dir(self) -> str:
+        return os.path.dirname(self.path)
 
     @property
     def pki_dir(self) -> str:
@@ -44,32 +77,15 @@ class CloudConfig:
         return os.path.join(self.data_dir, "storage")
 
     def to_toml(self) -> str:
-        names = ", ".join(f'"{n}"' for n in self.names)
-        return (
-            f'listen = "{self.listen}"\n'
-            f'registration_listen = "{self.registration_listen}"\n'
-            f"names = [{names}]\n"
-            f"heartbeat_timeout_seconds = {self.heartbeat_timeout_seconds}\n"
-            f'metrics_listen = "{self.metrics_listen}"\n'
-            f"workers = {self.workers}\n"
-        )
+        return configfile.to_toml(self)
 
 
 def load(data_dir: str) -> CloudConfig:
     data_dir = os.path.abspath(data_dir)
-    path = os.path.join(data_dir, "cloudsvc.toml")
-    try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError as exc:
+    path = os.path.join(data_dir, FILE)
+    if not os.path.lexists(path):
         raise InvalidConfig(
-            f"{data_dir} is not an initialised cloud service data directory (no cloudsvc.toml)",
+            f"{data_dir} is not an initialised cloud service data directory (no {FILE})",
             action=f"Run 'asr-cloudsvc init --data-dir {data_dir}' first.",
-        ) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidConfig(f"{path} is not valid TOML: {exc}") from exc
-    known = set(CloudConfig.__dataclass_fields__) - {"data_dir"}
-    unknown = set(raw) - known
-    if unknown:
-        raise InvalidConfig(f"{path}: unknown keys {sorted(unknown)}; known keys {sorted(known)}")
-    return CloudConfig(data_dir=data_dir, **raw)
+        )
+    return configfile.load(path, CloudConfig)

@@ -12,42 +12,75 @@
     hosts = ["hv01", "hv02"]
     sync = true                        # false: not synced to the vault (initial sync choice)
 
-Relative paths are relative to the file's directory. Every key's type and range is checked
-(``asrops.tomlconfig``), inside ``[[clouds]]`` tables too: anything wrong is InvalidConfig
-(ASR-0014) naming the file, the key, the value and what is allowed; a malformed proxy URL is
-InvalidProxy (ASR-0013).
+Relative paths are relative to the file's directory. The model is strict and closed
+(``asrops.configfile``), inside ``[[clouds]]`` tables too; a cloud is named once and a host
+belongs to one cloud. Anything wrong is one InvalidConfig (ASR-0014) naming the file and, for
+each key, the value and what is allowed; a malformed proxy URL is InvalidProxy (ASR-0013).
+Every key's default is in docs/operations.md (generated from here).
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+from typing import Annotated
 
-from asrchannel.proxy import ProxyUrl
-from asrops.tomlconfig import Table, read_toml
+from pydantic import Field, ValidationError, field_validator
+from pydantic_core import InitErrorDetails
 
-KEYS = ("state_dir", "listen", "proxy", "heartbeat_seconds", "sync_seconds", "metrics_listen", "clouds")
-CLOUD_KEYS = ("name", "hosts", "sync")
-LISTEN_ALLOWED = 'a "HOST:PORT" string with a port from 1 to 65535, e.g. "0.0.0.0:7500"'
+from asrops import configfile
+from asrops.configfile import Address, ConfigFile, ConfigPath, Kind, MetricsAddress, NonEmpty, Proxy, Seconds, Table
 
 
-@dataclass
-class CloudDef:
-    name: str
-    hosts: list[str]
-    sync: bool = True
+class CloudDef(Table):
+    """One ``[[clouds]]`` table: a VMM cloud and the hosts in it."""
+
+    name: Annotated[NonEmpty, Kind("string", "the VMM cloud's name (a non-empty string)")] = Field(
+        description="the VMM cloud's name, as the vault shows it")
+    hosts: Annotated[list[NonEmpty], Kind("array of strings", 'an array of host names (non-empty strings), '
+                                                             'e.g. ["hv01", "hv02"]')] = Field(
+        default_factory=list, description="the hosts (agents' `--host` names) in the cloud; each in one cloud only")
+    sync: Annotated[bool, Kind("boolean", "true or false (without quotes)")] = Field(
+        True, description="false: the cloud is not synced to the vault (neither it nor its hosts and VMs)")
 
 
-@dataclass
-class ProviderConfig:
-    path: str
-    state_dir: str
-    listen: str = "127.0.0.1:7500"
-    proxy: ProxyUrl | None = None
-    heartbeat_seconds: float = 30.0
-    sync_seconds: float = 300.0
-    clouds: list[CloudDef] = field(default_factory=list)
-    metrics_listen: str = ""        # HOST:PORT of the /metrics endpoint; "" serves none
+class ProviderConfig(ConfigFile):
+    state_dir: ConfigPath = Field(description="the provider's identity, keys and state")
+    listen: Address = Field("127.0.0.1:7500", description="where this site's agents reach the provider (mTLS)")
+    proxy: Proxy = Field(None, description="the HTTP CONNECT proxy to reach the cloud through; none: direct")
+    heartbeat_seconds: Seconds = Field(30.0, description="how often the provider reports to the cloud")
+    sync_seconds: Seconds = Field(300.0, description="a full inventory sync at least this often")
+    metrics_listen: MetricsAddress = Field("", description="where to serve Prometheus metrics (plain HTTP); "
+                                                           '"": not served')
+    clouds: Annotated[list[CloudDef], Kind("array of tables", "an array of tables, each written [[clouds]] on a "
+                                                              "line of its own")] = Field(
+        default_factory=list, description="the VMM clouds this provider serves; a cloud left out keeps its "
+                                          "protected VMs as SourceMissing")
+
+    @field_validator("clouds")
+    @classmethod
+    def _each_once(cls, clouds: list[CloudDef]) -> list[CloudDef]:
+        """A cloud is named once and a host is in one cloud: the provider routes a host's
+        commands by its cloud, so a host in two would be served by whichever came first."""
+        problems: list[InitErrorDetails] = []
+        names: dict[str, int] = {}
+        owner: dict[str, str] = {}
+        for i, cloud in enumerate(clouds):
+            if cloud.name in names:
+                problems.append(InitErrorDetails(type=configfile.refuse(
+                    f"names cloud {cloud.name!r} again (clouds[{names[cloud.name]}]); each [[clouds]] table "
+                    "names another cloud"), loc=(i, "name"), input=cloud.name))
+            names.setdefault(cloud.name, i)
+            for h in cloud.hosts:
+                if h in owner:
+                    reason = (f"names host {h!r} twice" if owner[h] == cloud.name else
+                              f"names host {h!r}, which is already in cloud {owner[h]!r}; a host belongs to one cloud")
+                    problems.append(InitErrorDetails(type=configfile.refuse(reason), loc=(i, "hosts"),
+                                                     input=cloud.hosts))
+                    break
+                owner[h] = cloud.name
+        if problems:
+            # raised from a validator, pydantic puts these under the clouds key (clouds[1].hosts)
+            raise ValidationError.from_exception_data("clouds", problems)
+        return clouds
 
     def cloud_of(self, host: str) -> CloudDef | None:
         for c in self.clouds:
@@ -56,42 +89,5 @@ class ProviderConfig:
         return None
 
 
-def _listen(top: Table) -> str:
-    value = top.string("listen", "127.0.0.1:7500", allowed=LISTEN_ALLOWED)
-    assert value is not None
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise top.fail("listen", value, f"listen must be {LISTEN_ALLOWED}")
-    return value
-
-
 def load(path: str) -> ProviderConfig:
-    path = os.path.abspath(path)
-    top = Table(path, read_toml(path))
-    top.check_keys(KEYS)
-    state_dir = top.path("state_dir")
-    clouds: list[CloudDef] = []
-    seen_hosts: dict[str, str] = {}
-    for t in top.tables("clouds"):
-        t.check_keys(CLOUD_KEYS)
-        name = t.required("name", "the VMM cloud's name (a non-empty string)")
-        if any(c.name == name for c in clouds):
-            raise t.fail("name", name, f"cloud {name!r} is defined twice; each [[clouds]] table names another cloud")
-        hosts = t.strings("hosts", what="host names")
-        for h in hosts:
-            if h in seen_hosts:
-                raise t.fail("hosts", hosts, f"host {h!r} is already in cloud {seen_hosts[h]!r}; "
-                                             "a host belongs to one cloud")
-            seen_hosts[h] = name
-        clouds.append(CloudDef(name=name, hosts=hosts, sync=t.boolean("sync", True)))
-    base = os.path.dirname(path)
-    return ProviderConfig(
-        path=path,
-        state_dir=os.path.join(base, state_dir),
-        listen=_listen(top),
-        proxy=top.proxy(),
-        heartbeat_seconds=top.seconds("heartbeat_seconds", 30.0),
-        sync_seconds=top.seconds("sync_seconds", 300.0),
-        clouds=clouds,
-        metrics_listen=top.address("metrics_listen", "", "127.0.0.1:9465"),
-    )
+    return configfile.load(path, ProviderConfig)

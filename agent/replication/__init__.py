@@ -27,7 +27,7 @@ def replicate_now(runtime: AgentRuntime, cmd: control_pb2.Command) -> str:
 
 
 def start(runtime: AgentRuntime) -> Engine:
-    schedule = runtime.config.throttle
+    schedule = runtime.config.bandwidth
     log.info("upload limits", extra={"fields": describe(schedule)})
     engine = Engine(runtime.hv, runtime.settings, runtime.link.channel, runtime.link.target,
                     runtime.ident.vault_id, runtime.clock, runtime.ident.state_dir,

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         hv = LocalHypervisor(cfg.vm_dir, clock)
         engine = Engine(hv, Settings(cfg.state_dir), link.channel, link.target, ident.vault_id, clock,
                         cfg.state_dir, bulk_channel=link.bulk_channel,
-                        throttle=Throttle(cfg.throttle, clock) if cfg.throttle is not None else None)
+                        throttle=Throttle(cfg.bandwidth, clock) if cfg.bandwidth is not None else None)
         if args.action == "once":
             res = engine.replicate(args.vm_id, app_consistent=True if args.app else None,
                                    shutdown_first=args.shutdown_first)

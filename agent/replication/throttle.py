@@ -2,7 +2,7 @@
 
 The seed's agent (like Azure Backup's agent on a Hyper-V host) lets an operator cap what
 replication may send to the vault, with one rate during work hours and another for the
-rest of the week. ``agent.toml`` sets it in a ``[throttle]`` table::
+rest of the week. ``agent.toml`` sets it in a ``[throttle]`` table (:class:`ThrottleSettings`)::
 
     [throttle]
     work_hours_mb_s = 5          # MB/s (1 MB = 1,000,000 bytes); absent: no limit
@@ -30,16 +30,19 @@ effect within that even for a thread that is waiting.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, tzinfo
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticKnownError
+
 from asrclock import Clock
-from asrerrors import AsrError, InvalidConfig
-from asrops.tomlconfig import Table, show
+from asrerrors import AsrError
+from asrops.configfile import Kind, Table, refuse
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,6 @@ MIN_MB_S = 0.1
 BURST_SECONDS = 0.5
 MAX_WAIT_S = 0.5
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-KEYS = ("work_hours_mb_s", "non_work_hours_mb_s", "work_days", "work_start", "work_end", "timezone")
 
 
 @dataclass(frozen=True)
@@ -73,65 +75,83 @@ class BandwidthSchedule:
         return ("work hours", self.work_rate) if working else ("non-work hours", self.non_work_rate)
 
 
-def _rate(t: Table, key: str) -> float | None:
-    if key not in t.raw:
-        return None
-    value = t.raw[key]
-    allowed = f"a number of MB/s of at least {MIN_MB_S} (1 MB = 1,000,000 bytes), or leave it out for no limit"
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
-            or value < MIN_MB_S:
-        raise t.fail(key, value, f"{t.where}{key} must be {allowed}")
-    return float(value) * MB
-
-
-def _clock_time(t: Table, key: str, default: time, end: bool = False) -> time | None:
-    if key not in t.raw:
-        return default
-    value = t.raw[key]
-    allowed = 'a time of day "HH:MM" (00:00 to 23:59' + (', or "24:00" for midnight)' if end else ")")
-    if isinstance(value, str) and len(value) == 5 and value[2] == ":" and value.replace(":", "", 1).isdigit():
+def _clock_time(value: Any, end: bool = False) -> time | None:
+    """A time of day written "HH:MM"; for an end also "24:00", midnight at the end of the day (None)."""
+    if not isinstance(value, str):
+        raise PydanticKnownError("string_type")
+    if len(value) == 5 and value[2] == ":" and value.replace(":", "", 1).isdigit():
         hh, mm = int(value[:2]), int(value[3:])
         if end and (hh, mm) == (24, 0):
             return None
         if hh < 24 and mm < 60:
             return time(hh, mm)
-    raise t.fail(key, value, f"{t.where}{key} must be {allowed}")
+    raise refuse()
 
 
-def schedule_from(top: Table, key: str = "throttle") -> BandwidthSchedule | None:
-    """The ``[throttle]`` table of an agent's configuration, checked; None when absent or
-    when it sets no limit."""
-    if key not in top.raw:
-        return None
-    raw = top.raw[key]
-    if not isinstance(raw, dict):
-        raise top.fail(key, raw, f"{key} must be a table, written [{key}] on a line of its own")
-    t = Table(top.file, raw, f"{top.where}{key}.")
-    t.check_keys(KEYS)
-    work, other = _rate(t, "work_hours_mb_s"), _rate(t, "non_work_hours_mb_s")
-    days = t.strings("work_days", list(DAYS[:5]), what=f"day names ({', '.join(DAYS)})")
-    bad = [d for d in days if d.lower() not in DAYS]
-    if bad or len({d.lower() for d in days}) != len(days):
-        raise t.fail("work_days", days, f"{t.where}work_days must name each day once, from {', '.join(DAYS)}")
-    start = _clock_time(t, "work_start", time(8, 0))
-    end = _clock_time(t, "work_end", time(18, 0), end=True)
-    assert start is not None  # only an end may be "24:00"
-    if end is not None and end <= start:
-        raise t.fail("work_end", t.raw.get("work_end", "18:00"),
-                     f"{t.where}work_end must be after work_start ({start:%H:%M}); work hours cannot span "
-                     "midnight")
-    zone_name = t.string("timezone", "UTC", allowed='an IANA time zone name such as "UTC" or "Europe/Berlin"')
-    assert zone_name is not None
+def _end_time(value: Any) -> time | None:
+    return _clock_time(value, end=True)
+
+
+def _zone(name: str) -> str:
     try:
         # UTC needs no time zone database (Windows has none unless tzdata is installed)
-        zone: tzinfo = UTC if zone_name == "UTC" else ZoneInfo(zone_name)
+        if name != "UTC":
+            ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise InvalidConfig(f"{top.file}: {t.where}timezone = {show(zone_name)} is not a time zone this host "
-                            "knows (an IANA name such as \"UTC\" or \"Europe/Berlin\")",
-                            action="Correct the name, or install the time zone database (Debian: tzdata).") from exc
-    if work is None and other is None:
-        return None
-    return BandwidthSchedule(work, other, frozenset(DAYS.index(d.lower()) for d in days), start, end, zone)
+        raise refuse('is not a time zone this host knows: it must be an IANA name such as "UTC" or '
+                     '"Europe/Berlin" (if the name is right, install the time zone database: Debian tzdata)') from exc
+    return name
+
+
+def _days(days: list[str]) -> list[str]:
+    lowered = [d.lower() for d in days]
+    if any(d not in DAYS for d in lowered) or len(set(lowered)) != len(lowered):
+        raise refuse()
+    return lowered
+
+
+Rate = Annotated[float | None, Field(ge=MIN_MB_S, allow_inf_nan=False),
+                 Kind(f"MB/s >= {MIN_MB_S}", f"a number of MB/s of at least {MIN_MB_S} (1 MB = 1,000,000 bytes), "
+                                             "or leave it out for no limit")]
+DAYS_WORDS = f"an array naming each day once, from {', '.join(DAYS)}"
+
+
+class ThrottleSettings(Table):
+    """The ``[throttle]`` table of agent.toml (see the module's docstring)."""
+
+    work_hours_mb_s: Rate = Field(None, description="the host's upload limit in work hours; none: no limit")
+    non_work_hours_mb_s: Rate = Field(None, description="the host's upload limit outside work hours; none: no limit")
+    work_days: Annotated[list[str], AfterValidator(_days), Kind("array of day names", DAYS_WORDS)] = Field(
+        default_factory=lambda: list(DAYS[:5]), description="the days with work hours")
+    # the times are given as strings and checked as the defaults too (validate_default), so
+    # that work_end is compared with a work_start of the file even when it is left out
+    work_start: Annotated[time, BeforeValidator(_clock_time),
+                          Kind('"HH:MM"', 'a time of day "HH:MM" (00:00 to 23:59)')] = Field(
+        "08:00", validate_default=True, description="when work hours start, in `timezone`")
+    work_end: Annotated[time | None, BeforeValidator(_end_time),
+                        Kind('"HH:MM"', 'a time of day "HH:MM" (00:00 to 23:59, or "24:00" for midnight)')] = Field(
+        "18:00", validate_default=True, description='when work hours end, after `work_start` ("24:00": midnight)')
+    timezone: Annotated[str, AfterValidator(_zone), Kind("IANA time zone", 'an IANA time zone name such as "UTC" or '
+                                                                          '"Europe/Berlin"')] = Field(
+        "UTC", description="the time zone of the work hours")
+
+    @field_validator("work_end")
+    @classmethod
+    def _after_start(cls, end: time | None, info: ValidationInfo) -> time | None:
+        start = info.data.get("work_start")    # absent when work_start itself was refused
+        if end is not None and start is not None and end <= start:
+            raise refuse(f"must be after work_start ({start:%H:%M}); work hours cannot span midnight")
+        return end
+
+    def schedule(self) -> BandwidthSchedule | None:
+        """The schedule these settings make; None when they limit nothing."""
+        if self.work_hours_mb_s is None and self.non_work_hours_mb_s is None:
+            return None
+        return BandwidthSchedule(
+            self.work_hours_mb_s * MB if self.work_hours_mb_s is not None else None,
+            self.non_work_hours_mb_s * MB if self.non_work_hours_mb_s is not None else None,
+            frozenset(DAYS.index(d) for d in self.work_days), self.work_start, self.work_end,
+            UTC if self.timezone == "UTC" else ZoneInfo(self.timezone))
 
 
 class Throttle:
@@ -217,4 +237,4 @@ def describe(schedule: BandwidthSchedule | None) -> dict[str, object]:
     }
 
 
-__all__ = ["BandwidthSchedule", "Throttle", "describe", "schedule_from"]
+__all__ = ["BandwidthSchedule", "Throttle", "ThrottleSettings", "describe"]

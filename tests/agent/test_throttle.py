@@ -29,10 +29,10 @@ def config(tmp_path: Path, throttle: str) -> Path:
     return p
 
 
-def test_schedule_from_agent_toml(tmp_path: Path) -> None:
+def test_bandwidth_schedule_from_agent_toml(tmp_path: Path) -> None:
     cfg = load(str(config(tmp_path, 'work_hours_mb_s = 5\nnon_work_hours_mb_s = 12.5\nwork_days = ["mon", "sat"]\n'
                                     'work_start = "09:30"\nwork_end = "24:00"\ntimezone = "Asia/Tokyo"\n')))
-    s = cfg.throttle
+    s = cfg.bandwidth
     assert s is not None
     assert s.work_rate == 5 * MB and s.non_work_rate == 12.5 * MB
     # 09:30 in Tokyo is 00:30 UTC
@@ -42,14 +42,14 @@ def test_schedule_from_agent_toml(tmp_path: Path) -> None:
     assert s.at(at(2, 3)) == ("non-work hours", 12.5 * MB)       # a Tuesday
     assert s.at(at(6, 3)) == ("work hours", 5 * MB)              # a Saturday
     # the defaults: Monday to Friday, 08:00 to 18:00 UTC; a missing rate is no limit
-    d = load(str(config(tmp_path, "work_hours_mb_s = 2\n"))).throttle
+    d = load(str(config(tmp_path, "work_hours_mb_s = 2\n"))).bandwidth
     assert d is not None
     assert d.at(at(3, 8)) == ("work hours", 2 * MB) and d.at(at(3, 17, 59)) == ("work hours", 2 * MB)
     assert d.at(at(3, 18)) == ("non-work hours", None) and d.at(at(6, 12)) == ("non-work hours", None)
     # no table, or a table that limits nothing: no throttle
     (tmp_path / "plain.toml").write_text('state_dir = "s"\nvm_dir = "v"\n')
-    assert load(str(tmp_path / "plain.toml")).throttle is None
-    assert load(str(config(tmp_path, 'work_start = "07:00"\n'))).throttle is None
+    assert load(str(tmp_path / "plain.toml")).bandwidth is None
+    assert load(str(config(tmp_path, 'work_start = "07:00"\n'))).bandwidth is None
 
 
 @pytest.mark.parametrize("body, words", [
@@ -69,8 +69,9 @@ def test_schedule_from_agent_toml(tmp_path: Path) -> None:
 def test_bad_throttle_keys_are_invalid_config(tmp_path: Path, body: str, words: list[str]) -> None:
     with pytest.raises(InvalidConfig) as info:
         load(str(config(tmp_path, body)))
-    text = info.value.message
-    assert str(tmp_path / "agent.toml") in text
+    # the message names the file; its one detail the key, the value and what is allowed
+    assert str(tmp_path / "agent.toml") in info.value.message
+    [text] = info.value.details
     for w in words:
         assert w in text, (w, text)
 

@@ -81,3 +81,12 @@ def test_this_environment_runs_the_locked_versions() -> None:
         if installed != pinned:
             stale.append(f"{name} {installed} (locked {pinned})")
     assert not stale, f"run bash deploy/setup.sh: {stale}"
+
+
+def test_every_runtime_dependency_has_its_reason_in_the_readme() -> None:
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("| package | why |"):]
+    listed = {canonicalize_name(n) for row in table.splitlines() if row.startswith("| ")
+              for n in re.findall(r"[A-Za-z0-9][A-Za-z0-9._-]*", row.split("|")[1])}
+    missing = [r.name for r in project()["runtime"] if canonicalize_name(r.name) not in listed]
+    assert not missing, f"add a row to the README's dependency table for {missing}"
