@@ -82,6 +82,8 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable("ASR_ENDPOINT", "text", "", (CLI,), "the cloud's API address (or `--endpoint`)"),
     Variable("ASR_CREDENTIALS", "path", "", (CLI,), "the operator credential file (or `--credentials`)"),
     Variable("ASR_VAULT", "text", "", (CLI,), "the vault every command inside a vault uses (or `--vault`)"),
+    Variable("ASR_PROGRESS", "flag", "", (CLI,),
+             "`1` forces progress bars on, `0` off; unset: on when stderr is a terminal (asrcli/progress.py)"),
 )}
 
 

@@ -24,8 +24,9 @@ apt_update() {
 }
 if [ "$(id -u)" = 0 ]; then
   need=""
-  # python3-venv: Debian splits ensurepip out; prometheus: promtool, which checks the daemons' /metrics
-  for pkg in python3-venv qemu-utils tinyproxy squid rsync restic prometheus; do
+  # python3-venv: Debian splits ensurepip out; prometheus: promtool, which checks the daemons' /metrics;
+  # systemd: systemd-analyze, which verifies the units and scores their sandboxing (a container may lack it)
+  for pkg in python3-venv qemu-utils tinyproxy squid rsync restic prometheus systemd; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
   done
   command -v npm >/dev/null 2>&1 || need="$need nodejs npm"
@@ -37,7 +38,7 @@ if [ "$(id -u)" = 0 ]; then
   # The Debian squid, tinyproxy and prometheus packages start system services we do not use.
   systemctl disable --now squid tinyproxy prometheus prometheus-node-exporter >/dev/null 2>&1 || true
 else
-  for tool in qemu-img tinyproxy npm promtool; do
+  for tool in qemu-img tinyproxy npm promtool systemd-analyze; do
     command -v "$tool" >/dev/null 2>&1 || echo "warning: $tool missing; as root this script installs it" >&2
   done
 fi

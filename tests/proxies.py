@@ -87,9 +87,23 @@ class CountingProxy:
                 conn, _ = self._server.accept()
             except OSError:
                 return
+            with self._lock:
+                # every socket is the proxy's to close at stop, even one whose tunnel never opened:
+                # a socket left to the garbage collector is an unraisable warning in some later test
+                self._sockets.append(conn)
+                stopped = self._stopped
+            if stopped:
+                conn.close()
+                return
             threading.Thread(target=self._tunnel, args=(conn,), daemon=True).start()
 
     def _tunnel(self, conn: socket.socket) -> None:
+        try:
+            self._open(conn)
+        except OSError:      # the client went away, or stop closed the socket under us
+            conn.close()
+
+    def _open(self, conn: socket.socket) -> None:
         head = b""
         while b"\r\n\r\n" not in head:
             part = conn.recv(4096)
@@ -106,7 +120,11 @@ class CountingProxy:
             return
         upstream = socket.create_connection((host, int(port)))
         with self._lock:
-            self._sockets += [conn, upstream]
+            self._sockets.append(upstream)
+            if self._stopped:
+                upstream.close()
+                conn.close()
+                return
         conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
         counted = int(port) == self.count_port
         if rest:
@@ -142,9 +160,9 @@ class CountingProxy:
         return self._time()
 
     def stop(self) -> None:
-        self._stopped = True
         self._server.close()
         with self._lock:
+            self._stopped = True
             for s in self._sockets:
                 try:
                     s.close()

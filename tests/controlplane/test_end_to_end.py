@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,8 @@ def test_protect_and_replicate_on_schedule_through_proxy(cloud: Cloud, tmp_path:
     bill = cloud.asr_json("billing", "report", "--vault", "contoso", "--month", month)
     line = next(v for v in bill["vms"] if v["name"] == "web01")
     assert float(line["protected_days"]) > 0 and int(line["replicated_bytes"]) > 0
-    assert float(bill["average_protected_vms"]) > 0 and bill["currency"] == "USD"
+    # a test protects for minutes: the average is the VM-days over the month, to 4 decimals
+    expected = (Decimal(str(line["protected_days"])) / int(bill["days_in_month"])).quantize(Decimal("0.0001"))
+    assert Decimal(str(bill["average_protected_vms"])) == expected and bill["currency"] == "USD"
     status = json.loads((tmp_path / "hv01" / "status.json").read_text())
     assert status["cloud"]["proxy"].startswith("http://asr:***@")
