@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from asrpb import inventory_pb2 as asrpb_dot_inventory__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61srpb/control.proto\x12\x06\x61sr.v1\x1a\x15\x61srpb/inventory.proto\"O\n\rConfigureHost\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x1e\n\x06policy\x18\x02 \x01(\x0b\x32\x0e.asr.v1.Policy\x12\x10\n\x08vault_id\x18\x03 \x01(\t\"\x89\x01\n\x11\x45nableReplication\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\r\n\x05vm_id\x18\x02 \x01(\t\x12\x0f\n\x07vm_name\x18\x03 \x01(\t\x12\x1e\n\x06policy\x18\x04 \x01(\x0b\x32\x0e.asr.v1.Policy\x12\x14\n\x0c\x63ustomer_key\x18\x05 \x01(\x0c\x12\x10\n\x08vault_id\x18\x06 \x01(\t\"B\n\x12\x44isableReplication\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\r\n\x05vm_id\x18\x02 \x01(\t\x12\x0f\n\x07vm_name\x18\x03 \x01(\t\"G\n\x07PowerVm\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\r\n\x05vm_id\x18\x02 \x01(\t\x12\x0f\n\x07vm_name\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\"T\n\x0cReplicateNow\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\r\n\x05vm_id\x18\x02 \x01(\t\x12\x0f\n\x07vm_name\x18\x03 \x01(\t\x12\x16\n\x0eshutdown_first\x18\x04 \x01(\x08\"^\n\x08\x46\x61ilback\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\r\n\x05vm_id\x18\x02 \x01(\t\x12\x0f\n\x07vm_name\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x10\n\x08start_vm\x18\x05 \x01(\x08\"\xdf\x02\n\x07\x43ommand\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncreated_at\x18\x02 \x01(\x01\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12/\n\x0e\x63onfigure_host\x18\n \x01(\x0b\x32\x15.asr.v1.ConfigureHostH\x00\x12\x37\n\x12\x65nable_replication\x18\x0b \x01(\x0b\x32\x19.asr.v1.EnableReplicationH\x00\x12\x39\n\x13\x64isable_replication\x18\x0c \x01(\x0b\x32\x1a.asr.v1.DisableReplicationH\x00\x12#\n\x08power_vm\x18\r \x01(\x0b\x32\x0f.asr.v1.PowerVmH\x00\x12-\n\rreplicate_now\x18\x0e \x01(\x0b\x32\x14.asr.v1.ReplicateNowH\x00\x12$\n\x08\x66\x61ilback\x18\x0f \x01(\x0b\x32\x10.asr.v1.FailbackH\x00\x42\x06\n\x04\x62ody\"b\n\rCommandResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x12\n\nerror_code\x18\x03 \x01(\t\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x0e\n\x06output\x18\x05 \x01(\t\"\x1e\n\x0b\x43ommandPoll\x12\x0f\n\x07version\x18\x01 \x01(\t\"G\n\rInventorySync\x12 \n\x06\x63louds\x18\x01 \x03(\x0b\x32\x10.asr.v1.VmmCloud\x12\x14\n\x0cgenerated_at\x18\x02 \x01(\x01\"N\n\x0bSyncSummary\x12\x0e\n\x06\x63louds\x18\x01 \x01(\x05\x12\r\n\x05hosts\x18\x02 \x01(\x05\x12\x0b\n\x03vms\x18\x03 \x01(\x05\x12\x13\n\x0bremoved_vms\x18\x04 \x01(\x05\"B\n\x11ProtectionRequest\x12\x0f\n\x07vm_name\x18\x01 \x01(\t\x12\x0b\n\x03nic\x18\x02 \x01(\x05\x12\x0f\n\x07\x64isable\x18\x03 \x01(\x08\"!\n\x0fProtectionReply\x12\x0e\n\x06job_id\x18\x01 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61srpb/control.proto\x12\x06\x61sr.v1\x1a\x15\x61srpb/inventory.proto\"O\n\rConfigureHost\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x1e\n\x06policy\x18\x02 \x01(\x0b\x32\x0e.asr.v1.Policy\x12\x10\n\x08vault_id\x18\x03 \x01(\t\"\xb8\x01\n\x11\x45nableReplication\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\r\n\x05vm_id\x18\x02 \x01(\t\x12\x0f\n\x07vm_name\x18\x03 \x01(\t\x12\x1e\n\x06policy\x18\x04 \x01(\x0b\x32\x0e.asr.v1.Policy\x12\x14\n\x0c\x63ustomer_key\x18\x05 \x01(\x0c\x12\x10\n\x08vault_id\x18\x06 \x01(\t\x12-\n\x0ereplica_target\x18\x07 \x01(\x0b\x32\x15.asr.v1.ReplicaTarget\"K\n\rReplicaTarget\x12\x15\n\rrecovery_host\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x12\n\npairing_id\x18\x03 \x01(\t\"\xb5\x01\n\rAcceptReplica\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\r\n\x05vm_id\x18\x02 \x01(\t\x12\x0f\n\x07vm_name\x18\x03 \x01(\t\x12\x13\n\x0bsource_host\x18\x04 \x01(\t\x12\x12\n\npairing_id\x18\x05 \x01(\t\x12\x1e\n\x06policy\x18\x06 \x01(\x0b\x32\x0e.asr.v1.Policy\x12\x10\n\x08vault_id\x18\x07 \x01(\t\x12\x1b\n\x05\x64isks\x18\x08 \x03(\x0b\x32\x0c.asr.v1.Disk\"g\n\x0eReleaseReplica\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\r\n\x05vm_id\x18\x02 \x01(\t\x12\x0f\n\x07vm_name\x18\x03 \x01(\t\x12\x12\n\npairing_id\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65lete_data\x18\x05 \x01(\x08\"B\n\x12\x44isableReplication\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\r\n\x05vm_id\x18\x02 \x01(\t\x12\x0f\n\x07vm_name\x18\x03 \x01(\t\"G\n\x07PowerVm\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\r\n\x05vm_id\x18\x02 \x01(\t\x12\x0f\n\x07vm_name\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\"T\n\x0cReplicateNow\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\r\n\x05vm_id\x18\x02 \x01(\t\x12\x0f\n\x07vm_name\x18\x03 \x01(\t\x12\x16\n\x0eshutdown_first\x18\x04 \x01(\x08\"^\n\x08\x46\x61ilback\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\r\n\x05vm_id\x18\x02 \x01(\t\x12\x0f\n\x07vm_name\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x10\n\x08start_vm\x18\x05 \x01(\x08\"\xc3\x03\n\x07\x43ommand\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncreated_at\x18\x02 \x01(\x01\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12/\n\x0e\x63onfigure_host\x18\n \x01(\x0b\x32\x15.asr.v1.ConfigureHostH\x00\x12\x37\n\x12\x65nable_replication\x18\x0b \x01(\x0b\x32\x19.asr.v1.EnableReplicationH\x00\x12\x39\n\x13\x64isable_replication\x18\x0c \x01(\x0b\x32\x1a.asr.v1.DisableReplicationH\x00\x12#\n\x08power_vm\x18\r \x01(\x0b\x32\x0f.asr.v1.PowerVmH\x00\x12-\n\rreplicate_now\x18\x0e \x01(\x0b\x32\x14.asr.v1.ReplicateNowH\x00\x12$\n\x08\x66\x61ilback\x18\x0f \x01(\x0b\x32\x10.asr.v1.FailbackH\x00\x12/\n\x0e\x61\x63\x63\x65pt_replica\x18\x10 \x01(\x0b\x32\x15.asr.v1.AcceptReplicaH\x00\x12\x31\n\x0frelease_replica\x18\x11 \x01(\x0b\x32\x16.asr.v1.ReleaseReplicaH\x00\x42\x06\n\x04\x62ody\"b\n\rCommandResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x12\n\nerror_code\x18\x03 \x01(\t\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x0e\n\x06output\x18\x05 \x01(\t\"\x1e\n\x0b\x43ommandPoll\x12\x0f\n\x07version\x18\x01 \x01(\t\"G\n\rInventorySync\x12 \n\x06\x63louds\x18\x01 \x03(\x0b\x32\x10.asr.v1.VmmCloud\x12\x14\n\x0cgenerated_at\x18\x02 \x01(\x01\"N\n\x0bSyncSummary\x12\x0e\n\x06\x63louds\x18\x01 \x01(\x05\x12\r\n\x05hosts\x18\x02 \x01(\x05\x12\x0b\n\x03vms\x18\x03 \x01(\x05\x12\x13\n\x0bremoved_vms\x18\x04 \x01(\x05\"B\n\x11ProtectionRequest\x12\x0f\n\x07vm_name\x18\x01 \x01(\t\x12\x0b\n\x03nic\x18\x02 \x01(\x05\x12\x0f\n\x07\x64isable\x18\x03 \x01(\x08\"!\n\x0fProtectionReply\x12\x0e\n\x06job_id\x18\x01 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,27 +35,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONFIGUREHOST']._serialized_start=54
   _globals['_CONFIGUREHOST']._serialized_end=133
   _globals['_ENABLEREPLICATION']._serialized_start=136
-  _globals['_ENABLEREPLICATION']._serialized_end=273
-  _globals['_DISABLEREPLICATION']._serialized_start=275
-  _globals['_DISABLEREPLICATION']._serialized_end=341
-  _globals['_POWERVM']._serialized_start=343
-  _globals['_POWERVM']._serialized_end=414
-  _globals['_REPLICATENOW']._serialized_start=416
-  _globals['_REPLICATENOW']._serialized_end=500
-  _globals['_FAILBACK']._serialized_start=502
-  _globals['_FAILBACK']._serialized_end=596
-  _globals['_COMMAND']._serialized_start=599
-  _globals['_COMMAND']._serialized_end=950
-  _globals['_COMMANDRESULT']._serialized_start=952
-  _globals['_COMMANDRESULT']._serialized_end=1050
-  _globals['_COMMANDPOLL']._serialized_start=1052
-  _globals['_COMMANDPOLL']._serialized_end=1082
-  _globals['_INVENTORYSYNC']._serialized_start=1084
-  _globals['_INVENTORYSYNC']._serialized_end=1155
-  _globals['_SYNCSUMMARY']._serialized_start=1157
-  _globals['_SYNCSUMMARY']._serialized_end=1235
-  _globals['_PROTECTIONREQUEST']._serialized_start=1237
-  _globals['_PROTECTIONREQUEST']._serialized_end=1303
-  _globals['_PROTECTIONREPLY']._serialized_start=1305
-  _globals['_PROTECTIONREPLY']._serialized_end=1338
+  _globals['_ENABLEREPLICATION']._serialized_end=320
+  _globals['_REPLICATARGET']._serialized_start=322
+  _globals['_REPLICATARGET']._serialized_end=397
+  _globals['_ACCEPTREPLICA']._serialized_start=400
+  _globals['_ACCEPTREPLICA']._serialized_end=581
+  _globals['_RELEASEREPLICA']._serialized_start=583
+  _globals['_RELEASEREPLICA']._serialized_end=686
+  _globals['_DISABLEREPLICATION']._serialized_start=688
+  _globals['_DISABLEREPLICATION']._serialized_end=754
+  _globals['_POWERVM']._serialized_start=756
+  _globals['_POWERVM']._serialized_end=827
+  _globals['_REPLICATENOW']._serialized_start=829
+  _globals['_REPLICATENOW']._serialized_end=913
+  _globals['_FAILBACK']._serialized_start=915
+  _globals['_FAILBACK']._serialized_end=1009
+  _globals['_COMMAND']._serialized_start=1012
+  _globals['_COMMAND']._serialized_end=1463
+  _globals['_COMMANDRESULT']._serialized_start=1465
+  _globals['_COMMANDRESULT']._serialized_end=1563
+  _globals['_COMMANDPOLL']._serialized_start=1565
+  _globals['_COMMANDPOLL']._serialized_end=1595
+  _globals['_INVENTORYSYNC']._serialized_start=1597
+  _globals['_INVENTORYSYNC']._serialized_end=1668
+  _globals['_SYNCSUMMARY']._serialized_start=1670
+  _globals['_SYNCSUMMARY']._serialized_end=1748
+  _globals['_PROTECTIONREQUEST']._serialized_start=1750
+  _globals['_PROTECTIONREQUEST']._serialized_end=1816
+  _globals['_PROTECTIONREPLY']._serialized_start=1818
+  _globals['_PROTECTIONREPLY']._serialized_end=1851
 # @@protoc_insertion_point(module_scope)

@@ -18,20 +18,66 @@ class ConfigureHost(_message.Message):
     def __init__(self, host: _Optional[str] = ..., policy: _Optional[_Union[_inventory_pb2.Policy, _Mapping]] = ..., vault_id: _Optional[str] = ...) -> None: ...
 
 class EnableReplication(_message.Message):
-    __slots__ = ("host", "vm_id", "vm_name", "policy", "customer_key", "vault_id")
+    __slots__ = ("host", "vm_id", "vm_name", "policy", "customer_key", "vault_id", "replica_target")
     HOST_FIELD_NUMBER: _ClassVar[int]
     VM_ID_FIELD_NUMBER: _ClassVar[int]
     VM_NAME_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_KEY_FIELD_NUMBER: _ClassVar[int]
     VAULT_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_TARGET_FIELD_NUMBER: _ClassVar[int]
     host: str
     vm_id: str
     vm_name: str
     policy: _inventory_pb2.Policy
     customer_key: bytes
     vault_id: str
-    def __init__(self, host: _Optional[str] = ..., vm_id: _Optional[str] = ..., vm_name: _Optional[str] = ..., policy: _Optional[_Union[_inventory_pb2.Policy, _Mapping]] = ..., customer_key: _Optional[bytes] = ..., vault_id: _Optional[str] = ...) -> None: ...
+    replica_target: ReplicaTarget
+    def __init__(self, host: _Optional[str] = ..., vm_id: _Optional[str] = ..., vm_name: _Optional[str] = ..., policy: _Optional[_Union[_inventory_pb2.Policy, _Mapping]] = ..., customer_key: _Optional[bytes] = ..., vault_id: _Optional[str] = ..., replica_target: _Optional[_Union[ReplicaTarget, _Mapping]] = ...) -> None: ...
+
+class ReplicaTarget(_message.Message):
+    __slots__ = ("recovery_host", "address", "pairing_id")
+    RECOVERY_HOST_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PAIRING_ID_FIELD_NUMBER: _ClassVar[int]
+    recovery_host: str
+    address: str
+    pairing_id: str
+    def __init__(self, recovery_host: _Optional[str] = ..., address: _Optional[str] = ..., pairing_id: _Optional[str] = ...) -> None: ...
+
+class AcceptReplica(_message.Message):
+    __slots__ = ("host", "vm_id", "vm_name", "source_host", "pairing_id", "policy", "vault_id", "disks")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_HOST_FIELD_NUMBER: _ClassVar[int]
+    PAIRING_ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    VAULT_ID_FIELD_NUMBER: _ClassVar[int]
+    DISKS_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    vm_id: str
+    vm_name: str
+    source_host: str
+    pairing_id: str
+    policy: _inventory_pb2.Policy
+    vault_id: str
+    disks: _containers.RepeatedCompositeFieldContainer[_inventory_pb2.Disk]
+    def __init__(self, host: _Optional[str] = ..., vm_id: _Optional[str] = ..., vm_name: _Optional[str] = ..., source_host: _Optional[str] = ..., pairing_id: _Optional[str] = ..., policy: _Optional[_Union[_inventory_pb2.Policy, _Mapping]] = ..., vault_id: _Optional[str] = ..., disks: _Optional[_Iterable[_Union[_inventory_pb2.Disk, _Mapping]]] = ...) -> None: ...
+
+class ReleaseReplica(_message.Message):
+    __slots__ = ("host", "vm_id", "vm_name", "pairing_id", "delete_data")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    PAIRING_ID_FIELD_NUMBER: _ClassVar[int]
+    DELETE_DATA_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    vm_id: str
+    vm_name: str
+    pairing_id: str
+    delete_data: bool
+    def __init__(self, host: _Optional[str] = ..., vm_id: _Optional[str] = ..., vm_name: _Optional[str] = ..., pairing_id: _Optional[str] = ..., delete_data: _Optional[bool] = ...) -> None: ...
 
 class DisableReplication(_message.Message):
     __slots__ = ("host", "vm_id", "vm_name")
@@ -82,7 +128,7 @@ class Failback(_message.Message):
     def __init__(self, host: _Optional[str] = ..., vm_id: _Optional[str] = ..., vm_name: _Optional[str] = ..., session_id: _Optional[str] = ..., start_vm: _Optional[bool] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("id", "created_at", "epoch", "configure_host", "enable_replication", "disable_replication", "power_vm", "replicate_now", "failback")
+    __slots__ = ("id", "created_at", "epoch", "configure_host", "enable_replication", "disable_replication", "power_vm", "replicate_now", "failback", "accept_replica", "release_replica")
     ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +138,8 @@ class Command(_message.Message):
     POWER_VM_FIELD_NUMBER: _ClassVar[int]
     REPLICATE_NOW_FIELD_NUMBER: _ClassVar[int]
     FAILBACK_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_REPLICA_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_REPLICA_FIELD_NUMBER: _ClassVar[int]
     id: str
     created_at: float
     epoch: int
@@ -101,7 +149,9 @@ class Command(_message.Message):
     power_vm: PowerVm
     replicate_now: ReplicateNow
     failback: Failback
-    def __init__(self, id: _Optional[str] = ..., created_at: _Optional[float] = ..., epoch: _Optional[int] = ..., configure_host: _Optional[_Union[ConfigureHost, _Mapping]] = ..., enable_replication: _Optional[_Union[EnableReplication, _Mapping]] = ..., disable_replication: _Optional[_Union[DisableReplication, _Mapping]] = ..., power_vm: _Optional[_Union[PowerVm, _Mapping]] = ..., replicate_now: _Optional[_Union[ReplicateNow, _Mapping]] = ..., failback: _Optional[_Union[Failback, _Mapping]] = ...) -> None: ...
+    accept_replica: AcceptReplica
+    release_replica: ReleaseReplica
+    def __init__(self, id: _Optional[str] = ..., created_at: _Optional[float] = ..., epoch: _Optional[int] = ..., configure_host: _Optional[_Union[ConfigureHost, _Mapping]] = ..., enable_replication: _Optional[_Union[EnableReplication, _Mapping]] = ..., disable_replication: _Optional[_Union[DisableReplication, _Mapping]] = ..., power_vm: _Optional[_Union[PowerVm, _Mapping]] = ..., replicate_now: _Optional[_Union[ReplicateNow, _Mapping]] = ..., failback: _Optional[_Union[Failback, _Mapping]] = ..., accept_replica: _Optional[_Union[AcceptReplica, _Mapping]] = ..., release_replica: _Optional[_Union[ReleaseReplica, _Mapping]] = ...) -> None: ...
 
 class CommandResult(_message.Message):
     __slots__ = ("id", "ok", "error_code", "error_message", "output")

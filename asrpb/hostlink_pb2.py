@@ -27,7 +27,7 @@ from asrpb import control_pb2 as asrpb_dot_control__pb2
 from asrpb import inventory_pb2 as asrpb_dot_inventory__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61srpb/hostlink.proto\x12\x06\x61sr.v1\x1a\x12\x61srpb/common.proto\x1a\x13\x61srpb/control.proto\x1a\x15\x61srpb/inventory.proto\">\n\rHostInventory\x12\x17\n\x03vms\x18\x01 \x03(\x0b\x32\n.asr.v1.Vm\x12\x14\n\x0cgenerated_at\x18\x02 \x01(\x01\x32\xb0\x01\n\x08HostLink\x12\x37\n\x0fReportInventory\x12\x15.asr.v1.HostInventory\x1a\r.asr.v1.Empty\x12\x32\n\x08\x43ommands\x12\x13.asr.v1.CommandPoll\x1a\x0f.asr.v1.Command0\x01\x12\x37\n\x0f\x43ompleteCommand\x12\x15.asr.v1.CommandResult\x1a\r.asr.v1.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61srpb/hostlink.proto\x12\x06\x61sr.v1\x1a\x12\x61srpb/common.proto\x1a\x13\x61srpb/control.proto\x1a\x15\x61srpb/inventory.proto\"s\n\rHostInventory\x12\x17\n\x03vms\x18\x01 \x03(\x0b\x32\n.asr.v1.Vm\x12\x14\n\x0cgenerated_at\x18\x02 \x01(\x01\x12\x17\n\x0freplica_address\x18\x03 \x01(\t\x12\x1a\n\x12replica_free_bytes\x18\x04 \x01(\x03\x32\xb0\x01\n\x08HostLink\x12\x37\n\x0fReportInventory\x12\x15.asr.v1.HostInventory\x1a\r.asr.v1.Empty\x12\x32\n\x08\x43ommands\x12\x13.asr.v1.CommandPoll\x1a\x0f.asr.v1.Command0\x01\x12\x37\n\x0f\x43ompleteCommand\x12\x15.asr.v1.CommandResult\x1a\r.asr.v1.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,7 +35,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'asrpb.hostlink_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_HOSTINVENTORY']._serialized_start=96
-  _globals['_HOSTINVENTORY']._serialized_end=158
-  _globals['_HOSTLINK']._serialized_start=161
-  _globals['_HOSTLINK']._serialized_end=337
+  _globals['_HOSTINVENTORY']._serialized_end=211
+  _globals['_HOSTLINK']._serialized_start=214
+  _globals['_HOSTLINK']._serialized_end=390
 # @@protoc_insertion_point(module_scope)

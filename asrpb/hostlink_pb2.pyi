@@ -10,9 +10,13 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class HostInventory(_message.Message):
-    __slots__ = ("vms", "generated_at")
+    __slots__ = ("vms", "generated_at", "replica_address", "replica_free_bytes")
     VMS_FIELD_NUMBER: _ClassVar[int]
     GENERATED_AT_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
     vms: _containers.RepeatedCompositeFieldContainer[_inventory_pb2.Vm]
     generated_at: float
-    def __init__(self, vms: _Optional[_Iterable[_Union[_inventory_pb2.Vm, _Mapping]]] = ..., generated_at: _Optional[float] = ...) -> None: ...
+    replica_address: str
+    replica_free_bytes: int
+    def __init__(self, vms: _Optional[_Iterable[_Union[_inventory_pb2.Vm, _Mapping]]] = ..., generated_at: _Optional[float] = ..., replica_address: _Optional[str] = ..., replica_free_bytes: _Optional[int] = ...) -> None: ...

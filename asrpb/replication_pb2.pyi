@@ -6,6 +6,46 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ReplicaPoint(_message.Message):
+    __slots__ = ("point_id", "created_at", "app_consistent", "logical_bytes", "stored_bytes", "epoch")
+    POINT_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    APP_CONSISTENT_FIELD_NUMBER: _ClassVar[int]
+    LOGICAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    point_id: str
+    created_at: float
+    app_consistent: bool
+    logical_bytes: int
+    stored_bytes: int
+    epoch: int
+    def __init__(self, point_id: _Optional[str] = ..., created_at: _Optional[float] = ..., app_consistent: _Optional[bool] = ..., logical_bytes: _Optional[int] = ..., stored_bytes: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class ReplicaReport(_message.Message):
+    __slots__ = ("vm_id", "pairing_id", "points", "free_bytes", "health", "message", "last_received_at")
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    PAIRING_ID_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    LAST_RECEIVED_AT_FIELD_NUMBER: _ClassVar[int]
+    vm_id: str
+    pairing_id: str
+    points: _containers.RepeatedCompositeFieldContainer[ReplicaPoint]
+    free_bytes: int
+    health: str
+    message: str
+    last_received_at: float
+    def __init__(self, vm_id: _Optional[str] = ..., pairing_id: _Optional[str] = ..., points: _Optional[_Iterable[_Union[ReplicaPoint, _Mapping]]] = ..., free_bytes: _Optional[int] = ..., health: _Optional[str] = ..., message: _Optional[str] = ..., last_received_at: _Optional[float] = ...) -> None: ...
+
+class ReplicaAck(_message.Message):
+    __slots__ = ("paired",)
+    PAIRED_FIELD_NUMBER: _ClassVar[int]
+    paired: bool
+    def __init__(self, paired: _Optional[bool] = ...) -> None: ...
+
 class PointDisk(_message.Message):
     __slots__ = ("disk_index", "virtual_size")
     DISK_INDEX_FIELD_NUMBER: _ClassVar[int]

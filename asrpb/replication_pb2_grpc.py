@@ -69,6 +69,11 @@ class ReplicationStub:
                 request_serializer=asrpb_dot_replication__pb2.EpochCheck.SerializeToString,
                 response_deserializer=asrpb_dot_replication__pb2.EpochStatus.FromString,
                 _registered_method=True)
+        self.ReportReplica = channel.unary_unary(
+                '/asr.v1.Replication/ReportReplica',
+                request_serializer=asrpb_dot_replication__pb2.ReplicaReport.SerializeToString,
+                response_deserializer=asrpb_dot_replication__pb2.ReplicaAck.FromString,
+                _registered_method=True)
 
 
 class ReplicationServicer:
@@ -118,6 +123,15 @@ class ReplicationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportReplica(self, request, context):
+        """Site-to-site (issue 11), recovery hosts only: what the host holds of a VM it is paired for
+        (metadata only: the vault never receives a chunk of these VMs). Sent after every point the
+        host made durable and on a timer; the reply says whether the pairing still stands.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -155,6 +169,11 @@ def add_ReplicationServicer_to_server(servicer, server):
                     servicer.CheckEpoch,
                     request_deserializer=asrpb_dot_replication__pb2.EpochCheck.FromString,
                     response_serializer=asrpb_dot_replication__pb2.EpochStatus.SerializeToString,
+            ),
+            'ReportReplica': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportReplica,
+                    request_deserializer=asrpb_dot_replication__pb2.ReplicaReport.FromString,
+                    response_serializer=asrpb_dot_replication__pb2.ReplicaAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -346,6 +365,33 @@ class Replication:
             '/asr.v1.Replication/CheckEpoch',
             asrpb_dot_replication__pb2.EpochCheck.SerializeToString,
             asrpb_dot_replication__pb2.EpochStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportReplica(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Replication/ReportReplica',
+            asrpb_dot_replication__pb2.ReplicaReport.SerializeToString,
+            asrpb_dot_replication__pb2.ReplicaAck.FromString,
             options,
             channel_credentials,
             insecure,

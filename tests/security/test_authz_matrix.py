@@ -99,6 +99,7 @@ CLOUD: dict[str, dict[str, set[str]]] = {
         "asr.v1.Site": {"Heartbeat"},
         "asr.v1.Replication": {
             "BeginCycle", "Missing", "PutChunks", "CommitPoint", "GetBlockMap", "ReportProgress", "CheckEpoch",
+            "ReportReplica",
         },
         "asr.v1.FailbackData": {"Diff"},
     },
