@@ -200,6 +200,18 @@ def test_site_to_site_ships_host_to_host(cloud: Cloud, tmp_path: Path) -> None:
     finally:
         hv03.close()
         hv01.close()
+    # an agent of another vault does not complete the handshake (the vault CA is the only anchor)
+    cloud.asr("vault", "create", "fabrikam", "--region", "japaneast")
+    other = Site(cloud, tmp_path / "other", "fabrikam")
+    (tmp_path / "other").mkdir()
+    other.new_key()
+    assert other.register_agent("hv02").returncode == 0
+    foreign = ReplicaChannels(load_identity(str(tmp_path / "other" / "hv02")), None)
+    try:
+        err = refused(foreign.rpc("hv02", s.replica_address, pairing), vm_id)
+        assert err.code != "ASR-0032" and "handshake" in err.message.lower() + " ".join(err.details).lower(), err
+    finally:
+        foreign.close()
 
     # 4. kill -9 of the recovery agent inside an upload: the completed calls' chunks are kept
     # 8 MiB of incompressible guest writes (the guest write path: tracked): four 2 MiB messages
@@ -227,13 +239,22 @@ def test_site_to_site_ships_host_to_host(cloud: Cloud, tmp_path: Path) -> None:
     points = json.loads((replica / "points.json").read_text())
     assert [p["point_id"] for p in points] == [first["point_id"], second["point_id"], third["point_id"]]
 
-    # 5. an earlier point, read from the replica store, equals the source as it was then
+    # 5. released (data kept), the replica admits no more cycles; a repeated release is harmless
+    release = control_pb2.ReleaseReplica(host="hv02", vm_id=vm_id, vm_name="vm1", pairing_id=pairing)
+    for _ in range(2):
+        got = s.command("hv02", release_replica=release)
+        assert got.ok, got.error_message
+    res = run([sys.executable, "-m", "agent.replication", "once", vm_id, "--config", str(tmp_path / "hv01.toml")],
+              env=cloud.env(), timeout=300)
+    assert res.returncode == 32 and "ASR-0032" in res.stderr, res.stderr
+
+    # 6. an earlier point, read from the replica store, equals the source as it was then
     s.agents["hv02"].stop()
     for i, size in enumerate((OS_SIZE, DATA_SIZE)):
         out = export_point(replica, first["point_id"], i, size, tmp_path / f"export-p1-disk{i}.raw")
         compare(out, "raw", at_first[i], "raw")
 
-    # 6. the vault holds no chunk of this VM, and heard about the replica only as metadata
+    # 7. the vault holds no chunk of this VM, and heard about the replica only as metadata
     packs = [p for p in (tmp_path / "cloud").rglob("*") if p.is_file() and "packs" in p.parts]
     assert packs == []
     assert cloud.db_rows("recovery_points") == []
