@@ -37,7 +37,8 @@ def _path_or_default(value: str, info: ValidationInfo) -> str:
 
 
 OptionalPath = Annotated[str, AfterValidator(_path_or_default),
-                         Kind("path or \"\"", 'a path (a string; relative to the file\'s directory), or "" for the default')]
+                         Kind('path or ""', 'a path (a string; relative to the file\'s directory), '
+                                            'or "" for the default')]
 
 
 class AgentConfig(ConfigFile):
