@@ -1,8 +1,8 @@
 """Issue 11 (site-to-site), the data path: a primary agent ships a VM straight to a recovery
 agent of the same vault over TLS; the vault stores no chunk of it.
 
-Real processes: the cloud service, three agents (hv01 the primary, hv02 the recovery host,
-hv03 a third agent of the vault) and the primary's cycles as ``python -m agent.replication
+Real processes: the cloud service, three agents (hv01 the primary, behind tinyproxy; hv02
+the recovery host; hv03 a third agent of the vault) and the primary's cycles as ``python -m agent.replication
 once`` processes. The cloud cannot pair VMs yet (the control part of issue 11 is another
 branch), so the pairing commands (AcceptReplica, EnableReplication with a replica target) are
 injected through the agents' test command directory (``ASR_TEST_COMMAND_DIR``,
@@ -31,6 +31,7 @@ from durablefile import write_atomic
 from registration.state import load as load_identity
 from tests.controlplane.sitefix import agent_vm
 from tests.harness import BIN, Cloud, Proc, Site, free_port, run, wait_for
+from tests.proxies import TinyProxy
 from tests.replication.fixture import MiB, later_start, qemu
 
 SEGMENT = 1 * MiB   # one PutChunks call per 2 MiB message (see tests/replication/test_kill9.py)
@@ -51,7 +52,9 @@ class S2S:
             assert res.returncode == 0, res.stderr
         self.replica_port = free_port()
         self.replica_address = f"127.0.0.1:{self.replica_port}"
-        self.site.agent_config("hv01")
+        # the primary reaches the cloud and the recovery host only through its proxy
+        self.proxy = TinyProxy(cloud.procs, root, allow_ports=[cloud.port, self.replica_port]).start()
+        self.site.agent_config("hv01", proxy=self.proxy.url)
         self.site.agent_config("hv02", replica_listen=self.replica_address)
         self.site.agent_config("hv03", replica_listen=f"127.0.0.1:{free_port()}")
         self.vault_id = load_identity(str(root / "hv01")).vault_id
@@ -169,6 +172,7 @@ def test_site_to_site_ships_host_to_host(cloud: Cloud, tmp_path: Path) -> None:
     first = s.once(vm_id)
     assert first["modes"] == ["initial", "initial"], first
     replica_equals_source()
+    assert s.replica_address in s.proxy.connects()       # through the proxy, by its own log
     at_first = [raw_copy(src, fmt, tmp_path / f"p1-disk{i}.raw") for i, (src, fmt) in enumerate(sources)]
 
     # 2. guest writes, then an incremental cycle ships only them
