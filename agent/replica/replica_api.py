@@ -16,7 +16,7 @@ import grpc
 from agent.replica.service import ReplicaService
 from asrchannel.authz import AuthInterceptor, current_identity
 from asrchannel.tls import server_credentials, server_options
-from asrerrors import UsageError
+from asrerrors import InvalidConfig, UsageError
 from asrops.metrics import RpcMetrics
 from asrpb import replication_pb2, replication_pb2_grpc
 from chunkfmt import ID_SIZE
@@ -133,5 +133,14 @@ def build_server(svc: ReplicaService, listen: str, chain_pem: bytes, key_pem: by
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="replica"),
                          interceptors=[AuthInterceptor(POLICY, svc.check_caller, metrics)], options=server_options())
     replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicaApi(svc), server)
-    port = server.add_secure_port(listen, server_credentials(chain_pem, key_pem, vault_ca_pem))
+    try:
+        port = server.add_secure_port(listen, server_credentials(chain_pem, key_pem, vault_ca_pem))
+    except RuntimeError as exc:   # grpc raises when it cannot bind
+        port, cause = 0, str(exc)
+    else:
+        cause = ""
+    if port == 0:
+        raise InvalidConfig(f"replica_listen {listen!r}: cannot listen there{': ' + cause if cause else ''}",
+                            causes=("Another process uses the port, or the address is not one of this host's.",),
+                            action="Correct replica_listen in the agent's configuration, or free the port.")
     return server, port

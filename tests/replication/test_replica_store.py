@@ -7,12 +7,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.replica.service import ReplicaService
 from agent.replica.store import ReplicaHost, ReplicaVm
 from asrclock import FakeClock
+from asrerrors import Fenced, NotFound, PermissionDenied
 from asrpb import control_pb2, inventory_pb2
+from certs.identity import Identity
 from chunkfmt import BLOCK_SIZE, ZERO_ID, BlockMap, chunk_id, encode_chunk
 from cloudsvc.vaultstore import DiskDelta
 from diskimage.probe import open_disk
@@ -154,3 +158,30 @@ def test_pairing_is_idempotent_and_a_new_pairing_replaces_the_source(tmp_path: P
     assert replaced and p.source_host == "hv05" and p.epoch == 3
     h.release(VM, delete_data=True)
     assert h.pairings.get(VM) is None and not (tmp_path / VM).exists()
+
+
+def test_the_service_admits_only_the_paired_source_of_the_current_epoch(tmp_path: Path) -> None:
+    clock = FakeClock()
+    h = host(tmp_path, clock)
+    svc = ReplicaService(h, "vault-a")
+    hv01 = Identity("agent", "hv01", "vault-a")
+    try:
+        with pytest.raises(PermissionDenied, match="another vault"):
+            svc.check_caller(Identity("agent", "hv01", "vault-b"), "/asr.v1.Replication/BeginCycle")
+        with pytest.raises(PermissionDenied, match="holds no replica"):
+            svc.begin_cycle(hv01, "vm-other", 1, "pr-1")
+        with pytest.raises(PermissionDenied, match="'hv07' may not ship"):
+            svc.begin_cycle(Identity("agent", "hv07", "vault-a"), VM, 1, "pr-1")
+        token, base = svc.begin_cycle(hv01, VM, 3, "pr-1")
+        assert base is None and token.startswith(f"{VM}/3/")
+        with pytest.raises(Fenced, match="older than this replica's epoch 3"):
+            svc.begin_cycle(hv01, VM, 2, "pr-1")
+        with pytest.raises(Fenced):
+            svc.missing(hv01, f"{VM}/2/{token.rsplit('/', 1)[1]}", "pr-1", [])
+        with pytest.raises(PermissionDenied, match="is not the pairing"):
+            svc.missing(hv01, token, "pr-0", [])
+        assert svc.missing(hv01, token, "pr-1", [b"\x01" * 32]) == [b"\x01" * 32]
+        with pytest.raises(NotFound, match="malformed"):
+            svc.missing(hv01, "nonsense", "pr-1", [])
+    finally:
+        h.close()

@@ -152,6 +152,8 @@ def test_site_to_site_ships_host_to_host(cloud: Cloud, tmp_path: Path) -> None:
              inventory_pb2.Disk(format="vhd", virtual_size=DATA_SIZE)]
     accept = control_pb2.AcceptReplica(host="hv02", vm_id=vm_id, vm_name="vm1", source_host="hv01",
                                        pairing_id=pairing, policy=policy, vault_id=s.vault_id, disks=disks)
+    got = s.command("hv01", accept_replica=accept)             # hv01 holds no replicas
+    assert not got.ok and got.error_code == "ASR-0042" and "replica_listen is not set" in got.error_message, got
     got = s.command("hv02", accept_replica=accept)
     assert got.ok, got.error_message
     again = s.command("hv02", accept_replica=accept)           # at-least-once delivery: harmless
