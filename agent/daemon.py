@@ -23,7 +23,7 @@ from agent.hostlink import ProviderLink
 from agent.hypervisor import LocalHypervisor
 from agent.metrics import CycleMetrics, HostCollector
 from agent.replica import Replicas
-from agent.replica.channel import vault_ca_pem
+from agent.replica.channel import check_can_serve, vault_ca_pem
 from agent.replica.replica_api import build_server
 from agent.replica.reporter import Reporter
 from agent.replica.service import ReplicaService
@@ -116,6 +116,7 @@ def _replicas(rt: AgentRuntime, life: Lifecycle) -> Replicas | None:
     cfg = rt.config
     if not cfg.replica_listen:
         return None
+    check_can_serve(rt.ident)
     host = ReplicaHost(cfg.replica_path, rt.clock)
     host.recover()
     reporter = Reporter(host, rt.link.channel, rt.clock, life.stopping)

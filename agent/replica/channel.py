@@ -19,12 +19,13 @@ from typing import Any
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from agent.replica.replica_api import PAIRING_METADATA
 from agent.replication.cycle import _Rpc
 from asrchannel.proxy import ProxyUrl
 from asrchannel.tls import client_channel
-from asrerrors import NotAuthenticated
+from asrerrors import InvalidConfig, NotAuthenticated
 from registration.state import SiteIdentity
 
 
@@ -36,6 +37,24 @@ def vault_ca_pem(ident: SiteIdentity) -> bytes:
         raise NotAuthenticated(f"{ident.cert_path} holds no vault CA after the certificate",
                                action="Register the agent again (asr-agent register --force).")
     return certs[-1].public_bytes(serialization.Encoding.PEM)
+
+
+def check_can_serve(ident: SiteIdentity) -> None:
+    """Refuse to serve replicas with a certificate primaries would reject: without serverAuth
+    (BoringSSL: "unsupported certificate purpose") or without this host's name as a SAN."""
+    _, chain, _ = ident.pems()
+    cert = x509.load_pem_x509_certificates(chain)[0]
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.DNSName)
+    except x509.ExtensionNotFound:
+        usages, names = x509.ExtendedKeyUsage([]), []
+    if ExtendedKeyUsageOID.SERVER_AUTH not in usages or ident.name not in names:
+        raise InvalidConfig(f"replica_listen is set, but the certificate of agent {ident.name} cannot serve "
+                            "replicas: it was registered without --address",
+                            action="Register the agent again with 'asr-agent register --force --address NAME' "
+                                   "(the names primaries reach this host by), then start it.")
 
 
 class _Pairing(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
