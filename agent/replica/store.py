@@ -189,8 +189,7 @@ class ReplicaHost:
             shutil.rmtree(os.path.join(self.root, check_vm_id(vm_id)), ignore_errors=True)
 
     def free_bytes(self) -> int:
-        st = os.statvfs(self.root)
-        return int(st.f_bavail * st.f_frsize)
+        return shutil.disk_usage(self.root).free
 
     def close(self) -> None:
         with self._lock:
