@@ -62,6 +62,8 @@ class Reporter:
         st = r.disks.state()
         if st.encrypted:
             health, message = "Warning", "points are encrypted with the customer's key: replica disks not applied"
+        if r.apply_error and health == "Normal":
+            health, message = "Warning", r.apply_error
         return replication_pb2.ReplicaReport(
             vm_id=vm_id, pairing_id=p.pairing_id, free_bytes=self.host.free_bytes(), health=health,
             message=message, last_received_at=last,

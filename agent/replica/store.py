@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from agent.replica.disks import ReplicaDisks
 from agent.replica.pairings import Pairing, Pairings, check_vm_id
 from asrclock import Clock
-from asrerrors import NotFound, StateConflict
+from asrerrors import AsrError, NotFound, StateConflict
 from cloudsvc.vaultstore import (
     DiskDelta,
     LocalDirBackend,
@@ -73,7 +73,7 @@ class ReplicaVm:
         self.disks = ReplicaDisks(directory)
         self.records_path = os.path.join(directory, "points.json")
         self.lock = threading.Lock()
-        self.last_received_at = 0.0
+        self.apply_error = ""   # why the disks are not at the latest point ("" when they are)
 
     def records(self) -> list[PointRecord]:
         try:
@@ -100,7 +100,7 @@ class ReplicaVm:
             latest = self.latest()
             st = self.disks.state()
             if latest is not None and (st.applying or (st.point_id != latest.point_id and not st.encrypted)):
-                how = self.disks.apply(self.store, latest, None, "")
+                how = self._apply(latest, None, "")
                 log.info("replica disks redone from the store", extra={"fields": {
                     "vm_id": self.vm_id, "point": latest.point_id, "how": how, "interrupted": st.applying}})
 
@@ -117,14 +117,27 @@ class ReplicaVm:
                                            sum(d.virtual_size for d in point.disks), uploaded_bytes, now))
                 records.sort(key=lambda r: (r.created_at, r.point_id))
                 self._save(records)
-                self.last_received_at = now
             self.store.end_session(session_id)
             latest = records[-1].point_id
             how = "current"
             if latest == point.point_id:
-                how = self.disks.apply(self.store, point, disks, base or "")
+                how = self._apply(point, disks, base or "")
             self._retain(records, pairing)
             return point, how
+
+    def _apply(self, point: PointInfo, disks: list[DiskDelta] | None, base: str) -> str:
+        """Bring the replica disks to ``point``. A failure does not fail the commit (the point
+        is durable and recorded): the marker stays set, so the next commit or start redoes
+        the apply in full, and the reports say Warning until then."""
+        try:
+            how = self.disks.apply(self.store, point, disks, base)
+        except (AsrError, OSError) as err:
+            self.apply_error = f"replica disks not brought to {point.point_id}: {err}"
+            log.error("replica apply failed", extra={"fields": {"vm_id": self.vm_id, "point": point.point_id,
+                                                                "error": str(err)}})
+            return "failed"
+        self.apply_error = ""
+        return how
 
     def _retain(self, records: list[PointRecord], pairing: Pairing) -> None:
         keep = points_to_keep(records, retention_of(pairing), self.clock.now())

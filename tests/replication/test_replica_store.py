@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.replica.disks import ReplicaDisks
 from agent.replica.service import ReplicaService
 from agent.replica.store import ReplicaHost, ReplicaVm
 from asrclock import FakeClock
@@ -183,5 +184,28 @@ def test_the_service_admits_only_the_paired_source_of_the_current_epoch(tmp_path
         assert svc.missing(hv01, token, "pr-1", [b"\x01" * 32]) == [b"\x01" * 32]
         with pytest.raises(NotFound, match="malformed"):
             svc.missing(hv01, "nonsense", "pr-1", [])
+    finally:
+        h.close()
+
+
+def test_a_failed_apply_keeps_the_point_and_is_redone_in_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    clock = FakeClock()
+    h = host(tmp_path, clock)
+    try:
+        p1 = commit(h, clock, {0: 1, 3: 2}, None)
+        real = ReplicaDisks._write_blocks
+
+        def failing(self: ReplicaDisks, *args: object) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(ReplicaDisks, "_write_blocks", failing)
+        p2 = commit(h, clock, {3: 3}, p1)                     # acknowledged: the point is durable
+        r = h.vm(VM)
+        assert [rec.point_id for rec in r.records()] == [p1, p2]
+        assert r.disks.state().applying == p2 and "No space left" in r.apply_error
+        monkeypatch.setattr(ReplicaDisks, "_write_blocks", real)
+        commit(h, clock, {5: 4}, p2)                          # the marker forces a full apply
+        assert disk_bytes(r) == expected([1, 0, 0, 3, 0, 4, 0, 0]) and r.apply_error == ""
     finally:
         h.close()
