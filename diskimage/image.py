@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from types import TracebackType
+from typing import Self
 
 import portablefile
 from asrerrors import DiskImageError
@@ -131,7 +132,7 @@ class DiskImage(ABC):
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> DiskImage:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

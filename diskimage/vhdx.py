@@ -13,6 +13,13 @@ safe when the log is empty; an image with a non-empty log is refused (replaying 
 of Hyper-V or ``qemu-img check -r all``). qemu's "fixed" VHDX leaves its entries in the ZERO
 state, so fixed images allocate the same way.
 
+A writer that has its own crash protocol (the replica disks: a marker names the apply in
+progress, and an interrupted apply is redone in full into a new file) opens the image with
+``sync_allocations=False``: the per-block fsync then buys nothing, and it calls ``flush`` once
+at the end. A new image filled from scratch uses :class:`AppendBlocks`: whole payload blocks
+appended from one reused aligned buffer (direct I/O where the filesystem has it), data
+fsynced once, then every BAT entry written and fsynced.
+
 Differencing VHDX images are read through dissect (with the parent beside them); writes to
 them are refused. dissect reads that cross a block boundary return wrong bytes, so every
 read is split at ``block_size`` boundaries.
@@ -20,8 +27,11 @@ read is split at ``block_size`` boundaries.
 
 from __future__ import annotations
 
+import errno
+import mmap
 import os
 import struct
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +50,7 @@ from dissect.hypervisor.disk.vhdx import VHDX, MetadataTable, RegionTable
 
 from asrerrors import DiskImageError
 
-from .image import DiskImage, zero_fill
+from .image import DiskImage, pwrite_full, zero_fill
 
 MiB = 1 << 20
 NOT_PRESENT, UNDEFINED, ZERO, UNMAPPED, FULLY_PRESENT, PARTIALLY_PRESENT = 0, 1, 2, 3, 6, 7
@@ -125,8 +135,9 @@ def read_vhdx_meta(path: str) -> VhdxMeta:
 class VhdxImage(DiskImage):
     format = "vhdx"
 
-    def __init__(self, path: str, readonly: bool = False) -> None:
+    def __init__(self, path: str, readonly: bool = False, sync_allocations: bool = True) -> None:
         super().__init__(path, readonly)
+        self.sync_allocations = sync_allocations
         try:
             meta = read_vhdx_meta(self.path)
         except DiskImageError:
@@ -242,6 +253,106 @@ class VhdxImage(DiskImage):
         content = bytearray(bs)
         content[within:within + len(chunk)] = chunk
         self._pwrite(where, bytes(content))
-        os.fsync(self.fd)
+        if self.sync_allocations:
+            os.fsync(self.fd)
         entry = FULLY_PRESENT | ((where // MiB) << 20)
         self._pwrite(self._entry_offset(block), struct.pack("<Q", entry))
+
+
+class AppendBlocks:
+    """Fill a VHDX none of whose payload blocks is present yet (a new image being made from
+    scratch), one whole block at a time: fill :attr:`buffer` (``block_size`` bytes, zeroed by
+    :meth:`clear`), then :meth:`append` it as payload block ``block``. Blocks go one after
+    another at the end of the file, with ``O_DIRECT`` where the filesystem allows it (fresh
+    page-cache pages, not the device, were the limit on our VMs; docs/benchmarks.md),
+    buffered otherwise. Two page-aligned buffers are reused: one is written on a thread while
+    the caller fills the other. :meth:`finish` fsyncs the data, then writes the BAT entries
+    and fsyncs again, so no entry ever points at unwritten data; until then the image reads
+    as empty. Nothing here is crash-safe beyond that: the caller writes into a file that no
+    one uses until it is complete (a ``.partial``)."""
+
+    def __init__(self, img: VhdxImage) -> None:
+        if img.readonly or img.meta.has_parent:
+            raise DiskImageError(f"{img.path}: blocks can only be appended to a writable VHDX without a parent")
+        self.img = img
+        self.block_size = img.meta.block_size
+        self._mems = [mmap.mmap(-1, self.block_size) for _ in range(2)]   # page aligned, as O_DIRECT needs
+        self._views = [memoryview(m) for m in self._mems]
+        self._current = 0
+        self._pending: list[Future[None] | None] = [None, None]
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="vhdx-append")
+        end = os.fstat(img.fd).st_size
+        self._next = -(-end // MiB) * MiB
+        self._entries: list[tuple[int, int]] = []
+        self._direct = -1
+        flag = getattr(os, "O_DIRECT", 0)
+        if flag:
+            try:
+                self._direct = os.open(img.path, os.O_WRONLY | flag)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+
+    @property
+    def buffer(self) -> memoryview:
+        """The buffer to fill next (its previous write has completed)."""
+        return self._views[self._current]
+
+    def clear(self) -> None:
+        zero_fill(self.buffer)
+
+    def append(self, block: int) -> None:
+        """Write :attr:`buffer` as payload block ``block`` (not present until now, and after
+        every block appended before)."""
+        if not 0 <= block * self.block_size < self.img.virtual_size:
+            raise DiskImageError(f"{self.img.path}: block {block} is outside the disk")
+        state, _ = self.img._entry(block)
+        if state in (FULLY_PRESENT, PARTIALLY_PRESENT) or (self._entries and block <= self._entries[-1][0]):
+            raise DiskImageError(f"{self.img.path}: block {block} is already present")
+        where = self._next
+        self._pending[self._current] = self._pool.submit(self._write, self.buffer, where)
+        self._entries.append((block, where))
+        self._next += self.block_size
+        self._current ^= 1
+        self._wait(self._current)
+
+    def _wait(self, i: int) -> None:
+        fut, self._pending[i] = self._pending[i], None
+        if fut is not None:
+            fut.result()   # a failed write raises here, in the caller's thread
+
+    def _write(self, view: memoryview, where: int) -> None:
+        if self._direct >= 0:
+            try:
+                pwrite_full(self._direct, view, where)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                os.close(self._direct)   # direct I/O refused after all: buffered from here on
+                self._direct = -1
+        pwrite_full(self.img.fd, view, where)
+
+    def finish(self) -> None:
+        """Make the blocks durable, then point the BAT at them (and make that durable)."""
+        self._wait(0)
+        self._wait(1)
+        if self._direct >= 0:
+            os.fsync(self._direct)
+        os.fsync(self.img.fd)
+        for block, where in self._entries:
+            entry = FULLY_PRESENT | ((where // MiB) << 20)
+            self.img._pwrite(self.img._entry_offset(block), struct.pack("<Q", entry))
+        os.fsync(self.img.fd)
+
+    def close(self) -> None:
+        for fut in self._pending:
+            if fut is not None:
+                fut.cancel()
+        self._pool.shutdown(wait=True)
+        if self._direct >= 0:
+            os.close(self._direct)
+            self._direct = -1
+        for v, m in zip(self._views, self._mems, strict=True):
+            v.release()
+            m.close()

@@ -5,6 +5,8 @@ redone from the store, and a point row without a record dropped at start."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from certs.identity import Identity
 from chunkfmt import BLOCK_SIZE, ZERO_ID, BlockMap, chunk_id, encode_chunk
 from cloudsvc.vaultstore import DiskDelta
 from diskimage.probe import open_disk
+from diskimage.vhdx import FULLY_PRESENT, NOT_PRESENT, ZERO, VhdxImage
 
 VM = "vm-0001"
 BLOCKS = 8
@@ -40,7 +43,7 @@ def block(value: int) -> bytes:
     return bytes([value]) * BLOCK_SIZE
 
 
-def commit(h: ReplicaHost, clock: FakeClock, changes: dict[int, int], base: str | None) -> str:
+def commit(h: ReplicaHost, clock: FakeClock, changes: dict[int, int], base: str | None, size: int = SIZE) -> str:
     """Ship ``changes`` (block -> fill byte, 0 = zero block) as the primary's cycle would."""
     r = h.vm(VM)
     sid = r.store.begin_session(VM)
@@ -58,7 +61,7 @@ def commit(h: ReplicaHost, clock: FakeClock, changes: dict[int, int], base: str 
     clock.advance(1)
     pairing = h.pairings.get(VM)
     assert pairing is not None
-    point, _ = r.commit(sid, [DiskDelta(SIZE, BlockMap.from_mapping(delta))], base, "crash", clock.now(), 1,
+    point, _ = r.commit(sid, [DiskDelta(size, BlockMap.from_mapping(delta))], base, "crash", clock.now(), 1,
                         len(items), pairing)
     return point.point_id
 
@@ -207,5 +210,76 @@ def test_a_failed_apply_keeps_the_point_and_is_redone_in_full(tmp_path: Path, mo
         monkeypatch.setattr(ReplicaDisks, "_write_blocks", real)
         commit(h, clock, {5: 4}, p2)                          # the marker forces a full apply
         assert disk_bytes(r) == expected([1, 0, 0, 3, 0, 4, 0, 0]) and r.apply_error == ""
+    finally:
+        h.close()
+
+
+def test_a_full_apply_syncs_once_per_disk_not_per_vhdx_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """The first copy of a disk used to fsync once per newly allocated VHDX block; the marker
+    protocol makes that useless (an interrupted apply is redone in full). A full apply now
+    costs the same fsyncs whatever the number of blocks, writes whole VHDX blocks (an empty
+    one stays unallocated), and leaves an image qemu-img accepts and finds equal to the point."""
+    size = 64 * 1024 * 1024 + 2 * BLOCK_SIZE         # qemu-img's 8 MiB VHDX blocks: 9, the last partial
+    per = 8 * 1024 * 1024 // BLOCK_SIZE
+    clock = FakeClock()
+    h = host(tmp_path, clock)
+    count = 0
+    real = os.fsync
+
+    def counting(fd: int) -> None:
+        nonlocal count
+        count += 1
+        real(fd)
+
+    def full_apply_fsyncs(point_id: str) -> int:
+        nonlocal count
+        r = h.vm(VM)
+        r.disks._set(r.disks.state().__class__("", point_id))   # as after a crash: redo in full
+        point = r.store.get_point(point_id)
+        assert point is not None
+        count = 0
+        monkeypatch.setattr(os, "fsync", counting)
+        try:
+            assert r.disks.apply(r.store, point, None, "") == "full"
+        finally:
+            monkeypatch.setattr(os, "fsync", real)
+        return count
+
+    try:
+        p1 = commit(h, clock, {0: 1}, None, size)                                  # one VHDX block
+        # eight VHDX blocks; the fifth (blocks 4*per..5*per-1) stays empty; the last is partial
+        changes = {b * per + (3 if b < 8 else 0): 2 + b for b in range(9) if b != 4}
+        changes |= {per - 1: 0x33, 8 * per + 1: 0x44}
+        p2 = commit(h, clock, changes, p1, size)
+        assert full_apply_fsyncs(p1) == full_apply_fsyncs(p2)
+        r = h.vm(VM)
+        expect = tmp_path / "expected.raw"
+        model = {0: 1} | changes
+        with open(expect, "wb") as f:
+            f.truncate(size)
+            for b, v in model.items():
+                f.seek(b * BLOCK_SIZE)
+                f.write(block(v))
+
+        def check() -> None:
+            path = r.disks.path(0)
+            for argv in (["qemu-img", "check", "-q", "-f", "vhdx", path],
+                         ["qemu-img", "compare", "-f", "vhdx", "-F", "raw", path, str(expect)]):
+                res = subprocess.run(argv, capture_output=True, text=True, check=False)
+                assert res.returncode == 0, res.stdout + res.stderr
+
+        check()
+        with VhdxImage(r.disks.path(0), readonly=True) as img:
+            assert img.meta.block_size == per * BLOCK_SIZE
+            states = [img._entry(b)[0] for b in range(9)]
+        assert states[4] in (NOT_PRESENT, ZERO) and states[:4] + states[5:] == [FULLY_PRESENT] * 8
+        # an incremental apply into the empty VHDX block allocates it (without a per-block fsync)
+        commit(h, clock, {4 * per + 7: 0x55}, p2, size)
+        assert r.disks.state().point_id != p2 and not r.disks.state().applying
+        with open(expect, "r+b") as g:
+            g.seek((4 * per + 7) * BLOCK_SIZE)
+            g.write(block(0x55))
+        check()
     finally:
         h.close()
