@@ -261,8 +261,9 @@ class VhdxImage(DiskImage):
 
 class AppendBlocks:
     """Fill a VHDX none of whose payload blocks is present yet (a new image being made from
-    scratch), one whole block at a time: fill :attr:`buffer` (``block_size`` bytes, zeroed by
-    :meth:`clear`), then :meth:`append` it as payload block ``block``. Blocks go one after
+    scratch), one whole block at a time: fill all of :attr:`buffer` (``block_size`` bytes,
+    reused: it holds an earlier block's bytes), then :meth:`append` it as payload block
+    ``block``. Blocks go one after
     another at the end of the file, with ``O_DIRECT`` where the filesystem allows it (fresh
     page-cache pages, not the device, were the limit on our VMs; docs/benchmarks.md),
     buffered otherwise. Two page-aligned buffers are reused: one is written on a thread while
@@ -297,9 +298,6 @@ class AppendBlocks:
     def buffer(self) -> memoryview:
         """The buffer to fill next (its previous write has completed)."""
         return self._views[self._current]
-
-    def clear(self) -> None:
-        zero_fill(self.buffer)
 
     def append(self, block: int) -> None:
         """Write :attr:`buffer` as payload block ``block`` (not present until now, and after

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from asrerrors import DiskImageError
 from chunkfmt import BLOCK_SIZE, ZERO_ID, decode_chunk, parse_header
 from cloudsvc.vaultstore import DiskDelta, PointInfo, VaultStore
+from diskimage.image import zero_fill
 from diskimage.probe import open_disk
 from diskimage.vhdx import AppendBlocks, VhdxImage
 from durablefile import fsync_dir, write_atomic
@@ -118,12 +119,17 @@ class ReplicaDisks:
                 per = out.block_size // BLOCK_SIZE
                 for group in _groups(blocks, per):
                     frames = store.fetch_blobs({c for _, c in group})
-                    out.clear()
                     first = group[0][0] // per * per
+                    done = 0   # the buffer is reused: zero only what this block's data leaves out
                     for block, cid in group:
                         data = _decode(frames, cid)
                         at = (block - first) * BLOCK_SIZE
+                        if at > done:
+                            zero_fill(out.buffer[done:at])
                         out.buffer[at:at + len(data)] = data
+                        done = at + len(data)
+                    if done < out.block_size:
+                        zero_fill(out.buffer[done:])
                     out.append(first // per)
                 out.finish()
             finally:
