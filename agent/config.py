@@ -5,6 +5,8 @@
     proxy = "http://proxy:3128"           # optional
     heartbeat_seconds = 30
     metrics_listen = "127.0.0.1:9466"     # optional: Prometheus metrics (plain HTTP); off when absent
+    replica_listen = "10.0.0.11:7600"     # optional, site to site: this host holds replicas
+    replica_dir = "/var/lib/asr-agent/replicas"   # default: STATE_DIR/replicas
 
     [throttle]                            # optional: upload limits (agent.replication.throttle)
     work_hours_mb_s = 5
@@ -18,13 +20,14 @@ InvalidProxy (ASR-0013). Every key's default is in docs/operations.md (generated
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 from pydantic import Field
 
 from agent.replication.throttle import BandwidthSchedule, ThrottleSettings
 from asrops import configfile
-from asrops.configfile import ConfigFile, ConfigPath, Kind, MetricsAddress, Proxy, Seconds
+from asrops.configfile import AddressOrOff, ConfigFile, ConfigPath, Kind, MetricsAddress, OptionalPath, Proxy, Seconds
 
 
 class AgentConfig(ConfigFile):
@@ -34,8 +37,17 @@ class AgentConfig(ConfigFile):
     heartbeat_seconds: Seconds = Field(30.0, description="how often the agent reports to the cloud")
     metrics_listen: MetricsAddress = Field("", description="where to serve Prometheus metrics (plain HTTP); "
                                                            '"": not served')
+    replica_listen: AddressOrOff = Field("", description="site to site: the address (host:port) other hosts' agents "
+                                                "reach this host's replica service at, advertised as is; "
+                                                '"": the host holds no replicas')
+    replica_dir: OptionalPath = Field("", description='site to site: where replicas are kept; "": STATE_DIR/replicas')
     throttle: Annotated[ThrottleSettings | None, Kind("table", "a table, written [throttle] on a line of its own")] \
         = Field(None, description="the host's upload limits, shared by all its VMs; none: no limit")
+
+    @property
+    def replica_path(self) -> str:
+        """The replica directory: ``replica_dir``, or STATE_DIR/replicas."""
+        return self.replica_dir or os.path.join(self.state_dir, "replicas")
 
     @property
     def bandwidth(self) -> BandwidthSchedule | None:

@@ -207,7 +207,7 @@ NESTED_CASES: list[tuple[str, str, str, list[str], int]] = [
     ("provider", "clouds a single table", PROVIDER + '[clouds]\nname = "gold"\n',
      ["clouds = a table", "it is a table", "[[clouds]]"], 1),
     ("provider", "a table inside a cloud", PROVIDER + '[[clouds]]\nname = "gold"\n[clouds.options]\nx = 1\n',
-     ["unknown key clouds[0].options", "hosts, name, sync"], 1),
+     ["unknown key clouds[0].options", "hosts, name, networks, sync"], 1),
     ("provider", "several clouds wrong", PROVIDER + 'sync_seconds = -1\n[[clouds]]\nname = 5\n[[clouds]]\n'
      'name = "silver"\nsync = 1\n[[clouds]]\nhosts = []\n',
      ["has 4 wrong settings", "sync_seconds = -1", "clouds[0].name = 5", "clouds[1].sync = 1", "it is an integer",
