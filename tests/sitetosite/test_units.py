@@ -101,7 +101,8 @@ def test_mappings_need_synced_networks_and_paired_clouds(w: World) -> None:
     with pytest.raises(PairingRefused, match="not paired with any cloud"):
         w.site.create_mapping(VAULT, m)
     w.pair("gold", "silver")
-    with pytest.raises(NotFound, match=r"network 'lab' is not a VM network of cloud 'gold' \(its networks: corp, dmz\)"):
+    with pytest.raises(NotFound, match=r"network 'lab' is not a VM network of cloud 'gold' \(its networks: corp, "
+                                       r"dmz\)"):
         w.site.create_mapping(VAULT, Mapping("gold", "lab", "silver", "corp-dr", 0.0))
     with pytest.raises(NotFound, match="network 'corp' is not a VM network of cloud 'silver'"):
         w.site.create_mapping(VAULT, Mapping("gold", "corp", "silver", "corp", 0.0))
