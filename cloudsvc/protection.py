@@ -21,6 +21,7 @@ from cloudsvc.failover.recovered import Recovered
 from cloudsvc.inventory import Inventory, dumps_policy, loads_policy, parse_vm, vm_to_spec
 from cloudsvc.jobs import Jobs
 from cloudsvc.lifecycle import Item, ItemState, Op, ProtectedItems
+from cloudsvc.replicas import Replicas
 from cloudsvc.sitetosite import ONPREM_TO_CLOUD, ONPREM_TO_ONPREM, SiteToSite
 from cloudsvc.vaults import VaultRow, Vaults
 from sqlitestore.database import Database
@@ -62,8 +63,9 @@ class Protection:
 
     def __init__(self, db: Database, clock: Clock, vaults: Vaults, inventory: Inventory, jobs: Jobs,
                  commands: Commands, items: ProtectedItems, recovered: Recovered, events: Events,
-                 site: SiteToSite) -> None:
+                 site: SiteToSite, replicas: Replicas) -> None:
         self.site = site
+        self.replicas = replicas
         self.db = db
         self.clock = clock
         self.vaults = vaults
@@ -197,6 +199,7 @@ class Protection:
                                      provider=row["provider"], policy_json=dumps_policy(policy), job_id=job_id,
                                      recovery_cloud=policy.target_cloud, recovery_host=host["name"],
                                      pairing_id=pairing_id)
+            self.replicas.pair(conn, vault.id, vm.vm_id, pairing_id, host["name"])
             accept = control_pb2.Command(accept_replica=control_pb2.AcceptReplica(
                 host=host["name"], vm_id=vm.vm_id, vm_name=vm.name, source_host=row["host"], pairing_id=pairing_id,
                 policy=policy, vault_id=vault.id, disks=vm.disks))

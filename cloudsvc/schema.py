@@ -231,8 +231,8 @@ MIGRATIONS: list[str] = [
     """,
     # 10: site to site (issue 11) — the VM networks of a cloud and the replica hosts among its
     # hosts (inventory), the recovery cloud, host and pairing of a protected item (lifecycle),
-    # network mappings (sitetosite), and what recovery hosts report of their replicas: the
-    # points they keep and their health (replicas). Metadata only: no data of these VMs.
+    # network mappings (sitetosite), and every pairing with what its recovery host reports:
+    # the points it keeps and their health (replicas). Metadata only: no data of these VMs.
     """
     ALTER TABLE clouds ADD COLUMN networks TEXT NOT NULL DEFAULT '[]';
     ALTER TABLE hosts ADD COLUMN replica_address TEXT NOT NULL DEFAULT '';
@@ -257,8 +257,8 @@ MIGRATIONS: list[str] = [
         vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
         vm_id TEXT NOT NULL, pairing_id TEXT NOT NULL, host TEXT NOT NULL,
         health TEXT NOT NULL, message TEXT NOT NULL, free_bytes INTEGER NOT NULL,
-        last_received_at REAL NOT NULL, reported_at REAL NOT NULL,
-        PRIMARY KEY (vault_id, vm_id)
+        last_received_at REAL NOT NULL, reported_at REAL NOT NULL, released_at REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (vault_id, vm_id, pairing_id)
     )
     """,
 ]

@@ -12,7 +12,7 @@ Owners of state (each the only writer of its tables):
 ``items``          protected_items (``lifecycle``: the state machine)
 ``protection``     policies
 ``site``           network_mappings (``sitetosite``: pairing, mapping, placement)
-``replicas``       replica_points, replica_status (what recovery hosts report)
+``replicas``       replica_points, replica_status (pairings and what recovery hosts report)
 ``jobs``           jobs, job_tasks
 ``commands``       commands
 ``events``         events, health_seen
@@ -86,9 +86,9 @@ class CloudService:
         self.registrar = Registrar(db, self.vaults, clock, self.commands, self.inventory, self.events)
         self.recovered = Recovered(db, clock, self.vaults)
         self.site = SiteToSite(db, clock, self.inventory, self.events)
-        self.protection = Protection(db, clock, self.vaults, self.inventory, self.jobs, self.commands, self.items,
-                                     self.recovered, self.events, self.site)
         self.replicas = Replicas(db, clock, self.items, self.events)
+        self.protection = Protection(db, clock, self.vaults, self.inventory, self.jobs, self.commands, self.items,
+                                     self.recovered, self.events, self.site, self.replicas)
         self.billing = Billing(db, clock)
         self.replication = Replication(db, clock, self.vaults, self.items, self.events, config.data_dir,
                                        self.stopping, meter=self.billing.meter)

@@ -81,6 +81,10 @@ def requests(world: World, session_id: str, chunk_id: bytes) -> dict[str, Reques
         "ReportProgress": lambda r: r.ReportProgress(replication_pb2.ProgressReport(vm_id=vm, error="forged"),
                                                      timeout=30),
         "CheckEpoch": lambda r: r.CheckEpoch(replication_pb2.EpochCheck(vm_id=vm, epoch=1), timeout=30),
+        # site to site: no pairing was made for this VM, least of all for the intruder
+        "ReportReplica": lambda r: r.ReportReplica(replication_pb2.ReplicaReport(
+            vm_id=vm, pairing_id="forged", health="Normal",
+            points=[replication_pb2.ReplicaPoint(point_id="forged", created_at=1.0)]), timeout=30),
     }
 
 

@@ -25,7 +25,7 @@ from certs.identity import Identity
 from cloudsvc.billing import Billing
 from cloudsvc.events import MAPPING_CHANGED, REPLICA_HEALTH, EventFilter, Events
 from cloudsvc.inventory import Inventory, dumps_policy
-from cloudsvc.lifecycle import ProtectedItems
+from cloudsvc.lifecycle import Op, ProtectedItems
 from cloudsvc.replicas import Replicas
 from cloudsvc.schema import MIGRATIONS
 from cloudsvc.sitetosite import Mapping, SiteToSite
@@ -47,6 +47,7 @@ class World:
         self.inventory = Inventory(self.db, self.clock, self.items, self.events)
         self.site = SiteToSite(self.db, self.clock, self.inventory, self.events)
         self.replicas = Replicas(self.db, self.clock, self.items, self.events)
+        self.items.on_removed.append(self.replicas.forget_vm)
 
     def sync(self, provider: str, *clouds: inventory_pb2.VmmCloud) -> None:
         self.inventory.apply_sync(VAULT, provider, control_pb2.InventorySync(clouds=list(clouds)))
@@ -153,6 +154,7 @@ def _paired_item(w: World) -> None:
     with w.db.write() as conn:
         w.items.create(conn, VAULT, vm_id="vm1", name="web01", cloud="gold", provider="prov-a", policy_json="{}",
                        job_id="j1", recovery_cloud="silver", recovery_host="hv12", pairing_id="pair1")
+        w.replicas.pair(conn, VAULT, "vm1", "pair1", "hv12")
 
 
 def _report(pairing: str = "pair1", health: str = "Normal", n: int = 2) -> replication_pb2.ReplicaReport:
@@ -170,7 +172,10 @@ def test_only_the_recovery_host_of_the_pairing_reports(w: World) -> None:
     assert [p.point_id for p in w.replicas.points(VAULT, "vm1")] == ["p0", "p1"]
     with pytest.raises(PermissionDenied, match="agent hv11 is not the recovery host of VM web01"):
         w.replicas.report(Identity("agent", "hv11", VAULT), _report())
-    assert w.replicas.report(me, _report(pairing="old")) is False       # a pairing that is gone
+    with pytest.raises(NotFound, match="VM vm1 has no pairing 'forged'"):   # never made: a stranger learns nothing
+        w.replicas.report(me, _report(pairing="forged"))
+    with pytest.raises(NotFound):
+        w.replicas.report(Identity("agent", "hv12", "other-vault"), _report())
     assert w.replicas.report(me, _report(health="Warning", n=3)) is True   # replaces the points
     assert [p.point_id for p in w.replicas.points(VAULT, "vm1")] == ["p0", "p1", "p2"]
     events = w.events.list(VAULT, EventFilter(vm_id="vm1"))
@@ -178,9 +183,19 @@ def test_only_the_recovery_host_of_the_pairing_reports(w: World) -> None:
     item = w.items.get(VAULT, "vm1")
     assert item is not None
     assert w.replicas.rpo(item, w.clock.now()) == 300.0
-    with w.db.write() as conn:
-        w.replicas.forget_vm(conn, VAULT, "vm1")
+    with w.db.write() as conn:   # protection disabled: the pairing is gone, its host is told so
+        w.items.end(conn, VAULT, "vm1", "j1", True)
+        w.items.begin(conn, VAULT, "vm1", Op.UNPROTECT, "j2")
+        w.items.end(conn, VAULT, "vm1", "j2", True)
     assert w.replicas.points(VAULT, "vm1") == [] and w.replicas.status(VAULT, "vm1") is None
+    assert w.replicas.report(me, _report()) is False
+    with pytest.raises(PermissionDenied):
+        w.replicas.report(Identity("agent", "hv11", VAULT), _report())
+    w.clock.advance(31 * 86400)   # released pairings are forgotten in time
+    with w.db.write() as conn:
+        w.replicas.forget_vm(conn, VAULT, "vm-other")
+    with pytest.raises(NotFound):
+        w.replicas.report(me, _report())
 
 
 def test_site_to_site_vms_are_billed_on_premises_to_on_premises(w: World) -> None:
@@ -199,3 +214,15 @@ def test_site_to_site_vms_are_billed_on_premises_to_on_premises(w: World) -> Non
     to_cloud = billing.report(VAULT, "2026-11", "onprem-to-cloud")
     assert [u.vm_id for u, _ in to_cloud.lines] == ["vm2", "vm3"]
     assert h2h.unit_price < to_cloud.unit_price
+
+
+def test_agent_replica_keys_resolve_like_every_path(tmp_path: Path) -> None:
+    from agent.config import load
+
+    f = tmp_path / "agent.toml"
+    f.write_text('state_dir = "state"\nvm_dir = "vms"\n')
+    cfg = load(str(f))
+    assert (cfg.replica_listen, cfg.replica_path) == ("", str(tmp_path / "state" / "replicas"))
+    f.write_text('state_dir = "state"\nvm_dir = "vms"\nreplica_listen = "10.0.0.11:7600"\nreplica_dir = "rep"\n')
+    cfg = load(str(f))
+    assert (cfg.replica_listen, cfg.replica_path) == ("10.0.0.11:7600", str(tmp_path / "rep"))
