@@ -119,6 +119,11 @@ class Replicas:
                 for r in self.db.query("SELECT * FROM replica_points WHERE vault_id=? AND vm_id=?"
                                        " ORDER BY created_at, point_id", (vault_id, vm_id))]
 
+    def held(self, vault_id: str, vm_id: str) -> list[ReplicaPoint] | None:
+        """The points of a site-to-site VM (kept on its recovery host); None for any other VM."""
+        item = self.items.get(vault_id, vm_id)
+        return self.points(vault_id, vm_id) if item is not None and item.site_to_site else None
+
     def status(self, vault_id: str, vm_id: str) -> sqlite3.Row | None:
         """What the recovery host of the VM's current pairing last reported (None before its first report)."""
         return self.db.one("SELECT * FROM replica_status WHERE vault_id=? AND vm_id=? AND released_at=0 AND"

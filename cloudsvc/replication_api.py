@@ -146,21 +146,18 @@ class PointsApi(replication_pb2_grpc.PointsServicer):
     def ListPoints(self, request: Any, context: Any) -> replication_pb2.PointList:
         vault_id, vm_id, name = self._vm(request)
         out = replication_pb2.PointList(vm_id=vm_id)
-        item = self.svc.items.get(vault_id, vm_id)
-        if item is not None and item.site_to_site:
-            # kept on the recovery host; the vault knows them from its reports (metadata only)
-            for r in self.svc.replicas.points(vault_id, vm_id):
-                out.points.append(replication_pb2.RecoveryPoint(
-                    point_id=r.point_id, created_at=r.created_at, kind="app" if r.app_consistent else "crash",
-                    uploaded_bytes=r.stored_bytes, location=r.host))
+        held = self.svc.replicas.held(vault_id, vm_id)
+        if held is not None:   # site to site: on the recovery host, known from its reports
+            out.points.extend(replication_pb2.RecoveryPoint(
+                point_id=r.point_id, created_at=r.created_at, kind="app" if r.app_consistent else "crash",
+                uploaded_bytes=r.stored_bytes, location=r.host) for r in held)
             return out
-        storage = item.policy.storage if item is not None else ""
         for p, facts in self.repl.points(vault_id, vm_id, name):
             out.points.append(replication_pb2.RecoveryPoint(
                 point_id=p.point_id, created_at=p.created_at, kind=p.kind,
                 uploaded_bytes=facts["uploaded_bytes"], changed_blocks=facts["changed_blocks"],
                 disks=[replication_pb2.PointDisk(disk_index=d.disk_index, virtual_size=d.virtual_size)
-                       for d in p.disks], location=storage))
+                       for d in p.disks], location=facts["storage"]))
         return out
 
     def VerifyPoint(self, request: Any, context: Any) -> replication_pb2.VerifyReport:

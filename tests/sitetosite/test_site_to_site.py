@@ -169,6 +169,10 @@ def test_pairing_mapping_placement_commands_and_replica_reports(cloud: Cloud, si
     listed = cloud.asr_json("network-mapping", "list", "--vault", VAULT)
     assert [(m["primary_cloud"], m["primary_network"], m["recovery_cloud"], m["recovery_network"])
             for m in listed] == [("gold", "corp", "silver", "corp-dr")]
+    history = {(e["code"], e["message"]) for e in cloud.asr_json("event", "list", "--vault", VAULT)}
+    assert ("EVT-0011", "cloud gold (provider prov-a) paired with cloud silver (provider prov-b): site to site") \
+        in history
+    assert ("EVT-0012", "network gold/corp mapped to silver/corp-dr") in history
 
     # ---- protection refusals: unmapped network, no room, unusable recovery host ----------------------
     err = _refused(cloud, 92, "vm", "protect", "app01")
