@@ -198,11 +198,15 @@ def test_pairing_mapping_placement_commands_and_replica_reports(cloud: Cloud, si
     assert (target.recovery_host, target.address) == ("hv11", replica)
     assert target.pairing_id and target.pairing_id == accept.accept_replica.pairing_id
     assert [d.virtual_size for d in accept.accept_replica.disks] == [64 << 20, 32 << 20]
-    assert ended["state"] == "Failed", ended
     task = next(t for t in ended["tasks"] if "hv11" in t["name"] and "Accept" in t["name"])
-    assert "does not know the command 'accept_replica'" in task["error"]["message"], task
+    if ended["state"] == "Failed":   # an agent without the replica service says so, and goes on
+        assert "does not know the command 'accept_replica'" in task["error"]["message"], task
+    else:   # an agent with it (the i11-replica half) accepted: start again from unprotected
+        assert ended["state"] == "Succeeded" and task["state"] == "Succeeded", ended
+        cloud.asr_json("vm", "unprotect", "web01", "--vault", VAULT, "--force")
     assert b.agents["hv11"].alive() and a.agents["hv01"].alive()
-    assert cloud.asr_json("vm", "show", "web01", "--vault", VAULT)["protection_state"] == "Unprotected"
+    wait_for(lambda: cloud.asr_json("vm", "show", "web01", "--vault", VAULT)["protection_state"] == "Unprotected",
+             30, what="web01 unprotected")
 
     # with the recovery agent stopped the AcceptReplica waits: the item is enabling, paired anew
     b.agents["hv11"].stop()
@@ -255,9 +259,8 @@ def test_pairing_mapping_placement_commands_and_replica_reports(cloud: Cloud, si
         assert any(e["code"] == "EVT-0013" and "Normal -> Warning: replica directory 95% full" in e["message"]
                    for e in events)
         cloud.asr_json("vm", "unprotect", "web01", "--vault", VAULT, "--force")
-        release = [(p, c) for p, _, c in _commands(cloud) if c.WhichOneof("body") == "release_replica"]
-        assert [(p, c.release_replica.host, c.release_replica.pairing_id) for p, c in release] == [
-            ("prov-b", "hv11", pairing)]
+        p, c = [(p, c) for p, _, c in _commands(cloud) if c.WhichOneof("body") == "release_replica"][-1]
+        assert (p, c.release_replica.host, c.release_replica.pairing_id) == ("prov-b", "hv11", pairing)
         wait_for(lambda: cloud.asr_json("vm", "show", "web01", "--vault", VAULT)["protection_state"] ==
                  "Unprotected", 30, what="protection disabled")
         assert rec.call(rec_stub.ReportReplica, report).paired is False  # type: ignore[attr-defined]
