@@ -29,6 +29,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         key_file=args.key_file, role="agent", name=args.host, state_dir=args.state_dir,
         clock=from_environment(), proxy=proxy, force=args.force,
         provider=args.provider_name or "", provider_address=_hostport(args.provider),
+        addresses=args.address,
     )
     doc = {"identity": ident.identity, "vault": ident.vault_name, "vault_id": ident.vault_id,
            "state_dir": ident.state_dir, "provider": args.provider}
@@ -54,6 +55,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--provider-name", default="", help="the provider's registered name")
     r.add_argument("--state-dir", required=True)
     r.add_argument("--proxy")
+    r.add_argument("--address", action="append", default=[],
+                   help="site-to-site: a DNS name or IP address other hosts reach this host's replica service "
+                        "at (repeatable); the certificate then also serves TLS for this host's name and these")
     r.add_argument("--force", action="store_true")
     r.add_argument("--json", action="store_true")
     r.set_defaults(fn=cmd_register)

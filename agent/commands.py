@@ -12,7 +12,7 @@ import os
 
 from agent import fencing
 from agent.runtime import AgentRuntime
-from asrerrors import NotFound
+from asrerrors import NotFound, StateConflict, UsageError
 from asrpb import control_pb2
 from durablefile import write_atomic
 
@@ -56,15 +56,44 @@ def power_vm(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
     elif body.action == "stop":
         rt.hv.stop(name)
     else:
-        from asrerrors import UsageError
-
         raise UsageError(f"unknown power action {body.action!r}; allowed: start, stop")
     return f"VM {name} {'started' if body.action == 'start' else 'stopped'}"
 
 
+def accept_replica(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
+    """Site-to-site: hold a replica of a VM of another site, shipped only by its source host.
+    Idempotent: the same pairing again keeps everything; another pairing id for the VM
+    replaces the old one (its source is refused from then on), keeping the stored points."""
+    body = cmd.accept_replica
+    if rt.replica is None:
+        raise StateConflict(f"host {rt.ident.name} does not hold replicas: replica_listen is not set in "
+                            f"{rt.config.path}", action="Set replica_listen (and re-register with --address), "
+                                                         "restart the agent, then pair again.")
+    if not body.source_host or not body.pairing_id:
+        raise UsageError("AcceptReplica needs a source host and a pairing id")
+    pairing, replaced = rt.replica.host.pairings.accept(body, cmd.epoch, rt.clock.now())
+    rt.replica.reporter.point_made(body.vm_id)   # tell the vault what is held, soon
+    return (f"replica of {body.vm_name} accepted from {body.source_host} (pairing {body.pairing_id}"
+            + (", replacing an earlier pairing" if replaced else "") + ")")
+
+
+def release_replica(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
+    """Site-to-site: stop holding the replica (and delete its data when asked). Idempotent; a
+    release naming an older pairing than the one held changes nothing."""
+    body = cmd.release_replica
+    if rt.replica is None:
+        return f"host {rt.ident.name} holds no replicas"
+    held = rt.replica.host.pairings.get(body.vm_id)
+    if held is not None and body.pairing_id and held.pairing_id != body.pairing_id:
+        return f"replica of {body.vm_name} is held for pairing {held.pairing_id}, not {body.pairing_id}: kept"
+    rt.replica.release(body.vm_id, body.delete_data)
+    return f"replica of {body.vm_name} released" + (" and its data deleted" if body.delete_data else "")
+
+
 def register_builtin(rt: AgentRuntime) -> None:
     rt.handlers.update(configure_host=configure_host, enable_replication=enable_replication,
-                       disable_replication=disable_replication, power_vm=power_vm)
+                       disable_replication=disable_replication, power_vm=power_vm,
+                       accept_replica=accept_replica, release_replica=release_replica)
 
 
 class AppliedLog:

@@ -5,8 +5,8 @@
     proxy = "http://proxy:3128"           # optional
     heartbeat_seconds = 30
     metrics_listen = "127.0.0.1:9466"     # optional: Prometheus metrics (plain HTTP); off when absent
-    replica_listen = "10.0.0.11:7600"     # optional, site to site: this host holds replicas
-    replica_dir = "/var/lib/asr-agent/replicas"   # default: STATE_DIR/replicas
+    replica_listen = "0.0.0.0:9470"       # optional (site-to-site): serve replicas to primaries; off when absent
+    replica_dir = "/var/lib/asr-agent/replicas"   # default: <state_dir>/replicas
 
     [throttle]                            # optional: upload limits (agent.replication.throttle)
     work_hours_mb_s = 5
@@ -23,11 +23,22 @@ from __future__ import annotations
 import os
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, ValidationInfo
 
 from agent.replication.throttle import BandwidthSchedule, ThrottleSettings
 from asrops import configfile
-from asrops.configfile import AddressOrOff, ConfigFile, ConfigPath, Kind, MetricsAddress, OptionalPath, Proxy, Seconds
+from asrops.configfile import ConfigFile, ConfigPath, Kind, MetricsAddress, Proxy, Seconds
+
+
+def _path_or_default(value: str, info: ValidationInfo) -> str:
+    # as ConfigPath: relative to the configuration file's directory; "" stays "" (the default)
+    base = (info.context or {}).get("base")
+    return os.path.join(base, value) if value and base else value
+
+
+OptionalPath = Annotated[str, AfterValidator(_path_or_default),
+                         Kind('path or ""', 'a path (a string; relative to the file\'s directory), '
+                                            'or "" for the default')]
 
 
 class AgentConfig(ConfigFile):
@@ -37,16 +48,16 @@ class AgentConfig(ConfigFile):
     heartbeat_seconds: Seconds = Field(30.0, description="how often the agent reports to the cloud")
     metrics_listen: MetricsAddress = Field("", description="where to serve Prometheus metrics (plain HTTP); "
                                                            '"": not served')
-    replica_listen: AddressOrOff = Field("", description="site to site: the address (host:port) other hosts' agents "
-                                                "reach this host's replica service at, advertised as is; "
-                                                '"": the host holds no replicas')
-    replica_dir: OptionalPath = Field("", description='site to site: where replicas are kept; "": STATE_DIR/replicas')
     throttle: Annotated[ThrottleSettings | None, Kind("table", "a table, written [throttle] on a line of its own")] \
         = Field(None, description="the host's upload limits, shared by all its VMs; none: no limit")
+    replica_listen: MetricsAddress = Field("", description="site-to-site: where this host serves the replicas it "
+                                                           'holds to primary hosts (TLS); "": holds none')
+    replica_dir: OptionalPath = Field("", description='site-to-site: the replicas\' stores and disks; "": '
+                                                      "<state_dir>/replicas")
 
     @property
     def replica_path(self) -> str:
-        """The replica directory: ``replica_dir``, or STATE_DIR/replicas."""
+        """Where this host keeps the replicas it holds (site-to-site, ``agent.replica``)."""
         return self.replica_dir or os.path.join(self.state_dir, "replicas")
 
     @property

@@ -5,7 +5,10 @@ and stopped here.
 Start-up order: recover the hypervisor's state (a snapshot left by a killed process is
 merged back into the dirty sets), then the cloud link (heartbeats), the provider link
 (inventory, commands), the replication engine (which checks every VM's epoch first), and
-the metrics endpoint when ``metrics_listen`` names one (``agent.metrics``).
+the metrics endpoint when ``metrics_listen`` names one (``agent.metrics``). When
+``replica_listen`` is set the host also holds replicas for primaries of other sites
+(``agent.replica``): its stores are recovered (unrecorded points dropped, an interrupted
+apply redone) before the replica server starts, and the ReportReplica thread runs beside it.
 """
 
 from __future__ import annotations
@@ -13,12 +16,18 @@ from __future__ import annotations
 import logging
 import threading
 
-from agent import failback, replication
+from agent import failback, replication, testcommands
 from agent.commands import register_builtin
 from agent.config import load
 from agent.hostlink import ProviderLink
 from agent.hypervisor import LocalHypervisor
 from agent.metrics import CycleMetrics, HostCollector
+from agent.replica import Replicas
+from agent.replica.channel import check_can_serve, vault_ca_pem
+from agent.replica.replica_api import build_server
+from agent.replica.reporter import Reporter
+from agent.replica.service import ReplicaService
+from agent.replica.store import ReplicaHost
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
 from asrclock import from_environment
@@ -59,6 +68,7 @@ def run(config_path: str, life: Lifecycle | None = None) -> int:
                       stopping=life.stopping, cycle_metrics=CycleMetrics(metrics.registry, ident.vault_name))
     register_builtin(rt)
     failback.register(rt)
+    replicas = _replicas(rt, life)
     hb = threading.Thread(target=link.run_heartbeats, name="heartbeat", daemon=True,
                           args=(cfg.heartbeat_seconds, life.stopping,
                                 life.watch("heartbeat", heartbeat_stuck_after(cfg.heartbeat_seconds))))
@@ -67,18 +77,54 @@ def run(config_path: str, life: Lifecycle | None = None) -> int:
     # the inventory report reads every VM's definition (under its lock): a turn that never
     # ends is a wedged hypervisor
     threads = provider.start(life.watch("inventory", INVENTORY_STUCK_AFTER_S))
+    if replicas is not None:
+        t = threading.Thread(target=replicas.reporter.run, name="replica-reports", daemon=True,
+                             args=(replicas.release,))
+        t.start()
+        threads.append(t)
+    command_dir = environment.test_hook("ASR_TEST_COMMAND_DIR")
+    if command_dir:
+        t = threading.Thread(target=testcommands.run, name="test-commands", daemon=True,
+                             args=(command_dir, provider.apply, life.stopping))
+        t.start()
+        threads.append(t)
     replication.start(rt)
     log.info("agent running", extra={"fields": {"identity": ident.identity, "provider": ident.provider_address}})
     life.ready(f"agent {ident.name}")
     life.serve()
     life.stop()
+    if replicas is not None:
+        replicas.reporter.stop()
+        replicas.server.stop(grace=2).wait()
     if rt.replication is not None:
         rt.replication.stop()
     provider.stop()
     for t in [hb, *threads]:
         t.join(timeout=5)
+    if replicas is not None:
+        replicas.host.close()
     metrics.close()
     link.close()
     hv.close()
     log.info("stopped")
     return 0
+
+
+def _replicas(rt: AgentRuntime, life: Lifecycle) -> Replicas | None:
+    """The recovery host's role (site-to-site), when ``replica_listen`` is set: the replicas
+    recovered, then served."""
+    cfg = rt.config
+    if not cfg.replica_listen:
+        return None
+    check_can_serve(rt.ident)
+    host = ReplicaHost(cfg.replica_path, rt.clock)
+    host.recover()
+    reporter = Reporter(host, rt.link.channel, rt.clock, life.stopping)
+    service = ReplicaService(host, rt.ident.vault_id, on_point=reporter.point_made)
+    _, chain, key = rt.ident.pems()
+    server, port = build_server(service, cfg.replica_listen, chain, key, vault_ca_pem(rt.ident))
+    server.start()
+    log.info("serving replicas", extra={"fields": {"listen": cfg.replica_listen, "port": port,
+                                                   "dir": cfg.replica_path, "replicas": len(host.pairings.all())}})
+    rt.replica = Replicas(host, service, server, port, reporter)
+    return rt.replica

@@ -38,6 +38,9 @@ class AgentRuntime:
     replication: Any = None
     # The cycle counters (agent.metrics.CycleMetrics) the composition root made, or None.
     cycle_metrics: Any = None
+    # Site-to-site: the recovery host's replicas (agent.replica.Replicas), None unless
+    # replica_listen is set.
+    replica: Any = None
 
     def handle(self, cmd: control_pb2.Command) -> str:
         kind = cmd.WhichOneof("body")

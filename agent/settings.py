@@ -2,7 +2,8 @@
 
     STATE_DIR/host-policy.json             the cloud's policy (ConfigureHost)
     STATE_DIR/replication/<vm_id>.json     one file per VM being replicated (EnableReplication),
-                                           with the epoch the vault granted this host for it
+                                           with the epoch the vault granted this host for it and,
+                                           site-to-site, its "replica_target" (the recovery host)
     STATE_DIR/customer.key                 the site's customer-managed key (0600), when encrypting
 
 Written with ``durablefile.write_atomic``; applying the same command twice gives the same
@@ -36,6 +37,15 @@ class ReplicationSettings:
     policy: inventory_pb2.Policy
     enabled_at: float
     epoch: int = DEFAULT_EPOCH
+    # site-to-site (issue 11): ship to this recovery host instead of the vault; None: the vault
+    replica_target: ReplicaTarget | None = None
+
+
+@dataclass(frozen=True)
+class ReplicaTarget:
+    recovery_host: str
+    address: str
+    pairing_id: str
 
 
 class Settings:
@@ -64,9 +74,13 @@ class Settings:
         if cmd.customer_key:
             write_atomic(self.customer_key_path, cmd.customer_key, PRIVATE)
         old = self.get(cmd.vm_id)
-        doc = {"vm_id": cmd.vm_id, "vm_name": cmd.vm_name, "vault_id": cmd.vault_id,
-               "policy": _policy_doc(cmd.policy), "enabled_at": old.enabled_at if old else now,
-               "epoch": epoch or (old.epoch if old else DEFAULT_EPOCH)}
+        doc: dict[str, Any] = {"vm_id": cmd.vm_id, "vm_name": cmd.vm_name, "vault_id": cmd.vault_id,
+                               "policy": _policy_doc(cmd.policy), "enabled_at": old.enabled_at if old else now,
+                               "epoch": epoch or (old.epoch if old else DEFAULT_EPOCH)}
+        t = cmd.replica_target
+        if t.address:
+            doc["replica_target"] = {"recovery_host": t.recovery_host, "address": t.address,
+                                     "pairing_id": t.pairing_id}
         write_atomic(self._path(cmd.vm_id), json.dumps(doc, indent=2).encode())
 
     def grant(self, vm_id: str, epoch: int) -> bool:
@@ -94,9 +108,11 @@ class Settings:
                 doc = json.load(f)
         except FileNotFoundError:
             return None
+        target = doc.get("replica_target")
         return ReplicationSettings(doc["vm_id"], doc["vm_name"], doc.get("vault_id", ""),
                                    ParseDict(doc["policy"], inventory_pb2.Policy()), float(doc["enabled_at"]),
-                                   int(doc.get("epoch", DEFAULT_EPOCH)))
+                                   int(doc.get("epoch", DEFAULT_EPOCH)),
+                                   ReplicaTarget(**target) if isinstance(target, dict) else None)
 
     def all(self) -> list[ReplicationSettings]:
         out = []

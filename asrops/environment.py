@@ -50,6 +50,9 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
              "a JSON list of storage faults to inject (cloudsvc/vaultstore/faultybackend.py)", test_only=True),
     Variable("ASR_TEST_UPLOAD_PAUSE", "text", "", (AGENT,),
              "`K:DIR`: a cycle pauses after K PutChunks messages until DIR/go exists", test_only=True),
+    Variable("ASR_TEST_COMMAND_DIR", "path", "", (AGENT,),
+             "commands in DIR/*.cmd are applied as if the provider sent them; results in DIR/*.result "
+             "(agent/testcommands.py)", test_only=True),
     Variable("ASR_MAINTENANCE_SECONDS", "seconds", "60", (CLOUD,),
              "how often retention (and, at most hourly, garbage collection) runs"),
     Variable("ASR_SITE_COMMAND_TIMEOUT", "seconds", "3600", (CLOUD,),

@@ -103,9 +103,13 @@ class Registrar:
         names = None
         if role == "provider":
             names = list(dict.fromkeys([*(addresses or []), "localhost", "127.0.0.1"]))
-            for n in names:
-                if not n or len(n) > 253 or any(c in n for c in " /@"):
-                    raise UsageError(f"provider address {n!r} is not a DNS name or IP address")
+        elif addresses:
+            # Site-to-site (issue 11): an agent that holds replicas serves them over TLS with
+            # this certificate; primaries check its host name (first SAN), as registered.
+            names = list(dict.fromkeys([name, *addresses]))
+        for n in names or []:
+            if not n or len(n) > 253 or any(c in n for c in " /@"):
+                raise UsageError(f"{role} address {n!r} is not a DNS name or IP address")
         cert = sign_csr(vault.ca, csr_pem, ident.uri, server_names=names)
         serial = format(cert.serial_number, "x")
         now = self.clock.now()

@@ -27,12 +27,16 @@ def replicate_now(runtime: AgentRuntime, cmd: control_pb2.Command) -> str:
 
 
 def start(runtime: AgentRuntime) -> Engine:
+    # imported here: agent.replica.channel builds on this package's cycle module
+    from agent.replica.channel import ReplicaChannels
+
     schedule = runtime.config.bandwidth
     log.info("upload limits", extra={"fields": describe(schedule)})
     engine = Engine(runtime.hv, runtime.settings, runtime.link.channel, runtime.link.target,
                     runtime.ident.vault_id, runtime.clock, runtime.ident.state_dir,
                     bulk_channel=runtime.link.bulk_channel, metrics=runtime.cycle_metrics,
-                    throttle=Throttle(schedule, runtime.clock) if schedule is not None else None)
+                    throttle=Throttle(schedule, runtime.clock) if schedule is not None else None,
+                    replica_channels=ReplicaChannels(runtime.ident, runtime.config.proxy))
     runtime.replication = engine
     runtime.handlers["replicate_now"] = replicate_now
     engine.start()

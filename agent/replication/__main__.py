@@ -15,6 +15,7 @@ import sys
 
 from agent.config import load
 from agent.hypervisor import LocalHypervisor
+from agent.replica.channel import ReplicaChannels
 from agent.replication.engine import Engine
 from agent.replication.throttle import Throttle
 from agent.settings import Settings
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         hv = LocalHypervisor(cfg.vm_dir, clock)
         engine = Engine(hv, Settings(cfg.state_dir), link.channel, link.target, ident.vault_id, clock,
                         cfg.state_dir, bulk_channel=link.bulk_channel,
-                        throttle=Throttle(cfg.bandwidth, clock) if cfg.bandwidth is not None else None)
+                        throttle=Throttle(cfg.bandwidth, clock) if cfg.bandwidth is not None else None,
+                        replica_channels=ReplicaChannels(ident, cfg.proxy))
         if args.action == "once":
             res = engine.replicate(args.vm_id, app_consistent=True if args.app else None,
                                    shutdown_first=args.shutdown_first)

@@ -151,18 +151,21 @@ class CycleResult:
 
 
 class _Rpc:
-    def __init__(self, channel: grpc.Channel, target: str, bulk_channel: grpc.Channel | None = None) -> None:
+    def __init__(self, channel: grpc.Channel, target: str, bulk_channel: grpc.Channel | None = None,
+                 peer: str = "") -> None:
         self.stub = replication_pb2_grpc.ReplicationStub(channel)
         # PutChunks streams go over their own connection when one is given (asrchannel.tls)
         self.bulk = replication_pb2_grpc.ReplicationStub(bulk_channel) if bulk_channel else self.stub
         self.target = target
+        # who answers, for errors: the vault, or a recovery host (site-to-site, agent.replica)
+        self.peer = peer or f"the cloud service at {target}"
 
     def __call__(self, method: str, request: Any, timeout: float = 300.0) -> Any:
         stub = self.bulk if method == "PutChunks" else self.stub
         try:
             return getattr(stub, method)(request, timeout=timeout)
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc, f"the cloud service at {self.target}") from exc
+            raise from_rpc_error(exc, self.peer) from exc
 
 
 class Cycle:
@@ -403,7 +406,7 @@ class Cycle:
             for part in self.rpc.stub.GetBlockMap(req, timeout=3600):
                 yield part.ids
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc, f"the cloud service at {self.rpc.target}") from exc
+            raise from_rpc_error(exc, self.rpc.peer) from exc
 
     def _put_all(self, batches: Iterator[tuple[replication_pb2.ChunkBatch, int]]) -> None:
         """Stream batches in calls of at most SEGMENT_BYTES: the vault makes each call's

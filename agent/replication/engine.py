@@ -51,6 +51,7 @@ from chunkfmt.keys import Keys
 
 if TYPE_CHECKING:
     from agent.metrics import CycleMetrics
+    from agent.replica.channel import ReplicaChannels
 
 log = logging.getLogger(__name__)
 SYNC_SECONDS = 5.0
@@ -71,7 +72,8 @@ def first_run(start: str, enabled_at: float, now: float) -> float:
 class Engine:
     def __init__(self, hv: LocalHypervisor, settings: Settings, channel: Any, target: str, vault_id: str,
                  clock: Clock, state_dir: str, workers: int | None = None, bulk_channel: Any = None,
-                 rpc: Any = None, metrics: CycleMetrics | None = None, throttle: Throttle | None = None) -> None:
+                 rpc: Any = None, metrics: CycleMetrics | None = None, throttle: Throttle | None = None,
+                 replica_channels: ReplicaChannels | None = None) -> None:
         self.hv = hv
         self.metrics = metrics  # the agent's cycle counters (agent.metrics); None: not counted
         self.settings = settings
@@ -91,6 +93,9 @@ class Engine:
         self._checked: set[str] = set()      # VMs whose epoch the vault confirmed since start
         # the host's upload limit, shared by every VM's cycles (None: not limited)
         self.throttle = throttle
+        # site-to-site: the channels to recovery hosts (agent.replica.channel); None: every VM
+        # ships to the vault
+        self.replica_channels = replica_channels
 
     # -- one cycle ---------------------------------------------------------------------------------
     def _lock(self, vm_id: str) -> threading.Lock:
@@ -126,7 +131,7 @@ class Engine:
             if shutdown_first:
                 self.hv.stop(rs.vm_name)
             attempted_at = self.clock.now()
-            cycle = Cycle(self.rpc, self.hv, self.pool, self.keys(rs),
+            cycle = Cycle(self._data_rpc(rs), self.hv, self.pool, self.keys(rs),
                           progress=lambda p: self._report(rs, p, st),
                           fingerprint_dir=self.fingerprint_dir / vm_id, epoch=rs.epoch, final=shutdown_first,
                           throttle=self.throttle)
@@ -170,6 +175,17 @@ class Engine:
                 fence_vm(self.hv, rs.vm_name, vm_id, "failed over: planned", rs.epoch)
                 self._drop(vm_id)
             return res
+
+    def _data_rpc(self, rs: ReplicationSettings) -> Any:
+        """Where the VM's cycles ship: its recovery host (site-to-site), else the vault.
+        Progress reports and epoch checks always go to the vault."""
+        t = rs.replica_target
+        if t is None:
+            return self.rpc
+        if self.replica_channels is None:
+            raise NotFound(f"VM {rs.vm_name} replicates to {t.recovery_host}, and this engine has no channels to "
+                           "recovery hosts")
+        return self.replica_channels.rpc(t.recovery_host, t.address, t.pairing_id)
 
     def _report(self, rs: ReplicationSettings, progress: float, st: VmReplicationState) -> None:
         """ReportProgress with the VM's epoch, last error and current warning; a Fenced answer
@@ -291,3 +307,5 @@ class Engine:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None
         self.pool.shutdown(wait=True)
+        if self.replica_channels is not None:
+            self.replica_channels.close()

@@ -70,6 +70,8 @@ def vault_vms(cloud: Cloud, vault: str = "contoso") -> dict[str, dict[str, Any]]
     return {v["vm"]["name"]: v for v in cloud.asr_json("vm", "list", "--vault", vault)}
 
 
-def wait_vms(cloud: Cloud, names: set[str], vault: str = "contoso", timeout: float = 30) -> dict[str, dict[str, Any]]:
+# 60 s: a provider started on a loaded 2-core machine (the suite beside other work) once took
+# more than 30 s to import, register its hosts and sync; the deadline only bounds a failure.
+def wait_vms(cloud: Cloud, names: set[str], vault: str = "contoso", timeout: float = 60) -> dict[str, dict[str, Any]]:
     return dict(wait_for(lambda: (lambda v: v if set(v) == names else None)(vault_vms(cloud, vault)), timeout,
                          what=f"vault VMs == {sorted(names)}"))

@@ -1,0 +1,211 @@
+"""The recovery host's replica store (agent/replica/store.py, disks.py), in process: point
+records, retention, the replica disks after every commit, an apply interrupted by a crash
+redone from the store, and a point row without a record dropped at start."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent.replica.disks import ReplicaDisks
+from agent.replica.service import ReplicaService
+from agent.replica.store import ReplicaHost, ReplicaVm
+from asrclock import FakeClock
+from asrerrors import Fenced, NotFound, PermissionDenied
+from asrpb import control_pb2, inventory_pb2
+from certs.identity import Identity
+from chunkfmt import BLOCK_SIZE, ZERO_ID, BlockMap, chunk_id, encode_chunk
+from cloudsvc.vaultstore import DiskDelta
+from diskimage.probe import open_disk
+
+VM = "vm-0001"
+BLOCKS = 8
+SIZE = BLOCKS * BLOCK_SIZE
+KEY = bytes(range(32))
+
+
+def host(root: Path, clock: FakeClock, retention_hours: int = 2, freq: int = 1) -> ReplicaHost:
+    h = ReplicaHost(str(root), clock)
+    policy = inventory_pb2.Policy(copy_frequency_seconds=freq, retention_hours=retention_hours)
+    h.pairings.accept(control_pb2.AcceptReplica(vm_id=VM, vm_name="vm1", source_host="hv01", pairing_id="pr-1",
+                                                policy=policy), 1, clock.now())
+    return h
+
+
+def block(value: int) -> bytes:
+    return bytes([value]) * BLOCK_SIZE
+
+
+def commit(h: ReplicaHost, clock: FakeClock, changes: dict[int, int], base: str | None) -> str:
+    """Ship ``changes`` (block -> fill byte, 0 = zero block) as the primary's cycle would."""
+    r = h.vm(VM)
+    sid = r.store.begin_session(VM)
+    items, delta = [], {}
+    for b, v in sorted(changes.items()):
+        if v == 0:
+            delta[b] = ZERO_ID
+            continue
+        cid = chunk_id(KEY, block(v))
+        delta[b] = cid
+        items.append((cid, encode_chunk(block(v), None)))
+    if items:
+        r.store.put_chunks(sid, items)
+        r.store.flush()
+    clock.advance(1)
+    pairing = h.pairings.get(VM)
+    assert pairing is not None
+    point, _ = r.commit(sid, [DiskDelta(SIZE, BlockMap.from_mapping(delta))], base, "crash", clock.now(), 1,
+                        len(items), pairing)
+    return point.point_id
+
+
+def disk_bytes(r: ReplicaVm) -> bytes:
+    with open_disk(r.disks.path(0), readonly=True) as img:
+        return img.read(0, SIZE)
+
+
+def expected(model: list[int]) -> bytes:
+    return b"".join(block(v) for v in model)
+
+
+steps = st.lists(st.tuples(st.dictionaries(st.integers(0, BLOCKS - 1), st.integers(0, 3), max_size=4),
+                           st.booleans()), min_size=1, max_size=5)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps)
+def test_replica_disks_follow_the_points_and_survive_an_interrupted_apply(tmp_path_factory: object,
+                                                                          plan: list[tuple[dict[int, int], bool]]
+                                                                          ) -> None:
+    root = tmp_path_factory.mktemp("replica")  # type: ignore[attr-defined]
+    clock = FakeClock()
+    h = host(root, clock)
+    model = [0] * BLOCKS
+    base: str | None = None
+    ids: list[str] = []
+    try:
+        for changes, crash in plan:
+            base = commit(h, clock, changes, base)
+            ids.append(base)
+            for b, v in changes.items():
+                model[b] = v
+            if crash:
+                # a crash in the middle of the next apply: the marker names a point being
+                # applied, and the disk holds something else
+                r = h.vm(VM)
+                (Path(r.disks.state_path)).write_text(json.dumps({"point_id": "", "applying": base}))
+                with open_disk(r.disks.path(0)) as img:
+                    img.write(0, block(0xEE) * 2)
+                h.close()
+                h = ReplicaHost(str(root), clock)
+                h.recover()
+                assert h.vm(VM).disks.state().point_id == base
+            r = h.vm(VM)
+            assert disk_bytes(r) == expected(model)
+            assert [rec.point_id for rec in r.records()] == ids   # 1 s apart, 1 s interval: all kept
+    finally:
+        h.close()
+
+
+def test_retention_prunes_records_and_points(tmp_path: Path) -> None:
+    clock = FakeClock()
+    h = host(tmp_path, clock, retention_hours=0)
+    try:
+        p1 = commit(h, clock, {0: 1}, None)
+        p2 = commit(h, clock, {1: 2}, p1)
+        r = h.vm(VM)
+        assert [rec.point_id for rec in r.records()] == [p2]          # retention 0: only the latest
+        assert [p.point_id for p in r.store.list_points(VM)] == [p2]
+        assert disk_bytes(r) == block(1) + block(2) + bytes(SIZE - 2 * BLOCK_SIZE)
+    finally:
+        h.close()
+
+
+def test_a_point_without_a_record_is_dropped_at_start(tmp_path: Path) -> None:
+    clock = FakeClock()
+    h = host(tmp_path, clock)
+    try:
+        p1 = commit(h, clock, {0: 1}, None)
+        r = h.vm(VM)
+        records = (Path(r.records_path)).read_text()
+        p2 = commit(h, clock, {0: 2}, p1)
+        # a crash after the point row and before its record: the record file as it was
+        (Path(r.records_path)).write_text(records)
+        h.close()
+        h = ReplicaHost(str(tmp_path), clock)
+        h.recover()
+        r = h.vm(VM)
+        assert [p.point_id for p in r.store.list_points(VM)] == [p1] and p2 != p1
+        assert disk_bytes(r)[:BLOCK_SIZE] == block(1)                  # the disks went back to p1
+        # the primary's retried commit makes the point again, with the same id
+        assert commit(h, FakeClock(clock.now() - 1), {0: 2}, p1) == p2
+    finally:
+        h.close()
+
+
+def test_pairing_is_idempotent_and_a_new_pairing_replaces_the_source(tmp_path: Path) -> None:
+    clock = FakeClock()
+    h = host(tmp_path, clock)
+    body = control_pb2.AcceptReplica(vm_id=VM, vm_name="vm1", source_host="hv01", pairing_id="pr-1")
+    p, replaced = h.pairings.accept(body, 1, clock.now())
+    assert not replaced and p.source_host == "hv01"
+    assert h.pairings.raise_epoch(VM, 3) == 3 and h.pairings.raise_epoch(VM, 2) == 3
+    body = control_pb2.AcceptReplica(vm_id=VM, vm_name="vm1", source_host="hv05", pairing_id="pr-2")
+    p, replaced = h.pairings.accept(body, 0, clock.now())
+    assert replaced and p.source_host == "hv05" and p.epoch == 3
+    h.release(VM, delete_data=True)
+    assert h.pairings.get(VM) is None and not (tmp_path / VM).exists()
+
+
+def test_the_service_admits_only_the_paired_source_of_the_current_epoch(tmp_path: Path) -> None:
+    clock = FakeClock()
+    h = host(tmp_path, clock)
+    svc = ReplicaService(h, "vault-a")
+    hv01 = Identity("agent", "hv01", "vault-a")
+    try:
+        with pytest.raises(PermissionDenied, match="another vault"):
+            svc.check_caller(Identity("agent", "hv01", "vault-b"), "/asr.v1.Replication/BeginCycle")
+        with pytest.raises(PermissionDenied, match="holds no replica"):
+            svc.begin_cycle(hv01, "vm-other", 1, "pr-1")
+        with pytest.raises(PermissionDenied, match="'hv07' may not ship"):
+            svc.begin_cycle(Identity("agent", "hv07", "vault-a"), VM, 1, "pr-1")
+        token, base = svc.begin_cycle(hv01, VM, 3, "pr-1")
+        assert base is None and token.startswith(f"{VM}/3/")
+        with pytest.raises(Fenced, match="older than this replica's epoch 3"):
+            svc.begin_cycle(hv01, VM, 2, "pr-1")
+        with pytest.raises(Fenced):
+            svc.missing(hv01, f"{VM}/2/{token.rsplit('/', 1)[1]}", "pr-1", [])
+        with pytest.raises(PermissionDenied, match="is not the pairing"):
+            svc.missing(hv01, token, "pr-0", [])
+        assert svc.missing(hv01, token, "pr-1", [b"\x01" * 32]) == [b"\x01" * 32]
+        with pytest.raises(NotFound, match="malformed"):
+            svc.missing(hv01, "nonsense", "pr-1", [])
+    finally:
+        h.close()
+
+
+def test_a_failed_apply_keeps_the_point_and_is_redone_in_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    clock = FakeClock()
+    h = host(tmp_path, clock)
+    try:
+        p1 = commit(h, clock, {0: 1, 3: 2}, None)
+        real = ReplicaDisks._write_blocks
+
+        def failing(self: ReplicaDisks, *args: object) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(ReplicaDisks, "_write_blocks", failing)
+        p2 = commit(h, clock, {3: 3}, p1)                     # acknowledged: the point is durable
+        r = h.vm(VM)
+        assert [rec.point_id for rec in r.records()] == [p1, p2]
+        assert r.disks.state().applying == p2 and "No space left" in r.apply_error
+        monkeypatch.setattr(ReplicaDisks, "_write_blocks", real)
+        commit(h, clock, {5: 4}, p2)                          # the marker forces a full apply
+        assert disk_bytes(r) == expected([1, 0, 0, 3, 0, 4, 0, 0]) and r.apply_error == ""
+    finally:
+        h.close()
