@@ -23,22 +23,11 @@ from __future__ import annotations
 import os
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, ValidationInfo
+from pydantic import Field
 
 from agent.replication.throttle import BandwidthSchedule, ThrottleSettings
 from asrops import configfile
-from asrops.configfile import ConfigFile, ConfigPath, Kind, MetricsAddress, Proxy, Seconds
-
-
-def _path_or_default(value: str, info: ValidationInfo) -> str:
-    # as ConfigPath: relative to the configuration file's directory; "" stays "" (the default)
-    base = (info.context or {}).get("base")
-    return os.path.join(base, value) if value and base else value
-
-
-OptionalPath = Annotated[str, AfterValidator(_path_or_default),
-                         Kind('path or ""', 'a path (a string; relative to the file\'s directory), '
-                                            'or "" for the default')]
+from asrops.configfile import AddressOrOff, ConfigFile, ConfigPath, Kind, MetricsAddress, OptionalPath, Proxy, Seconds
 
 
 class AgentConfig(ConfigFile):
@@ -50,8 +39,8 @@ class AgentConfig(ConfigFile):
                                                            '"": not served')
     throttle: Annotated[ThrottleSettings | None, Kind("table", "a table, written [throttle] on a line of its own")] \
         = Field(None, description="the host's upload limits, shared by all its VMs; none: no limit")
-    replica_listen: MetricsAddress = Field("", description="site-to-site: where this host serves the replicas it "
-                                                           'holds to primary hosts (TLS); "": holds none')
+    replica_listen: AddressOrOff = Field("", description="site-to-site: where this host serves the replicas it "
+                                                         'holds to primary hosts (TLS); "": holds none')
     replica_dir: OptionalPath = Field("", description='site-to-site: the replicas\' stores and disks; "": '
                                                       "<state_dir>/replicas")
 

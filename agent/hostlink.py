@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import shutil
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -53,7 +55,12 @@ class ProviderLink:
             beat()
             try:
                 inv = build_inventory(self.rt)
-                digest = hashlib.sha256(inv.SerializeToString(deterministic=True)).digest()
+                # Free space moves all the time: it alone is no reason to report (and make the
+                # provider sync); it travels with every report made for another reason.
+                same = hostlink_pb2.HostInventory()
+                same.CopyFrom(inv)
+                same.replica_free_bytes = 0
+                digest = hashlib.sha256(same.SerializeToString(deterministic=True)).digest()
                 now = self.rt.clock.monotonic()
                 if digest != last_digest or now - last_sent >= self.report_interval:
                     inv.generated_at = self.rt.clock.now()
@@ -117,4 +124,11 @@ class ProviderLink:
 def build_inventory(rt: AgentRuntime) -> hostlink_pb2.HostInventory:
     from vmspec.wire import spec_to_vm
 
-    return hostlink_pb2.HostInventory(vms=[spec_to_vm(vm, rt.ident.name) for vm in rt.hv.list()])
+    inv = hostlink_pb2.HostInventory(vms=[spec_to_vm(vm, rt.ident.name) for vm in rt.hv.list()])
+    if rt.config.replica_listen:
+        # site to site: where other hosts ship replicas to, and how much room there is (placement)
+        path = rt.config.replica_path
+        os.makedirs(path, exist_ok=True)
+        inv.replica_address = rt.config.replica_listen
+        inv.replica_free_bytes = shutil.disk_usage(path).free
+    return inv

@@ -21,6 +21,7 @@ from asrcli import (
     local_cmds,
     point_cmds,
     protection_cmds,
+    sitetosite_cmds,
 )
 from asrcli.client import Client
 from asrcli.output import render
@@ -65,6 +66,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     foundation_cmds.add_parsers(sub, _vault_arg)
     protection_cmds.add_parsers(sub, _vault_arg)
+    sitetosite_cmds.add_parsers(sub, _vault_arg)
     point_cmds.add_parsers(sub, _vault_arg)
     failover_cmds.add_parsers(sub, _vault_arg)
     billing_cmds.add_parsers(sub, _vault_arg)

@@ -36,7 +36,7 @@ def point_list(c: Client, a: argparse.Namespace) -> Any:
     points = [to_doc(p) for p in res.points]
     # SIZE: what the cycle that made the point uploaded (its own cost in storage, at most)
     return points, lambda rows: table([{**r, "size": r["uploaded_bytes"]} for r in rows],
-                                      ["point_id", "created_at", "kind", "size", "changed_blocks"],
+                                      ["point_id", "created_at", "kind", "size", "changed_blocks", "location"],
                                       times=("created_at",), formats={"size": human_bytes})
 
 

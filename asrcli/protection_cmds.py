@@ -21,17 +21,33 @@ SEVERITIES = ("info", "warning", "critical")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
+def _cloud_row(d: dict[str, Any]) -> dict[str, Any]:
+    pol = d.get("policy") or {}
+    target = (f"cloud {pol['target_cloud']}" if pol.get("target_cloud") else
+              f"storage {pol['storage']}" if pol.get("storage") else "-")
+    replica = [f"{h['name']} {h['replica_address']} ({human_bytes(h['replica_free_bytes'])} free)"
+               for h in d.get("host_details", []) if h.get("replica_address")]
+    return {**d, "target": target if d.get("protected") else "-", "networks": d.get("networks") or "-",
+            "replica_hosts": "; ".join(replica) or "-"}
+
+
 def cloud_list(c: Client, a: argparse.Namespace) -> Any:
     res = c.call(c.protection.ListClouds, operator_pb2.VaultRef(vault=a.vault))
-    return [to_doc(x) for x in res.clouds], lambda rows: table(rows, ["name", "provider", "hosts", "vms", "protected"])
+    return [to_doc(x) for x in res.clouds], lambda rows: table(
+        [_cloud_row(r) for r in rows], ["name", "provider", "hosts", "vms", "protected", "target", "networks",
+                                        "replica_hosts"])
 
 
 def cloud_protect(c: Client, a: argparse.Namespace) -> Any:
     if a.copy_frequency not in FREQUENCIES:
         raise InvalidPolicy(f"--copy-frequency {a.copy_frequency!r} is not allowed",
                             causes=("Allowed: 30s, 5m, 15m.",))
+    if bool(a.storage) == bool(a.target_cloud):
+        raise UsageError(f"name {'only one of' if a.storage else 'one of'} --storage (replicate to the vault) and "
+                         "--target-cloud (site to site: to a VMM cloud of another provider)")
     policy = inventory_pb2.Policy(
-        storage=a.storage, encrypt=a.encrypt, copy_frequency_seconds=FREQUENCIES[a.copy_frequency],
+        storage=a.storage or "", target_cloud=a.target_cloud or "", encrypt=a.encrypt,
+        copy_frequency_seconds=FREQUENCIES[a.copy_frequency],
         retention_hours=a.retention_hours, app_consistent_hours=a.app_consistent_hours, start=a.start,
     )
     ref = c.call(c.protection.ProtectCloud, operator_pb2.ProtectCloudRequest(vault=a.vault, cloud=a.cloud,
@@ -60,8 +76,10 @@ def _mib(n: Any) -> str:
 def policy_text(pol: dict[str, Any]) -> str:
     """A policy for people: "copy every 300s, retention 24h, app-consistent every 4h" (or none)."""
     app = pol.get("app_consistent_hours") or 0
+    target = f"recovery cloud {pol['target_cloud']}" if pol.get("target_cloud") else f"storage {pol.get('storage')}"
     return (f"copy every {pol.get('copy_frequency_seconds')}s, retention {pol.get('retention_hours')}h, "
-            f"app-consistent {f'every {app}h' if app else 'none'}, storage {pol.get('storage')}, "
+            f"app-consistent {f'every {app}h' if app else 'none'}, "
+            f"{target}, "
             f"encryption {'on' if pol.get('encrypt') else 'off'}")
 
 
@@ -87,13 +105,21 @@ def print_vm(d: dict[str, Any]) -> None:
                                     f"on-premises copy {d.get('primary_copy') or '-'}")
         if d.get("primary_copy_detail"):
             lines["on-premises copy"] = d["primary_copy_detail"]
+    if d.get("recovery_host"):
+        lines["recovery"] = (f"host {d['recovery_host']} of cloud {d.get('recovery_cloud')} (site to site, pairing "
+                             f"{d.get('pairing_id')})")
+        lines["replica"] = (f"health {d.get('replication_health') or '-'}, {d.get('replica_points', 0)} points, RPO "
+                            f"{float(d.get('rpo_seconds') or 0):.0f}s, last report "
+                            f"{time_cell(d.get('last_replica_report_at'))}, "
+                            f"{human_bytes(d.get('replica_free_bytes'))} free on the recovery host")
     show(lines)
     print("disks:")
     for i, disk in enumerate(vm.get("disks", [])):
         kind = "OS  " if disk.get("os_disk") else "data"
         print(f"  {i}  {disk.get('controller'):4}  {kind}  {disk.get('format')}/{disk.get('subformat')}  "
               f"{_mib(disk.get('virtual_size'))}  {disk.get('path')}")
-    nics = ", ".join(n.get("mode", "") + (f" {n['address']}" if n.get("address") else "") for n in vm.get("nics", []))
+    nics = ", ".join(n.get("mode", "") + (f" {n['address']}" if n.get("address") else "")
+                     + (f" network {n['network']}" if n.get("network") else "") for n in vm.get("nics", []))
     print(f"nics: {nics or 'none'}")
     for err in d.get("health_errors", []):
         print(f"health error: {err}")
@@ -111,7 +137,8 @@ def print_vm(d: dict[str, Any]) -> None:
     known = {"latest_events",
              "vm", "cloud", "provider", "protection_state", "replication_health", "allowed_operations", "policy",
              "last_replication", "rpo_seconds", "initial_replication_progress", "active_location", "health_errors",
-             "recovered_vms", "epoch", "primary_copy", "primary_copy_detail"}
+             "recovered_vms", "epoch", "primary_copy", "primary_copy_detail", "recovery_cloud", "recovery_host",
+             "pairing_id", "replica_free_bytes", "last_replica_report_at", "replica_points"}
     rest = {k: v for k, v in d.items() if k not in known and v not in ("", [], {}, None, 0, 0.0)}
     if rest:
         show(rest)
@@ -126,7 +153,8 @@ def vm_protect(c: Client, a: argparse.Namespace) -> Any:
     if a.nic is not None and a.nic < 0:
         raise UsageError(f"--nic {a.nic} is not a NIC index; NICs are counted from 0, like disks")
     nic = a.nic + 1 if a.nic is not None else 0   # the wire counts from 1 (0: none chosen)
-    ref = c.call(c.protection.ProtectVm, operator_pb2.ProtectVmRequest(vault=a.vault, vm=a.vm, nic=nic))
+    ref = c.call(c.protection.ProtectVm, operator_pb2.ProtectVmRequest(vault=a.vault, vm=a.vm, nic=nic,
+                                                                       recovery_host=a.recovery_host or ""))
     return _job_result(c, a, ref)
 
 
@@ -214,7 +242,10 @@ def add_parsers(sub: Any, vault_arg: Any) -> None:
     p = cl.add_parser("protect", help="save a replication policy for a cloud and configure its hosts")
     p.add_argument("cloud", help="VMM cloud name")
     vault_arg(p)
-    p.add_argument("--storage", required=True, help="target storage account (GRS, the vault's region)")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--storage", help="target storage account (GRS, the vault's region)")
+    target.add_argument("--target-cloud", help="site to site: the recovery VMM cloud, of another provider of the "
+                                               "vault, with a host that holds replicas")
     p.add_argument("--copy-frequency", default="5m", help="30s, 5m (default) or 15m")
     p.add_argument("--retention-hours", type=int, default=24, help="0 to 24 (default 24)")
     p.add_argument("--app-consistent-hours", type=int, default=0, help="0 (none, the default) or 1 to 12")
@@ -237,6 +268,8 @@ def add_parsers(sub: Any, vault_arg: Any) -> None:
         vault_arg(p)
         if verb == "protect":
             p.add_argument("--nic", type=int, help="the NIC to replicate when the VM has several, counted from 0")
+            p.add_argument("--recovery-host", help="site to site: the recovery host (of the recovery cloud, holding "
+                                                   "replicas); default: the one with the most free space")
         if verb == "unprotect":
             p.add_argument("--force", action="store_true",
                            help="the site is gone: disable protection in the vault without waiting for it "

@@ -41,7 +41,10 @@ Exit codes are published for scripts: 0 success, 1 unexpected failure, 2 usage e
     │   └── DataCorrupt               ASR-0062 (62)
     ├── DiskImageError                ASR-0070 (70)   an image file is malformed or unsupported
     ├── EncryptionKeyError            ASR-0080 (80)   missing or wrong customer-managed key
-    └── JobFailed                     ASR-0090 (90)
+    ├── JobFailed                     ASR-0090 (90)
+    ├── PairingRefused                ASR-0091 (91)   site to site: the two clouds cannot be paired
+    ├── NetworkNotMapped              ASR-0092 (92)   site to site: a NIC's network has no mapping
+    └── NoRecoveryHost                ASR-0093 (93)   site to site: no recovery host can hold the VM
 """
 
 from __future__ import annotations
@@ -300,6 +303,32 @@ class JobFailed(AsrError):
     code = "ASR-0090"
     exit_code = 90
     default_action = "Show the job with 'asr job show ID' for the failing task and its error."
+
+
+class PairingRefused(AsrError):
+    code = "ASR-0091"
+    exit_code = 91
+    default_causes = ("Site to site pairs a VMM cloud with a cloud of another provider of the same vault, "
+                      "with at least one host that holds replicas (its agent's replica_listen).",)
+    default_action = "List the clouds with 'asr cloud list' and name a cloud of another provider."
+
+
+class NetworkNotMapped(AsrError):
+    code = "ASR-0092"
+    exit_code = 92
+    default_causes = ("A VM's NIC connects to a VM network of the primary cloud that no network mapping "
+                      "sends to a network of the recovery cloud.",)
+    default_action = ("Map the network first: asr network-mapping create --primary-cloud C --primary-network N "
+                      "--recovery-cloud R --recovery-network M.")
+
+
+class NoRecoveryHost(AsrError):
+    code = "ASR-0093"
+    exit_code = 93
+    default_causes = ("No host of the recovery cloud that holds replicas has room for the VM's disks, or the "
+                      "host named is not such a host.",)
+    default_action = ("Free space in a recovery host's replica directory, add a host with replica_listen to the "
+                      "recovery cloud, or name another with --recovery-host.")
 
 
 def all_errors() -> list[type[AsrError]]:

@@ -100,6 +100,10 @@ def _relative_to_file(value: str, info: ValidationInfo) -> str:
     return os.path.join(base, value) if base else value
 
 
+def _optional_relative_to_file(value: str, info: ValidationInfo) -> str:
+    return _relative_to_file(value, info) if value else value
+
+
 def _address(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
@@ -127,6 +131,9 @@ def _proxy(value: Any) -> ProxyUrl | None:
 
 ConfigPath = Annotated[str, Field(min_length=1), AfterValidator(_relative_to_file),
                  Kind("path", "a non-empty path (a string; relative to the file's directory)")]
+OptionalPath = Annotated[str, AfterValidator(_optional_relative_to_file),
+                         Kind('path or ""', 'a path (a string; relative to the file\'s directory), or "" for the '
+                                            'default')]
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False),
                     Kind("seconds > 0", "a number of seconds greater than 0 (e.g. 30 or 0.5)")]
 Address = Annotated[str, AfterValidator(_address),
@@ -134,6 +141,9 @@ Address = Annotated[str, AfterValidator(_address),
 MetricsAddress = Annotated[str, AfterValidator(_address_or_off),
                            Kind('"HOST:PORT" or ""', 'a "HOST:PORT" string with a port from 1 to 65535, '
                                                      'e.g. "127.0.0.1:9464", or "" for none')]
+AddressOrOff = Annotated[str, AfterValidator(_address_or_off),
+                         Kind('"HOST:PORT" or ""', 'a "HOST:PORT" string with a port from 1 to 65535, '
+                                                   'e.g. "10.0.0.11:7600", or "" for none')]
 PROXY_KIND = Kind("proxy URL", 'an http://[user:password@]host:port URL (a string), or "" for none')
 Proxy = Annotated[ProxyUrl | None, PlainValidator(_proxy), PROXY_KIND]
 NonEmpty = Annotated[str, Field(min_length=1)]

@@ -214,21 +214,69 @@ class RemoveServerRequest(_message.Message):
     name: str
     def __init__(self, vault: _Optional[str] = ..., role: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
+class NetworkMapping(_message.Message):
+    __slots__ = ("vault", "primary_cloud", "primary_network", "recovery_cloud", "recovery_network", "created_at")
+    VAULT_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_CLOUD_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_NETWORK_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_CLOUD_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_NETWORK_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    vault: str
+    primary_cloud: str
+    primary_network: str
+    recovery_cloud: str
+    recovery_network: str
+    created_at: float
+    def __init__(self, vault: _Optional[str] = ..., primary_cloud: _Optional[str] = ..., primary_network: _Optional[str] = ..., recovery_cloud: _Optional[str] = ..., recovery_network: _Optional[str] = ..., created_at: _Optional[float] = ...) -> None: ...
+
+class NetworkMappingList(_message.Message):
+    __slots__ = ("mappings",)
+    MAPPINGS_FIELD_NUMBER: _ClassVar[int]
+    mappings: _containers.RepeatedCompositeFieldContainer[NetworkMapping]
+    def __init__(self, mappings: _Optional[_Iterable[_Union[NetworkMapping, _Mapping]]] = ...) -> None: ...
+
+class NetworkMappingRef(_message.Message):
+    __slots__ = ("vault", "primary_cloud", "primary_network")
+    VAULT_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_CLOUD_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_NETWORK_FIELD_NUMBER: _ClassVar[int]
+    vault: str
+    primary_cloud: str
+    primary_network: str
+    def __init__(self, vault: _Optional[str] = ..., primary_cloud: _Optional[str] = ..., primary_network: _Optional[str] = ...) -> None: ...
+
+class CloudHost(_message.Message):
+    __slots__ = ("name", "connected", "replica_address", "replica_free_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    connected: bool
+    replica_address: str
+    replica_free_bytes: int
+    def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., replica_address: _Optional[str] = ..., replica_free_bytes: _Optional[int] = ...) -> None: ...
+
 class CloudInfo(_message.Message):
-    __slots__ = ("name", "provider", "hosts", "vms", "protected", "policy")
+    __slots__ = ("name", "provider", "hosts", "vms", "protected", "policy", "networks", "host_details")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     HOSTS_FIELD_NUMBER: _ClassVar[int]
     VMS_FIELD_NUMBER: _ClassVar[int]
     PROTECTED_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
+    NETWORKS_FIELD_NUMBER: _ClassVar[int]
+    HOST_DETAILS_FIELD_NUMBER: _ClassVar[int]
     name: str
     provider: str
     hosts: _containers.RepeatedScalarFieldContainer[str]
     vms: int
     protected: bool
     policy: _inventory_pb2.Policy
-    def __init__(self, name: _Optional[str] = ..., provider: _Optional[str] = ..., hosts: _Optional[_Iterable[str]] = ..., vms: _Optional[int] = ..., protected: _Optional[bool] = ..., policy: _Optional[_Union[_inventory_pb2.Policy, _Mapping]] = ...) -> None: ...
+    networks: _containers.RepeatedScalarFieldContainer[str]
+    host_details: _containers.RepeatedCompositeFieldContainer[CloudHost]
+    def __init__(self, name: _Optional[str] = ..., provider: _Optional[str] = ..., hosts: _Optional[_Iterable[str]] = ..., vms: _Optional[int] = ..., protected: _Optional[bool] = ..., policy: _Optional[_Union[_inventory_pb2.Policy, _Mapping]] = ..., networks: _Optional[_Iterable[str]] = ..., host_details: _Optional[_Iterable[_Union[CloudHost, _Mapping]]] = ...) -> None: ...
 
 class CloudList(_message.Message):
     __slots__ = ("clouds",)
@@ -281,17 +329,19 @@ class UnprotectVmRequest(_message.Message):
     def __init__(self, vault: _Optional[str] = ..., vm: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class ProtectVmRequest(_message.Message):
-    __slots__ = ("vault", "vm", "nic")
+    __slots__ = ("vault", "vm", "nic", "recovery_host")
     VAULT_FIELD_NUMBER: _ClassVar[int]
     VM_FIELD_NUMBER: _ClassVar[int]
     NIC_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_HOST_FIELD_NUMBER: _ClassVar[int]
     vault: str
     vm: str
     nic: int
-    def __init__(self, vault: _Optional[str] = ..., vm: _Optional[str] = ..., nic: _Optional[int] = ...) -> None: ...
+    recovery_host: str
+    def __init__(self, vault: _Optional[str] = ..., vm: _Optional[str] = ..., nic: _Optional[int] = ..., recovery_host: _Optional[str] = ...) -> None: ...
 
 class VmStatus(_message.Message):
-    __slots__ = ("vm", "cloud", "provider", "protection_state", "replication_health", "health_errors", "allowed_operations", "policy", "last_replication", "rpo_seconds", "initial_replication_progress", "active_location", "recovered_vms", "epoch", "primary_copy", "primary_copy_detail", "latest_events")
+    __slots__ = ("vm", "cloud", "provider", "protection_state", "replication_health", "health_errors", "allowed_operations", "policy", "last_replication", "rpo_seconds", "initial_replication_progress", "active_location", "recovered_vms", "epoch", "primary_copy", "primary_copy_detail", "latest_events", "recovery_cloud", "recovery_host", "pairing_id", "replica_free_bytes", "last_replica_report_at", "replica_points")
     VM_FIELD_NUMBER: _ClassVar[int]
     CLOUD_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -309,6 +359,12 @@ class VmStatus(_message.Message):
     PRIMARY_COPY_FIELD_NUMBER: _ClassVar[int]
     PRIMARY_COPY_DETAIL_FIELD_NUMBER: _ClassVar[int]
     LATEST_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_CLOUD_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_HOST_FIELD_NUMBER: _ClassVar[int]
+    PAIRING_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LAST_REPLICA_REPORT_AT_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_POINTS_FIELD_NUMBER: _ClassVar[int]
     vm: _inventory_pb2.Vm
     cloud: str
     provider: str
@@ -326,7 +382,13 @@ class VmStatus(_message.Message):
     primary_copy: str
     primary_copy_detail: str
     latest_events: _containers.RepeatedCompositeFieldContainer[Event]
-    def __init__(self, vm: _Optional[_Union[_inventory_pb2.Vm, _Mapping]] = ..., cloud: _Optional[str] = ..., provider: _Optional[str] = ..., protection_state: _Optional[str] = ..., replication_health: _Optional[str] = ..., health_errors: _Optional[_Iterable[str]] = ..., allowed_operations: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[_inventory_pb2.Policy, _Mapping]] = ..., last_replication: _Optional[float] = ..., rpo_seconds: _Optional[float] = ..., initial_replication_progress: _Optional[float] = ..., active_location: _Optional[str] = ..., recovered_vms: _Optional[_Iterable[_Union[RecoveredVm, _Mapping]]] = ..., epoch: _Optional[int] = ..., primary_copy: _Optional[str] = ..., primary_copy_detail: _Optional[str] = ..., latest_events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+    recovery_cloud: str
+    recovery_host: str
+    pairing_id: str
+    replica_free_bytes: int
+    last_replica_report_at: float
+    replica_points: int
+    def __init__(self, vm: _Optional[_Union[_inventory_pb2.Vm, _Mapping]] = ..., cloud: _Optional[str] = ..., provider: _Optional[str] = ..., protection_state: _Optional[str] = ..., replication_health: _Optional[str] = ..., health_errors: _Optional[_Iterable[str]] = ..., allowed_operations: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[_inventory_pb2.Policy, _Mapping]] = ..., last_replication: _Optional[float] = ..., rpo_seconds: _Optional[float] = ..., initial_replication_progress: _Optional[float] = ..., active_location: _Optional[str] = ..., recovered_vms: _Optional[_Iterable[_Union[RecoveredVm, _Mapping]]] = ..., epoch: _Optional[int] = ..., primary_copy: _Optional[str] = ..., primary_copy_detail: _Optional[str] = ..., latest_events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., recovery_cloud: _Optional[str] = ..., recovery_host: _Optional[str] = ..., pairing_id: _Optional[str] = ..., replica_free_bytes: _Optional[int] = ..., last_replica_report_at: _Optional[float] = ..., replica_points: _Optional[int] = ...) -> None: ...
 
 class VmList(_message.Message):
     __slots__ = ("vms",)

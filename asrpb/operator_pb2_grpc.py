@@ -761,6 +761,21 @@ class ProtectionStub:
                 request_serializer=asrpb_dot_operator__pb2.EventsRequest.SerializeToString,
                 response_deserializer=asrpb_dot_operator__pb2.EventList.FromString,
                 _registered_method=True)
+        self.CreateNetworkMapping = channel.unary_unary(
+                '/asr.v1.Protection/CreateNetworkMapping',
+                request_serializer=asrpb_dot_operator__pb2.NetworkMapping.SerializeToString,
+                response_deserializer=asrpb_dot_operator__pb2.NetworkMapping.FromString,
+                _registered_method=True)
+        self.ListNetworkMappings = channel.unary_unary(
+                '/asr.v1.Protection/ListNetworkMappings',
+                request_serializer=asrpb_dot_operator__pb2.VaultRef.SerializeToString,
+                response_deserializer=asrpb_dot_operator__pb2.NetworkMappingList.FromString,
+                _registered_method=True)
+        self.DeleteNetworkMapping = channel.unary_unary(
+                '/asr.v1.Protection/DeleteNetworkMapping',
+                request_serializer=asrpb_dot_operator__pb2.NetworkMappingRef.SerializeToString,
+                response_deserializer=asrpb_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class ProtectionServicer:
@@ -821,6 +836,26 @@ class ProtectionServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateNetworkMapping(self, request, context):
+        """Site-to-site (issue 11): which VM network of a paired recovery cloud a primary cloud's VM
+        network fails over to. Both networks must be in their synced clouds, the clouds paired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNetworkMappings(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteNetworkMapping(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProtectionServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -868,6 +903,21 @@ def add_ProtectionServicer_to_server(servicer, server):
                     servicer.ListEvents,
                     request_deserializer=asrpb_dot_operator__pb2.EventsRequest.FromString,
                     response_serializer=asrpb_dot_operator__pb2.EventList.SerializeToString,
+            ),
+            'CreateNetworkMapping': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateNetworkMapping,
+                    request_deserializer=asrpb_dot_operator__pb2.NetworkMapping.FromString,
+                    response_serializer=asrpb_dot_operator__pb2.NetworkMapping.SerializeToString,
+            ),
+            'ListNetworkMappings': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNetworkMappings,
+                    request_deserializer=asrpb_dot_operator__pb2.VaultRef.FromString,
+                    response_serializer=asrpb_dot_operator__pb2.NetworkMappingList.SerializeToString,
+            ),
+            'DeleteNetworkMapping': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteNetworkMapping,
+                    request_deserializer=asrpb_dot_operator__pb2.NetworkMappingRef.FromString,
+                    response_serializer=asrpb_dot_common__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1114,6 +1164,87 @@ class Protection:
             '/asr.v1.Protection/ListEvents',
             asrpb_dot_operator__pb2.EventsRequest.SerializeToString,
             asrpb_dot_operator__pb2.EventList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateNetworkMapping(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Protection/CreateNetworkMapping',
+            asrpb_dot_operator__pb2.NetworkMapping.SerializeToString,
+            asrpb_dot_operator__pb2.NetworkMapping.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNetworkMappings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Protection/ListNetworkMappings',
+            asrpb_dot_operator__pb2.VaultRef.SerializeToString,
+            asrpb_dot_operator__pb2.NetworkMappingList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteNetworkMapping(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Protection/DeleteNetworkMapping',
+            asrpb_dot_operator__pb2.NetworkMappingRef.SerializeToString,
+            asrpb_dot_common__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -207,20 +207,22 @@ class PointsRequest(_message.Message):
     def __init__(self, vault: _Optional[str] = ..., vm: _Optional[str] = ...) -> None: ...
 
 class RecoveryPoint(_message.Message):
-    __slots__ = ("point_id", "created_at", "kind", "uploaded_bytes", "changed_blocks", "disks")
+    __slots__ = ("point_id", "created_at", "kind", "uploaded_bytes", "changed_blocks", "disks", "location")
     POINT_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     UPLOADED_BYTES_FIELD_NUMBER: _ClassVar[int]
     CHANGED_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     DISKS_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
     point_id: str
     created_at: float
     kind: str
     uploaded_bytes: int
     changed_blocks: int
     disks: _containers.RepeatedCompositeFieldContainer[PointDisk]
-    def __init__(self, point_id: _Optional[str] = ..., created_at: _Optional[float] = ..., kind: _Optional[str] = ..., uploaded_bytes: _Optional[int] = ..., changed_blocks: _Optional[int] = ..., disks: _Optional[_Iterable[_Union[PointDisk, _Mapping]]] = ...) -> None: ...
+    location: str
+    def __init__(self, point_id: _Optional[str] = ..., created_at: _Optional[float] = ..., kind: _Optional[str] = ..., uploaded_bytes: _Optional[int] = ..., changed_blocks: _Optional[int] = ..., disks: _Optional[_Iterable[_Union[PointDisk, _Mapping]]] = ..., location: _Optional[str] = ...) -> None: ...
 
 class PointList(_message.Message):
     __slots__ = ("vm_id", "points")

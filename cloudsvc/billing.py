@@ -9,6 +9,11 @@ Protection intervals come from the jobs that start and end protection (EnablePro
 succeeded → protected; DisableProtection or Migrate succeeded → not), so a migrated VM stops
 costing the moment the migration commits.
 
+Each VM is billed under **one scenario**, the one its latest EnableProtection job recorded
+in its context: ``onprem-to-onprem`` for a VM protected to a target cloud (site to site, the
+lower price), ``onprem-to-cloud`` otherwise (and for jobs from before scenarios were
+recorded). A report for a scenario lists the VMs of that scenario only.
+
 Replication is **metered when it happens**: the transaction that commits a recovery point
 also adds the bytes the agent uploaded for it to ``replication_usage`` (this module owns the
 table; ``replication`` writes it only through :meth:`Billing.meter`), per VM and UTC day of
@@ -144,6 +149,11 @@ def _vm_ids(context: str) -> list[str]:
     return [str(v) for v in ctx.get("vms", {})]
 
 
+def scenario_of(context: str) -> str:
+    """The billing scenario an EnableProtection job recorded (``protection``)."""
+    return str(json.loads(context or "{}").get("scenario") or "onprem-to-cloud")
+
+
 class Billing:
     """A vault's month, from its job history and its replication usage (the only writer of
     ``replication_usage``)."""
@@ -173,16 +183,21 @@ class Billing:
         kinds = STARTS + ENDS
         events: dict[str, list[tuple[float, str]]] = {}
         names: dict[str, str] = {}
+        scenario = scenario or "onprem-to-cloud"
+        scenarios: dict[str, str] = {}
         rows = self.db.query(
             f"SELECT kind, target, ended_at, context FROM jobs WHERE vault_id=? AND state='Succeeded'"
-            f" AND kind IN ({','.join('?' * len(kinds))})", (vault_id, *kinds))
+            f" AND kind IN ({','.join('?' * len(kinds))}) ORDER BY ended_at", (vault_id, *kinds))
         for r in rows:
             for vm_id in _vm_ids(r["context"]):
                 events.setdefault(vm_id, []).append((float(r["ended_at"]), r["kind"]))
                 names.setdefault(vm_id, r["target"])
+                if r["kind"] in STARTS:
+                    scenarios[vm_id] = scenario_of(r["context"])
         used = self.usage(vault_id, month)
         now = self.clock.now()
         usages = [VmUsage(vm_id, names.get(vm_id, vm_id), intervals_from_events(events.get(vm_id, []), now),
                           used.get(vm_id, 0))
-                  for vm_id in sorted(set(events) | set(used), key=lambda v: (names.get(v, v), v))]
-        return compute(month, scenario or "onprem-to-cloud", usages)
+                  for vm_id in sorted(set(events) | set(used), key=lambda v: (names.get(v, v), v))
+                  if scenarios.get(vm_id, "onprem-to-cloud") == scenario]
+        return compute(month, scenario, usages)

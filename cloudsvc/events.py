@@ -52,6 +52,9 @@ SERVER_REGISTERED = "EVT-0007"   # a provider or agent registered (or re-registe
 POLICY_SAVED = "EVT-0008"        # a cloud's replication policy was saved
 HEALTH_CHANGED = "EVT-0009"      # a protected item's replication health changed
 RESOURCE_DELETED = "EVT-0010"    # a storage account, network or recovered VM was deleted
+CLOUD_PAIRED = "EVT-0011"        # site to site: a cloud was paired with a recovery cloud
+MAPPING_CHANGED = "EVT-0012"     # site to site: a network mapping was created or deleted
+REPLICA_HEALTH = "EVT-0013"      # site to site: a recovery host reported another replica health
 
 # The severity of a health-change event is the new health's ("Normal" is Info).
 _HEALTH_SEVERITY = {"Normal": Severity.INFO, "Warning": Severity.WARNING, "Critical": Severity.CRITICAL}

@@ -89,17 +89,21 @@ class Inventory:
             seen_vms: set[str] = set()
             seen_hosts: set[str] = set()
             for cloud in sync.clouds:
-                conn.execute("INSERT INTO clouds(vault_id, name, provider, synced_at, missing_since)"
-                             " VALUES (?,?,?,?,0) ON CONFLICT(vault_id, name) DO UPDATE SET"
-                             " synced_at=excluded.synced_at, missing_since=0", (vault_id, cloud.name, provider, now))
+                conn.execute("INSERT INTO clouds(vault_id, name, provider, synced_at, missing_since, networks)"
+                             " VALUES (?,?,?,?,0,?) ON CONFLICT(vault_id, name) DO UPDATE SET"
+                             " synced_at=excluded.synced_at, missing_since=0, networks=excluded.networks",
+                             (vault_id, cloud.name, provider, now, json.dumps(list(cloud.networks))))
                 for host in cloud.hosts:
                     hosts += 1
                     seen_hosts.add(host.name)
                     conn.execute(
-                        "INSERT INTO hosts(vault_id, name, cloud, provider, connected, last_seen, missing_since)"
-                        " VALUES (?,?,?,?,?,?,0) ON CONFLICT(vault_id, name) DO UPDATE SET cloud=excluded.cloud,"
-                        " connected=excluded.connected, last_seen=excluded.last_seen, missing_since=0",
-                        (vault_id, host.name, cloud.name, provider, int(host.connected), host.last_seen))
+                        "INSERT INTO hosts(vault_id, name, cloud, provider, connected, last_seen, missing_since,"
+                        " replica_address, replica_free_bytes) VALUES (?,?,?,?,?,?,0,?,?)"
+                        " ON CONFLICT(vault_id, name) DO UPDATE SET cloud=excluded.cloud,"
+                        " connected=excluded.connected, last_seen=excluded.last_seen, missing_since=0,"
+                        " replica_address=excluded.replica_address, replica_free_bytes=excluded.replica_free_bytes",
+                        (vault_id, host.name, cloud.name, provider, int(host.connected), host.last_seen,
+                         host.replica_address, max(0, host.replica_free_bytes)))
                     for vm in host.vms:
                         vms += 1
                         seen_vms.add(vm.vm_id)
@@ -176,11 +180,11 @@ class Inventory:
     def clouds(self, vault_id: str) -> list[dict[str, object]]:
         out = []
         for c in self.db.query("SELECT * FROM clouds WHERE vault_id=? ORDER BY name", (vault_id,)):
-            hosts = [h["name"] for h in self.db.query(
-                "SELECT name FROM hosts WHERE vault_id=? AND cloud=? ORDER BY name", (vault_id, c["name"]))]
+            rows = self.hosts(vault_id, c["name"])
             n = self.db.one("SELECT count(*) AS n FROM vms WHERE vault_id=? AND cloud=?", (vault_id, c["name"]))
-            out.append({"name": c["name"], "provider": c["provider"], "hosts": hosts, "vms": n["n"] if n else 0,
-                        "missing_since": float(c["missing_since"])})
+            out.append({"name": c["name"], "provider": c["provider"], "hosts": [h["name"] for h in rows],
+                        "vms": n["n"] if n else 0, "missing_since": float(c["missing_since"]),
+                        "networks": networks_of(c), "host_rows": rows})
         return out
 
     def cloud(self, vault_id: str, name: str) -> sqlite3.Row:
@@ -211,6 +215,11 @@ class Inventory:
         return rows[0]
 
 
+def networks_of(cloud: sqlite3.Row) -> list[str]:
+    """The VM networks a cloud's provider configuration names (site to site maps them)."""
+    return [str(n) for n in json.loads(cloud["networks"] or "[]")]
+
+
 def parse_vm(row: sqlite3.Row) -> inventory_pb2.Vm:
     vm = inventory_pb2.Vm()
     vm.ParseFromString(row["spec"])
@@ -225,4 +234,4 @@ def loads_policy(text: str) -> inventory_pb2.Policy:
     return ParseDict(json.loads(text), inventory_pb2.Policy())
 
 
-__all__ = ["Inventory", "dumps_policy", "loads_policy", "parse_vm", "spec_to_vm", "vm_to_spec"]
+__all__ = ["Inventory", "dumps_policy", "loads_policy", "networks_of", "parse_vm", "spec_to_vm", "vm_to_spec"]

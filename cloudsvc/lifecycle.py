@@ -193,6 +193,15 @@ class Item:
     source_missing: str
     created_at: float
     updated_at: float
+    # Site to site (issue 11): the recovery cloud and host the VM is replicated to, and the
+    # pairing both hosts check; "" for a VM replicated to the vault.
+    recovery_cloud: str = ""
+    recovery_host: str = ""
+    pairing_id: str = ""
+
+    @property
+    def site_to_site(self) -> bool:
+        return bool(self.recovery_host)
 
     @property
     def allowed(self) -> list[str]:
@@ -214,7 +223,8 @@ def _item(r: sqlite3.Row) -> Item:
     return Item(r["vault_id"], r["vm_id"], r["name"], r["cloud"], r["provider"], ItemState(r["state"]),
                 r["policy"], int(r["epoch"]), Side(r["active_location"]), r["op"], r["prev_state"], r["job_id"],
                 float(r["switched_at"]), float(r["fenced_attempt_at"]), r["fenced_attempt_from"],
-                r["source_missing"], float(r["created_at"]), float(r["updated_at"]))
+                r["source_missing"], float(r["created_at"]), float(r["updated_at"]), r["recovery_cloud"],
+                r["recovery_host"], r["pairing_id"])
 
 
 @dataclass(frozen=True)
@@ -278,18 +288,22 @@ class ProtectedItems:
 
     # ---- operations ---------------------------------------------------------------------------
     def create(self, conn: sqlite3.Connection, vault_id: str, *, vm_id: str, name: str, cloud: str, provider: str,
-               policy_json: str, job_id: str) -> Item:
-        """protect: a new item in EnablingProtection at epoch 1, the primary active."""
+               policy_json: str, job_id: str, recovery_cloud: str = "", recovery_host: str = "",
+               pairing_id: str = "") -> Item:
+        """protect: a new item in EnablingProtection at epoch 1, the primary active; site to
+        site, paired with ``recovery_host`` of ``recovery_cloud`` under ``pairing_id``."""
         if self.get(vault_id, vm_id, conn) is not None:
             raise refusal(name, Op.PROTECT.value, self.get(vault_id, vm_id, conn).state)  # type: ignore[union-attr]
         now = self.clock.now()
         conn.execute(
             "INSERT INTO protected_items(vault_id, vm_id, name, cloud, provider, state, policy, created_at, updated_at,"
-            " active_location, epoch, op, prev_state, job_id, switched_at) VALUES (?,?,?,?,?,?,?,?,?,?,1,?,?,?,?)",
+            " active_location, epoch, op, prev_state, job_id, switched_at, recovery_cloud, recovery_host, pairing_id)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,1,?,?,?,?,?,?,?)",
             (vault_id, vm_id, name, cloud, provider, S.ENABLING.value, policy_json, now, now, Side.PRIMARY.value,
-             Op.PROTECT.value, S.UNPROTECTED.value, job_id, now))
+             Op.PROTECT.value, S.UNPROTECTED.value, job_id, now, recovery_cloud, recovery_host, pairing_id))
+        where = f" to host {recovery_host} of cloud {recovery_cloud} (pairing {pairing_id})" if recovery_host else ""
         self._event(conn, vault_id, vm_id, name, Severity.INFO, STATE_CHANGED,
-                    f"{name}: protection is being enabled (job {job_id})")
+                    f"{name}: protection is being enabled{where} (job {job_id})")
         item = self.get(vault_id, vm_id, conn)
         assert item is not None
         return item

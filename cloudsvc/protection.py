@@ -10,16 +10,19 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import uuid
 
 from asrclock import Clock
-from asrerrors import InvalidPolicy, PermissionDenied, StateConflict, ValidationFailed
+from asrerrors import InvalidPolicy, PermissionDenied, StateConflict, UsageError, ValidationFailed
 from asrpb import control_pb2, inventory_pb2
 from cloudsvc.commands import Commands
-from cloudsvc.events import POLICY_SAVED, Events, Severity
+from cloudsvc.events import CLOUD_PAIRED, POLICY_SAVED, Events, Severity
 from cloudsvc.failover.recovered import Recovered
 from cloudsvc.inventory import Inventory, dumps_policy, loads_policy, parse_vm, vm_to_spec
 from cloudsvc.jobs import Jobs
-from cloudsvc.lifecycle import ItemState, Op, ProtectedItems
+from cloudsvc.lifecycle import Item, ItemState, Op, ProtectedItems
+from cloudsvc.replicas import Replicas
+from cloudsvc.sitetosite import ONPREM_TO_CLOUD, ONPREM_TO_ONPREM, SiteToSite
 from cloudsvc.vaults import VaultRow, Vaults
 from sqlitestore.database import Database
 from vmspec import protection_violations
@@ -48,7 +51,8 @@ def validate_policy(p: inventory_pb2.Policy) -> None:
 
 
 def describe_policy(p: inventory_pb2.Policy) -> str:
-    return (f"storage {p.storage}, copy every {p.copy_frequency_seconds}s, retention {p.retention_hours}h, "
+    target = f"recovery cloud {p.target_cloud}" if p.target_cloud else f"storage {p.storage}"
+    return (f"{target}, copy every {p.copy_frequency_seconds}s, retention {p.retention_hours}h, "
             f"app-consistent {f'every {p.app_consistent_hours}h' if p.app_consistent_hours else 'none'}, "
             f"start {p.start or 'now'}, encryption {'on' if p.encrypt else 'off'}")
 
@@ -58,7 +62,10 @@ class Protection:
     lifecycle's protect and unprotect operations, each as a job)."""
 
     def __init__(self, db: Database, clock: Clock, vaults: Vaults, inventory: Inventory, jobs: Jobs,
-                 commands: Commands, items: ProtectedItems, recovered: Recovered, events: Events) -> None:
+                 commands: Commands, items: ProtectedItems, recovered: Recovered, events: Events,
+                 site: SiteToSite, replicas: Replicas) -> None:
+        self.site = site
+        self.replicas = replicas
         self.db = db
         self.clock = clock
         self.vaults = vaults
@@ -78,13 +85,28 @@ class Protection:
         if row["missing_since"]:
             raise StateConflict(f"cloud {cloud!r} is no longer in provider {row['provider']!r}'s configuration",
                                 action="Add it back to the provider's configuration first.")
-        sa = self.vaults.storage(vault.id, policy.storage)
-        if sa["region"] != vault.region:
-            raise InvalidPolicy(f"storage account {policy.storage!r} is in {sa['region']}, the vault in {vault.region}",
-                                action="Use a storage account in the vault's region.")
-        if sa["redundancy"] != "GRS":
-            raise InvalidPolicy(f"storage account {policy.storage!r} is {sa['redundancy']}; replication needs GRS",
-                                action="Create a storage account with --redundancy GRS.")
+        if bool(policy.storage) == bool(policy.target_cloud):
+            raise InvalidPolicy("a replication policy names either a storage account or a target cloud, not "
+                                f"{'both' if policy.storage else 'neither'}",
+                                action="Pass --storage S (to the vault) or --target-cloud C (site to site).")
+        target = None
+        if policy.target_cloud:
+            if policy.encrypt:
+                raise InvalidPolicy("--encrypt is customer-managed encryption of the vault's storage; site to site "
+                                    "keeps the data on the recovery host, never in the vault",
+                                    action="Protect to the target cloud without --encrypt.")
+            target = self.site.check_pairing(vault.id, row, policy.target_cloud)
+        else:
+            sa = self.vaults.storage(vault.id, policy.storage)
+            if sa["region"] != vault.region:
+                raise InvalidPolicy(f"storage account {policy.storage!r} is in {sa['region']}, the vault in "
+                                    f"{vault.region}", action="Use a storage account in the vault's region.")
+            if sa["redundancy"] != "GRS":
+                raise InvalidPolicy(f"storage account {policy.storage!r} is {sa['redundancy']}; replication needs "
+                                    "GRS", action="Create a storage account with --redundancy GRS.")
+        before = self.policy(vault.id, cloud)
+        if before is not None and before.target_cloud != policy.target_cloud:
+            self.site.require_not_in_use(vault.id, cloud)
         prov = self.db.one("SELECT encryption FROM servers WHERE vault_id=? AND role='provider' AND name=?",
                            (vault.id, row["provider"]))
         if policy.encrypt and (prov is None or not prov["encryption"]):
@@ -107,6 +129,11 @@ class Protection:
             self.events.record(conn, vault.id, Severity.INFO, POLICY_SAVED,
                                f"replication policy of cloud {cloud} saved (job {job_id}): {describe_policy(policy)}",
                                server=f"provider/{row['provider']}")
+            if target is not None:
+                self.events.record(conn, vault.id, Severity.INFO, CLOUD_PAIRED,
+                                   f"cloud {cloud} (provider {row['provider']}) paired with cloud {target['name']} "
+                                   f"(provider {target['provider']}): site to site",
+                                   server=f"provider/{row['provider']}")
         self.commands.notify()
         return job_id
 
@@ -115,7 +142,7 @@ class Protection:
         return loads_policy(row["policy"]) if row else None
 
     # ---- VMs ------------------------------------------------------------------------------
-    def protect_vm(self, vault: VaultRow, ref: str, chosen_nic: int | None) -> str:
+    def protect_vm(self, vault: VaultRow, ref: str, chosen_nic: int | None, recovery_host: str = "") -> str:
         row = self.inventory.find_vm(vault.id, ref)
         vm = parse_vm(row)
         self.items.require(vault.id, vm.vm_id, vm.name, Op.PROTECT)
@@ -130,20 +157,61 @@ class Protection:
         policy = self.policy(vault.id, row["cloud"])
         if policy is None:
             raise StateConflict(f"cloud {row['cloud']!r} of VM {vm.name!r} has no replication policy",
-                                action=f"Protect the cloud first: asr cloud protect {row['cloud']} --storage S")
+                                action=f"Protect the cloud first: asr cloud protect {row['cloud']} --storage S "
+                                       "(or --target-cloud C)")
         violations = protection_violations(vm_to_spec(vm), chosen_nic)
         if violations:
             raise ValidationFailed(f"VM {vm.name!r} cannot be protected ({len(violations)} violations)",
                                    details=violations)
+        if recovery_host and not policy.target_cloud:
+            raise UsageError(f"--recovery-host applies to site to site; cloud {row['cloud']!r} replicates to storage "
+                             f"account {policy.storage!r}", action="Leave out --recovery-host.")
+        if policy.target_cloud:
+            return self._protect_to_site(vault, row, vm, policy, chosen_nic, recovery_host)
         with self.db.write() as conn:
             job_id = self.jobs.create(conn, vault.id, "EnableProtection", vm.name, [],
-                                      context={"vm_id": vm.vm_id}, open_=True)
+                                      context={"vm_id": vm.vm_id, "scenario": ONPREM_TO_CLOUD}, open_=True)
             item = self.items.create(conn, vault.id, vm_id=vm.vm_id, name=vm.name, cloud=row["cloud"],
                                      provider=row["provider"], policy_json=dumps_policy(policy), job_id=job_id)
             cmd = control_pb2.Command(enable_replication=control_pb2.EnableReplication(
                 host=row["host"], vm_id=vm.vm_id, vm_name=vm.name, policy=policy, vault_id=vault.id))
             cid = self.commands.enqueue(conn, vault.id, row["provider"], cmd, epoch=item.epoch)
             self.jobs.add_task(conn, job_id, f"Enable replication on host {row['host']}", cid)
+        self.commands.notify()
+        return job_id
+
+    def _protect_to_site(self, vault: VaultRow, row: sqlite3.Row, vm: inventory_pb2.Vm, policy: inventory_pb2.Policy,
+                         chosen_nic: int | None, recovery_host: str) -> str:
+        """Site to site: map the NIC's network, place the replica, then one job with two tasks —
+        the recovery host accepts the replica (AcceptReplica, through its own provider) and the
+        primary ships to it (EnableReplication with the replica target), both under one fresh
+        pairing id that both hosts check."""
+        nics = [vm.nics[chosen_nic]] if chosen_nic is not None else list(vm.nics)
+        self.site.check_mapped(vault.id, vm.name, row["cloud"], policy.target_cloud, [n.network for n in nics])
+        needed = sum(int(d.virtual_size) for d in vm.disks)
+        host = self.site.place(vault.id, policy.target_cloud, vm.name, needed, recovery_host)
+        pairing_id = uuid.uuid4().hex
+        with self.db.write() as conn:
+            job_id = self.jobs.create(conn, vault.id, "EnableProtection", vm.name, [],
+                                      context={"vm_id": vm.vm_id, "scenario": ONPREM_TO_ONPREM,
+                                               "pairing_id": pairing_id}, open_=True)
+            item = self.items.create(conn, vault.id, vm_id=vm.vm_id, name=vm.name, cloud=row["cloud"],
+                                     provider=row["provider"], policy_json=dumps_policy(policy), job_id=job_id,
+                                     recovery_cloud=policy.target_cloud, recovery_host=host["name"],
+                                     pairing_id=pairing_id)
+            self.replicas.pair(conn, vault.id, vm.vm_id, pairing_id, host["name"])
+            accept = control_pb2.Command(accept_replica=control_pb2.AcceptReplica(
+                host=host["name"], vm_id=vm.vm_id, vm_name=vm.name, source_host=row["host"], pairing_id=pairing_id,
+                policy=policy, vault_id=vault.id, disks=vm.disks))
+            cid = self.commands.enqueue(conn, vault.id, host["provider"], accept, epoch=item.epoch)
+            self.jobs.add_task(conn, job_id, f"Accept the replica on recovery host {host['name']} (cloud "
+                               f"{policy.target_cloud})", cid)
+            enable = control_pb2.Command(enable_replication=control_pb2.EnableReplication(
+                host=row["host"], vm_id=vm.vm_id, vm_name=vm.name, policy=policy, vault_id=vault.id,
+                replica_target=control_pb2.ReplicaTarget(recovery_host=host["name"], address=host["replica_address"],
+                                                         pairing_id=pairing_id)))
+            cid = self.commands.enqueue(conn, vault.id, row["provider"], enable, epoch=item.epoch)
+            self.jobs.add_task(conn, job_id, f"Enable replication on host {row['host']} to {host['name']}", cid)
         self.commands.notify()
         return job_id
 
@@ -178,8 +246,28 @@ class Protection:
                                    "--force)", "", done=True)
             else:
                 self.jobs.add_task(conn, job_id, f"Disable replication on host {row['host']}", cid)
+            if item.site_to_site:
+                self._release(conn, vault.id, item, force, job_id)
         self.commands.notify()
         return job_id
+
+    def _release(self, conn: sqlite3.Connection, vault_id: str, item: Item, force: bool, job_id: str) -> None:
+        """Site to site: the recovery host lets the replica go (through its own provider)."""
+        h = conn.execute("SELECT provider FROM hosts WHERE vault_id=? AND name=?",
+                         (vault_id, item.recovery_host)).fetchone()
+        name = f"Release the replica on recovery host {item.recovery_host}"
+        if h is None:
+            self.jobs.add_task(conn, job_id, f"{name} (not sent: the host is no longer in the inventory)", "",
+                               done=True)
+            return
+        cmd = control_pb2.Command(release_replica=control_pb2.ReleaseReplica(
+            host=item.recovery_host, vm_id=item.vm_id, vm_name=item.name, pairing_id=item.pairing_id,
+            delete_data=True))
+        cid = self.commands.enqueue(conn, vault_id, h["provider"], cmd, epoch=item.epoch)
+        if force:
+            self.jobs.add_task(conn, job_id, f"{name} (not waited for: --force)", "", done=True)
+        else:
+            self.jobs.add_task(conn, job_id, name, cid)
 
     def request_from_site(self, vault: VaultRow, provider: str, vm_name: str, nic: int | None, disable: bool) -> str:
         """Protection asked for from the VMM side (``asr-provider vm protect``): only for a VM

@@ -14,6 +14,7 @@ from cloudsvc.failover.recovered import recovered_of_vm
 from cloudsvc.inventory import parse_vm
 from cloudsvc.lifecycle import ItemState, Side, allowed
 from cloudsvc.service import CloudService
+from cloudsvc.sitetosite import Mapping
 
 LATEST_EVENTS = 3   # shown by asr vm show
 
@@ -64,6 +65,16 @@ def vm_status(svc: CloudService, vault_id: str, row: sqlite3.Row) -> operator_pb
                            f"{iso(item.fenced_attempt_at)}")
             st.primary_copy_detail = detail
         svc.replication.describe(vault_id, item, st)
+        if item.site_to_site:
+            st.recovery_cloud = item.recovery_cloud
+            st.recovery_host = item.recovery_host
+            st.pairing_id = item.pairing_id
+            rs = svc.replicas.status(vault_id, vm.vm_id)
+            st.replica_points = len(svc.replicas.points(vault_id, vm.vm_id))
+            if rs is not None:
+                st.replica_free_bytes = int(rs["free_bytes"])
+                st.last_replica_report_at = float(rs["reported_at"])
+                st.last_replication = float(rs["last_received_at"])
     st.recovered_vms.extend(recovered_of_vm(svc.db, vault_id, vm.vm_id))
     st.latest_events.extend(event_msg(e) for e in svc.events.list(vault_id, EventFilter(vm_id=vm.vm_id,
                                                                                         limit=LATEST_EVENTS)))
@@ -99,7 +110,11 @@ class ProtectionApi(operator_pb2_grpc.ProtectionServicer):
             policy = self.svc.protection.policy(v.id, str(c["name"]))
             info = operator_pb2.CloudInfo(name=str(c["name"]), provider=str(c["provider"]),
                                           hosts=list(c["hosts"]), vms=int(c["vms"]),  # type: ignore[call-overload]
-                                          protected=policy is not None)
+                                          protected=policy is not None,
+                                          networks=list(c["networks"]))  # type: ignore[call-overload]
+            info.host_details.extend(operator_pb2.CloudHost(
+                name=h["name"], connected=bool(h["connected"]), replica_address=h["replica_address"],
+                replica_free_bytes=int(h["replica_free_bytes"])) for h in c["host_rows"])  # type: ignore[attr-defined]
             if policy is not None:
                 info.policy.CopyFrom(policy)
             out.append(info)
@@ -123,7 +138,8 @@ class ProtectionApi(operator_pb2_grpc.ProtectionServicer):
     def ProtectVm(self, request: Any, context: Any) -> operator_pb2.JobRef:
         v = self.svc.vaults.get(request.vault)
         nic = request.nic - 1 if request.nic > 0 else None
-        return operator_pb2.JobRef(vault=v.name, id=self.svc.protection.protect_vm(v, request.vm, nic))
+        return operator_pb2.JobRef(vault=v.name, id=self.svc.protection.protect_vm(v, request.vm, nic,
+                                                                                 request.recovery_host))
 
     def UnprotectVm(self, request: Any, context: Any) -> operator_pb2.JobRef:
         v = self.svc.vaults.get(request.vault)
@@ -151,3 +167,24 @@ class ProtectionApi(operator_pb2_grpc.ProtectionServicer):
         v = self.svc.vaults.get(request.vault)
         job, tasks = self.svc.jobs.get(v.id, request.id)
         return job_msg(job, tasks)
+
+    def CreateNetworkMapping(self, request: Any, context: Any) -> operator_pb2.NetworkMapping:
+        v = self.svc.vaults.get(request.vault)
+        m = self.svc.site.create_mapping(v.id, Mapping(request.primary_cloud, request.primary_network,
+                                                       request.recovery_cloud, request.recovery_network, 0.0))
+        return mapping_msg(m)
+
+    def ListNetworkMappings(self, request: Any, context: Any) -> operator_pb2.NetworkMappingList:
+        v = self.svc.vaults.get(request.vault)
+        return operator_pb2.NetworkMappingList(mappings=[mapping_msg(m) for m in self.svc.site.mappings(v.id)])
+
+    def DeleteNetworkMapping(self, request: Any, context: Any) -> common_pb2.Empty:
+        v = self.svc.vaults.get(request.vault)
+        self.svc.site.delete_mapping(v.id, request.primary_cloud, request.primary_network)
+        return common_pb2.Empty()
+
+
+def mapping_msg(m: Mapping) -> operator_pb2.NetworkMapping:
+    return operator_pb2.NetworkMapping(primary_cloud=m.primary_cloud, primary_network=m.primary_network,
+                                       recovery_cloud=m.recovery_cloud, recovery_network=m.recovery_network,
+                                       created_at=m.created_at)

@@ -189,6 +189,10 @@ class Replication:
         self._last_gc = 0.0
         # Callables (vault_id, vm_id) -> point ids retention must keep (failover's pins).
         self.pins: list[Callable[[str, str], set[str]]] = []
+        # Site to site (``replicas``, wired by the composition root): the health and RPO of a VM
+        # whose points its recovery host keeps, from that host's reports.
+        self.site_health: Callable[[Item, float], Health] | None = None
+        self.site_rpo: Callable[[Item, float], float | None] | None = None
 
     # ---- stores -----------------------------------------------------------------------------
     def store(self, vault_id: str, storage: str) -> VaultStore:
@@ -266,6 +270,12 @@ class Replication:
     # ---- the data path -------------------------------------------------------------------------
     def begin_cycle(self, ident: Identity, vm_id: str, epoch: int, final: bool = False) -> tuple[str, PointInfo | None]:
         item = self._replicating(ident, vm_id, epoch)
+        if item.site_to_site:
+            raise StateConflict(
+                f"VM {item.name} is replicated site to site, to host {item.recovery_host}: the vault takes no data "
+                "of it", causes=("The agent does not support site-to-site replication (replica_target) and "
+                                 "replicates to the vault instead.",),
+                action="Upgrade the agent of the primary host to a release with site-to-site replication.")
         if final and item.state not in FINAL_POINT_STATES:
             raise StateConflict(f"VM {item.name} is {item.state}: only a planned failover or a migration takes a "
                                 "final point")
@@ -425,7 +435,25 @@ class Replication:
         item = self.items.get(vault_id, vm_id)
         if item is None:
             raise NotFound(f"VM {name!r} is not protected and has no recovery points")
+        if item.site_to_site:
+            raise StateConflict(f"the recovery points of VM {name!r} are kept on its recovery host "
+                                f"{item.recovery_host}, not in the vault (site to site)",
+                                action=f"List them with 'asr point list {name}'; the vault holds no data of them.")
         return item
+
+    def health(self, item: Item, status: sqlite3.Row | None, now: float) -> Health:
+        """:func:`item_health`, or for a site-to-site VM its lifecycle and then its replica's."""
+        if item.site_to_site and self.site_health is not None:
+            base = item_health(item, None, now)
+            if item.source_missing or item.location == Side.RECOVERY:
+                return base
+            return self.site_health(item, now)
+        return item_health(item, status, now)
+
+    def rpo(self, item: Item, status: sqlite3.Row | None, now: float) -> float | None:
+        if item.site_to_site and self.site_rpo is not None:
+            return self.site_rpo(item, now) if item.location == Side.PRIMARY else None
+        return rpo_of(item, status, now)
 
     def points(self, vault_id: str, vm_id: str, name: str) -> list[tuple[PointInfo, sqlite3.Row]]:
         item = self._item(vault_id, vm_id, name)
@@ -471,10 +499,13 @@ class Replication:
         """Fill RPO, last replication, initial progress and health of ``status`` (a VmStatus)."""
         row = self.db.one("SELECT * FROM replication_status WHERE vault_id=? AND vm_id=?", (vault_id, item.vm_id))
         now = self.clock.now()
-        h = item_health(item, row, now)
+        h = self.health(item, row, now)
         status.replication_health = h.state
         del status.health_errors[:]
         status.health_errors.extend(h.errors)
+        if item.site_to_site:
+            status.rpo_seconds = self.rpo(item, row, now) or 0.0
+            return
         if row is None:
             return
         status.last_replication = row["last_point_at"]
@@ -494,8 +525,8 @@ class Replication:
         out = []
         for item in self.items.all(vault_id):
             row = status.get((item.vault_id, item.vm_id))
-            out.append(VmFigures(item, item_health(item, row, now), row, counts.get((item.vault_id, item.vm_id), 0),
-                                 rpo_of(item, row, now)))
+            out.append(VmFigures(item, self.health(item, row, now), row, counts.get((item.vault_id, item.vm_id), 0),
+                                 self.rpo(item, row, now)))
         return out
 
     def storage_sizes(self) -> list[tuple[str, str, int]]:
@@ -565,7 +596,7 @@ class Replication:
         changes = []
         with self.db.write() as conn:
             for item in items:
-                h = item_health(item, status.get((item.vault_id, item.vm_id)), now)
+                h = self.health(item, status.get((item.vault_id, item.vm_id)), now)
                 before = self.events.health_seen(conn, item.vault_id, item.vm_id, item.name, h.state, h.errors)
                 if before:
                     changes.append((item, h, before))

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-from array import array
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 
 from asrchannel.authz import current_identity
-from asrerrors import UsageError
 from asrpb import replication_pb2, replication_pb2_grpc
-from chunkfmt import ID_SIZE
 from cloudsvc.service import CloudService
-from cloudsvc.vaultstore import BlockChanges, DiskDelta, VaultStore
+from cloudsvc.vaultstore.wire import begin_reply, block_map_parts, put_chunks, read_commit, split_ids
 
 # Every operator-facing and agent-facing method of this module, by role (for server.POLICY).
 POLICY: dict[str, set[str]] = {
@@ -22,102 +18,36 @@ POLICY: dict[str, set[str]] = {
     "/asr.v1.Points/": {"operator"},
 }
 _EXPORT_MESSAGE = 2 * 1024 * 1024
-_MAP_BATCH = 4096
-
-
-def _split_ids(raw: bytes) -> list[bytes]:
-    if len(raw) % ID_SIZE:
-        raise UsageError("chunk ids must be a whole number of 32-byte ids")
-    return [raw[i:i + ID_SIZE] for i in range(0, len(raw), ID_SIZE)]
 
 
 class ReplicationApi(replication_pb2_grpc.ReplicationServicer):
     def __init__(self, svc: CloudService) -> None:
         self.repl = svc.replication
+        self.replicas = svc.replicas
 
     def BeginCycle(self, request: Any, context: Any) -> replication_pb2.BeginCycleReply:
         token, base = self.repl.begin_cycle(current_identity(), request.vm_id, request.epoch, request.final)
-        reply = replication_pb2.BeginCycleReply(session_id=token)
-        if base is not None:
-            reply.base_point_id = base.point_id
-            reply.base_created_at = base.created_at
-            reply.base_disks.extend(replication_pb2.PointDisk(disk_index=d.disk_index, virtual_size=d.virtual_size)
-                                    for d in base.disks)
-        return reply
+        return begin_reply(token, base)
 
     def Missing(self, request: Any, context: Any) -> replication_pb2.MissingReply:
-        ids = _split_ids(request.ids)
+        ids = split_ids(request.ids)
         return replication_pb2.MissingReply(ids=b"".join(self.repl.missing(current_identity(), request.session_id,
                                                                            ids)))
 
     def PutChunks(self, request_iterator: Iterator[Any], context: Any) -> replication_pb2.PutChunksReply:
         ident = current_identity()
-        upload: tuple[VaultStore, str] | None = None
-        count = size = 0
-        for batch in request_iterator:
-            if upload is None:
-                if not batch.session_id:
-                    raise UsageError("the first chunk batch must name the upload session")
-                upload = self.repl.upload(ident, batch.session_id)
-            if len(batch.ids) != len(batch.frames):
-                raise UsageError("a chunk batch needs one frame per id")
-            # each access to a repeated bytes field copies it out of the message: once only
-            items = list(zip(batch.ids, batch.frames, strict=True))
-            upload[0].put_chunks(upload[1], items)
-            count += len(items)
-            size += sum(len(f) for _, f in items)
-        if upload is not None:
-            # durable and indexed before we answer: the agent will not send these again
-            upload[0].flush()
-        return replication_pb2.PutChunksReply(received=count, bytes=size)
+        return put_chunks(request_iterator, lambda session_id: self.repl.upload(ident, session_id))
 
     def CommitPoint(self, request_iterator: Iterator[Any], context: Any) -> replication_pb2.PointAck:
         ident = current_identity()
-        head: Any = None
-        # Kept packed (8 + 32 bytes per block), never as a dict: see BlockChanges.
-        indexes: dict[int, array] = {}  # type: ignore[type-arg]
-        ids: dict[int, bytearray] = {}
-        uploaded = resync_disks = 0
-        for part in request_iterator:
-            if head is None:
-                head = part
-            if part.blocks or part.ids:
-                if len(part.blocks) % 8 or len(part.ids) % ID_SIZE or len(part.blocks) // 8 != len(part.ids) // ID_SIZE:
-                    raise UsageError("a commit part needs one 32-byte id per 8-byte block index")
-                block_array = array("Q")
-                block_array.frombytes(part.blocks)
-                if sys.byteorder != "little":
-                    block_array.byteswap()
-                indexes.setdefault(part.disk_index, array("Q")).extend(block_array)
-                ids.setdefault(part.disk_index, bytearray()).extend(part.ids)
-            if part.last:
-                uploaded, resync_disks = part.uploaded_bytes, part.resync_disks
-                break
-        else:
-            raise UsageError("the point commit ended before its last part (interrupted)")
-        assert head is not None
-        if head.kind not in ("crash", "app"):
-            raise UsageError(f"point kind {head.kind!r} is not crash or app")
-        disks = [DiskDelta(d.virtual_size, BlockChanges.from_parts(indexes.get(d.disk_index, array("Q")),
-                                                                  bytes(ids.get(d.disk_index, b""))))
-                 for d in sorted(head.disks, key=lambda d: d.disk_index)]
-        point = self.repl.commit(ident, head.session_id, head.vm_id, disks, head.base_point_id or None,
-                                 head.kind, head.created_at, uploaded, resync_disks)
+        c = read_commit(request_iterator)
+        point = self.repl.commit(ident, c.head.session_id, c.head.vm_id, c.disks, c.head.base_point_id or None,
+                                 c.head.kind, c.head.created_at, c.uploaded_bytes, c.resync_disks)
         return replication_pb2.PointAck(point_id=point.point_id, created_at=point.created_at)
 
     def GetBlockMap(self, request: Any, context: Any) -> Iterator[replication_pb2.BlockMapPart]:
-        start = 0
-        ids: list[bytes] = []
-        for block, cid in self.repl.block_map(current_identity(), request.vm_id, request.point_id,
-                                              request.disk_index):
-            if not ids:
-                start = block
-            ids.append(cid)
-            if len(ids) >= _MAP_BATCH:
-                yield replication_pb2.BlockMapPart(start_block=start, ids=b"".join(ids))
-                ids = []
-        if ids:
-            yield replication_pb2.BlockMapPart(start_block=start, ids=b"".join(ids))
+        yield from block_map_parts(self.repl.block_map(current_identity(), request.vm_id, request.point_id,
+                                                       request.disk_index))
 
     def ReportProgress(self, request: Any, context: Any) -> replication_pb2.ProgressAck:
         self.repl.report(current_identity(), request.vm_id, request.epoch, request.initial_progress, request.error,
@@ -127,6 +57,9 @@ class ReplicationApi(replication_pb2_grpc.ReplicationServicer):
     def CheckEpoch(self, request: Any, context: Any) -> replication_pb2.EpochStatus:
         item = self.repl.check_epoch(current_identity(), request.vm_id, request.epoch)
         return replication_pb2.EpochStatus(epoch=item.epoch, state=item.state.value)
+
+    def ReportReplica(self, request: Any, context: Any) -> replication_pb2.ReplicaAck:
+        return replication_pb2.ReplicaAck(paired=self.replicas.report(current_identity(), request))
 
 
 class PointsApi(replication_pb2_grpc.PointsServicer):
@@ -142,12 +75,18 @@ class PointsApi(replication_pb2_grpc.PointsServicer):
     def ListPoints(self, request: Any, context: Any) -> replication_pb2.PointList:
         vault_id, vm_id, name = self._vm(request)
         out = replication_pb2.PointList(vm_id=vm_id)
+        held = self.svc.replicas.held(vault_id, vm_id)
+        if held is not None:   # site to site: on the recovery host, known from its reports
+            out.points.extend(replication_pb2.RecoveryPoint(
+                point_id=r.point_id, created_at=r.created_at, kind="app" if r.app_consistent else "crash",
+                uploaded_bytes=r.stored_bytes, location=r.host) for r in held)
+            return out
         for p, facts in self.repl.points(vault_id, vm_id, name):
             out.points.append(replication_pb2.RecoveryPoint(
                 point_id=p.point_id, created_at=p.created_at, kind=p.kind,
                 uploaded_bytes=facts["uploaded_bytes"], changed_blocks=facts["changed_blocks"],
                 disks=[replication_pb2.PointDisk(disk_index=d.disk_index, virtual_size=d.virtual_size)
-                       for d in p.disks]))
+                       for d in p.disks], location=facts["storage"]))
         return out
 
     def VerifyPoint(self, request: Any, context: Any) -> replication_pb2.VerifyReport:

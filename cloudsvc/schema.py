@@ -229,4 +229,36 @@ MIGRATIONS: list[str] = [
     ALTER TABLE job_tasks ADD COLUMN bytes_done INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE job_tasks ADD COLUMN bytes_total INTEGER NOT NULL DEFAULT 0
     """,
+    # 10: site to site (issue 11) — the VM networks of a cloud and the replica hosts among its
+    # hosts (inventory), the recovery cloud, host and pairing of a protected item (lifecycle),
+    # network mappings (sitetosite), and every pairing with what its recovery host reports:
+    # the points it keeps and their health (replicas). Metadata only: no data of these VMs.
+    """
+    ALTER TABLE clouds ADD COLUMN networks TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE hosts ADD COLUMN replica_address TEXT NOT NULL DEFAULT '';
+    ALTER TABLE hosts ADD COLUMN replica_free_bytes INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE protected_items ADD COLUMN recovery_cloud TEXT NOT NULL DEFAULT '';
+    ALTER TABLE protected_items ADD COLUMN recovery_host TEXT NOT NULL DEFAULT '';
+    ALTER TABLE protected_items ADD COLUMN pairing_id TEXT NOT NULL DEFAULT '';
+    CREATE TABLE network_mappings (
+        vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
+        primary_cloud TEXT NOT NULL, primary_network TEXT NOT NULL,
+        recovery_cloud TEXT NOT NULL, recovery_network TEXT NOT NULL, created_at REAL NOT NULL,
+        PRIMARY KEY (vault_id, primary_cloud, primary_network)
+    );
+    CREATE TABLE replica_points (
+        vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
+        vm_id TEXT NOT NULL, point_id TEXT NOT NULL, pairing_id TEXT NOT NULL, host TEXT NOT NULL,
+        created_at REAL NOT NULL, app_consistent INTEGER NOT NULL, logical_bytes INTEGER NOT NULL,
+        stored_bytes INTEGER NOT NULL, epoch INTEGER NOT NULL,
+        PRIMARY KEY (vault_id, vm_id, point_id)
+    );
+    CREATE TABLE replica_status (
+        vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
+        vm_id TEXT NOT NULL, pairing_id TEXT NOT NULL, host TEXT NOT NULL,
+        health TEXT NOT NULL, message TEXT NOT NULL, free_bytes INTEGER NOT NULL,
+        last_received_at REAL NOT NULL, reported_at REAL NOT NULL, released_at REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (vault_id, vm_id, pairing_id)
+    )
+    """,
 ]

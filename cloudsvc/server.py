@@ -55,6 +55,11 @@ POLICY: dict[str, set[str]] = {
     "/asr.v1.Operator/DeleteStorage": {"operator"},
     "/asr.v1.Operator/DeleteNetwork": {"operator"},
     "/asr.v1.Failover/DeleteRecoveredVm": {"operator"},
+    "/asr.v1.Protection/CreateNetworkMapping": {"operator"},
+    "/asr.v1.Protection/ListNetworkMappings": {"operator"},
+    "/asr.v1.Protection/DeleteNetworkMapping": {"operator"},
+    # site to site: recovery hosts report their replicas (who exactly: ``replicas``)
+    "/asr.v1.Replication/ReportReplica": {"agent"},
 }
 
 

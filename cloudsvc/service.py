@@ -11,6 +11,8 @@ Owners of state (each the only writer of its tables):
 ``inventory``      clouds, hosts, vms
 ``items``          protected_items (``lifecycle``: the state machine)
 ``protection``     policies
+``site``           network_mappings (``sitetosite``: pairing, mapping, placement)
+``replicas``       replica_points, replica_status (pairings and what recovery hosts report)
 ``jobs``           jobs, job_tasks
 ``commands``       commands
 ``events``         events, health_seen
@@ -54,8 +56,10 @@ from cloudsvc.lifecycle import ProtectedItems
 from cloudsvc.metrics import VaultCollector
 from cloudsvc.protection import Protection
 from cloudsvc.registrar import Registrar
+from cloudsvc.replicas import Replicas
 from cloudsvc.replication import Replication
 from cloudsvc.schema import MIGRATIONS
+from cloudsvc.sitetosite import SiteToSite
 from cloudsvc.teardown import Teardown
 from cloudsvc.vaults import Vaults
 from sqlitestore.database import Database
@@ -81,8 +85,10 @@ class CloudService:
         self.inventory = Inventory(db, clock, self.items, self.events)
         self.registrar = Registrar(db, self.vaults, clock, self.commands, self.inventory, self.events)
         self.recovered = Recovered(db, clock, self.vaults)
+        self.site = SiteToSite(db, clock, self.inventory, self.events)
+        self.replicas = Replicas(db, clock, self.items, self.events)
         self.protection = Protection(db, clock, self.vaults, self.inventory, self.jobs, self.commands, self.items,
-                                     self.recovered, self.events)
+                                     self.recovered, self.events, self.site, self.replicas)
         self.billing = Billing(db, clock)
         self.replication = Replication(db, clock, self.vaults, self.items, self.events, config.data_dir,
                                        self.stopping, meter=self.billing.meter)
@@ -101,6 +107,10 @@ class CloudService:
         self.replication.pins.append(self.recovered.pinned_points)
         # a protection's point records go with it
         self.items.on_removed.append(self.replication.forget_vm)
+        # site to site: the replica's health and points are what its recovery host reports
+        self.items.on_removed.append(self.replicas.forget_vm)
+        self.replication.site_health = self.replicas.health
+        self.replication.site_rpo = self.replicas.rpo
         self.metrics = Metrics()
         self.metrics.register(VaultCollector(self.vaults, self.replication, self.jobs, self.commands, self.registrar,
                                              clock, config.heartbeat_timeout_seconds))

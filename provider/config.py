@@ -11,6 +11,7 @@
     name = "gold"
     hosts = ["hv01", "hv02"]
     sync = true                        # false: not synced to the vault (initial sync choice)
+    networks = ["corp", "dmz"]         # the cloud's VM networks (site to site maps them)
 
 Relative paths are relative to the file's directory. The model is strict and closed
 (``asrops.configfile``), inside ``[[clouds]]`` tables too; a cloud is named once and a host
@@ -40,6 +41,18 @@ class CloudDef(Table):
         default_factory=list, description="the hosts (agents' `--host` names) in the cloud; each in one cloud only")
     sync: Annotated[bool, Kind("boolean", "true or false (without quotes)")] = Field(
         True, description="false: the cloud is not synced to the vault (neither it nor its hosts and VMs)")
+    networks: Annotated[list[NonEmpty], Kind("array of strings", 'an array of VM network names (non-empty '
+                                                                'strings), e.g. ["corp", "dmz"]')] = Field(
+        default_factory=list, description="the cloud's VM networks, which NICs connect to; site to site maps "
+                                          "them to a recovery cloud's networks")
+
+    @field_validator("networks")
+    @classmethod
+    def _networks_once(cls, networks: list[str]) -> list[str]:
+        seen = [n for i, n in enumerate(networks) if n in networks[:i]]
+        if seen:
+            raise configfile.refuse(f"names network {seen[0]!r} twice")
+        return networks
 
 
 class ProviderConfig(ConfigFile):

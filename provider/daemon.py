@@ -34,7 +34,7 @@ from registration.state import load as load_identity
 log = logging.getLogger("asr-provider")
 
 HOST_COMMANDS = ("configure_host", "enable_replication", "disable_replication", "power_vm", "replicate_now",
-                 "failback")
+                 "failback", "accept_replica", "release_replica")
 
 
 class Provider:
@@ -69,12 +69,14 @@ class Provider:
         for cloud in self.cfg.clouds:
             if not cloud.sync:
                 continue
-            c = msg.clouds.add(name=cloud.name)
+            c = msg.clouds.add(name=cloud.name, networks=cloud.networks)
             for host in cloud.hosts:
                 seen = self.api.connected.get(host, 0.0)
                 h = c.hosts.add(name=host, connected=self.agent_connected(host), last_seen=seen)
                 stored = self.store.inventory(host)
                 if stored is not None:
+                    h.replica_address = stored[0].replica_address
+                    h.replica_free_bytes = stored[0].replica_free_bytes
                     for vm in stored[0].vms:
                         v = h.vms.add()
                         v.CopyFrom(vm)

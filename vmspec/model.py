@@ -80,17 +80,23 @@ class DiskSpec:
 class NicSpec:
     mode: str
     address: str | None = None  # IP/PREFIX for static NICs
+    # The VMM VM network the NIC connects to ("" none); site to site maps it to a network of
+    # the recovery cloud. Definitions written before it existed have none.
+    network: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "address": self.address}
+        return {"mode": self.mode, "address": self.address, "network": self.network}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NicSpec:
         address = d.get("address")
         if address is not None and not isinstance(address, str):
             raise ValidationFailed("nic: field 'address' must be IP/PREFIX or null")
+        network = d.get("network") or ""
+        if not isinstance(network, str):
+            raise ValidationFailed("nic: field 'network' must be a network name or null")
         return cls(mode=_choice(_get(d, "mode", str, "nic"), NIC_MODES, "mode", "nic"),
-                   address=address)
+                   address=address, network=network)
 
 
 @dataclass

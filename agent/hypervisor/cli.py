@@ -33,15 +33,20 @@ def _byte(text: str) -> int:
 
 
 def _nic(text: str) -> NicSpec:
-    if text.lower() == "dhcp":
-        return NicSpec("dhcp")
+    """``dhcp`` or ``IP/PREFIX``, optionally ``@NETWORK``: the VM network the NIC connects to."""
+    addressing, sep, network = text.partition("@")
+    if sep and not network.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} names no network after '@' (e.g. dhcp@corp)")
+    network = network.strip()
+    if addressing.lower() == "dhcp":
+        return NicSpec("dhcp", network=network)
     try:
-        iface = ipaddress.ip_interface(text)
+        iface = ipaddress.ip_interface(addressing)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not 'dhcp' or IP/PREFIX") from exc
-    if "/" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'dhcp' or IP/PREFIX (optionally @NETWORK)") from exc
+    if "/" not in addressing:
         raise argparse.ArgumentTypeError(f"{text!r} needs a prefix length (IP/PREFIX)")
-    return NicSpec("static", str(iface))
+    return NicSpec("static", str(iface), network=network)
 
 
 def register_vm_commands(subparsers: Any) -> None:
@@ -64,7 +69,8 @@ def register_vm_commands(subparsers: Any) -> None:
     p.add_argument("--cpus", type=int, default=2)
     p.add_argument("--memory-mb", type=int, default=2048)
     p.add_argument("--nic", type=_nic, action="append", default=None,
-                   help="dhcp or IP/PREFIX, once per NIC; NICs are numbered from 0 in this order")
+                   help="dhcp or IP/PREFIX, optionally @NETWORK (the VM network, e.g. dhcp@corp), once per "
+                        "NIC; NICs are numbered from 0 in this order")
     p.add_argument("--data-controller", choices=("IDE", "SCSI"), default="SCSI")
     p.add_argument("--os-controller", choices=("IDE", "SCSI"), default="IDE")
     p.add_argument("--quiesce-hook", nargs="+", default=None, help="argv run before "
@@ -119,7 +125,8 @@ def _print_vm(hv: LocalHypervisor, vm: VmSpec) -> None:
         role = "OS" if d.os_disk else "data"
         print(f"  disk {i}: {d.path}  {kind}  {d.virtual_size} bytes  {d.controller}  {role}")
     for i, n in enumerate(vm.nics):
-        print(f"  nic {i}: {n.mode}{' ' + n.address if n.address else ''}")
+        network = f" network {n.network}" if n.network else ""
+        print(f"  nic {i}: {n.mode}{' ' + n.address if n.address else ''}{network}")
     marker = hv.fenced(vm.name)
     if marker is not None:
         print(f"  FENCED: {describe(vm.name, marker)}")

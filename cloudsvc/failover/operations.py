@@ -96,6 +96,11 @@ class Operations:
         vm = parse_vm(row)
         item = self.items.get(vault_id, vm.vm_id)
         policy = item.policy if item else None
+        if item is not None and item.site_to_site:
+            # its points are on the recovery host; failing over to it is the agents' part of issue 11
+            raise StateConflict(f"VM {vm.name!r} is protected site to site (recovery host {item.recovery_host}): "
+                                "failover of site-to-site VMs is not available yet",
+                                action="Fail it over when the release with site-to-site failover is installed.")
         return {"vm_id": vm.vm_id, "name": vm.name, "host": row["host"], "provider": row["provider"],
                 "storage": policy.storage if policy else "", "encrypt": bool(policy and policy.encrypt),
                 "cpus": vm.cpus, "memory_mb": vm.memory_mb,

@@ -7,7 +7,8 @@ and pins; recovery points are Merkle trees over block maps (``merkle``); :class:
 ties them together with the write-ordering rules in ``store``; ``pins`` keeps points that are
 being read; ``integrity`` verifies points and rebuilds the index; ``collector`` reclaims
 space; ``retention`` decides which points a policy keeps; ``faultybackend`` injects faults
-for tests.
+for tests; ``wire`` reads and writes the Replication protocol's messages in these terms for
+both of its servers (the vault, and a recovery host in site-to-site replication).
 """
 
 from cloudsvc.vaultstore.backend import Backend, CheckedBackend, LocalDirBackend, ObjectInfo

@@ -71,6 +71,7 @@ def test_lists_events_health_and_bounds(procs: Procs, tmp_path: Path) -> None:
     # every list command answers an array (point list too), numbers as numbers, times as RFC 3339
     points = cloud.asr_json("point", "list", p.vm, *VAULT)
     assert [x["point_id"] for x in points] == [point] and isinstance(points[0]["uploaded_bytes"], int)
+    assert points[0]["location"] == "store1"   # a vault VM's point is in its storage account
     assert from_iso(points[0]["created_at"]) == T0
     for args in (("region", "list"), ("vault", "list"), ("storage", "list", *VAULT), ("network", "list", *VAULT),
                  ("server", "list", *VAULT), ("cloud", "list", *VAULT), ("vm", "list", *VAULT),

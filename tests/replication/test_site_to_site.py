@@ -264,5 +264,5 @@ def test_site_to_site_ships_host_to_host(cloud: Cloud, tmp_path: Path) -> None:
     packs = [p for p in (tmp_path / "cloud").rglob("*") if p.is_file() and "packs" in p.parts]
     assert packs == []
     assert cloud.db_rows("recovery_points") == []
-    log = s.agents["hv02"].text()
-    assert log.count("does not take replica reports yet") == 1, log[-3000:]
+    # the pairing was injected, not made by the vault: its reports are refused (NotFound), nothing stored
+    assert cloud.db_rows("replica_points") == [] and cloud.db_rows("replica_status") == []

@@ -81,7 +81,7 @@ CLOUD: dict[str, dict[str, set[str]]] = {
         },
         "asr.v1.Protection": {
             "ListClouds", "ProtectCloud", "ListVms", "GetVm", "ProtectVm", "UnprotectVm", "ListJobs", "GetJob",
-            "ListEvents",
+            "ListEvents", "CreateNetworkMapping", "ListNetworkMappings", "DeleteNetworkMapping",
         },
         "asr.v1.Billing": {"Report"},
         "asr.v1.Points": {"ListPoints", "VerifyPoint", "ExportPoint", "RunMaintenance", "RebuildIndex"},

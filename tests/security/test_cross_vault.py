@@ -23,7 +23,7 @@ from tests.security.conftest import World
 
 # Replication RPCs the cloud does not serve yet on this branch: answered "not implemented"
 # (after authorisation), which is no data either. An entry that is implemented fails the test.
-NOT_YET_SERVED: set[str] = {"ReportReplica"}   # issue 11: the cloud side lands with pairing
+NOT_YET_SERVED: set[str] = set()
 SCOPED = ("ASR-0032", "ASR-0040")  # PermissionDenied, NotFound
 
 
@@ -81,8 +81,10 @@ def requests(world: World, session_id: str, chunk_id: bytes) -> dict[str, Reques
         "ReportProgress": lambda r: r.ReportProgress(replication_pb2.ProgressReport(vm_id=vm, error="forged"),
                                                      timeout=30),
         "CheckEpoch": lambda r: r.CheckEpoch(replication_pb2.EpochCheck(vm_id=vm, epoch=1), timeout=30),
-        "ReportReplica": lambda r: r.ReportReplica(replication_pb2.ReplicaReport(vm_id=vm, pairing_id="forged"),
-                                                   timeout=30),
+        # site to site: no pairing was made for this VM, least of all for the intruder
+        "ReportReplica": lambda r: r.ReportReplica(replication_pb2.ReplicaReport(
+            vm_id=vm, pairing_id="forged", health="Normal",
+            points=[replication_pb2.ReplicaPoint(point_id="forged", created_at=1.0)]), timeout=30),
     }
 
 
