@@ -161,7 +161,7 @@ def start_agent(procs: Procs, cloud: Cloud, root: Path, host: str) -> Proc:
 
 
 def command(root: Path, agent: Proc, host: str, cid: str, **body: Any) -> None:
-    """A pairing command through the agent's test command directory (as test_site_to_site.py
+    """A pairing command through the agent's test command directory (as tests/sitetosite/test_data_path.py
     does: the cloud cannot pair hosts yet)."""
     cmd = control_pb2.Command(id=cid, epoch=1, **body)
     write_atomic(root / f"cmds-{host}" / f"{cid}.cmd", cmd.SerializeToString())
