@@ -8,7 +8,8 @@ merged back into the dirty sets), then the cloud link (heartbeats), the provider
 the metrics endpoint when ``metrics_listen`` names one (``agent.metrics``). When
 ``replica_listen`` is set the host also holds replicas for primaries of other sites
 (``agent.replica``): its stores are recovered (unrecorded points dropped, an interrupted
-apply redone) before the replica server starts, and the ReportReplica thread runs beside it.
+apply redone) before the replica server starts, and the ReportReplica thread and the applier
+thread (replica disks brought to each new point after CommitPoint answered) run beside it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from agent.hostlink import ProviderLink
 from agent.hypervisor import LocalHypervisor
 from agent.metrics import CycleMetrics, HostCollector
 from agent.replica import Replicas
+from agent.replica.applier import Applier
 from agent.replica.channel import check_can_serve, vault_ca_pem
 from agent.replica.replica_api import build_server
 from agent.replica.reporter import Reporter
@@ -82,6 +84,9 @@ def run(config_path: str, life: Lifecycle | None = None) -> int:
                              args=(replicas.release,))
         t.start()
         threads.append(t)
+        t = threading.Thread(target=replicas.applier.run, name="replica-apply", daemon=True)
+        t.start()
+        threads.append(t)
     command_dir = environment.test_hook("ASR_TEST_COMMAND_DIR")
     if command_dir:
         t = threading.Thread(target=testcommands.run, name="test-commands", daemon=True,
@@ -96,6 +101,7 @@ def run(config_path: str, life: Lifecycle | None = None) -> int:
     if replicas is not None:
         replicas.reporter.stop()
         replicas.server.stop(grace=2).wait()
+        replicas.applier.stop()   # an apply in progress ends first; close() below waits for it
     if rt.replication is not None:
         rt.replication.stop()
     provider.stop()
@@ -120,11 +126,12 @@ def _replicas(rt: AgentRuntime, life: Lifecycle) -> Replicas | None:
     host = ReplicaHost(cfg.replica_path, rt.clock)
     host.recover()
     reporter = Reporter(host, rt.link.channel, rt.clock, life.stopping)
-    service = ReplicaService(host, rt.ident.vault_id, on_point=reporter.point_made)
+    applier = Applier(host, life.stopping, on_applied=reporter.point_made)
+    service = ReplicaService(host, rt.ident.vault_id, applier, on_point=reporter.point_made)
     _, chain, key = rt.ident.pems()
     server, port = build_server(service, cfg.replica_listen, chain, key, vault_ca_pem(rt.ident))
     server.start()
     log.info("serving replicas", extra={"fields": {"listen": cfg.replica_listen, "port": port,
                                                    "dir": cfg.replica_path, "replicas": len(host.pairings.all())}})
-    rt.replica = Replicas(host, service, server, port, reporter)
+    rt.replica = Replicas(host, service, server, port, reporter, applier)
     return rt.replica

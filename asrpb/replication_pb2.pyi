@@ -23,7 +23,7 @@ class ReplicaPoint(_message.Message):
     def __init__(self, point_id: _Optional[str] = ..., created_at: _Optional[float] = ..., app_consistent: _Optional[bool] = ..., logical_bytes: _Optional[int] = ..., stored_bytes: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class ReplicaReport(_message.Message):
-    __slots__ = ("vm_id", "pairing_id", "points", "free_bytes", "health", "message", "last_received_at")
+    __slots__ = ("vm_id", "pairing_id", "points", "free_bytes", "health", "message", "last_received_at", "applied_point_id")
     VM_ID_FIELD_NUMBER: _ClassVar[int]
     PAIRING_ID_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class ReplicaReport(_message.Message):
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     LAST_RECEIVED_AT_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_POINT_ID_FIELD_NUMBER: _ClassVar[int]
     vm_id: str
     pairing_id: str
     points: _containers.RepeatedCompositeFieldContainer[ReplicaPoint]
@@ -38,7 +39,8 @@ class ReplicaReport(_message.Message):
     health: str
     message: str
     last_received_at: float
-    def __init__(self, vm_id: _Optional[str] = ..., pairing_id: _Optional[str] = ..., points: _Optional[_Iterable[_Union[ReplicaPoint, _Mapping]]] = ..., free_bytes: _Optional[int] = ..., health: _Optional[str] = ..., message: _Optional[str] = ..., last_received_at: _Optional[float] = ...) -> None: ...
+    applied_point_id: str
+    def __init__(self, vm_id: _Optional[str] = ..., pairing_id: _Optional[str] = ..., points: _Optional[_Iterable[_Union[ReplicaPoint, _Mapping]]] = ..., free_bytes: _Optional[int] = ..., health: _Optional[str] = ..., message: _Optional[str] = ..., last_received_at: _Optional[float] = ..., applied_point_id: _Optional[str] = ...) -> None: ...
 
 class ReplicaAck(_message.Message):
     __slots__ = ("paired",)

@@ -110,8 +110,10 @@ def main() -> int:
         clock.advance(1)
         counter.count = 0
         t, c = time.monotonic(), time.process_time()
-        _, how = r.commit(sid, [DiskDelta(size, BlockMap.from_mapping(changed))], point.point_id, "crash",
-                          clock.now(), 1, 0, pairing)
+        # the commit, then the apply the applier would make after the answer, back to back
+        r.commit(sid, [DiskDelta(size, BlockMap.from_mapping(changed))], point.point_id, "crash", clock.now(), 1,
+                 0, pairing)
+        how = r.apply_latest()
         print(f"commit with {how} apply of {len(changed)} blocks: {time.monotonic() - t:.3f} s wall, "
               f"{time.process_time() - c:.2f} CPU-s, {counter.count} fsyncs (store, records and marker included)")
         os.fsync = counter.real

@@ -10,7 +10,9 @@ qemu-img compare at the end). Per path: the initial copy and a 1%-of-blocks incr
 ``python -m agent.replication once`` processes (time, MB/s of allocated data, bytes sent,
 CPU seconds and peak RSS of the cycle process and of the receiving daemon). The direct path
 also reports the recovery host's replica-disk apply (from its "replica disks applied" log
-line: the apply sits inside the primary's CommitPoint). Correctness: the replica disks (and
+line; it runs after CommitPoint answered) and how long after the cycle's end the replica disks
+held the point (``applied.json`` polled; the incremental starts only then, so it does not
+share the cores with the initial copy's apply). Correctness: the replica disks (and
 the vault's exported last point) equal the source. Peer in the same run: ``qemu-img convert``
 of the source into a new dynamic VHDX plus fsync (the floor for writing the replica disk).
 
@@ -115,7 +117,8 @@ def once(cloud: Cloud, config: Path, vm_id: str, server_pid: int) -> dict[str, A
 
 
 def summary(res: dict[str, Any], allocated: int) -> dict[str, Any]:
-    return {"seconds": round(res["seconds"], 3), "MBps": round(allocated / res["seconds"] / 1e6, 1),
+    return {"point_id": res["point_id"], "seconds": round(res["seconds"], 3),
+            "MBps": round(allocated / res["seconds"] / 1e6, 1),
             "bytes_sent": res["bytes_sent"], "blocks_changed": res["blocks_changed"], "modes": res["modes"],
             "agent_cpu_s": res["agent_cpu_s"], "server_cpu_s": res["server_cpu_s"],
             "cloud_cpu_s": res.get("cloud_cpu_s", 0.0), "agent_vmhwm_mib": res["agent_vmhwm_mib"],
@@ -237,12 +240,31 @@ def direct_path(root: Path, size: int, args: argparse.Namespace) -> dict[str, An
         fill(hv, size, args.seed)
         spid = hv02.popen.pid
         out["server_rss_before_mib"] = round(status_kib(spid, "VmRSS") / 1024, 1)
+        state = root / "hv02" / "replicas" / vm_id / "applied.json"
+
+        def disks_current(point_id: str) -> float:
+            """Seconds from now until hv02's replica disks hold ``point_id`` (the apply runs
+            after CommitPoint answered)."""
+            t = time.monotonic()
+
+            def held() -> bool:
+                try:
+                    st = json.loads(state.read_text())
+                except (FileNotFoundError, ValueError):
+                    return False
+                return bool(st.get("point_id") == point_id and not st.get("applying"))
+
+            wait_for(held, 300, what=f"hv02's disks to hold {point_id}")
+            return round(time.monotonic() - t, 3)
+
         out["initial"] = summary(once(cloud, root / "hv01.toml", vm_id, spid), size)
+        out["initial"]["disks_current_after_s"] = disks_current(out["initial"]["point_id"])
         n = change(hv, args.seed + 1, size // BLOCK, args.changed)
         out["incremental"] = summary(once(cloud, root / "hv01.toml", vm_id, spid), n * BLOCK)
+        out["incremental"]["disks_current_after_s"] = disks_current(out["incremental"]["point_id"])
         out["server_vmhwm_mib"] = round(status_kib(spid, "VmHWM") / 1024, 1)
         hv.close()
-        # the apply's log line is written before the answer; poll in case the log lags
+        # the apply's log line follows applied.json; poll in case the log lags
         found = wait_for(lambda: (a := applies(hv02.log)) and len(a) >= 2 and a, 30, what="apply log lines")
         out["apply"] = [{"how": how, "seconds": s} for how, s in found]
         replica = root / "hv02" / "replicas" / vm_id / "disks"
@@ -289,6 +311,8 @@ def table(v: dict[str, Any], d: dict[str, Any], peer_s: float, size: int) -> str
     apply = {a["how"]: a["seconds"] for a in d["apply"]}
     row("replica disk apply, initial (full) s", "-", apply.get("full", "-"))
     row("replica disk apply, incremental s", "-", apply.get("incremental", "-"))
+    row("replica disks hold the point, s after the cycle (initial / incr.)", "-",
+        f"{d['initial']['disks_current_after_s']} / {d['incremental']['disks_current_after_s']}")
     row("peak RSS primary cycle MiB", max(v["initial"]["agent_vmhwm_mib"], v["incremental"]["agent_vmhwm_mib"]),
         max(d["initial"]["agent_vmhwm_mib"], d["incremental"]["agent_vmhwm_mib"]))
     row("peak RSS receiver MiB (before -> VmHWM)", f"{v['server_rss_before_mib']} -> {v['server_vmhwm_mib']}",

@@ -4,7 +4,8 @@ cycles directly (docs/design.md, "Site-to-site data path").
 
 Parts: ``pairings`` (which host may ship which VM here), ``store`` (the replicas: the vault
 store's format per VM, point records, retention), ``disks`` (the latest point applied to VHDX
-files), ``service`` and ``replica_api`` (the Replication subset a cycle uses, with per-VM
+files), ``applier`` (the thread that brings the disks to each new point after the commit
+was answered), ``service`` and ``replica_api`` (the Replication subset a cycle uses, with per-VM
 authorisation), ``reporter`` (ReportReplica to the vault), and ``channel`` (the primary's side:
 channels to recovery hosts). ``agent.daemon`` assembles them when ``replica_listen`` is set.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from agent.replica.applier import Applier
 from agent.replica.reporter import Reporter
 from agent.replica.service import ReplicaService
 from agent.replica.store import ReplicaHost
@@ -29,6 +31,7 @@ class Replicas:
     server: grpc.Server
     port: int
     reporter: Reporter
+    applier: Applier
 
     def release(self, vm_id: str, delete_data: bool = False) -> None:
         self.host.release(vm_id, delete_data)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import grpc
 
-from agent.replica.store import ReplicaHost
+from agent.replica.store import PointRecord, ReplicaHost
 from asrclock import Clock
 from asrpb import replication_pb2, replication_pb2_grpc
 
@@ -35,6 +35,21 @@ def health_of(copy_frequency_s: float, last_received_at: float, now: float) -> t
     if age > 2 * copy_frequency_s + 60:
         return "Warning", f"the latest point is {age:.0f}s old"
     return "Normal", ""
+
+
+def disks_lag(records: list[PointRecord], held: str, now: float) -> float:
+    """How long the replica disks have been behind: seconds since the first point newer than
+    the one they hold was recorded (0 when they hold the newest)."""
+    ids = [r.point_id for r in records]
+    newer = records[ids.index(held) + 1:] if held in ids else records
+    return now - newer[0].committed_at if newer else 0.0
+
+
+def apply_lag_bound(copy_frequency_s: float) -> float:
+    """How long the disks may stay behind the newest point before the report says Warning:
+    an apply normally finishes well within one copy interval; ``2F + 60 s`` (the vault's
+    Warning age for a point) leaves room for a full apply of a large disk."""
+    return 2 * copy_frequency_s + 60
 
 
 class Reporter:
@@ -58,15 +73,22 @@ class Reporter:
         r = self.host.vm(vm_id)
         records = r.records()
         last = max((rec.committed_at for rec in records), default=0.0)
-        health, message = health_of(float(p.policy.copy_frequency_seconds or 300), last, self.clock.now())
+        freq = float(p.policy.copy_frequency_seconds or 300)
+        now = self.clock.now()
+        health, message = health_of(freq, last, now)
         st = r.disks.state()
+        held = "" if st.applying else st.point_id
         if st.encrypted:
             health, message = "Warning", "points are encrypted with the customer's key: replica disks not applied"
         if r.apply_error and health == "Normal":
             health, message = "Warning", r.apply_error
+        lag = disks_lag(records, held, now)
+        if health == "Normal" and lag > apply_lag_bound(freq):
+            health, message = "Warning", (f"the replica disks hold {held or 'no point'}, {lag:.0f}s behind the "
+                                          "newest point")
         return replication_pb2.ReplicaReport(
             vm_id=vm_id, pairing_id=p.pairing_id, free_bytes=self.host.free_bytes(), health=health,
-            message=message, last_received_at=last,
+            message=message, last_received_at=last, applied_point_id=held,
             points=[replication_pb2.ReplicaPoint(point_id=rec.point_id, created_at=rec.created_at,
                                                  app_consistent=rec.kind == "app", logical_bytes=rec.logical_bytes,
                                                  stored_bytes=rec.stored_bytes, epoch=rec.epoch)

@@ -18,6 +18,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 
+from agent.replica.applier import Applier
 from agent.replica.pairings import Pairing
 from agent.replica.store import ReplicaHost, ReplicaVm
 from asrerrors import Fenced, NotFound, PermissionDenied, StateConflict
@@ -28,9 +29,12 @@ log = logging.getLogger(__name__)
 
 
 class ReplicaService:
-    def __init__(self, host: ReplicaHost, vault_id: str, on_point: Callable[[str], None] = lambda vm_id: None) -> None:
+    def __init__(self, host: ReplicaHost, vault_id: str, applier: Applier,
+                 on_point: Callable[[str], None] = lambda vm_id: None) -> None:
         self.host = host
         self.vault_id = vault_id
+        # brings the replica disks to each new point after CommitPoint has answered
+        self.applier = applier
         # called after every durable point (the reporter tells the vault at once)
         self.on_point = on_point
         self._guard = threading.Lock()
@@ -96,12 +100,19 @@ class ReplicaService:
         r, p, epoch, sid = self._session(caller, token, pairing_id)
         if vm_id != r.vm_id:
             raise StateConflict(f"upload session {sid} belongs to another VM")
-        point, how = r.commit(sid, disks, base, kind, created_at, epoch, uploaded_bytes, p)
+        point = r.commit(sid, disks, base, kind, created_at, epoch, uploaded_bytes, p)
         log.info("replica point committed", extra={"fields": {
-            "vm": p.vm_name, "point": point.point_id, "kind": kind, "source": caller.name, "applied": how,
+            "vm": p.vm_name, "point": point.point_id, "kind": kind, "source": caller.name,
             "uploaded_bytes": uploaded_bytes}})
+        # durable and recorded: the primary may be answered; the disks follow on the applier
+        self.applier.point_made(vm_id)
         self.on_point(vm_id)
         return point
+
+    def wait_applied(self, vm_id: str, point_id: str, timeout: float) -> bool:
+        """Wait until the VM's replica disks hold ``point_id`` or a newer point (a failover
+        on this host starts the VM from the disks only then); False after ``timeout`` s."""
+        return self.applier.wait_applied(vm_id, point_id, timeout)
 
     def block_map(self, caller: Identity, vm_id: str, pairing_id: str, point_id: str, disk: int
                   ) -> Iterator[tuple[int, bytes]]:

@@ -7,15 +7,18 @@ the point records and the replica disks.
     REPLICA_DIR/<vm_id>/index.db       the store's index (chunks, packs, points, sessions, pins)
     REPLICA_DIR/<vm_id>/points.json    the point records: [{point_id, created_at, kind, epoch,
                                        logical_bytes, stored_bytes, committed_at}], oldest first
-    REPLICA_DIR/<vm_id>/disks/, applied.json   the latest point applied (``disks``)
+    REPLICA_DIR/<vm_id>/disks/, applied.json   the point the disks hold (``disks``)
 
 Write ordering (as in the vault, docs/design.md "Site-to-site data path"): chunks durable and
 indexed before ``PutChunks`` answers → ``commit_point`` writes the tree nodes and then the
-point row → the point record is appended to ``points.json`` (write_atomic) → the point is
-applied to the replica disks → the primary is acknowledged. A point row without a record is
-not a recovery point: a restart deletes it (``recover``), the primary's retried commit makes it
-again with the same id. Retention (the pairing's policy, ``points_to_keep``) runs after each
-commit: the record goes first, then the store's point row; garbage collection follows.
+point row → the point record is appended to ``points.json`` (write_atomic) → the primary is
+acknowledged (the vault's guarantee: durable and recorded). The replica disks follow
+afterwards: the host's applier (``applier``) calls ``apply_latest``, which brings them to the
+newest recorded point, skipping any points that arrived meanwhile. A point row without a
+record is not a recovery point: a restart deletes it (``recover``), the primary's retried
+commit makes it again with the same id. Retention (the pairing's policy, ``points_to_keep``)
+runs after each commit: the record goes first, then the store's point row; garbage collection
+follows. It never deletes the point the disks hold nor the point being applied.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
-from agent.replica.disks import ReplicaDisks
+from agent.replica.disks import Applied, ReplicaDisks
 from agent.replica.pairings import Pairing, Pairings, check_vm_id
 from asrclock import Clock
 from asrerrors import AsrError, NotFound, StateConflict
+from chunkfmt import BlockMap
 from cloudsvc.vaultstore import (
     DiskDelta,
     LocalDirBackend,
@@ -62,9 +66,16 @@ def retention_of(p: Pairing) -> RetentionPolicy:
     return RetentionPolicy(float(pol.copy_frequency_seconds or 300), pol.retention_hours, pol.app_consistent_hours)
 
 
+def _complete(st: Applied) -> str:
+    """The point the disks hold in full ("" when an apply is unfinished or they hold none)."""
+    return "" if st.applying or st.encrypted else st.point_id
+
+
 class ReplicaVm:
-    """One VM's replica: its store, point records and disks. ``lock`` serialises commits,
-    applies and retention of the VM (uploads go on beside them: the store is thread-safe)."""
+    """One VM's replica: its store, point records and disks. ``lock`` serialises commits and
+    retention of the VM, and is held only briefly by the apply (to choose its target), so a
+    commit never waits for an apply; ``apply_lock`` serialises applies and closing. Lock order:
+    ``apply_lock`` before ``lock``. Uploads go on beside both: the store is thread-safe."""
 
     def __init__(self, directory: str, vm_id: str, clock: Clock) -> None:
         self.dir = directory
@@ -74,7 +85,15 @@ class ReplicaVm:
         self.disks = ReplicaDisks(directory)
         self.records_path = os.path.join(directory, "points.json")
         self.lock = threading.Lock()
+        self.apply_lock = threading.Lock()
         self.apply_error = ""   # why the disks are not at the latest point ("" when they are)
+        # under ``lock``: the point an apply is bringing the disks to (retention keeps it; the
+        # marker names it durably only once the apply starts writing)
+        self._target = ""
+        # under ``lock``: the newest commit's (point, base, changed blocks), so that an apply
+        # of exactly that point onto its base writes only those blocks
+        self._last_commit: tuple[str, str, list[DiskDelta]] | None = None
+        self._closed = False   # under ``apply_lock``
 
     def records(self) -> list[PointRecord]:
         try:
@@ -92,8 +111,10 @@ class ReplicaVm:
 
     def recover(self) -> None:
         """After a restart: drop point rows without a record (a commit that was never
-        acknowledged) and finish an apply a crash interrupted."""
-        with self.lock:
+        acknowledged) and bring the disks to the newest point: in full when a crash
+        interrupted an apply, by the blocks that differ when it came between an acknowledged
+        commit and its apply (the disks hold a complete, older point)."""
+        with self.apply_lock, self.lock:
             known = {r.point_id for r in self.records()}
             for p in self.store.list_points(self.vm_id):
                 if p.point_id not in known:
@@ -101,14 +122,15 @@ class ReplicaVm:
             latest = self.latest()
             st = self.disks.state()
             if latest is not None and (st.applying or (st.point_id != latest.point_id and not st.encrypted)):
-                how = self._apply(latest, None, "")
+                held = _complete(st)
+                how = self._apply(latest, self._diff(held, latest), held)
                 log.info("replica disks redone from the store", extra={"fields": {
                     "vm_id": self.vm_id, "point": latest.point_id, "how": how, "interrupted": st.applying}})
 
     def commit(self, session_id: str, disks: list[DiskDelta], base: str | None, kind: PointKind,
-               created_at: float, epoch: int, uploaded_bytes: int, pairing: Pairing) -> tuple[PointInfo, str]:
-        """Make the point durable, record it, apply it to the disks, apply retention; returns
-        the point and how it was applied."""
+               created_at: float, epoch: int, uploaded_bytes: int, pairing: Pairing) -> PointInfo:
+        """Make the point durable, record it, apply retention; returns the point. The disks are
+        not touched: the applier brings them to the newest point afterwards (``apply_latest``)."""
         with self.lock:
             point = self.store.commit_point(session_id, self.vm_id, disks, base, kind, created_at)
             records = self.records()
@@ -119,17 +141,68 @@ class ReplicaVm:
                 records.sort(key=lambda r: (r.created_at, r.point_id))
                 self._save(records)
             self.store.end_session(session_id)
-            latest = records[-1].point_id
-            how = "current"
-            if latest == point.point_id:
-                how = self._apply(point, disks, base or "")
+            if records[-1].point_id == point.point_id:
+                self._last_commit = (point.point_id, base or "", disks)
             self._retain(records, pairing)
-            return point, how
+            return point
+
+    def apply_latest(self) -> str:
+        """Bring the replica disks to the newest recorded point (the applier's unit of work;
+        points recorded meanwhile are skipped: only the newest matters). Returns how:
+        "incremental", "full", "encrypted", "failed", "current" or "none"."""
+        with self.apply_lock:
+            if self._closed:
+                return "none"
+            with self.lock:
+                records = self.records()
+                if not records:
+                    return "none"
+                target = records[-1].point_id
+                st = self.disks.state()
+                if st.point_id == target and not st.applying:
+                    return "current"
+                point = self.store.get_point(target)
+                deltas, base = None, ""
+                if self._last_commit is not None and self._last_commit[0] == target:
+                    _, base, deltas = self._last_commit
+                self._target = target
+            try:
+                if deltas is None or base != st.point_id:
+                    # not the newest commit onto the disks' point: the blocks that differ
+                    # between the two points, or a full apply when they cannot be had
+                    deltas, base = self._diff(_complete(st), point), st.point_id
+                return self._apply(point, deltas, base)
+            finally:
+                with self.lock:
+                    self._target = ""
+
+    def _diff(self, held: str, point: PointInfo) -> list[DiskDelta] | None:
+        """The blocks of ``point`` that differ from the point the disks hold, per disk (by the
+        two block maps: reading them is a walk of the trees, no chunk is read); None when a
+        full apply is needed (no such point, or the disks' layout changed)."""
+        if not held:
+            return None
+        try:
+            old = self.store.get_point(held)
+        except NotFound:
+            return None
+        if [(d.disk_index, d.virtual_size) for d in old.disks] != [(d.disk_index, d.virtual_size)
+                                                                   for d in point.disks]:
+            return None
+        out = []
+        for d in point.disks:
+            # both maps list every block in order (ZERO_ID for a zero block, which the
+            # incremental apply writes as zeros): same size, so they pair up block by block
+            changes = {b: c for (b, c), (_, oc) in zip(self.store.block_map(point.point_id, d.disk_index),
+                                                       self.store.block_map(held, d.disk_index), strict=True)
+                       if c != oc}
+            out.append(DiskDelta(d.virtual_size, BlockMap.from_mapping(changes)))
+        return out
 
     def _apply(self, point: PointInfo, disks: list[DiskDelta] | None, base: str) -> str:
         """Bring the replica disks to ``point``. A failure does not fail the commit (the point
-        is durable and recorded): the marker stays set, so the next commit or start redoes
-        the apply in full, and the reports say Warning until then."""
+        is durable and recorded): the marker stays set, so the next apply (of the next point)
+        or start redoes it in full, and the reports say Warning until then."""
         t0 = time.monotonic()
         try:
             how = self.disks.apply(self.store, point, disks, base)
@@ -139,8 +212,8 @@ class ReplicaVm:
                                                                 "error": str(err)}})
             return "failed"
         self.apply_error = ""
-        # the apply sits between the durable point and the primary's acknowledgement: its
-        # time is part of the primary's commit, so it is logged on its own to be told apart
+        # the apply runs after the primary was acknowledged: its time is logged on its own to
+        # show how far the disks lag behind the points
         log.info("replica disks applied", extra={"fields": {"vm_id": self.vm_id, "point": point.point_id,
                                                             "how": how,
                                                             "seconds": round(time.monotonic() - t0, 3)}})
@@ -148,7 +221,10 @@ class ReplicaVm:
 
     def _retain(self, records: list[PointRecord], pairing: Pairing) -> None:
         keep = points_to_keep(records, retention_of(pairing), self.clock.now())
-        keep.add(self.disks.state().point_id)   # the disks' point stays readable from the store
+        st = self.disks.state()
+        # the disks' point stays readable from the store (a failover or a redo may need it, and
+        # the next apply diffs against it), and so does the point an apply is writing
+        keep |= {st.point_id, st.applying, self._target}
         gone = [r for r in records if r.point_id not in keep]
         if not gone:
             return
@@ -164,7 +240,11 @@ class ReplicaVm:
         return self.store.storage_bytes()
 
     def close(self) -> None:
-        self.store.close()
+        """Close the store once no apply and no commit uses it (an apply in progress ends first)."""
+        with self.apply_lock:
+            self._closed = True
+            with self.lock:
+                self.store.close()
 
 
 class ReplicaHost:
@@ -203,8 +283,7 @@ class ReplicaHost:
         with self._lock:
             r = self._vms.pop(vm_id, None)
         if r is not None:
-            with r.lock:
-                r.close()
+            r.close()
         if delete_data:
             shutil.rmtree(os.path.join(self.root, check_vm_id(vm_id)), ignore_errors=True)
 
@@ -216,5 +295,4 @@ class ReplicaHost:
             vms = list(self._vms.values())
             self._vms.clear()
         for r in vms:
-            with r.lock:
-                r.close()
+            r.close()

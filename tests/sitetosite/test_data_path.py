@@ -166,14 +166,23 @@ def test_site_to_site_ships_host_to_host(cloud: Cloud, tmp_path: Path) -> None:
     replica = tmp_path / "hv02" / "replicas" / vm_id
     sources = [(os_disk, "vhdx"), (data_disk, "vpc")]
 
-    def replica_equals_source() -> None:
+    def applied(point_id: str) -> bool:
+        # CommitPoint answers once the point is durable and recorded; the disks follow
+        try:
+            st = json.loads((replica / "applied.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return False
+        return bool(st.get("point_id") == point_id and not st.get("applying"))
+
+    def replica_equals_source(point_id: str) -> None:
+        wait_for(lambda: applied(point_id), 120, what=f"hv02's replica disks to hold {point_id}")
         for i, (src, fmt) in enumerate(sources):
             compare(replica / "disks" / f"disk{i}.vhdx", "vhdx", src, fmt)
 
     # 1. the first copy goes to hv02; its replica disks equal the source
     first = s.once(vm_id)
     assert first["modes"] == ["initial", "initial"], first
-    replica_equals_source()
+    replica_equals_source(first["point_id"])
     assert s.replica_address in s.proxy.connects()       # through the proxy, by its own log
     at_first = [raw_copy(src, fmt, tmp_path / f"p1-disk{i}.raw") for i, (src, fmt) in enumerate(sources)]
 
@@ -185,7 +194,7 @@ def test_site_to_site_ships_host_to_host(cloud: Cloud, tmp_path: Path) -> None:
     second = s.once(vm_id)
     assert second["modes"] == ["incremental", "incremental"], second
     assert second["blocks_changed"] == 16 + 2, second
-    replica_equals_source()
+    replica_equals_source(second["point_id"])
     points = json.loads((replica / "points.json").read_text())
     assert [p["point_id"] for p in points] == [first["point_id"], second["point_id"]]
     assert {p["epoch"] for p in points} == {1}
@@ -241,7 +250,7 @@ def test_site_to_site_ships_host_to_host(cloud: Cloud, tmp_path: Path) -> None:
     # two of four messages were durable before the kill: the retry sends at most the rest
     assert third["bytes_sent"] < 6 * MiB, third
     assert third["modes"][0] == "incremental", third
-    replica_equals_source()
+    replica_equals_source(third["point_id"])
     points = json.loads((replica / "points.json").read_text())
     assert [p["point_id"] for p in points] == [first["point_id"], second["point_id"], third["point_id"]]
 

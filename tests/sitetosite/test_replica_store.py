@@ -1,19 +1,26 @@
-"""The recovery host's replica store (agent/replica/store.py, disks.py), in process: point
-records, retention, the replica disks after every commit, an apply interrupted by a crash
-redone from the store, and a point row without a record dropped at start."""
+"""The recovery host's replica store (agent/replica/store.py, disks.py, applier.py), in
+process: point records, retention, the replica disks brought to the newest point after the
+commits (coalescing the points that arrived meanwhile), CommitPoint answered while an apply
+is paused, an apply interrupted by a crash redone from the store, and a point row without a
+record dropped at start."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import threading
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.replica.applier import Applier
 from agent.replica.disks import ReplicaDisks
+from agent.replica.reporter import Reporter, apply_lag_bound
 from agent.replica.service import ReplicaService
 from agent.replica.store import ReplicaHost, ReplicaVm
 from asrclock import FakeClock
@@ -43,8 +50,10 @@ def block(value: int) -> bytes:
     return bytes([value]) * BLOCK_SIZE
 
 
-def commit(h: ReplicaHost, clock: FakeClock, changes: dict[int, int], base: str | None, size: int = SIZE) -> str:
-    """Ship ``changes`` (block -> fill byte, 0 = zero block) as the primary's cycle would."""
+def commit(h: ReplicaHost, clock: FakeClock, changes: dict[int, int], base: str | None, size: int = SIZE,
+           apply: bool = True) -> str:
+    """Ship ``changes`` (block -> fill byte, 0 = zero block) as the primary's cycle would;
+    then, unless ``apply`` is False, do the applier's work for it on this thread."""
     r = h.vm(VM)
     sid = r.store.begin_session(VM)
     items, delta = [], {}
@@ -61,8 +70,10 @@ def commit(h: ReplicaHost, clock: FakeClock, changes: dict[int, int], base: str 
     clock.advance(1)
     pairing = h.pairings.get(VM)
     assert pairing is not None
-    point, _ = r.commit(sid, [DiskDelta(size, BlockMap.from_mapping(delta))], base, "crash", clock.now(), 1,
-                        len(items), pairing)
+    point = r.commit(sid, [DiskDelta(size, BlockMap.from_mapping(delta))], base, "crash", clock.now(), 1,
+                     len(items), pairing)
+    if apply:
+        r.apply_latest()
     return point.point_id
 
 
@@ -75,14 +86,16 @@ def expected(model: list[int]) -> bytes:
     return b"".join(block(v) for v in model)
 
 
+# (changes, crash after the apply, defer the apply: the next point arrives first)
 steps = st.lists(st.tuples(st.dictionaries(st.integers(0, BLOCKS - 1), st.integers(0, 3), max_size=4),
-                           st.booleans()), min_size=1, max_size=5)
+                           st.booleans(), st.booleans()), min_size=1, max_size=6)
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps)
 def test_replica_disks_follow_the_points_and_survive_an_interrupted_apply(tmp_path_factory: object,
-                                                                          plan: list[tuple[dict[int, int], bool]]
+                                                                          plan: list[tuple[dict[int, int], bool,
+                                                                                           bool]]
                                                                           ) -> None:
     root = tmp_path_factory.mktemp("replica")  # type: ignore[attr-defined]
     clock = FakeClock()
@@ -91,11 +104,14 @@ def test_replica_disks_follow_the_points_and_survive_an_interrupted_apply(tmp_pa
     base: str | None = None
     ids: list[str] = []
     try:
-        for changes, crash in plan:
-            base = commit(h, clock, changes, base)
+        for i, (changes, crash, defer) in enumerate(plan):
+            base = commit(h, clock, changes, base, apply=False)
             ids.append(base)
             for b, v in changes.items():
                 model[b] = v
+            if defer and i < len(plan) - 1:
+                continue   # several points before the next apply: it goes straight to the newest
+            h.vm(VM).apply_latest()
             if crash:
                 # a crash in the middle of the next apply: the marker names a point being
                 # applied, and the disk holds something else
@@ -121,9 +137,13 @@ def test_retention_prunes_records_and_points(tmp_path: Path) -> None:
         p1 = commit(h, clock, {0: 1}, None)
         p2 = commit(h, clock, {1: 2}, p1)
         r = h.vm(VM)
-        assert [rec.point_id for rec in r.records()] == [p2]          # retention 0: only the latest
-        assert [p.point_id for p in r.store.list_points(VM)] == [p2]
-        assert disk_bytes(r) == block(1) + block(2) + bytes(SIZE - 2 * BLOCK_SIZE)
+        # retention 0: only the latest, and the point the disks held when it ran (the apply
+        # comes after the commit)
+        assert [rec.point_id for rec in r.records()] == [p1, p2]
+        p3 = commit(h, clock, {2: 3}, p2)
+        assert [rec.point_id for rec in r.records()] == [p2, p3]
+        assert [p.point_id for p in r.store.list_points(VM)] == [p2, p3]
+        assert disk_bytes(r) == block(1) + block(2) + block(3) + bytes(SIZE - 3 * BLOCK_SIZE)
     finally:
         h.close()
 
@@ -167,7 +187,7 @@ def test_pairing_is_idempotent_and_a_new_pairing_replaces_the_source(tmp_path: P
 def test_the_service_admits_only_the_paired_source_of_the_current_epoch(tmp_path: Path) -> None:
     clock = FakeClock()
     h = host(tmp_path, clock)
-    svc = ReplicaService(h, "vault-a")
+    svc = ReplicaService(h, "vault-a", Applier(h, threading.Event()))
     hv01 = Identity("agent", "hv01", "vault-a")
     try:
         with pytest.raises(PermissionDenied, match="another vault"):
@@ -203,8 +223,9 @@ def test_a_failed_apply_keeps_the_point_and_is_redone_in_full(tmp_path: Path, mo
             raise OSError(28, "No space left on device")
 
         monkeypatch.setattr(ReplicaDisks, "_write_blocks", failing)
-        p2 = commit(h, clock, {3: 3}, p1)                     # acknowledged: the point is durable
+        p2 = commit(h, clock, {3: 3}, p1, apply=False)        # acknowledged: the point is durable
         r = h.vm(VM)
+        assert r.apply_latest() == "failed"
         assert [rec.point_id for rec in r.records()] == [p1, p2]
         assert r.disks.state().applying == p2 and "No space left" in r.apply_error
         monkeypatch.setattr(ReplicaDisks, "_write_blocks", real)
@@ -281,5 +302,158 @@ def test_a_full_apply_syncs_once_per_disk_not_per_vhdx_block(tmp_path: Path, mon
             g.seek((4 * per + 7) * BLOCK_SIZE)
             g.write(block(0x55))
         check()
+    finally:
+        h.close()
+
+
+class Gate:
+    """Pauses the apply of the replica disks (``ReplicaDisks.<method>``) at its start, after
+    ``applied.json`` named the point being applied: ``paused`` is set when an apply waits,
+    ``go`` lets it on (with ``kill``: the apply writes one wrong block first and its thread
+    ends at ``go``, as a killed process's would). Records each apply and how it went."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, method: str, kill: bool = False) -> None:
+        self.paused = threading.Event()
+        self.go = threading.Event()
+        self.applied: list[tuple[str, str]] = []
+        real_apply, real_step = ReplicaDisks.apply, getattr(ReplicaDisks, method)
+        gate = self
+
+        def apply(disks: ReplicaDisks, store: Any, point: Any, *args: Any) -> str:
+            how = real_apply(disks, store, point, *args)
+            gate.applied.append((point.point_id, how))
+            return how
+
+        def step(disks: ReplicaDisks, *args: Any) -> Any:
+            if not gate.go.is_set():
+                if kill:
+                    with open_disk(disks.path(0)) as img:   # half-written, as a crash would leave it
+                        img.write(0, block(0xEE))
+                gate.paused.set()
+                assert gate.go.wait(60), "the test never let the apply go on"
+                if kill:
+                    raise Killed()
+            return real_step(disks, *args)
+
+        monkeypatch.setattr(ReplicaDisks, "apply", apply)
+        monkeypatch.setattr(ReplicaDisks, method, step)
+
+
+class Killed(Exception):
+    """The apply's thread ends here, as if the process were killed (nothing more is written)."""
+
+
+def svc_commit(svc: ReplicaService, clock: FakeClock, changes: dict[int, int], base: str | None) -> str:
+    """One primary's cycle through the service: BeginCycle, PutChunks, CommitPoint."""
+    hv01 = Identity("agent", "hv01", "vault-a")
+    token, _ = svc.begin_cycle(hv01, VM, 1, "pr-1")
+    r, sid = svc.upload(hv01, token, "pr-1")
+    delta = {b: chunk_id(KEY, block(v)) if v else ZERO_ID for b, v in changes.items()}
+    r.store.put_chunks(sid, [(chunk_id(KEY, block(v)), encode_chunk(block(v), None)) for v in set(changes.values())
+                             if v])
+    r.store.flush()
+    clock.advance(1)
+    return svc.commit(hv01, token, "pr-1", VM, [DiskDelta(SIZE, BlockMap.from_mapping(delta))], base, "crash",
+                      clock.now(), len(delta)).point_id
+
+
+def test_commit_point_answers_before_the_apply_which_coalesces_to_the_newest(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch
+                                                                             ) -> None:
+    clock = FakeClock()
+    h = host(tmp_path, clock, retention_hours=0)     # retention keeps only the newest point...
+    stopping = threading.Event()
+    applier = Applier(h, stopping)
+    svc = ReplicaService(h, "vault-a", applier)
+    thread = threading.Thread(target=applier.run, name="replica-apply", daemon=True)
+    thread.start()
+    channel = grpc.insecure_channel("127.0.0.1:9")   # never used: ``build`` makes the report only
+    reporter = Reporter(h, channel, clock, stopping)
+    try:
+        p1 = svc_commit(svc, clock, {0: 1, 2: 2}, None)
+        assert svc.wait_applied(VM, p1, 60)
+        r = h.vm(VM)
+        assert disk_bytes(r) == expected([1, 0, 2, 0, 0, 0, 0, 0])
+        gate = Gate(monkeypatch, "_write_blocks")
+        p2 = svc_commit(svc, clock, {1: 3}, p1)
+        assert gate.paused.wait(60)
+        # CommitPoint answered, the apply of p2 is in progress (marker set) and waits
+        assert r.disks.state() == r.disks.state().__class__(p1, p2)
+        assert not svc.wait_applied(VM, p2, 0.1)
+        # two more points arrive while it waits; CommitPoint still answers at once
+        clock.advance(apply_lag_bound(1))
+        p3 = svc_commit(svc, clock, {2: 0, 3: 3}, p2)
+        p4 = svc_commit(svc, clock, {5: 1}, p3)
+        # ...and never the point the disks hold nor the one being applied
+        assert {p.point_id for p in r.store.list_points(VM)} == {p1, p2, p4}
+        report = reporter.build(VM)
+        assert report.applied_point_id == "" and report.health == "Warning", report
+        assert "behind the newest point" in report.message, report.message
+        gate.go.set()
+        assert svc.wait_applied(VM, p4, 60) and svc.wait_applied(VM, p2, 0)
+        # p3 was never applied: the applier went from p2 straight to p4, writing only the
+        # blocks that differ between them
+        assert gate.applied == [(p2, "incremental"), (p4, "incremental")]
+        assert disk_bytes(r) == expected([1, 3, 0, 3, 0, 1, 0, 0])
+        assert r.disks.state() == r.disks.state().__class__(p4, "")
+        report = reporter.build(VM)
+        assert report.applied_point_id == p4 and report.health == "Normal", report
+    finally:
+        stopping.set()
+        applier.stop()
+        thread.join(10)
+        channel.close()
+        h.close()
+    assert not thread.is_alive()
+
+
+def test_a_restart_in_the_middle_of_an_apply_redoes_it_in_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    clock = FakeClock()
+    h = host(tmp_path, clock)
+    try:
+        p1 = commit(h, clock, {0: 1, 4: 2}, None)
+        p2 = commit(h, clock, {4: 3, 7: 4}, p1, apply=False)   # acknowledged, not applied yet
+        gate = Gate(monkeypatch, "_write_blocks", kill=True)
+        outcome: list[BaseException] = []
+
+        def apply() -> None:
+            try:
+                h.vm(VM).apply_latest()
+            except Killed as exc:
+                outcome.append(exc)
+
+        t = threading.Thread(target=apply, name="replica-apply")
+        t.start()
+        assert gate.paused.wait(60)
+        # the process dies here: what a restarted agent finds is the marker naming p2 and a
+        # disk that is neither p1 nor p2
+        assert h.vm(VM).disks.state().applying == p2
+        gate.go.set()
+        t.join(60)
+        assert outcome and not t.is_alive()
+        assert disk_bytes(h.vm(VM))[:BLOCK_SIZE] == block(0xEE)
+        h2 = ReplicaHost(str(tmp_path), clock)
+        try:
+            h2.recover()
+            r = h2.vm(VM)
+            assert r.disks.state() == r.disks.state().__class__(p2, "")
+            assert gate.applied[-1] == (p2, "full")
+            assert disk_bytes(r) == expected([1, 0, 0, 0, 3, 0, 0, 4])
+            # a restart between an acknowledged commit and its apply: the disks hold a complete
+            # older point, so only the blocks that differ are written
+            commit(h2, clock, {1: 5}, p2, apply=False)
+            p3 = r.records()[-1].point_id
+        finally:
+            h2.close()
+        h3 = ReplicaHost(str(tmp_path), clock)
+        try:
+            h3.recover()
+            r = h3.vm(VM)
+            assert r.disks.state() == r.disks.state().__class__(p3, "")
+            assert gate.applied[-1] == (p3, "incremental")
+            assert disk_bytes(r) == expected([1, 5, 0, 0, 3, 0, 0, 4])
+        finally:
+            h3.close()
     finally:
         h.close()
