@@ -3,6 +3,11 @@
     spiffe://asr/operator/<name>
     spiffe://asr/vault/<vault-id>/provider/<name>
     spiffe://asr/vault/<vault-id>/agent/<host>
+
+A recovery host (site to site) also serves TLS; primaries check its certificate by a DNS
+name only an agent's certificate can carry, :func:`replica_server_name`, because gRPC checks
+a server by DNS/IP SAN, not by the URI: the bare host name would also match a provider of the
+vault registered with ``--address <that host name>``.
 """
 
 from __future__ import annotations
@@ -14,6 +19,14 @@ from cryptography import x509
 from asrerrors import NotAuthenticated
 
 ROLES = ("operator", "provider", "agent")
+# RFC 2606 reserves .invalid: no real address ends so, and the registrar refuses it as an
+# --address, so only the registrar's own choice puts such a name in a certificate
+RESERVED_SUFFIX = ".asr.invalid"
+
+
+def replica_server_name(host: str) -> str:
+    """The DNS SAN a recovery host's certificate carries and its primaries require."""
+    return f"{host}.agent{RESERVED_SUFFIX}"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from asrerrors import (
     UsageError,
 )
 from certs import keyfile
-from certs.identity import Identity
+from certs.identity import RESERVED_SUFFIX, Identity, replica_server_name
 from certs.pki import cert_pem, sign_csr
 from cloudsvc.commands import Commands
 from cloudsvc.events import SERVER_REGISTERED, SERVER_REMOVED, Events, Severity
@@ -100,16 +100,20 @@ class Registrar:
         if role == "agent" and provider:
             check_name("provider", provider)
         ident = Identity(role=role, name=name, vault_id=vault.id)
+        for n in addresses or []:
+            if not n or len(n) > 253 or any(c in n for c in " /@"):
+                raise UsageError(f"{role} address {n!r} is not a DNS name or IP address")
+            if n.lower().rstrip(".").endswith(RESERVED_SUFFIX):
+                raise UsageError(f"{role} address {n!r} is reserved: names ending {RESERVED_SUFFIX} identify "
+                                 "recovery hosts to their primaries", action="Register with the server's real "
+                                                                           "DNS names or IP addresses.")
         names = None
         if role == "provider":
             names = list(dict.fromkeys([*(addresses or []), "localhost", "127.0.0.1"]))
         elif addresses:
             # Site-to-site (issue 11): an agent that holds replicas serves them over TLS with
-            # this certificate; primaries check its host name (first SAN), as registered.
-            names = list(dict.fromkeys([name, *addresses]))
-        for n in names or []:
-            if not n or len(n) > 253 or any(c in n for c in " /@"):
-                raise UsageError(f"{role} address {n!r} is not a DNS name or IP address")
+            # this certificate; primaries check the name only an agent of this host can hold.
+            names = list(dict.fromkeys([replica_server_name(name), *addresses]))
         cert = sign_csr(vault.ca, csr_pem, ident.uri, server_names=names)
         serial = format(cert.serial_number, "x")
         now = self.clock.now()

@@ -4,10 +4,13 @@ The trust anchor of a site-to-site connection is the **vault CA** (the second ce
 ``identity.pem``), not the service CA: a certificate of another vault never completes the
 handshake, in either direction. The primary dials ``ReplicaTarget.address`` (through the
 configured proxy, as every other outbound connection of the agent) and requires the server's
-certificate to name ``ReplicaTarget.recovery_host`` (``grpc.ssl_target_name_override``: the
-recovery host registered with ``asr-agent register --address``, which puts its host name and
-addresses into its certificate as DNS/IP SANs). Every call carries the pairing id as request
-metadata (``asr-pairing-id``), which the recovery host checks against its AcceptReplica.
+certificate to carry ``replica_server_name(ReplicaTarget.recovery_host)``
+(``grpc.ssl_target_name_override``): a name in the reserved ``.asr.invalid`` domain that the
+registrar puts only into the certificate of an agent of that host registered with
+``asr-agent register --address`` (with its addresses as DNS/IP SANs), so neither another
+agent nor a provider of the vault registered with ``--address <that host>`` can answer.
+Every call carries the pairing id as request metadata (``asr-pairing-id``), which the
+recovery host checks against its AcceptReplica.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from agent.replication.cycle import _Rpc
 from asrchannel.proxy import ProxyUrl
 from asrchannel.tls import client_channel
 from asrerrors import InvalidConfig, NotAuthenticated
+from certs.identity import replica_server_name
 from registration.state import SiteIdentity
 
 
@@ -41,7 +45,7 @@ def vault_ca_pem(ident: SiteIdentity) -> bytes:
 
 def check_can_serve(ident: SiteIdentity) -> None:
     """Refuse to serve replicas with a certificate primaries would reject: without serverAuth
-    (BoringSSL: "unsupported certificate purpose") or without this host's name as a SAN."""
+    (BoringSSL: "unsupported certificate purpose") or without this host's replica server name."""
     _, chain, _ = ident.pems()
     cert = x509.load_pem_x509_certificates(chain)[0]
     try:
@@ -50,7 +54,7 @@ def check_can_serve(ident: SiteIdentity) -> None:
             x509.DNSName)
     except x509.ExtensionNotFound:
         usages, names = x509.ExtendedKeyUsage([]), []
-    if ExtendedKeyUsageOID.SERVER_AUTH not in usages or ident.name not in names:
+    if ExtendedKeyUsageOID.SERVER_AUTH not in usages or replica_server_name(ident.name) not in names:
         raise InvalidConfig(f"replica_listen is set, but the certificate of agent {ident.name} cannot serve "
                             "replicas: it was registered without --address",
                             action="Register the agent again with 'asr-agent register --force --address NAME' "
@@ -106,9 +110,10 @@ class ReplicaChannels:
                 _, chain, private = self.ident.pems()
                 ca = vault_ca_pem(self.ident)
                 inter = _Pairing(pairing_id)
-                calls = client_channel(address, ca, chain, private, self.proxy, server_name=recovery_host)
+                calls = client_channel(address, ca, chain, private, self.proxy,
+                                       server_name=replica_server_name(recovery_host))
                 bulk = client_channel(address, ca, chain, private, self.proxy, own_connection=True,
-                                      server_name=recovery_host)
+                                      server_name=replica_server_name(recovery_host))
                 rpc = _Rpc(grpc.intercept_channel(calls, inter), address, grpc.intercept_channel(bulk, inter),
                            peer=f"the recovery host {recovery_host} at {address}")
                 got = (calls, bulk, rpc)

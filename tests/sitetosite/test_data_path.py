@@ -25,6 +25,7 @@ from agent.replica.channel import ReplicaChannels
 from asrclock import SystemClock
 from asrerrors import AsrError, PermissionDenied
 from asrpb import control_pb2, inventory_pb2, replication_pb2
+from certs.identity import replica_server_name
 from chunkfmt import decode_chunk
 from cloudsvc.vaultstore import LocalDirBackend, VaultStore
 from durablefile import write_atomic
@@ -227,6 +228,10 @@ def test_site_to_site_ships_host_to_host(cloud: Cloud, tmp_path: Path) -> None:
         assert err.code != "ASR-0032" and "handshake" in err.message.lower() + " ".join(err.details).lower(), err
     finally:
         foreign.close()
+    # the name primaries require of a recovery host is the registrar's alone: a provider (or an
+    # agent) of the vault cannot claim it with --address
+    res = other.register_provider("impostor", "--address", replica_server_name("hv02"))
+    assert res.returncode != 0 and "is reserved" in res.stderr, res.stderr
 
     # 4. kill -9 of the recovery agent inside an upload: the completed calls' chunks are kept
     # 8 MiB of incompressible guest writes (the guest write path: tracked): four 2 MiB messages
