@@ -27,9 +27,16 @@ def qemu(*args: str) -> None:
     assert r.returncode == 0 and "error" not in r.stdout.lower(), r.stdout + r.stderr
 
 
-def later_start(hours: int = 3) -> str:
-    t = datetime.now(UTC) + timedelta(hours=hours)
+def later_start(hours: int = 3, now: float | None = None) -> str:
+    """A policy start time ``hours`` after ``now`` (the daemons' clock: pass the injected
+    clock's time when a test sets one, or the start may fall inside the test's fake day)."""
+    t = (datetime.fromtimestamp(now, UTC) if now is not None else datetime.now(UTC)) + timedelta(hours=hours)
     return f"{t.hour:02d}:{0 if t.minute < 30 else 30:02d}"
+
+
+def _clock_now(cloud: Cloud) -> float | None:
+    """The injected clock's time, when the test gave the daemons one."""
+    return float(cloud.clock_file.read_text()) if cloud.clock_file else None
 
 
 @dataclass
@@ -117,7 +124,7 @@ def protect(cloud: Cloud, root: Path, *, encrypt: bool = False, os_size: int = 8
     wait_vms(cloud, {"vm1"})
     args = ["cloud", "protect", "gold", "--vault", "contoso", "--storage", "store1", "--copy-frequency", "30s",
             "--retention-hours", str(retention_hours), "--app-consistent-hours", str(app_hours),
-            "--start", start or later_start(), "--wait"]
+            "--start", start or later_start(now=_clock_now(cloud)), "--wait"]
     if encrypt:
         args.append("--encrypt")
     assert cloud.asr_json(*args)["state"] == "Succeeded"
