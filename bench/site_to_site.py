@@ -45,24 +45,12 @@ from tests.controlplane.sitefix import agent_vm  # noqa: E402
 from tests.harness import BIN, Cloud, Proc, Procs, Site, free_port, wait_for  # noqa: E402
 from tests.replication.fixture import MiB, later_start, protect, qemu  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from replication_scale import cpu_seconds, status_kib  # noqa: E402
+
 BLOCK = 65536
 DATA_SIZE = 4 * MiB
-TICK = os.sysconf("SC_CLK_TCK")
 TEXT = (b"log line: the quick brown fox jumps over the lazy dog %d\n" * 20000)[:MiB]
-
-
-def status_kib(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
 def fill(hv: LocalHypervisor, size: int, seed: int) -> None:
