@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 from agent import fencing
 from agent.runtime import AgentRuntime
@@ -90,10 +91,28 @@ def release_replica(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
     return f"replica of {body.vm_name} released" + (" and its data deleted" if body.delete_data else "")
 
 
+def _replicas(rt: AgentRuntime, what: str) -> Any:
+    if rt.replica is None:
+        raise StateConflict(f"host {rt.ident.name} holds no replicas (replica_listen is not set in {rt.config.path}): "
+                            f"it cannot {what}", action="Fail over on the VM's recovery host (asr vm show).")
+    return rt.replica
+
+
+def replica_failover(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
+    """Site-to-site: make (and start) a VM of a replica on this recovery host."""
+    return str(_replicas(rt, "fail a VM over").failovers.failover(cmd.replica_failover, cmd.epoch))
+
+
+def replica_cleanup(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
+    """Site-to-site: stop or delete a VM a failover made of a replica here."""
+    return str(_replicas(rt, "clean a failover up").failovers.cleanup(cmd.replica_cleanup))
+
+
 def register_builtin(rt: AgentRuntime) -> None:
     rt.handlers.update(configure_host=configure_host, enable_replication=enable_replication,
                        disable_replication=disable_replication, power_vm=power_vm,
-                       accept_replica=accept_replica, release_replica=release_replica)
+                       accept_replica=accept_replica, release_replica=release_replica,
+                       replica_failover=replica_failover, replica_cleanup=replica_cleanup)
 
 
 class AppliedLog:

@@ -26,6 +26,7 @@ from agent.metrics import CycleMetrics, HostCollector
 from agent.replica import Replicas
 from agent.replica.applier import Applier
 from agent.replica.channel import check_can_serve, vault_ca_pem
+from agent.replica.failover import ReplicaFailovers
 from agent.replica.replica_api import build_server
 from agent.replica.reporter import Reporter
 from agent.replica.service import ReplicaService
@@ -128,10 +129,11 @@ def _replicas(rt: AgentRuntime, life: Lifecycle) -> Replicas | None:
     reporter = Reporter(host, rt.link.channel, rt.clock, life.stopping)
     applier = Applier(host, life.stopping, on_applied=reporter.point_made)
     service = ReplicaService(host, rt.ident.vault_id, applier, on_point=reporter.point_made)
+    failovers = ReplicaFailovers(host, applier, rt.hv)
     _, chain, key = rt.ident.pems()
-    server, port = build_server(service, cfg.replica_listen, chain, key, vault_ca_pem(rt.ident))
+    server, port = build_server(service, failovers, cfg.replica_listen, chain, key, vault_ca_pem(rt.ident))
     server.start()
     log.info("serving replicas", extra={"fields": {"listen": cfg.replica_listen, "port": port,
                                                    "dir": cfg.replica_path, "replicas": len(host.pairings.all())}})
-    rt.replica = Replicas(host, service, server, port, reporter, applier)
+    rt.replica = Replicas(host, service, server, port, reporter, applier, failovers)
     return rt.replica

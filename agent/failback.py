@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import blake3
 import grpc
@@ -58,14 +59,46 @@ def failback(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
     if vm.power_state == "Running":
         vm = rt.hv.stop(name)
     paths = VmPaths(rt.hv.vm_dir, name)
-    stub = failover_pb2_grpc.FailbackDataStub(rt.link.channel)
+    source = body.replica_source
+    channels = None
+    if source.address:
+        # site to site: the blocks come from the recovery host that ran the VM, over the
+        # host-to-host channel (vault CA, the recovery host's reserved name, the pairing id)
+        from agent.replica.channel import ReplicaChannels
+
+        channels = ReplicaChannels(rt.ident, rt.config.proxy)
+        stub = failover_pb2_grpc.FailbackDataStub(channels.channel(source.recovery_host, source.address,
+                                                                   source.pairing_id))
+        peer = f"the recovery host {source.recovery_host} (failback)"
+    else:
+        stub = failover_pb2_grpc.FailbackDataStub(rt.link.channel)
+        peer = "the cloud service (failback)"
+    try:
+        compared, received, received_bytes = _fetch(stub, body.session_id, vm.disks, paths, peer)
+    finally:
+        if channels is not None:
+            channels.close()
+    # the disks now equal the recovered VM's: this host is the active side from here on
+    fencing.grant(rt, body.vm_id, name, cmd.epoch)
+    if body.start_vm:
+        rt.hv.start(name)
+    out = (f"failback of {name}: compared {compared} blocks, received {received} differing blocks "
+           f"({received_bytes} bytes){'; VM started' if body.start_vm else ''}")
+    log.info(out, extra={"fields": {"vm": name, "blocks_compared": compared, "blocks_received": received,
+                                    "bytes_received": received_bytes}})
+    return out
+
+
+def _fetch(stub: failover_pb2_grpc.FailbackDataStub, session: str, disks: list[Any], paths: VmPaths,
+           peer: str) -> tuple[int, int, int]:
+    """Write the blocks that differ into each disk; returns (compared, received, bytes)."""
     compared = received = received_bytes = 0
-    for index, spec in enumerate(vm.disks):
+    for index, spec in enumerate(disks):
         reader = open_disk(spec.path, readonly=True)
         writer = open_disk(spec.path)
         try:
             try:
-                for reply in stub.Diff(_requests(body.session_id, index, reader), timeout=6 * 3600):
+                for reply in stub.Diff(_requests(session, index, reader), timeout=6 * 3600):
                     compared += reply.compared
                     for blk in reply.blocks:
                         blocks = range(blk.index, blk.index + 1)
@@ -76,21 +109,13 @@ def failback(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
                         received += 1
                         received_bytes += len(blk.data)
             except grpc.RpcError as exc:
-                raise from_rpc_error(exc, "the cloud service (failback)") from exc
+                raise from_rpc_error(exc, peer) from exc
             writer.flush()
             tracking.sync(paths.dirty_log(index))
         finally:
             reader.close()
             writer.close()
-    # the disks now equal the recovered VM's: this host is the active side from here on
-    fencing.grant(rt, body.vm_id, name, cmd.epoch)
-    if body.start_vm:
-        rt.hv.start(name)
-    out = (f"failback of {name}: compared {compared} blocks, received {received} differing blocks "
-           f"({received_bytes} bytes){'; VM started' if body.start_vm else ''}")
-    log.info(out, extra={"fields": {"vm": name, "blocks_compared": compared, "blocks_received": received,
-                                    "bytes_received": received_bytes}})
-    return out
+    return compared, received, received_bytes
 
 
 def register(rt: AgentRuntime) -> None:

@@ -79,6 +79,52 @@ class ReleaseReplica(_message.Message):
     delete_data: bool
     def __init__(self, host: _Optional[str] = ..., vm_id: _Optional[str] = ..., vm_name: _Optional[str] = ..., pairing_id: _Optional[str] = ..., delete_data: _Optional[bool] = ...) -> None: ...
 
+class ReplicaFailover(_message.Message):
+    __slots__ = ("host", "vm_id", "vm_name", "pairing_id", "point_id", "kind", "name", "networks", "cpus", "memory_mb", "guest_os", "generation", "start")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    PAIRING_ID_FIELD_NUMBER: _ClassVar[int]
+    POINT_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NETWORKS_FIELD_NUMBER: _ClassVar[int]
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    GUEST_OS_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    vm_id: str
+    vm_name: str
+    pairing_id: str
+    point_id: str
+    kind: str
+    name: str
+    networks: _containers.RepeatedScalarFieldContainer[str]
+    cpus: int
+    memory_mb: int
+    guest_os: str
+    generation: int
+    start: bool
+    def __init__(self, host: _Optional[str] = ..., vm_id: _Optional[str] = ..., vm_name: _Optional[str] = ..., pairing_id: _Optional[str] = ..., point_id: _Optional[str] = ..., kind: _Optional[str] = ..., name: _Optional[str] = ..., networks: _Optional[_Iterable[str]] = ..., cpus: _Optional[int] = ..., memory_mb: _Optional[int] = ..., guest_os: _Optional[str] = ..., generation: _Optional[int] = ..., start: _Optional[bool] = ...) -> None: ...
+
+class ReplicaCleanup(_message.Message):
+    __slots__ = ("host", "vm_id", "vm_name", "pairing_id", "kind", "action")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    PAIRING_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    vm_id: str
+    vm_name: str
+    pairing_id: str
+    kind: str
+    action: str
+    def __init__(self, host: _Optional[str] = ..., vm_id: _Optional[str] = ..., vm_name: _Optional[str] = ..., pairing_id: _Optional[str] = ..., kind: _Optional[str] = ..., action: _Optional[str] = ...) -> None: ...
+
 class DisableReplication(_message.Message):
     __slots__ = ("host", "vm_id", "vm_name")
     HOST_FIELD_NUMBER: _ClassVar[int]
@@ -114,21 +160,23 @@ class ReplicateNow(_message.Message):
     def __init__(self, host: _Optional[str] = ..., vm_id: _Optional[str] = ..., vm_name: _Optional[str] = ..., shutdown_first: _Optional[bool] = ...) -> None: ...
 
 class Failback(_message.Message):
-    __slots__ = ("host", "vm_id", "vm_name", "session_id", "start_vm")
+    __slots__ = ("host", "vm_id", "vm_name", "session_id", "start_vm", "replica_source")
     HOST_FIELD_NUMBER: _ClassVar[int]
     VM_ID_FIELD_NUMBER: _ClassVar[int]
     VM_NAME_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     START_VM_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_SOURCE_FIELD_NUMBER: _ClassVar[int]
     host: str
     vm_id: str
     vm_name: str
     session_id: str
     start_vm: bool
-    def __init__(self, host: _Optional[str] = ..., vm_id: _Optional[str] = ..., vm_name: _Optional[str] = ..., session_id: _Optional[str] = ..., start_vm: _Optional[bool] = ...) -> None: ...
+    replica_source: ReplicaTarget
+    def __init__(self, host: _Optional[str] = ..., vm_id: _Optional[str] = ..., vm_name: _Optional[str] = ..., session_id: _Optional[str] = ..., start_vm: _Optional[bool] = ..., replica_source: _Optional[_Union[ReplicaTarget, _Mapping]] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("id", "created_at", "epoch", "configure_host", "enable_replication", "disable_replication", "power_vm", "replicate_now", "failback", "accept_replica", "release_replica")
+    __slots__ = ("id", "created_at", "epoch", "configure_host", "enable_replication", "disable_replication", "power_vm", "replicate_now", "failback", "accept_replica", "release_replica", "replica_failover", "replica_cleanup")
     ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +188,8 @@ class Command(_message.Message):
     FAILBACK_FIELD_NUMBER: _ClassVar[int]
     ACCEPT_REPLICA_FIELD_NUMBER: _ClassVar[int]
     RELEASE_REPLICA_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FAILOVER_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_CLEANUP_FIELD_NUMBER: _ClassVar[int]
     id: str
     created_at: float
     epoch: int
@@ -151,7 +201,9 @@ class Command(_message.Message):
     failback: Failback
     accept_replica: AcceptReplica
     release_replica: ReleaseReplica
-    def __init__(self, id: _Optional[str] = ..., created_at: _Optional[float] = ..., epoch: _Optional[int] = ..., configure_host: _Optional[_Union[ConfigureHost, _Mapping]] = ..., enable_replication: _Optional[_Union[EnableReplication, _Mapping]] = ..., disable_replication: _Optional[_Union[DisableReplication, _Mapping]] = ..., power_vm: _Optional[_Union[PowerVm, _Mapping]] = ..., replicate_now: _Optional[_Union[ReplicateNow, _Mapping]] = ..., failback: _Optional[_Union[Failback, _Mapping]] = ..., accept_replica: _Optional[_Union[AcceptReplica, _Mapping]] = ..., release_replica: _Optional[_Union[ReleaseReplica, _Mapping]] = ...) -> None: ...
+    replica_failover: ReplicaFailover
+    replica_cleanup: ReplicaCleanup
+    def __init__(self, id: _Optional[str] = ..., created_at: _Optional[float] = ..., epoch: _Optional[int] = ..., configure_host: _Optional[_Union[ConfigureHost, _Mapping]] = ..., enable_replication: _Optional[_Union[EnableReplication, _Mapping]] = ..., disable_replication: _Optional[_Union[DisableReplication, _Mapping]] = ..., power_vm: _Optional[_Union[PowerVm, _Mapping]] = ..., replicate_now: _Optional[_Union[ReplicateNow, _Mapping]] = ..., failback: _Optional[_Union[Failback, _Mapping]] = ..., accept_replica: _Optional[_Union[AcceptReplica, _Mapping]] = ..., release_replica: _Optional[_Union[ReleaseReplica, _Mapping]] = ..., replica_failover: _Optional[_Union[ReplicaFailover, _Mapping]] = ..., replica_cleanup: _Optional[_Union[ReplicaCleanup, _Mapping]] = ...) -> None: ...
 
 class CommandResult(_message.Message):
     __slots__ = ("id", "ok", "error_code", "error_message", "output")

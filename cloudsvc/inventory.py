@@ -210,6 +210,12 @@ class Inventory:
             raise NotFound(f"VM {ref!r} is not in this vault's inventory",
                            action="List VMs with 'asr vm list'; the provider syncs new VMs within seconds.")
         if len(rows) > 1:
+            # a VM failed over site to site runs under its name on the recovery host too: the
+            # name means the protected VM (the other copy is named by its id)
+            protected = [r for r in rows if self.db.one("SELECT 1 FROM protected_items WHERE vault_id=? AND vm_id=?",
+                                                         (vault_id, r["vm_id"])) is not None]
+            if len(protected) == 1:
+                return protected[0]
             ids = ", ".join(f"{r['vm_id']} on {r['host']}" for r in rows)
             raise UsageError(f"VM name {ref!r} is ambiguous ({ids})", action="Name the VM by its id.")
         return rows[0]

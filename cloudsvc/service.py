@@ -49,6 +49,7 @@ from cloudsvc.failover.plans import Plans
 from cloudsvc.failover.recovered import Recovered
 from cloudsvc.failover.runner import STUCK_AFTER_S as RUNNER_STUCK_AFTER_S
 from cloudsvc.failover.runner import Runner
+from cloudsvc.failover.site import SiteFailover
 from cloudsvc.healthwatch import HealthWatch
 from cloudsvc.inventory import Inventory
 from cloudsvc.jobs import Jobs
@@ -95,7 +96,8 @@ class CloudService:
         self.plans = Plans(db, clock, self.inventory)
         self.failback = FailbackServer(db, clock)
         self.operations = Operations(db, clock, self.inventory, self.items, self.jobs, self.commands,
-                                     self.replication, self.recovered, self.plans)
+                                     self.replication, self.recovered, self.plans,
+                                     SiteFailover(db, self.inventory, self.items, self.site, self.replicas))
         self.runner = Runner(db, clock, self.jobs, self.commands, self.items, self.replication, self.recovered,
                              self.failback, self.operations, self.stopping)
         self.teardown = Teardown(db, clock, self.vaults, self.items, self.jobs, self.commands, self.inventory,

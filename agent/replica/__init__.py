@@ -6,7 +6,8 @@ Parts: ``pairings`` (which host may ship which VM here), ``store`` (the replicas
 store's format per VM, point records, retention), ``disks`` (the latest point applied to VHDX
 files), ``applier`` (the thread that brings the disks to each new point after the commit
 was answered), ``service`` and ``replica_api`` (the Replication subset a cycle uses, with per-VM
-authorisation), ``reporter`` (ReportReplica to the vault), and ``channel`` (the primary's side:
+authorisation), ``failover`` (VMs made of a replica, and the blocks a failback fetches),
+``reporter`` (ReportReplica to the vault), and ``channel`` (the primary's side:
 channels to recovery hosts). ``agent.daemon`` assembles them when ``replica_listen`` is set.
 """
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import grpc
 
 from agent.replica.applier import Applier
+from agent.replica.failover import ReplicaFailovers
 from agent.replica.reporter import Reporter
 from agent.replica.service import ReplicaService
 from agent.replica.store import ReplicaHost
@@ -32,6 +34,7 @@ class Replicas:
     port: int
     reporter: Reporter
     applier: Applier
+    failovers: ReplicaFailovers
 
     def release(self, vm_id: str, delete_data: bool = False) -> None:
         self.host.release(vm_id, delete_data)

@@ -68,7 +68,7 @@ class Applier:
             how = "failed"
         with self._cond:
             self._cond.notify_all()   # wake ``wait_applied``
-        if how not in ("current", "none"):
+        if how not in ("current", "none", "held"):
             self.on_applied(vm_id)
         return how
 

@@ -62,7 +62,7 @@ def check_can_serve(ident: SiteIdentity) -> None:
 
 
 class _Pairing(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
-               grpc.StreamUnaryClientInterceptor):
+               grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
     """Adds the pairing id to every call's metadata."""
 
     def __init__(self, pairing_id: str) -> None:
@@ -79,6 +79,9 @@ class _Pairing(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercept
         return continuation(self._details(details), request)
 
     def intercept_stream_unary(self, continuation: Callable[..., Any], details: Any, request_iterator: Any) -> Any:
+        return continuation(self._details(details), request_iterator)
+
+    def intercept_stream_stream(self, continuation: Callable[..., Any], details: Any, request_iterator: Any) -> Any:
         return continuation(self._details(details), request_iterator)
 
 
@@ -99,10 +102,18 @@ class ReplicaChannels:
     def __init__(self, ident: SiteIdentity, proxy: ProxyUrl | None) -> None:
         self.ident = ident
         self.proxy = proxy
-        self._open: dict[tuple[str, str, str], tuple[grpc.Channel, grpc.Channel, _Rpc]] = {}
+        self._open: dict[tuple[str, str, str], tuple[grpc.Channel, grpc.Channel, _Rpc, grpc.Channel]] = {}
         self._lock = threading.Lock()
 
     def rpc(self, recovery_host: str, address: str, pairing_id: str) -> _Rpc:
+        return self._get(recovery_host, address, pairing_id)[2]
+
+    def channel(self, recovery_host: str, address: str, pairing_id: str) -> grpc.Channel:
+        """The calls channel to a recovery host, carrying the pairing id (failback's Diff)."""
+        return self._get(recovery_host, address, pairing_id)[3]
+
+    def _get(self, recovery_host: str, address: str, pairing_id: str
+             ) -> tuple[grpc.Channel, grpc.Channel, _Rpc, grpc.Channel]:
         key = (recovery_host, address, pairing_id)
         with self._lock:
             got = self._open.get(key)
@@ -114,15 +125,16 @@ class ReplicaChannels:
                                        server_name=replica_server_name(recovery_host))
                 bulk = client_channel(address, ca, chain, private, self.proxy, own_connection=True,
                                       server_name=replica_server_name(recovery_host))
-                rpc = _Rpc(grpc.intercept_channel(calls, inter), address, grpc.intercept_channel(bulk, inter),
+                paired = grpc.intercept_channel(calls, inter)
+                rpc = _Rpc(paired, address, grpc.intercept_channel(bulk, inter),
                            peer=f"the recovery host {recovery_host} at {address}")
-                got = (calls, bulk, rpc)
+                got = (calls, bulk, rpc, paired)
                 self._open[key] = got
-            return got[2]
+            return got
 
     def close(self) -> None:
         with self._lock:
-            for calls, bulk, _ in self._open.values():
+            for calls, bulk, _, _ in self._open.values():
                 calls.close()
                 bulk.close()
             self._open.clear()

@@ -2,7 +2,7 @@
 the VM from without copying.
 
     REPLICA_DIR/<vm_id>/disks/disk<N>.vhdx
-    REPLICA_DIR/<vm_id>/applied.json     {"point_id": P, "applying": Q}
+    REPLICA_DIR/<vm_id>/applied.json     {"point_id": P, "applying": Q, "encrypted": E, "held_by": VM}
 
 Ordering: ``applying`` names the point being applied (durable) *before* the first block is
 written; the disks are fsynced (and a full apply's renames made durable); only then
@@ -20,6 +20,11 @@ by direct I/O (``diskimage.vhdx.AppendBlocks``: the page cache was the real limi
 writing each new 8 MiB block as zeros first and then in two 4 MiB halves wrote 1.5× the
 data). Measured in docs/benchmarks.md, "Site to site (issue 11)".
 
+A failover that runs the VM on the disks themselves (``agent.replica.failover``) sets
+``held_by`` to that VM's name before the VM exists: no apply touches held disks. Letting them
+go (the failover VM deleted: cancel, failback commit) clears ``point_id`` too, because the VM
+wrote to them: the next apply redoes them from the store in full.
+
 Encrypted points (the policy encrypts with the customer's key, which a recovery host does not
 hold) are kept in the store only: ``applied.json`` then says ``"encrypted": true`` and the
 disks are left as they were; failover has to decrypt from the store.
@@ -33,7 +38,7 @@ import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from asrerrors import DiskImageError
+from asrerrors import DiskImageError, EncryptionKeyError
 from chunkfmt import BLOCK_SIZE, ZERO_ID, decode_chunk, parse_header
 from cloudsvc.vaultstore import DiskDelta, PointInfo, VaultStore
 from diskimage.image import zero_fill
@@ -49,6 +54,7 @@ class Applied:
     point_id: str = ""
     applying: str = ""
     encrypted: bool = False
+    held_by: str = ""        # a failover VM runs on the disks: nothing is applied to them
 
 
 class ReplicaDisks:
@@ -65,15 +71,30 @@ class ReplicaDisks:
                 doc = json.load(f)
         except (FileNotFoundError, ValueError):
             return Applied()
-        return Applied(str(doc.get("point_id", "")), str(doc.get("applying", "")), bool(doc.get("encrypted", False)))
+        return Applied(str(doc.get("point_id", "")), str(doc.get("applying", "")), bool(doc.get("encrypted", False)),
+                       str(doc.get("held_by", "")))
 
     def _set(self, st: Applied) -> None:
         write_atomic(self.state_path, json.dumps(st.__dict__).encode())
+
+    def hold(self, vm_name: str) -> Applied:
+        """A failover VM is about to run on the disks (durable before it exists)."""
+        st = self.state()
+        held = Applied(st.point_id, st.applying, st.encrypted, vm_name)
+        self._set(held)
+        return held
+
+    def let_go(self) -> None:
+        """The failover VM that ran on the disks is gone: they hold no point any more (it
+        wrote to them), so the next apply redoes them in full."""
+        self._set(Applied())
 
     def apply(self, store: VaultStore, point: PointInfo, deltas: list[DiskDelta] | None, base_point_id: str) -> str:
         """Bring the disks to ``point``; ``deltas`` (the commit's changed blocks) are used when
         the disks hold ``base_point_id``. Returns "incremental", "full" or "encrypted"."""
         st = self.state()
+        if st.held_by:
+            return "held"
         if st.point_id == point.point_id and not st.applying:
             return "current"
         incremental = (deltas is not None and not st.applying and not st.encrypted and st.point_id != ""
@@ -95,6 +116,18 @@ class ReplicaDisks:
             return "encrypted"
         self._set(Applied(point.point_id, ""))
         return how
+
+    def write_copy(self, store: VaultStore, point: PointInfo) -> None:
+        """Write ``point`` as new disks in this directory (a failover's copy of a point; the
+        replica's own disks are not touched)."""
+        try:
+            self._full(store, point)
+        except _Encrypted as exc:
+            raise EncryptionKeyError(
+                f"point {point.point_id} is encrypted with the customer-managed key, which a recovery host does not "
+                "hold: it cannot be started here",
+                action="Protect VMs replicated site to site without --encrypt (this release cannot fail over "
+                       "encrypted replicas).") from exc
 
     def _full(self, store: VaultStore, point: PointInfo) -> str:
         os.makedirs(self.dir, exist_ok=True)

@@ -94,6 +94,8 @@ class ReplicaVm:
         # of exactly that point onto its base writes only those blocks
         self._last_commit: tuple[str, str, list[DiskDelta]] | None = None
         self._closed = False   # under ``apply_lock``
+        # under ``lock``: points being read by a failover's copy (retention keeps them)
+        self.reading: set[str] = set()
 
     def records(self) -> list[PointRecord]:
         try:
@@ -121,7 +123,8 @@ class ReplicaVm:
                     self.store.delete_point(p.point_id, force=True)
             latest = self.latest()
             st = self.disks.state()
-            if latest is not None and (st.applying or (st.point_id != latest.point_id and not st.encrypted)):
+            stale = st.applying or (st.point_id != latest.point_id and not st.encrypted) if latest else False
+            if latest is not None and not st.held_by and stale:
                 held = _complete(st)
                 how = self._apply(latest, self._diff(held, latest), held)
                 log.info("replica disks redone from the store", extra={"fields": {
@@ -149,7 +152,7 @@ class ReplicaVm:
     def apply_latest(self) -> str:
         """Bring the replica disks to the newest recorded point (the applier's unit of work;
         points recorded meanwhile are skipped: only the newest matters). Returns how:
-        "incremental", "full", "encrypted", "failed", "current" or "none"."""
+        "incremental", "full", "encrypted", "failed", "current", "held" or "none"."""
         with self.apply_lock:
             if self._closed:
                 return "none"
@@ -159,6 +162,8 @@ class ReplicaVm:
                     return "none"
                 target = records[-1].point_id
                 st = self.disks.state()
+                if st.held_by:
+                    return "held"   # a failover VM runs on them (agent.replica.failover)
                 if st.point_id == target and not st.applying:
                     return "current"
                 point = self.store.get_point(target)
@@ -224,7 +229,7 @@ class ReplicaVm:
         st = self.disks.state()
         # the disks' point stays readable from the store (a failover or a redo may need it, and
         # the next apply diffs against it), and so does the point an apply is writing
-        keep |= {st.point_id, st.applying, self._target}
+        keep |= {st.point_id, st.applying, self._target, *self.reading}
         gone = [r for r in records if r.point_id not in keep]
         if not gone:
             return

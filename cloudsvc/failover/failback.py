@@ -9,10 +9,11 @@ host to one recovered VM; its counters record what was shipped.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import blake3
 
@@ -26,6 +27,29 @@ from sqlitestore.database import Database
 
 def block_hash(data: bytes) -> bytes:
     return blake3.blake3(data).digest()
+
+
+def _pread(fd: int, offset: int, length: int) -> bytes:
+    return os.pread(fd, length, offset)
+
+
+def diff_reply(req: failover_pb2.BlockHashes, size: int, read: Callable[[int, int], bytes]) -> failover_pb2.BlockDiff:
+    """The blocks of one batch whose content differs from the hashes the agent sent: ``read``
+    (offset, length) reads the recovered disk of ``size`` bytes. Used by the cloud (a VM
+    recovered into the vault) and by a recovery host (site to site, ``agent.replica``)."""
+    if req.virtual_size != size:
+        raise UsageError(f"disk {req.disk_index}: the on-premises disk has {req.virtual_size} bytes, "
+                         f"the recovered disk {size}", action="Fail back onto a disk of the size that was protected.")
+    out = failover_pb2.BlockDiff(disk_index=req.disk_index, first_block=req.first_block, compared=len(req.hashes))
+    for k, h in enumerate(req.hashes):
+        block = req.first_block + k
+        start = block * BLOCK_SIZE
+        if start >= size:
+            raise UsageError(f"disk {req.disk_index}: block {block} is past the end of the disk")
+        data = read(start, min(BLOCK_SIZE, size - start))
+        if block_hash(data) != h:
+            out.blocks.append(failover_pb2.DiffBlock(index=block, data=data))
+    return out
 
 
 class FailbackServer:
@@ -66,25 +90,12 @@ class FailbackServer:
                     raise NotFound(f"the recovered VM has no disk {req.disk_index}")
                 disk = disks[req.disk_index]
                 size = int(disk["virtual_size"])  # type: ignore[call-overload]
-                if req.virtual_size != size:
-                    raise UsageError(f"disk {req.disk_index}: the on-premises disk has {req.virtual_size} bytes, "
-                                     f"the recovered disk {size}",
-                                     action="Fail back onto a disk of the size that was protected.")
                 fd = fds.get(req.disk_index)
                 if fd is None:
                     fd = fds[req.disk_index] = os.open(str(disk["path"]), os.O_RDONLY)
-                out = failover_pb2.BlockDiff(disk_index=req.disk_index, first_block=req.first_block,
-                                             compared=len(req.hashes))
-                for k, h in enumerate(req.hashes):
-                    block = req.first_block + k
-                    start = block * BLOCK_SIZE
-                    if start >= size:
-                        raise UsageError(f"disk {req.disk_index}: block {block} is past the end of the disk")
-                    data = os.pread(fd, min(BLOCK_SIZE, size - start), start)
-                    if block_hash(data) != h:
-                        out.blocks.append(failover_pb2.DiffBlock(index=block, data=data))
-                        sent += 1
-                        sent_bytes += len(data)
+                out = diff_reply(req, size, functools.partial(_pread, fd))
+                sent += len(out.blocks)
+                sent_bytes += sum(len(b.data) for b in out.blocks)
                 compared += len(req.hashes)
                 yield out
         finally:

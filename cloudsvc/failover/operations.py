@@ -31,6 +31,7 @@ from cloudsvc.commands import Commands
 from cloudsvc.failover.materialise import check_key
 from cloudsvc.failover.plans import Plans
 from cloudsvc.failover.recovered import Recovered, size_for
+from cloudsvc.failover.site import SiteFailover
 from cloudsvc.failover.steps import Stages, Step, StepKind
 from cloudsvc.inventory import Inventory, parse_vm
 from cloudsvc.jobs import Jobs
@@ -75,7 +76,8 @@ class Target:
 
 class Operations:
     def __init__(self, db: Database, clock: Clock, inventory: Inventory, items: ProtectedItems, jobs: Jobs,
-                 commands: Commands, replication: Replication, recovered: Recovered, plans: Plans) -> None:
+                 commands: Commands, replication: Replication, recovered: Recovered, plans: Plans,
+                 site: SiteFailover) -> None:
         self.db = db
         self.clock = clock
         self.inventory = inventory
@@ -85,6 +87,7 @@ class Operations:
         self.replication = replication
         self.recovered = recovered
         self.plans = plans
+        self.site = site
         # job id -> customer key, in memory only (never stored; see module doc)
         self.keys: dict[str, CustomerKey] = {}
         for kind in KINDS:
@@ -96,15 +99,13 @@ class Operations:
         vm = parse_vm(row)
         item = self.items.get(vault_id, vm.vm_id)
         policy = item.policy if item else None
-        if item is not None and item.site_to_site:
-            # its points are on the recovery host; failing over to it is the agents' part of issue 11
-            raise StateConflict(f"VM {vm.name!r} is protected site to site (recovery host {item.recovery_host}): "
-                                "failover of site-to-site VMs is not available yet",
-                                action="Fail it over when the release with site-to-site failover is installed.")
-        return {"vm_id": vm.vm_id, "name": vm.name, "host": row["host"], "provider": row["provider"],
+        info = {"vm_id": vm.vm_id, "name": vm.name, "host": row["host"], "provider": row["provider"],
                 "storage": policy.storage if policy else "", "encrypt": bool(policy and policy.encrypt),
-                "cpus": vm.cpus, "memory_mb": vm.memory_mb,
+                "cpus": vm.cpus, "memory_mb": vm.memory_mb, "guest_os": vm.guest_os, "generation": vm.generation,
                 "prev": item.state.value if item else ItemState.UNPROTECTED.value}
+        if item is not None and item.site_to_site:
+            info.update(self.site.vm_info(vault_id, item, row, [n.network for n in vm.nics]))
+        return info
 
     def target(self, vault_id: str, req: failover_pb2.FailoverRequest) -> Target:
         if bool(req.vm) == bool(req.plan):
@@ -143,6 +144,9 @@ class Operations:
         """Refuse a point that does not exist (``chosen``: the operation fails over to it), or a
         missing or wrong key, now: before any job or file exists."""
         for v in t.vms.values():
+            if v.get("s2s"):
+                self.site.check_point(vault_id, v, spec)
+                continue
             if not (chosen or v["encrypt"] or key is not None):
                 continue
             store, p = self.replication.choose_point(vault_id, v["vm_id"], v["storage"], spec, v["name"])
@@ -156,6 +160,23 @@ class Operations:
         def name(vm_id: str) -> str:
             return str(t.vms[vm_id]["name"])
 
+        def s2s(vm_id: str) -> bool:
+            return bool(t.vms[vm_id].get("s2s"))
+
+        def make_vm(vm_id: str, title: str, point: str, rkind: str) -> None:
+            if s2s(vm_id):   # on the recovery host (cloudsvc.failover.site)
+                s.add(StepKind.REPLICA, f"{title} on {t.vms[vm_id]['recovery_host']}", vm_id, point=point,
+                      rkind=rkind, action="failover")
+            else:
+                s.add(StepKind.MATERIALISE, title, vm_id, point=point, rkind=rkind)
+
+        def delete_vm(vm_id: str, title: str, rkind: str) -> None:
+            if s2s(vm_id):
+                s.add(StepKind.REPLICA, f"{title} on {t.vms[vm_id]['recovery_host']}", vm_id, rkind=rkind,
+                      action="delete")
+            else:
+                s.add(StepKind.DELETE_RECOVERED, title, vm_id, rkind=rkind)
+
         def groups(make: str, point: str) -> None:
             for g in t.groups:
                 for a in g["actions"]:
@@ -164,8 +185,7 @@ class Operations:
                               **_action(a))
                         s.next()
                 for vm_id in g["vms"]:
-                    s.add(StepKind.MATERIALISE, f"Group {g['number']}: fail over {name(vm_id)}", vm_id, point=point,
-                          rkind=make)
+                    make_vm(vm_id, f"Group {g['number']}: fail over {name(vm_id)}", point, make)
                 s.next()
                 for a in g["actions"]:
                     if a["when"] == "after":
@@ -178,7 +198,7 @@ class Operations:
             groups("test", req.point or "latest")
         elif op == "test-complete":
             for v in every:
-                s.add(StepKind.DELETE_RECOVERED, f"Delete test VM of {name(v)}", v, rkind="test")
+                delete_vm(v, f"Delete test VM of {name(v)}", "test")
         elif op == "planned":
             for v in every:
                 s.add(StepKind.REPLICATE, f"Shut down {name(v)} and replicate its last changes", v)
@@ -187,7 +207,7 @@ class Operations:
         elif op == "unplanned":
             for v in every:
                 if t.vms[v]["prev"] == ItemState.TEST_CLEANUP_PENDING:
-                    s.add(StepKind.DELETE_RECOVERED, f"Delete test VM of {name(v)}", v, rkind="test")
+                    delete_vm(v, f"Delete test VM of {name(v)}", "test")
                 if req.shutdown_source:
                     s.add(StepKind.POWER, f"Try to shut down {name(v)} on premises", v, action="stop", tolerant=True,
                           deadline_s=SHUTDOWN_TIMEOUT_S)
@@ -196,12 +216,12 @@ class Operations:
         elif op == "commit":
             for v in every:
                 if t.vms[v]["prev"] == ItemState.FAILBACK_COMMIT_PENDING:
-                    s.add(StepKind.DELETE_RECOVERED, f"Delete the recovered VM of {name(v)}", v, rkind="failover")
+                    delete_vm(v, f"Delete the recovered VM of {name(v)}", "failover")
                 else:
                     s.add(StepKind.COMMIT, f"Commit the failover of {name(v)}", v)
         elif op == "cancel":
             for v in every:
-                s.add(StepKind.DELETE_RECOVERED, f"Delete the recovered VM of {name(v)}", v, rkind="failover")
+                delete_vm(v, f"Delete the recovered VM of {name(v)}", "failover")
             s.next()
             for v in every:
                 s.add(StepKind.GRANT, f"Make {name(v)} on premises the active side again", v, tolerant=True,
@@ -211,16 +231,21 @@ class Operations:
                 s.add(StepKind.POWER, f"Start {name(v)} on premises", v, action="start", tolerant=True,
                       deadline_s=SHUTDOWN_TIMEOUT_S)
         elif op == "change-point":
-            for v in every:
-                s.add(StepKind.MATERIALISE, f"Fail over {name(v)} from point {req.point or 'latest'}", v,
-                      point=req.point or "latest", rkind="failover")
+            for v in every:   # a recovery host replaces its VM itself
+                make_vm(v, f"Fail over {name(v)} from point {req.point or 'latest'}", req.point or "latest",
+                        "failover")
             s.next()
             for v in every:
-                s.add(StepKind.DELETE_RECOVERED, f"Delete the previous recovered VM of {name(v)}", v,
-                      rkind="failover", keep_own=True)
+                if not s2s(v):
+                    s.add(StepKind.DELETE_RECOVERED, f"Delete the previous recovered VM of {name(v)}", v,
+                          rkind="failover", keep_own=True)
         elif op == "failback":
             for v in every:
-                s.add(StepKind.STOP_RECOVERED, f"Shut down the recovered VM of {name(v)}", v)
+                if s2s(v):
+                    s.add(StepKind.REPLICA, f"Shut down the recovered VM of {name(v)} on "
+                          f"{t.vms[v]['recovery_host']}", v, rkind="failover", action="stop")
+                else:
+                    s.add(StepKind.STOP_RECOVERED, f"Shut down the recovered VM of {name(v)}", v)
             s.next()
             for v in every:
                 s.add(StepKind.FAILBACK, f"Fail back {name(v)}: ship the differing blocks and start it on premises", v)
@@ -247,16 +272,24 @@ class Operations:
         self._check_allowed(t, spec.op)
         if req.point and op_name not in POINT_OPS:
             raise UsageError(f"--point is not used by {spec.op.value}")
+        s2s = [v for v in t.vms.values() if v.get("s2s")]
+        if s2s and op_name == "migrate":
+            raise StateConflict(f"migrate is not available for VMs protected site to site ({s2s[0]['name']})",
+                                action="Use a planned failover and commit.")
         network, subnet = ("", "")
-        if op_name in MAKES_VMS:
+        if op_name in MAKES_VMS and len(s2s) < len(t.vms):
             network, subnet = self.recovered.check_network(vault, req.network, req.subnet)
+        if op_name in MAKES_VMS:
+            kind = "test" if op_name == "test" else "failover"
+            for v in s2s:   # each NIC's recovery network, checked now (an unmapped one is refused)
+                v["networks"] = {kind: self.site.networks(vault.id, v, kind, req)}
         key: CustomerKey | None = None
         if req.encryption_key:
             key = _parse_key(req.encryption_key)
         if op_name in MAKES_VMS:
             for v in t.vms.values():
                 v["size"] = size_for(v["cpus"], v["memory_mb"], req.size)
-                if not v["storage"]:
+                if not v["storage"] and not v.get("s2s"):
                     raise StateConflict(f"VM {v['name']} has no replication policy")
             self._check_points(vault.id, t, key, req.point if op_name in POINT_OPS else "latest",
                                chosen=op_name in POINT_OPS)
@@ -278,8 +311,11 @@ class Operations:
         item = self.items.get(vault_id, vm["vm_id"], conn)
         if item is None:
             raise StateConflict(f"VM {vm['name']} is no longer protected")
-        return control_pb2.Command(enable_replication=control_pb2.EnableReplication(
-            host=vm["host"], vm_id=vm["vm_id"], vm_name=vm["name"], policy=item.policy, vault_id=vault_id))
+        body = control_pb2.EnableReplication(host=vm["host"], vm_id=vm["vm_id"], vm_name=vm["name"],
+                                             policy=item.policy, vault_id=vault_id)
+        if item.site_to_site:
+            body.replica_target.CopyFrom(self.site.replica_target(conn, vault_id, item))
+        return control_pb2.Command(enable_replication=body)
 
     # ---- job end ----------------------------------------------------------------------------
     def job_done(self, conn: sqlite3.Connection, job: sqlite3.Row, ok: bool) -> None:
@@ -295,6 +331,10 @@ class Operations:
                 self.commands.enqueue(conn, vault_id, v["provider"], cmd, epoch=out.item.epoch)
         if not ok:
             self.recovered.undo_job(conn, vault_id, job["id"], list(ctx.get("vms", {})))
+            if ctx.get("op") == "failback":
+                for v in ctx.get("vms", {}).values():
+                    if v.get("s2s"):   # the failover VM failback shut down runs again
+                        self.commands.enqueue(conn, vault_id, v["recovery_provider"], self.site.restart_command(v))
         self.keys.pop(job["id"], None)
 
 

@@ -170,8 +170,9 @@ class Runner:
         if step.site:
             try:
                 with self.db.write() as conn:
-                    cmd, epoch = self._command(conn, job, vm, step)
-                    cid = self.commands.enqueue(conn, job["vault_id"], vm["provider"], cmd, epoch=epoch)
+                    cmd, epoch = self._command(conn, job, ctx, vm, step)
+                    provider = vm["recovery_provider"] if step.on_recovery_site else vm["provider"]
+                    cid = self.commands.enqueue(conn, job["vault_id"], provider, cmd, epoch=epoch)
                     self.jobs.start_task(conn, job["id"], seq, cid)
             except AsrError as err:
                 with self.db.write() as conn:
@@ -189,12 +190,20 @@ class Runner:
             self.running.add((job["id"], seq))
         self.pool.submit(self._run_cloud_step, job["id"], seq)
 
-    def _command(self, conn: Any, job: Any, vm: dict[str, Any], step: Step) -> tuple[control_pb2.Command, int]:
+    def _command(self, conn: Any, job: Any, ctx: dict[str, Any], vm: dict[str, Any], step: Step
+                 ) -> tuple[control_pb2.Command, int]:
         """The site command of a step, and the epoch it carries (the item's, read in the same
         transaction that queues the command)."""
         item = self.items.get(job["vault_id"], vm["vm_id"], conn)
         if item is None:
             raise NotFound(f"VM {vm['name']} is no longer protected")
+        if step.kind == StepKind.REPLICA:
+            point = step.point
+            if point == "replicated":
+                point = self._replicated_point(job["id"], ctx, vm["vm_id"])
+            return self.ops.site.command(conn, job["vault_id"], vm, step, point)
+        if step.kind == StepKind.FAILBACK and vm.get("s2s"):
+            return control_pb2.Command(failback=self.ops.site.failback(vm)), item.epoch
         if step.kind == StepKind.REPLICATE:
             cmd = control_pb2.Command(replicate_now=control_pb2.ReplicateNow(
                 host=vm["host"], vm_id=vm["vm_id"], vm_name=vm["name"], shutdown_first=True))

@@ -20,6 +20,9 @@ class StepKind(StrEnum):
     DISABLE = "disable"                  # DisableReplication
     FAILBACK = "failback"                # Failback: write back the differing blocks, start on premises
     GRANT = "grant"                      # EnableReplication with the item's new epoch: the primary is active
+    # a site step on the recovery host (site to site, cloudsvc.failover.site): action
+    # failover | delete | stop | start of the VM of kind ``rkind`` made of the replica
+    REPLICA = "replica"
     # cloud steps: run by the runner's thread pool
     MATERIALISE = "materialise"
     DELETE_RECOVERED = "delete_recovered"
@@ -35,7 +38,8 @@ class StepKind(StrEnum):
     TEARDOWN_VAULT = "teardown_vault"
 
 
-SITE_KINDS = frozenset({StepKind.REPLICATE, StepKind.POWER, StepKind.DISABLE, StepKind.FAILBACK, StepKind.GRANT})
+SITE_KINDS = frozenset({StepKind.REPLICATE, StepKind.POWER, StepKind.DISABLE, StepKind.FAILBACK, StepKind.GRANT,
+                        StepKind.REPLICA})
 
 
 @dataclass
@@ -46,7 +50,7 @@ class Step:
     vm: str = ""                         # vm_id the step acts on
     point: str = ""                      # materialise: "latest", "latest-app-consistent", an id, or "replicated"
     rkind: str = ""                      # recovered VM kind: "test" | "failover"
-    action: str = ""                     # power: start|stop; script/manual: the action's name
+    action: str = ""                     # power: start|stop; replica: see REPLICA; script/manual: the name
     tolerant: bool = False               # a site step that may give up: skipped after deadline_s or a failure
     deadline_s: float = 0.0
     keep_own: bool = False               # delete_recovered: keep the VM this job made (change-point)
@@ -58,6 +62,11 @@ class Step:
     @property
     def site(self) -> bool:
         return self.kind in SITE_KINDS
+
+    @property
+    def on_recovery_site(self) -> bool:
+        """A command to the recovery host's provider, not the primary's (site to site)."""
+        return self.kind == StepKind.REPLICA
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
