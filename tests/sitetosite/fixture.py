@@ -17,7 +17,8 @@ from tests.harness import Cloud, Site, free_port, run, wait_for
 from tests.replication.fixture import MiB, later_start, qemu
 
 VAULT = "contoso"
-SITE_A = [{"name": "gold", "hosts": ["hv01"], "sync": True, "networks": ["corp"]}]
+SITE_A = [{"name": "gold", "hosts": ["hv01"], "sync": True, "networks": ["corp"]},
+          {"name": "bronze", "hosts": ["hv02"], "sync": True}]   # protected to the vault's storage
 SITE_B = [{"name": "silver", "hosts": ["hv11", "hv12"], "sync": True, "networks": ["corp-dr", "lab"]}]
 
 
@@ -40,8 +41,8 @@ class TwoSites:
         for site, prov in ((self.a, "prov-a"), (self.b, "prov-b")):
             res = site.register_provider(prov)
             assert res.returncode == 0, res.stderr
-        for site, host, extra in ((self.a, "hv01", ()), (self.b, "hv11", ("--address", "127.0.0.1")),
-                                  (self.b, "hv12", ())):
+        for site, host, extra in ((self.a, "hv01", ()), (self.a, "hv02", ()),
+                                  (self.b, "hv11", ("--address", "127.0.0.1")), (self.b, "hv12", ())):
             res = site.register_agent(host, *extra, provider="prov-a" if site is self.a else "prov-b")
             assert res.returncode == 0, res.stderr
         self.replica_address = f"127.0.0.1:{free_port()}"
@@ -49,6 +50,7 @@ class TwoSites:
         self.a.start_provider("prov-a", clouds=SITE_A)
         self.b.start_provider("prov-b", clouds=SITE_B)
         self.a.start_agent("hv01")
+        self.a.start_agent("hv02")
         self.start_recovery_agent()
         self.b.start_agent("hv12")
         # the protected VM: a VHDX OS disk and a VHD data disk with content, NIC on corp
@@ -83,7 +85,7 @@ class TwoSites:
             clouds = {c["name"]: c for c in self.asr("cloud", "list")}
             hosts = {h["name"]: h for h in clouds.get("silver", {}).get("host_details", [])}
             return hosts.get("hv11", {}).get("replica_address") == self.replica_address and \
-                clouds.get("gold", {}).get("vms") == 1
+                clouds.get("gold", {}).get("vms") == 1 and "bronze" in clouds
 
         wait_for(synced, 90, interval=0.3, what="both sites synced, hv11 holding replicas")
         job = self.job("cloud", "protect", "gold", "--target-cloud", "silver", "--copy-frequency", "30s",
@@ -93,6 +95,29 @@ class TwoSites:
                  "--recovery-cloud", "silver", "--recovery-network", "corp-dr")
         job = self.job("vm", "protect", "web01")
         assert job["state"] == "Succeeded", job
+
+    def protect_vault_vm(self) -> str:
+        """app01 on hv02 (cloud bronze), protected to the vault's storage account; its id."""
+        self.cloud.asr("storage", "create", "store1", "--vault", VAULT, "--region", "japaneast")
+        d = self.a.root / "hv02" / "disks"
+        d.mkdir(parents=True)
+        disk = make_disk(d / "app01-os.vhdx", "vhdx", "8M")
+        qemu("qemu-io", "-f", "vhdx", "-c", "write -P 0x21 0 256k", str(disk))
+        res = agent_vm(self.a, "hv02", "create", "app01", "--os-disk", str(disk), "--os", "windows-server-2019",
+                       "--json")
+        assert res.returncode == 0, res.stderr
+        app_id = str(json.loads(res.stdout)["vm_id"])
+        assert agent_vm(self.a, "hv02", "start", "app01").returncode == 0
+        wait_for(lambda: any(v["name"] == "app01" for v in self.asr("vm", "list")), 60, interval=0.3,
+                 what="app01 synced")
+        job = self.job("cloud", "protect", "bronze", "--storage", "store1", "--copy-frequency", "30s",
+                       "--start", later_start())
+        assert job["state"] == "Succeeded", job
+        assert self.job("vm", "protect", "app01")["state"] == "Succeeded"
+        res = run([sys.executable, "-m", "agent.replication", "once", app_id, "--config",
+                   str(self.a.root / "hv02.toml")], env=self.cloud.env(), timeout=300)
+        assert res.returncode == 0, res.stderr + res.stdout
+        return app_id
 
     def once(self) -> dict[str, Any]:
         """One cycle of the primary, to the recovery host; waits until the vault lists its point."""

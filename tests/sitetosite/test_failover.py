@@ -17,13 +17,14 @@ replicas and hv12 on site B).
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
 from asrerrors import Fenced
 from tests.controlplane.sitefix import agent_vm
-from tests.harness import Cloud, wait_for
+from tests.harness import Cloud, run, wait_for
 from tests.replication.fixture import MiB
 from tests.sitetosite.fixture import TwoSites
 
@@ -132,3 +133,50 @@ def test_site_to_site_failovers(cloud: Cloud, tmp_path: Path) -> None:
 
 def _at(root: Path, name: str) -> list[Path]:
     return [root / f"{name}-disk{i}.raw" for i in range(2)]
+
+
+def test_a_recovery_plan_mixes_site_to_site_and_vault_vms(cloud: Cloud, tmp_path: Path) -> None:
+    """One plan: web01 (site to site, to hv11) and app01 (to the vault's storage). Test
+    failover and cleanup, then an unplanned failover and its cancel, act on both, each where
+    its replica is; after the cancel the primary ships to the recovery host again,
+    incrementally, onto the re-armed replica."""
+    s = TwoSites(cloud, tmp_path, os_size=8 * MiB, data_size=4 * MiB)
+    s.protect()
+    s.protect_vault_vm()
+    first = s.once()
+    wait_for(lambda: s.applied() == first["point_id"], 60, what="replica disks at the first point")
+    s.asr("plan", "create", "drill", "--vm", "web01", "--vm", "app01")
+
+    job = s.job("failover", "test", "--plan", "drill")
+    assert job["state"] == "Succeeded", job
+    assert [v.name for v in s.hv11.list()] == ["web01-test"]
+    assert [(r["name"], r["kind"]) for r in s.asr("recovered-vm", "list")] == [("app01-test", "test")]
+    assert s.job("failover", "test-complete", "--plan", "drill")["state"] == "Succeeded"
+    assert s.hv11.list() == [] and s.asr("recovered-vm", "list") == []
+
+    job = s.job("failover", "unplanned", "--plan", "drill")
+    assert job["state"] == "Succeeded", job
+    assert [v.name for v in s.hv11.list()] == ["web01"] and s.hv11.get("web01").power_state == "Running"
+    assert [(r["name"], r["kind"]) for r in s.asr("recovered-vm", "list")] == [("app01", "failover")]
+    # web01's copy on hv01 is stale now: a cycle from it is refused by the recovery host
+    res = run_once_refused(s)
+    assert "ASR-0044" in res, res
+
+    job = s.job("failover", "cancel", "--plan", "drill")
+    assert job["state"] == "Succeeded", job
+    assert s.hv11.list() == [] and s.asr("recovered-vm", "list") == []
+    wait_for(lambda: s.hv01.fenced("web01") is None and s.hv01.get("web01").power_state == "Running", 60,
+             what="web01 granted back and started on hv01")
+    assert s.state()["protection_state"] == "Protected"
+    s.write(s.hv01, "web01", 1, 0, 64 * KiB, 0x44)
+    again = s.once()
+    assert again["modes"] == ["incremental", "incremental"], again
+    wait_for(lambda: s.applied() == again["point_id"], 60, what="the re-armed replica redone at the new point")
+    s.equal([str(s.replica_dir / s.vm_id / "disks" / f"disk{i}.vhdx") for i in range(2)], "vhdx", s.raw("after"))
+
+
+def run_once_refused(s: TwoSites) -> str:
+    res = run([sys.executable, "-m", "agent.replication", "once", s.vm_id, "--config",
+               str(s.a.root / "hv01.toml")], env=s.cloud.env(), timeout=120)
+    assert res.returncode != 0, res.stdout
+    return res.stderr + res.stdout

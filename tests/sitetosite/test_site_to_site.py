@@ -219,8 +219,8 @@ def test_pairing_mapping_placement_commands_and_replica_reports(cloud: Cloud, si
     assert (shown["recovery_cloud"], shown["recovery_host"], shown["pairing_id"]) == ("silver", "hv11", pairing)
     table = cloud.asr("vm", "show", "web01", "--vault", VAULT).stdout
     assert f"host hv11 of cloud silver (site to site, pairing {pairing})" in table
-    err = _refused(cloud, 42, "failover", "test", "web01")
-    assert "VM 'web01' is protected site to site (recovery host hv11)" in err
+    err = _refused(cloud, 42, "failover", "test", "web01")   # failover itself: tests/sitetosite/test_failover.py
+    assert "test-failover is not allowed for VM 'web01' in state EnablingProtection" in err
 
     # ---- ReportReplica with the recovery agent's own certificate, over real TLS ----------------------
     def link(root: Path, host: str) -> tuple[CloudLink, Any]:

@@ -1,0 +1,124 @@
+"""Failover on the recovery host (agent/replica/failover.py), in process: a failover to the
+point the replica disks hold runs the VM on them and the applier leaves held disks alone
+(also at restart); deleting that VM re-arms the replica (full redo from the store); a test
+failover and an earlier point run on copies while the replica keeps following the points;
+a command delivered again answers the same; a change of point replaces the VM; the failover's
+epoch fences the primary's older sessions at once."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from agent.hypervisor import LocalHypervisor
+from agent.replica.applier import Applier
+from agent.replica.failover import ReplicaFailovers
+from agent.replica.service import ReplicaService
+from agent.replica.store import ReplicaHost
+from asrclock import FakeClock
+from asrerrors import Fenced, NotFound
+from asrpb import control_pb2
+from certs.identity import Identity
+from diskimage.probe import open_disk
+from tests.sitetosite.test_replica_store import BLOCKS, SIZE, VM, commit, expected, host
+
+BS = SIZE // BLOCKS
+
+
+def _read(path: str) -> bytes:
+    with open_disk(path, readonly=True) as img:
+        return img.read(0, img.virtual_size)
+
+
+def _setup(tmp_path: Path) -> tuple[FakeClock, ReplicaHost, ReplicaFailovers, LocalHypervisor, Applier]:
+    clock = FakeClock(1_800_000_000.0)
+    h = host(tmp_path / "replicas", clock)
+    hv = LocalHypervisor(str(tmp_path / "vms"), clock)
+    applier = Applier(h, threading.Event())
+    return clock, h, ReplicaFailovers(h, applier, hv), hv, applier
+
+
+def _fo(kind: str = "failover", point: str = "", name: str = "vm1") -> control_pb2.ReplicaFailover:
+    return control_pb2.ReplicaFailover(host="hv11", vm_id=VM, vm_name="vm1", pairing_id="pr-1", point_id=point,
+                                       kind=kind, name=name, networks=["corp-dr"], start=True)
+
+
+def _cleanup(kind: str = "failover", action: str = "delete") -> control_pb2.ReplicaCleanup:
+    return control_pb2.ReplicaCleanup(host="hv11", vm_id=VM, vm_name="vm1", pairing_id="pr-1", kind=kind,
+                                      action=action)
+
+
+def test_failover_to_the_held_point_runs_on_the_replica_disks_and_holds_them(tmp_path: Path) -> None:
+    clock, h, fo, hv, _ = _setup(tmp_path)
+    p1 = commit(h, clock, {0: 1, 3: 2}, None)
+    r = h.vm(VM)
+    out = fo.failover(_fo(), epoch=2)
+    assert "on the replica disks (no copy)" in out and p1 in out, out
+    vm = hv.get("vm1")
+    assert vm.power_state == "Running" and [n.network for n in vm.nics] == ["corp-dr"]
+    assert [d.path for d in vm.disks] == [r.disks.path(0)]
+    assert r.disks.state().held_by == "vm1"
+    # the VM writes; a point that still arrives (the primary was fenced by the vault already, but
+    # say a commit raced) is stored and NOT applied under the running VM
+    hv.write("vm1", 0, 5 * BS, b"\x77" * BS)
+    written = _read(r.disks.path(0))
+    commit(h, clock, {1: 9}, p1, apply=False)
+    assert r.apply_latest() == "held"
+    assert _read(r.disks.path(0)) == written
+    # nor at a restart's recovery
+    r.recover()
+    assert _read(r.disks.path(0)) == written and r.disks.state().held_by == "vm1"
+    # delivered again: the same VM, nothing redone
+    assert "already made" in fo.failover(_fo(point=p1), epoch=2)
+
+    # deleting it re-arms the replica: the disks are redone in full at the newest point
+    hv.stop("vm1")
+    out = fo.cleanup(_cleanup())
+    assert "redone from the store" in out
+    with pytest.raises(NotFound):
+        hv.get("vm1")
+    assert r.disks.state().held_by == "" and r.disks.state().point_id == ""
+    assert r.apply_latest() == "full"
+    assert _read(r.disks.path(0)) == expected([1, 9, 0, 2, 0, 0, 0, 0])
+    assert fo.made(VM) == {}
+
+
+def test_test_failover_and_earlier_points_run_on_copies(tmp_path: Path) -> None:
+    clock, h, fo, hv, _ = _setup(tmp_path)
+    p1 = commit(h, clock, {0: 1}, None)
+    p2 = commit(h, clock, {0: 2, 2: 3}, p1)
+    r = h.vm(VM)
+    out = fo.failover(_fo("test", p1, "vm1-test"), epoch=1)
+    assert "on a copy of the point" in out
+    test_vm = hv.get("vm1-test")
+    assert test_vm.disks[0].path.startswith(str(Path(r.dir) / "test"))
+    assert _read(test_vm.disks[0].path) == expected([1, 0, 0, 0, 0, 0, 0, 0])
+    # replication goes on: a new point is applied to the replica disks, the test VM's copy stays
+    p3 = commit(h, clock, {4: 4}, p2)
+    assert r.disks.state().point_id == p3 and not r.disks.state().held_by
+    assert _read(test_vm.disks[0].path) == expected([1, 0, 0, 0, 0, 0, 0, 0])
+    fo.cleanup(_cleanup("test"))
+    assert not (Path(r.dir) / "test").exists() and [v.name for v in hv.list()] == []
+
+    # a failover to an earlier point is a copy; a change of point replaces the VM
+    fo.failover(_fo(point=p1), epoch=2)
+    assert _read(hv.get("vm1").disks[0].path) == expected([1, 0, 0, 0, 0, 0, 0, 0])
+    assert not r.disks.state().held_by
+    out = fo.failover(_fo(point=p2), epoch=2)
+    assert p2 in out and [v.name for v in hv.list()] == ["vm1"]
+    assert _read(hv.get("vm1").disks[0].path) == expected([2, 0, 3, 0, 0, 0, 0, 0])
+    with pytest.raises(NotFound, match="is not a point of this replica"):
+        fo.failover(_fo(point="rp-nope"), epoch=2)
+
+
+def test_the_failover_epoch_fences_the_primarys_older_sessions(tmp_path: Path) -> None:
+    clock, h, fo, _, applier = _setup(tmp_path)
+    commit(h, clock, {0: 1}, None)
+    svc = ReplicaService(h, "vault-1", applier)
+    primary = Identity(role="agent", vault_id="vault-1", name="hv01")
+    svc.begin_cycle(primary, VM, 1, "pr-1")     # epoch 1: admitted
+    fo.failover(_fo(), epoch=2)
+    with pytest.raises(Fenced):
+        svc.begin_cycle(primary, VM, 1, "pr-1")
