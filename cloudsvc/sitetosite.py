@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from asrclock import Clock
 from asrerrors import AlreadyExists, NetworkNotMapped, NoRecoveryHost, NotFound, PairingRefused, StateConflict
+from asrpb import inventory_pb2
 from cloudsvc.events import MAPPING_CHANGED, Events, Severity
 from cloudsvc.inventory import Inventory, loads_policy, networks_of
 from sqlitestore.database import Database
@@ -135,6 +136,22 @@ class SiteToSite:
                                        " primary_network", (vault_id,))]
 
     def delete_mapping(self, vault_id: str, primary_cloud: str, primary_network: str) -> None:
+        """Delete a mapping no protected VM needs: failover connects each NIC to its mapped
+        network, so a mapping a protected VM's NIC uses is refused, naming the VMs."""
+        users = []
+        for r in self.db.query("SELECT v.name, v.spec FROM protected_items p JOIN vms v ON v.vault_id=p.vault_id AND"
+                               " v.vm_id=p.vm_id WHERE p.vault_id=? AND p.cloud=? AND p.recovery_host != ''"
+                               " ORDER BY v.name", (vault_id, primary_cloud)):
+            vm = inventory_pb2.Vm()
+            vm.ParseFromString(r["spec"])
+            if any(n.network == primary_network for n in vm.nics):
+                users.append(str(r["name"]))
+        if users:
+            raise StateConflict(f"network {primary_network!r} of cloud {primary_cloud!r} is used by "
+                                f"{len(users)} protected VM(s): {', '.join(users[:10])}",
+                                causes=("Failover connects their NICs to the mapped network.",),
+                                action="Disable their protection first, or map the network anew after deleting "
+                                       "this mapping is no longer needed.")
         with self.db.write() as conn:
             cur = conn.execute("DELETE FROM network_mappings WHERE vault_id=? AND primary_cloud=? AND"
                                " primary_network=?", (vault_id, primary_cloud, primary_network))
@@ -158,10 +175,28 @@ class SiteToSite:
                        f"{missing[0]} --recovery-cloud {target} --recovery-network NAME")
 
     # ---- placement -----------------------------------------------------------------------------
+    def reserved(self, vault_id: str, host: str) -> int:
+        """Bytes the replicas already placed on ``host`` will still take: for each, its disks'
+        virtual size less what its recovery host reported storing. The host's reported free
+        space does not count them yet (a replica fills as its first copy arrives), so two VMs
+        placed between two reports must not both count on the same free space."""
+        total = 0
+        for r in self.db.query("SELECT v.vm_id, v.spec FROM protected_items p JOIN vms v ON v.vault_id=p.vault_id AND"
+                               " v.vm_id=p.vm_id WHERE p.vault_id=? AND p.recovery_host=?", (vault_id, host)):
+            vm = inventory_pb2.Vm()
+            vm.ParseFromString(r["spec"])
+            stored = self.db.one("SELECT coalesce(sum(stored_bytes), 0) AS n FROM replica_points WHERE vault_id=? AND"
+                                 " vm_id=? AND host=?", (vault_id, r["vm_id"], host))
+            total += max(0, sum(int(d.virtual_size) for d in vm.disks) - int(stored["n"] if stored else 0))
+        return total
+
     def place(self, vault_id: str, target: str, vm_name: str, needed: int, chosen: str = "") -> sqlite3.Row:
-        """The recovery host for a VM needing ``needed`` bytes (its disks' virtual sizes)."""
+        """The recovery host for a VM needing ``needed`` bytes (its disks' virtual sizes), by
+        each host's reported free space less what is reserved for replicas placed there."""
         hosts = self.inventory.hosts(vault_id, target)
         holding = [h for h in hosts if h["replica_address"] and not h["missing_since"]]
+        free = {str(h["name"]): int(h["replica_free_bytes"]) - self.reserved(vault_id, str(h["name"]))
+                for h in holding}
         if chosen:
             row = next((h for h in hosts if h["name"] == chosen), None)
             if row is None:
@@ -173,19 +208,21 @@ class SiteToSite:
                                      "replica_listen)",
                                      action="Set replica_listen in that host's agent.toml, or name a host that "
                                             "holds replicas.")
-            if int(row["replica_free_bytes"]) < needed:
-                raise NoRecoveryHost(f"recovery host {chosen!r} has {gib(int(row['replica_free_bytes']))} free; VM "
-                                     f"{vm_name!r} needs {gib(needed)} ({needed} bytes)")
+            if free[chosen] < needed:
+                raise NoRecoveryHost(f"recovery host {chosen!r} has {gib(max(0, free[chosen]))} free (after the "
+                                     f"replicas placed there); VM {vm_name!r} needs {gib(needed)} ({needed} bytes)")
             return row
         if not holding:
             raise NoRecoveryHost(f"no host of recovery cloud {target!r} holds replicas")
-        best = sorted(holding, key=lambda h: (-int(h["replica_free_bytes"]), str(h["name"])))[0]
-        if int(best["replica_free_bytes"]) < needed:
+        best = sorted(holding, key=lambda h: (-free[str(h["name"])], str(h["name"])))[0]
+        room = free[str(best["name"])]
+        if room < needed:
             raise NoRecoveryHost(
                 f"no recovery host of cloud {target!r} has room for VM {vm_name!r}: it needs {gib(needed)} "
-                f"({needed} bytes); the most free is {gib(int(best['replica_free_bytes']))} "
-                f"({int(best['replica_free_bytes'])} bytes) on {best['name']}",
-                details=[f"{h['name']}: {int(h['replica_free_bytes'])} bytes free" for h in holding])
+                f"({needed} bytes); the most free is {gib(max(0, room))} ({max(0, room)} bytes) on {best['name']}",
+                details=[f"{h['name']}: {int(h['replica_free_bytes'])} bytes free, "
+                         f"{int(h['replica_free_bytes']) - free[str(h['name'])]} reserved for replicas placed there"
+                         for h in holding])
         return best
 
     def require_not_in_use(self, vault_id: str, cloud: str) -> None:

@@ -121,6 +121,13 @@ class Teardown:
             if row is not None:
                 s.add(StepKind.DISABLE, f"Tell {row['host']} to stop replicating {item.name}", item.vm_id,
                       tolerant=True, deadline_s=SITE_DEADLINE_S)
+            rec = self.db.one("SELECT provider FROM hosts WHERE vault_id=? AND name=?",
+                              (vault.id, item.recovery_host)) if item.site_to_site else None
+            if rec is not None:   # site to site: the recovery host lets the replica go, and its data
+                vms[item.vm_id].update(recovery_host=item.recovery_host, recovery_provider=rec["provider"],
+                                       pairing_id=item.pairing_id)
+                s.add(StepKind.REPLICA, f"Tell {item.recovery_host} to release the replica of {item.name}",
+                      item.vm_id, action="release", tolerant=True, deadline_s=SITE_DEADLINE_S)
         s.next()
         s.add(StepKind.TEARDOWN_ITEMS, "Disable protection of every VM and cancel running jobs")
         s.next()

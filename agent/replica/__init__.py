@@ -37,4 +37,5 @@ class Replicas:
     failovers: ReplicaFailovers
 
     def release(self, vm_id: str, delete_data: bool = False) -> None:
-        self.host.release(vm_id, delete_data)
+        """Stop holding a replica: its test VM goes, a failover VM made of it keeps its disks."""
+        self.host.release(vm_id, delete_data, keep=self.failovers.release(vm_id))

@@ -141,6 +141,27 @@ class ReplicaFailovers:
         return (f"{body.kind} VM {entry.name} deleted"
                 + ("; the replica disks are redone from the store" if entry.in_place else ", with its disks"))
 
+    def release(self, vm_id: str) -> list[str]:
+        """The replica is being released (protection disabled): a test VM goes with it; a
+        failover VM stays — it is the production VM now — and the directories of its disks are
+        returned, for the release to keep."""
+        try:
+            r = self.host.vm(vm_id)
+        except NotFound:
+            return []
+        with self._lock:
+            made = self.made(vm_id)
+            test = made.pop("test", None)
+            if test is not None:
+                self._remove(r, test)
+                self._save(vm_id, made)
+            keep = made.get("failover")
+        if keep is None:
+            return []
+        log.info("replica released; its failover VM keeps its disks", extra={"fields": {
+            "vm_id": vm_id, "name": keep.name, "in_place": keep.in_place}})
+        return [r.disks.dir if keep.in_place else keep.dir]
+
     # ---- failback: the primary fetches the blocks that differ -------------------------------------
     def diff(self, vm_id: str, requests: Iterable[failover_pb2.BlockHashes], peer: str
              ) -> Iterator[failover_pb2.BlockDiff]:

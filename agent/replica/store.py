@@ -281,16 +281,30 @@ class ReplicaHost:
             except Exception:  # noqa: BLE001 - one damaged replica must not stop the others
                 log.exception("recovering the replica of %s failed", p.vm_name)
 
-    def release(self, vm_id: str, delete_data: bool) -> None:
+    def release(self, vm_id: str, delete_data: bool, keep: list[str] | tuple[str, ...] = ()) -> None:
         """Stop holding the replica: the pairing goes first (no more sessions are admitted),
-        then, when asked, the data."""
+        then, when asked, the data — all but the directories in ``keep`` (the disks of a VM a
+        failover made of the replica, which outlives its protection)."""
         self.pairings.drop(vm_id)
         with self._lock:
             r = self._vms.pop(vm_id, None)
         if r is not None:
             r.close()
-        if delete_data:
-            shutil.rmtree(os.path.join(self.root, check_vm_id(vm_id)), ignore_errors=True)
+        if not delete_data:
+            return
+        root = os.path.join(self.root, check_vm_id(vm_id))
+        kept = {os.path.abspath(k) for k in keep}
+        if not kept:
+            shutil.rmtree(root, ignore_errors=True)
+            return
+        for name in os.listdir(root) if os.path.isdir(root) else []:
+            path = os.path.abspath(os.path.join(root, name))
+            if path in kept:
+                continue
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free

@@ -14,6 +14,7 @@ action             command
                    disks re-arms the replica)
 ``stop``/``start`` ReplicaCleanup stop/start: failback shuts it down first (and a failed failback
                    starts it again)
+``release``        ReleaseReplica with its data (vault teardown); a failover VM keeps its disks
 =================  ==============================================================================
 
 A planned failover's final point commits on the recovery host, which the vault never sees:
@@ -107,6 +108,10 @@ class SiteFailover:
                 cpus=vm["cpus"], memory_mb=vm["memory_mb"], guest_os=vm.get("guest_os", ""),
                 generation=vm.get("generation", 1), start=True)
             return control_pb2.Command(replica_failover=body), item.epoch
+        if step.action == "release":   # vault teardown (cloudsvc.teardown)
+            return control_pb2.Command(release_replica=control_pb2.ReleaseReplica(
+                host=vm["recovery_host"], vm_id=vm["vm_id"], vm_name=vm["name"], pairing_id=vm["pairing_id"],
+                delete_data=True)), item.epoch
         cleanup = control_pb2.ReplicaCleanup(host=vm["recovery_host"], vm_id=vm["vm_id"], vm_name=vm["name"],
                                              pairing_id=vm["pairing_id"], kind=step.rkind, action=step.action)
         return control_pb2.Command(replica_cleanup=cleanup), item.epoch

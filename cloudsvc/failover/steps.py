@@ -21,7 +21,8 @@ class StepKind(StrEnum):
     FAILBACK = "failback"                # Failback: write back the differing blocks, start on premises
     GRANT = "grant"                      # EnableReplication with the item's new epoch: the primary is active
     # a site step on the recovery host (site to site, cloudsvc.failover.site): action
-    # failover | delete | stop | start of the VM of kind ``rkind`` made of the replica
+    # failover | delete | stop | start of the VM of kind ``rkind`` made of the replica, or
+    # release (vault teardown)
     REPLICA = "replica"
     # cloud steps: run by the runner's thread pool
     MATERIALISE = "materialise"

@@ -108,7 +108,7 @@ class TwoSites:
         assert res.returncode == 0, res.stderr
         app_id = str(json.loads(res.stdout)["vm_id"])
         assert agent_vm(self.a, "hv02", "start", "app01").returncode == 0
-        wait_for(lambda: any(v["name"] == "app01" for v in self.asr("vm", "list")), 60, interval=0.3,
+        wait_for(lambda: any(v["vm"]["name"] == "app01" for v in self.asr("vm", "list")), 60, interval=0.3,
                  what="app01 synced")
         job = self.job("cloud", "protect", "bronze", "--storage", "store1", "--copy-frequency", "30s",
                        "--start", later_start())

@@ -180,3 +180,15 @@ def run_once_refused(s: TwoSites) -> str:
                str(s.a.root / "hv01.toml")], env=s.cloud.env(), timeout=120)
     assert res.returncode != 0, res.stdout
     return res.stderr + res.stdout
+
+
+def test_vault_teardown_releases_the_replicas_on_recovery_hosts(cloud: Cloud, tmp_path: Path) -> None:
+    """`asr vault delete --force` tells the recovery host to let the replica and its data go
+    (it used to leave them there, for a pairing that no longer exists)."""
+    s = TwoSites(cloud, tmp_path, os_size=8 * MiB, data_size=4 * MiB)
+    s.protect()
+    s.once()
+    assert (s.replica_dir / s.vm_id / "pairing.json").exists()
+    doc = cloud.asr_json("vault", "delete", "contoso", "--force", "--wait", "--timeout", "240")
+    assert doc["deleted"] is True, doc      # the job went with the vault: its effect is the evidence
+    assert not (s.replica_dir / s.vm_id).exists()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent.hypervisor import LocalHypervisor
+from agent.replica import Replicas
 from agent.replica.applier import Applier
 from agent.replica.failover import ReplicaFailovers
 from agent.replica.service import ReplicaService
@@ -122,3 +123,22 @@ def test_the_failover_epoch_fences_the_primarys_older_sessions(tmp_path: Path) -
     fo.failover(_fo(), epoch=2)
     with pytest.raises(Fenced):
         svc.begin_cycle(primary, VM, 1, "pr-1")
+
+
+def test_releasing_the_replica_keeps_the_disks_of_its_failover_vm(tmp_path: Path) -> None:
+    """Disabling protection of a VM failed over site to site releases its replica with
+    delete_data: the VM running on the replica disks is the production VM now and keeps them
+    (the release used to delete the whole replica directory under it); a test VM goes."""
+    clock, h, fo, hv, _ = _setup(tmp_path)
+    commit(h, clock, {0: 1, 2: 5}, None)
+    r = h.vm(VM)
+    fo.failover(_fo("test", name="vm1-test"), epoch=1)
+    fo.failover(_fo(), epoch=2)
+    hv.write("vm1", 0, 6 * BS, b"\x66" * BS)
+    replicas = Replicas(h, None, None, 0, None, None, fo)  # type: ignore[arg-type]
+    replicas.release(VM, delete_data=True)
+    assert [v.name for v in hv.list()] == ["vm1"]
+    disk = hv.get("vm1").disks[0].path
+    assert _read(disk)[6 * BS:7 * BS] == b"\x66" * BS and _read(disk)[:BS] == b"\x01" * BS
+    assert sorted(p.name for p in Path(r.dir).iterdir()) == ["disks"]
+    assert h.pairings.get(VM) is None

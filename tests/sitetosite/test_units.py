@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from asrclock import FakeClock
@@ -19,6 +19,7 @@ from asrerrors import (
     NotFound,
     PairingRefused,
     PermissionDenied,
+    StateConflict,
 )
 from asrpb import control_pb2, inventory_pb2, replication_pb2
 from certs.identity import Identity
@@ -135,6 +136,8 @@ def test_placement_most_free_or_named_host(w: World) -> None:
         w.site.place(VAULT, "silver", "web01", 60 * GIB, "hv11")
 
 
+# each example opens a database: on a loaded 2-core machine one can take longer than 200 ms
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(frees=st.lists(st.integers(0, 1 << 40), min_size=1, max_size=6), needed=st.integers(0, 1 << 40))
 def test_placement_picks_the_most_free_host_that_fits(tmp_path_factory: pytest.TempPathFactory, frees: list[int],
                                                       needed: int) -> None:
@@ -226,3 +229,48 @@ def test_agent_replica_keys_resolve_like_every_path(tmp_path: Path) -> None:
     f.write_text('state_dir = "state"\nvm_dir = "vms"\nreplica_listen = "10.0.0.11:7600"\nreplica_dir = "rep"\n')
     cfg = load(str(f))
     assert (cfg.replica_listen, cfg.replica_path) == ("10.0.0.11:7600", str(tmp_path / "rep"))
+
+
+def _protected_on(w: World, host_name: str, size: int, network: str = "corp") -> None:
+    """VM web01 of gold (disks of ``size`` bytes, NIC on ``network``) protected to ``host_name``."""
+    vm = inventory_pb2.Vm(vm_id="vm1", name="web01", generation=1, cpus=2, memory_mb=2048, guest_os="windows",
+                          disks=[inventory_pb2.Disk(format="vhdx", virtual_size=size, os_disk=True)],
+                          nics=[inventory_pb2.Nic(mode="dhcp", network=network)])
+    hv01 = host("hv01")
+    hv01.vms.append(vm)
+    w.sync("prov-a", inventory_pb2.VmmCloud(name="gold", networks=["corp", "dmz"], hosts=[hv01]),
+           inventory_pb2.VmmCloud(name="bronze", hosts=[host("hv02", 100 * GIB, "10.0.0.2:7600")]))
+    with w.db.write() as conn:
+        w.items.create(conn, VAULT, vm_id="vm1", name="web01", cloud="gold", provider="prov-a", policy_json="{}",
+                       job_id="j1", recovery_cloud="silver", recovery_host=host_name, pairing_id="pair1")
+
+
+def test_placement_counts_the_space_of_replicas_placed_since_the_report(w: World) -> None:
+    """hv12 reported 80 GiB free, then a 60 GiB VM was placed on it: until its replica fills,
+    hv12 has 20 GiB for another VM, and a 30 GiB VM goes to hv11 (50 GiB). Placement used to
+    count the reported free space only, putting both on hv12."""
+    _protected_on(w, "hv12", 60 * GIB)
+    assert w.site.reserved(VAULT, "hv12") == 60 * GIB
+    assert w.site.place(VAULT, "silver", "app01", 30 * GIB)["name"] == "hv11"
+    with pytest.raises(NoRecoveryHost, match="hv12: 85899345920 bytes free, 64424509440 reserved"):
+        w.site.place(VAULT, "silver", "big01", 60 * GIB)
+    # what the recovery host reports storing is no longer reserved
+    with w.db.write() as conn:
+        w.replicas.pair(conn, VAULT, "vm1", "pair1", "hv12")
+    w.replicas.report(Identity("agent", "hv12", VAULT), replication_pb2.ReplicaReport(
+        vm_id="vm1", pairing_id="pair1", health="Normal", free_bytes=50 * GIB, last_received_at=w.clock.now(),
+        points=[replication_pb2.ReplicaPoint(point_id="p1", created_at=w.clock.now(), stored_bytes=40 * GIB,
+                                             epoch=1)]))
+    assert w.site.reserved(VAULT, "hv12") == 20 * GIB
+
+
+def test_a_mapping_protected_vms_use_cannot_be_deleted(w: World) -> None:
+    w.pair("gold", "silver")
+    w.site.create_mapping(VAULT, Mapping("gold", "corp", "silver", "corp-dr", 0))
+    _protected_on(w, "hv12", GIB, network="corp")
+    with pytest.raises(StateConflict, match=r"network 'corp' of cloud 'gold' is used by 1 protected VM\(s\): web01"):
+        w.site.delete_mapping(VAULT, "gold", "corp")
+    with w.db.write() as conn:
+        w.items.remove_all(conn, VAULT, "test")
+    w.site.delete_mapping(VAULT, "gold", "corp")
+    assert w.site.mappings(VAULT) == []
