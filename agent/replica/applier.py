@@ -20,12 +20,16 @@ from asrerrors import NotFound
 
 log = logging.getLogger(__name__)
 
+RETRY_S = 30.0   # a failed apply is tried again after this long
+
 
 class Applier:
     def __init__(self, host: ReplicaHost, stopping: threading.Event,
-                 on_applied: Callable[[str], None] = lambda vm_id: None) -> None:
+                 on_applied: Callable[[str], None] = lambda vm_id: None, retry_s: float = RETRY_S) -> None:
         self.host = host
         self.stopping = stopping
+        self.retry_s = retry_s
+        self._failed: set[str] = set()   # VMs whose last apply failed (retried every retry_s)
         # called after every apply (the reporter tells the vault which point the disks hold)
         self.on_applied = on_applied
         self._cond = threading.Condition()
@@ -50,7 +54,9 @@ class Applier:
         while True:
             with self._cond:
                 while not self._due and not self.stopping.is_set():
-                    self._cond.wait()
+                    if not self._cond.wait(self.retry_s if self._failed else None):
+                        for failed in sorted(self._failed):   # retry_s passed: try the failed ones again
+                            self._due[failed] = None
                 if self.stopping.is_set():
                     return
                 vm_id = next(iter(self._due))
@@ -67,6 +73,10 @@ class Applier:
             log.exception("applying the replica of %s failed", vm_id)
             how = "failed"
         with self._cond:
+            if how == "failed":
+                self._failed.add(vm_id)
+            else:
+                self._failed.discard(vm_id)
             self._cond.notify_all()   # wake ``wait_applied``
         if how not in ("current", "none", "held"):
             self.on_applied(vm_id)

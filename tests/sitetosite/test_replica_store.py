@@ -457,3 +457,35 @@ def test_a_restart_in_the_middle_of_an_apply_redoes_it_in_full(tmp_path: Path, m
             h3.close()
     finally:
         h.close()
+
+
+def test_a_failed_apply_is_retried_without_a_new_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The applier thread tries a failed apply again after ``retry_s`` (it used to wait for the
+    next point or a restart: a primary with nothing more to ship left the disks behind)."""
+    clock = FakeClock()
+    h = host(tmp_path, clock)
+    stopping = threading.Event()
+    applier = Applier(h, stopping, retry_s=0.05)
+    calls: list[int] = []
+    real = ReplicaDisks._full
+
+    def full_failing_once(self: ReplicaDisks, *args: Any) -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        return real(self, *args)
+
+    monkeypatch.setattr(ReplicaDisks, "_full", full_failing_once)
+    t = threading.Thread(target=applier.run, daemon=True)
+    try:
+        commit(h, clock, {0: 7}, None, apply=False)
+        t.start()
+        r = h.vm(VM)
+        p = r.records()[-1].point_id
+        assert applier.wait_applied(VM, p, 30), r.apply_error
+        assert len(calls) == 2 and disk_bytes(r) == expected([7, 0, 0, 0, 0, 0, 0, 0])
+    finally:
+        stopping.set()
+        applier.stop()
+        t.join(10)
+        h.close()
