@@ -66,6 +66,12 @@ def test_site_to_site_failovers(cloud: Cloud, tmp_path: Path) -> None:
     assert job["state"] == "Succeeded", job
     assert [vm.name for vm in s.hv11.list()] == [] and not test_dir.exists()
     assert s.state()["protection_state"] == "Protected"
+    # a chosen earlier point (kept on hv11) equals the source as it was then
+    job = s.job("failover", "test", "web01", "--point", first["point_id"])
+    assert job["state"] == "Succeeded", job
+    s.equal([d.path for d in s.hv11.get("web01-test").disks], "vhdx", at_first)
+    assert [n.network for n in s.hv11.get("web01-test").nics] == [""]      # no network chosen: none
+    assert s.job("failover", "test-complete", "web01")["state"] == "Succeeded"
 
     # ---- 2. planned failover after fresh writes: nothing lost -------------------------------------------
     s.write(s.hv01, "web01", 0, 5 * MiB, 64 * KiB, 0x51)
@@ -129,6 +135,10 @@ def test_site_to_site_failovers(cloud: Cloud, tmp_path: Path) -> None:
     assert s.hv01.fenced("web01") is None and s.hv01.get("web01").power_state == "Running"
     res = agent_vm(s.a, "hv01", "show", "web01", "--json")
     assert '"Running"' in res.stdout
+    # the cloud carried commands and metadata only: no chunk of this VM anywhere in its data
+    assert (cloud.data_dir / "metadata.db").exists()
+    assert [p for p in cloud.data_dir.rglob("*") if p.is_file() and "packs" in p.parts] == []
+    assert cloud.db_rows("recovery_points") == [] and cloud.db_rows("recovered_vms") == []
 
 
 def _at(root: Path, name: str) -> list[Path]:
