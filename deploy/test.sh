@@ -7,4 +7,4 @@ bash deploy/setup.sh
 bash proto/generate.sh --check
 .venv/bin/ruff check .
 .venv/bin/mypy .
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=20 "$@"
