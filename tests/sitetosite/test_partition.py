@@ -203,17 +203,23 @@ def test_partition_between_hosts_heals_without_loss(procs: Procs, netns: Netns, 
     def failed() -> list[dict[str, Any]]:
         return [r for r in log_records(hv01, "replication cycle failed", cut_at) if r.get("vm_id") == s.vm_id]
 
-    # hv11, still reaching the cloud, reports its replica Critical (the point is 600 s old)
+    # hv11, still reaching the cloud, reports its replica Critical (the point is 600 s old); the
+    # primary's failing cycles, reported too, name the cause
+    unreachable = f"Last error: ASR-0050: the recovery host hv11 at {s.replica_address} is unreachable"
+
     def critical() -> dict[str, Any] | None:
         st = vm()
+        errors = st["health_errors"]
         return st if st["replication_health"] == "Critical" and any(
-            e.startswith("recovery host hv11: the latest point is") for e in st["health_errors"]) else None
+            e.startswith("recovery host hv11: the latest point is") for e in errors) and any(
+            e.startswith(unreachable) for e in errors) else None
 
-    st = wait_for(critical, 90, interval=0.5, what="hv11 to report the replica Critical")
+    st = wait_for(critical, 120, interval=0.5, what="hv11 to report the replica Critical, and hv01 why")
     assert st["rpo_seconds"] >= 600, st
     assert any(e["code"] == "EVT-0013" and "Normal -> Critical" in e["message"] for e in st["latest_events"]), st
     # the primary's scheduled cycles run and fail: at least two across the partition
     wait_for(lambda: len(failed()) >= 2, 150, interval=0.5, what="two failed scheduled cycles")
+    assert all(r["code"] == "ASR-0050" for r in failed()), failed()
     assert committed(cut_at) == [], committed(cut_at)
     assert replica_points(s) == acked
     assert hv11.alive() and hv01.alive()
@@ -231,7 +237,7 @@ def test_partition_between_hosts_heals_without_loss(procs: Procs, netns: Netns, 
     assert after["bytes_sent"] <= 5 * FRAME_MAX, after
     wait_for(lambda: vm()["replication_health"] == "Normal", 60, interval=0.3, what="the replica Normal again")
     st = vm()
-    assert st["rpo_seconds"] < 60 and st["replica_points"] == len(acked), st
+    assert st["health_errors"] == [] and st["rpo_seconds"] < 60 and st["replica_points"] == len(acked), st
     assert any(e["code"] == "EVT-0013" and "Critical -> Normal" in e["message"] for e in st["latest_events"]), st
     nothing_lost(s, acked)
     disks_equal_source(s, acked[-1], "after-heal")
