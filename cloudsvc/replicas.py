@@ -18,6 +18,11 @@ A report replaces the VM's points (it lists every point the host keeps, so pruni
 host is a point missing from the next report). Health shown for the VM is the worse of the
 health the host reported and the RPO rule of the policy (``replication.health_of``) applied
 to the newest point, so a recovery host that stops reporting goes Warning, then Critical.
+What the primary reports of its cycles (``ReportProgress``: the last cycle's error, a degraded
+cycle's warning) counts as for a VM replicating to the vault: the error makes the VM Warning
+before its first point and is listed beside a late RPO, the warning makes it Warning. When
+the hosts cannot reach each other that error is the cause an operator needs (ASR-0050 naming
+the recovery host): the host's own report only says that its newest point grows old.
 """
 
 from __future__ import annotations
@@ -134,10 +139,15 @@ class Replicas:
                           (vault_id, vm_id))
         return float(row["t"]) if row is not None and row["t"] is not None else 0.0
 
-    def health(self, item: Item, now: float) -> Health:
-        """The worse of what the recovery host reported and the RPO of its newest point."""
+    def health(self, item: Item, primary: sqlite3.Row | None, now: float) -> Health:
+        """The worse of what the recovery host reported and the RPO of its newest point, with
+        what the primary reported (``primary``: its ``replication_status`` row, or None)."""
         st = self.status(item.vault_id, item.vm_id)
-        rpo = health_of(item.policy, self.latest_at(item.vault_id, item.vm_id), "", now)
+        error = str(primary["last_error"]) if primary is not None else ""
+        rpo = health_of(item.policy, self.latest_at(item.vault_id, item.vm_id), error, now)
+        if primary is not None and primary["warning"]:
+            rpo = Health("Critical" if rpo.state == "Critical" else "Warning",
+                         rpo.errors + [f"{primary['warning_code']}: {primary['warning']}"])
         if st is None:
             return rpo
         reported = Health(st["health"], [f"recovery host {st['host']}: {st['message']}"] if st["message"] else [])

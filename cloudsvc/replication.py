@@ -191,7 +191,8 @@ class Replication:
         self.pins: list[Callable[[str, str], set[str]]] = []
         # Site to site (``replicas``, wired by the composition root): the health and RPO of a VM
         # whose points its recovery host keeps, from that host's reports.
-        self.site_health: Callable[[Item, float], Health] | None = None
+        # ``site_health(item, status, now)`` also takes the primary's replication_status row
+        self.site_health: Callable[[Item, sqlite3.Row | None, float], Health] | None = None
         self.site_rpo: Callable[[Item, float], float | None] | None = None
 
     # ---- stores -----------------------------------------------------------------------------
@@ -447,7 +448,7 @@ class Replication:
             base = item_health(item, None, now)
             if item.source_missing or item.location == Side.RECOVERY:
                 return base
-            return self.site_health(item, now)
+            return self.site_health(item, status, now)
         return item_health(item, status, now)
 
     def rpo(self, item: Item, status: sqlite3.Row | None, now: float) -> float | None:

@@ -114,15 +114,18 @@ def run(argv: list[str], env: dict[str, str] | None = None, timeout: float = 120
 class Cloud:
     """An initialised and serving asr-cloudsvc."""
 
-    def __init__(self, procs: Procs, data_dir: Path, clock_file: Path | None = None) -> None:
+    def __init__(self, procs: Procs, data_dir: Path, clock_file: Path | None = None, host: str = "127.0.0.1") -> None:
+        """``host``: the loopback address both ports listen on (and the key files name); a
+        test whose daemons run in network namespaces passes the root side of a veth link."""
         self.procs = procs
         self.data_dir = data_dir
+        self.host = host
         self.port = free_port()
         self.reg_port = free_port()
-        self.endpoint = f"127.0.0.1:{self.port}"
+        self.endpoint = f"{host}:{self.port}"
         self.clock_file = clock_file
         res = run([str(BIN / "asr-cloudsvc"), "init", "--data-dir", str(data_dir), "--listen",
-                   self.endpoint, "--registration-listen", f"127.0.0.1:{self.reg_port}"])
+                   self.endpoint, "--registration-listen", f"{host}:{self.reg_port}"])
         assert res.returncode == 0, res.stderr
         self.credentials = data_dir / "operator.json"
         self.proc: Proc | None = None
@@ -144,7 +147,7 @@ class Cloud:
         if not self.proc.alive():
             raise AssertionError(f"cloudsvc exited: {self.proc.text()}")
         ca = (self.data_dir / "pki" / "ca.pem").read_bytes()
-        ch = grpc.secure_channel(f"127.0.0.1:{self.reg_port}", grpc.ssl_channel_credentials(ca))
+        ch = grpc.secure_channel(f"{self.host}:{self.reg_port}", grpc.ssl_channel_credentials(ca))
         try:
             res = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
             return bool(res.status == health_pb2.HealthCheckResponse.SERVING)
@@ -234,10 +237,11 @@ def write_toml(path: Path, doc: dict[str, Any]) -> Path:
 class Site:
     """A provider and its agents registered with a vault, run as daemons."""
 
-    def __init__(self, cloud: Cloud, root: Path, vault: str) -> None:
+    def __init__(self, cloud: Cloud, root: Path, vault: str, host: str = "127.0.0.1") -> None:
         self.cloud = cloud
         self.root = root
         self.vault = vault
+        self.host = host   # where the provider listens (and its agents dial it)
         self.key = root / f"{vault}.key"
         self.provider_port = free_port()
         self.provider_proc: Proc | None = None
@@ -257,7 +261,7 @@ class Site:
     def register_agent(self, host: str, *extra: str, provider: str = "prov1", proxy: str = "",
                        key: Path | None = None) -> subprocess.CompletedProcess[str]:
         argv = [str(BIN / "asr-agent"), "register", "--key-file", str(key or self.key), "--host", host,
-                "--provider", f"127.0.0.1:{self.provider_port}", "--provider-name", provider,
+                "--provider", f"{self.host}:{self.provider_port}", "--provider-name", provider,
                 "--state-dir", str(self.root / host), *extra]
         if proxy:
             argv += ["--proxy", proxy]
@@ -265,7 +269,7 @@ class Site:
 
     def provider_config(self, name: str = "prov1", clouds: list[dict[str, Any]] | None = None,
                         proxy: str = "", **extra: Any) -> Path:
-        doc: dict[str, Any] = {"state_dir": str(self.root / name), "listen": f"127.0.0.1:{self.provider_port}",
+        doc: dict[str, Any] = {"state_dir": str(self.root / name), "listen": f"{self.host}:{self.provider_port}",
                                "heartbeat_seconds": 0.5, "sync_seconds": 5, **extra}
         if proxy:
             doc["proxy"] = proxy
@@ -286,9 +290,11 @@ class Site:
                                                     "--config", str(cfg)], env=self.cloud.env())
         return self.provider_proc
 
-    def start_agent(self, host: str, **kw: Any) -> Proc:
+    def start_agent(self, host: str, wrap: tuple[str, ...] = (), **kw: Any) -> Proc:
+        """``wrap``: a command the agent runs under (``ip netns exec NS``: it execs the agent,
+        so the process the harness stops is the agent itself)."""
         cfg = self.agent_config(host, **kw)
-        p = self.cloud.procs.start(f"agent-{host}", [str(BIN / "asr-agent"), "run", "--config", str(cfg)],
+        p = self.cloud.procs.start(f"agent-{host}", [*wrap, str(BIN / "asr-agent"), "run", "--config", str(cfg)],
                                    env=self.cloud.env())
         self.agents[host] = p
         return p

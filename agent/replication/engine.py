@@ -13,6 +13,9 @@ last acknowledged app-consistent point and the last failed quiesce attempt are a
 not every cycle. When the hook fails the cycle ships a crash-consistent point and the engine
 reports ``ProgressReport.warning`` with code ASR-0045; the next app-consistent point reports
 an empty warning, which clears it. Every report carries the VM's epoch and current warning.
+A failed cycle reports its error, which the vault clears when it records the next point; a
+site-to-site VM's points are recorded by its recovery host, so each of its cycles that
+succeeds reports (without an error) instead.
 
 Fencing (``agent.fencing``): every session carries the epoch this host holds for the VM
 (``BeginCycleRequest.epoch``). A Fenced refusal (ASR-0044) of any replication RPC fences the
@@ -167,7 +170,10 @@ class Engine:
                 "bytes_sent": res.bytes_sent, "seconds": round(res.seconds, 3),
                 "stall_ms": round(res.stall_seconds * 1000, 2),
                 **({"warning": res.warning, "code": res.warning_code} if res.warning else {})}})
-            if res.kind == "app" or res.warning:
+            # the vault forgets a failed cycle's error when it records the next point; a recovery
+            # host's point (site to site) never reaches it, so every such cycle reports instead
+            # (but a planned failover's last one: the VM's epoch moves on with it)
+            if res.kind == "app" or res.warning or (rs.replica_target is not None and not shutdown_first):
                 self._report(rs, 1.0, st)
             if shutdown_first:
                 # the vault advanced the epoch with this point: from now on the VM's active side

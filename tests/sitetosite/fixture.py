@@ -28,24 +28,31 @@ def compare(a: Path | str, fmt_a: str, b: Path | str, fmt_b: str) -> subprocess.
 
 
 class TwoSites:
-    def __init__(self, cloud: Cloud, root: Path, os_size: int = 16 * MiB, data_size: int = 8 * MiB) -> None:
+    """``b_host``: where site B's provider listens; ``replica_ip``: the address hv11 serves
+    replicas on (its certificate carries it); ``hv11_wrap``: a command hv11 runs under (a
+    network namespace, tests/netns.py). The defaults keep every daemon on 127.0.0.1."""
+
+    def __init__(self, cloud: Cloud, root: Path, os_size: int = 16 * MiB, data_size: int = 8 * MiB,
+                 b_host: str = "127.0.0.1", replica_ip: str = "127.0.0.1", hv11_wrap: tuple[str, ...] = ()) -> None:
         self.cloud = cloud
         self.root = root
+        self.hv11_wrap = hv11_wrap
         cloud.asr("vault", "create", VAULT, "--region", "japaneast")
         self.a = Site(cloud, root / "a", VAULT)
-        self.b = Site(cloud, root / "b", VAULT)
+        self.b = Site(cloud, root / "b", VAULT, host=b_host)
         self.a.root.mkdir()
         self.b.root.mkdir()
         self.a.new_key()
         self.b.key = self.a.key
         for site, prov in ((self.a, "prov-a"), (self.b, "prov-b")):
-            res = site.register_provider(prov)
+            # the provider's certificate carries the address its agents dial
+            res = site.register_provider(prov, *(("--address", site.host) if site.host != "127.0.0.1" else ()))
             assert res.returncode == 0, res.stderr
         for site, host, extra in ((self.a, "hv01", ()), (self.a, "hv02", ()),
-                                  (self.b, "hv11", ("--address", "127.0.0.1")), (self.b, "hv12", ())):
+                                  (self.b, "hv11", ("--address", replica_ip)), (self.b, "hv12", ())):
             res = site.register_agent(host, *extra, provider="prov-a" if site is self.a else "prov-b")
             assert res.returncode == 0, res.stderr
-        self.replica_address = f"127.0.0.1:{free_port()}"
+        self.replica_address = f"{replica_ip}:{free_port()}"
         self.replica_dir = self.b.root / "hv11" / "replicas"
         self.a.start_provider("prov-a", clouds=SITE_A)
         self.b.start_provider("prov-b", clouds=SITE_B)
@@ -71,7 +78,13 @@ class TwoSites:
         self.hv11 = LocalHypervisor(str(self.b.root / "hv11" / "vms"))
 
     def start_recovery_agent(self) -> None:
-        self.b.start_agent("hv11", replica_listen=self.replica_address, replica_dir=str(self.replica_dir))
+        self.b.start_agent("hv11", wrap=self.hv11_wrap, replica_listen=self.replica_address,
+                           replica_dir=str(self.replica_dir))
+
+    def later_start(self) -> str:
+        """A start hours away on the daemons' clock (the injected one, when the test gave one)."""
+        clock = self.cloud.clock_file
+        return later_start(now=float(clock.read_text()) if clock else None)
 
     def asr(self, *args: str) -> Any:
         return self.cloud.asr_json(*args, "--vault", VAULT)
@@ -80,7 +93,9 @@ class TwoSites:
         """Run an operation with --wait; the job as it ended."""
         return dict(self.cloud.asr_json(*args, "--vault", VAULT, "--wait", "--timeout", "240"))
 
-    def protect(self) -> None:
+    def protect(self, start: str = "") -> None:
+        """Protect web01 to silver, copying every 30 s from ``start`` (default: hours away, so
+        cycles run only on demand, :meth:`once`; ``now``: the primary's schedule runs them)."""
         def synced() -> bool:
             clouds = {c["name"]: c for c in self.asr("cloud", "list")}
             hosts = {h["name"]: h for h in clouds.get("silver", {}).get("host_details", [])}
@@ -89,7 +104,7 @@ class TwoSites:
 
         wait_for(synced, 90, interval=0.3, what="both sites synced, hv11 holding replicas")
         job = self.job("cloud", "protect", "gold", "--target-cloud", "silver", "--copy-frequency", "30s",
-                       "--retention-hours", "2", "--start", later_start())
+                       "--retention-hours", "2", "--start", start or self.later_start())
         assert job["state"] == "Succeeded", job
         self.asr("network-mapping", "create", "--primary-cloud", "gold", "--primary-network", "corp",
                  "--recovery-cloud", "silver", "--recovery-network", "corp-dr")

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.replication.engine import Engine
 from asrclock import FakeClock
 from asrerrors import (
     AlreadyExists,
@@ -20,17 +22,23 @@ from asrerrors import (
     PairingRefused,
     PermissionDenied,
     StateConflict,
+    Unreachable,
 )
 from asrpb import control_pb2, inventory_pb2, replication_pb2
 from certs.identity import Identity
+from certs.pki import create_ca
 from cloudsvc.billing import Billing
 from cloudsvc.events import MAPPING_CHANGED, REPLICA_HEALTH, EventFilter, Events
 from cloudsvc.inventory import Inventory, dumps_policy
 from cloudsvc.lifecycle import Op, ProtectedItems
 from cloudsvc.replicas import Replicas
+from cloudsvc.replication import Replication
 from cloudsvc.schema import MIGRATIONS
 from cloudsvc.sitetosite import Mapping, SiteToSite
+from cloudsvc.vaults import Vaults
 from sqlitestore.database import Database
+from tests.agent.fakes import VAULT as AGENT_VAULT
+from tests.agent.fakes import FakeReplication, make_host
 
 VAULT = "v1"
 GIB = 1 << 30
@@ -160,11 +168,13 @@ def _paired_item(w: World) -> None:
         w.replicas.pair(conn, VAULT, "vm1", "pair1", "hv12")
 
 
-def _report(pairing: str = "pair1", health: str = "Normal", n: int = 2) -> replication_pb2.ReplicaReport:
+def _report(pairing: str = "pair1", health: str = "Normal", n: int = 2,
+            at: float = 1_780_000_000.0) -> replication_pb2.ReplicaReport:
+    """A report of ``n`` points, the newest 300 s before ``at`` when the last was received."""
     return replication_pb2.ReplicaReport(
-        vm_id="vm1", pairing_id=pairing, health=health, free_bytes=7 * GIB, last_received_at=1_780_000_000.0,
+        vm_id="vm1", pairing_id=pairing, health=health, free_bytes=7 * GIB, last_received_at=at,
         message="" if health == "Normal" else "replica directory nearly full",
-        points=[replication_pb2.ReplicaPoint(point_id=f"p{i}", created_at=1_780_000_000.0 - 300 * (n - i),
+        points=[replication_pb2.ReplicaPoint(point_id=f"p{i}", created_at=at - 300 * (n - i),
                                              stored_bytes=1000 * i, epoch=1) for i in range(n)])
 
 
@@ -274,3 +284,75 @@ def test_a_mapping_protected_vms_use_cannot_be_deleted(w: World) -> None:
         w.items.remove_all(conn, VAULT, "test")
     w.site.delete_mapping(VAULT, "gold", "corp")
     assert w.site.mappings(VAULT) == []
+
+
+def test_site_health_names_what_the_primary_reported(w: World, tmp_path: Path) -> None:
+    """The hosts cannot reach each other: the recovery host's report only says its newest point
+    grows old; the cause is the primary's error, which the VM's health shows by the rule of a
+    VM replicating to the vault (Warning before the first point, listed beside a late RPO), as
+    it shows the primary's warning. Regression: both were dropped."""
+    _paired_item(w)
+    with w.db.write() as conn:   # web01 runs on hv01 (what a sync of prov-a records)
+        conn.execute("INSERT INTO vms(vault_id, vm_id, name, host, cloud, provider, spec, updated_at)"
+                     " VALUES (?, 'vm1', 'web01', 'hv01', 'gold', 'prov-a', '{}', 0)", (VAULT,))
+    repl = Replication(w.db, w.clock, Vaults(w.db, create_ca("test CA"), w.clock, str(tmp_path)), w.items, w.events,
+                       str(tmp_path))
+    repl.site_health, repl.site_rpo = w.replicas.health, w.replicas.rpo
+    item = w.items.get(VAULT, "vm1")
+    assert item is not None
+    hv01 = Identity("agent", "hv01", VAULT)
+    unreachable = "ASR-0050: the recovery host hv12 at 10.0.1.12:7600 is unreachable: connection timed out"
+
+    def health() -> tuple[str, list[str]]:
+        row = w.db.one("SELECT * FROM replication_status WHERE vault_id=? AND vm_id=?", (VAULT, "vm1"))
+        h = repl.health(item, row, w.clock.now())
+        return h.state, h.errors
+
+    repl.report(hv01, "vm1", item.epoch, 0.0, unreachable)          # the initial copy cannot start
+    assert health() == ("Warning", [f"Initial replication is failing: {unreachable}"])
+    assert w.replicas.report(Identity("agent", "hv12", VAULT), _report()) is True   # newest point 300 s old
+    repl.report(hv01, "vm1", item.epoch, 1.0, "")
+    assert health() == ("Normal", [])
+    repl.report(hv01, "vm1", item.epoch, 0.0, unreachable)          # partitioned: cycles fail
+    w.clock.advance(400)                                             # the newest point is 700 s old
+    assert health() == ("Warning", ["The latest recovery point is 700s old (copy frequency 300s).",
+                                    f"Last error: {unreachable}"])
+    w.clock.advance(1500)                                            # older than 6F + 300 s
+    assert health() == ("Critical", ["The latest recovery point is 2200s old (copy frequency 300s).",
+                                     f"Last error: {unreachable}"])
+    repl.report(hv01, "vm1", item.epoch, 1.0, "")                    # healed: a cycle succeeded
+    assert w.replicas.report(Identity("agent", "hv12", VAULT), _report(n=3, at=w.clock.now())) is True
+    assert health() == ("Normal", [])
+    repl.report(hv01, "vm1", item.epoch, 1.0, "", warning="the quiesce hook failed", warning_code="ASR-0045")
+    assert health() == ("Warning", ["ASR-0045: the quiesce hook failed"])
+
+
+def test_site_to_site_cycles_clear_their_error_in_the_vault(tmp_path: Path) -> None:
+    """A failed cycle reports its error to the vault; a site-to-site VM's next good point is
+    recorded on its recovery host, not in the vault (which would clear the error), so the cycle
+    reports that it succeeded. Regression: the error stayed in the VM's health for good."""
+    h = make_host(tmp_path)
+    vm_id = h.add_vm("web01")
+    rs = h.settings.get(vm_id)
+    assert rs is not None
+    target = control_pb2.ReplicaTarget(recovery_host="hv11", address="10.0.1.11:7600", pairing_id="pair1")
+    h.settings.enable(control_pb2.EnableReplication(vm_id=vm_id, vm_name="web01", vault_id=AGENT_VAULT,
+                                                    policy=rs.policy, replica_target=target), h.clock.now())
+    peer = FakeReplication()            # the recovery host; h.rpc is the vault
+    channels = SimpleNamespace(rpc=lambda host, address, pairing: peer, close=lambda: None)
+    engine = Engine(h.hv, h.settings, None, "fake", AGENT_VAULT, h.clock, str(h.root / "state"), workers=1, rpc=h.rpc,
+                    replica_channels=channels)  # type: ignore[arg-type]
+    try:
+        engine.replicate(vm_id)
+        peer.fail["BeginCycle"] = Unreachable("the recovery host hv11 at 10.0.1.11:7600 is unreachable")
+        with pytest.raises(Unreachable):
+            engine.replicate(vm_id)
+        assert h.rpc.requests("ReportProgress")[-1].error.startswith("ASR-0050: the recovery host hv11")
+        del peer.fail["BeginCycle"]
+        h.hv.write("web01", 0, 0, b"\x22" * 65536)
+        engine.replicate(vm_id)
+        assert h.rpc.requests("ReportProgress")[-1].error == ""
+        assert [m for m in h.rpc.methods() if m not in ("ReportProgress",)] == []   # no data went to the vault
+        assert len(peer.points) == 2
+    finally:
+        engine.stop()
