@@ -368,6 +368,30 @@ class LocalHypervisor:
                 size = probe(d.path).virtual_size
                 tracking.write_log(paths.dirty_log(i), size, tracking.all_dirty(size))
 
+    def track_from_now(self, name: str) -> None:
+        """Start every disk's change tracking clean (a VM made of disks whose content is known,
+        e.g. a failover VM on replica disks: what it writes from now on is then known too)."""
+        vm = self.get(name)
+        paths = self._paths(name)
+        with vm_lock(paths):
+            paths.state.mkdir(parents=True, exist_ok=True)
+            for i, d in enumerate(vm.disks):
+                tracking.write_log(paths.dirty_log(i), probe(d.path).virtual_size)
+
+    def written_blocks(self, name: str) -> builtins.list[builtins.list[int]] | None:
+        """The blocks written to each disk since tracking started; None when any disk's log
+        cannot be trusted (missing, or left unsynced by a crash)."""
+        vm = self.get(name)
+        paths = self._paths(name)
+        out = []
+        with vm_lock(paths):
+            for i, d in enumerate(vm.disks):
+                bits = tracking.read_log(paths.dirty_log(i), probe(d.path).virtual_size)
+                if bits is None:
+                    return None
+                out.append(tracking.bits_to_list(bits))
+        return out
+
     def reset_tracking(self, name: str, disk: int | None = None) -> None:
         """Forget tracking (of one disk or all): the next snapshot reports it untracked."""
         vm = self.get(name)

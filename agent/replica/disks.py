@@ -84,6 +84,19 @@ class ReplicaDisks:
         self._set(held)
         return held
 
+    def restore(self, store: VaultStore, point: PointInfo, written: list[list[int]]) -> None:
+        """The failover VM that ran on the disks (held at ``point``) is gone, and tracking says
+        which blocks it wrote: write ``point``'s content back into those blocks only, so the
+        disks hold ``point`` again and the next apply is incremental. Same marker protocol as an
+        apply: ``applying`` is set first, so a crash in the middle means a full redo."""
+        self._set(Applied("", point.point_id))
+        for disk, blocks in zip(point.disks, written, strict=True):
+            wanted = set(blocks)
+            if wanted:
+                self._write_blocks(self.path(disk.disk_index), store,
+                                   [(b, c) for b, c in store.block_map(point.point_id, disk.disk_index) if b in wanted])
+        self._set(Applied(point.point_id, ""))
+
     def let_go(self) -> None:
         """The failover VM that ran on the disks is gone: they hold no point any more (it
         wrote to them), so the next apply redoes them in full."""

@@ -19,8 +19,11 @@ primary still shipping with the older epoch is Fenced from here on) → the disk
 the copy is written and fsynced → ``made.json`` names the VM → the VM is defined and started.
 A command delivered again finds its VM in ``made.json`` and answers the same; a crash before
 the VM was defined is redone by the redelivery. Deleting goes the other way: the VM is
-stopped and deleted, then its disks (a copy is removed; held replica disks are let go, and
-since the VM wrote to them the next apply redoes them in full from the store), then the entry.
+stopped and deleted, then its disks: a copy is removed; held replica disks get the held
+point's content back in the blocks the VM wrote (its change tracking, started clean when it
+was made, says which), so the next apply is incremental — or, when that tracking cannot be
+trusted, they hold no point and the next apply redoes them in full from the store; then the
+entry.
 
 One owner: :class:`ReplicaFailovers` alone writes ``made.json``.
 """
@@ -40,7 +43,7 @@ from agent.hypervisor import LocalHypervisor
 from agent.replica.applier import Applier
 from agent.replica.disks import ReplicaDisks
 from agent.replica.store import ReplicaHost, ReplicaVm
-from asrerrors import AlreadyExists, NotFound, PermissionDenied, StateConflict, UsageError
+from asrerrors import AlreadyExists, AsrError, NotFound, PermissionDenied, StateConflict, UsageError
 from asrpb import control_pb2, failover_pb2
 from cloudsvc.failover.failback import diff_reply
 from diskimage import DiskImage, open_disk
@@ -111,6 +114,8 @@ class ReplicaFailovers:
             self._save(body.vm_id, made)
             paths = self._paths(r, entry)
             self._define(body, entry, paths)
+            if entry.in_place:   # what the VM writes to the replica disks is tracked: see _remove
+                self.hv.track_from_now(entry.name)
             if body.start:
                 self.hv.start(entry.name)
         took = time.monotonic() - t0
@@ -139,7 +144,7 @@ class ReplicaFailovers:
             del made[body.kind]
             self._save(body.vm_id, made)
         return (f"{body.kind} VM {entry.name} deleted"
-                + ("; the replica disks are redone from the store" if entry.in_place else ", with its disks"))
+                + ("; the replica disks follow the replica's points again" if entry.in_place else ", with its disks"))
 
     def release(self, vm_id: str) -> list[str]:
         """The replica is being released (protection disabled): a test VM goes with it; a
@@ -256,14 +261,27 @@ class ReplicaFailovers:
                        nics=nics)
 
     def _remove(self, r: ReplicaVm, entry: MadeVm) -> None:
+        written = None
         if self._defined(entry):
             if self.hv.get(entry.name).power_state == "Running":
                 self.hv.stop(entry.name)
+            if entry.in_place:
+                written = self.hv.written_blocks(entry.name)
             self.hv.delete(entry.name)
         if entry.in_place:
+            # re-arm the replica: the blocks the VM wrote get the held point's content back (the
+            # next apply is then incremental), or, when its tracking cannot be trusted, the
+            # disks hold no point and the next apply redoes them in full
             with r.apply_lock:
-                r.disks.let_go()
-            self.applier.point_made(r.vm_id)   # redo the disks from the store
+                try:
+                    if written is None:
+                        raise ValueError("the failover VM's change tracking cannot be trusted")
+                    r.disks.restore(r.store, r.store.get_point(entry.point_id), written)
+                except (ValueError, AsrError, OSError) as exc:
+                    log.warning("replica disks redone in full", extra={"fields": {"vm_id": r.vm_id,
+                                                                                   "why": str(exc)}})
+                    r.disks.let_go()
+            self.applier.point_made(r.vm_id)   # bring them to the newest point
         elif entry.dir:
             shutil.rmtree(entry.dir, ignore_errors=True)
 

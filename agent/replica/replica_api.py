@@ -61,7 +61,8 @@ class ReplicaApi(replication_pb2_grpc.ReplicationServicer):
     def CommitPoint(self, request_iterator: Iterator[Any], context: Any) -> replication_pb2.PointAck:
         c = read_commit(request_iterator)
         point = self.svc.commit(current_identity(), c.head.session_id, _pairing(context), c.head.vm_id, c.disks,
-                                c.head.base_point_id or None, c.head.kind, c.head.created_at, c.uploaded_bytes)
+                                c.head.base_point_id or None, c.head.kind, c.head.created_at, c.uploaded_bytes,
+                                after=context.add_callback)
         return replication_pb2.PointAck(point_id=point.point_id, created_at=point.created_at)
 
     def GetBlockMap(self, request: Any, context: Any) -> Iterator[replication_pb2.BlockMapPart]:

@@ -96,7 +96,13 @@ class ReplicaService:
         return r, sid
 
     def commit(self, caller: Identity, token: str, pairing_id: str, vm_id: str, disks: list[DiskDelta],
-               base: str | None, kind: PointKind, created_at: float, uploaded_bytes: int) -> PointInfo:
+               base: str | None, kind: PointKind, created_at: float, uploaded_bytes: int,
+               after: Callable[[Callable[[], None]], bool] = lambda fn: False) -> PointInfo:
+        """Make the point durable and recorded; the applier and the reporter are told through
+        ``after`` (the wire's "when the answer has gone" hook: ``ServicerContext.add_callback``)
+        or at once when it declines. Waking the applier before the answer has gone made its
+        apply compete for the GIL with the answer itself: a 1% incremental's commit took
+        0.05 s against the vault's 0.03 s (docs/benchmarks.md, "Site to site")."""
         r, p, epoch, sid = self._session(caller, token, pairing_id)
         if vm_id != r.vm_id:
             raise StateConflict(f"upload session {sid} belongs to another VM")
@@ -105,8 +111,13 @@ class ReplicaService:
             "vm": p.vm_name, "point": point.point_id, "kind": kind, "source": caller.name,
             "uploaded_bytes": uploaded_bytes}})
         # durable and recorded: the primary may be answered; the disks follow on the applier
-        self.applier.point_made(vm_id)
-        self.on_point(vm_id)
+
+        def tell() -> None:
+            self.applier.point_made(vm_id)
+            self.on_point(vm_id)
+
+        if not after(tell):
+            tell()
         return point
 
     def wait_applied(self, vm_id: str, point_id: str, timeout: float) -> bool:

@@ -15,6 +15,7 @@ import pytest
 from agent.hypervisor import LocalHypervisor
 from agent.replica import Replicas
 from agent.replica.applier import Applier
+from agent.replica.disks import Applied
 from agent.replica.failover import ReplicaFailovers
 from agent.replica.service import ReplicaService
 from agent.replica.store import ReplicaHost
@@ -74,16 +75,32 @@ def test_failover_to_the_held_point_runs_on_the_replica_disks_and_holds_them(tmp
     # delivered again: the same VM, nothing redone
     assert "already made" in fo.failover(_fo(point=p1), epoch=2)
 
-    # deleting it re-arms the replica: the disks are redone in full at the newest point
+    # deleting it re-arms the replica: the block the VM wrote gets the held point's content back
+    # (its tracking says which), so the next apply is incremental, not a rebuild of the disks
     hv.stop("vm1")
     out = fo.cleanup(_cleanup())
-    assert "redone from the store" in out
+    assert "follow the replica's points again" in out
     with pytest.raises(NotFound):
         hv.get("vm1")
-    assert r.disks.state().held_by == "" and r.disks.state().point_id == ""
-    assert r.apply_latest() == "full"
+    assert r.disks.state() == Applied(p1, "", False, "")
+    assert _read(r.disks.path(0)) == expected([1, 0, 0, 2, 0, 0, 0, 0])
+    assert r.apply_latest() == "incremental"
     assert _read(r.disks.path(0)) == expected([1, 9, 0, 2, 0, 0, 0, 0])
     assert fo.made(VM) == {}
+
+
+def test_a_failover_vm_with_untrusted_tracking_leaves_the_disks_to_a_full_redo(tmp_path: Path) -> None:
+    clock, h, fo, hv, _ = _setup(tmp_path)
+    p1 = commit(h, clock, {0: 1, 3: 2}, None)
+    r = h.vm(VM)
+    fo.failover(_fo(), epoch=2)
+    hv.write("vm1", 0, 5 * BS, b"\x77" * BS)
+    hv.reset_tracking("vm1")          # e.g. the log was lost: what the VM wrote is unknown
+    commit(h, clock, {1: 9}, p1, apply=False)
+    fo.cleanup(_cleanup())
+    assert r.disks.state() == Applied()
+    assert r.apply_latest() == "full"
+    assert _read(r.disks.path(0)) == expected([1, 9, 0, 2, 0, 0, 0, 0])
 
 
 def test_test_failover_and_earlier_points_run_on_copies(tmp_path: Path) -> None:
