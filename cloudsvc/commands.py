@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import uuid
+from collections.abc import Callable
 
 from asrclock import Clock
 from asrerrors import AsrError, ServerRemoved, Unreachable, by_code
@@ -26,6 +27,8 @@ class Commands:
         self.clock = clock
         # Wakes command streams of this process; other processes' streams poll the table.
         self.changed = threading.Condition()
+        # Called after a command's completion is recorded (the job runner turns at once).
+        self.on_complete: list[Callable[[], None]] = []
 
     def enqueue(self, conn: sqlite3.Connection, vault_id: str, provider: str, cmd: control_pb2.Command,
                 epoch: int = 0) -> str:
@@ -96,6 +99,8 @@ class Commands:
             if not result.ok:
                 error = by_code(result.error_code)(result.error_message or "the site reported a failure")
             self.jobs.command_done(conn, result.id, result.ok, result.output, error)
+        for fn in self.on_complete:
+            fn()
 
     def expire(self, timeout: float) -> int:
         """Fail every pending command a job task has waited for longer than ``timeout`` (the

@@ -103,6 +103,8 @@ class CloudService:
         self.teardown = Teardown(db, clock, self.vaults, self.items, self.jobs, self.commands, self.inventory,
                                  self.registrar, self.recovered, self.replication, self.events)
         self.deletion = Deletion(db, clock, self.vaults, self.items, self.recovered, self.replication, self.events)
+        self.operations.wake = self.runner.wake
+        self.commands.on_complete.append(self.runner.wake)
         self.runner.add_kinds(FAILOVER_KINDS)
         self.runner.add_kinds(self.teardown.kinds(), self.teardown.handlers(self.runner))
         # retention keeps the points recovered VMs are being made from or were made from

@@ -18,6 +18,7 @@ import base64
 import binascii
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +89,8 @@ class Operations:
         self.recovered = recovered
         self.plans = plans
         self.site = site
+        # the job runner's wake (the composition root wires it): a new job starts at once
+        self.wake: Callable[[], None] = lambda: None
         # job id -> customer key, in memory only (never stored; see module doc)
         self.keys: dict[str, CustomerKey] = {}
         for kind in KINDS:
@@ -303,6 +306,7 @@ class Operations:
                 self.items.begin(conn, vault.id, vid, spec.op, job_id, expect=ItemState(v["prev"]))
         if key is not None:
             self.keys[job_id] = key
+        self.wake()
         return job_id
 
     # ---- site commands ------------------------------------------------------------------------

@@ -86,6 +86,7 @@ class Runner:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._expired_at = 0.0
+        self._wake = threading.Event()
 
     def add_kinds(self, kinds: set[str] | tuple[str, ...], handlers: dict[StepKind, CloudStep] | None = None) -> None:
         """Run jobs of ``kinds`` too, with these cloud step handlers (the composition root wires it)."""
@@ -100,8 +101,17 @@ class Runner:
         self._thread = threading.Thread(target=self._loop, args=(beat,), name="job-runner", daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """Turn now rather than at the next tick: a job was created or a site command it waits
+        for completed (the tick's 0–0.2 s was most of a site-to-site failover's time)."""
+        self._wake.set()
+
     def _loop(self, beat: Callable[[], None]) -> None:
-        while not self.stopping.wait(TICK_S):
+        while not self.stopping.is_set():
+            self._wake.wait(TICK_S)
+            self._wake.clear()
+            if self.stopping.is_set():
+                break
             beat()
             try:
                 self.tick()
@@ -109,6 +119,7 @@ class Runner:
                 log.exception("job runner tick failed")
 
     def stop(self) -> None:
+        self._wake.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
         if self._thread is not None:
             self._thread.join(timeout=5)
