@@ -214,7 +214,9 @@ class ReplicaFailovers:
 
     def _disks_for(self, r: ReplicaVm, body: control_pb2.ReplicaFailover, point_id: str, in_place_ok: bool) -> MadeVm:
         """Hold the replica disks (a failover to the point they hold), or write a copy of the point."""
-        if body.kind == "failover" and in_place_ok and point_id == r.records()[-1].point_id:
+        # (an encrypted replica's disks never hold a point: waiting for them would be in vain)
+        if body.kind == "failover" and in_place_ok and point_id == r.records()[-1].point_id \
+                and not r.disks.state().encrypted:
             if not self.applier.wait_applied(r.vm_id, point_id, APPLY_WAIT_S):
                 raise StateConflict(f"the replica disks of {body.vm_name} did not reach point {point_id} within "
                                     f"{APPLY_WAIT_S:.0f} s", causes=(r.apply_error or "The applier is behind.",),

@@ -87,6 +87,8 @@ def test_site_to_site_failovers(cloud: Cloud, tmp_path: Path) -> None:
     assert s.hv01.get("web01").power_state == "Off"
     st = s.state()
     assert st["protection_state"] == "FailoverCommitPending" and st["active_location"] == "Recovery"
+    table = cloud.asr("vm", "show", "web01", "--vault", "contoso").stdout
+    assert "recovery host hv11 (failed over" in table, table
     assert s.job("failover", "commit", "web01")["state"] == "Succeeded"
 
     # the VM runs on hv11 and writes: 3 blocks on disk 0, 1 on disk 1

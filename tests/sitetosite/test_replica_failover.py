@@ -20,11 +20,13 @@ from agent.replica.failover import ReplicaFailovers
 from agent.replica.service import ReplicaService
 from agent.replica.store import ReplicaHost
 from asrclock import FakeClock
-from asrerrors import Fenced, NotFound
+from asrerrors import EncryptionKeyError, Fenced, NotFound
 from asrpb import control_pb2
 from certs.identity import Identity
+from chunkfmt import BlockMap, chunk_id, encode_chunk
+from cloudsvc.vaultstore import DiskDelta
 from diskimage.probe import open_disk
-from tests.sitetosite.test_replica_store import BLOCKS, SIZE, VM, commit, expected, host
+from tests.sitetosite.test_replica_store import BLOCKS, KEY, SIZE, VM, commit, expected, host
 
 BS = SIZE // BLOCKS
 
@@ -159,3 +161,22 @@ def test_releasing_the_replica_keeps_the_disks_of_its_failover_vm(tmp_path: Path
     assert _read(disk)[6 * BS:7 * BS] == b"\x66" * BS and _read(disk)[:BS] == b"\x01" * BS
     assert sorted(p.name for p in Path(r.dir).iterdir()) == ["disks"]
     assert h.pairings.get(VM) is None
+
+
+def test_an_encrypted_replica_is_refused_with_the_reason(tmp_path: Path) -> None:
+    """A VM encrypted with the customer's key replicates to a recovery host that does not hold
+    the key: its points are kept, not applied, and a failover there says why, making nothing."""
+    clock, h, fo, hv, _ = _setup(tmp_path)
+    r = h.vm(VM)
+    sid = r.store.begin_session(VM)
+    data = b"\x05" * BS
+    cid = chunk_id(KEY, data)
+    r.store.put_chunks(sid, [(cid, encode_chunk(data, bytes(32)))])
+    r.store.flush()
+    pairing = h.pairings.get(VM)
+    assert pairing is not None
+    r.commit(sid, [DiskDelta(SIZE, BlockMap.from_mapping({0: cid}))], None, "crash", clock.now(), 1, 1, pairing)
+    assert r.apply_latest() == "encrypted"
+    with pytest.raises(EncryptionKeyError, match="a recovery host does not hold"):
+        fo.failover(_fo(), epoch=2)
+    assert hv.list() == [] and fo.made(VM) == {}
