@@ -378,18 +378,21 @@ class LocalHypervisor:
             for i, d in enumerate(vm.disks):
                 tracking.write_log(paths.dirty_log(i), probe(d.path).virtual_size)
 
+    def _dirty_bits(self, name: str) -> builtins.list[bytes | None]:
+        """Each disk's dirty bitmap (None where its log cannot be trusted)."""
+        vm = self.get(name)
+        paths = self._paths(name)
+        with vm_lock(paths):
+            return [tracking.read_log(paths.dirty_log(i), probe(d.path).virtual_size) for i, d in enumerate(vm.disks)]
+
     def written_blocks(self, name: str) -> builtins.list[builtins.list[int]] | None:
         """The blocks written to each disk since tracking started; None when any disk's log
         cannot be trusted (missing, or left unsynced by a crash)."""
-        vm = self.get(name)
-        paths = self._paths(name)
         out = []
-        with vm_lock(paths):
-            for i, d in enumerate(vm.disks):
-                bits = tracking.read_log(paths.dirty_log(i), probe(d.path).virtual_size)
-                if bits is None:
-                    return None
-                out.append(tracking.bits_to_list(bits))
+        for bits in self._dirty_bits(name):
+            if bits is None:
+                return None
+            out.append(tracking.bits_to_list(bits))
         return out
 
     def reset_tracking(self, name: str, disk: int | None = None) -> None:
@@ -401,19 +404,11 @@ class LocalHypervisor:
                 paths.dirty_log(i).unlink(missing_ok=True)
 
     def tracking_state(self, name: str) -> builtins.list[dict[str, Any]]:
-        vm = self.get(name)
-        paths = self._paths(name)
-        out = []
-        with vm_lock(paths):
-            for i, d in enumerate(vm.disks):
-                bits = tracking.read_log(paths.dirty_log(i), probe(d.path).virtual_size)
-                out.append({
-                    "disk": i,
-                    "tracked": bits is not None,
-                    "dirty_blocks": None if bits is None else len(tracking.bits_to_list(bits)),
-                    "snapshot_open": paths.snap.exists(),
-                })
-        return out
+        snapshot_open = self._paths(name).snap.exists()
+        return [{"disk": i, "tracked": bits is not None,
+                 "dirty_blocks": None if bits is None else len(tracking.bits_to_list(bits)),
+                 "snapshot_open": snapshot_open}
+                for i, bits in enumerate(self._dirty_bits(name))]
 
     # -- snapshots -----------------------------------------------------------------------
 
