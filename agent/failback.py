@@ -1,13 +1,15 @@
 """The agent's Failback command: make the on-premises disks equal the recovered VM's disks.
 
 For each disk the agent streams the BLAKE3 hash of every 64 KiB block to the cloud
-(``FailbackData.Diff``) and writes back only the blocks the cloud returns, i.e. those that
-differ. Writes go the way guest writes go (``LocalHypervisor.write``): under the VM lock,
-copy-on-write for an open snapshot, the block marked dirty before the data is written. So
-forward replication resumes from a consistent base without a full copy: the next cycle ships
-exactly the blocks failback changed (and where tracking was lost, the agent's hash resync
-ships only what differs from the cloud's latest point). Raw, VHD and VHDX disks are written in
-place (``diskimage``). Idempotent: a second run finds nothing that differs.
+(``FailbackData.Diff``) — or, for a VM protected site to site, to the recovery host that ran
+it (``Failback.replica_source``: the same service on its ``replica_listen``) — and writes
+back only the blocks returned, i.e. those that differ. Writes go the way guest writes go
+(``LocalHypervisor.write``): under the VM lock, copy-on-write for an open snapshot, the block
+marked dirty before the data is written. So forward replication resumes from a consistent
+base without a full copy: the next cycle ships exactly the blocks failback changed (and where
+tracking was lost, the agent's hash resync ships only what differs from the latest point).
+Raw, VHD and VHDX disks are written in place (``diskimage``). Idempotent: a second run finds
+nothing that differs.
 
 Fencing: a failed-over VM is fenced on this host; failback writes its disks anyway (not
 through the guest path's power check), and only once every disk was written does it grant
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any
 
 import blake3
 import grpc
@@ -28,11 +29,13 @@ from agent import fencing
 from agent.hypervisor import tracking
 from agent.hypervisor.snapshot import preserve_before_write
 from agent.hypervisor.store import VmPaths, vm_lock
+from agent.replica.channel import ReplicaChannels
 from agent.runtime import AgentRuntime
 from asrchannel.status import from_rpc_error
 from asrpb import control_pb2, failover_pb2, failover_pb2_grpc
 from chunkfmt import BLOCK_SIZE
 from diskimage import DiskImage, open_disk
+from vmspec import DiskSpec
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +67,6 @@ def failback(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
     if source.address:
         # site to site: the blocks come from the recovery host that ran the VM, over the
         # host-to-host channel (vault CA, the recovery host's reserved name, the pairing id)
-        from agent.replica.channel import ReplicaChannels
-
         channels = ReplicaChannels(rt.ident, rt.config.proxy)
         stub = failover_pb2_grpc.FailbackDataStub(channels.channel(source.recovery_host, source.address,
                                                                    source.pairing_id))
@@ -89,7 +90,7 @@ def failback(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
     return out
 
 
-def _fetch(stub: failover_pb2_grpc.FailbackDataStub, session: str, disks: list[Any], paths: VmPaths,
+def _fetch(stub: failover_pb2_grpc.FailbackDataStub, session: str, disks: list[DiskSpec], paths: VmPaths,
            peer: str) -> tuple[int, int, int]:
     """Write the blocks that differ into each disk; returns (compared, received, bytes)."""
     compared = received = received_bytes = 0

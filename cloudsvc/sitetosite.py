@@ -26,7 +26,7 @@ from asrclock import Clock
 from asrerrors import AlreadyExists, NetworkNotMapped, NoRecoveryHost, NotFound, PairingRefused, StateConflict
 from asrpb import inventory_pb2
 from cloudsvc.events import MAPPING_CHANGED, Events, Severity
-from cloudsvc.inventory import Inventory, loads_policy, networks_of
+from cloudsvc.inventory import Inventory, loads_policy, networks_of, parse_vm
 from sqlitestore.database import Database
 
 ONPREM_TO_ONPREM = "onprem-to-onprem"   # the billing scenario of a VM protected to a target cloud
@@ -138,20 +138,14 @@ class SiteToSite:
     def delete_mapping(self, vault_id: str, primary_cloud: str, primary_network: str) -> None:
         """Delete a mapping no protected VM needs: failover connects each NIC to its mapped
         network, so a mapping a protected VM's NIC uses is refused, naming the VMs."""
-        users = []
-        for r in self.db.query("SELECT v.name, v.spec FROM protected_items p JOIN vms v ON v.vault_id=p.vault_id AND"
-                               " v.vm_id=p.vm_id WHERE p.vault_id=? AND p.cloud=? AND p.recovery_host != ''"
-                               " ORDER BY v.name", (vault_id, primary_cloud)):
-            vm = inventory_pb2.Vm()
-            vm.ParseFromString(r["spec"])
-            if any(n.network == primary_network for n in vm.nics):
-                users.append(str(r["name"]))
+        users = [vm.name for vm in self._site_vms(vault_id, "cloud", primary_cloud)
+                 if any(n.network == primary_network for n in vm.nics)]
         if users:
             raise StateConflict(f"network {primary_network!r} of cloud {primary_cloud!r} is used by "
                                 f"{len(users)} protected VM(s): {', '.join(users[:10])}",
                                 causes=("Failover connects their NICs to the mapped network.",),
-                                action="Disable their protection first, or map the network anew after deleting "
-                                       "this mapping is no longer needed.")
+                                action="Disable their protection first; the mapping can be deleted once no "
+                                       "protected VM uses the network.")
         with self.db.write() as conn:
             cur = conn.execute("DELETE FROM network_mappings WHERE vault_id=? AND primary_cloud=? AND"
                                " primary_network=?", (vault_id, primary_cloud, primary_network))
@@ -180,15 +174,18 @@ class SiteToSite:
         virtual size less what its recovery host reported storing. The host's reported free
         space does not count them yet (a replica fills as its first copy arrives), so two VMs
         placed between two reports must not both count on the same free space."""
-        total = 0
-        for r in self.db.query("SELECT v.vm_id, v.spec FROM protected_items p JOIN vms v ON v.vault_id=p.vault_id AND"
-                               " v.vm_id=p.vm_id WHERE p.vault_id=? AND p.recovery_host=?", (vault_id, host)):
-            vm = inventory_pb2.Vm()
-            vm.ParseFromString(r["spec"])
-            stored = self.db.one("SELECT coalesce(sum(stored_bytes), 0) AS n FROM replica_points WHERE vault_id=? AND"
-                                 " vm_id=? AND host=?", (vault_id, r["vm_id"], host))
-            total += max(0, sum(int(d.virtual_size) for d in vm.disks) - int(stored["n"] if stored else 0))
-        return total
+        stored = {str(r["vm_id"]): int(r["n"]) for r in self.db.query(
+            "SELECT vm_id, sum(stored_bytes) AS n FROM replica_points WHERE vault_id=? AND host=? GROUP BY vm_id",
+            (vault_id, host))}
+        return sum(max(0, sum(int(d.virtual_size) for d in vm.disks) - stored.get(vm.vm_id, 0))
+                   for vm in self._site_vms(vault_id, "recovery_host", host))
+
+    def _site_vms(self, vault_id: str, column: str, value: str) -> list[inventory_pb2.Vm]:
+        """The inventory of the VMs protected site to site whose item has ``column`` = ``value``."""
+        assert column in ("cloud", "recovery_host")
+        return [parse_vm(r) for r in self.db.query(
+            "SELECT v.spec FROM protected_items p JOIN vms v ON v.vault_id=p.vault_id AND v.vm_id=p.vm_id"
+            f" WHERE p.vault_id=? AND p.{column}=? AND p.recovery_host != '' ORDER BY v.name", (vault_id, value))]
 
     def place(self, vault_id: str, target: str, vm_name: str, needed: int, chosen: str = "") -> sqlite3.Row:
         """The recovery host for a VM needing ``needed`` bytes (its disks' virtual sizes), by

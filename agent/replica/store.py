@@ -123,8 +123,8 @@ class ReplicaVm:
                     self.store.delete_point(p.point_id, force=True)
             latest = self.latest()
             st = self.disks.state()
-            stale = st.applying or (st.point_id != latest.point_id and not st.encrypted) if latest else False
-            if latest is not None and not st.held_by and stale:
+            if latest is not None and not st.held_by and (
+                    st.applying or (st.point_id != latest.point_id and not st.encrypted)):
                 held = _complete(st)
                 how = self._apply(latest, self._diff(held, latest), held)
                 log.info("replica disks redone from the store", extra={"fields": {

@@ -285,7 +285,7 @@ class Operations:
         if op_name in MAKES_VMS:
             kind = "test" if op_name == "test" else "failover"
             for v in s2s:   # each NIC's recovery network, checked now (an unmapped one is refused)
-                v["networks"] = {kind: self.site.networks(vault.id, v, kind, req)}
+                v["networks"] = self.site.networks(vault.id, v, kind, req)
         key: CustomerKey | None = None
         if req.encryption_key:
             key = _parse_key(req.encryption_key)

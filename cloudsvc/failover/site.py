@@ -104,7 +104,7 @@ class SiteFailover:
             name = vm["name"] + (TEST_SUFFIX if step.rkind == "test" else "")
             body = control_pb2.ReplicaFailover(
                 host=vm["recovery_host"], vm_id=vm["vm_id"], vm_name=vm["name"], pairing_id=vm["pairing_id"],
-                point_id=point, kind=step.rkind, name=name, networks=vm["networks"].get(step.rkind, []),
+                point_id=point, kind=step.rkind, name=name, networks=vm["networks"],
                 cpus=vm["cpus"], memory_mb=vm["memory_mb"], guest_os=vm.get("guest_os", ""),
                 generation=vm.get("generation", 1), start=True)
             return control_pb2.Command(replica_failover=body), item.epoch
