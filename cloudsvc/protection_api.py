@@ -71,6 +71,9 @@ def vm_status(svc: CloudService, vault_id: str, row: sqlite3.Row) -> operator_pb
             st.pairing_id = item.pairing_id
             rs = svc.replicas.status(vault_id, vm.vm_id)
             st.replica_points = len(svc.replicas.points(vault_id, vm.vm_id))
+            # the initial copy is done once the recovery host reports a point (the vault's own
+            # progress rows never see one of these VMs' points)
+            st.initial_replication_progress = 1.0 if st.replica_points else 0.0
             if rs is not None:
                 st.replica_free_bytes = int(rs["free_bytes"])
                 st.last_replica_report_at = float(rs["reported_at"])

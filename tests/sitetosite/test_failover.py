@@ -41,8 +41,10 @@ def _received(job: dict[str, object]) -> tuple[int, int]:
 def test_site_to_site_failovers(cloud: Cloud, tmp_path: Path) -> None:
     s = TwoSites(cloud, tmp_path)
     s.protect()
+    assert s.state()["initial_replication_progress"] == 0.0
     first = s.once()
     assert first["modes"] == ["initial", "initial"], first
+    assert s.state()["initial_replication_progress"] == 1.0   # it said 0% whatever the replica held
     at_first = s.raw("p1")
     wait_for(lambda: s.applied() == first["point_id"], 60, what="replica disks at the first point")
 
