@@ -29,6 +29,7 @@ once its point is acknowledged: the vault advanced the epoch in the same transac
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -42,7 +43,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from agent.fencing import fence_vm
 from agent.hypervisor import LocalHypervisor
 from agent.hypervisor.fence import refusal
-from agent.replication.cycle import Cycle, CycleResult, _Rpc
+from agent.replication.cycle import Cycle, CycleResult, _Rpc, codec_workers
 from agent.replication.state import StateStore, VmReplicationState
 from agent.replication.throttle import Throttle
 from agent.settings import ReplicationSettings, Settings
@@ -58,6 +59,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SYNC_SECONDS = 5.0
+
+
+def phase_slot(vm_id: str, interval: float, due: float) -> float:
+    """The first moment at or after ``due`` in the VM's own slot of its copy interval.
+
+    Each VM's slot is a fixed offset into every interval, from a hash of its id, so the cycles
+    of a host's VMs are spread over the interval instead of all starting together (they would
+    contend for the host's cores and uplink, and for the vault, at the same moment, every
+    interval: bench/load.py). The offset is stable across restarts and settings syncs."""
+    digest = hashlib.blake2b(vm_id.encode(), digest_size=8).digest()
+    offset = int.from_bytes(digest, "big") / 2.0**64 * interval
+    return due + (offset - due) % interval
 
 
 def first_run(start: str, enabled_at: float, now: float) -> float:
@@ -86,7 +99,7 @@ class Engine:
         self.clock = clock
         self.state = StateStore(state_dir)
         self.fingerprint_dir = Path(state_dir) / "fingerprints"
-        self.pool = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 2),
+        self.pool = ThreadPoolExecutor(max_workers=workers or codec_workers(os.cpu_count()),
                                        thread_name_prefix="repl-codec")
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -94,6 +107,7 @@ class Engine:
         self._jobs: dict[str, tuple[int, str]] = {}
         self._sync_lock = threading.RLock()  # re-entered when a check fences a VM during a sync
         self._checked: set[str] = set()      # VMs whose epoch the vault confirmed since start
+        self._unphased: set[str] = set()     # VMs whose next cycle is not yet in their slot
         # the host's upload limit, shared by every VM's cycles (None: not limited)
         self.throttle = throttle
         # site-to-site: the channels to recovery hosts (agent.replica.channel); None: every VM
@@ -225,6 +239,20 @@ class Engine:
                 "vm_id": vm_id, "code": err.code, "error": f"{err.code}: {err}"}})
         except Exception:  # noqa: BLE001 - a scheduled job must not kill the scheduler
             log.exception("replication cycle of %s crashed", vm_id)
+        finally:
+            self._to_slot(vm_id)
+
+    def _to_slot(self, vm_id: str) -> None:
+        """A VM's first cycle runs when due (an initial copy is not delayed); from the next
+        one on, its cycles run in its slot of the interval (``phase_slot``)."""
+        with self._sync_lock:
+            if vm_id not in self._unphased or self._scheduler is None or vm_id not in self._jobs:
+                return
+            self._unphased.discard(vm_id)
+            freq = self._jobs[vm_id][0] or 300
+            now = datetime.now(UTC).timestamp()
+            at = phase_slot(vm_id, freq, now + 1.0)   # never this same moment again
+            self._scheduler.modify_job(f"vm-{vm_id}", next_run_time=datetime.fromtimestamp(at, UTC))
 
     # -- the epoch check ---------------------------------------------------------------------------
     def check_epochs(self) -> None:
@@ -300,9 +328,14 @@ class Engine:
             freq = rs.policy.copy_frequency_seconds or 300
             now = self.clock.now()
             delay = first_run(rs.policy.start, rs.enabled_at, now) - now
+            at = datetime.now(UTC).timestamp() + delay
+            if self.state.get(vm_id).last_point_id:
+                at = phase_slot(vm_id, freq, at)   # replicated before (a restart): straight to its slot
+            else:
+                self._unphased.add(vm_id)          # the first copy starts when due; then its slot
             self._scheduler.add_job(
                 self._scheduled, "interval", args=[vm_id], seconds=freq, id=f"vm-{vm_id}",
-                next_run_time=datetime.now(UTC) + timedelta(seconds=delay), max_instances=1, coalesce=True,
+                next_run_time=datetime.fromtimestamp(at, UTC), max_instances=1, coalesce=True,
                 misfire_grace_time=None)
             self._jobs[vm_id] = (rs.policy.copy_frequency_seconds, rs.policy.start)
 

@@ -26,7 +26,7 @@ import os
 import secrets
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
@@ -65,6 +65,12 @@ _COALESCE_GAP = 64 * 1024
 _MAX_READ = 8 * 1024 * 1024
 _MAX_SEALING = 1  # full packs queued for the sealing thread before put_chunks waits
 _PROTECT_BATCH = 8192
+# Ids ``missing`` protected for a session and reported missing, remembered so that the
+# ``put_chunks`` that follows does not protect them again (one SQLite write transaction per
+# uploaded message, ~a fifth of the service's Python time on a first copy). Bounded: an
+# agent keeps a few windows of 256 blocks in flight; a forgotten id is only protected twice.
+_REPORTED_IDS = 8192
+_REPORTED_SESSIONS = 1024
 _T = TypeVar("_T")
 
 
@@ -111,6 +117,8 @@ class VaultStore:
         self._seals: deque[Future[None]] = deque()
         self._sealer: ThreadPoolExecutor | None = None  # one thread (see _seal_buffer)
         self._seal_buffer = bytearray()
+        # session -> ids that session's ``missing`` protected and reported missing (bounded)
+        self._reported: OrderedDict[str, OrderedDict[bytes, None]] = OrderedDict()
 
     def close(self) -> None:
         if self._closed:
@@ -153,7 +161,21 @@ class VaultStore:
             # them from memory, so this order never misses a blob that is in transit.
             have = {i for i in wanted if self._buffered(i)}
             have |= self.db.present(i for i in wanted if i not in have)
-        return [i for i in wanted if i not in have]
+            absent = [i for i in wanted if i not in have]
+            if session_id is not None:
+                self._remember_reported(session_id, absent)
+        return absent
+
+    def _remember_reported(self, session_id: str, ids: list[bytes]) -> None:
+        """Under ``self.lock``: these ids are protected by ``session_id`` (committed above)."""
+        seen = self._reported.pop(session_id, None) or OrderedDict()
+        self._reported[session_id] = seen  # most recently used last
+        for i in ids:
+            seen[i] = None
+        while len(seen) > _REPORTED_IDS:
+            seen.popitem(last=False)
+        while len(self._reported) > _REPORTED_SESSIONS:
+            self._reported.popitem(last=False)
 
     def begin_session(self, vm_id: str) -> str:
         session_id = "us-" + secrets.token_hex(12)
@@ -161,6 +183,8 @@ class VaultStore:
         return session_id
 
     def end_session(self, session_id: str) -> None:
+        with self.lock:
+            self._reported.pop(session_id, None)
         self.db.session_close(session_id)
 
     def _require_session(self, session_id: str) -> str:
@@ -179,8 +203,13 @@ class VaultStore:
         with self.lock:
             self._require_session(session_id)
             # Protect first: from here on a concurrent GC keeps these ids even if they are
-            # already stored in a pack that has otherwise gone dead.
-            self.db.session_protect(session_id, [c for c, _ in items], self.clock.now())
+            # already stored in a pack that has otherwise gone dead. Ids this session's
+            # ``missing`` reported are protected already (a collection that closed the
+            # session since took the session with them: the commit refuses then).
+            reported: Mapping[bytes, None] = self._reported.get(session_id, {})
+            unprotected = [c for c, _ in items if c not in reported]
+            if unprotected:
+                self.db.session_protect(session_id, unprotected, self.clock.now())
             buffered = {c for c, _ in items if self._buffered(c)}
             stored = buffered | self.db.present(c for c, _ in items if c not in buffered)
             for cid, frame in items:

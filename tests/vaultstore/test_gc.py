@@ -147,3 +147,28 @@ def test_deleting_an_orphan_point_reclaims_exactly_its_own_data(tmp_path: Path, 
     assert before - after == own and after == reach(good.point_id)
     assert stats.live_points == 1
     assert export(store, good.point_id, 0, disk.size) == image and store.verify(good.point_id) == []
+
+
+def test_chunks_reported_missing_are_protected_once_and_survive_gc(tmp_path: Path, clock: FakeClock) -> None:
+    """``missing`` protects what it reports for the session; the upload that follows does not
+    write that protection again (one SQLite transaction per message saved), and a collection
+    between the upload and the commit still keeps the chunks."""
+    rng = random.Random(11)
+    store = make_store(LocalDirBackend(tmp_path / "a"), tmp_path / "idx.db", clock)
+    session = store.begin_session("vm")
+    blocks = {i: make_block(rng) for i in range(4)}
+    assert store.missing([cid(b) for b in blocks.values()], session_id=session) == [cid(b) for b in blocks.values()]
+    protected: list[list[bytes]] = []
+    real = store.db.session_protect
+    store.db.session_protect = lambda sid, ids, now: (protected.append(list(ids)), real(sid, ids, now))[1]  # type: ignore[method-assign]
+    stray = make_block(rng)  # never asked about: the upload itself must protect it
+    store.put_chunks(session, [(cid(b), cf.encode_chunk(b, None)) for b in (*blocks.values(), stray)])
+    store.flush()
+    assert protected == [[cid(stray)]]
+    store.gc()
+    from cloudsvc.vaultstore import DiskDelta
+
+    changes = {i: cid(b) for i, b in blocks.items()} | {4: cid(stray)}
+    point = store.commit_point(session, "vm", [DiskDelta(8 * cf.BLOCK_SIZE, changes)], None, "crash", 9.0)
+    store.end_session(session)
+    assert store.verify(point.point_id) == []
