@@ -258,6 +258,9 @@ def main() -> int:
         out["daemons"] = {n: {"cpu_s": cpu[n], "cpu_share": round(cpu[n] / elapsed, 3),
                               "peak_rss_mib": round(status_kib(p, "VmHWM") / 1024, 1),
                               "rss_slope_mib_per_min": round(slope_mib_per_min(rss[n]), 3),
+                              # the second half: after the first copies' buffers went back to the system
+                              "rss_slope_second_half_mib_per_min": round(
+                                  slope_mib_per_min(rss[n][len(rss[n]) // 2:]), 3),
                               "rss_first_last_mib": [round(rss[n][0][1] / 1024, 1), round(rss[n][-1][1] / 1024, 1)]}
                           for n, p in pids.items()}
         out["metadata_growth"] = {"bytes_window": db1 - db0,

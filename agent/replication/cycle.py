@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -158,6 +159,20 @@ class CycleResult:
     warning_code: str = ""       # its asrerrors code (ASR-0045)
 
 
+class Windows:
+    """The host's bound on windows in flight, shared by the cycles of all its VMs, and the
+    read buffers they reuse. Without it every concurrent cycle kept ``workers + 2`` windows
+    and their buffers in flight: 25 VMs' first copies at once took an agent to ~600 MiB
+    (bench/load.py). With it a cycle has one window of its own plus what it takes of the
+    host's ``workers + 2`` slots (16 MiB each), and the read buffers are at most one per
+    codec thread."""
+
+    def __init__(self, workers: int) -> None:
+        self.depth = workers + 2
+        self.slots = threading.BoundedSemaphore(self.depth)
+        self.buffers: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+
+
 class _Rpc:
     def __init__(self, channel: grpc.Channel, target: str, bulk_channel: grpc.Channel | None = None,
                  peer: str = "") -> None:
@@ -183,10 +198,12 @@ class Cycle:
     def __init__(self, rpc: _Rpc, hv: LocalHypervisor, pool: ThreadPoolExecutor, keys: Keys,
                  progress: Callable[[float], None] | None = None,
                  fingerprint_dir: Path | None = None, epoch: int = 1, final: bool = False,
-                 throttle: Throttle | None = None) -> None:
+                 throttle: Throttle | None = None, windows: Windows | None = None) -> None:
         self.rpc = rpc
         self.hv = hv
         self.pool = pool
+        # windows in flight and their read buffers: the host's (shared by every VM's cycle)
+        self.windows = windows or Windows(getattr(pool, "_max_workers", 2))
         self.keys = keys
         self.progress = progress or (lambda p: None)
         self.fingerprint_dir = fingerprint_dir
@@ -280,9 +297,19 @@ class Cycle:
                          for d, m, _ in plans]
         changes = {d: BlockMap() for d in range(snap.disk_count)}
         last_report = [time.monotonic()]
-        buffers: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        pending: deque[Future[_Done]] = deque()
-        depth = getattr(self.pool, "_max_workers", 2) + 2  # windows in flight: bounds memory
+        buffers = self.windows.buffers
+        slots = self.windows.slots
+        # windows in flight, each with whether it holds one of the host's slots
+        pending: deque[tuple[Future[_Done], bool]] = deque()
+        depth = self.windows.depth   # this cycle's windows in flight at most (the host's bound too)
+
+        def take() -> _Done:
+            fut, held = pending.popleft()
+            try:
+                return fut.result()
+            finally:
+                if held:
+                    slots.release()
 
         def jobs() -> Iterator[_Job]:
             for disk, mode, blocks in plans:
@@ -303,11 +330,25 @@ class Cycle:
             """Windows are read, hashed, asked about and encoded on the pool, several at once;
             their results come back in order (so changes stay sorted by block)."""
             for job in jobs():
-                pending.append(self.pool.submit(self._process, snap, job, session, buffers))
-                if len(pending) >= depth:
-                    yield pending.popleft().result()
+                # A cycle always has one window of its own (so every VM's cycle progresses,
+                # a throttled first copy cannot starve the others); more only while the
+                # host has slots free. Never wait for a slot: a cycle that waited while
+                # holding slots could wait for another doing the same. Take our own oldest
+                # result instead, which frees its slot.
+                held = False
+                while pending:
+                    if len(pending) < depth and slots.acquire(blocking=False):
+                        held = True
+                        break
+                    yield take()
+                try:
+                    pending.append((self.pool.submit(self._process, snap, job, session, buffers), held))
+                except BaseException:
+                    if held:
+                        slots.release()
+                    raise
             while pending:
-                yield pending.popleft().result()
+                yield take()
 
         sent: OrderedDict[bytes, None] = OrderedDict()  # recently sent ids (bounded)
 
@@ -346,9 +387,13 @@ class Cycle:
         try:
             self._put_all(batches())
         finally:
-            for fut in list(pending):
+            for fut, _ in pending:
                 fut.cancel()
-            wait(list(pending))
+            wait([fut for fut, _ in pending])
+            for _, held in pending:
+                if held:
+                    slots.release()
+            pending.clear()
         t1 = time.monotonic()
         res.blocks_changed = sum(len(c) for c in changes.values())
         ack = self.rpc("CommitPoint", self._commit_parts(session, vm_id, base, kind, snap, changes,

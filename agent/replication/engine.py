@@ -39,11 +39,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
 
 from agent.fencing import fence_vm
 from agent.hypervisor import LocalHypervisor
 from agent.hypervisor.fence import refusal
-from agent.replication.cycle import Cycle, CycleResult, _Rpc, codec_workers
+from agent.replication.cycle import Cycle, CycleResult, Windows, _Rpc, codec_workers
 from agent.replication.state import StateStore, VmReplicationState
 from agent.replication.throttle import Throttle
 from agent.settings import ReplicationSettings, Settings
@@ -71,6 +72,27 @@ def phase_slot(vm_id: str, interval: float, due: float) -> float:
     digest = hashlib.blake2b(vm_id.encode(), digest_size=8).digest()
     offset = int.from_bytes(digest, "big") / 2.0**64 * interval
     return due + (offset - due) % interval
+
+
+class SlotTrigger(BaseTrigger):
+    """A VM's cycles: the first at ``first`` (a first copy is not delayed), then one per
+    interval in the VM's slot (``phase_slot``). A trigger rather than moving the job after its
+    first run: a job that modifies itself deadlocks with a scheduler shutting down (the
+    shutdown holds the job store's lock while it waits for running jobs)."""
+
+    def __init__(self, vm_id: str, interval: float, first: float) -> None:
+        self.vm_id, self.interval, self.first = vm_id, interval, first
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime:
+        if previous_fire_time is None:
+            return datetime.fromtimestamp(self.first, UTC)
+        # half an interval on: from a slot, the next slot; from the first run, the slot after
+        # at least half an interval
+        at = phase_slot(self.vm_id, self.interval, previous_fire_time.timestamp() + self.interval / 2)
+        return datetime.fromtimestamp(at, UTC)
+
+    def __str__(self) -> str:
+        return f"slot[{self.vm_id}, every {self.interval:g} s]"
 
 
 def first_run(start: str, enabled_at: float, now: float) -> float:
@@ -101,13 +123,13 @@ class Engine:
         self.fingerprint_dir = Path(state_dir) / "fingerprints"
         self.pool = ThreadPoolExecutor(max_workers=workers or codec_workers(os.cpu_count()),
                                        thread_name_prefix="repl-codec")
+        self.windows = Windows(self.pool._max_workers)   # bounds the memory of all VMs' cycles
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._scheduler: BackgroundScheduler | None = None
         self._jobs: dict[str, tuple[int, str]] = {}
         self._sync_lock = threading.RLock()  # re-entered when a check fences a VM during a sync
         self._checked: set[str] = set()      # VMs whose epoch the vault confirmed since start
-        self._unphased: set[str] = set()     # VMs whose next cycle is not yet in their slot
         # the host's upload limit, shared by every VM's cycles (None: not limited)
         self.throttle = throttle
         # site-to-site: the channels to recovery hosts (agent.replica.channel); None: every VM
@@ -151,7 +173,7 @@ class Engine:
             cycle = Cycle(self._data_rpc(rs), self.hv, self.pool, self.keys(rs),
                           progress=lambda p: self._report(rs, p, st),
                           fingerprint_dir=self.fingerprint_dir / vm_id, epoch=rs.epoch, final=shutdown_first,
-                          throttle=self.throttle)
+                          throttle=self.throttle, windows=self.windows)
             try:
                 res = cycle.run(vm_id, rs.vm_name, app_consistent, st.last_point_id)
             except Exception as err:
@@ -239,20 +261,6 @@ class Engine:
                 "vm_id": vm_id, "code": err.code, "error": f"{err.code}: {err}"}})
         except Exception:  # noqa: BLE001 - a scheduled job must not kill the scheduler
             log.exception("replication cycle of %s crashed", vm_id)
-        finally:
-            self._to_slot(vm_id)
-
-    def _to_slot(self, vm_id: str) -> None:
-        """A VM's first cycle runs when due (an initial copy is not delayed); from the next
-        one on, its cycles run in its slot of the interval (``phase_slot``)."""
-        with self._sync_lock:
-            if vm_id not in self._unphased or self._scheduler is None or vm_id not in self._jobs:
-                return
-            self._unphased.discard(vm_id)
-            freq = self._jobs[vm_id][0] or 300
-            now = datetime.now(UTC).timestamp()
-            at = phase_slot(vm_id, freq, now + 1.0)   # never this same moment again
-            self._scheduler.modify_job(f"vm-{vm_id}", next_run_time=datetime.fromtimestamp(at, UTC))
 
     # -- the epoch check ---------------------------------------------------------------------------
     def check_epochs(self) -> None:
@@ -331,12 +339,9 @@ class Engine:
             at = datetime.now(UTC).timestamp() + delay
             if self.state.get(vm_id).last_point_id:
                 at = phase_slot(vm_id, freq, at)   # replicated before (a restart): straight to its slot
-            else:
-                self._unphased.add(vm_id)          # the first copy starts when due; then its slot
             self._scheduler.add_job(
-                self._scheduled, "interval", args=[vm_id], seconds=freq, id=f"vm-{vm_id}",
-                next_run_time=datetime.fromtimestamp(at, UTC), max_instances=1, coalesce=True,
-                misfire_grace_time=None)
+                self._scheduled, SlotTrigger(vm_id, freq, at), args=[vm_id], id=f"vm-{vm_id}",
+                max_instances=1, coalesce=True, misfire_grace_time=None)
             self._jobs[vm_id] = (rs.policy.copy_frequency_seconds, rs.policy.start)
 
     def stop(self) -> None:

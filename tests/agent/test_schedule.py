@@ -3,8 +3,13 @@ not all at once), the first copy is not delayed, and how many codec threads a ho
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
+from agent.replication import cycle
 from agent.replication.cycle import codec_workers
 from agent.replication.engine import phase_slot
 from tests.agent.fakes import make_host
@@ -37,7 +42,8 @@ def test_first_cycles_run_at_once_then_each_vm_moves_to_its_slot(tmp_path: Path)
         for vm_id in vms:
             job = engine._scheduler.get_job(f"vm-{vm_id}")
             at = job.next_run_time.timestamp()
-            assert abs(phase_slot(vm_id, 30, at) - at) < 1e-3, "the next cycle is in the VM's slot"
+            # (asked from just before: the scheduler keeps microseconds, the slot is a float)
+            assert abs(phase_slot(vm_id, 30, at - 0.5) - at) < 1e-3, "the next cycle is in the VM's slot"
         offsets = {round(engine._scheduler.get_job(f"vm-{v}").next_run_time.timestamp() % 30, 3) for v in vms}
         assert len(offsets) == 3
     finally:
@@ -48,3 +54,68 @@ def test_two_codec_threads_per_core_bounded() -> None:
     # a thread waiting for its window's Missing answer must not leave a core idle
     assert codec_workers(1) == 2 and codec_workers(2) == 4 and codec_workers(64) == 6
     assert codec_workers(None) == 2
+
+
+class _CountingSlots:
+    """A semaphore that records how many slots were held at once."""
+
+    def __init__(self, n: int) -> None:
+        self.sem = threading.BoundedSemaphore(n)
+        self.held = self.peak = 0
+        self.lock = threading.Lock()
+
+    def acquire(self, blocking: bool = True) -> bool:
+        if not self.sem.acquire(blocking):
+            return False
+        with self.lock:
+            self.held += 1
+            self.peak = max(self.peak, self.held)
+        return True
+
+    def release(self) -> None:
+        with self.lock:
+            self.held -= 1
+        self.sem.release()
+
+
+def test_concurrent_cycles_of_a_host_share_its_bound_on_windows_in_flight(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cycle, "WINDOW_BLOCKS", 4)   # 2 MiB disks in 8 windows each
+    host = make_host(tmp_path)
+    try:
+        vms = [host.add_vm(f"vm-{i}") for i in range(4)]
+        for name in host.vms:
+            for b in range(0, 32):   # 2 MiB disks: several 64-block windows each
+                host.hv.write(name, 0, b * 65536, bytes([b + 1]) * 65536)
+        engine = host.engine()       # one codec thread: at most 3 windows in flight on the host
+        slots = _CountingSlots(engine.windows.depth)
+        engine.windows.slots = slots  # type: ignore[assignment]
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(engine.replicate, vms))
+        assert all(r.point_id for r in results)
+        assert 0 < slots.peak <= engine.windows.depth == 3
+        assert slots.held == 0                       # every slot given back
+        assert engine.windows.buffers.qsize() <= 1   # one read buffer per codec thread
+    finally:
+        host.close()
+
+
+def test_a_cycle_progresses_while_other_cycles_hold_every_slot_of_the_host(tmp_path: Path) -> None:
+    # e.g. a throttled first copy of another VM: this VM's cycle must not wait for it
+    host = make_host(tmp_path)
+    try:
+        vm = host.add_vm("vm-a")
+        for b in range(32):
+            host.hv.write("vm-a", 0, b * 65536, bytes([b + 1]) * 65536)
+        engine = host.engine()
+        for _ in range(engine.windows.depth):
+            assert engine.windows.slots.acquire(blocking=False)
+        done = threading.Event()
+        worker = threading.Thread(target=lambda: (engine.replicate(vm), done.set()), daemon=True)
+        worker.start()
+        worker.join(60)
+        assert done.is_set(), "the cycle waited for the host's slots"
+        for _ in range(engine.windows.depth):
+            engine.windows.slots.release()
+    finally:
+        host.close()
