@@ -37,7 +37,7 @@ def test_first_cycles_run_at_once_then_each_vm_moves_to_its_slot(tmp_path: Path)
         engine = host.engine()
         engine.start()
         # the first copies start when due, together (none waits for its slot)
-        wait_for(lambda: len(host.rpc.points) >= 3, 20, what="three first points")
+        wait_for(lambda: len(host.rpc.points) >= 3, 60, what="three first points")
         assert engine._scheduler is not None
         for vm_id in vms:
             job = engine._scheduler.get_job(f"vm-{vm_id}")
@@ -111,7 +111,12 @@ def test_a_cycle_progresses_while_other_cycles_hold_every_slot_of_the_host(tmp_p
         for _ in range(engine.windows.depth):
             assert engine.windows.slots.acquire(blocking=False)
         done = threading.Event()
-        worker = threading.Thread(target=lambda: (engine.replicate(vm), done.set()), daemon=True)
+
+        def cycle_then_done() -> None:
+            engine.replicate(vm)
+            done.set()
+
+        worker = threading.Thread(target=cycle_then_done, daemon=True)
         worker.start()
         worker.join(60)
         assert done.is_set(), "the cycle waited for the host's slots"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from pathlib import Path
 
 import chunkfmt as cf
@@ -160,7 +161,12 @@ def test_chunks_reported_missing_are_protected_once_and_survive_gc(tmp_path: Pat
     assert store.missing([cid(b) for b in blocks.values()], session_id=session) == [cid(b) for b in blocks.values()]
     protected: list[list[bytes]] = []
     real = store.db.session_protect
-    store.db.session_protect = lambda sid, ids, now: (protected.append(list(ids)), real(sid, ids, now))[1]  # type: ignore[method-assign]
+
+    def recording(session_id: str, ids: Iterable[bytes], now: float) -> None:
+        protected.append(list(ids))
+        real(session_id, ids, now)
+
+    store.db.session_protect = recording  # type: ignore[method-assign]
     stray = make_block(rng)  # never asked about: the upload itself must protect it
     store.put_chunks(session, [(cid(b), cf.encode_chunk(b, None)) for b in (*blocks.values(), stray)])
     store.flush()
