@@ -46,6 +46,8 @@ def disable_replication(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
     rt.settings.disable(body.vm_id)
     if rt.replication is not None:
         rt.replication.refresh()
+    if rt.reverse is not None and rt.reverse.stop(body.vm_id):
+        return f"replication disabled for {body.vm_name}; its reverse replication stopped"
     return f"replication disabled for {body.vm_name}"
 
 

@@ -111,6 +111,9 @@ def print_vm(d: dict[str, Any]) -> None:
         if d.get("active_location") == "Recovery":
             lines["runs on"] = (f"recovery host {d['recovery_host']} (failed over; its VM there has this VM's name, "
                                 "a test VM the name with -test)")
+        if d.get("protection_state") == "ReverseProtected":
+            lines["reverse"] = (f"{vm.get('host')} follows the VM on {d['recovery_host']} (re-protected): failback "
+                                "ships only what changed since the last sync")
         lines["replica"] = (f"health {d.get('replication_health') or '-'}, {d.get('replica_points', 0)} points, RPO "
                             f"{float(d.get('rpo_seconds') or 0):.0f}s, last report "
                             f"{time_cell(d.get('last_replica_report_at'))}, "

@@ -18,6 +18,8 @@ one table :data:`TRANSITIONS` below — the allowed operations are derived from 
     FailoverCommitPending ──change-point──▶ ChangePointInProgress ──▶ FailoverCommitPending
     FailoverCommitted ──failback (epoch+1)──▶ FailbackInProgress ──▶ FailbackCommitPending
     FailbackCommitPending ──commit──▶ CommitInProgress ──▶ Protected
+    FailoverCommitted ──reprotect (site to site)──▶ ReprotectInProgress ──▶ ReverseProtected
+    ReverseProtected ──failback (epoch+1; only the last delta)──▶ FailbackInProgress
     Protected ──migrate──▶ MigrationInProgress ─(final point: epoch+1)─▶ (none)
     Protected ──(VM gone from its provider)──▶ SourceMissing ──(reported again)──▶ Protected
     any resting state, or one held by a stuck protection job ──unprotect --force──▶ DisablingProtection
@@ -69,6 +71,8 @@ class ItemState(StrEnum):
     FAILBACK = "FailbackInProgress"
     FAILBACK_COMMIT_PENDING = "FailbackCommitPending"
     MIGRATING = "MigrationInProgress"
+    REPROTECTING = "ReprotectInProgress"
+    REVERSE_PROTECTED = "ReverseProtected"    # site to site: the primary's copy follows the failover VM
 
 
 class Side(StrEnum):
@@ -89,6 +93,7 @@ class Op(StrEnum):
     CHANGE_POINT = "change-point"
     FAILBACK = "failback"
     MIGRATE = "migrate"
+    REPROTECT = "reprotect"
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,8 @@ STATES: dict[ItemState, StateInfo] = {
     S.FAILBACK: StateInfo(Side.PRIMARY, False, False),     # no point while blocks are being written back
     S.FAILBACK_COMMIT_PENDING: StateInfo(Side.PRIMARY, True, True),
     S.MIGRATING: StateInfo(None, True, False),
+    S.REPROTECTING: StateInfo(Side.RECOVERY, False, False),
+    S.REVERSE_PROTECTED: StateInfo(Side.RECOVERY, False, True),
 }
 
 
@@ -138,9 +145,9 @@ def _t(op: Op, sources: set[ItemState], during: ItemState, done: ItemState | Non
 # succeeded. A failed job goes back to the state it started from (and to that state's side).
 TRANSITIONS: tuple[Transition, ...] = (
     _t(Op.PROTECT, {S.UNPROTECTED}, S.ENABLING, S.PROTECTED),
-    _t(Op.UNPROTECT, {S.PROTECTED, S.COMMITTED}, S.DISABLING, None),
+    _t(Op.UNPROTECT, {S.PROTECTED, S.COMMITTED, S.REVERSE_PROTECTED}, S.DISABLING, None),
     _t(Op.FORCE_UNPROTECT, {S.PROTECTED, S.SOURCE_MISSING, S.ENABLING, S.DISABLING, S.COMMITTED,
-                            S.TEST_CLEANUP_PENDING}, S.DISABLING, None),
+                            S.TEST_CLEANUP_PENDING, S.REPROTECTING, S.REVERSE_PROTECTED}, S.DISABLING, None),
     _t(Op.TEST_FAILOVER, {S.PROTECTED}, S.TEST_FAILOVER, S.TEST_CLEANUP_PENDING),
     _t(Op.TEST_COMPLETE, {S.TEST_CLEANUP_PENDING}, S.TEST_CLEANUP, S.PROTECTED),
     _t(Op.PLANNED_FAILOVER, {S.PROTECTED}, S.PLANNED_FAILOVER, S.COMMIT_PENDING),
@@ -150,7 +157,9 @@ TRANSITIONS: tuple[Transition, ...] = (
     _t(Op.COMMIT, {S.FAILBACK_COMMIT_PENDING}, S.COMMITTING, S.PROTECTED),
     _t(Op.CANCEL, {S.COMMIT_PENDING}, S.CANCELLING, S.PROTECTED, switch=Side.PRIMARY),
     _t(Op.CHANGE_POINT, {S.COMMIT_PENDING}, S.CHANGING_POINT, S.COMMIT_PENDING),
-    _t(Op.FAILBACK, {S.COMMITTED}, S.FAILBACK, S.FAILBACK_COMMIT_PENDING, switch=Side.PRIMARY),
+    _t(Op.REPROTECT, {S.COMMITTED}, S.REPROTECTING, S.REVERSE_PROTECTED),
+    _t(Op.FAILBACK, {S.COMMITTED, S.REVERSE_PROTECTED}, S.FAILBACK, S.FAILBACK_COMMIT_PENDING,
+       switch=Side.PRIMARY),
     _t(Op.MIGRATE, {S.PROTECTED}, S.MIGRATING, None),
 )
 # Operations an operator sees in `asr vm show` (forced unprotect is shown as unprotect --force).

@@ -87,7 +87,8 @@ CLOUD: dict[str, dict[str, set[str]]] = {
         "asr.v1.Points": {"ListPoints", "VerifyPoint", "ExportPoint", "RunMaintenance", "RebuildIndex"},
         "asr.v1.Failover": {
             "TestFailover", "TestFailoverComplete", "PlannedFailover", "UnplannedFailover", "Commit", "Cancel",
-            "ChangePoint", "Migrate", "ListRecoveredVms", "DeleteRecoveredVm", "ResumeJob", "CreatePlan", "GetPlan",
+            "ChangePoint", "Migrate", "Reprotect", "ListRecoveredVms", "DeleteRecoveredVm", "ResumeJob", "CreatePlan",
+            "GetPlan",
             "ListPlans",
             "AddGroup", "AddAction", "DeletePlan",
         },
@@ -101,7 +102,7 @@ CLOUD: dict[str, dict[str, set[str]]] = {
             "BeginCycle", "Missing", "PutChunks", "CommitPoint", "GetBlockMap", "ReportProgress", "CheckEpoch",
             "ReportReplica",
         },
-        "asr.v1.FailbackData": {"Diff"},
+        "asr.v1.FailbackData": {"Diff", "Sync"},   # Sync: served by recovery hosts only (UNIMPLEMENTED here)
     },
 }
 # The provider's server: only agents of its own vault that its configuration names as hosts.
