@@ -22,7 +22,7 @@ from agent.commands import register_builtin
 from agent.config import load
 from agent.hostlink import ProviderLink
 from agent.hypervisor import LocalHypervisor
-from agent.metrics import CycleMetrics, HostCollector
+from agent.metrics import CycleMetrics, HostCollector, ReverseCollector
 from agent.replica import Replicas
 from agent.replica.applier import Applier
 from agent.replica.channel import check_can_serve, vault_ca_pem
@@ -75,6 +75,7 @@ def run(config_path: str, life: Lifecycle | None = None) -> int:
     failback.register(rt)
     rt.reverse = ReverseReplication(rt)
     rt.handlers["reverse_replicate"] = rt.reverse.command
+    metrics.register(ReverseCollector(rt.reverse.all, ident.vault_name))
     replicas = _replicas(rt, life)
     hb = threading.Thread(target=link.run_heartbeats, name="heartbeat", daemon=True,
                           args=(cfg.heartbeat_seconds, life.stopping,

@@ -134,11 +134,12 @@ class Transition:
     during: ItemState
     done: ItemState | None          # None: protection is removed (the row is deleted)
     switch: Side | None = None      # the active side moves here when the operation starts (epoch + 1)
+    only: str = ""                  # "site": VMs protected site to site only; "vault": to the vault only
 
 
 def _t(op: Op, sources: set[ItemState], during: ItemState, done: ItemState | None,
-       switch: Side | None = None) -> Transition:
-    return Transition(op, frozenset(sources), during, done, switch)
+       switch: Side | None = None, only: str = "") -> Transition:
+    return Transition(op, frozenset(sources), during, done, switch, only)
 
 
 # Every operation, the states it may start from, the state while its job runs and after it
@@ -157,10 +158,10 @@ TRANSITIONS: tuple[Transition, ...] = (
     _t(Op.COMMIT, {S.FAILBACK_COMMIT_PENDING}, S.COMMITTING, S.PROTECTED),
     _t(Op.CANCEL, {S.COMMIT_PENDING}, S.CANCELLING, S.PROTECTED, switch=Side.PRIMARY),
     _t(Op.CHANGE_POINT, {S.COMMIT_PENDING}, S.CHANGING_POINT, S.COMMIT_PENDING),
-    _t(Op.REPROTECT, {S.COMMITTED}, S.REPROTECTING, S.REVERSE_PROTECTED),
+    _t(Op.REPROTECT, {S.COMMITTED}, S.REPROTECTING, S.REVERSE_PROTECTED, only="site"),
     _t(Op.FAILBACK, {S.COMMITTED, S.REVERSE_PROTECTED}, S.FAILBACK, S.FAILBACK_COMMIT_PENDING,
        switch=Side.PRIMARY),
-    _t(Op.MIGRATE, {S.PROTECTED}, S.MIGRATING, None),
+    _t(Op.MIGRATE, {S.PROTECTED}, S.MIGRATING, None, only="vault"),
 )
 # Operations an operator sees in `asr vm show` (forced unprotect is shown as unprotect --force).
 FINAL_POINT_STATES = frozenset({S.PLANNED_FAILOVER, S.MIGRATING})
@@ -173,11 +174,13 @@ def transition(op: Op, source: ItemState) -> Transition | None:
     return None
 
 
-def allowed(state: ItemState) -> list[str]:
-    """The operations allowed in ``state``, in table order, each once."""
+def allowed(state: ItemState, site_to_site: bool | None = None) -> list[str]:
+    """The operations allowed in ``state``, in table order, each once; for an item protected
+    site to site (True) or to the vault (False), without those only the other kind has."""
+    skip = {True: "vault", False: "site", None: "-"}[site_to_site]
     out: list[str] = []
     for t in TRANSITIONS:
-        if state in t.sources and t.op.value not in out:
+        if state in t.sources and t.op.value not in out and t.only != skip:
             out.append(t.op.value)
     return out
 
@@ -214,7 +217,7 @@ class Item:
 
     @property
     def allowed(self) -> list[str]:
-        return allowed(self.state)
+        return allowed(self.state, self.site_to_site)
 
     @property
     def policy(self) -> inventory_pb2.Policy:
@@ -245,8 +248,9 @@ class Outcome:
     grant: bool = False
 
 
-def refusal(name: str, op: str, state: ItemState, details: list[str] | None = None) -> StateConflict:
-    ops = allowed(state)
+def refusal(name: str, op: str, state: ItemState, details: list[str] | None = None,
+            site_to_site: bool | None = None) -> StateConflict:
+    ops = allowed(state, site_to_site)
     return StateConflict(
         f"{op} is not allowed for VM {name!r} in state {state}",
         causes=(f"Allowed now: {', '.join(ops) or 'none (an operation is in progress)'}.",),
@@ -329,7 +333,7 @@ class ProtectedItems:
             raise StateConflict(f"VM {item.name} changed state meanwhile (now {item.state}); try again")
         t = transition(op, item.state)
         if t is None:
-            raise refusal(item.name, op.value, item.state)
+            raise refusal(item.name, op.value, item.state, site_to_site=item.site_to_site)
         epoch, location, switched = item.epoch, item.location, item.switched_at
         now = self.clock.now()
         if t.switch is not None and t.switch != item.location:

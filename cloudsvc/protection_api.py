@@ -47,7 +47,7 @@ def vm_status(svc: CloudService, vault_id: str, row: sqlite3.Row) -> operator_pb
     state = item.state if item else ItemState.UNPROTECTED
     st = operator_pb2.VmStatus(
         vm=vm, cloud=row["cloud"], provider=row["provider"], protection_state=state.value,
-        allowed_operations=allowed(state),
+        allowed_operations=item.allowed if item else allowed(state),
     )
     if item is not None:
         st.policy.CopyFrom(item.policy)

@@ -134,12 +134,11 @@ class Operations:
         for v in t.vms.values():
             state = ItemState(v["prev"])
             if transition(op, state) is None:
-                refused.append(str(refusal(v["name"], op.value, state)) + " " + " ".join(
-                    refusal(v["name"], op.value, state).causes))
+                err = refusal(v["name"], op.value, state, site_to_site=bool(v.get("s2s")))
+                if len(t.vms) == 1:
+                    raise err
+                refused.append(f"{err} {' '.join(err.causes)}")
         if refused:
-            if len(t.vms) == 1:
-                v = next(iter(t.vms.values()))
-                raise refusal(v["name"], op.value, ItemState(v["prev"]))
             raise StateConflict(f"{op.value} is not allowed for {t.name!r}", details=refused,
                                 causes=("Another operation is in progress, or a VM is in another state.",),
                                 action="Run one of the allowed operations, or wait for the running job.")

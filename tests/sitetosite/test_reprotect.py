@@ -54,6 +54,7 @@ def test_reprotect_then_failback_ships_only_the_last_delta(cloud: Cloud, tmp_pat
     wait_for(lambda: s.hv01.fenced("web01") is not None, 60, what="hv01 to fence its stale copy")
 
     # ---- re-protect: the first sync compares every block and fetches the 3 that differ ---------------
+    assert "reprotect" in s.state()["allowed_operations"] and "migrate" not in s.state()["allowed_operations"]
     job = s.job("failover", "reprotect", "web01")
     assert job["state"] == "Succeeded" and job["kind"] == "Reprotect", job
     assert _fetched(job, r"fetched (\d+) differing blocks") == 3     # hv11's 2, and hv01's lost write undone

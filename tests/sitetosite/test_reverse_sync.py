@@ -92,3 +92,23 @@ def test_lost_tracking_asks_for_a_full_sync(tmp_path: Path) -> None:
     hv.reset_tracking("vm1")
     replies = _run(src, START, [])
     assert [r.WhichOneof("step") for r in replies] == ["end"] and replies[0].end.untracked
+
+
+def test_reverse_syncs_are_exported_as_metrics() -> None:
+    """What the primary's agent serves on its metrics page for the VMs it follows."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from agent.metrics import ReverseCollector
+    from agent.reverse import Entry
+    from tests.observe.scrape import samples, value
+
+    ok = Entry("vm-1", "web01", "hv11", "10.0.0.11:7600", "pr-1", 30, True, 1_800_000_000.0, 4, "")
+    bad = Entry("vm-2", "db01", "hv11", "10.0.0.11:7600", "pr-2", 30, True, 1_800_000_100.0, 0,
+                "ASR-0050: the recovery host hv11 is unreachable")
+    reg = CollectorRegistry()
+    reg.register(ReverseCollector(lambda: [ok, bad], "contoso"))
+    s = samples(generate_latest(reg).decode())
+    assert value(s, "asr_agent_reverse_last_sync_timestamp_seconds", vm="web01") == 1_800_000_000.0
+    assert value(s, "asr_agent_reverse_last_sync_blocks", vm="web01", recovery_host="hv11") == 4
+    assert value(s, "asr_agent_reverse_sync_failing", vm="web01") == 0
+    assert value(s, "asr_agent_reverse_sync_failing", vm="db01") == 1
