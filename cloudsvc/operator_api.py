@@ -108,6 +108,12 @@ class OperatorApi(operator_pb2_grpc.OperatorServicer):
             )
         return operator_pb2.ServerList(servers=out)
 
+    def CreateOperator(self, request: Any, context: Any) -> operator_pb2.OperatorCreated:
+        c = self.svc.operators.create(request.name, request.role)
+        return operator_pb2.OperatorCreated(name=c.name, role=c.role.value, password=c.password,
+                                            credential_json=self.svc.operators.credential_json(c),
+                                            portal_url=self.svc.portal_url())
+
     def RemoveServer(self, request: Any, context: Any) -> common_pb2.Empty:
         v = self.svc.vaults.get(request.vault)
         self.svc.registrar.remove(v.id, request.role, request.name)

@@ -530,6 +530,19 @@ class Replication:
                                  self.rpo(item, row, now)))
         return out
 
+    def point_times(self, vault_id: str, since: float) -> dict[str, list[float]]:
+        """Each VM's committed point times from ``since`` on, oldest first, plus its last point
+        before ``since`` (the portal's RPO chart: what the RPO was at any time of the span)."""
+        out: dict[str, list[float]] = {}
+        for r in self.db.query(
+                "SELECT vm_id, MAX(created_at) AS at FROM recovery_points WHERE vault_id=? AND created_at<? "
+                "GROUP BY vm_id", (vault_id, since)):
+            out[r["vm_id"]] = [float(r["at"])]
+        for r in self.db.query("SELECT vm_id, created_at FROM recovery_points WHERE vault_id=? AND created_at>=? "
+                               "ORDER BY created_at", (vault_id, since)):
+            out.setdefault(r["vm_id"], []).append(float(r["created_at"]))
+        return out
+
     def storage_sizes(self) -> list[tuple[str, str, int]]:
         """(vault id, storage account, bytes stored) of every storage account that holds
         replicated data (its store's index exists): pack bytes, as ``VaultStore.storage_bytes``.
