@@ -15,10 +15,14 @@ DAY_S = 24 * 3600
 SAMPLES = 48   # one every 30 minutes
 
 
-def rpo_series(point_times: dict[str, list[float]], now: float) -> list[tuple[float, float, float]]:
+Sample = tuple[float, float | None, float | None]
+
+
+def rpo_series(point_times: dict[str, list[float]], now: float) -> list[Sample]:
     """(time, worst RPO, median RPO) every half hour of the last 24 h over the VMs given (each
     with its recovery point times, sorted): at time t a VM's RPO is t minus its latest point
-    at or before t. VMs with no point yet at t do not count at t."""
+    at or before t. VMs with no point yet at t do not count at t; with none at all, the RPO
+    at t is None (no data, drawn as a gap, never as zero)."""
     out = []
     for i in range(SAMPLES + 1):
         t = now - DAY_S + i * DAY_S / SAMPLES
@@ -28,7 +32,7 @@ def rpo_series(point_times: dict[str, list[float]], now: float) -> list[tuple[fl
             if k:
                 rpos.append(t - times[k - 1])
         rpos.sort()
-        out.append((t, rpos[-1] if rpos else 0.0, rpos[len(rpos) // 2] if rpos else 0.0))
+        out.append((t, rpos[-1] if rpos else None, rpos[len(rpos) // 2] if rpos else None))
     return out
 
 
@@ -40,19 +44,29 @@ def _minutes(s: float) -> str:
     return f"{s / 60:.0f} min" if s >= 60 else f"{s:.0f} s"
 
 
-def rpo_chart(series: Sequence[tuple[float, float, float]], width: int = 640, height: int = 200) -> Markup:
+def rpo_chart(series: Sequence[Sample], width: int = 640, height: int = 200) -> Markup:
     left, bottom, top, right = 56, 28, 12, 12
     w, h = width - left - right, height - top - bottom
-    peak = max([s[1] for s in series] + [60.0])
+    peak = max([s[1] for s in series if s[1] is not None] + [60.0])
 
-    def xy(i: int, v: float) -> str:
-        return f"{left + w * i / max(len(series) - 1, 1):.1f},{top + h - h * v / peak:.1f}"
+    def lines(col: int) -> str:
+        """One polyline per run of samples with data: a span without data is a gap."""
+        runs: list[list[str]] = [[]]
+        for i, s in enumerate(series):
+            v = s[col]
+            if v is None:
+                runs.append([])
+                continue
+            runs[-1].append(f"{left + w * i / max(len(series) - 1, 1):.1f},{top + h - h * v / peak:.1f}")
+        cls = "worst" if col == 1 else "median"
+        return "".join(f'<polyline class="line {cls}" points="{" ".join(r)}"/>' if len(r) > 1 else
+                       (f'<circle class="dot {cls}" cx="{r[0].split(",")[0]}" cy="{r[0].split(",")[1]}" r="3"/>'
+                        if r else "") for r in runs)
 
-    worst = " ".join(xy(i, s[1]) for i, s in enumerate(series))
-    median = " ".join(xy(i, s[2]) for i, s in enumerate(series))
+    now = series[-1][1]
     parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-labelledby="rpo-title">',
              '<title id="rpo-title">Recovery point objective over the last 24 hours: worst and median '
-             f'of the protected VMs; now worst {escape(_minutes(series[-1][1]))}</title>']
+             f'of the protected VMs; now worst {escape(_minutes(now) if now is not None else "unknown")}</title>']
     for frac in (0, 0.5, 1):
         y = top + h - h * frac
         parts.append(f'<line class="grid" x1="{left}" y1="{y:.1f}" x2="{left + w}" y2="{y:.1f}"/>'
@@ -62,7 +76,7 @@ def rpo_chart(series: Sequence[tuple[float, float, float]], width: int = 640, he
         x = left + w * i / max(len(series) - 1, 1)
         parts.append(f'<text class="axis" x="{x:.1f}" y="{height - 8}" text-anchor="middle">'
                      f'{escape(_hhmm(series[i][0]))}</text>')
-    parts.append(f'<polyline class="line worst" points="{worst}"/><polyline class="line median" points="{median}"/>')
+    parts.append(lines(1) + lines(2))
     parts.append("</svg>")
     return Markup("".join(parts))
 

@@ -31,6 +31,10 @@ def test_contributor_test_failover(portal: Portal, browser: Any) -> None:
     page.get_by_role("link", name="vm1").click()
     expect(page.get_by_test_id("protection-state")).to_have_text("Protected")
     portal.shot(page, "vm")
+    page.set_viewport_size({"width": 420, "height": 800})   # a narrow window: one column, nothing cut off
+    assert page.evaluate("document.documentElement.scrollWidth") <= 420
+    portal.shot(page, "vm-narrow")
+    page.set_viewport_size({"width": 1280, "height": 800})
     page.get_by_role("link", name="Test failover").click()
     expect(page.locator(".effect")).to_contain_text("creates a test copy of VM vm1")
     page.get_by_label("Recovery point").select_option(point)

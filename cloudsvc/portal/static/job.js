@@ -10,6 +10,7 @@
   if (done.indexOf(shown) >= 0) { return; }
   function render(job) {
     document.getElementById("job-progress").value = job.progress;
+    document.getElementById("job-percent").textContent = Math.round(job.progress * 100) + "%";
     var rows = document.getElementById("tasks");
     rows.textContent = "";
     job.tasks.forEach(function (t) {
