@@ -173,6 +173,12 @@ class Registrar:
             "SELECT * FROM servers WHERE vault_id=? ORDER BY role DESC, name", (vault_id,)
         )
 
+    def connection_states(self, vault_id: str, timeout_s: float) -> list[tuple[sqlite3.Row, str]]:
+        """Each server with "Connected" (a heartbeat within ``timeout_s``) or "NotConnected"."""
+        now = self.clock.now()
+        return [(r, "Connected" if r["last_heartbeat"] and now - r["last_heartbeat"] <= timeout_s else "NotConnected")
+                for r in self.list_servers(vault_id)]
+
     def get(self, vault_id: str, role: str, name: str) -> sqlite3.Row:
         row = self.db.one(
             "SELECT * FROM servers WHERE vault_id=? AND role=? AND name=?", (vault_id, role, name)

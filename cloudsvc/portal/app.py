@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import secrets
 from typing import Any
@@ -40,6 +41,7 @@ from cloudsvc.portal import actions, pages
 from cloudsvc.roles import Role, allows
 from cloudsvc.service import CloudService
 
+log = logging.getLogger(__name__)
 SESSION_COOKIE = "asr_session"
 SIGNIN_COOKIE = "asr_signin"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -102,6 +104,11 @@ def create_app(svc: CloudService) -> Flask:
         err = NotFound(f"{request.path} is not a page of the portal") if exc.code == 404 else UsageError(
             f"the request was refused: {exc.description}")
         return render_template("error.html", err=err), int(exc.code or 400)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> tuple[str, int]:
+        log.exception("portal %s %s failed", request.method, request.path)
+        return render_template("error.html", err=AsrError(f"internal error in {request.path}: {exc}")), 500
 
     @app.context_processor
     def context() -> dict[str, Any]:

@@ -22,9 +22,6 @@ HEALTHS = ("Normal", "Warning", "Critical")
 
 
 def register(app: Flask, svc: CloudService) -> None:
-    def vault(name: str) -> Any:
-        return svc.vaults.get(name)
-
     def nav(v: Any, **kw: Any) -> dict[str, Any]:
         return {"vault": v, "vaults": svc.vaults.list_vaults(), **kw}
 
@@ -36,7 +33,7 @@ def register(app: Flask, svc: CloudService) -> None:
         return render_template("novault.html")
 
     @app.get("/vaults/<vault>/")
-    def dashboard(vault: str) -> Any:   # noqa: F811 - the route's parameter
+    def dashboard(vault: str) -> Any:
         v = svc.vaults.get(vault)
         now = svc.clock.now()
         figures = svc.replication.figures(v.id)
@@ -159,10 +156,6 @@ def register(app: Flask, svc: CloudService) -> None:
 
 
 def _servers(svc: CloudService, vault_id: str) -> list[dict[str, Any]]:
-    now = svc.clock.now()
-    out = []
-    for r in svc.registrar.list_servers(vault_id):
-        fresh = r["last_heartbeat"] and now - r["last_heartbeat"] <= svc.config.heartbeat_timeout_seconds
-        out.append({"role": r["role"], "name": r["name"], "version": r["version"], "provider": r["provider"],
-                    "last_heartbeat": r["last_heartbeat"], "state": "Connected" if fresh else "NotConnected"})
-    return out
+    return [{"role": r["role"], "name": r["name"], "version": r["version"], "provider": r["provider"],
+             "last_heartbeat": r["last_heartbeat"], "state": state}
+            for r, state in svc.registrar.connection_states(vault_id, svc.config.heartbeat_timeout_seconds)]
