@@ -64,6 +64,8 @@ def test_reader_changes_nothing(portal: Portal, browser: Any) -> None:
     page.goto(f"{portal.url}/vaults/contoso/vms/vm1")
     expect(page.get_by_test_id("protection-state")).to_have_text("Protected")
     assert page.get_by_role("link", name="Test failover").count() == 0
+    page.keyboard.press("Tab")   # keyboard first: the skip link, then the navigation
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
     assert page.locator(".actions a").count() == 0
     csrf = page.locator("input[name=csrf]").first.get_attribute("value")
     res = page.context.request.post(f"{portal.url}/vaults/contoso/vms/vm1/do/test-failover",
@@ -73,6 +75,18 @@ def test_reader_changes_nothing(portal: Portal, browser: Any) -> None:
     res = page.context.request.get(f"{portal.url}/vaults/contoso/vms/vm1/confirm/test-failover")
     assert res.status == 403
     assert vm_state(portal.p)["protection_state"] == "Protected"
+    # every page reads for a Reader
+    for path, heading in (("/", "Dashboard"), ("/vms?health=Normal", "Virtual machines"), ("/plans", "Recovery plans"),
+                          ("/jobs", "Jobs"), ("/servers", "Servers"), ("/storage", "Storage accounts"),
+                          ("/billing", "Billing"), ("/events", "Events")):
+        res = page.goto(f"{portal.url}/vaults/contoso{path}")
+        assert res is not None and res.status == 200, path
+        expect(page.get_by_role("heading", level=1).first).to_contain_text(heading)
+    page.goto(f"{portal.url}/vaults/contoso/vms?health=Normal")
+    expect(page.locator("table")).to_contain_text("vm1")
+    res = page.goto(f"{portal.url}/vaults/contoso/vms/nosuchvm")
+    assert res is not None and res.status == 404
+    expect(page.get_by_role("alert")).to_contain_text("ASR-0040")
     page.context.close()
 
 
