@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -102,6 +103,7 @@ def main() -> int:
         print(json.dumps({k: round(statistics.median(v), 4) for k, v in results.items()}))
     finally:
         svc.close()
+        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 
