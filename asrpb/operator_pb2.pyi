@@ -8,6 +8,28 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class CreateOperatorRequest(_message.Message):
+    __slots__ = ("name", "role")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    role: str
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
+
+class OperatorCreated(_message.Message):
+    __slots__ = ("name", "role", "password", "credential_json", "portal_url")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_JSON_FIELD_NUMBER: _ClassVar[int]
+    PORTAL_URL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    role: str
+    password: str
+    credential_json: str
+    portal_url: str
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., password: _Optional[str] = ..., credential_json: _Optional[str] = ..., portal_url: _Optional[str] = ...) -> None: ...
+
 class Region(_message.Message):
     __slots__ = ("name", "display_name", "pair")
     NAME_FIELD_NUMBER: _ClassVar[int]

@@ -39,6 +39,7 @@ command that grants it (EnableReplication, Failback); see ``docs/design.md``.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Callable
@@ -221,14 +222,23 @@ class Item:
 
     @property
     def policy(self) -> inventory_pb2.Policy:
-        from google.protobuf.json_format import ParseDict
-
-        return ParseDict(json.loads(self.policy_json), inventory_pb2.Policy())
+        """A new message each time (callers may change it); the JSON is parsed once per text:
+        ParseDict cost ~0.2 ms, which a vault of 2,000 VMs paid on every health figure."""
+        p = inventory_pb2.Policy()
+        p.ParseFromString(_policy_bytes(self.policy_json))
+        return p
 
     @property
     def replicating(self) -> bool:
         """The primary may ship points now (with the current epoch)."""
         return self.location == Side.PRIMARY and STATES[self.state].replicates
+
+
+@functools.lru_cache(maxsize=256)
+def _policy_bytes(text: str) -> bytes:
+    from google.protobuf.json_format import ParseDict
+
+    return ParseDict(json.loads(text), inventory_pb2.Policy()).SerializeToString()
 
 
 def _item(r: sqlite3.Row) -> Item:

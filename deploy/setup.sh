@@ -26,8 +26,9 @@ if [ "$(id -u)" = 0 ]; then
   need=""
   # python3-venv: Debian splits ensurepip out; prometheus: promtool, which checks the daemons' /metrics;
   # systemd: systemd-analyze, which verifies the units and scores their sandboxing (a container may lack it);
-  # iproute2: ip, which makes the network namespaces of the site-to-site partition test
-  for pkg in python3-venv qemu-utils tinyproxy squid rsync restic prometheus systemd iproute2; do
+  # iproute2: ip, which makes the network namespaces of the site-to-site partition test;
+  # chromium: the browser the portal's tests drive with Playwright (never a browser Playwright downloads)
+  for pkg in python3-venv qemu-utils tinyproxy squid rsync restic prometheus systemd iproute2 chromium; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
   done
   command -v npm >/dev/null 2>&1 || need="$need nodejs npm"
