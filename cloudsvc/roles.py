@@ -6,7 +6,7 @@ is refused by the other with the same error.
 =============  ==============================================================================
 Reader         sees everything (every List/Get/Report/Verify), changes nothing
 Operator       a Reader who may also fail over (test, planned, unplanned, commit, cancel,
-               change point, test-complete) and resume jobs
+               change point, test-complete, re-protect) and resume jobs
 Contributor    everything, creating operators included (``asr-cloudsvc init``'s credential)
 =============  ==============================================================================
 
@@ -37,7 +37,7 @@ _READ = {
 }
 _FAIL_OVER = {
     "Failover": ("TestFailover", "TestFailoverComplete", "PlannedFailover", "UnplannedFailover", "Commit",
-                 "Cancel", "ChangePoint", "ResumeJob"),
+                 "Cancel", "ChangePoint", "Reprotect", "ResumeJob"),
 }
 
 

@@ -55,6 +55,9 @@ ACTIONS: dict[str, Action] = {
     "failback": Action("Failback", F + "PlannedFailover", "planned",
                        "shuts the recovered {target} down, ships the blocks that differ back on premises, starts it "
                        "there and resumes replication", direction="to-primary"),
+    "reprotect": Action("Re-protect", F + "Reprotect", "reprotect",
+                        "keeps the on-premises copy of {target} following the VM on its recovery host (reverse "
+                        "replication, every copy interval); failback then ships only the last changes"),
     "migrate": Action("Migrate", F + "Migrate", "migrate",
                       "fails {target} over, commits and disables its protection"),
     "protect": Action("Enable replication", P + "ProtectVm", "protect",

@@ -105,7 +105,7 @@ CLOUD: dict[str, dict[str, set[str]]] = {
     },
     "failover": {
         "asr.v1.Failover": {"TestFailover", "TestFailoverComplete", "PlannedFailover", "UnplannedFailover", "Commit",
-                            "Cancel", "ChangePoint", "ResumeJob"},
+                            "Cancel", "ChangePoint", "Reprotect", "ResumeJob"},
     },
     "provider": {
         "asr.v1.Site": {"Heartbeat", "SyncInventory", "Commands", "CompleteCommand", "RequestProtection"},
