@@ -20,6 +20,7 @@ has to listen.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ from agent.replica.channel import ReplicaChannels
 from agent.runtime import AgentRuntime
 from asrchannel.status import from_rpc_error
 from asrerrors import AsrError, UsageError
-from asrpb import control_pb2, failover_pb2, failover_pb2_grpc
+from asrpb import control_pb2, failover_pb2, failover_pb2_grpc, replication_pb2, replication_pb2_grpc
 from diskimage import open_disk
 from durablefile import write_atomic
 
@@ -55,7 +56,8 @@ class Entry:
     pairing_id: str
     interval: int
     synced: bool = False            # a full sync completed: incremental ones may follow
-    last_sync_at: float = 0.0
+    last_sync_at: float = 0.0       # the last attempt (the schedule counts from it)
+    synced_at: float = 0.0          # the last sync that succeeded
     last_blocks: int = 0
     last_error: str = ""
 
@@ -141,7 +143,7 @@ class ReverseReplication:
             e = self.get(vm_id)
             if e is None:
                 return None
-            r = self._sync(e, full=not e.synced)
+            r = self._sync(e, full=not e.synced, report=False)
             os.unlink(self._path(vm_id))
             return r
 
@@ -165,7 +167,7 @@ class ReverseReplication:
                     lock.release()
 
     # ---- one sync (under the VM's lock) -----------------------------------------------------------------
-    def _sync(self, e: Entry, full: bool) -> SyncResult:
+    def _sync(self, e: Entry, full: bool, report: bool = True) -> SyncResult:
         try:
             r = self._pull(e, full)
             if r is None:         # the recovery host's tracking is lost: compare everything
@@ -176,13 +178,34 @@ class ReverseReplication:
             self._save(e)
             log.warning("reverse sync failed", extra={"fields": {"vm": e.vm_name, "code": exc.code,
                                                                   "error": str(exc)}})
+            if report:
+                self._report(e)
             raise
-        e.synced, e.last_sync_at, e.last_blocks, e.last_error = True, self.rt.clock.now(), r.blocks, ""
+        now = self.rt.clock.now()
+        e.synced, e.last_sync_at, e.synced_at, e.last_blocks, e.last_error = True, now, now, r.blocks, ""
         self._save(e)
+        if report:
+            self._report(e)
         log.info("reverse sync", extra={"fields": {"vm": e.vm_name, "full": r.full, "compared": r.compared,
                                                     "blocks": r.blocks, "bytes": r.bytes,
                                                     "from": e.recovery_host}})
         return r
+
+    def _report(self, e: Entry) -> None:
+        """Tell the vault (``ReportReverse``; best effort: the entry is the record, and the next
+        sync reports again). A vault that no longer knows the pairing ends the following."""
+        try:
+            ack = replication_pb2_grpc.ReplicationStub(self.rt.link.channel).ReportReverse(
+                replication_pb2.ReverseReport(vm_id=e.vm_id, pairing_id=e.pairing_id, synced_at=e.synced_at,
+                                              blocks=e.last_blocks, error=e.last_error), timeout=30)
+        except grpc.RpcError as exc:
+            log.warning("reverse sync not reported", extra={"fields": {"vm": e.vm_name, "error": str(exc.details())}})
+            return
+        if not ack.paired:
+            log.info("reverse replication ended: the vault no longer has the VM re-protected",
+                     extra={"fields": {"vm": e.vm_name, "pairing": e.pairing_id}})
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path(e.vm_id))
 
     def _pull(self, e: Entry, full: bool) -> SyncResult | None:
         vm = self.rt.hv.get(self._name(e.vm_id, e.vm_name))

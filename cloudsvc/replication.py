@@ -194,6 +194,8 @@ class Replication:
         # ``site_health(item, status, now)`` also takes the primary's replication_status row
         self.site_health: Callable[[Item, sqlite3.Row | None, float], Health] | None = None
         self.site_rpo: Callable[[Item, float], float | None] | None = None
+        # a re-protected VM's health: its primary's reverse syncs (``Replicas.reverse_health``)
+        self.reverse_health: Callable[[Item, float], Health] | None = None
 
     # ---- stores -----------------------------------------------------------------------------
     def store(self, vault_id: str, storage: str) -> VaultStore:
@@ -446,6 +448,8 @@ class Replication:
         """:func:`item_health`, or for a site-to-site VM its lifecycle and then its replica's."""
         if item.site_to_site and self.site_health is not None:
             base = item_health(item, None, now)
+            if item.state == ItemState.REVERSE_PROTECTED and self.reverse_health is not None:
+                return self.reverse_health(item, now)
             if item.source_missing or item.location == Side.RECOVERY:
                 return base
             return self.site_health(item, status, now)

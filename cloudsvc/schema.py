@@ -276,4 +276,11 @@ MIGRATIONS: list[str] = [
     CREATE TABLE signin_failures (name TEXT NOT NULL, at REAL NOT NULL);
     CREATE INDEX signin_failures_name ON signin_failures(name, at)
     """,
+    # 13: re-protect (site to site): what the primary reports of its reverse syncs, per pairing
+    """
+    ALTER TABLE replica_status ADD COLUMN reverse_synced_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE replica_status ADD COLUMN reverse_blocks INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE replica_status ADD COLUMN reverse_error TEXT NOT NULL DEFAULT '';
+    ALTER TABLE replica_status ADD COLUMN reverse_reported_at REAL NOT NULL DEFAULT 0
+    """,
 ]

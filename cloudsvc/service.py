@@ -122,6 +122,7 @@ class CloudService:
         self.items.on_removed.append(self.replicas.forget_vm)
         self.replication.site_health = self.replicas.health
         self.replication.site_rpo = self.replicas.rpo
+        self.replication.reverse_health = self.replicas.reverse_health
         self.metrics = Metrics()
         self.metrics.register(VaultCollector(self.vaults, self.replication, self.jobs, self.commands, self.registrar,
                                              clock, config.heartbeat_timeout_seconds))

@@ -114,7 +114,7 @@ CLOUD: dict[str, dict[str, set[str]]] = {
         "asr.v1.Site": {"Heartbeat"},
         "asr.v1.Replication": {
             "BeginCycle", "Missing", "PutChunks", "CommitPoint", "GetBlockMap", "ReportProgress", "CheckEpoch",
-            "ReportReplica",
+            "ReportReplica", "ReportReverse",
         },
         "asr.v1.FailbackData": {"Diff", "Sync"},   # Sync: served by recovery hosts only (UNIMPLEMENTED here)
     },

@@ -60,6 +60,9 @@ def test_reprotect_then_failback_ships_only_the_last_delta(cloud: Cloud, tmp_pat
     assert _fetched(job, r"fetched (\d+) differing blocks") == 3     # hv11's 2, and hv01's lost write undone
     st = s.state()
     assert st["protection_state"] == "ReverseProtected" and st["active_location"] == "Recovery", st
+    # the vault knows the primary's last sync (ReportReverse): health follows it
+    assert st["reverse_synced_at"] and st["reverse_blocks"] == 3 and st["reverse_error"] == "", st
+    assert st["replication_health"] == "Normal", st
     assert "failback" in st["allowed_operations"] and "reprotect" not in st["allowed_operations"]
     table = cloud.asr("vm", "show", "web01", "--vault", "contoso").stdout
     assert "hv01 follows the VM on hv11" in table, table
@@ -78,6 +81,7 @@ def test_reprotect_then_failback_ships_only_the_last_delta(cloud: Cloud, tmp_pat
              what="the scheduled reverse sync")
     doc = json.loads(entry.read_text())
     assert doc["last_blocks"] == 2 and doc["last_error"] == "", doc
+    wait_for(lambda: s.state()["reverse_blocks"] == 2, 30, what="the vault to hear of the scheduled sync")
     _follows(s)
 
     # ---- failback: only the last delta travels ----------------------------------------------------------

@@ -102,9 +102,10 @@ def test_reverse_syncs_are_exported_as_metrics() -> None:
     from agent.reverse import Entry
     from tests.observe.scrape import samples, value
 
-    ok = Entry("vm-1", "web01", "hv11", "10.0.0.11:7600", "pr-1", 30, True, 1_800_000_000.0, 4, "")
-    bad = Entry("vm-2", "db01", "hv11", "10.0.0.11:7600", "pr-2", 30, True, 1_800_000_100.0, 0,
-                "ASR-0050: the recovery host hv11 is unreachable")
+    ok = Entry("vm-1", "web01", "hv11", "10.0.0.11:7600", "pr-1", 30, synced=True, last_sync_at=1_800_000_000.0,
+               synced_at=1_800_000_000.0, last_blocks=4)
+    bad = Entry("vm-2", "db01", "hv11", "10.0.0.11:7600", "pr-2", 30, synced=True, last_sync_at=1_800_000_100.0,
+                synced_at=1_800_000_000.0, last_error="ASR-0050: the recovery host hv11 is unreachable")
     reg = CollectorRegistry()
     reg.register(ReverseCollector(lambda: [ok, bad], "contoso"))
     s = samples(generate_latest(reg).decode())
