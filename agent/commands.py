@@ -46,6 +46,8 @@ def disable_replication(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
     rt.settings.disable(body.vm_id)
     if rt.replication is not None:
         rt.replication.refresh()
+    if rt.reverse is not None and rt.reverse.stop(body.vm_id):
+        return f"replication disabled for {body.vm_name}; its reverse replication stopped"
     return f"replication disabled for {body.vm_name}"
 
 
@@ -72,6 +74,8 @@ def accept_replica(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
                                                          "restart the agent, then pair again.")
     if not body.source_host or not body.pairing_id:
         raise UsageError("AcceptReplica needs a source host and a pairing id")
+    if rt.replica.host.pairings.get(body.vm_id) is None:    # a new replica must fit (a redelivery holds it)
+        rt.replica.host.check_room(body.vm_id, body.vm_name, [d.virtual_size for d in body.disks])
     pairing, replaced = rt.replica.host.pairings.accept(body, cmd.epoch, rt.clock.now())
     rt.replica.reporter.point_made(body.vm_id)   # tell the vault what is held, soon
     return (f"replica of {body.vm_name} accepted from {body.source_host} (pairing {body.pairing_id}"

@@ -22,7 +22,7 @@ from agent.commands import register_builtin
 from agent.config import load
 from agent.hostlink import ProviderLink
 from agent.hypervisor import LocalHypervisor
-from agent.metrics import CycleMetrics, HostCollector
+from agent.metrics import CycleMetrics, HostCollector, ReverseCollector
 from agent.replica import Replicas
 from agent.replica.applier import Applier
 from agent.replica.channel import check_can_serve, vault_ca_pem
@@ -31,6 +31,8 @@ from agent.replica.replica_api import build_server
 from agent.replica.reporter import Reporter
 from agent.replica.service import ReplicaService
 from agent.replica.store import ReplicaHost
+from agent.replica.sync import SyncSource
+from agent.reverse import ReverseReplication
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
 from asrclock import from_environment
@@ -71,6 +73,9 @@ def run(config_path: str, life: Lifecycle | None = None) -> int:
                       stopping=life.stopping, cycle_metrics=CycleMetrics(metrics.registry, ident.vault_name))
     register_builtin(rt)
     failback.register(rt)
+    rt.reverse = ReverseReplication(rt)
+    rt.handlers["reverse_replicate"] = rt.reverse.command
+    metrics.register(ReverseCollector(rt.reverse.all, ident.vault_name))
     replicas = _replicas(rt, life)
     hb = threading.Thread(target=link.run_heartbeats, name="heartbeat", daemon=True,
                           args=(cfg.heartbeat_seconds, life.stopping,
@@ -88,6 +93,9 @@ def run(config_path: str, life: Lifecycle | None = None) -> int:
         t = threading.Thread(target=replicas.applier.run, name="replica-apply", daemon=True)
         t.start()
         threads.append(t)
+    t = threading.Thread(target=rt.reverse.run, name="reverse-sync", daemon=True)
+    t.start()
+    threads.append(t)
     command_dir = environment.test_hook("ASR_TEST_COMMAND_DIR")
     if command_dir:
         t = threading.Thread(target=testcommands.run, name="test-commands", daemon=True,
@@ -131,7 +139,8 @@ def _replicas(rt: AgentRuntime, life: Lifecycle) -> Replicas | None:
     service = ReplicaService(host, rt.ident.vault_id, applier, on_point=reporter.point_made)
     failovers = ReplicaFailovers(host, applier, rt.hv)
     _, chain, key = rt.ident.pems()
-    server, port = build_server(service, failovers, cfg.replica_listen, chain, key, vault_ca_pem(rt.ident))
+    server, port = build_server(service, failovers, SyncSource(failovers, rt.hv), cfg.replica_listen, chain, key,
+                                vault_ca_pem(rt.ident))
     server.start()
     log.info("serving replicas", extra={"fields": {"listen": cfg.replica_listen, "port": port,
                                                    "dir": cfg.replica_path, "replicas": len(host.pairings.all())}})

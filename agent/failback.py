@@ -32,6 +32,7 @@ from agent.hypervisor.store import VmPaths, vm_lock
 from agent.replica.channel import ReplicaChannels
 from agent.runtime import AgentRuntime
 from asrchannel.status import from_rpc_error
+from asrerrors import NotFound
 from asrpb import control_pb2, failover_pb2, failover_pb2_grpc
 from chunkfmt import BLOCK_SIZE
 from diskimage import DiskImage, open_disk
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 BATCH = 32  # blocks per request: a reply carries at most 2 MiB
 
 
-def _requests(session: str, disk: int, image: DiskImage) -> Iterator[failover_pb2.BlockHashes]:
+def hash_requests(session: str, disk: int, image: DiskImage) -> Iterator[failover_pb2.BlockHashes]:
     size = image.virtual_size
     nblocks = -(-size // BLOCK_SIZE)
     for first in range(0, nblocks, BATCH):
@@ -74,8 +75,15 @@ def failback(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
     else:
         stub = failover_pb2_grpc.FailbackDataStub(rt.link.channel)
         peer = "the cloud service (failback)"
+    last = None
     try:
-        compared, received, received_bytes = _fetch(stub, body.session_id, vm.disks, paths, peer)
+        if body.incremental and rt.reverse is not None:
+            # re-protected: this host's disks follow the failover VM's; fetch the last delta
+            last = rt.reverse.final(body.vm_id)
+        if last is not None:
+            compared, received, received_bytes = last.compared, last.blocks, last.bytes
+        else:
+            compared, received, received_bytes = _fetch(stub, body.session_id, vm.disks, paths, peer)
     finally:
         if channels is not None:
             channels.close()
@@ -83,7 +91,8 @@ def failback(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
     fencing.grant(rt, body.vm_id, name, cmd.epoch)
     if body.start_vm:
         rt.hv.start(name)
-    out = (f"failback of {name}: compared {compared} blocks, received {received} differing blocks "
+    how = "the last delta of re-protect: " if last is not None else ""
+    out = (f"failback of {name}: {how}compared {compared} blocks, received {received} differing blocks "
            f"({received_bytes} bytes){'; VM started' if body.start_vm else ''}")
     log.info(out, extra={"fields": {"vm": name, "blocks_compared": compared, "blocks_received": received,
                                     "bytes_received": received_bytes}})
@@ -94,29 +103,59 @@ def _fetch(stub: failover_pb2_grpc.FailbackDataStub, session: str, disks: list[D
            peer: str) -> tuple[int, int, int]:
     """Write the blocks that differ into each disk; returns (compared, received, bytes)."""
     compared = received = received_bytes = 0
-    for index, spec in enumerate(disks):
-        reader = open_disk(spec.path, readonly=True)
-        writer = open_disk(spec.path)
-        try:
+    writer = DiskWriter(paths, disks)
+    try:
+        for index, spec in enumerate(disks):
+            reader = open_disk(spec.path, readonly=True)
             try:
-                for reply in stub.Diff(_requests(session, index, reader), timeout=6 * 3600):
+                for reply in stub.Diff(hash_requests(session, index, reader), timeout=6 * 3600):
                     compared += reply.compared
                     for blk in reply.blocks:
-                        blocks = range(blk.index, blk.index + 1)
-                        with vm_lock(paths):
-                            preserve_before_write(paths, index, blocks, writer)
-                            tracking.mark(paths.dirty_log(index), blocks)
-                            writer.write(blk.index * BLOCK_SIZE, blk.data)
+                        writer.write(index, blk.index, blk.data)
                         received += 1
                         received_bytes += len(blk.data)
             except grpc.RpcError as exc:
                 raise from_rpc_error(exc, peer) from exc
-            writer.flush()
-            tracking.sync(paths.dirty_log(index))
-        finally:
-            reader.close()
-            writer.close()
+            finally:
+                reader.close()
+        writer.flush()
+    finally:
+        writer.close()
     return compared, received, received_bytes
+
+
+class DiskWriter:
+    """Blocks written into a VM's disks the way guest writes go (under the VM lock,
+    copy-on-write for an open snapshot, the block marked dirty before its data), whatever the
+    VM's power state or fence: failback and re-protect write a fenced VM's disks."""
+
+    def __init__(self, paths: VmPaths, disks: list[DiskSpec]) -> None:
+        self.paths = paths
+        self.disks = disks
+        self._open: dict[int, DiskImage] = {}
+
+    def write(self, disk: int, block: int, data: bytes) -> None:
+        if not 0 <= disk < len(self.disks):
+            raise NotFound(f"VM has no disk {disk} (it has {len(self.disks)})")
+        image = self._open.get(disk)
+        if image is None:
+            image = self._open[disk] = open_disk(self.disks[disk].path)
+        blocks = range(block, block + 1)
+        with vm_lock(self.paths):
+            preserve_before_write(self.paths, disk, blocks, image)
+            tracking.mark(self.paths.dirty_log(disk), blocks)
+            image.write(block * BLOCK_SIZE, data)
+
+    def flush(self) -> None:
+        """Everything written is durable, and so are the dirty bits that describe it."""
+        for disk, image in self._open.items():
+            image.flush()
+            tracking.sync(self.paths.dirty_log(disk))
+
+    def close(self) -> None:
+        for image in self._open.values():
+            image.close()
+        self._open.clear()
 
 
 def register(rt: AgentRuntime) -> None:

@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("asr-agent.fencing")
 
-VM_COMMANDS = frozenset({"enable_replication", "disable_replication", "power_vm", "replicate_now", "failback"})
+VM_COMMANDS = frozenset({"enable_replication", "disable_replication", "power_vm", "replicate_now", "failback",
+                         "reverse_replicate"})
 GRANTING = frozenset({"enable_replication", "failback"})
 
 

@@ -22,7 +22,8 @@ The cloud link's state comes from ``registration.linkmetrics``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -92,4 +93,31 @@ class HostCollector(Collector):
         yield from (each, count, replicating)
 
 
-__all__ = ["CycleMetrics", "HostCollector"]
+class ReverseCollector(Collector):
+    """Re-protect (``agent.reverse``): per VM this host follows, when it last synced, how many
+    blocks that sync fetched, and whether it failed (its entry's ``last_error``)."""
+
+    def __init__(self, entries: Callable[[], list[Any]], vault: str) -> None:
+        self.entries = entries
+        self.vault = vault
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["vault", "vm", "recovery_host"]
+        at = GaugeMetricFamily("asr_agent_reverse_last_sync_timestamp_seconds", "Re-protect: when this host last "
+                               "synced its copy of a failed-over VM from the recovery host", labels=labels)
+        blocks = GaugeMetricFamily("asr_agent_reverse_last_sync_blocks", "Re-protect: blocks the last sync fetched",
+                                   labels=labels)
+        failing = GaugeMetricFamily("asr_agent_reverse_sync_failing", "Re-protect: 1 when the last sync failed "
+                                    "(its error is in the agent's log and STATE_DIR/reverse/)", labels=labels)
+        for e in self.entries():
+            key = [self.vault, e.vm_name, e.recovery_host]
+            at.add_metric(key, e.last_sync_at)
+            blocks.add_metric(key, e.last_blocks)
+            failing.add_metric(key, 1.0 if e.last_error else 0.0)
+        yield from (at, blocks, failing)
+
+
+__all__ = ["CycleMetrics", "HostCollector", "ReverseCollector"]

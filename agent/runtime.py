@@ -41,6 +41,9 @@ class AgentRuntime:
     # Site-to-site: the recovery host's replicas (agent.replica.Replicas), None unless
     # replica_listen is set.
     replica: Any = None
+    # Site-to-site re-protect: this host following a failover VM (agent.reverse), set by the
+    # composition root.
+    reverse: Any = None
 
     def handle(self, cmd: control_pb2.Command) -> str:
         kind = cmd.WhichOneof("body")

@@ -14,7 +14,7 @@ from asrpb import failover_pb2, failover_pb2_grpc, operator_pb2
 VERBS = {
     "test": "TestFailover", "test-complete": "TestFailoverComplete", "planned": "PlannedFailover",
     "unplanned": "UnplannedFailover", "commit": "Commit", "cancel": "Cancel", "change-point": "ChangePoint",
-    "migrate": "Migrate",
+    "migrate": "Migrate", "reprotect": "Reprotect",
 }
 
 
@@ -128,6 +128,8 @@ FAILOVER_HELP = {
     "cancel": "undo a failover not yet committed: the primary becomes active again",
     "change-point": "re-make the failed-over VM from another point before committing",
     "migrate": "fail over, commit and disable protection",
+    "reprotect": "site to site, after commit: keep the primary's copy following the failed-over VM (reverse "
+                 "replication), so failback ships only the last changes",
 }
 
 

@@ -19,6 +19,7 @@ from asrcli import (
     failover_cmds,
     foundation_cmds,
     local_cmds,
+    operator_cmds,
     point_cmds,
     protection_cmds,
     sitetosite_cmds,
@@ -70,6 +71,7 @@ def parser() -> argparse.ArgumentParser:
     point_cmds.add_parsers(sub, _vault_arg)
     failover_cmds.add_parsers(sub, _vault_arg)
     billing_cmds.add_parsers(sub, _vault_arg)
+    operator_cmds.add_parsers(sub, _vault_arg)
     local_cmds.add_parsers(sub, parser)
     _add_common(p)
     return p

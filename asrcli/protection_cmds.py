@@ -111,6 +111,12 @@ def print_vm(d: dict[str, Any]) -> None:
         if d.get("active_location") == "Recovery":
             lines["runs on"] = (f"recovery host {d['recovery_host']} (failed over; its VM there has this VM's name, "
                                 "a test VM the name with -test)")
+        if d.get("protection_state") == "ReverseProtected":
+            last = (f"last sync {time_cell(d.get('reverse_synced_at'))} ({d.get('reverse_blocks', 0)} blocks)"
+                    if d.get("reverse_synced_at") else "no sync reported yet")
+            err = f"; last error: {d['reverse_error']}" if d.get("reverse_error") else ""
+            lines["reverse"] = (f"{vm.get('host')} follows the VM on {d['recovery_host']} (re-protected), {last}{err}; "
+                                "failback ships only what changed since")
         lines["replica"] = (f"health {d.get('replication_health') or '-'}, {d.get('replica_points', 0)} points, RPO "
                             f"{float(d.get('rpo_seconds') or 0):.0f}s, last report "
                             f"{time_cell(d.get('last_replica_report_at'))}, "
@@ -141,7 +147,8 @@ def print_vm(d: dict[str, Any]) -> None:
              "vm", "cloud", "provider", "protection_state", "replication_health", "allowed_operations", "policy",
              "last_replication", "rpo_seconds", "initial_replication_progress", "active_location", "health_errors",
              "recovered_vms", "epoch", "primary_copy", "primary_copy_detail", "recovery_cloud", "recovery_host",
-             "pairing_id", "replica_free_bytes", "last_replica_report_at", "replica_points"}
+             "pairing_id", "replica_free_bytes", "last_replica_report_at", "replica_points", "reverse_synced_at",
+             "reverse_blocks", "reverse_error"}
     rest = {k: v for k, v in d.items() if k not in known and v not in ("", [], {}, None, 0, 0.0)}
     if rest:
         show(rest)

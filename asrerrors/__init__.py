@@ -26,7 +26,8 @@ Exit codes are published for scripts: 0 success, 1 unexpected failure, 2 usage e
     ├── AuthError                     ASR-0030 (30)
     │   ├── NotAuthenticated          ASR-0031 (31)
     │   ├── PermissionDenied          ASR-0032 (32)
-    │   └── CertificateRevoked        ASR-0033 (33)
+    │   ├── CertificateRevoked        ASR-0033 (33)
+    │   └── SignInLimited             ASR-0034 (34)   too many wrong portal passwords
     ├── NotFound                      ASR-0040 (40)
     ├── AlreadyExists                 ASR-0041 (41)
     ├── StateConflict                 ASR-0042 (42)   operation not allowed in the current state
@@ -195,6 +196,13 @@ class CertificateRevoked(AuthError):
         "The server was removed from the vault, or re-registered with --force elsewhere.",
     )
     default_action = "Register the server again with a fresh registration key file."
+
+
+class SignInLimited(AuthError):
+    code = "ASR-0034"
+    exit_code = 34
+    default_causes = ("Five wrong passwords were given for this operator within 15 minutes.",)
+    default_action = "Wait until the time named has passed, then sign in with the right password."
 
 
 class NotFound(AsrError):

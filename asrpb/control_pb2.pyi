@@ -160,23 +160,41 @@ class ReplicateNow(_message.Message):
     def __init__(self, host: _Optional[str] = ..., vm_id: _Optional[str] = ..., vm_name: _Optional[str] = ..., shutdown_first: _Optional[bool] = ...) -> None: ...
 
 class Failback(_message.Message):
-    __slots__ = ("host", "vm_id", "vm_name", "session_id", "start_vm", "replica_source")
+    __slots__ = ("host", "vm_id", "vm_name", "session_id", "start_vm", "replica_source", "incremental")
     HOST_FIELD_NUMBER: _ClassVar[int]
     VM_ID_FIELD_NUMBER: _ClassVar[int]
     VM_NAME_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     START_VM_FIELD_NUMBER: _ClassVar[int]
     REPLICA_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    INCREMENTAL_FIELD_NUMBER: _ClassVar[int]
     host: str
     vm_id: str
     vm_name: str
     session_id: str
     start_vm: bool
     replica_source: ReplicaTarget
-    def __init__(self, host: _Optional[str] = ..., vm_id: _Optional[str] = ..., vm_name: _Optional[str] = ..., session_id: _Optional[str] = ..., start_vm: _Optional[bool] = ..., replica_source: _Optional[_Union[ReplicaTarget, _Mapping]] = ...) -> None: ...
+    incremental: bool
+    def __init__(self, host: _Optional[str] = ..., vm_id: _Optional[str] = ..., vm_name: _Optional[str] = ..., session_id: _Optional[str] = ..., start_vm: _Optional[bool] = ..., replica_source: _Optional[_Union[ReplicaTarget, _Mapping]] = ..., incremental: _Optional[bool] = ...) -> None: ...
+
+class ReverseReplicate(_message.Message):
+    __slots__ = ("host", "vm_id", "vm_name", "source", "action", "interval_seconds")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    vm_id: str
+    vm_name: str
+    source: ReplicaTarget
+    action: str
+    interval_seconds: int
+    def __init__(self, host: _Optional[str] = ..., vm_id: _Optional[str] = ..., vm_name: _Optional[str] = ..., source: _Optional[_Union[ReplicaTarget, _Mapping]] = ..., action: _Optional[str] = ..., interval_seconds: _Optional[int] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("id", "created_at", "epoch", "configure_host", "enable_replication", "disable_replication", "power_vm", "replicate_now", "failback", "accept_replica", "release_replica", "replica_failover", "replica_cleanup")
+    __slots__ = ("id", "created_at", "epoch", "configure_host", "enable_replication", "disable_replication", "power_vm", "replicate_now", "failback", "accept_replica", "release_replica", "replica_failover", "replica_cleanup", "reverse_replicate")
     ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -190,6 +208,7 @@ class Command(_message.Message):
     RELEASE_REPLICA_FIELD_NUMBER: _ClassVar[int]
     REPLICA_FAILOVER_FIELD_NUMBER: _ClassVar[int]
     REPLICA_CLEANUP_FIELD_NUMBER: _ClassVar[int]
+    REVERSE_REPLICATE_FIELD_NUMBER: _ClassVar[int]
     id: str
     created_at: float
     epoch: int
@@ -203,7 +222,8 @@ class Command(_message.Message):
     release_replica: ReleaseReplica
     replica_failover: ReplicaFailover
     replica_cleanup: ReplicaCleanup
-    def __init__(self, id: _Optional[str] = ..., created_at: _Optional[float] = ..., epoch: _Optional[int] = ..., configure_host: _Optional[_Union[ConfigureHost, _Mapping]] = ..., enable_replication: _Optional[_Union[EnableReplication, _Mapping]] = ..., disable_replication: _Optional[_Union[DisableReplication, _Mapping]] = ..., power_vm: _Optional[_Union[PowerVm, _Mapping]] = ..., replicate_now: _Optional[_Union[ReplicateNow, _Mapping]] = ..., failback: _Optional[_Union[Failback, _Mapping]] = ..., accept_replica: _Optional[_Union[AcceptReplica, _Mapping]] = ..., release_replica: _Optional[_Union[ReleaseReplica, _Mapping]] = ..., replica_failover: _Optional[_Union[ReplicaFailover, _Mapping]] = ..., replica_cleanup: _Optional[_Union[ReplicaCleanup, _Mapping]] = ...) -> None: ...
+    reverse_replicate: ReverseReplicate
+    def __init__(self, id: _Optional[str] = ..., created_at: _Optional[float] = ..., epoch: _Optional[int] = ..., configure_host: _Optional[_Union[ConfigureHost, _Mapping]] = ..., enable_replication: _Optional[_Union[EnableReplication, _Mapping]] = ..., disable_replication: _Optional[_Union[DisableReplication, _Mapping]] = ..., power_vm: _Optional[_Union[PowerVm, _Mapping]] = ..., replicate_now: _Optional[_Union[ReplicateNow, _Mapping]] = ..., failback: _Optional[_Union[Failback, _Mapping]] = ..., accept_replica: _Optional[_Union[AcceptReplica, _Mapping]] = ..., release_replica: _Optional[_Union[ReleaseReplica, _Mapping]] = ..., replica_failover: _Optional[_Union[ReplicaFailover, _Mapping]] = ..., replica_cleanup: _Optional[_Union[ReplicaCleanup, _Mapping]] = ..., reverse_replicate: _Optional[_Union[ReverseReplicate, _Mapping]] = ...) -> None: ...
 
 class CommandResult(_message.Message):
     __slots__ = ("id", "ok", "error_code", "error_message", "output")

@@ -138,6 +138,48 @@ class PlanList(_message.Message):
     plans: _containers.RepeatedCompositeFieldContainer[Plan]
     def __init__(self, plans: _Optional[_Iterable[_Union[Plan, _Mapping]]] = ...) -> None: ...
 
+class SyncStart(_message.Message):
+    __slots__ = ("session_id", "full")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    FULL_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    full: bool
+    def __init__(self, session_id: _Optional[str] = ..., full: _Optional[bool] = ...) -> None: ...
+
+class SyncRequest(_message.Message):
+    __slots__ = ("start", "hashes", "hashes_done", "applied")
+    START_FIELD_NUMBER: _ClassVar[int]
+    HASHES_FIELD_NUMBER: _ClassVar[int]
+    HASHES_DONE_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    start: SyncStart
+    hashes: BlockHashes
+    hashes_done: bool
+    applied: bool
+    def __init__(self, start: _Optional[_Union[SyncStart, _Mapping]] = ..., hashes: _Optional[_Union[BlockHashes, _Mapping]] = ..., hashes_done: _Optional[bool] = ..., applied: _Optional[bool] = ...) -> None: ...
+
+class SyncEnd(_message.Message):
+    __slots__ = ("blocks", "bytes", "compared", "untracked")
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    COMPARED_FIELD_NUMBER: _ClassVar[int]
+    UNTRACKED_FIELD_NUMBER: _ClassVar[int]
+    blocks: int
+    bytes: int
+    compared: int
+    untracked: bool
+    def __init__(self, blocks: _Optional[int] = ..., bytes: _Optional[int] = ..., compared: _Optional[int] = ..., untracked: _Optional[bool] = ...) -> None: ...
+
+class SyncReply(_message.Message):
+    __slots__ = ("blocks", "end", "committed")
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    blocks: BlockDiff
+    end: SyncEnd
+    committed: bool
+    def __init__(self, blocks: _Optional[_Union[BlockDiff, _Mapping]] = ..., end: _Optional[_Union[SyncEnd, _Mapping]] = ..., committed: _Optional[bool] = ...) -> None: ...
+
 class BlockHashes(_message.Message):
     __slots__ = ("session_id", "disk_index", "first_block", "hashes", "virtual_size")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]

@@ -76,6 +76,11 @@ class FailoverStub:
                 request_serializer=asrpb_dot_failover__pb2.FailoverRequest.SerializeToString,
                 response_deserializer=asrpb_dot_operator__pb2.JobRef.FromString,
                 _registered_method=True)
+        self.Reprotect = channel.unary_unary(
+                '/asr.v1.Failover/Reprotect',
+                request_serializer=asrpb_dot_failover__pb2.FailoverRequest.SerializeToString,
+                response_deserializer=asrpb_dot_operator__pb2.JobRef.FromString,
+                _registered_method=True)
         self.ListRecoveredVms = channel.unary_unary(
                 '/asr.v1.Failover/ListRecoveredVms',
                 request_serializer=asrpb_dot_operator__pb2.VaultRef.SerializeToString,
@@ -178,6 +183,13 @@ class FailoverServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reprotect(self, request, context):
+        """site to site, committed: the primary follows
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListRecoveredVms(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -275,6 +287,11 @@ def add_FailoverServicer_to_server(servicer, server):
             ),
             'Migrate': grpc.unary_unary_rpc_method_handler(
                     servicer.Migrate,
+                    request_deserializer=asrpb_dot_failover__pb2.FailoverRequest.FromString,
+                    response_serializer=asrpb_dot_operator__pb2.JobRef.SerializeToString,
+            ),
+            'Reprotect': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reprotect,
                     request_deserializer=asrpb_dot_failover__pb2.FailoverRequest.FromString,
                     response_serializer=asrpb_dot_operator__pb2.JobRef.SerializeToString,
             ),
@@ -551,6 +568,33 @@ class Failover:
             _registered_method=True)
 
     @staticmethod
+    def Reprotect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Failover/Reprotect',
+            asrpb_dot_failover__pb2.FailoverRequest.SerializeToString,
+            asrpb_dot_operator__pb2.JobRef.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListRecoveredVms(request,
             target,
             options=(),
@@ -808,6 +852,11 @@ class FailbackDataStub:
                 request_serializer=asrpb_dot_failover__pb2.BlockHashes.SerializeToString,
                 response_deserializer=asrpb_dot_failover__pb2.BlockDiff.FromString,
                 _registered_method=True)
+        self.Sync = channel.stream_stream(
+                '/asr.v1.FailbackData/Sync',
+                request_serializer=asrpb_dot_failover__pb2.SyncRequest.SerializeToString,
+                response_deserializer=asrpb_dot_failover__pb2.SyncReply.FromString,
+                _registered_method=True)
 
 
 class FailbackDataServicer:
@@ -821,6 +870,17 @@ class FailbackDataServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Sync(self, request_iterator, context):
+        """Re-protect, site to site (on a recovery host's replica_listen): the primary fetches what
+        the failover VM wrote, from a snapshot of its disks. start; (full: every disk's hashes,
+        then hashes_done); the host answers blocks, then end; the primary writes and fsyncs them
+        and says applied; only then does the host forget the blocks it sent (committed). A stream
+        that ends before applied gives them back to the VM's change tracking.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FailbackDataServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -828,6 +888,11 @@ def add_FailbackDataServicer_to_server(servicer, server):
                     servicer.Diff,
                     request_deserializer=asrpb_dot_failover__pb2.BlockHashes.FromString,
                     response_serializer=asrpb_dot_failover__pb2.BlockDiff.SerializeToString,
+            ),
+            'Sync': grpc.stream_stream_rpc_method_handler(
+                    servicer.Sync,
+                    request_deserializer=asrpb_dot_failover__pb2.SyncRequest.FromString,
+                    response_serializer=asrpb_dot_failover__pb2.SyncReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -857,6 +922,33 @@ class FailbackData:
             '/asr.v1.FailbackData/Diff',
             asrpb_dot_failover__pb2.BlockHashes.SerializeToString,
             asrpb_dot_failover__pb2.BlockDiff.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Sync(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/asr.v1.FailbackData/Sync',
+            asrpb_dot_failover__pb2.SyncRequest.SerializeToString,
+            asrpb_dot_failover__pb2.SyncReply.FromString,
             options,
             channel_credentials,
             insecure,

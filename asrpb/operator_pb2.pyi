@@ -8,6 +8,28 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class CreateOperatorRequest(_message.Message):
+    __slots__ = ("name", "role")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    role: str
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
+
+class OperatorCreated(_message.Message):
+    __slots__ = ("name", "role", "password", "credential_json", "portal_url")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_JSON_FIELD_NUMBER: _ClassVar[int]
+    PORTAL_URL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    role: str
+    password: str
+    credential_json: str
+    portal_url: str
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., password: _Optional[str] = ..., credential_json: _Optional[str] = ..., portal_url: _Optional[str] = ...) -> None: ...
+
 class Region(_message.Message):
     __slots__ = ("name", "display_name", "pair")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -341,7 +363,7 @@ class ProtectVmRequest(_message.Message):
     def __init__(self, vault: _Optional[str] = ..., vm: _Optional[str] = ..., nic: _Optional[int] = ..., recovery_host: _Optional[str] = ...) -> None: ...
 
 class VmStatus(_message.Message):
-    __slots__ = ("vm", "cloud", "provider", "protection_state", "replication_health", "health_errors", "allowed_operations", "policy", "last_replication", "rpo_seconds", "initial_replication_progress", "active_location", "recovered_vms", "epoch", "primary_copy", "primary_copy_detail", "latest_events", "recovery_cloud", "recovery_host", "pairing_id", "replica_free_bytes", "last_replica_report_at", "replica_points")
+    __slots__ = ("vm", "cloud", "provider", "protection_state", "replication_health", "health_errors", "allowed_operations", "policy", "last_replication", "rpo_seconds", "initial_replication_progress", "active_location", "recovered_vms", "epoch", "primary_copy", "primary_copy_detail", "latest_events", "recovery_cloud", "recovery_host", "pairing_id", "replica_free_bytes", "last_replica_report_at", "replica_points", "reverse_synced_at", "reverse_blocks", "reverse_error")
     VM_FIELD_NUMBER: _ClassVar[int]
     CLOUD_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -365,6 +387,9 @@ class VmStatus(_message.Message):
     REPLICA_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
     LAST_REPLICA_REPORT_AT_FIELD_NUMBER: _ClassVar[int]
     REPLICA_POINTS_FIELD_NUMBER: _ClassVar[int]
+    REVERSE_SYNCED_AT_FIELD_NUMBER: _ClassVar[int]
+    REVERSE_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    REVERSE_ERROR_FIELD_NUMBER: _ClassVar[int]
     vm: _inventory_pb2.Vm
     cloud: str
     provider: str
@@ -388,7 +413,10 @@ class VmStatus(_message.Message):
     replica_free_bytes: int
     last_replica_report_at: float
     replica_points: int
-    def __init__(self, vm: _Optional[_Union[_inventory_pb2.Vm, _Mapping]] = ..., cloud: _Optional[str] = ..., provider: _Optional[str] = ..., protection_state: _Optional[str] = ..., replication_health: _Optional[str] = ..., health_errors: _Optional[_Iterable[str]] = ..., allowed_operations: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[_inventory_pb2.Policy, _Mapping]] = ..., last_replication: _Optional[float] = ..., rpo_seconds: _Optional[float] = ..., initial_replication_progress: _Optional[float] = ..., active_location: _Optional[str] = ..., recovered_vms: _Optional[_Iterable[_Union[RecoveredVm, _Mapping]]] = ..., epoch: _Optional[int] = ..., primary_copy: _Optional[str] = ..., primary_copy_detail: _Optional[str] = ..., latest_events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., recovery_cloud: _Optional[str] = ..., recovery_host: _Optional[str] = ..., pairing_id: _Optional[str] = ..., replica_free_bytes: _Optional[int] = ..., last_replica_report_at: _Optional[float] = ..., replica_points: _Optional[int] = ...) -> None: ...
+    reverse_synced_at: float
+    reverse_blocks: int
+    reverse_error: str
+    def __init__(self, vm: _Optional[_Union[_inventory_pb2.Vm, _Mapping]] = ..., cloud: _Optional[str] = ..., provider: _Optional[str] = ..., protection_state: _Optional[str] = ..., replication_health: _Optional[str] = ..., health_errors: _Optional[_Iterable[str]] = ..., allowed_operations: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[_inventory_pb2.Policy, _Mapping]] = ..., last_replication: _Optional[float] = ..., rpo_seconds: _Optional[float] = ..., initial_replication_progress: _Optional[float] = ..., active_location: _Optional[str] = ..., recovered_vms: _Optional[_Iterable[_Union[RecoveredVm, _Mapping]]] = ..., epoch: _Optional[int] = ..., primary_copy: _Optional[str] = ..., primary_copy_detail: _Optional[str] = ..., latest_events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., recovery_cloud: _Optional[str] = ..., recovery_host: _Optional[str] = ..., pairing_id: _Optional[str] = ..., replica_free_bytes: _Optional[int] = ..., last_replica_report_at: _Optional[float] = ..., replica_points: _Optional[int] = ..., reverse_synced_at: _Optional[float] = ..., reverse_blocks: _Optional[int] = ..., reverse_error: _Optional[str] = ...) -> None: ...
 
 class VmList(_message.Message):
     __slots__ = ("vms",)

@@ -110,6 +110,11 @@ class OperatorStub:
                 request_serializer=asrpb_dot_operator__pb2.RemoveServerRequest.SerializeToString,
                 response_deserializer=asrpb_dot_common__pb2.Empty.FromString,
                 _registered_method=True)
+        self.CreateOperator = channel.unary_unary(
+                '/asr.v1.Operator/CreateOperator',
+                request_serializer=asrpb_dot_operator__pb2.CreateOperatorRequest.SerializeToString,
+                response_deserializer=asrpb_dot_operator__pb2.OperatorCreated.FromString,
+                _registered_method=True)
 
 
 class OperatorServicer:
@@ -211,6 +216,14 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateOperator(self, request, context):
+        """An operator with a role (Reader, Operator, Contributor): a portal password shown once,
+        and an operator credential for `asr` that the API holds to the same role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -288,6 +301,11 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.RemoveServer,
                     request_deserializer=asrpb_dot_operator__pb2.RemoveServerRequest.FromString,
                     response_serializer=asrpb_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'CreateOperator': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateOperator,
+                    request_deserializer=asrpb_dot_operator__pb2.CreateOperatorRequest.FromString,
+                    response_serializer=asrpb_dot_operator__pb2.OperatorCreated.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -695,6 +713,33 @@ class Operator:
             '/asr.v1.Operator/RemoveServer',
             asrpb_dot_operator__pb2.RemoveServerRequest.SerializeToString,
             asrpb_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateOperator(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Operator/CreateOperator',
+            asrpb_dot_operator__pb2.CreateOperatorRequest.SerializeToString,
+            asrpb_dot_operator__pb2.OperatorCreated.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ReverseReport(_message.Message):
+    __slots__ = ("vm_id", "pairing_id", "synced_at", "blocks", "error")
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    PAIRING_ID_FIELD_NUMBER: _ClassVar[int]
+    SYNCED_AT_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    vm_id: str
+    pairing_id: str
+    synced_at: float
+    blocks: int
+    error: str
+    def __init__(self, vm_id: _Optional[str] = ..., pairing_id: _Optional[str] = ..., synced_at: _Optional[float] = ..., blocks: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
 class ReplicaPoint(_message.Message):
     __slots__ = ("point_id", "created_at", "app_consistent", "logical_bytes", "stored_bytes", "epoch")
     POINT_ID_FIELD_NUMBER: _ClassVar[int]

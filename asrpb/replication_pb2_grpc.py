@@ -74,6 +74,11 @@ class ReplicationStub:
                 request_serializer=asrpb_dot_replication__pb2.ReplicaReport.SerializeToString,
                 response_deserializer=asrpb_dot_replication__pb2.ReplicaAck.FromString,
                 _registered_method=True)
+        self.ReportReverse = channel.unary_unary(
+                '/asr.v1.Replication/ReportReverse',
+                request_serializer=asrpb_dot_replication__pb2.ReverseReport.SerializeToString,
+                response_deserializer=asrpb_dot_replication__pb2.ReplicaAck.FromString,
+                _registered_method=True)
 
 
 class ReplicationServicer:
@@ -132,6 +137,14 @@ class ReplicationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportReverse(self, request, context):
+        """Site-to-site re-protect, the primary host only: its last reverse sync of a failed-over VM
+        (agent.reverse). The reply says whether the pairing still stands (false: stop following).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -173,6 +186,11 @@ def add_ReplicationServicer_to_server(servicer, server):
             'ReportReplica': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportReplica,
                     request_deserializer=asrpb_dot_replication__pb2.ReplicaReport.FromString,
+                    response_serializer=asrpb_dot_replication__pb2.ReplicaAck.SerializeToString,
+            ),
+            'ReportReverse': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportReverse,
+                    request_deserializer=asrpb_dot_replication__pb2.ReverseReport.FromString,
                     response_serializer=asrpb_dot_replication__pb2.ReplicaAck.SerializeToString,
             ),
     }
@@ -391,6 +409,33 @@ class Replication:
             target,
             '/asr.v1.Replication/ReportReplica',
             asrpb_dot_replication__pb2.ReplicaReport.SerializeToString,
+            asrpb_dot_replication__pb2.ReplicaAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportReverse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asr.v1.Replication/ReportReverse',
+            asrpb_dot_replication__pb2.ReverseReport.SerializeToString,
             asrpb_dot_replication__pb2.ReplicaAck.FromString,
             options,
             channel_credentials,

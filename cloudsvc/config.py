@@ -21,7 +21,7 @@ from pydantic import Field, ValidationError
 
 from asrerrors import InvalidConfig, UsageError
 from asrops import configfile
-from asrops.configfile import Address, ConfigFile, Kind, MetricsAddress, NonEmpty, Seconds
+from asrops.configfile import Address, AddressOrOff, ConfigFile, Kind, MetricsAddress, NonEmpty, Seconds
 
 FILE = "cloudsvc.toml"
 
@@ -38,6 +38,8 @@ class CloudConfig(ConfigFile):
         60.0, description="a server whose last heartbeat is older than this shows as NotConnected")
     metrics_listen: MetricsAddress = Field("", description="where to serve Prometheus metrics (plain HTTP); "
                                                            '"": not served')
+    portal_listen: AddressOrOff = Field("", description="where to serve the web portal (HTTPS with the server "
+                                                          'certificate); "": not served')
     # gRPC's thread pool: each worker thread holds one call at a time; more than a thousand
     # is a typing error (64000), not a sizing decision
     workers: Annotated[int, Field(ge=1, le=1024), Kind("integer 1-1024", "an integer from 1 to 1024")] = Field(

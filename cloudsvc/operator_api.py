@@ -95,18 +95,22 @@ class OperatorApi(operator_pb2_grpc.OperatorServicer):
 
     def ListServers(self, request: Any, context: Any) -> operator_pb2.ServerList:
         v = self.svc.vaults.get(request.vault)
-        now = self.svc.clock.now()
         out = []
-        for r in self.svc.registrar.list_servers(v.id):
-            fresh = r["last_heartbeat"] and now - r["last_heartbeat"] <= self.svc.config.heartbeat_timeout_seconds
+        for r, state in self.svc.registrar.connection_states(v.id, self.svc.config.heartbeat_timeout_seconds):
             out.append(
                 operator_pb2.Server(
                     role=r["role"], name=r["name"], version=r["version"], registered_at=r["registered_at"],
-                    last_heartbeat=r["last_heartbeat"], state="Connected" if fresh else "NotConnected",
+                    last_heartbeat=r["last_heartbeat"], state=state,
                     provider=r["provider"], encryption=bool(r["encryption"]), identity=r["identity"],
                 )
             )
         return operator_pb2.ServerList(servers=out)
+
+    def CreateOperator(self, request: Any, context: Any) -> operator_pb2.OperatorCreated:
+        c = self.svc.operators.create(request.name, request.role)
+        return operator_pb2.OperatorCreated(name=c.name, role=c.role.value, password=c.password,
+                                            credential_json=self.svc.operators.credential_json(c),
+                                            portal_url=self.svc.portal_url())
 
     def RemoveServer(self, request: Any, context: Any) -> common_pb2.Empty:
         v = self.svc.vaults.get(request.vault)

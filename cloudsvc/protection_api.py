@@ -47,7 +47,7 @@ def vm_status(svc: CloudService, vault_id: str, row: sqlite3.Row) -> operator_pb
     state = item.state if item else ItemState.UNPROTECTED
     st = operator_pb2.VmStatus(
         vm=vm, cloud=row["cloud"], provider=row["provider"], protection_state=state.value,
-        allowed_operations=allowed(state),
+        allowed_operations=item.allowed if item else allowed(state),
     )
     if item is not None:
         st.policy.CopyFrom(item.policy)
@@ -74,6 +74,10 @@ def vm_status(svc: CloudService, vault_id: str, row: sqlite3.Row) -> operator_pb
             # the initial copy is done once the recovery host reports a point (the vault's own
             # progress rows never see one of these VMs' points)
             st.initial_replication_progress = 1.0 if st.replica_points else 0.0
+            if rs is not None and item.state == ItemState.REVERSE_PROTECTED:
+                st.reverse_synced_at = float(rs["reverse_synced_at"])
+                st.reverse_blocks = int(rs["reverse_blocks"])
+                st.reverse_error = str(rs["reverse_error"])
             if rs is not None:
                 st.replica_free_bytes = int(rs["free_bytes"])
                 st.last_replica_report_at = float(rs["reported_at"])

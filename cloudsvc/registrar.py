@@ -20,10 +20,12 @@ from asrerrors import (
 from certs import keyfile
 from certs.identity import RESERVED_SUFFIX, Identity, replica_server_name
 from certs.pki import cert_pem, sign_csr
+from cloudsvc import roles
 from cloudsvc.commands import Commands
 from cloudsvc.events import SERVER_REGISTERED, SERVER_REMOVED, Events, Severity
 from cloudsvc.inventory import Inventory
 from cloudsvc.naming import check_name
+from cloudsvc.roles import Role
 from cloudsvc.vaults import Vaults
 from sqlitestore.database import Database
 
@@ -146,8 +148,11 @@ class Registrar:
     def check_caller(self, ident: Identity, method: str) -> None:
         serial = format(ident.serial, "x")
         if ident.role == "operator":
-            if self.db.one("SELECT 1 FROM operators WHERE serial=?", (serial,)) is None:
+            row = self.db.one("SELECT role FROM operators WHERE serial=?", (serial,))
+            if row is None:
                 raise NotAuthenticated("the operator certificate is not known to this service")
+            # the operator's role (cloudsvc.roles): the same table the portal asks
+            roles.require(Role(row["role"]), ident.name, method)
             return
         row = self.db.one("SELECT vault_id, role, name FROM servers WHERE serial=?", (serial,))
         if row is None or (row["vault_id"], row["role"], row["name"]) != (ident.vault_id, ident.role, ident.name):
@@ -167,6 +172,12 @@ class Registrar:
         return self.db.query(
             "SELECT * FROM servers WHERE vault_id=? ORDER BY role DESC, name", (vault_id,)
         )
+
+    def connection_states(self, vault_id: str, timeout_s: float) -> list[tuple[sqlite3.Row, str]]:
+        """Each server with "Connected" (a heartbeat within ``timeout_s``) or "NotConnected"."""
+        now = self.clock.now()
+        return [(r, "Connected" if r["last_heartbeat"] and now - r["last_heartbeat"] <= timeout_s else "NotConnected")
+                for r in self.list_servers(vault_id)]
 
     def get(self, vault_id: str, role: str, name: str) -> sqlite3.Row:
         row = self.db.one(

@@ -35,7 +35,7 @@ from asrerrors import NotFound, PermissionDenied, UsageError
 from asrpb import replication_pb2
 from certs.identity import Identity
 from cloudsvc.events import REPLICA_HEALTH, Events, Severity
-from cloudsvc.lifecycle import Item, ProtectedItems
+from cloudsvc.lifecycle import Item, ItemState, ProtectedItems
 from cloudsvc.replication import Health, health_of
 from sqlitestore.database import Database
 
@@ -116,6 +116,51 @@ class Replicas:
                                    f"{item.name}: replica on {ident.name} {was} -> {health}{why}",
                                    vm_id=item.vm_id, vm_name=item.name, server=f"agent/{ident.name}")
         return True
+
+    def report_reverse(self, ident: Identity, r: replication_pb2.ReverseReport) -> bool:
+        """Store the primary's report of its last reverse sync (re-protect); False when the
+        pairing is gone or the VM is not re-protected (nothing stored: the primary stops)."""
+        item = self.items.get(ident.vault_id, r.vm_id)
+        primary = self.db.one("SELECT host FROM vms WHERE vault_id=? AND vm_id=?", (ident.vault_id, r.vm_id))
+        if item is None or item.pairing_id != r.pairing_id:
+            return False
+        if ident.role != "agent" or primary is None or primary["host"] != ident.name:
+            raise PermissionDenied(f"agent {ident.name} is not the primary host of VM {item.name}",
+                                   causes=("Only the host the VM was protected from follows it by re-protect.",),
+                                   action=f"Nothing to do on {ident.name}.")
+        if item.state not in (ItemState.REPROTECTING, ItemState.REVERSE_PROTECTED):
+            return False
+        now = self.clock.now()
+        with self.db.write() as conn:
+            before = conn.execute("SELECT reverse_error FROM replica_status WHERE vault_id=? AND vm_id=? AND"
+                                  " pairing_id=?", (item.vault_id, item.vm_id, item.pairing_id)).fetchone()
+            if before is None:
+                return False
+            conn.execute("UPDATE replica_status SET reverse_synced_at=MAX(reverse_synced_at, ?), reverse_blocks=?,"
+                         " reverse_error=?, reverse_reported_at=? WHERE vault_id=? AND vm_id=? AND pairing_id=?",
+                         (r.synced_at, max(0, r.blocks), r.error[:500], now, item.vault_id, item.vm_id,
+                          item.pairing_id))
+            if bool(before["reverse_error"]) != bool(r.error):
+                self.events.record(
+                    conn, item.vault_id, Severity.WARNING if r.error else Severity.INFO, REPLICA_HEALTH,
+                    f"{item.name}: reverse sync on {ident.name} " + (f"failing: {r.error[:300]}" if r.error else
+                                                                      "succeeds again"),
+                    vm_id=item.vm_id, vm_name=item.name, server=f"agent/{ident.name}")
+        return True
+
+    def reverse_health(self, item: Item, now: float) -> Health:
+        """A re-protected VM: the policy's RPO rule applied to the primary's last reverse sync."""
+        st = self.db.one("SELECT reverse_synced_at, reverse_error FROM replica_status WHERE vault_id=? AND vm_id=?"
+                         " AND pairing_id=?", (item.vault_id, item.vm_id, item.pairing_id))
+        synced = float(st["reverse_synced_at"]) if st is not None else 0.0
+        error = str(st["reverse_error"]) if st is not None else ""
+        h = health_of(item.policy, synced, error, now)
+        if h.state == "Normal":
+            return h
+        age = f"last synced {now - synced:.0f}s ago" if synced else "not synced yet"
+        return Health(h.state, [f"Re-protect: the copy on the primary host was {age} (every "
+                                f"{item.policy.copy_frequency_seconds or 300}s)"] + ([f"Last error: {error}"] if error
+                                                                                       else []))
 
     def points(self, vault_id: str, vm_id: str) -> list[ReplicaPoint]:
         """The points the recovery host last reported, oldest first."""

@@ -194,6 +194,8 @@ class Replication:
         # ``site_health(item, status, now)`` also takes the primary's replication_status row
         self.site_health: Callable[[Item, sqlite3.Row | None, float], Health] | None = None
         self.site_rpo: Callable[[Item, float], float | None] | None = None
+        # a re-protected VM's health: its primary's reverse syncs (``Replicas.reverse_health``)
+        self.reverse_health: Callable[[Item, float], Health] | None = None
 
     # ---- stores -----------------------------------------------------------------------------
     def store(self, vault_id: str, storage: str) -> VaultStore:
@@ -446,6 +448,8 @@ class Replication:
         """:func:`item_health`, or for a site-to-site VM its lifecycle and then its replica's."""
         if item.site_to_site and self.site_health is not None:
             base = item_health(item, None, now)
+            if item.state == ItemState.REVERSE_PROTECTED and self.reverse_health is not None:
+                return self.reverse_health(item, now)
             if item.source_missing or item.location == Side.RECOVERY:
                 return base
             return self.site_health(item, status, now)
@@ -528,6 +532,21 @@ class Replication:
             row = status.get((item.vault_id, item.vm_id))
             out.append(VmFigures(item, self.health(item, row, now), row, counts.get((item.vault_id, item.vm_id), 0),
                                  self.rpo(item, row, now)))
+        return out
+
+    def point_times(self, vault_id: str, since: float) -> dict[str, list[float]]:
+        """Each VM's committed point times from ``since`` on, oldest first, plus its last point
+        before ``since`` (the portal's RPO chart: what the RPO was at any time of the span).
+        One row per VM (GROUP_CONCAT): 2,000 VMs with a day of points are 72,000 points, and
+        fetching each as a row cost most of a second."""
+        out: dict[str, list[float]] = {}
+        for r in self.db.query(
+                "SELECT vm_id, MAX(created_at) AS at FROM recovery_points WHERE vault_id=? AND created_at<? "
+                "GROUP BY vm_id", (vault_id, since)):
+            out[r["vm_id"]] = [float(r["at"])]
+        for r in self.db.query("SELECT vm_id, GROUP_CONCAT(created_at) AS times FROM recovery_points "
+                               "WHERE vault_id=? AND created_at>=? GROUP BY vm_id", (vault_id, since)):
+            out.setdefault(r["vm_id"], []).extend(sorted(float(t) for t in str(r["times"]).split(",")))
         return out
 
     def storage_sizes(self) -> list[tuple[str, str, int]]:

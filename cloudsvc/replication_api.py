@@ -61,6 +61,9 @@ class ReplicationApi(replication_pb2_grpc.ReplicationServicer):
     def ReportReplica(self, request: Any, context: Any) -> replication_pb2.ReplicaAck:
         return replication_pb2.ReplicaAck(paired=self.replicas.report(current_identity(), request))
 
+    def ReportReverse(self, request: Any, context: Any) -> replication_pb2.ReplicaAck:
+        return replication_pb2.ReplicaAck(paired=self.replicas.report_reverse(current_identity(), request))
+
 
 class PointsApi(replication_pb2_grpc.PointsServicer):
     def __init__(self, svc: CloudService) -> None:

@@ -261,4 +261,26 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (vault_id, vm_id, pairing_id)
     )
     """,
+    # 12: operators with roles (Reader, Operator, Contributor; init's credential stays Contributor),
+    # their portal passwords (Argon2id hashes), portal sessions (hashes of the cookie tokens) and
+    # failed sign-ins (the rate limit): in the database, so any cloud service process can serve them.
+    """
+    ALTER TABLE operators ADD COLUMN role TEXT NOT NULL DEFAULT 'Contributor';
+    CREATE TABLE operator_accounts (
+        name TEXT PRIMARY KEY, role TEXT NOT NULL, password_hash TEXT NOT NULL, created_at REAL NOT NULL
+    );
+    CREATE TABLE portal_sessions (
+        token_hash TEXT PRIMARY KEY, name TEXT NOT NULL REFERENCES operator_accounts(name) ON DELETE CASCADE,
+        csrf TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL NOT NULL
+    );
+    CREATE TABLE signin_failures (name TEXT NOT NULL, at REAL NOT NULL);
+    CREATE INDEX signin_failures_name ON signin_failures(name, at)
+    """,
+    # 13: re-protect (site to site): what the primary reports of its reverse syncs, per pairing
+    """
+    ALTER TABLE replica_status ADD COLUMN reverse_synced_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE replica_status ADD COLUMN reverse_blocks INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE replica_status ADD COLUMN reverse_error TEXT NOT NULL DEFAULT '';
+    ALTER TABLE replica_status ADD COLUMN reverse_reported_at REAL NOT NULL DEFAULT 0
+    """,
 ]

@@ -60,6 +60,7 @@ POLICY: dict[str, set[str]] = {
     "/asr.v1.Protection/DeleteNetworkMapping": {"operator"},
     # site to site: recovery hosts report their replicas (who exactly: ``replicas``)
     "/asr.v1.Replication/ReportReplica": {"agent"},
+    "/asr.v1.Replication/ReportReverse": {"agent"},   # re-protect: the primary host (who exactly: ``replicas``)
 }
 
 

@@ -7,7 +7,8 @@ Owners of state (each the only writer of its tables):
 
 =================  ==========================================================
 ``vaults``         vaults, vault_keys, storage_accounts, networks
-``registrar``      operators, servers, revoked
+``registrar``      servers, revoked (and ``init``'s first operator)
+``operators``      operators (roles), operator_accounts, portal_sessions, signin_failures
 ``inventory``      clouds, hosts, vms
 ``items``          protected_items (``lifecycle``: the state machine)
 ``protection``     policies
@@ -26,6 +27,9 @@ Owners of state (each the only writer of its tables):
 Observing: ``metrics`` is the process's Prometheus registry (gRPC server metrics recorded by
 the interceptor, the vault's figures read at scrape time by ``cloudsvc.metrics``), served on
 ``metrics_listen``; ``health_watch`` logs every change of a VM's health.
+
+The portal (``cloudsvc.portal``) is built here when ``portal_listen`` names an address: a Flask
+application over these same services, served by cheroot over TLS with the server certificate.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ from cloudsvc.inventory import Inventory
 from cloudsvc.jobs import Jobs
 from cloudsvc.lifecycle import ProtectedItems
 from cloudsvc.metrics import VaultCollector
+from cloudsvc.operators import Operators
+from cloudsvc.portal.server import PortalServer
 from cloudsvc.protection import Protection
 from cloudsvc.registrar import Registrar
 from cloudsvc.replicas import Replicas
@@ -85,6 +91,7 @@ class CloudService:
         self.commands = Commands(db, self.jobs, clock)
         self.inventory = Inventory(db, clock, self.items, self.events)
         self.registrar = Registrar(db, self.vaults, clock, self.commands, self.inventory, self.events)
+        self.operators = Operators(db, clock, self.service_ca, config.listen)
         self.recovered = Recovered(db, clock, self.vaults)
         self.site = SiteToSite(db, clock, self.inventory, self.events)
         self.replicas = Replicas(db, clock, self.items, self.events)
@@ -115,10 +122,26 @@ class CloudService:
         self.items.on_removed.append(self.replicas.forget_vm)
         self.replication.site_health = self.replicas.health
         self.replication.site_rpo = self.replicas.rpo
+        self.replication.reverse_health = self.replicas.reverse_health
         self.metrics = Metrics()
         self.metrics.register(VaultCollector(self.vaults, self.replication, self.jobs, self.commands, self.registrar,
                                              clock, config.heartbeat_timeout_seconds))
         self.health_watch = HealthWatch(self.replication, self.stopping)
+        self.portal: PortalServer | None = None
+        if config.portal_listen:
+            from cloudsvc.portal.app import create_app
+
+            self.portal = PortalServer(create_app(self), config.portal_listen, config.pki_dir,
+                                       os.path.join(config.data_dir, "cloudsvc.toml"))
+
+    def portal_url(self) -> str:
+        """Where operators sign in to the portal ("" when it is not served)."""
+        if not self.config.portal_listen:
+            return ""
+        host, _, port = self.config.portal_listen.rpartition(":")
+        if host in ("0.0.0.0", "[::]", "::"):
+            host = self.config.names[0] if self.config.names else "localhost"
+        return f"https://{host}:{port}/"
 
     def endpoints(self) -> dict[str, str]:
         return {"api": self.config.listen, "registration": self.config.registration_listen}
@@ -132,11 +155,15 @@ class CloudService:
         self.replication.start()
         self.runner.start(watch("job-runner", RUNNER_STUCK_AFTER_S) if watch else lambda: None)
         self.health_watch.start()
+        if self.portal is not None:
+            self.portal.start()
 
     def close(self) -> None:
         self.stopping.set()
         self.commands.notify()
         self.metrics.close()
+        if self.portal is not None:
+            self.portal.close()
         self.runner.stop()
         self.health_watch.join()
         self.replication.close()

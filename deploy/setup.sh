@@ -27,8 +27,9 @@ if [ "$(id -u)" = 0 ]; then
   # python3-venv: Debian splits ensurepip out; prometheus: promtool, which checks the daemons' /metrics;
   # systemd: systemd-analyze, which verifies the units and scores their sandboxing (a container may lack it);
   # iproute2: ip, which makes the network namespaces of the site-to-site partition test;
+  # chromium: the browser the portal's tests drive with Playwright (never a browser Playwright downloads);
   # borgbackup and e2fsprogs: the peer and the image builder (mkfs.ext4 -d) of bench/real_data.py
-  for pkg in python3-venv qemu-utils tinyproxy squid rsync restic prometheus systemd iproute2 borgbackup e2fsprogs; do
+  for pkg in python3-venv qemu-utils tinyproxy squid rsync restic prometheus systemd iproute2 chromium borgbackup e2fsprogs; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
   done
   command -v npm >/dev/null 2>&1 || need="$need nodejs npm"

@@ -34,7 +34,7 @@ from registration.state import load as load_identity
 log = logging.getLogger("asr-provider")
 
 HOST_COMMANDS = ("configure_host", "enable_replication", "disable_replication", "power_vm", "replicate_now",
-                 "failback", "accept_replica", "release_replica", "replica_failover",
+                 "failback", "accept_replica", "release_replica", "replica_failover", "reverse_replicate",
                  "replica_cleanup")
 
 

@@ -126,8 +126,10 @@ class ReplicaChannels:
                 bulk = client_channel(address, ca, chain, private, self.proxy, own_connection=True,
                                       server_name=replica_server_name(recovery_host))
                 paired = grpc.intercept_channel(calls, inter)
-                rpc = _Rpc(paired, address, grpc.intercept_channel(bulk, inter),
-                           peer=f"the recovery host {recovery_host} at {address}")
+                # the cycle's calls carry the pairing id as metadata themselves (no interceptor
+                # layer on the upload path); failback's and re-protect's stubs use ``paired``
+                rpc = _Rpc(calls, address, bulk, peer=f"the recovery host {recovery_host} at {address}",
+                           metadata=((PAIRING_METADATA, pairing_id),))
                 got = (calls, bulk, rpc, paired)
                 self._open[key] = got
             return got

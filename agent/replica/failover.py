@@ -43,10 +43,11 @@ from agent.hypervisor import LocalHypervisor
 from agent.replica.applier import Applier
 from agent.replica.disks import ReplicaDisks
 from agent.replica.store import ReplicaHost, ReplicaVm
+from agent.replica.sync import SentBlocks
 from asrerrors import AlreadyExists, AsrError, NotFound, PermissionDenied, StateConflict, UsageError
 from asrpb import control_pb2, failover_pb2
 from cloudsvc.failover.failback import diff_reply
-from diskimage import DiskImage, open_disk
+from diskimage import DiskImage, open_disk, probe
 from durablefile import write_atomic
 from vmspec import NicSpec
 
@@ -116,6 +117,7 @@ class ReplicaFailovers:
             self._define(body, entry, paths)
             if entry.in_place:   # what the VM writes to the replica disks is tracked: see _remove
                 self.hv.track_from_now(entry.name)
+                SentBlocks(r.dir).start(self._sizes(entry.name))
             if body.start:
                 self.hv.start(entry.name)
         took = time.monotonic() - t0
@@ -243,6 +245,9 @@ class ReplicaFailovers:
         point = r.store.get_point(entry.point_id)
         return [disks.path(d.disk_index) for d in point.disks]
 
+    def _sizes(self, name: str) -> list[int]:
+        return [probe(d.path).virtual_size for d in self.hv.get(name).disks]
+
     def _defined(self, entry: MadeVm) -> bool:
         try:
             self.hv.get(entry.name)
@@ -267,8 +272,8 @@ class ReplicaFailovers:
         if self._defined(entry):
             if self.hv.get(entry.name).power_state == "Running":
                 self.hv.stop(entry.name)
-            if entry.in_place:
-                written = self.hv.written_blocks(entry.name)
+            if entry.in_place:   # what it wrote: its tracking, and what re-protect's syncs took from it
+                written = SentBlocks(r.dir).merged(self.hv.written_blocks(entry.name), self._sizes(entry.name))
             self.hv.delete(entry.name)
         if entry.in_place:
             # re-arm the replica: the blocks the VM wrote get the held point's content back (the
@@ -283,6 +288,7 @@ class ReplicaFailovers:
                     log.warning("replica disks redone in full", extra={"fields": {"vm_id": r.vm_id,
                                                                                    "why": str(exc)}})
                     r.disks.let_go()
+                SentBlocks(r.dir).clear()
             self.applier.point_made(r.vm_id)   # bring them to the newest point
         elif entry.dir:
             shutil.rmtree(entry.dir, ignore_errors=True)

@@ -1,6 +1,7 @@
 """The recovery host's services on ``replica_listen``: the Replication subset a primary's cycle
-uses (BeginCycle, Missing, PutChunks, CommitPoint, GetBlockMap) and FailbackData.Diff (the
-primary fetching the blocks a failover VM changed); translation between the wire and
+uses (BeginCycle, Missing, PutChunks, CommitPoint, GetBlockMap) and FailbackData.Diff and
+Sync (the primary fetching the blocks a failover VM changed: at failback, and while it
+re-protects); translation between the wire and
 ``service.ReplicaService`` / ``failover.ReplicaFailovers`` only. Every other method is not
 exposed here (the interceptor's table refuses it)."""
 
@@ -15,9 +16,10 @@ import grpc
 
 from agent.replica.failover import ReplicaFailovers
 from agent.replica.service import ReplicaService
+from agent.replica.sync import SyncSource
 from asrchannel.authz import AuthInterceptor, current_identity
 from asrchannel.tls import server_credentials, server_options
-from asrerrors import InvalidConfig
+from asrerrors import InvalidConfig, UsageError
 from asrops.metrics import RpcMetrics
 from asrpb import failover_pb2, failover_pb2_grpc, replication_pb2, replication_pb2_grpc
 from cloudsvc.vaultstore import VaultStore
@@ -27,6 +29,7 @@ PAIRING_METADATA = "asr-pairing-id"  # request metadata: the vault's pairing the
 _CYCLE = ("BeginCycle", "Missing", "PutChunks", "CommitPoint", "GetBlockMap")
 POLICY: dict[str, set[str]] = {f"/asr.v1.Replication/{m}": {"agent"} for m in _CYCLE}
 POLICY["/asr.v1.FailbackData/Diff"] = {"agent"}
+POLICY["/asr.v1.FailbackData/Sync"] = {"agent"}
 
 
 def _pairing(context: Any) -> str:
@@ -71,12 +74,14 @@ class ReplicaApi(replication_pb2_grpc.ReplicationServicer):
 
 
 class FailbackApi(failover_pb2_grpc.FailbackDataServicer):
-    """Diff for a primary failing back: the session id is ``<vm_id>/<pairing id>`` (the
-    Failback command names it), admitted like a cycle (the pairing's source host only)."""
+    """Diff for a primary failing back, Sync for one that re-protects: the session id is
+    ``<vm_id>/<pairing id>`` (the command names it), admitted like a cycle (the pairing's
+    source host only)."""
 
-    def __init__(self, svc: ReplicaService, failovers: ReplicaFailovers) -> None:
+    def __init__(self, svc: ReplicaService, failovers: ReplicaFailovers, source: SyncSource) -> None:
         self.svc = svc
         self.failovers = failovers
+        self.source = source
 
     def Diff(self, request_iterator: Iterator[Any], context: Any) -> Iterator[failover_pb2.BlockDiff]:
         ident = current_identity()
@@ -87,15 +92,27 @@ class FailbackApi(failover_pb2_grpc.FailbackDataServicer):
         self.svc.admit(ident, vm_id, pairing_id)
         yield from self.failovers.diff(vm_id, itertools.chain([first], request_iterator), ident.name)
 
+    def Sync(self, request_iterator: Iterator[Any], context: Any) -> Iterator[failover_pb2.SyncReply]:
+        ident = current_identity()
+        first = next(request_iterator, None)
+        if first is None:
+            return
+        if first.WhichOneof("step") != "start":
+            raise UsageError("a sync begins with start")
+        vm_id, _, pairing_id = first.start.session_id.partition("/")
+        self.svc.admit(ident, vm_id, pairing_id)
+        yield from self.source.sync(vm_id, first.start, request_iterator, ident.name)
 
-def build_server(svc: ReplicaService, failovers: ReplicaFailovers, listen: str, chain_pem: bytes, key_pem: bytes,
-                 vault_ca_pem: bytes, metrics: RpcMetrics | None = None) -> tuple[grpc.Server, int]:
+
+def build_server(svc: ReplicaService, failovers: ReplicaFailovers, source: SyncSource, listen: str,
+                 chain_pem: bytes, key_pem: bytes, vault_ca_pem: bytes,
+                 metrics: RpcMetrics | None = None) -> tuple[grpc.Server, int]:
     """The replica server on ``listen`` with this host's certificate; client certificates must
     chain to the vault CA (the only trust anchor). Returns the server and its bound port."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="replica"),
                          interceptors=[AuthInterceptor(POLICY, svc.check_caller, metrics)], options=server_options())
     replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicaApi(svc), server)
-    failover_pb2_grpc.add_FailbackDataServicer_to_server(FailbackApi(svc, failovers), server)
+    failover_pb2_grpc.add_FailbackDataServicer_to_server(FailbackApi(svc, failovers, source), server)
     try:
         port = server.add_secure_port(listen, server_credentials(chain_pem, key_pem, vault_ca_pem))
     except RuntimeError as exc:   # grpc raises when it cannot bind

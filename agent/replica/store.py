@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from agent.replica.disks import Applied, ReplicaDisks
 from agent.replica.pairings import Pairing, Pairings, check_vm_id
 from asrclock import Clock
-from asrerrors import AsrError, NotFound, StateConflict
+from asrerrors import AsrError, DiskFull, NotFound, StateConflict
 from chunkfmt import BlockMap
 from cloudsvc.vaultstore import (
     DiskDelta,
@@ -274,6 +274,29 @@ class ReplicaHost:
                 self._vms[vm_id] = r
             return r
 
+    def check_room(self, vm_id: str, vm_name: str, disks: list[int]) -> None:
+        """A new replica must fit: its disks' virtual size against the free space of this host's
+        replica directory, less what the replicas held already may still grow into (their
+        disks' size less what their directories take now). The vault's placement counts the
+        same from the space hosts last reported; this is the check at the moment of truth.
+        DiskFull (ASR-0061) naming both figures otherwise."""
+        need = sum(disks)
+        os.makedirs(self.root, exist_ok=True)
+        free = shutil.disk_usage(self.root).free
+        promised = 0
+        for p in self.pairings.all():
+            if p.vm_id == vm_id:
+                continue
+            size = sum(int(d.virtual_size) for d in p.disks)
+            promised += max(0, size - _dir_bytes(os.path.join(self.root, p.vm_id)))
+        if need > free - promised:
+            raise DiskFull(
+                f"the replica of {vm_name} needs up to {need} bytes; the replica directory {self.root} has {free} "
+                f"bytes free, {promised} of them promised to the replicas held already",
+                causes=("The host filled up since it last reported its free space to the vault.",),
+                action=f"Protect {vm_name} to another recovery host (asr vm protect {vm_name} --recovery-host H), "
+                       "or free space in the replica directory.")
+
     def recover(self) -> None:
         for p in self.pairings.all():
             try:
@@ -315,3 +338,15 @@ class ReplicaHost:
             self._vms.clear()
         for r in vms:
             r.close()
+
+
+def _dir_bytes(path: str) -> int:
+    """Bytes the files under ``path`` take on disk (allocated blocks: sparse disks count what they hold)."""
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.stat(os.path.join(dirpath, f)).st_blocks * 512
+            except FileNotFoundError:
+                pass
+    return total

@@ -175,8 +175,10 @@ class Windows:
 
 class _Rpc:
     def __init__(self, channel: grpc.Channel, target: str, bulk_channel: grpc.Channel | None = None,
-                 peer: str = "") -> None:
+                 peer: str = "", metadata: tuple[tuple[str, str], ...] = ()) -> None:
         self.stub = replication_pb2_grpc.ReplicationStub(channel)
+        # sent with every call (a recovery host's pairing id, agent.replica.channel)
+        self.metadata = metadata or None
         # PutChunks streams go over their own connection when one is given (asrchannel.tls)
         self.bulk = replication_pb2_grpc.ReplicationStub(bulk_channel) if bulk_channel else self.stub
         self.target = target
@@ -186,7 +188,7 @@ class _Rpc:
     def __call__(self, method: str, request: Any, timeout: float = 300.0) -> Any:
         stub = self.bulk if method == "PutChunks" else self.stub
         try:
-            return getattr(stub, method)(request, timeout=timeout)
+            return getattr(stub, method)(request, timeout=timeout, metadata=self.metadata)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, self.peer) from exc
 
@@ -456,7 +458,7 @@ class Cycle:
         """The base point's ids of ``disk`` in block order, as the raw parts of the stream."""
         req = replication_pb2.BlockMapRequest(vm_id=vm_id, point_id=base, disk_index=disk)
         try:
-            for part in self.rpc.stub.GetBlockMap(req, timeout=3600):
+            for part in self.rpc.stub.GetBlockMap(req, timeout=3600, metadata=self.rpc.metadata):
                 yield part.ids
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, self.rpc.peer) from exc

@@ -53,6 +53,9 @@ class FailoverApi(failover_pb2_grpc.FailoverServicer):
     def Migrate(self, request: Any, context: Any) -> operator_pb2.JobRef:
         return self._start("migrate", request)
 
+    def Reprotect(self, request: Any, context: Any) -> operator_pb2.JobRef:
+        return self._start("reprotect", request)
+
     def ListRecoveredVms(self, request: Any, context: Any) -> failover_pb2.RecoveredVmList:
         v = self.svc.vaults.get(request.vault)
         return failover_pb2.RecoveredVmList(vms=[recovered_msg(r) for r in self.svc.recovered.of_vault(v.id)])

@@ -58,6 +58,7 @@ OPS: dict[str, OpSpec] = {
     "change-point": OpSpec(Op.CHANGE_POINT, "ChangeRecoveryPoint"),
     "failback": OpSpec(Op.FAILBACK, "Failback"),
     "migrate": OpSpec(Op.MIGRATE, "Migrate"),
+    "reprotect": OpSpec(Op.REPROTECT, "Reprotect"),
 }
 KINDS = tuple(sorted({o.kind for o in OPS.values()}))
 SHUTDOWN_TIMEOUT_S = seconds("ASR_FAILOVER_SHUTDOWN_TIMEOUT")
@@ -133,12 +134,11 @@ class Operations:
         for v in t.vms.values():
             state = ItemState(v["prev"])
             if transition(op, state) is None:
-                refused.append(str(refusal(v["name"], op.value, state)) + " " + " ".join(
-                    refusal(v["name"], op.value, state).causes))
+                err = refusal(v["name"], op.value, state, site_to_site=bool(v.get("s2s")))
+                if len(t.vms) == 1:
+                    raise err
+                refused.append(f"{err} {' '.join(err.causes)}")
         if refused:
-            if len(t.vms) == 1:
-                v = next(iter(t.vms.values()))
-                raise refusal(v["name"], op.value, ItemState(v["prev"]))
             raise StateConflict(f"{op.value} is not allowed for {t.name!r}", details=refused,
                                 causes=("Another operation is in progress, or a VM is in another state.",),
                                 action="Run one of the allowed operations, or wait for the running job.")
@@ -252,6 +252,10 @@ class Operations:
             s.next()
             for v in every:
                 s.add(StepKind.FAILBACK, f"Fail back {name(v)}: ship the differing blocks and start it on premises", v)
+        elif op == "reprotect":
+            for v in every:
+                s.add(StepKind.REVERSE, f"Re-protect {name(v)}: {t.vms[v]['host']} follows the VM on "
+                      f"{t.vms[v]['recovery_host']} (first sync: every block compared by hash)", v, action="start")
         elif op == "migrate":
             for v in every:
                 s.add(StepKind.REPLICATE, f"Shut down {name(v)} and replicate its last changes", v)
@@ -279,6 +283,13 @@ class Operations:
         if s2s and op_name == "migrate":
             raise StateConflict(f"migrate is not available for VMs protected site to site ({s2s[0]['name']})",
                                 action="Use a planned failover and commit.")
+        if op_name == "reprotect" and len(s2s) < len(t.vms):
+            other = next(v["name"] for v in t.vms.values() if not v.get("s2s"))
+            raise StateConflict(f"reprotect is for VMs protected site to site; {other} was recovered into the vault",
+                                causes=("Its failed-over copy is a VM the vault made; failback compares its disks "
+                                        "with the on-premises ones and ships only the blocks that differ.",),
+                                action=f"Fail {other} back with 'asr failover planned {other} --direction "
+                                       "to-primary'.")
         network, subnet = ("", "")
         if op_name in MAKES_VMS and len(s2s) < len(t.vms):
             network, subnet = self.recovered.check_network(vault, req.network, req.subnet)
@@ -336,9 +347,14 @@ class Operations:
         if not ok:
             self.recovered.undo_job(conn, vault_id, job["id"], list(ctx.get("vms", {})))
             if ctx.get("op") == "failback":
-                for v in ctx.get("vms", {}).values():
+                for vid, v in ctx.get("vms", {}).items():
                     if v.get("s2s"):   # the failover VM failback shut down runs again
                         self.commands.enqueue(conn, vault_id, v["recovery_provider"], self.site.restart_command(v))
+                    if v.get("prev") == ItemState.REVERSE_PROTECTED:   # and the primary follows it again
+                        item = self.items.get(vault_id, vid, conn)
+                        if item is not None:
+                            self.commands.enqueue(conn, vault_id, v["provider"],
+                                                  self.site.reverse_command(v, item, "start"), epoch=item.epoch)
         self.keys.pop(job["id"], None)
 
 

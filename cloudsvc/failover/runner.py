@@ -215,6 +215,8 @@ class Runner:
             return self.ops.site.command(conn, job["vault_id"], vm, step, point)
         if step.kind == StepKind.FAILBACK and vm.get("s2s"):
             return control_pb2.Command(failback=self.ops.site.failback(vm)), item.epoch
+        if step.kind == StepKind.REVERSE:
+            return self.ops.site.reverse_command(vm, item, step.action), item.epoch
         if step.kind == StepKind.REPLICATE:
             cmd = control_pb2.Command(replicate_now=control_pb2.ReplicateNow(
                 host=vm["host"], vm_id=vm["vm_id"], vm_name=vm["name"], shutdown_first=True))

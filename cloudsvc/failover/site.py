@@ -34,7 +34,7 @@ from asrerrors import NotFound, StateConflict
 from asrpb import control_pb2, failover_pb2
 from cloudsvc.failover.steps import Step
 from cloudsvc.inventory import Inventory, networks_of
-from cloudsvc.lifecycle import FINAL_POINT_STATES, Item, ProtectedItems, Side
+from cloudsvc.lifecycle import FINAL_POINT_STATES, Item, ItemState, ProtectedItems, Side
 from cloudsvc.replicas import Replicas
 from cloudsvc.sitetosite import SiteToSite
 from sqlitestore.database import Database
@@ -117,11 +117,23 @@ class SiteFailover:
         return control_pb2.Command(replica_cleanup=cleanup), item.epoch
 
     def failback(self, vm: dict[str, Any]) -> control_pb2.Failback:
-        """Failback of a site-to-site VM: the primary fetches the blocks from the recovery host."""
+        """Failback of a site-to-site VM: the primary fetches the blocks from the recovery host —
+        after a re-protect only those written since its last sync."""
         return control_pb2.Failback(
             host=vm["host"], vm_id=vm["vm_id"], vm_name=vm["name"], session_id=f"{vm['vm_id']}/{vm['pairing_id']}",
-            start_vm=True, replica_source=control_pb2.ReplicaTarget(
-                recovery_host=vm["recovery_host"], address=vm["replica_address"], pairing_id=vm["pairing_id"]))
+            start_vm=True, replica_source=self._source(vm),
+            incremental=vm.get("prev") == ItemState.REVERSE_PROTECTED)
+
+    def reverse_command(self, vm: dict[str, Any], item: Item, action: str) -> control_pb2.Command:
+        """Re-protect: the primary keeps its copy following the failover VM (``agent.reverse``)."""
+        return control_pb2.Command(reverse_replicate=control_pb2.ReverseReplicate(
+            host=vm["host"], vm_id=vm["vm_id"], vm_name=vm["name"], source=self._source(vm), action=action,
+            interval_seconds=item.policy.copy_frequency_seconds or 300))
+
+    @staticmethod
+    def _source(vm: dict[str, Any]) -> control_pb2.ReplicaTarget:
+        return control_pb2.ReplicaTarget(recovery_host=vm["recovery_host"], address=vm["replica_address"],
+                                         pairing_id=vm["pairing_id"])
 
     def replica_target(self, conn: sqlite3.Connection, vault_id: str, item: Item) -> control_pb2.ReplicaTarget:
         """The replica target a grant (EnableReplication) gives the primary back."""

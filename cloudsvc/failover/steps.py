@@ -20,6 +20,7 @@ class StepKind(StrEnum):
     DISABLE = "disable"                  # DisableReplication
     FAILBACK = "failback"                # Failback: write back the differing blocks, start on premises
     GRANT = "grant"                      # EnableReplication with the item's new epoch: the primary is active
+    REVERSE = "reverse"                  # ReverseReplicate start|stop: the primary follows the failover VM
     # a site step on the recovery host (site to site, cloudsvc.failover.site): action
     # failover | delete | stop | start of the VM of kind ``rkind`` made of the replica, or
     # release (vault teardown)
@@ -40,7 +41,7 @@ class StepKind(StrEnum):
 
 
 SITE_KINDS = frozenset({StepKind.REPLICATE, StepKind.POWER, StepKind.DISABLE, StepKind.FAILBACK, StepKind.GRANT,
-                        StepKind.REPLICA})
+                        StepKind.REPLICA, StepKind.REVERSE})
 
 
 @dataclass

@@ -103,7 +103,7 @@ TIMES = {
     "VmStatus.last_replication", "RecoveredVm.created_at", "JobTask.started_at", "JobTask.ended_at",
     "Job.created_at", "Job.started_at", "Job.ended_at", "Event.at", "RecoveryPoint.created_at",
     "Plan.created_at", "Vm.last_seen", "KeyFile.expires_at", "VmStatus.last_replica_report_at",
-    "NetworkMapping.created_at",
+    "NetworkMapping.created_at", "VmStatus.reverse_synced_at",
 }
 NOT_TIMES = {
     "VmStatus.rpo_seconds", "VmStatus.initial_replication_progress", "Job.progress",

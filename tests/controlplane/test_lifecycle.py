@@ -58,6 +58,10 @@ def test_allowed_operations_come_from_the_transition_table() -> None:
                                     "unplanned-failover", "migrate"]
     assert allowed(S.UNPLANNED_FAILOVER) == []
     assert "failback" in allowed(S.COMMITTED) and "commit" in allowed(S.FAILBACK_COMMIT_PENDING)
+    # what only one kind of protection has is not offered to the other
+    assert "reprotect" in allowed(S.COMMITTED, site_to_site=True)
+    assert "reprotect" not in allowed(S.COMMITTED, site_to_site=False)
+    assert "migrate" not in allowed(S.PROTECTED, site_to_site=True)
 
 
 def test_every_state_is_reachable_and_described() -> None:
@@ -215,7 +219,7 @@ class Lifecycle(RuleBasedStateMachine):
         assert item.state == self.state
         assert item.epoch == self.epoch
         assert item.location == self.side
-        assert item.allowed == allowed(self.state)
+        assert item.allowed == allowed(self.state, site_to_site=False)
         info = STATES[item.state]
         if info.resting and info.home is not None:
             assert item.location == info.home

@@ -328,7 +328,7 @@ class Run:
     def check(self, full: bool = False) -> None:
         st = self.vm()
         assert st["protection_state"] == self.m.state, (self.m.steps[-5:], st["protection_state"], self.m.state)
-        assert st["allowed_operations"] == allowed(ItemState(st["protection_state"])), st
+        assert st["allowed_operations"] == allowed(ItemState(st["protection_state"]), site_to_site=False), st
         jobs = self.cloud.asr_json("job", "list", *VAULT)
         assert not [j for j in jobs if j["state"] in ("InProgress", "NotStarted", "Suspended")], jobs[:3]
         # at most one side is writable

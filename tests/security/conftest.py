@@ -129,9 +129,18 @@ def _build(root: Path, procs: Procs) -> World:
     foreign_ca = create_ca("mallory")
     fkey = new_key()
     fake = sign_client(foreign_ca, fkey.public_key(), "hv02", f"spiffe://asr/vault/{contoso_id}/agent/hv02")
+    # operators with the lesser roles (cloudsvc.roles): their own credentials, issued by the service
+    roles = {}
+    for name, role in (("reader1", "Reader"), ("operator1", "Operator")):
+        cloud.asr("operator", "create", name, "--role", role, "--credentials-out", str(root / f"{name}.json"))
+        roles[role] = json.loads((root / f"{name}.json").read_text())
     w.callers = {
         "none": Caller("none"),
         "operator": Caller("operator", op["cert_pem"].encode(), op["key_pem"].encode()),
+        "Reader operator": Caller("Reader operator", roles["Reader"]["cert_pem"].encode(),
+                                  roles["Reader"]["key_pem"].encode()),
+        "Operator operator": Caller("Operator operator", roles["Operator"]["cert_pem"].encode(),
+                                    roles["Operator"]["key_pem"].encode()),
         "provider": Caller("provider", *w.pems("prov2")),
         "agent": Caller("agent", *w.pems("hv02")),
         "other-vault provider": Caller("other-vault provider", *w.pems("provB")),

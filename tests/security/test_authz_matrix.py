@@ -7,7 +7,8 @@ each role may call; a new RPC (or service) without an entry fails
 ``test_every_rpc_has_a_table_entry`` naming it, and so does an entry for an RPC that no longer
 exists.
 
-Callers (see conftest.py): no client certificate, the operator, a provider and an agent of the
+Callers (see conftest.py): no client certificate, the operator (init's Contributor), operators
+created with the Reader and the Operator role (``cloudsvc.roles``), a provider and an agent of the
 vault, a provider and an agent of another vault, a removed (revoked) agent, and a certificate
 carrying a real agent's SPIFFE URI but issued by a foreign CA.
 
@@ -77,7 +78,7 @@ CLOUD: dict[str, dict[str, set[str]]] = {
         "asr.v1.Operator": {
             "ListRegions", "CreateVault", "ListVaults", "GetVault", "DeleteVault", "GenerateKey", "ActivateKey",
             "CreateStorage", "ListStorage", "DeleteStorage", "CreateNetwork", "ListNetworks", "DeleteNetwork",
-            "ListServers", "RemoveServer",
+            "ListServers", "RemoveServer", "CreateOperator",
         },
         "asr.v1.Protection": {
             "ListClouds", "ProtectCloud", "ListVms", "GetVm", "ProtectVm", "UnprotectVm", "ListJobs", "GetJob",
@@ -87,10 +88,24 @@ CLOUD: dict[str, dict[str, set[str]]] = {
         "asr.v1.Points": {"ListPoints", "VerifyPoint", "ExportPoint", "RunMaintenance", "RebuildIndex"},
         "asr.v1.Failover": {
             "TestFailover", "TestFailoverComplete", "PlannedFailover", "UnplannedFailover", "Commit", "Cancel",
-            "ChangePoint", "Migrate", "ListRecoveredVms", "DeleteRecoveredVm", "ResumeJob", "CreatePlan", "GetPlan",
+            "ChangePoint", "Migrate", "Reprotect", "ListRecoveredVms", "DeleteRecoveredVm", "ResumeJob", "CreatePlan",
+            "GetPlan",
             "ListPlans",
             "AddGroup", "AddAction", "DeletePlan",
         },
+    },
+    # operators with lesser roles (cloudsvc.roles; the "operator" above is init's Contributor)
+    "reader": {
+        "asr.v1.Operator": {"ListRegions", "ListVaults", "GetVault", "ListStorage", "ListNetworks", "ListServers"},
+        "asr.v1.Protection": {"ListClouds", "ListVms", "GetVm", "ListJobs", "GetJob", "ListEvents",
+                              "ListNetworkMappings"},
+        "asr.v1.Billing": {"Report"},
+        "asr.v1.Points": {"ListPoints", "VerifyPoint"},
+        "asr.v1.Failover": {"ListRecoveredVms", "GetPlan", "ListPlans"},
+    },
+    "failover": {
+        "asr.v1.Failover": {"TestFailover", "TestFailoverComplete", "PlannedFailover", "UnplannedFailover", "Commit",
+                            "Cancel", "ChangePoint", "Reprotect", "ResumeJob"},
     },
     "provider": {
         "asr.v1.Site": {"Heartbeat", "SyncInventory", "Commands", "CompleteCommand", "RequestProtection"},
@@ -99,9 +114,9 @@ CLOUD: dict[str, dict[str, set[str]]] = {
         "asr.v1.Site": {"Heartbeat"},
         "asr.v1.Replication": {
             "BeginCycle", "Missing", "PutChunks", "CommitPoint", "GetBlockMap", "ReportProgress", "CheckEpoch",
-            "ReportReplica",
+            "ReportReplica", "ReportReverse",
         },
-        "asr.v1.FailbackData": {"Diff"},
+        "asr.v1.FailbackData": {"Diff", "Sync"},   # Sync: served by recovery hosts only (UNIMPLEMENTED here)
     },
 }
 # The provider's server: only agents of its own vault that its configuration names as hosts.
@@ -121,6 +136,8 @@ TLS = "tls"
 CLOUD_ROLES: dict[str, set[str] | str] = {
     "none": TLS,                                   # API port; the registration port: see below
     "operator": {"public", "operator"},
+    "Reader operator": {"public", "reader"},
+    "Operator operator": {"public", "reader", "failover"},
     "provider": {"public", "provider"},
     "agent": {"public", "agent"},
     "other-vault provider": {"public", "provider"},  # its own vault's: see test_cross_vault_*
@@ -137,6 +154,8 @@ REGISTRATION_PORT_ROLES: dict[str, set[str] | str] = {"none": {"public"}}   # re
 HOSTLINK_ROLES: dict[str, set[str] | str] = {
     "none": TLS,
     "operator": set(),
+    "Reader operator": set(),
+    "Operator operator": set(),
     "provider": set(),
     "agent": {"agent"},
     "other-vault provider": set(),

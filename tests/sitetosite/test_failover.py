@@ -126,8 +126,9 @@ def test_site_to_site_failovers(cloud: Cloud, tmp_path: Path) -> None:
     s.equal([d.path for d in vm.disks], "vhdx", _at(tmp_path, "after-failback"))
     # the primary comes back: its copy is fenced (its epoch is stale)
     s.a.start_agent("hv01")
-    wait_for(lambda: s.hv01.fenced("web01") is not None, 60, what="hv01 to fence its stale copy")
-    assert s.hv01.get("web01").power_state == "Off"
+    # the marker is written first (no guest write lands after it), then the VM powers off
+    wait_for(lambda: s.hv01.fenced("web01") is not None and s.hv01.get("web01").power_state == "Off", 60,
+             what="hv01 to fence its stale copy and power it off")
     with pytest.raises(Fenced):
         s.hv01.start("web01")
     assert s.job("failover", "commit", "web01")["state"] == "Succeeded"

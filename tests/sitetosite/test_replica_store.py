@@ -184,6 +184,24 @@ def test_pairing_is_idempotent_and_a_new_pairing_replaces_the_source(tmp_path: P
     assert h.pairings.get(VM) is None and not (tmp_path / VM).exists()
 
 
+def test_a_new_replica_must_fit_beside_what_the_held_ones_may_still_grow_into(tmp_path: Path) -> None:
+    import shutil
+
+    from asrerrors import DiskFull
+
+    clock = FakeClock()
+    h = ReplicaHost(str(tmp_path / "replicas"), clock)
+    free = shutil.disk_usage(tmp_path).free
+    h.check_room("vm-a", "web01", [free // 4])                       # fits
+    held = control_pb2.AcceptReplica(vm_id="vm-a", vm_name="web01", source_host="hv01", pairing_id="pr-a",
+                                     disks=[inventory_pb2.Disk(virtual_size=free // 2)])
+    h.pairings.accept(held, 1, clock.now())                          # held, nothing stored yet: promised
+    with pytest.raises(DiskFull, match=r"the replica of db01 needs up to \d+ bytes.*promised to the replicas"):
+        h.check_room("vm-b", "db01", [free // 2 + free // 8])
+    h.check_room("vm-b", "db01", [free // 8])                        # what is left still fits
+    h.check_room("vm-a", "web01", [free // 2])                       # a VM's own pairing does not count against it
+
+
 def test_the_service_admits_only_the_paired_source_of_the_current_epoch(tmp_path: Path) -> None:
     clock = FakeClock()
     h = host(tmp_path, clock)

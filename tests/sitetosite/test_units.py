@@ -30,7 +30,7 @@ from certs.pki import create_ca
 from cloudsvc.billing import Billing
 from cloudsvc.events import MAPPING_CHANGED, REPLICA_HEALTH, EventFilter, Events
 from cloudsvc.inventory import Inventory, dumps_policy
-from cloudsvc.lifecycle import Op, ProtectedItems
+from cloudsvc.lifecycle import ItemState, Op, ProtectedItems
 from cloudsvc.replicas import Replicas
 from cloudsvc.replication import Replication
 from cloudsvc.schema import MIGRATIONS
@@ -356,3 +356,37 @@ def test_site_to_site_cycles_clear_their_error_in_the_vault(tmp_path: Path) -> N
         assert len(peer.points) == 2
     finally:
         engine.stop()
+
+
+def test_only_the_primary_host_reports_reverse_syncs_and_only_while_re_protected(w: World) -> None:
+    """ReportReverse (re-protect): the VM's own host, for the current pairing, in
+    ReprotectInProgress or ReverseProtected; the VM's health then follows those syncs."""
+    _protected_on(w, "hv12", GIB)
+    with w.db.write() as conn:
+        w.replicas.pair(conn, VAULT, "vm1", "pair1", "hv12")
+    hv01 = Identity("agent", "hv01", VAULT)
+    sync = replication_pb2.ReverseReport(vm_id="vm1", pairing_id="pair1", synced_at=w.clock.now(), blocks=3)
+    assert w.replicas.report_reverse(hv01, sync) is False          # Enabling: not re-protected
+    with w.db.write() as conn:                                      # failed over, committed, re-protect running
+        w.items.end(conn, VAULT, "vm1", "j1", True)
+        for op, job in ((Op.UNPLANNED_FAILOVER, "j2"), (Op.COMMIT, "j3"), (Op.REPROTECT, "j4")):
+            w.items.begin(conn, VAULT, "vm1", op, job)
+            if op != Op.REPROTECT:
+                w.items.end(conn, VAULT, "vm1", job, True)
+    with pytest.raises(PermissionDenied, match="agent hv12 is not the primary host of VM web01"):
+        w.replicas.report_reverse(Identity("agent", "hv12", VAULT), sync)
+    assert w.replicas.report_reverse(hv01, replication_pb2.ReverseReport(vm_id="vm1", pairing_id="forged")) is False
+    assert w.replicas.report_reverse(hv01, sync) is True
+    with w.db.write() as conn:
+        w.items.end(conn, VAULT, "vm1", "j4", True)
+    item = w.items.get(VAULT, "vm1")
+    assert item is not None and item.state == ItemState.REVERSE_PROTECTED
+    assert w.replicas.reverse_health(item, w.clock.now()).state == "Normal"
+    w.clock.advance(3 * 300 + 120)                                  # no sync for three intervals
+    h = w.replicas.reverse_health(item, w.clock.now())
+    assert h.state != "Normal" and "Re-protect: the copy on the primary host was last synced" in h.errors[0], h
+    failing = replication_pb2.ReverseReport(vm_id="vm1", pairing_id="pair1", synced_at=sync.synced_at,
+                                            error="ASR-0050: the recovery host hv12 is unreachable")
+    assert w.replicas.report_reverse(hv01, failing) is True
+    events = w.events.list(VAULT, EventFilter(vm_id="vm1"))
+    assert "reverse sync on hv01 failing: ASR-0050" in events[0].message
