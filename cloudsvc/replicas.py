@@ -120,15 +120,22 @@ class Replicas:
     def report_reverse(self, ident: Identity, r: replication_pb2.ReverseReport) -> bool:
         """Store the primary's report of its last reverse sync (re-protect); False when the
         pairing is gone or the VM is not re-protected (nothing stored: the primary stops)."""
+        # as for ReportReplica: a pairing the vault never made is NotFound, so that an agent
+        # learns nothing of VMs it does not host; a pairing that is gone is ``paired = false``
+        row = self.db.one("SELECT released_at FROM replica_status WHERE vault_id=? AND vm_id=? AND pairing_id=?",
+                          (ident.vault_id, r.vm_id, r.pairing_id))
+        if row is None:
+            raise NotFound(f"VM {r.vm_id} has no pairing {r.pairing_id!r} in this agent's vault",
+                           action="Nothing to do: this host follows no VM the vault knows of under that id.")
         item = self.items.get(ident.vault_id, r.vm_id)
         primary = self.db.one("SELECT host FROM vms WHERE vault_id=? AND vm_id=?", (ident.vault_id, r.vm_id))
-        if item is None or item.pairing_id != r.pairing_id:
-            return False
         if ident.role != "agent" or primary is None or primary["host"] != ident.name:
-            raise PermissionDenied(f"agent {ident.name} is not the primary host of VM {item.name}",
+            raise PermissionDenied(f"agent {ident.name} is not the primary host of VM "
+                                   f"{item.name if item else r.vm_id}",
                                    causes=("Only the host the VM was protected from follows it by re-protect.",),
                                    action=f"Nothing to do on {ident.name}.")
-        if item.state not in (ItemState.REPROTECTING, ItemState.REVERSE_PROTECTED):
+        if row["released_at"] or item is None or item.pairing_id != r.pairing_id or \
+                item.state not in (ItemState.REPROTECTING, ItemState.REVERSE_PROTECTED):
             return False
         now = self.clock.now()
         with self.db.write() as conn:

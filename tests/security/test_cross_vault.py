@@ -85,6 +85,8 @@ def requests(world: World, session_id: str, chunk_id: bytes) -> dict[str, Reques
         "ReportReplica": lambda r: r.ReportReplica(replication_pb2.ReplicaReport(
             vm_id=vm, pairing_id="forged", health="Normal",
             points=[replication_pb2.ReplicaPoint(point_id="forged", created_at=1.0)]), timeout=30),
+        "ReportReverse": lambda r: r.ReportReverse(replication_pb2.ReverseReport(
+            vm_id=vm, pairing_id="forged", synced_at=1.0, blocks=1), timeout=30),
     }
 
 

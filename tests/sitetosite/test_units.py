@@ -375,7 +375,8 @@ def test_only_the_primary_host_reports_reverse_syncs_and_only_while_re_protected
                 w.items.end(conn, VAULT, "vm1", job, True)
     with pytest.raises(PermissionDenied, match="agent hv12 is not the primary host of VM web01"):
         w.replicas.report_reverse(Identity("agent", "hv12", VAULT), sync)
-    assert w.replicas.report_reverse(hv01, replication_pb2.ReverseReport(vm_id="vm1", pairing_id="forged")) is False
+    with pytest.raises(NotFound, match="VM vm1 has no pairing 'forged'"):   # never made: a stranger learns nothing
+        w.replicas.report_reverse(hv01, replication_pb2.ReverseReport(vm_id="vm1", pairing_id="forged"))
     assert w.replicas.report_reverse(hv01, sync) is True
     with w.db.write() as conn:
         w.items.end(conn, VAULT, "vm1", "j4", True)
