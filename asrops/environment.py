@@ -55,6 +55,9 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
              "(agent/testcommands.py)", test_only=True),
     Variable("ASR_MAINTENANCE_SECONDS", "seconds", "60", (CLOUD,),
              "how often retention (and, at most hourly, garbage collection) runs"),
+    Variable("ASR_LEASE_SECONDS", "seconds", "10", (CLOUD,),
+             "the lease of a job or background task held by one of several cloud service processes: "
+             "a dead process's work resumes in another within this long"),
     Variable("ASR_SITE_COMMAND_TIMEOUT", "seconds", "3600", (CLOUD,),
              "a site command a job waits for longer than this fails (ASR-0050)"),
     Variable("ASR_FAILOVER_SHUTDOWN_TIMEOUT", "seconds", "60", (CLOUD,),

@@ -76,6 +76,8 @@ CRITICAL_FACTOR, CRITICAL_GRACE_S = 6.0, 300.0
 MAINTENANCE_SECONDS = seconds("ASR_MAINTENANCE_SECONDS")
 GC_EVERY_SECONDS = 3600.0
 ORPHAN_GRACE_S = 3600.0
+# the named lease (``cloudsvc.leases``) of the maintenance loop: one process runs it at a time
+MAINTENANCE_LEASE = "replication.maintenance"
 _HEALTH_LEVEL = {"Normal": logging.INFO, "Warning": logging.WARNING, "Critical": logging.ERROR}
 
 
@@ -196,14 +198,22 @@ class Replication:
         self.site_rpo: Callable[[Item, float], float | None] | None = None
         # a re-protected VM's health: its primary's reverse syncs (``Replicas.reverse_health``)
         self.reverse_health: Callable[[Item, float], Health] | None = None
+        # Whether this process may run the background maintenance now (``Leases.acquire``,
+        # wired by the composition root): with several cloud service processes one runs it.
+        self.lease: Callable[[str], bool] = lambda name: True
 
     # ---- stores -----------------------------------------------------------------------------
     def store(self, vault_id: str, storage: str) -> VaultStore:
         key = (vault_id, storage)
         with self._lock:
             st = self._stores.get(key)
-            if st is not None:
+            if st is not None and os.path.exists(st.index_db_path):
                 return st
+            if st is not None:
+                # another cloud service process deleted the store (vault teardown): this
+                # process's open copy is stale; the storage account decides what comes next
+                del self._stores[key]
+                st.close()
             row = self.vaults.storage(vault_id, storage)
             if row["backend"] == "blob":
                 container = f"asr-{vault_id}-{storage}".lower()[:63]
@@ -699,6 +709,8 @@ class Replication:
 
         def loop() -> None:
             while not self.stopping.wait(MAINTENANCE_SECONDS):
+                if not self.lease(MAINTENANCE_LEASE):
+                    continue  # another cloud service process maintains the vaults
                 try:
                     due = self.clock.now() - self._last_gc >= GC_EVERY_SECONDS
                     deleted, _, _ = self.maintain(gc=False)

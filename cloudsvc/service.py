@@ -21,6 +21,7 @@ Owners of state (each the only writer of its tables):
 ``recovered``      recovered_vms
 ``plans``          recovery_plans
 ``failback``       failback_sessions
+``leases``         leases (named leases of singleton background work; jobs hold theirs on their rows)
 ``billing``        replication_usage (``replication`` meters commits through it)
 =================  ==========================================================
 
@@ -34,10 +35,12 @@ application over these same services, served by cheroot over TLS with the server
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 
 from asrclock import Clock
+from asrerrors import AsrError
 from asrops.lifecycle import Watch
 from asrops.metrics import Metrics
 from certs.pki import CertKey
@@ -57,6 +60,7 @@ from cloudsvc.failover.site import SiteFailover
 from cloudsvc.healthwatch import HealthWatch
 from cloudsvc.inventory import Inventory
 from cloudsvc.jobs import Jobs
+from cloudsvc.leases import Leases, holder_id
 from cloudsvc.lifecycle import ProtectedItems
 from cloudsvc.metrics import VaultCollector
 from cloudsvc.operators import Operators
@@ -64,13 +68,14 @@ from cloudsvc.portal.server import PortalServer
 from cloudsvc.protection import Protection
 from cloudsvc.registrar import Registrar
 from cloudsvc.replicas import Replicas
-from cloudsvc.replication import Replication
+from cloudsvc.replication import MAINTENANCE_LEASE, Replication
 from cloudsvc.schema import MIGRATIONS
 from cloudsvc.sitetosite import SiteToSite
 from cloudsvc.teardown import Teardown
 from cloudsvc.vaults import Vaults
 from sqlitestore.database import Database
 
+log = logging.getLogger(__name__)
 
 class CloudService:
     def __init__(self, config: CloudConfig, clock: Clock) -> None:
@@ -84,6 +89,8 @@ class CloudService:
             ca_key = f.read()
         self.service_ca = CertKey.from_pem(ca_pem, ca_key)
         db = self.db
+        # several processes may serve these vaults: this one's name in the leases it holds
+        self.leases = Leases(db, clock, holder_id())
         self.events = Events(db, clock)
         self.vaults = Vaults(db, self.service_ca, clock, config.storage_dir)
         self.items = ProtectedItems(db, clock, self.events)
@@ -106,11 +113,13 @@ class CloudService:
                                      self.replication, self.recovered, self.plans,
                                      SiteFailover(db, self.inventory, self.items, self.site, self.replicas))
         self.runner = Runner(db, clock, self.jobs, self.commands, self.items, self.replication, self.recovered,
-                             self.failback, self.operations, self.stopping)
+                             self.failback, self.operations, self.stopping, self.leases)
         self.teardown = Teardown(db, clock, self.vaults, self.items, self.jobs, self.commands, self.inventory,
                                  self.registrar, self.recovered, self.replication, self.events)
         self.deletion = Deletion(db, clock, self.vaults, self.items, self.recovered, self.replication, self.events)
+        self.replication.lease = self.leases.acquire
         self.operations.wake = self.runner.wake
+        self.operations.claim = self.runner.claim_in
         self.commands.on_complete.append(self.runner.wake)
         self.runner.add_kinds(FAILOVER_KINDS)
         self.runner.add_kinds(self.teardown.kinds(), self.teardown.handlers(self.runner))
@@ -167,4 +176,8 @@ class CloudService:
         self.runner.stop()
         self.health_watch.join()
         self.replication.close()
+        try:  # another process may maintain the vaults at once, not a lease period later
+            self.leases.release(MAINTENANCE_LEASE)
+        except AsrError:
+            log.exception("releasing the maintenance lease at shutdown failed")
         self.db.close()

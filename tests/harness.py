@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -48,6 +49,9 @@ def base_env(**extra: str) -> dict[str, str]:
     env.pop("ASR_VAULT", None)
     env["PYTHONUNBUFFERED"] = "1"
     env["ASR_TEST_MODE"] = "1"   # the daemons honour test hooks (fake clock, faults) only with it
+    # a job or background task of a cloud service that died (or restarted) is taken over after
+    # this lease: shorter than the 10 s default so tests of restarts and takeovers stay quick
+    env.setdefault("ASR_LEASE_SECONDS", "4")
     env.update(extra)
     return env
 
@@ -129,6 +133,7 @@ class Cloud:
         assert res.returncode == 0, res.stderr
         self.credentials = data_dir / "operator.json"
         self.proc: Proc | None = None
+        self.name = "cloudsvc"
 
     def env(self, **extra: str) -> dict[str, str]:
         e = base_env(ASR_CREDENTIALS=str(self.credentials), ASR_ENDPOINT=self.endpoint, **extra)
@@ -137,8 +142,8 @@ class Cloud:
         return e
 
     def start(self) -> Cloud:
-        self.proc = self.procs.start("cloudsvc", [str(BIN / "asr-cloudsvc"), "serve", "--data-dir",
-                                                  str(self.data_dir)], env=self.env())
+        self.proc = self.procs.start(self.name, [str(BIN / "asr-cloudsvc"), "serve", "--data-dir",
+                                                 str(self.data_dir)], env=self.env())
         wait_for(self.healthy, 30, what="cloudsvc health")
         return self
 
@@ -169,6 +174,34 @@ class Cloud:
                                      env=self.env(**env))
         wait_for(self.healthy, 30, what="cloudsvc health")
         return self.proc
+
+    def clone(self, data_dir: Path, name: str = "cloudsvc-b") -> Cloud:
+        """A second cloud service over the same vaults (issue 15): its data directory is a copy
+        of this one's configuration and PKI with its own listen addresses, and shares this
+        one's metadata database, storage accounts and store indexes (symlinks: SQLite follows
+        them, so both processes use one database file and its WAL). Not started."""
+        import tomllib
+
+        data_dir.mkdir(parents=True)
+        shutil.copytree(self.data_dir / "pki", data_dir / "pki", symlinks=True)
+        shutil.copy2(self.credentials, data_dir / "operator.json")
+        for shared in ("storage", "replication"):   # made now: a symlink to nothing is useless
+            (self.data_dir / shared).mkdir(exist_ok=True)
+        for shared in ("metadata.db", "storage", "replication"):
+            (data_dir / shared).symlink_to(self.data_dir / shared)
+        doc = tomllib.loads((self.data_dir / "cloudsvc.toml").read_text())
+        other = Cloud.__new__(Cloud)
+        other.procs, other.data_dir, other.host, other.clock_file = self.procs, data_dir, self.host, self.clock_file
+        other.port, other.reg_port = free_port(), free_port()
+        other.endpoint = f"{self.host}:{other.port}"
+        other.credentials, other.proc, other.name = data_dir / "operator.json", None, name
+        doc["listen"], doc["registration_listen"] = other.endpoint, f"{self.host}:{other.reg_port}"
+        for key in ("metrics_listen", "portal_listen"):
+            if doc.get(key):
+                doc[key] = f"{self.host}:{free_port()}"
+        write_toml(data_dir / "cloudsvc.toml", doc)
+        (data_dir / "cloudsvc.toml").chmod((self.data_dir / "cloudsvc.toml").stat().st_mode & 0o777)
+        return other
 
     def asr(self, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
         res = run([str(BIN / "asr"), *args], env=self.env(**env))

@@ -12,6 +12,16 @@ action Suspends the job until resumed. Every write to jobs goes through ``Jobs``
 
 A cloud step that finishes checks that its job is still InProgress in the same transaction
 that records the result, so a job failed meanwhile never gets a VM marked Running.
+
+Several cloud service processes (issue 15): each job runs in one process, the holder of its
+lease (``Jobs.claim``: owner and lease_until on the job's row). Every tick renews the leases
+of the jobs this runner holds and takes over those whose holder's lease expired; a process
+advances only the jobs it holds, so a site command is queued once and a cloud step runs in
+one place. A cloud step that was InProgress in a process that died is run again by the new
+holder (as after a restart). A step of a process that lost its job (it stalled past its
+lease) records nothing: ``finish`` checks the lease in the transaction that records the
+result, and a materialisation stops at its next progress report. Command expiry and the
+reaping of deleted recovered VMs run in one process at a time, under named leases.
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from cloudsvc.failover.operations import Operations
 from cloudsvc.failover.recovered import Recovered
 from cloudsvc.failover.steps import Step, StepKind
 from cloudsvc.jobs import Jobs
+from cloudsvc.leases import Leases
 from cloudsvc.lifecycle import ProtectedItems
 from cloudsvc.replication import Replication
 from sqlitestore.database import Database
@@ -53,6 +64,9 @@ OUTPUT_LIMIT = 8000
 # tolerant steps give up earlier, after their own deadline, and keep their command queued.
 SITE_COMMAND_TIMEOUT_S = seconds("ASR_SITE_COMMAND_TIMEOUT")
 EXPIRE_EVERY_S = 2.0
+# named leases (``cloudsvc.leases``) of the runner's work that runs in one process at a time
+EXPIRE_LEASE = "commands.expire"
+REAP_LEASE = "recovered.reap"
 
 # A cloud step handler: (job row, context, task index, step) -> None; it records its result
 # with Runner.finish (or raises an AsrError, which fails the task).
@@ -62,8 +76,11 @@ CloudStep = Callable[[Any, dict[str, Any], int, Step], None]
 class Runner:
     def __init__(self, db: Database, clock: Clock, jobs: Jobs, commands: Commands, items: ProtectedItems,
                  replication: Replication, recovered: Recovered, failback: FailbackServer, ops: Operations,
-                 stopping: threading.Event) -> None:
+                 stopping: threading.Event, leases: Leases) -> None:
         self.db = db
+        # this process's holder id and lease period for jobs; named leases for the singletons
+        self.leases = leases
+        self.holder = leases.holder
         self.clock = clock
         self.jobs = jobs
         self.commands = commands
@@ -82,7 +99,11 @@ class Runner:
             StepKind.SCRIPT: self._step_script,
         }
         self.pool = ThreadPoolExecutor(4, thread_name_prefix="jobs")
+        # cloud steps running on this process's pool; a step InProgress in the DB but not here
+        # ran in a process that died (or before a restart) and is run again
         self.running: set[tuple[str, int]] = set()
+        # jobs this process held and lost to another: their running steps stop and record nothing
+        self.lost: set[str] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._expired_at = 0.0
@@ -123,15 +144,33 @@ class Runner:
         self.pool.shutdown(wait=False, cancel_futures=True)
         if self._thread is not None:
             self._thread.join(timeout=5)
+        try:  # another process takes this one's jobs over at once rather than after the lease
+            self.jobs.release(self.holder)
+            for name in (EXPIRE_LEASE, REAP_LEASE):
+                self.leases.release(name)
+        except AsrError:
+            log.exception("releasing the job leases at shutdown failed")
+
+    def claim_in(self, conn: Any, job_id: str) -> None:
+        """Run a job just created in ``conn``'s transaction here (it needs this process's memory:
+        a customer-managed key is never stored)."""
+        self.jobs.claim_in(conn, job_id, self.holder, self.leases.period)
 
     def tick(self) -> None:
         now = self.clock.monotonic()
         if now - self._expired_at >= EXPIRE_EVERY_S:
             self._expired_at = now
-            self.commands.expire(SITE_COMMAND_TIMEOUT_S)
-        for job in self.jobs.running(tuple(sorted(self.kinds))):
+            if self.leases.acquire(EXPIRE_LEASE):
+                self.commands.expire(SITE_COMMAND_TIMEOUT_S)
+        held, lost = self.jobs.claim(tuple(sorted(self.kinds)), self.holder, self.leases.period)
+        if lost:
+            log.warning("jobs taken over by another cloud service process", extra={"fields": {"jobs": lost}})
+            with self._lock:
+                self.lost.update(lost)
+        for job in held:
             self.advance(job)
-        self.recovered.reap()
+        if self.leases.acquire(REAP_LEASE):
+            self.recovered.reap()
 
     # ---- one job ----------------------------------------------------------------------------
     def advance(self, job: Any) -> None:
@@ -242,6 +281,8 @@ class Runner:
 
     # ---- cloud steps ------------------------------------------------------------------------
     def _run_cloud_step(self, job_id: str, seq: int) -> None:
+        with self._lock:
+            self.lost.discard(job_id)  # held again (the claim that started this step took it)
         try:
             job = self.db.one("SELECT * FROM jobs WHERE id=?", (job_id,))
             if job is None or job["state"] != "InProgress":
@@ -270,6 +311,10 @@ class Runner:
         same transaction. Returns False when the job ended meanwhile (nothing recorded)."""
         with self.db.write() as conn:
             if self.jobs.state_of(conn, job_id) not in ("InProgress", "Suspended"):
+                return False
+            if not self.jobs.held_in(conn, job_id, self.holder):
+                log.warning("a job step finished after its job was taken over by another process; "
+                            "its result is dropped", extra={"fields": {"job": job_id, "seq": seq}})
                 return False
             if then is not None:
                 then(conn)
@@ -339,6 +384,9 @@ class Runner:
         last = [0.0]
 
         def report(blocks_done: int, blocks_total: int) -> None:
+            with self._lock:
+                if job_id in self.lost:  # another process runs the job now and starts this disk over
+                    raise JobFailed(f"job {job_id} was taken over by another cloud service process")
             now = self.clock.monotonic()
             if blocks_done < blocks_total and now - last[0] < 1.0:
                 return

@@ -55,6 +55,7 @@ from cloudsvc.vaultstore.records import (
 )
 from cloudsvc.vaultstore.retention import RetentionPolicy, points_to_keep
 from durablefile import fsync_dir
+from portablefile import locked
 
 DEFAULT_PACK_SIZE = 16 * 1024 * 1024
 # Object name prefixes this store owns in its storage account (what ``destroy`` removes).
@@ -657,7 +658,7 @@ class VaultStore:
         the same points) and are kept as they are. See ``integrity.rebuild_index``."""
         from cloudsvc.vaultstore.integrity import rebuild_index
 
-        with self._gc_lock, self.lock:
+        with self._collecting(), self.lock:
             self._seal()
             return rebuild_index(self)
 
@@ -667,8 +668,17 @@ class VaultStore:
         ``missing`` and commits proceed meanwhile. One collection at a time per store."""
         from cloudsvc.vaultstore.collector import collect
 
-        with self._gc_lock:
+        with self._collecting():
             return collect(self)
+
+    @contextmanager
+    def _collecting(self) -> Iterator[None]:
+        """One collection (or index rebuild) of this store at a time: in this process (the
+        thread lock) and in every cloud service process sharing the index (a lock file beside
+        it; held by an open file, so it goes with a process that dies). ``collector`` assumes
+        it is alone."""
+        with self._gc_lock, locked(self.index_db_path + ".collector.lock"):
+            yield
 
     def storage_bytes(self) -> int:
         """Bytes of pack objects the index knows about (live, being written or deleted)."""
@@ -692,7 +702,7 @@ def destroy_store(backend: Backend, index_db_path: str) -> None:
     goes first: a half-deleted store is then an index-less heap of packs that nothing reads
     (a rebuild would restore chunk rows, never points), not an index whose points name
     deleted packs. Close every VaultStore on this index first."""
-    for suffix in ("", "-wal", "-shm", "-journal"):
+    for suffix in ("", "-wal", "-shm", "-journal", ".collector.lock"):
         try:
             os.unlink(index_db_path + suffix)
         except FileNotFoundError:
