@@ -174,17 +174,15 @@ class Jobs:
                              kinds)
 
     # ---- which process runs a job (several cloud services: see ``cloudsvc.leases``) -----------
-    def claim(self, kinds: tuple[str, ...], holder: str, lease_s: float) -> tuple[list[sqlite3.Row], list[str]]:
+    def claim(self, kinds: tuple[str, ...], holder: str, lease_s: float) -> list[sqlite3.Row]:
         """One turn of a runner process ``holder``, in one transaction: renew the leases of the
         jobs it runs, take every running job of ``kinds`` that nobody holds or whose holder's
-        lease expired (it died or stalled), and hand back (the InProgress jobs it now holds,
-        oldest first; the ids of jobs it held before this turn and lost to another process).
-        A Suspended job keeps its holder but needs no lease: nothing runs until it resumes."""
+        lease expired (it died or stalled), and hand back the InProgress jobs it now holds,
+        oldest first. A Suspended job keeps its holder but needs no lease: nothing runs until
+        it resumes."""
         now = self.clock.now()
         marks = ",".join("?" * len(kinds))
         with self.db.write() as conn:
-            mine_before = {r["id"] for r in conn.execute(
-                "SELECT id FROM jobs WHERE owner=? AND state='InProgress'", (holder,))}
             # a holder's own lease is renewed only while it is in force: once expired the job
             # may already belong to another process, and the next statement decides
             conn.execute("UPDATE jobs SET lease_until=? WHERE owner=? AND state='InProgress' AND lease_until>?",
@@ -196,10 +194,8 @@ class Jobs:
             # an expired lease of our own (this process stalled) that nobody took: ours again
             conn.execute(f"UPDATE jobs SET lease_until=? WHERE state='InProgress' AND kind IN ({marks}) AND owner=?"
                          f" AND lease_until<=?", (now + lease_s, *kinds, holder, now))
-            held = conn.execute(f"SELECT * FROM jobs WHERE state='InProgress' AND kind IN ({marks}) AND owner=?"
+            return conn.execute(f"SELECT * FROM jobs WHERE state='InProgress' AND kind IN ({marks}) AND owner=?"
                                 f" ORDER BY created_at", (*kinds, holder)).fetchall()
-        lost = sorted(mine_before - {r["id"] for r in held})
-        return held, lost
 
     def claim_in(self, conn: sqlite3.Connection, job_id: str, holder: str, lease_s: float) -> None:
         """Hold a job just created in the caller's transaction (it needs something only this
@@ -214,6 +210,10 @@ class Jobs:
         if row is None or row["owner"] != holder:
             return False
         return row["state"] == "Suspended" or float(row["lease_until"]) > self.clock.now()
+
+    def owner_of(self, job_id: str) -> str:
+        row = self.db.one("SELECT owner FROM jobs WHERE id=?", (job_id,))
+        return str(row["owner"]) if row else ""
 
     def release(self, holder: str) -> None:
         """A process stopping cleanly gives its jobs up, so another takes them at once."""

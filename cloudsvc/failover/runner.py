@@ -104,6 +104,7 @@ class Runner:
         self.running: set[tuple[str, int]] = set()
         # jobs this process held and lost to another: their running steps stop and record nothing
         self.lost: set[str] = set()
+        self._held: set[str] = set()   # the jobs the last tick held
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._expired_at = 0.0
@@ -162,9 +163,14 @@ class Runner:
             self._expired_at = now
             if self.leases.acquire(EXPIRE_LEASE):
                 self.commands.expire(SITE_COMMAND_TIMEOUT_S)
-        held, lost = self.jobs.claim(tuple(sorted(self.kinds)), self.holder, self.leases.period)
+        held = self.jobs.claim(tuple(sorted(self.kinds)), self.holder, self.leases.period)
+        ids = {r["id"] for r in held}
+        # a job this process ran that is still running but no longer held by it was taken over
+        # (this process stalled past its lease): its steps here stop and record nothing
+        lost = {j for j in self._held - ids if self.jobs.owner_of(j) not in ("", self.holder)}
+        self._held = ids
         if lost:
-            log.warning("jobs taken over by another cloud service process", extra={"fields": {"jobs": lost}})
+            log.warning("jobs taken over by another cloud service process", extra={"fields": {"jobs": sorted(lost)}})
             with self._lock:
                 self.lost.update(lost)
         for job in held:

@@ -1,0 +1,56 @@
+"""Issue 15, must-show 2: two cloud services, one database, one storage account. A vault made
+through one is used through the other; replication alternates between them point by point
+and every point exports exactly (judged by qemu-img compare), through either service; a
+command queued through B reaches the provider whose command stream is served by A."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.failover.fixture import compare
+from tests.harness import Procs
+from tests.replication.fixture import MiB, protect
+from tests.scaleout.fixture import db_all, point_to, two_services
+
+
+def test_replication_alternates_between_two_services(procs: Procs, tmp_path: Path) -> None:
+    a, b = two_services(procs, tmp_path)
+    p = protect(a, tmp_path)        # vault, storage account, site and protection through A
+    # what A made, B shows and uses
+    assert [v["name"] for v in b.asr_json("vault", "list")] == ["contoso"]
+    assert [v["vm"]["name"] for v in b.asr_json("vm", "list", "--vault", "contoso")] == ["vm1"]
+    assert b.asr_json("vm", "show", "vm1", "--vault", "contoso")["protection_state"] == "Protected"
+
+    agent_dir = p.site.root / "hv01"
+    refs: dict[str, tuple[str, list[Path]]] = {}      # point -> (the service that took it, disks)
+    writes = [(0, 6 * 65536 - 100, 5000, 0x42), (1, 0, 4096, 0x7e), (0, 0, 65536, 0), (1, 4 * MiB - 4096, 4096, 9)]
+    for i, svc in enumerate([a, b, a, b, a]):
+        point_to(agent_dir, svc)
+        if i:
+            p.write(*writes[i - 1])
+        res = p.once()
+        refs[res["point_id"]] = (svc.name, p.snapshot_raw(tmp_path, f"p{i}"))
+        # the point is visible through both services as soon as it is acknowledged
+        for other in (a, b):
+            assert [x["point_id"] for x in other.asr_json("point", "list", "vm1", "--vault", "contoso")] == list(refs)
+    assert [name for name, _ in refs.values()] == ["cloudsvc", "cloudsvc-b"] * 2 + ["cloudsvc"]
+    for pid, (_, disks) in refs.items():
+        for svc in (a, b):
+            for i, ref in enumerate(disks):
+                out = tmp_path / f"export-{svc.name}-{pid}-{i}.raw"
+                svc.asr("point", "export", "vm1", pid, "--disk", str(i), "--out", str(out), "--vault", "contoso")
+                r = compare(out, "raw", ref, "raw")
+                assert r.returncode == 0, (svc.name, pid, i, r.stdout, r.stderr)
+    # and the latest point equals the live disks
+    for i, (img, fmt) in enumerate(p.disks):
+        out = tmp_path / f"latest-{i}.raw"
+        b.asr("point", "export", "vm1", "latest", "--disk", str(i), "--out", str(out), "--vault", "contoso")
+        assert compare(out, "raw", img, fmt).returncode == 0
+
+    # the provider's command stream is served by A; a job started through B queues its command
+    # in the database, A's stream finds it (it polls) and the acknowledgement ends B's job
+    job = b.asr_json("vm", "unprotect", "vm1", "--vault", "contoso", "--wait")
+    assert job["state"] == "Succeeded", job
+    [cmd] = db_all(a, "SELECT state, delivered FROM commands WHERE id=(SELECT command_id FROM job_tasks"
+                      " WHERE job_id=? AND command_id!='')", (job["id"],))
+    assert cmd["state"] == "done" and cmd["delivered"] >= 1
