@@ -62,9 +62,10 @@ class Jobs:
         )
         for seq, (name, command_id) in enumerate(tasks):
             conn.execute(
-                "INSERT INTO job_tasks(job_id, seq, name, state, started_at, command_id) VALUES (?,?,?,?,?,?)",
+                "INSERT INTO job_tasks(job_id, seq, name, state, started_at, command_id, attempts)"
+                " VALUES (?,?,?,?,?,?,?)",
                 (job_id, seq, name, "InProgress" if command_id else "NotStarted", now if command_id else 0,
-                 command_id),
+                 command_id, 1 if command_id else 0),
             )
         self.db.after_commit(lambda: log.info(f"job {job_id} started: {kind} {target}", extra={"fields": {
             "job": job_id, "kind": kind, "target": target, "vault_id": vault_id}}))
@@ -88,9 +89,10 @@ class Jobs:
                            (job_id,)).fetchone()
         now = self.clock.now()
         state = "Succeeded" if done else ("InProgress" if command_id else "NotStarted")
-        conn.execute("INSERT INTO job_tasks(job_id, seq, name, state, started_at, ended_at, command_id)"
-                     " VALUES (?,?,?,?,?,?,?)", (job_id, row["seq"], name, state, now if state != "NotStarted" else 0,
-                                                 now if done else 0, command_id))
+        conn.execute("INSERT INTO job_tasks(job_id, seq, name, state, started_at, ended_at, command_id, attempts)"
+                     " VALUES (?,?,?,?,?,?,?,?)", (job_id, row["seq"], name, state,
+                                                   now if state != "NotStarted" else 0, now if done else 0,
+                                                   command_id, int(state != "NotStarted")))
         if done:
             self._settle(conn, job_id)
         return int(row["seq"])
@@ -111,14 +113,15 @@ class Jobs:
     def start_task(self, conn: sqlite3.Connection, job_id: str, seq: int, command_id: str = "") -> bool:
         """NotStarted → InProgress (waiting for ``command_id`` when given); False if the task
         was not NotStarted (another runner got there first)."""
-        cur = conn.execute("UPDATE job_tasks SET state='InProgress', started_at=?, command_id=? WHERE job_id=?"
-                           " AND seq=? AND state='NotStarted'", (self.clock.now(), command_id, job_id, seq))
+        cur = conn.execute("UPDATE job_tasks SET state='InProgress', started_at=?, command_id=?, attempts=1"
+                           " WHERE job_id=? AND seq=? AND state='NotStarted'",
+                           (self.clock.now(), command_id, job_id, seq))
         return cur.rowcount == 1
 
     def restart_task(self, conn: sqlite3.Connection, job_id: str, seq: int) -> None:
         """A cloud step that was InProgress when its process died runs again from the start."""
-        conn.execute("UPDATE job_tasks SET started_at=? WHERE job_id=? AND seq=? AND state='InProgress'",
-                     (self.clock.now(), job_id, seq))
+        conn.execute("UPDATE job_tasks SET started_at=?, attempts=attempts+1 WHERE job_id=? AND seq=?"
+                     " AND state='InProgress'", (self.clock.now(), job_id, seq))
 
     def suspend_task(self, conn: sqlite3.Connection, job_id: str, seq: int, output: str) -> None:
         """A manual action: the task and its job wait for :meth:`resume`."""

@@ -285,13 +285,15 @@ MIGRATIONS: list[str] = [
     """,
     # 14: several cloud service processes (issue 15): named leases for singleton background
     # work (``leases``), and the process that runs each job with its lease (``jobs``: owner,
-    # lease_until; takeovers counts how often another process took a job over).
+    # lease_until; takeovers counts how often another process took a job over), and how many
+    # times each task was started (a cloud step re-run after its process died counts twice).
     """
     CREATE TABLE leases (
         name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL, acquired_at REAL NOT NULL
     );
     ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
     ALTER TABLE jobs ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
-    ALTER TABLE jobs ADD COLUMN takeovers INTEGER NOT NULL DEFAULT 0
+    ALTER TABLE jobs ADD COLUMN takeovers INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE job_tasks ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0
     """,
 ]
