@@ -185,7 +185,8 @@ class Replication:
         self.events = events
         self.root = os.path.join(data_dir, "replication")
         self.stopping = stopping or threading.Event()
-        self._stores: dict[tuple[str, str], VaultStore] = {}
+        # (vault, account) -> (the account's created_at, its open store)
+        self._stores: dict[tuple[str, str], tuple[float, VaultStore]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._last_gc = 0.0
@@ -205,16 +206,18 @@ class Replication:
     # ---- stores -----------------------------------------------------------------------------
     def store(self, vault_id: str, storage: str) -> VaultStore:
         key = (vault_id, storage)
+        # the account's row on every call (one indexed read): another cloud service process may
+        # have deleted the account (and its store), or deleted it and made one of the same name
+        row = self.vaults.storage(vault_id, storage)
         with self._lock:
-            st = self._stores.get(key)
-            if st is not None and os.path.exists(st.index_db_path):
-                return st
-            if st is not None:
-                # another cloud service process deleted the store (vault teardown): this
-                # process's open copy is stale; the storage account decides what comes next
+            cached = self._stores.get(key)
+            if cached is not None:
+                made_at, st = cached
+                if made_at == row["created_at"] and os.path.exists(st.index_db_path):
+                    return st
+                # this process's open copy is of a store that is gone: drop it
                 del self._stores[key]
                 st.close()
-            row = self.vaults.storage(vault_id, storage)
             if row["backend"] == "blob":
                 container = f"asr-{vault_id}-{storage}".lower()[:63]
                 backend: Any = BlobBackend(container, connection_string=row["connection"])
@@ -222,7 +225,7 @@ class Replication:
                 backend = LocalDirBackend(row["location"])
             os.makedirs(os.path.join(self.root, vault_id), exist_ok=True)
             st = VaultStore(faults_from_environment(backend), self.index_path(vault_id, storage), self.clock)
-            self._stores[key] = st
+            self._stores[key] = (row["created_at"], st)
             return st
 
     def index_path(self, vault_id: str, storage: str) -> str:
@@ -231,14 +234,15 @@ class Replication:
     def drop_store(self, vault_id: str, storage: str) -> VaultStore | None:
         """Forget an open store (vault teardown destroys it next)."""
         with self._lock:
-            return self._stores.pop((vault_id, storage), None)
+            cached = self._stores.pop((vault_id, storage), None)
+        return cached[1] if cached else None
 
     def close(self) -> None:
         self.stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
         with self._lock:
-            for st in self._stores.values():
+            for _, st in self._stores.values():
                 try:
                     st.flush()
                 except AsrError:
@@ -566,8 +570,8 @@ class Replication:
         out = []
         for vid, storage in self._storages(None):
             with self._lock:
-                st = self._stores.get((vid, storage))
-            size = st.storage_bytes() if st is not None else pack_bytes_at(self.index_path(vid, storage))
+                cached = self._stores.get((vid, storage))
+            size = cached[1].storage_bytes() if cached else pack_bytes_at(self.index_path(vid, storage))
             if size is not None:
                 out.append((vid, storage, size))
         return out
