@@ -178,27 +178,37 @@ class Jobs:
 
     # ---- which process runs a job (several cloud services: see ``cloudsvc.leases``) -----------
     def claim(self, kinds: tuple[str, ...], holder: str, lease_s: float) -> list[sqlite3.Row]:
-        """One turn of a runner process ``holder``, in one transaction: renew the leases of the
-        jobs it runs, take every running job of ``kinds`` that nobody holds or whose holder's
-        lease expired (it died or stalled), and hand back the InProgress jobs it now holds,
-        oldest first. A Suspended job keeps its holder but needs no lease: nothing runs until
-        it resumes."""
+        """One turn of a runner process ``holder``: renew the leases of the jobs it runs once
+        half their period is gone, take every running job of ``kinds`` that nobody holds or
+        whose holder's lease expired (it died or stalled), and hand back the InProgress jobs
+        it now holds, oldest first. A Suspended job keeps its holder but needs no lease:
+        nothing runs until it resumes.
+
+        Most turns change nothing, and then no write transaction is opened: every process
+        turns five times a second, and each write takes the database's one write lock (and,
+        with SQLite, an fsync). The write re-checks every condition in its statements, so a
+        row another process changed since the read is decided by the database."""
         now = self.clock.now()
         marks = ",".join("?" * len(kinds))
-        with self.db.write() as conn:
-            # a holder's own lease is renewed only while it is in force: once expired the job
-            # may already belong to another process, and the next statement decides
-            conn.execute("UPDATE jobs SET lease_until=? WHERE owner=? AND state='InProgress' AND lease_until>?",
-                         (now + lease_s, holder, now))
-            conn.execute(
-                f"UPDATE jobs SET takeovers=takeovers + CASE WHEN owner='' THEN 0 ELSE 1 END, owner=?,"
-                f" lease_until=? WHERE state='InProgress' AND kind IN ({marks}) AND owner!=?"
-                f" AND (owner='' OR lease_until<=?)", (holder, now + lease_s, *kinds, holder, now))
-            # an expired lease of our own (this process stalled) that nobody took: ours again
-            conn.execute(f"UPDATE jobs SET lease_until=? WHERE state='InProgress' AND kind IN ({marks}) AND owner=?"
-                         f" AND lease_until<=?", (now + lease_s, *kinds, holder, now))
-            return conn.execute(f"SELECT * FROM jobs WHERE state='InProgress' AND kind IN ({marks}) AND owner=?"
-                                f" ORDER BY created_at", (*kinds, holder)).fetchall()
+        select = f"SELECT * FROM jobs WHERE state='InProgress' AND kind IN ({marks}) ORDER BY created_at"
+        rows = self.db.query(select, kinds)
+        due = [r for r in rows if r["owner"] == "" or float(r["lease_until"]) <= now
+               or (r["owner"] == holder and float(r["lease_until"]) < now + lease_s / 2)]
+        if due:
+            with self.db.write() as conn:
+                # a holder's own lease is renewed only while it is in force: once expired the
+                # job may already belong to another process, and the next statement decides
+                conn.execute("UPDATE jobs SET lease_until=? WHERE owner=? AND state='InProgress' AND lease_until>?"
+                             " AND lease_until<?", (now + lease_s, holder, now, now + lease_s / 2))
+                conn.execute(
+                    f"UPDATE jobs SET takeovers=takeovers + CASE WHEN owner='' THEN 0 ELSE 1 END, owner=?,"
+                    f" lease_until=? WHERE state='InProgress' AND kind IN ({marks}) AND owner!=?"
+                    f" AND (owner='' OR lease_until<=?)", (holder, now + lease_s, *kinds, holder, now))
+                # an expired lease of our own (this process stalled) that nobody took: ours again
+                conn.execute(f"UPDATE jobs SET lease_until=? WHERE state='InProgress' AND kind IN ({marks})"
+                             f" AND owner=? AND lease_until<=?", (now + lease_s, *kinds, holder, now))
+                rows = conn.execute(select, kinds).fetchall()
+        return [r for r in rows if r["owner"] == holder]
 
     def claim_in(self, conn: sqlite3.Connection, job_id: str, holder: str, lease_s: float) -> None:
         """Hold a job just created in the caller's transaction (it needs something only this

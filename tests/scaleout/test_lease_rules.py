@@ -99,11 +99,15 @@ class TwoHolders(RuleBasedStateMachine):
     def _free_for(self, lease: tuple[str, float], holder: str) -> bool:
         return lease[0] in ("", holder) or lease[1] <= self.clock.now()
 
+    def _fresh(self, lease: tuple[str, float], holder: str) -> bool:
+        """Ours with at least half the period left: not renewed (no write)."""
+        return lease[0] == holder and lease[1] - self.clock.now() >= PERIOD / 2
+
     @rule(holder=st.sampled_from(HOLDERS))
     def acquire_named(self, holder: str) -> None:
         got = self.leases[holder].acquire("maintenance")
         assert got == self._free_for(self.named, holder)
-        if got:
+        if got and not self._fresh(self.named, holder):
             self.named = (holder, self.clock.now() + PERIOD)
 
     @rule(holder=st.sampled_from(HOLDERS))
@@ -118,7 +122,7 @@ class TwoHolders(RuleBasedStateMachine):
         before = self.job_lease
         may = self._free_for(before, holder)
         assert [r["id"] for r in held] == ([self.job] if may else [])
-        if may:
+        if may and not self._fresh(before, holder):
             if before[0] not in ("", holder):
                 self.takeovers += 1
             self.job_lease = (holder, self.clock.now() + PERIOD)
