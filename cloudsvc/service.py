@@ -29,6 +29,11 @@ Observing: ``metrics`` is the process's Prometheus registry (gRPC server metrics
 the interceptor, the vault's figures read at scrape time by ``cloudsvc.metrics``), served on
 ``metrics_listen``; ``health_watch`` logs every change of a VM's health.
 
+Several processes may serve the same vaults (issue 15; docs/design.md, "Several cloud
+services"): each builds everything here over the shared database and storage, and ``leases``
+(this process's holder id) decides which one runs each job (``Jobs.claim``, by the runner) and
+each singleton task (maintenance, command expiry, reaping).
+
 The portal (``cloudsvc.portal``) is built here when ``portal_listen`` names an address: a Flask
 application over these same services, served by cheroot over TLS with the server certificate.
 """
