@@ -32,19 +32,16 @@ def point_to(state_dir: Path, cloud: Cloud) -> None:
     os.replace(tmp, path)
 
 
-def db_one(cloud: Cloud, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Row | None:
-    conn = sqlite3.connect(cloud.data_dir / "metadata.db")
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute(sql, args).fetchone()
-    finally:
-        conn.close()
-
-
 def db_all(cloud: Cloud, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    """Rows of the services' shared metadata database (read as a test, never written)."""
     conn = sqlite3.connect(cloud.data_dir / "metadata.db")
     conn.row_factory = sqlite3.Row
     try:
         return conn.execute(sql, args).fetchall()
     finally:
         conn.close()
+
+
+def db_one(cloud: Cloud, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Row | None:
+    rows = db_all(cloud, sql, args)
+    return rows[0] if rows else None
