@@ -92,8 +92,10 @@ class Operations:
         self.site = site
         # the job runner's wake (the composition root wires it): a new job starts at once
         self.wake: Callable[[], None] = lambda: None
-        # the job runner's claim (wired likewise): a job given a customer key runs in this
-        # process, the only one that has the key (several cloud services: ``cloudsvc.leases``)
+        # the job runner's claim (wired likewise): a job runs in the process that made it while
+        # that process lives (several cloud services: ``cloudsvc.leases``). A job given a
+        # customer key must: this process is the only one that has the key; any other starts
+        # at once, without waiting for another process's next turn.
         self.claim: Callable[[sqlite3.Connection, str], None] = lambda conn, job_id: None
         # job id -> customer key, in memory only (never stored; see module doc)
         self.keys: dict[str, CustomerKey] = {}
@@ -318,8 +320,7 @@ class Operations:
                                       open_=True)
             for vid, v in t.vms.items():
                 self.items.begin(conn, vault.id, vid, spec.op, job_id, expect=ItemState(v["prev"]))
-            if key is not None:
-                self.claim(conn, job_id)
+            self.claim(conn, job_id)
         if key is not None:
             self.keys[job_id] = key
         self.wake()

@@ -38,19 +38,18 @@ def test_planned_failover_survives_kill9_of_the_service_running_it(
     refs = p.snapshot_raw(tmp_path, "final")
     points_before = len(p.points())
 
-    # B runs the job: it alone is serving when the job is made, so it claims it; a fault pauses
-    # its materialisation inside a read of the store (B reads the store for nothing else)
-    a.stop()
+    # B runs the job: a failover runs in the process it was made through while that one lives.
+    # A fault pauses B's materialisation inside a read of the store (B reads the store for
+    # nothing else: A serves the site, and so the final cycle)
     fault = pause_fault(tmp_path, after=4)
     b_pid = b.restart("cloudsvc-b", **fault.env).popen.pid
-    job_id = b.asr_json("failover", "planned", p.vm, *VAULT)["job_id"]
-    wait_for(lambda: _owner_pid(b, job_id) == b_pid, 10, what="B holds the job")
-    a.start()                                # the site's link comes back; the final cycle goes to A
     assert a.proc is not None and b.proc is not None
     a_pid = a.proc.popen.pid
+    job_id = b.asr_json("failover", "planned", p.vm, *VAULT)["job_id"]
+    assert _owner_pid(a, job_id) == b_pid
     wait_for(fault.fired.exists, 120, what="B's materialisation paused inside a read of the store")
     rvm = wait_for(lambda: [r for r in recovered(p) if r["state"] == "Creating"], 30, what="a VM being made")[0]
-    # the job's lease names the process that runs it: B, the one paused
+    # the job's lease still names the process that runs it: B, the one paused
     assert _owner_pid(a, job_id) == b_pid
 
     b.proc.kill9()
