@@ -5,8 +5,22 @@ from pathlib import Path
 
 import pytest
 
+from tests import pgserver
 from tests.azurite import azurite  # noqa: F401  (session fixture for every test directory)
 from tests.harness import Cloud, Procs
+
+
+@pytest.fixture(scope="session", autouse=True)
+def postgres_server() -> Iterator[pgserver.PgServer | None]:
+    """ASR_TEST_DATABASE=postgresql: one PostgreSQL for the session (each Cloud gets a fresh
+    database of it); stopped when the session ends."""
+    if not pgserver.wanted():
+        yield None
+        return
+    try:
+        yield pgserver.server()
+    finally:
+        pgserver.shutdown()
 
 
 @pytest.fixture

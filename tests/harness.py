@@ -124,8 +124,16 @@ class Cloud:
         self.reg_port = free_port()
         self.endpoint = f"{host}:{self.port}"
         self.clock_file = clock_file
+        # ASR_TEST_DATABASE=postgresql: the metadata in a fresh database of the session's PostgreSQL
+        self.database_url = ""
+        extra: list[str] = []
+        from tests import pgserver
+
+        if pgserver.wanted():
+            self.database_url = pgserver.server().new_database()
+            extra = ["--database-url", self.database_url]
         res = run([str(BIN / "asr-cloudsvc"), "init", "--data-dir", str(data_dir), "--listen",
-                   self.endpoint, "--registration-listen", f"{host}:{self.reg_port}"])
+                   self.endpoint, "--registration-listen", f"{host}:{self.reg_port}", *extra])
         assert res.returncode == 0, res.stderr
         self.credentials = data_dir / "operator.json"
         self.proc: Proc | None = None
@@ -183,13 +191,18 @@ class Cloud:
         return check(command_of(args), json.loads(self.asr(*args, "--json").stdout))
 
     def db_rows(self, table: str) -> list[tuple[Any, ...]]:
-        import sqlite3
+        return sorted(tuple(r) for r in self.sql(f"SELECT * FROM {table}"))
 
-        conn = sqlite3.connect(self.data_dir / "metadata.db")
+    def sql(self, query: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        """Rows of a read-only query on the service's metadata store, whichever the engine
+        (``?`` placeholders; rows by position and by name)."""
+        from sqlitestore.database import Database, open_database
+
+        db: Database = open_database(self.database_url or str(self.data_dir / "metadata.db"), [], migrate=False)
         try:
-            return sorted(tuple(r) for r in conn.execute(f"SELECT * FROM {table}"))
+            return db.query(query, args)
         finally:
-            conn.close()
+            db.close()
 
 
 @dataclass
