@@ -13,12 +13,10 @@ from tests.harness import Cloud, Procs
 @pytest.fixture(scope="session", autouse=True)
 def postgres_server() -> Iterator[pgserver.PgServer | None]:
     """ASR_TEST_DATABASE=postgresql: one PostgreSQL for the session (each Cloud gets a fresh
-    database of it); stopped when the session ends."""
-    if not pgserver.wanted():
-        yield None
-        return
+    database of it). Tests of PostgreSQL itself (tests/metastore) start it in any pass; whoever
+    started it, it stops when the session ends."""
     try:
-        yield pgserver.server()
+        yield pgserver.server() if pgserver.wanted() else None
     finally:
         pgserver.shutdown()
 

@@ -114,9 +114,11 @@ def run(argv: list[str], env: dict[str, str] | None = None, timeout: float = 120
 class Cloud:
     """An initialised and serving asr-cloudsvc."""
 
-    def __init__(self, procs: Procs, data_dir: Path, clock_file: Path | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, procs: Procs, data_dir: Path, clock_file: Path | None = None, host: str = "127.0.0.1",
+                 database_url: str = "") -> None:
         """``host``: the loopback address both ports listen on (and the key files name); a
-        test whose daemons run in network namespaces passes the root side of a veth link."""
+        test whose daemons run in network namespaces passes the root side of a veth link.
+        ``database_url``: a PostgreSQL database for the metadata (default: per ASR_TEST_DATABASE)."""
         self.procs = procs
         self.data_dir = data_dir
         self.host = host
@@ -125,13 +127,10 @@ class Cloud:
         self.endpoint = f"{host}:{self.port}"
         self.clock_file = clock_file
         # ASR_TEST_DATABASE=postgresql: the metadata in a fresh database of the session's PostgreSQL
-        self.database_url = ""
-        extra: list[str] = []
         from tests import pgserver
 
-        if pgserver.wanted():
-            self.database_url = pgserver.server().new_database()
-            extra = ["--database-url", self.database_url]
+        self.database_url = database_url or (pgserver.server().new_database() if pgserver.wanted() else "")
+        extra = ["--database-url", self.database_url] if self.database_url else []
         res = run([str(BIN / "asr-cloudsvc"), "init", "--data-dir", str(data_dir), "--listen",
                    self.endpoint, "--registration-listen", f"{host}:{self.reg_port}", *extra])
         assert res.returncode == 0, res.stderr
