@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asrclock import Clock, iso
-from asrerrors import AsrError, Fenced, NotFound, PermissionDenied, StateConflict, UsageError
+from asrerrors import AsrError, Fenced, MetadataUnavailable, NotFound, PermissionDenied, StateConflict, UsageError
 from asrops.environment import seconds
 from asrpb import inventory_pb2
 from certs.identity import Identity
@@ -710,6 +710,8 @@ class Replication:
                         self.maintain(gc=True)
                         self.events.trim()
                         self._last_gc = self.clock.now()
+                except MetadataUnavailable as err:   # PostgreSQL away: the next round tries again
+                    log.warning("replication maintenance waits for the metadata store: %s", err)
                 except Exception:  # noqa: BLE001 - keep the maintenance loop alive
                     log.exception("replication maintenance failed")
 
