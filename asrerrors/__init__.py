@@ -37,6 +37,7 @@ Exit codes are published for scripts: 0 success, 1 unexpected failure, 2 usage e
     ├── ValidationFailed              ASR-0043 (43)   a VM or disk breaks the protection rules
     ├── QuiesceFailed                 ASR-0045 (45)   an app-consistent snapshot fell back to crash-consistent
     ├── Unreachable                   ASR-0050 (50)   a peer (cloud, provider, proxy) did not answer
+    │   └── MetadataUnavailable       ASR-0051 (51)   the cloud service's PostgreSQL cannot be reached
     ├── StorageError                  ASR-0060 (60)
     │   ├── DiskFull                  ASR-0061 (61)
     │   └── DataCorrupt               ASR-0062 (62)
@@ -272,6 +273,20 @@ class Unreachable(AsrError):
         "A firewall or the HTTP proxy blocks the connection, or the proxy is down.",
     )
     default_action = "Check the endpoint and proxy settings and that the peer is running."
+
+
+class MetadataUnavailable(Unreachable):
+    """The cloud service answered, but its metadata store (PostgreSQL) did not: nothing of the
+    call was acknowledged; callers retry as for an unreachable peer."""
+
+    code = "ASR-0051"
+    exit_code = 51
+    default_causes = (
+        "The PostgreSQL server of the cloud service is stopped, restarting or unreachable.",
+        "The connection to PostgreSQL was cut in the middle of a call.",
+    )
+    default_action = ("Start PostgreSQL (or restore the network to it); the cloud service reconnects by itself, "
+                      "retry the command then. Nothing this call did was acknowledged.")
 
 
 class StorageError(AsrError):

@@ -149,6 +149,19 @@ Proxy = Annotated[ProxyUrl | None, PlainValidator(_proxy), PROXY_KIND]
 NonEmpty = Annotated[str, Field(min_length=1)]
 
 
+def _database_url(value: str) -> str:
+    if value and not value.startswith(("postgresql://", "postgres://")):
+        raise refuse('must be a postgresql://USER[:PASSWORD]@HOST:PORT/DATABASE URL, or "" for SQLite')
+    return value
+
+
+DATABASE_URL_KIND = Kind('postgresql:// URL or ""', 'a postgresql://USER[:PASSWORD]@HOST:PORT/DATABASE URL (a '
+                                                    'string), or "" for the embedded SQLite file')
+DatabaseUrl = Annotated[str, AfterValidator(_database_url), DATABASE_URL_KIND]
+# kinds whose values may hold a password: an error shows them from the "@" on
+SECRET_KINDS = (PROXY_KIND, DATABASE_URL_KIND)
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading
 
@@ -368,8 +381,8 @@ def describe_error(model: type[BaseModel], err: ErrorDetails) -> str:
         return f"{key} is required: it must be {words}"
     words = k.words if k else PLAIN.get(typ, "a valid value").format(**{n: _number(v) for n, v in ctx.items()})
     value = err["input"]
-    if info is not None and kind(info) == PROXY_KIND and isinstance(value, str) and "@" in value:
-        value = "..." + value.rsplit("@", 1)[1]   # never the proxy's password
+    if info is not None and kind(info) in SECRET_KINDS and isinstance(value, str) and "@" in value:
+        value = "..." + value.rsplit("@", 1)[1]   # never the proxy's or the database's password
     field_key = dotted(field_loc) or key
     if typ in (REFUSED, BAD_PROXY):
         reason = ctx.get("reason") or f"must be {words}"

@@ -34,14 +34,13 @@ from __future__ import annotations
 
 import calendar
 import json
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
 from asrclock import Clock
 from asrerrors import UsageError
-from sqlitestore.database import Database
+from sqlitestore.database import Conn, Database
 
 PRICES = {"onprem-to-cloud": Decimal("25.00"), "onprem-to-onprem": Decimal("16.00")}
 PRICE_PER_EXCESS_GB = Decimal("0.05")
@@ -162,13 +161,13 @@ class Billing:
         self.db = db
         self.clock = clock
 
-    def meter(self, conn: sqlite3.Connection, vault_id: str, vm_id: str, at: float, uploaded_bytes: int) -> None:
+    def meter(self, conn: Conn, vault_id: str, vm_id: str, at: float, uploaded_bytes: int) -> None:
         """Add one committed point's uploaded bytes to the VM's usage of the day of ``at``,
         inside the caller's transaction (the one that commits the point)."""
         conn.execute(
-            "INSERT INTO replication_usage(vault_id, vm_id, day, uploaded_bytes, points) VALUES (?,?,?,?,1)"
+            "INSERT INTO replication_usage AS u(vault_id, vm_id, day, uploaded_bytes, points) VALUES (?,?,?,?,1)"
             " ON CONFLICT(vault_id, vm_id, day) DO UPDATE SET"
-            " uploaded_bytes = uploaded_bytes + excluded.uploaded_bytes, points = points + 1",
+            " uploaded_bytes = u.uploaded_bytes + excluded.uploaded_bytes, points = u.points + 1",
             (vault_id, vm_id, day_of(at), max(0, int(uploaded_bytes))))
 
     def usage(self, vault_id: str, month: str) -> dict[str, int]:

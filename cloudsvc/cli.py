@@ -18,7 +18,7 @@ from certs.pki import create_ca, issue_server_cert, make_csr, new_key, sign_csr
 from cloudsvc import config as cfgmod
 from cloudsvc.registrar import add_operator
 from cloudsvc.schema import MIGRATIONS
-from sqlitestore.database import Database
+from sqlitestore.database import open_database
 
 VERSION = "0.1.0"
 
@@ -41,7 +41,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     host, _, port = listen.rpartition(":")
     reg = _hostport(args.registration_listen or f"{host}:{int(port) + 1}")
     names = list(dict.fromkeys([host.strip("[]"), *args.name, "localhost", "127.0.0.1"]))
-    cfg = cfgmod.CloudConfig.new(data_dir, listen=listen, registration_listen=reg, names=names)
+    cfg = cfgmod.CloudConfig.new(data_dir, listen=listen, registration_listen=reg, names=names,
+                                 database_url=args.database_url)
     os.makedirs(cfg.pki_dir, mode=0o700, exist_ok=True)
     os.makedirs(cfg.storage_dir, exist_ok=True)
     ca = create_ca("asr service CA")
@@ -53,7 +54,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     # The operator credential: a client certificate signed by the service CA.
     op_key = new_key()
     op_cert = sign_csr(ca, make_csr(op_key, "admin"), "spiffe://asr/operator/admin", days=3650)
-    db = Database(cfg.db_path, MIGRATIONS)
+    db = open_database(cfg.database, MIGRATIONS)   # PostgreSQL: the database must exist, empty or ours
     add_operator(db, format(op_cert.serial_number, "x"), "admin", from_environment().now())
     db.close()
     from cryptography.hazmat.primitives import serialization
@@ -67,7 +68,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         "key_pem": key_to_pem(op_key).decode(),
     }
     durablefile.write_atomic(cfg.operator_credentials, json.dumps(cred, indent=2).encode(), durablefile.PRIVATE)
-    durablefile.write_atomic(os.path.join(data_dir, "cloudsvc.toml"), cfg.to_toml().encode())
+    # a database URL may carry a password: then only the service's user reads the file
+    mode = durablefile.PRIVATE if cfg.database_url else durablefile.PUBLIC
+    durablefile.write_atomic(os.path.join(data_dir, "cloudsvc.toml"), cfg.to_toml().encode(), mode)
     out = {"data_dir": data_dir, "listen": listen, "registration_listen": reg,
            "operator_credentials": cfg.operator_credentials, "names": names}
     print(json.dumps(out, indent=2) if args.json else
@@ -118,6 +121,8 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--listen", default="127.0.0.1:7443")
     i.add_argument("--registration-listen", default="")
     i.add_argument("--name", action="append", default=[], help="extra DNS name or IP for the server certificate")
+    i.add_argument("--database-url", default="", help="postgresql://USER[:PASSWORD]@HOST:PORT/DATABASE: keep "
+                   "the metadata in PostgreSQL (the database must exist); default: SQLite in the data directory")
     i.add_argument("--json", action="store_true")
     i.set_defaults(fn=cmd_init)
     s = sub.add_parser("serve", help="serve the recovery site")

@@ -8,7 +8,6 @@ second acknowledgement of a finished command changes nothing.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import uuid
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from asrclock import Clock
 from asrerrors import AsrError, ServerRemoved, Unreachable, by_code
 from asrpb import control_pb2
 from cloudsvc.jobs import Jobs
-from sqlitestore.database import Database
+from sqlitestore.database import Conn, Database, Row
 
 
 class Commands:
@@ -30,7 +29,7 @@ class Commands:
         # Called after a command's completion is recorded (the job runner turns at once).
         self.on_complete: list[Callable[[], None]] = []
 
-    def enqueue(self, conn: sqlite3.Connection, vault_id: str, provider: str, cmd: control_pb2.Command,
+    def enqueue(self, conn: Conn, vault_id: str, provider: str, cmd: control_pb2.Command,
                 epoch: int = 0) -> str:
         """Queue ``cmd`` for ``provider`` in the caller's transaction. A command about a
         protected VM carries the item's ``epoch`` (see ``lifecycle``): the agent refuses one
@@ -47,7 +46,7 @@ class Commands:
         )
         return cmd.id
 
-    def fail_addressed_to(self, conn: sqlite3.Connection, vault_id: str, role: str, name: str) -> int:
+    def fail_addressed_to(self, conn: Conn, vault_id: str, role: str, name: str) -> int:
         """A server was removed: its pending commands fail (and with them the tasks waiting for
         them), so no job waits for a server that is gone. Returns how many."""
         column = "provider" if role == "provider" else "host"
@@ -76,7 +75,7 @@ class Commands:
             out.append(c)
         return out
 
-    def pending_counts(self) -> list[sqlite3.Row]:
+    def pending_counts(self) -> list[Row]:
         """Per vault and provider: pending commands (``n``) and the oldest one's creation time
         (``oldest``), for the metrics."""
         return self.db.query("SELECT vault_id, provider, COUNT(*) AS n, MIN(created_at) AS oldest FROM commands"

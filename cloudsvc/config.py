@@ -3,7 +3,7 @@
     DATA_DIR/cloudsvc.toml      listen addresses, names, timeouts (written by init)
     DATA_DIR/pki/               service CA and server certificate (keys 0600)
     DATA_DIR/operator.json      operator credential for `asr` (0600)
-    DATA_DIR/metadata.db        SQLite metadata store (WAL)
+    DATA_DIR/metadata.db        SQLite metadata store (WAL), unless database_url names PostgreSQL
     DATA_DIR/storage/           local-directory storage accounts
 
 ``cloudsvc.toml`` is checked like the other daemons' files (``asrops.configfile``): strict and
@@ -21,7 +21,16 @@ from pydantic import Field, ValidationError
 
 from asrerrors import InvalidConfig, UsageError
 from asrops import configfile
-from asrops.configfile import Address, AddressOrOff, ConfigFile, Kind, MetricsAddress, NonEmpty, Seconds
+from asrops.configfile import (
+    Address,
+    AddressOrOff,
+    ConfigFile,
+    DatabaseUrl,
+    Kind,
+    MetricsAddress,
+    NonEmpty,
+    Seconds,
+)
 
 FILE = "cloudsvc.toml"
 
@@ -45,6 +54,9 @@ class CloudConfig(ConfigFile):
     workers: Annotated[int, Field(ge=1, le=1024), Kind("integer 1-1024", "an integer from 1 to 1024")] = Field(
         64, description="threads serving calls; up to 4 times as many calls are taken at once, more are refused "
                         "(RESOURCE_EXHAUSTED)")
+    database_url: DatabaseUrl = Field(
+        "", description='the metadata store: "" the SQLite file metadata.db in the data directory; a postgresql:// '
+                        "URL a PostgreSQL database (see PostgreSQL below)")
 
     @classmethod
     def new(cls, data_dir: str, **keys: object) -> CloudConfig:
@@ -69,6 +81,11 @@ class CloudConfig(ConfigFile):
     @property
     def db_path(self) -> str:
         return os.path.join(self.data_dir, "metadata.db")
+
+    @property
+    def database(self) -> str:
+        """What :func:`sqlitestore.database.open_database` opens: the URL, else the SQLite file."""
+        return self.database_url or self.db_path
 
     @property
     def operator_credentials(self) -> str:

@@ -23,7 +23,6 @@ Each deletion is an event in the vault's history.
 from __future__ import annotations
 
 import shutil
-import sqlite3
 
 from asrclock import Clock
 from asrerrors import NotFound, StateConflict
@@ -32,7 +31,7 @@ from cloudsvc.failover.recovered import Recovered
 from cloudsvc.lifecycle import ItemState, ProtectedItems
 from cloudsvc.replication import Replication
 from cloudsvc.vaults import VaultRow, Vaults
-from sqlitestore.database import Database
+from sqlitestore.database import Conn, Database, Row
 
 # What the source item's state tells the operator to run instead of deleting its recovered VM.
 _LIFECYCLE_WAY = {
@@ -54,11 +53,11 @@ class Deletion:
         self.events = events
 
     # ---- storage accounts -------------------------------------------------------------------
-    def storage_users(self, conn: sqlite3.Connection | None, vault_id: str, name: str) -> list[str]:
+    def storage_users(self, conn: Conn | None, vault_id: str, name: str) -> list[str]:
         """What uses storage account ``name`` (empty: nothing)."""
         q = conn.execute if conn is not None else self.db.query
 
-        def rows(sql: str) -> list[sqlite3.Row]:
+        def rows(sql: str) -> list[Row]:
             return list(q(sql, (vault_id, name)))  # type: ignore[operator]
 
         out = []

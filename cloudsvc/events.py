@@ -17,13 +17,12 @@ older than ``RETENTION_DAYS`` and keeps at most ``MAX_PER_VAULT`` of each vault,
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from asrclock import Clock
-from sqlitestore.database import Database
+from sqlitestore.database import Conn, Database
 
 MAX_MESSAGE = 2000
 DEFAULT_LIMIT = 200
@@ -91,7 +90,7 @@ class Events:
         self.retention_days = retention_days
         self.max_per_vault = max_per_vault
 
-    def record(self, conn: sqlite3.Connection, vault_id: str, severity: Severity, code: str, message: str, *,
+    def record(self, conn: Conn, vault_id: str, severity: Severity, code: str, message: str, *,
                vm_id: str = "", vm_name: str = "", server: str = "") -> None:
         """Add an event in the caller's transaction."""
         conn.execute(
@@ -127,7 +126,7 @@ class Events:
                       r["message"]) for r in rows]
 
     # ---- health changes ---------------------------------------------------------------------------
-    def health_seen(self, conn: sqlite3.Connection, vault_id: str, vm_id: str, vm_name: str, health: str,
+    def health_seen(self, conn: Conn, vault_id: str, vm_id: str, vm_name: str, health: str,
                     errors: Sequence[str]) -> str:
         """The health watch saw ``health`` for a protected item: record an event when it differs
         from what was seen last (the first look counts as a change from Normal). Returns the
@@ -137,7 +136,9 @@ class Events:
         before = row["health"] if row is not None else "Normal"
         if row is not None and before == health:
             return ""
-        conn.execute("INSERT OR REPLACE INTO health_seen(vault_id, vm_id, health, changed_at) VALUES (?,?,?,?)",
+        conn.execute("INSERT INTO health_seen(vault_id, vm_id, health, changed_at) VALUES (?,?,?,?)"
+                     " ON CONFLICT (vault_id, vm_id) DO UPDATE SET health=excluded.health,"
+                     " changed_at=excluded.changed_at",
                      (vault_id, vm_id, health, self.clock.now()))
         if before == health:
             return ""   # the first look at a Normal item is no change
@@ -146,7 +147,7 @@ class Events:
                     f"{vm_name}: replication health {before} -> {health}{why}", vm_id=vm_id, vm_name=vm_name)
         return str(before)
 
-    def forget_health(self, conn: sqlite3.Connection, keep: set[tuple[str, str]]) -> None:
+    def forget_health(self, conn: Conn, keep: set[tuple[str, str]]) -> None:
         """Drop the last seen health of items no longer protected: (vault id, VM id) not in ``keep``."""
         for r in conn.execute("SELECT vault_id, vm_id FROM health_seen").fetchall():
             if (r["vault_id"], r["vm_id"]) not in keep:

@@ -19,7 +19,6 @@ One transaction per sync: readers never see half a sync.
 from __future__ import annotations
 
 import json
-import sqlite3
 
 from google.protobuf.json_format import MessageToDict, ParseDict
 
@@ -28,7 +27,7 @@ from asrerrors import NotFound, PermissionDenied, UsageError
 from asrpb import control_pb2, inventory_pb2
 from cloudsvc.events import Events, Severity
 from cloudsvc.lifecycle import ProtectedItems
-from sqlitestore.database import Database
+from sqlitestore.database import Conn, Database, Row
 from vmspec.wire import spec_to_vm, vm_to_spec
 
 
@@ -39,7 +38,7 @@ class Inventory:
         self.items = items
         self.events = events
 
-    def _conflicts(self, conn: sqlite3.Connection, vault_id: str, provider: str,
+    def _conflicts(self, conn: Conn, vault_id: str, provider: str,
                    sync: control_pb2.InventorySync) -> list[str]:
         out = []
 
@@ -118,7 +117,7 @@ class Inventory:
             self.reconcile(conn, vault_id, provider)
         return control_pb2.SyncSummary(clouds=len(sync.clouds), hosts=hosts, vms=vms, removed_vms=removed)
 
-    def _forget_unseen(self, conn: sqlite3.Connection, vault_id: str, provider: str, vms: set[str],
+    def _forget_unseen(self, conn: Conn, vault_id: str, provider: str, vms: set[str],
                        hosts: set[str], clouds: set[str], now: float) -> int:
         """Delete this provider's rows the sync no longer has, except protected VMs and the
         host and cloud they are on, which are kept and marked missing."""
@@ -151,7 +150,7 @@ class Inventory:
                     conn.execute(f"DELETE FROM {table} WHERE vault_id=? AND name=?", (vault_id, r["name"]))
         return removed
 
-    def reconcile(self, conn: sqlite3.Connection, vault_id: str, provider: str | None = None) -> None:
+    def reconcile(self, conn: Conn, vault_id: str, provider: str | None = None) -> None:
         """Tell the lifecycle which protected VMs' sources are missing or back: the VM is not
         reported (and why), its provider or its host's agent is no longer registered."""
         servers = {(r["role"], r["name"]) for r in conn.execute("SELECT role, name FROM servers WHERE vault_id=?",
@@ -187,7 +186,7 @@ class Inventory:
                         "networks": networks_of(c), "host_rows": rows})
         return out
 
-    def cloud(self, vault_id: str, name: str) -> sqlite3.Row:
+    def cloud(self, vault_id: str, name: str) -> Row:
         row = self.db.one("SELECT * FROM clouds WHERE vault_id=? AND name=?", (vault_id, name))
         if row is None:
             raise NotFound(f"cloud {name!r} is not synced to this vault",
@@ -196,15 +195,15 @@ class Inventory:
                            action="List synced clouds with 'asr cloud list'.")
         return row
 
-    def hosts(self, vault_id: str, cloud: str) -> list[sqlite3.Row]:
+    def hosts(self, vault_id: str, cloud: str) -> list[Row]:
         return self.db.query("SELECT * FROM hosts WHERE vault_id=? AND cloud=? ORDER BY name", (vault_id, cloud))
 
-    def vms(self, vault_id: str, cloud: str = "") -> list[sqlite3.Row]:
+    def vms(self, vault_id: str, cloud: str = "") -> list[Row]:
         if cloud:
             return self.db.query("SELECT * FROM vms WHERE vault_id=? AND cloud=? ORDER BY name", (vault_id, cloud))
         return self.db.query("SELECT * FROM vms WHERE vault_id=? ORDER BY name", (vault_id,))
 
-    def find_vm(self, vault_id: str, ref: str) -> sqlite3.Row:
+    def find_vm(self, vault_id: str, ref: str) -> Row:
         rows = self.db.query("SELECT * FROM vms WHERE vault_id=? AND (name=? OR vm_id=?)", (vault_id, ref, ref))
         if not rows:
             raise NotFound(f"VM {ref!r} is not in this vault's inventory",
@@ -221,12 +220,12 @@ class Inventory:
         return rows[0]
 
 
-def networks_of(cloud: sqlite3.Row) -> list[str]:
+def networks_of(cloud: Row) -> list[str]:
     """The VM networks a cloud's provider configuration names (site to site maps them)."""
     return [str(n) for n in json.loads(cloud["networks"] or "[]")]
 
 
-def parse_vm(row: sqlite3.Row) -> inventory_pb2.Vm:
+def parse_vm(row: Row) -> inventory_pb2.Vm:
     vm = inventory_pb2.Vm()
     vm.ParseFromString(row["spec"])
     return vm

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from asrclock import Clock
 from asrerrors import AsrError, NotFound, StateConflict, UsageError
-from sqlitestore.database import Database
+from sqlitestore.database import Conn, Database, Row
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ JOB_STATES = ("NotStarted", "InProgress", "Succeeded", "Failed", "Cancelled", "S
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
 
 # kind -> hook(conn, job_row, succeeded)
-DoneHook = Callable[[sqlite3.Connection, sqlite3.Row, bool], None]
+DoneHook = Callable[[Conn, Row, bool], None]
 
 
 class Jobs:
@@ -47,7 +46,7 @@ class Jobs:
         self.hooks: dict[str, DoneHook] = {}
 
     def create(
-        self, conn: sqlite3.Connection, vault_id: str, kind: str, target: str, tasks: list[tuple[str, str]],
+        self, conn: Conn, vault_id: str, kind: str, target: str, tasks: list[tuple[str, str]],
         context: dict[str, Any] | None = None, open_: bool = False,
     ) -> str:
         """Create a job with (task name, command id or '') tasks, inside the caller's transaction.
@@ -73,7 +72,7 @@ class Jobs:
             self._settle(conn, job_id)
         return job_id
 
-    def _ended(self, job: sqlite3.Row, state: str, error: str, ended_at: float) -> None:
+    def _ended(self, job: Row, state: str, error: str, ended_at: float) -> None:
         """Log the end of ``job`` (a row read before the change) once the transaction commits."""
         code = json.loads(error).get("code", "") if error else ""
         fields = {"job": job["id"], "kind": job["kind"], "target": job["target"], "vault_id": job["vault_id"],
@@ -83,7 +82,7 @@ class Jobs:
         text = f"job {job['id']} {state.lower()}: {job['kind']} {job['target']}" + (f" ({code})" if code else "")
         self.db.after_commit(lambda: log.log(level, text, extra={"fields": fields}))
 
-    def add_task(self, conn: sqlite3.Connection, job_id: str, name: str, command_id: str, done: bool = False) -> int:
+    def add_task(self, conn: Conn, job_id: str, name: str, command_id: str, done: bool = False) -> int:
         """Append a task (waiting for ``command_id``; or already Succeeded with ``done``)."""
         row = conn.execute("SELECT coalesce(max(seq), -1) + 1 AS seq FROM job_tasks WHERE job_id=?",
                            (job_id,)).fetchone()
@@ -98,7 +97,7 @@ class Jobs:
         return int(row["seq"])
 
     def finish_task(
-        self, conn: sqlite3.Connection, job_id: str, seq: int, ok: bool, output: str = "",
+        self, conn: Conn, job_id: str, seq: int, ok: bool, output: str = "",
         error: AsrError | None = None,
     ) -> None:
         now = self.clock.now()
@@ -110,7 +109,7 @@ class Jobs:
         )
         self._settle(conn, job_id)
 
-    def start_task(self, conn: sqlite3.Connection, job_id: str, seq: int, command_id: str = "") -> bool:
+    def start_task(self, conn: Conn, job_id: str, seq: int, command_id: str = "") -> bool:
         """NotStarted → InProgress (waiting for ``command_id`` when given); False if the task
         was not NotStarted (another runner got there first)."""
         cur = conn.execute("UPDATE job_tasks SET state='InProgress', started_at=?, command_id=?, attempts=1"
@@ -118,12 +117,12 @@ class Jobs:
                            (self.clock.now(), command_id, job_id, seq))
         return cur.rowcount == 1
 
-    def restart_task(self, conn: sqlite3.Connection, job_id: str, seq: int) -> None:
+    def restart_task(self, conn: Conn, job_id: str, seq: int) -> None:
         """A cloud step that was InProgress when its process died runs again from the start."""
         conn.execute("UPDATE job_tasks SET started_at=?, attempts=attempts+1 WHERE job_id=? AND seq=?"
                      " AND state='InProgress'", (self.clock.now(), job_id, seq))
 
-    def suspend_task(self, conn: sqlite3.Connection, job_id: str, seq: int, output: str) -> None:
+    def suspend_task(self, conn: Conn, job_id: str, seq: int, output: str) -> None:
         """A manual action: the task and its job wait for :meth:`resume`."""
         conn.execute("UPDATE job_tasks SET state='Suspended', started_at=?, output=? WHERE job_id=? AND seq=?",
                      (self.clock.now(), output, job_id, seq))
@@ -134,7 +133,7 @@ class Jobs:
         with self.db.write() as conn:
             self._resume(conn, vault_id, job_id, note)
 
-    def _resume(self, conn: sqlite3.Connection, vault_id: str, job_id: str, note: str) -> None:
+    def _resume(self, conn: Conn, vault_id: str, job_id: str, note: str) -> None:
         job = conn.execute("SELECT * FROM jobs WHERE id=? AND vault_id=?", (job_id, vault_id)).fetchone()
         if job is None:
             raise NotFound(f"job {job_id!r} does not exist in this vault", action="List jobs with 'asr job list'.")
@@ -146,7 +145,7 @@ class Jobs:
         conn.execute("UPDATE jobs SET state='InProgress' WHERE id=?", (job_id,))
         self.finish_task(conn, job_id, waiting["seq"], True, note)
 
-    def skip_task(self, conn: sqlite3.Connection, job_id: str, seq: int, note: str) -> None:
+    def skip_task(self, conn: Conn, job_id: str, seq: int, note: str) -> None:
         """A tolerant task gave up waiting: it succeeds with ``note``, and its command is
         detached so that a late acknowledgement does not touch the task again (the command
         itself stays queued for the site)."""
@@ -154,7 +153,7 @@ class Jobs:
                      " WHERE job_id=? AND seq=?", (self.clock.now(), note, job_id, seq))
         self._settle(conn, job_id)
 
-    def cancel(self, conn: sqlite3.Connection, job_id: str, error: AsrError) -> None:
+    def cancel(self, conn: Conn, job_id: str, error: AsrError) -> None:
         """End a job as Cancelled without running its hook: whoever cancels it has taken over
         what it held (e.g. ``unprotect --force`` of a VM stuck in a protection job)."""
         now = self.clock.now()
@@ -166,18 +165,18 @@ class Jobs:
         if cur.rowcount and job is not None:
             self._ended(job, "Cancelled", json.dumps(error.to_dict()), now)
 
-    def open_jobs(self, vault_id: str) -> list[sqlite3.Row]:
+    def open_jobs(self, vault_id: str) -> list[Row]:
         return self.db.query("SELECT * FROM jobs WHERE vault_id=? AND state IN ('NotStarted', 'InProgress',"
                              " 'Suspended') ORDER BY created_at", (vault_id,))
 
-    def running(self, kinds: tuple[str, ...]) -> list[sqlite3.Row]:
+    def running(self, kinds: tuple[str, ...]) -> list[Row]:
         """InProgress jobs of these kinds, in every vault (the runner's work list)."""
         marks = ",".join("?" * len(kinds))
         return self.db.query(f"SELECT * FROM jobs WHERE state='InProgress' AND kind IN ({marks}) ORDER BY created_at",
                              kinds)
 
     # ---- which process runs a job (several cloud services: see ``cloudsvc.leases``) -----------
-    def claim(self, kinds: tuple[str, ...], holder: str, lease_s: float) -> list[sqlite3.Row]:
+    def claim(self, kinds: tuple[str, ...], holder: str, lease_s: float) -> list[Row]:
         """One turn of a runner process ``holder``: renew the leases of the jobs it runs once
         half their period is gone, take every running job of ``kinds`` that nobody holds or
         whose holder's lease expired (it died or stalled), and hand back the InProgress jobs
@@ -210,12 +209,12 @@ class Jobs:
                 rows = conn.execute(select, kinds).fetchall()
         return [r for r in rows if r["owner"] == holder]
 
-    def claim_in(self, conn: sqlite3.Connection, job_id: str, holder: str, lease_s: float) -> None:
+    def claim_in(self, conn: Conn, job_id: str, holder: str, lease_s: float) -> None:
         """Hold a job just created in the caller's transaction (it needs something only this
         process has, such as a customer-managed key that is never stored)."""
         conn.execute("UPDATE jobs SET owner=?, lease_until=? WHERE id=?", (holder, self.clock.now() + lease_s, job_id))
 
-    def held_in(self, conn: sqlite3.Connection, job_id: str, holder: str) -> bool:
+    def held_in(self, conn: Conn, job_id: str, holder: str) -> bool:
         """Whether ``holder`` still runs ``job_id`` with a lease in force, read in the caller's
         transaction: a step recording its result checks it there, so a process that lost the
         job (it stalled past its lease and another took over) records nothing."""
@@ -233,7 +232,7 @@ class Jobs:
         with self.db.write() as conn:
             conn.execute("UPDATE jobs SET lease_until=0 WHERE owner=? AND state='InProgress'", (holder,))
 
-    def state_of(self, conn: sqlite3.Connection, job_id: str) -> str:
+    def state_of(self, conn: Conn, job_id: str) -> str:
         row = conn.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
         return str(row["state"]) if row else ""
 
@@ -241,12 +240,12 @@ class Jobs:
         row = self.db.one("SELECT output FROM job_tasks WHERE job_id=? AND seq=?", (job_id, seq))
         return str(row["output"]) if row else ""
 
-    def command_done(self, conn: sqlite3.Connection, command_id: str, ok: bool, output: str,
+    def command_done(self, conn: Conn, command_id: str, ok: bool, output: str,
                      error: AsrError | None) -> None:
         for t in conn.execute("SELECT job_id, seq FROM job_tasks WHERE command_id=?", (command_id,)).fetchall():
             self.finish_task(conn, t["job_id"], t["seq"], ok, output, error)
 
-    def _settle(self, conn: sqlite3.Connection, job_id: str) -> None:
+    def _settle(self, conn: Conn, job_id: str) -> None:
         job = conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
         if job is None or job["state"] in TERMINAL:
             return
@@ -269,7 +268,7 @@ class Jobs:
         if hook is not None:
             hook(conn, job, state == "Succeeded")
 
-    def fail_job(self, conn: sqlite3.Connection, job_id: str, error: AsrError) -> None:
+    def fail_job(self, conn: Conn, job_id: str, error: AsrError) -> None:
         conn.execute("UPDATE job_tasks SET state='Cancelled', ended_at=? WHERE job_id=? AND state IN"
                      " ('NotStarted', 'InProgress', 'Suspended')", (self.clock.now(), job_id))
         job = conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
@@ -282,7 +281,7 @@ class Jobs:
         if hook is not None and job is not None:
             hook(conn, job, False)
 
-    def get(self, vault_id: str, job_id: str) -> tuple[sqlite3.Row, list[sqlite3.Row]]:
+    def get(self, vault_id: str, job_id: str) -> tuple[Row, list[Row]]:
         job = self.db.one("SELECT * FROM jobs WHERE id=? AND vault_id=?", (job_id, vault_id))
         if job is None:
             raise NotFound(f"job {job_id!r} does not exist in this vault", action="List jobs with 'asr job list'.")
@@ -290,7 +289,7 @@ class Jobs:
         return job, tasks
 
     def list_jobs(self, vault_id: str, limit: int = 200, *, state: str = "", kind: str = "",
-                  target: str = "") -> list[sqlite3.Row]:
+                  target: str = "") -> list[Row]:
         """Newest first; each given filter must hold. An unknown state is a UsageError."""
         if state and state not in JOB_STATES:
             raise UsageError(f"job state {state!r} is unknown", causes=(f"Job states: {', '.join(JOB_STATES)}.",),
@@ -311,9 +310,9 @@ class Jobs:
             conn.execute("UPDATE job_tasks SET bytes_done=?, bytes_total=? WHERE job_id=? AND seq=?",
                          (done, total, job_id, seq))
 
-    def counts(self) -> list[sqlite3.Row]:
+    def counts(self) -> list[Row]:
         """Jobs (``n``) per vault, kind and state, for the metrics."""
         return self.db.query("SELECT vault_id, kind, state, COUNT(*) AS n FROM jobs GROUP BY vault_id, kind, state")
 
-    def tasks(self, job_id: str) -> list[sqlite3.Row]:
+    def tasks(self, job_id: str) -> list[Row]:
         return self.db.query("SELECT * FROM job_tasks WHERE job_id=? ORDER BY seq", (job_id,))

@@ -25,11 +25,10 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import sqlite3
 
 from asrclock import Clock
 from asrops.environment import seconds
-from sqlitestore.database import Database
+from sqlitestore.database import Conn, Database
 
 LEASE_SECONDS = seconds("ASR_LEASE_SECONDS")
 
@@ -62,7 +61,7 @@ class Leases:
         with self.db.write() as conn:
             return self.acquire_in(conn, name)
 
-    def acquire_in(self, conn: sqlite3.Connection, name: str) -> bool:
+    def acquire_in(self, conn: Conn, name: str) -> bool:
         now = self.clock.now()
         # one statement: the row is inserted, or updated only when it is ours or has expired
         cur = conn.execute(
@@ -74,7 +73,7 @@ class Leases:
             (name, self.holder, now + self.period, now, now))
         return cur.rowcount == 1
 
-    def held_in(self, conn: sqlite3.Connection, name: str) -> bool:
+    def held_in(self, conn: Conn, name: str) -> bool:
         """Whether this holder's lease ``name`` is in force, read in the caller's transaction."""
         row = conn.execute("SELECT holder, expires_at FROM leases WHERE name=?", (name,)).fetchone()
         return row is not None and row["holder"] == self.holder and float(row["expires_at"]) > self.clock.now()

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -50,7 +49,7 @@ from asrclock import Clock
 from asrerrors import Fenced, NotFound, SourceMissing, StateConflict
 from asrpb import inventory_pb2
 from cloudsvc.events import EPOCH_ADVANCED, SOURCE_RETURNED, STATE_CHANGED, Events, Severity
-from sqlitestore.database import Database
+from sqlitestore.database import Conn, Database, Row
 
 
 class ItemState(StrEnum):
@@ -241,7 +240,7 @@ def _policy_bytes(text: str) -> bytes:
     return ParseDict(json.loads(text), inventory_pb2.Policy()).SerializeToString()
 
 
-def _item(r: sqlite3.Row) -> Item:
+def _item(r: Row) -> Item:
     return Item(r["vault_id"], r["vm_id"], r["name"], r["cloud"], r["provider"], ItemState(r["state"]),
                 r["policy"], int(r["epoch"]), Side(r["active_location"]), r["op"], r["prev_state"], r["job_id"],
                 float(r["switched_at"]), float(r["fenced_attempt_at"]), r["fenced_attempt_from"],
@@ -275,15 +274,15 @@ class ProtectedItems:
         self.events = events
         # Called (conn, vault_id, vm_id) in the transaction that removes an item: what belongs
         # to a protection goes with it (its points' records; the composition root wires this).
-        self.on_removed: list[Callable[[sqlite3.Connection, str, str], None]] = []
+        self.on_removed: list[Callable[[Conn, str, str], None]] = []
 
-    def _remove(self, conn: sqlite3.Connection, vault_id: str, vm_id: str) -> None:
+    def _remove(self, conn: Conn, vault_id: str, vm_id: str) -> None:
         conn.execute("DELETE FROM protected_items WHERE vault_id=? AND vm_id=?", (vault_id, vm_id))
         for fn in self.on_removed:
             fn(conn, vault_id, vm_id)
 
     # ---- reading ----------------------------------------------------------------------------
-    def get(self, vault_id: str, vm_id: str, conn: sqlite3.Connection | None = None) -> Item | None:
+    def get(self, vault_id: str, vm_id: str, conn: Conn | None = None) -> Item | None:
         sql, args = "SELECT * FROM protected_items WHERE vault_id=? AND vm_id=?", (vault_id, vm_id)
         row = conn.execute(sql, args).fetchone() if conn is not None else self.db.one(sql, args)
         return _item(row) if row is not None else None
@@ -298,7 +297,7 @@ class ProtectedItems:
         return [_item(r) for r in self.db.query("SELECT * FROM protected_items WHERE vault_id=? ORDER BY name",
                                                 (vault_id,))]
 
-    def list_in(self, conn: sqlite3.Connection, vault_id: str) -> list[Item]:
+    def list_in(self, conn: Conn, vault_id: str) -> list[Item]:
         return [_item(r) for r in conn.execute("SELECT * FROM protected_items WHERE vault_id=? ORDER BY name",
                                                (vault_id,)).fetchall()]
 
@@ -310,7 +309,7 @@ class ProtectedItems:
         return state
 
     # ---- operations ---------------------------------------------------------------------------
-    def create(self, conn: sqlite3.Connection, vault_id: str, *, vm_id: str, name: str, cloud: str, provider: str,
+    def create(self, conn: Conn, vault_id: str, *, vm_id: str, name: str, cloud: str, provider: str,
                policy_json: str, job_id: str, recovery_cloud: str = "", recovery_host: str = "",
                pairing_id: str = "") -> Item:
         """protect: a new item in EnablingProtection at epoch 1, the primary active; site to
@@ -331,7 +330,7 @@ class ProtectedItems:
         assert item is not None
         return item
 
-    def begin(self, conn: sqlite3.Connection, vault_id: str, vm_id: str, op: Op, job_id: str,
+    def begin(self, conn: Conn, vault_id: str, vm_id: str, op: Op, job_id: str,
               expect: ItemState | None = None) -> Item:
         """Start ``op`` on an item inside the caller's transaction (which also creates the job):
         the item goes to the operation's in-progress state, held by ``job_id``; when the
@@ -361,7 +360,7 @@ class ProtectedItems:
         assert new is not None
         return new
 
-    def end(self, conn: sqlite3.Connection, vault_id: str, vm_id: str, job_id: str, ok: bool) -> Outcome:
+    def end(self, conn: Conn, vault_id: str, vm_id: str, job_id: str, ok: bool) -> Outcome:
         """The job holding an item ended: move it to the operation's result, or back to the state
         it started from (and that state's active side, advancing the epoch if it moves). An item
         no longer held by ``job_id`` (a forced unprotect took it over) is left alone."""
@@ -404,7 +403,7 @@ class ProtectedItems:
         new = self.get(vault_id, vm_id, conn)
         return Outcome(new, grant=epoch != item.epoch and home == Side.PRIMARY)
 
-    def take_over(self, conn: sqlite3.Connection, vault_id: str, vm_id: str, job_id: str) -> str:
+    def take_over(self, conn: Conn, vault_id: str, vm_id: str, job_id: str) -> str:
         """unprotect --force: the item is held by ``job_id`` from now on, whatever held it (the
         job that held it is returned, for the caller to cancel)."""
         item = self.get(vault_id, vm_id, conn)
@@ -421,7 +420,7 @@ class ProtectedItems:
                     f"{item.name}: protection is being disabled by force (job {job_id}) from {item.state}")
         return previous
 
-    def remove_all(self, conn: sqlite3.Connection, vault_id: str, why: str) -> int:
+    def remove_all(self, conn: Conn, vault_id: str, why: str) -> int:
         """Vault teardown: every item of the vault is removed (its jobs were cancelled)."""
         items = self.list_in(conn, vault_id)
         for item in items:
@@ -431,7 +430,7 @@ class ProtectedItems:
         return len(items)
 
     # ---- signals from replication and inventory ---------------------------------------------------
-    def final_point(self, conn: sqlite3.Connection, item: Item, point_id: str) -> None:
+    def final_point(self, conn: Conn, item: Item, point_id: str) -> None:
         """A planned failover's (or migration's) final point committed: the recovery side is
         active from now on, and the primary is fenced (its epoch is stale)."""
         if item.state not in FINAL_POINT_STATES or item.location != Side.PRIMARY:
@@ -443,7 +442,7 @@ class ProtectedItems:
                                                  item.vm_id))
         self._switched(conn, item, Side.RECOVERY, item.epoch + 1, f" after its final point {point_id}")
 
-    def source_missing(self, conn: sqlite3.Connection, item: Item, what: str) -> None:
+    def source_missing(self, conn: Conn, item: Item, what: str) -> None:
         """The VM (or its cloud, host or provider) is no longer reported: a resting Protected
         item goes to SourceMissing (health Critical, points kept); any other state keeps the
         note and goes there when its job ends in Protected."""
@@ -456,7 +455,7 @@ class ProtectedItems:
             self._event(conn, item.vault_id, item.vm_id, item.name, Severity.CRITICAL, SourceMissing.code,
                         f"{item.name}: {what}; its recovery points are kept (state {state})")
 
-    def source_returned(self, conn: sqlite3.Connection, item: Item) -> None:
+    def source_returned(self, conn: Conn, item: Item) -> None:
         if not item.source_missing:
             return
         state = S.PROTECTED if item.state == S.SOURCE_MISSING else item.state
@@ -500,11 +499,11 @@ class ProtectedItems:
                             f"(the on-premises copy is stale since epoch {item.epoch})", server=f"agent/{host}")
 
     # ---- internals --------------------------------------------------------------------------------
-    def _switched(self, conn: sqlite3.Connection, item: Item, side: Side, epoch: int, why: str = "") -> None:
+    def _switched(self, conn: Conn, item: Item, side: Side, epoch: int, why: str = "") -> None:
         other = "the on-premises copy" if side == Side.RECOVERY else "the recovery side"
         self._event(conn, item.vault_id, item.vm_id, item.name, Severity.INFO, EPOCH_ADVANCED,
                     f"{item.name}: the {side.value.lower()} side is active{why}; epoch {epoch}; {other} is fenced")
 
-    def _event(self, conn: sqlite3.Connection, vault_id: str, vm_id: str, name: str, severity: Severity, code: str,
+    def _event(self, conn: Conn, vault_id: str, vm_id: str, name: str, severity: Severity, code: str,
                message: str, server: str = "") -> None:
         self.events.record(conn, vault_id, severity, code, message, vm_id=vm_id, vm_name=name, server=server)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from asrpb import common_pb2, operator_pb2, operator_pb2_grpc
@@ -11,6 +10,7 @@ from certs import keyfile
 from cloudsvc.regions import REGIONS
 from cloudsvc.service import CloudService
 from cloudsvc.vaults import VaultRow
+from sqlitestore.database import Row
 
 
 def vault_msg(v: VaultRow) -> operator_pb2.Vault:
@@ -19,14 +19,14 @@ def vault_msg(v: VaultRow) -> operator_pb2.Vault:
     )
 
 
-def storage_msg(r: sqlite3.Row) -> operator_pb2.StorageAccount:
+def storage_msg(r: Row) -> operator_pb2.StorageAccount:
     return operator_pb2.StorageAccount(
         name=r["name"], region=r["region"], redundancy=r["redundancy"], backend=r["backend"],
         location=r["location"],
     )
 
 
-def network_msg(r: sqlite3.Row) -> operator_pb2.Network:
+def network_msg(r: Row) -> operator_pb2.Network:
     subnets = [operator_pb2.Subnet(name=s["name"], cidr=s["cidr"]) for s in json.loads(r["subnets"])]
     return operator_pb2.Network(
         name=r["name"], region=r["region"], address_space=r["address_space"], subnets=subnets

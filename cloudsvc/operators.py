@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import sqlite3
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
@@ -28,7 +27,7 @@ from certs.pki import CertKey, key_to_pem, make_csr, new_key, sign_csr
 from cloudsvc.naming import check_name
 from cloudsvc.roles import Role
 from cloudsvc.roles import parse as parse_role
-from sqlitestore.database import Database
+from sqlitestore.database import Database, Row
 
 SESSION_S = 8 * 3600          # a session lasts a working day, then the operator signs in again
 FAILURES_ALLOWED = 5          # wrong passwords in FAILURE_WINDOW_S before sign-in is refused
@@ -122,7 +121,7 @@ class Operators:
                          "VALUES (?,?,?,?,?)", (_token_hash(token), name, csrf, now, session.expires_at))
         return token, session
 
-    def _verify(self, row: sqlite3.Row, password: str) -> bool:
+    def _verify(self, row: Row, password: str) -> bool:
         try:
             return bool(self.hasher.verify(row["password_hash"], password))
         except (VerificationError, InvalidHashError):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import uuid
 
 from asrclock import Clock
@@ -24,7 +23,7 @@ from cloudsvc.lifecycle import Item, ItemState, Op, ProtectedItems
 from cloudsvc.replicas import Replicas
 from cloudsvc.sitetosite import ONPREM_TO_CLOUD, ONPREM_TO_ONPREM, SiteToSite
 from cloudsvc.vaults import VaultRow, Vaults
-from sqlitestore.database import Database
+from sqlitestore.database import Conn, Database, Row
 from vmspec import protection_violations
 
 COPY_FREQUENCIES = (30, 300, 900)
@@ -117,7 +116,9 @@ class Protection:
         policy.cloud = cloud
         hosts = self.inventory.hosts(vault.id, cloud)
         with self.db.write() as conn:
-            conn.execute("INSERT OR REPLACE INTO policies(vault_id, cloud, policy, created_at) VALUES (?,?,?,?)",
+            conn.execute("INSERT INTO policies(vault_id, cloud, policy, created_at) VALUES (?,?,?,?)"
+                         " ON CONFLICT (vault_id, cloud) DO UPDATE SET policy=excluded.policy,"
+                         " created_at=excluded.created_at",
                          (vault.id, cloud, dumps_policy(policy), self.clock.now()))
             tasks = []
             for h in hosts:
@@ -180,7 +181,7 @@ class Protection:
         self.commands.notify()
         return job_id
 
-    def _protect_to_site(self, vault: VaultRow, row: sqlite3.Row, vm: inventory_pb2.Vm, policy: inventory_pb2.Policy,
+    def _protect_to_site(self, vault: VaultRow, row: Row, vm: inventory_pb2.Vm, policy: inventory_pb2.Policy,
                          chosen_nic: int | None, recovery_host: str) -> str:
         """Site to site: map the NIC's network, place the replica, then one job with two tasks —
         the recovery host accepts the replica (AcceptReplica, through its own provider) and the
@@ -251,7 +252,7 @@ class Protection:
         self.commands.notify()
         return job_id
 
-    def _release(self, conn: sqlite3.Connection, vault_id: str, item: Item, force: bool, job_id: str) -> None:
+    def _release(self, conn: Conn, vault_id: str, item: Item, force: bool, job_id: str) -> None:
         """Site to site: the recovery host lets the replica go (through its own provider)."""
         h = conn.execute("SELECT provider FROM hosts WHERE vault_id=? AND name=?",
                          (vault_id, item.recovery_host)).fetchone()
@@ -280,7 +281,7 @@ class Protection:
             return self.unprotect_vm(vault, row["vm_id"])
         return self.protect_vm(vault, row["vm_id"], nic)
 
-    def _job_done(self, conn: sqlite3.Connection, job: sqlite3.Row, ok: bool) -> None:
+    def _job_done(self, conn: Conn, job: Row, ok: bool) -> None:
         ctx = json.loads(job["context"])
         out = self.items.end(conn, job["vault_id"], ctx["vm_id"], job["id"], ok)
         if ok and out.item is None and job["kind"] == "DisableProtection":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from asrclock import iso
@@ -15,6 +14,7 @@ from cloudsvc.inventory import parse_vm
 from cloudsvc.lifecycle import ItemState, Side, allowed
 from cloudsvc.service import CloudService
 from cloudsvc.sitetosite import Mapping
+from sqlitestore.database import Row
 
 LATEST_EVENTS = 3   # shown by asr vm show
 
@@ -28,7 +28,7 @@ def error_msg(text: str) -> common_pb2.ErrorDetail:
                                   recommended_action=d.get("recommended_action", ""), details=d.get("details", []))
 
 
-def job_msg(job: sqlite3.Row, tasks: list[sqlite3.Row]) -> operator_pb2.Job:
+def job_msg(job: Row, tasks: list[Row]) -> operator_pb2.Job:
     done = sum(1 for t in tasks if t["state"] in ("Succeeded", "Failed", "Cancelled"))
     return operator_pb2.Job(
         id=job["id"], kind=job["kind"], target=job["target"], state=job["state"], created_at=job["created_at"],
@@ -41,7 +41,7 @@ def job_msg(job: sqlite3.Row, tasks: list[sqlite3.Row]) -> operator_pb2.Job:
     )
 
 
-def vm_status(svc: CloudService, vault_id: str, row: sqlite3.Row) -> operator_pb2.VmStatus:
+def vm_status(svc: CloudService, vault_id: str, row: Row) -> operator_pb2.VmStatus:
     vm = parse_vm(row)
     item = svc.items.get(vault_id, vm.vm_id)
     state = item.state if item else ItemState.UNPROTECTED

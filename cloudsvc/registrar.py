@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
 from asrclock import Clock
@@ -27,7 +26,7 @@ from cloudsvc.inventory import Inventory
 from cloudsvc.naming import check_name
 from cloudsvc.roles import Role
 from cloudsvc.vaults import Vaults
-from sqlitestore.database import Database
+from sqlitestore.database import Conn, Database, Row
 
 
 @dataclass
@@ -168,18 +167,18 @@ class Registrar:
                 (self.clock.now(), version, format(ident.serial, "x")),
             )
 
-    def list_servers(self, vault_id: str) -> list[sqlite3.Row]:
+    def list_servers(self, vault_id: str) -> list[Row]:
         return self.db.query(
             "SELECT * FROM servers WHERE vault_id=? ORDER BY role DESC, name", (vault_id,)
         )
 
-    def connection_states(self, vault_id: str, timeout_s: float) -> list[tuple[sqlite3.Row, str]]:
+    def connection_states(self, vault_id: str, timeout_s: float) -> list[tuple[Row, str]]:
         """Each server with "Connected" (a heartbeat within ``timeout_s``) or "NotConnected"."""
         now = self.clock.now()
         return [(r, "Connected" if r["last_heartbeat"] and now - r["last_heartbeat"] <= timeout_s else "NotConnected")
                 for r in self.list_servers(vault_id)]
 
-    def get(self, vault_id: str, role: str, name: str) -> sqlite3.Row:
+    def get(self, vault_id: str, role: str, name: str) -> Row:
         row = self.db.one(
             "SELECT * FROM servers WHERE vault_id=? AND role=? AND name=?", (vault_id, role, name)
         )
@@ -203,7 +202,7 @@ class Registrar:
             self.inventory.reconcile(conn, vault_id)
         return failed
 
-    def revoke_all(self, conn: sqlite3.Connection, vault_id: str, reason: str) -> int:
+    def revoke_all(self, conn: Conn, vault_id: str, reason: str) -> int:
         """Vault teardown: every server of the vault is refused from now on."""
         rows = conn.execute("SELECT * FROM servers WHERE vault_id=?", (vault_id,)).fetchall()
         for r in rows:
@@ -217,9 +216,11 @@ def add_operator(db: Database, serial: str, name: str, now: float) -> None:
         conn.execute("INSERT INTO operators(serial, name, created_at) VALUES (?,?,?)", (serial, name, now))
 
 
-def _revoke(conn: sqlite3.Connection, row: sqlite3.Row, reason: str, now: float) -> None:
+def _revoke(conn: Conn, row: Row, reason: str, now: float) -> None:
     conn.execute(
-        "INSERT OR REPLACE INTO revoked(serial, vault_id, identity, reason, revoked_at) VALUES (?,?,?,?,?)",
+        "INSERT INTO revoked(serial, vault_id, identity, reason, revoked_at) VALUES (?,?,?,?,?)"
+        " ON CONFLICT (serial) DO UPDATE SET vault_id=excluded.vault_id, identity=excluded.identity,"
+        " reason=excluded.reason, revoked_at=excluded.revoked_at",
         (row["serial"], row["vault_id"], row["identity"], reason, now),
     )
     conn.execute("DELETE FROM servers WHERE serial=?", (row["serial"],))

@@ -27,7 +27,6 @@ the recovery host): the host's own report only says that its newest point grows 
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
 from asrclock import Clock
@@ -37,7 +36,7 @@ from certs.identity import Identity
 from cloudsvc.events import REPLICA_HEALTH, Events, Severity
 from cloudsvc.lifecycle import Item, ItemState, ProtectedItems
 from cloudsvc.replication import Health, health_of
-from sqlitestore.database import Database
+from sqlitestore.database import Conn, Database, Row
 
 HEALTHS = ("Normal", "Warning", "Critical")
 # A released pairing is remembered this long, so that its host, back from an outage, is told
@@ -65,7 +64,7 @@ class Replicas:
         self.items = items
         self.events = events
 
-    def pair(self, conn: sqlite3.Connection, vault_id: str, vm_id: str, pairing_id: str, host: str) -> None:
+    def pair(self, conn: Conn, vault_id: str, vm_id: str, pairing_id: str, host: str) -> None:
         """A VM was placed on recovery host ``host`` under ``pairing_id`` (the caller's transaction)."""
         conn.execute("INSERT INTO replica_status(vault_id, vm_id, pairing_id, host, health, message, free_bytes,"
                      " last_received_at, reported_at) VALUES (?,?,?,?, 'Normal', '', 0, 0, 0)",
@@ -143,9 +142,10 @@ class Replicas:
                                   " pairing_id=?", (item.vault_id, item.vm_id, item.pairing_id)).fetchone()
             if before is None:
                 return False
-            conn.execute("UPDATE replica_status SET reverse_synced_at=MAX(reverse_synced_at, ?), reverse_blocks=?,"
+            conn.execute("UPDATE replica_status SET reverse_synced_at=CASE WHEN reverse_synced_at > ?"
+                         " THEN reverse_synced_at ELSE ? END, reverse_blocks=?,"
                          " reverse_error=?, reverse_reported_at=? WHERE vault_id=? AND vm_id=? AND pairing_id=?",
-                         (r.synced_at, max(0, r.blocks), r.error[:500], now, item.vault_id, item.vm_id,
+                         (r.synced_at, r.synced_at, max(0, r.blocks), r.error[:500], now, item.vault_id, item.vm_id,
                           item.pairing_id))
             if bool(before["reverse_error"]) != bool(r.error):
                 self.events.record(
@@ -181,7 +181,7 @@ class Replicas:
         item = self.items.get(vault_id, vm_id)
         return self.points(vault_id, vm_id) if item is not None and item.site_to_site else None
 
-    def status(self, vault_id: str, vm_id: str) -> sqlite3.Row | None:
+    def status(self, vault_id: str, vm_id: str) -> Row | None:
         """What the recovery host of the VM's current pairing last reported (None before its first report)."""
         return self.db.one("SELECT * FROM replica_status WHERE vault_id=? AND vm_id=? AND released_at=0 AND"
                            " reported_at>0", (vault_id, vm_id))
@@ -191,7 +191,7 @@ class Replicas:
                           (vault_id, vm_id))
         return float(row["t"]) if row is not None and row["t"] is not None else 0.0
 
-    def health(self, item: Item, primary: sqlite3.Row | None, now: float) -> Health:
+    def health(self, item: Item, primary: Row | None, now: float) -> Health:
         """The worse of what the recovery host reported and the RPO of its newest point, with
         what the primary reported (``primary``: its ``replication_status`` row, or None)."""
         st = self.status(item.vault_id, item.vm_id)
@@ -211,7 +211,7 @@ class Replicas:
         latest = self.latest_at(item.vault_id, item.vm_id)
         return max(0.0, now - latest) if latest else None
 
-    def forget_vm(self, conn: sqlite3.Connection, vault_id: str, vm_id: str) -> None:
+    def forget_vm(self, conn: Conn, vault_id: str, vm_id: str) -> None:
         """Protection ended (lifecycle's ``on_removed``, in that transaction): the points the vault
         knew of go; the pairing is released (its host is told ``paired = false`` from now on),
         and pairings released longer than ``RELEASED_KEPT_S`` ago are forgotten."""

@@ -39,14 +39,13 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from asrclock import Clock, iso
-from asrerrors import AsrError, Fenced, NotFound, PermissionDenied, StateConflict, UsageError
+from asrerrors import AsrError, Fenced, MetadataUnavailable, NotFound, PermissionDenied, StateConflict, UsageError
 from asrops.environment import seconds
 from asrpb import inventory_pb2
 from certs.identity import Identity
@@ -67,7 +66,7 @@ from cloudsvc.vaultstore import (
 )
 from cloudsvc.vaultstore.faultybackend import faults_from_environment
 from cloudsvc.vaultstore.indexdb import pack_bytes_at
-from sqlitestore.database import Database
+from sqlitestore.database import Conn, Database, Row
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ _HEALTH_LEVEL = {"Normal": logging.INFO, "Warning": logging.WARNING, "Critical":
 
 
 # (connection, vault_id, vm_id, commit time, uploaded bytes): billing meters a committed point
-Meter = Callable[[sqlite3.Connection, str, str, float, int], None]
+Meter = Callable[[Conn, str, str, float, int], None]
 
 
 @dataclass(frozen=True)
@@ -128,7 +127,7 @@ def health_of(policy: inventory_pb2.Policy, last_point_at: float, last_error: st
     return Health("Normal", [])
 
 
-def item_health(item: Item, status: sqlite3.Row | None, now: float) -> Health:
+def item_health(item: Item, status: Row | None, now: float) -> Health:
     """Health of a protected item: its lifecycle first (failed over, source missing), then
     its replication (RPO, errors), then degraded cycles (warnings)."""
     if item.source_missing:
@@ -145,7 +144,7 @@ def item_health(item: Item, status: sqlite3.Row | None, now: float) -> Health:
     return h
 
 
-def rpo_of(item: Item, status: sqlite3.Row | None, now: float) -> float | None:
+def rpo_of(item: Item, status: Row | None, now: float) -> float | None:
     """Seconds since the latest recovery point of a VM replicating from its primary; None
     before the first point and while the recovery side is active (a failed-over VM has no RPO)."""
     if status is None or not status["last_point_at"] or item.location != Side.PRIMARY:
@@ -159,7 +158,7 @@ class VmFigures:
 
     item: Item
     health: Health
-    status: sqlite3.Row | None   # its replication_status row (None before any report)
+    status: Row | None   # its replication_status row (None before any report)
     points: int                  # committed recovery points
     rpo: float | None            # see rpo_of
 
@@ -195,7 +194,7 @@ class Replication:
         # Site to site (``replicas``, wired by the composition root): the health and RPO of a VM
         # whose points its recovery host keeps, from that host's reports.
         # ``site_health(item, status, now)`` also takes the primary's replication_status row
-        self.site_health: Callable[[Item, sqlite3.Row | None, float], Health] | None = None
+        self.site_health: Callable[[Item, Row | None, float], Health] | None = None
         self.site_rpo: Callable[[Item, float], float | None] | None = None
         # a re-protected VM's health: its primary's reverse syncs (``Replicas.reverse_health``)
         self.reverse_health: Callable[[Item, float], Health] | None = None
@@ -358,24 +357,28 @@ class Replication:
         s.store.end_session(s.sid)
         return point
 
-    def _record_point(self, conn: sqlite3.Connection, vault_id: str, vm_id: str, point: PointInfo, storage: str,
+    def _record_point(self, conn: Conn, vault_id: str, vm_id: str, point: PointInfo, storage: str,
                       cycle: CycleFacts, epoch: int, now: float) -> None:
         conn.execute(
-            "INSERT OR REPLACE INTO recovery_points(vault_id, vm_id, point_id, storage, created_at, kind,"
-            " uploaded_bytes, changed_blocks, committed_at, epoch) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO recovery_points(vault_id, vm_id, point_id, storage, created_at, kind,"
+            " uploaded_bytes, changed_blocks, committed_at, epoch) VALUES (?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT (vault_id, point_id) DO UPDATE SET vm_id=excluded.vm_id, storage=excluded.storage,"
+            " created_at=excluded.created_at, kind=excluded.kind, uploaded_bytes=excluded.uploaded_bytes,"
+            " changed_blocks=excluded.changed_blocks, committed_at=excluded.committed_at, epoch=excluded.epoch",
             (vault_id, vm_id, point.point_id, storage, point.created_at, point.kind, cycle.uploaded_bytes,
              cycle.changed_blocks, now, epoch))
         # the cycle counters (metrics) advance once per recorded point: a retried commit
         # finds its record and does not come here again
         conn.execute(
-            "INSERT INTO replication_status(vault_id, vm_id, last_point_id, last_point_at, last_commit_at,"
+            "INSERT INTO replication_status AS rs(vault_id, vm_id, last_point_id, last_point_at, last_commit_at,"
             " initial_progress, last_error, updated_at, shipped_bytes, cycles, resyncs, last_cycle_seconds)"
             " VALUES (?,?,?,?,?,1,'',?,?,1,?,?)"
             " ON CONFLICT(vault_id, vm_id) DO UPDATE SET last_point_id=excluded.last_point_id,"
-            " last_point_at=MAX(last_point_at, excluded.last_point_at), last_commit_at=excluded.last_commit_at,"
+            " last_point_at=CASE WHEN rs.last_point_at > excluded.last_point_at THEN rs.last_point_at"
+            " ELSE excluded.last_point_at END, last_commit_at=excluded.last_commit_at,"
             " initial_progress=1, last_error='', updated_at=excluded.updated_at,"
-            " shipped_bytes=shipped_bytes+excluded.shipped_bytes, cycles=cycles+1,"
-            " resyncs=resyncs+excluded.resyncs, last_cycle_seconds=excluded.last_cycle_seconds",
+            " shipped_bytes=rs.shipped_bytes+excluded.shipped_bytes, cycles=rs.cycles+1,"
+            " resyncs=rs.resyncs+excluded.resyncs, last_cycle_seconds=excluded.last_cycle_seconds",
             (vault_id, vm_id, point.point_id, point.created_at, now, now, cycle.uploaded_bytes, int(cycle.resync),
              cycle.seconds))
         if self.meter is not None:
@@ -393,9 +396,10 @@ class Replication:
                                (ident.vault_id, vm_id)).fetchone()
             before = old["warning"] if old else ""
             conn.execute(
-                "INSERT INTO replication_status(vault_id, vm_id, initial_progress, last_error, updated_at, warning,"
-                " warning_code, warning_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(vault_id, vm_id) DO UPDATE SET"
-                " initial_progress=MAX(initial_progress, excluded.initial_progress),"
+                "INSERT INTO replication_status AS rs(vault_id, vm_id, initial_progress, last_error, updated_at,"
+                " warning, warning_code, warning_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(vault_id, vm_id) DO UPDATE"
+                " SET initial_progress=CASE WHEN rs.initial_progress > excluded.initial_progress"
+                " THEN rs.initial_progress ELSE excluded.initial_progress END,"
                 " last_error=excluded.last_error, updated_at=excluded.updated_at, warning=excluded.warning,"
                 " warning_code=excluded.warning_code, warning_at=excluded.warning_at",
                 (ident.vault_id, vm_id, max(0.0, min(1.0, progress)), error[:500], now, warning[:1000],
@@ -418,7 +422,7 @@ class Replication:
         return item
 
     # ---- committed points ------------------------------------------------------------------------
-    def _committed(self, vault_id: str, vm_id: str) -> dict[str, sqlite3.Row]:
+    def _committed(self, vault_id: str, vm_id: str) -> dict[str, Row]:
         return {r["point_id"]: r for r in self.db.query(
             "SELECT * FROM recovery_points WHERE vault_id=? AND vm_id=?", (vault_id, vm_id))}
 
@@ -458,7 +462,7 @@ class Replication:
                                 action=f"List them with 'asr point list {name}'; the vault holds no data of them.")
         return item
 
-    def health(self, item: Item, status: sqlite3.Row | None, now: float) -> Health:
+    def health(self, item: Item, status: Row | None, now: float) -> Health:
         """:func:`item_health`, or for a site-to-site VM its lifecycle and then its replica's."""
         if item.site_to_site and self.site_health is not None:
             base = item_health(item, None, now)
@@ -469,12 +473,12 @@ class Replication:
             return self.site_health(item, status, now)
         return item_health(item, status, now)
 
-    def rpo(self, item: Item, status: sqlite3.Row | None, now: float) -> float | None:
+    def rpo(self, item: Item, status: Row | None, now: float) -> float | None:
         if item.site_to_site and self.site_rpo is not None:
             return self.site_rpo(item, now) if item.location == Side.PRIMARY else None
         return rpo_of(item, status, now)
 
-    def points(self, vault_id: str, vm_id: str, name: str) -> list[tuple[PointInfo, sqlite3.Row]]:
+    def points(self, vault_id: str, vm_id: str, name: str) -> list[tuple[PointInfo, Row]]:
         item = self._item(vault_id, vm_id, name)
         committed = self._committed(vault_id, vm_id)
         return [(p, committed[p.point_id]) for p in self.visible_points(vault_id, vm_id, item.policy.storage)]
@@ -551,14 +555,14 @@ class Replication:
     def point_times(self, vault_id: str, since: float) -> dict[str, list[float]]:
         """Each VM's committed point times from ``since`` on, oldest first, plus its last point
         before ``since`` (the portal's RPO chart: what the RPO was at any time of the span).
-        One row per VM (GROUP_CONCAT): 2,000 VMs with a day of points are 72,000 points, and
+        One row per VM (``Database.group_concat``): 2,000 VMs with a day of points are 72,000 points, and
         fetching each as a row cost most of a second."""
         out: dict[str, list[float]] = {}
         for r in self.db.query(
                 "SELECT vm_id, MAX(created_at) AS at FROM recovery_points WHERE vault_id=? AND created_at<? "
                 "GROUP BY vm_id", (vault_id, since)):
             out[r["vm_id"]] = [float(r["at"])]
-        for r in self.db.query("SELECT vm_id, GROUP_CONCAT(created_at) AS times FROM recovery_points "
+        for r in self.db.query(f"SELECT vm_id, {self.db.group_concat('created_at')} AS times FROM recovery_points "
                                "WHERE vault_id=? AND created_at>=? GROUP BY vm_id", (vault_id, since)):
             out.setdefault(r["vm_id"], []).extend(sorted(float(t) for t in str(r["times"]).split(",")))
         return out
@@ -697,7 +701,7 @@ class Replication:
                 conn.execute("DELETE FROM recovery_points WHERE vault_id=? AND point_id=?", (vault_id, pid))
         return len(point_ids)
 
-    def forget_vm(self, conn: sqlite3.Connection, vault_id: str, vm_id: str) -> None:
+    def forget_vm(self, conn: Conn, vault_id: str, vm_id: str) -> None:
         """Protection of a VM ended (lifecycle's ``on_removed``, in that transaction): its points
         are no recovery points any more (they are not shown, nor used as the base of a later
         protection's first cycle) and maintenance deletes their data once nothing pins them."""
@@ -722,6 +726,8 @@ class Replication:
                         self.maintain(gc=True)
                         self.events.trim()
                         self._last_gc = self.clock.now()
+                except MetadataUnavailable as err:   # PostgreSQL away: the next round tries again
+                    log.warning("replication maintenance waits for the metadata store: %s", err)
                 except Exception:  # noqa: BLE001 - keep the maintenance loop alive
                     log.exception("replication maintenance failed")
 

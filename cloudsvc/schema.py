@@ -1,10 +1,27 @@
 """Versioned schema migrations of the metadata store.
 
-Each entry is applied once, in order, in its own transaction, and PRAGMA user_version records
-how far a database has come. Never edit a released entry: append a new one.
+Each entry is applied once, in order, in its own transaction, and PRAGMA user_version (PostgreSQL:
+the schema_version table) records how far a database has come. Never edit a released entry: append
+a new one.
+
+One schema for both engines: entries are SQLite's DDL, which ``sqlitestore.postgres`` types for
+PostgreSQL (INTEGER→BIGINT, REAL→DOUBLE PRECISION, BLOB→BYTEA). Where a statement has no portable
+form, :func:`_with_postgresql` gives the entry a PostgreSQL twin; the SQLite text stays as released.
 """
 
-MIGRATIONS: list[str] = [
+from sqlitestore.database import Migration
+
+
+def _with_postgresql(script: str, *changes: tuple[str, str]) -> dict[str, str]:
+    """``script`` for SQLite, and for PostgreSQL with each (old, new) text replaced."""
+    pg = script
+    for old, new in changes:
+        assert old in pg, old
+        pg = pg.replace(old, new)
+    return {"sqlite": script, "postgresql": pg}
+
+
+MIGRATIONS: list[Migration] = [
     # 1: foundation — vaults, registration keys, storage accounts, networks, servers.
     """
     CREATE TABLE operators (
@@ -45,8 +62,9 @@ MIGRATIONS: list[str] = [
         reason TEXT NOT NULL, revoked_at REAL NOT NULL
     )
     """,
-    # 2: control plane — inventory, policies, protected items, commands, jobs.
-    """
+    # 2: control plane — inventory, policies, protected items, commands, jobs. A VM's spec is
+    # protobuf bytes, which SQLite keeps in a TEXT column and PostgreSQL only in BYTEA.
+    _with_postgresql("""
     CREATE TABLE clouds (
         vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
         name TEXT NOT NULL, provider TEXT NOT NULL, synced_at REAL NOT NULL,
@@ -103,7 +121,7 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (job_id, seq)
     );
     CREATE INDEX tasks_by_command ON job_tasks(command_id)
-    """,
+    """, ("spec TEXT NOT NULL", "spec BLOB NOT NULL")),
     # 3: replication engine — per-VM replication status and recovery point facts.
     """
     CREATE TABLE replication_status (
@@ -204,7 +222,7 @@ MIGRATIONS: list[str] = [
     # 8: billing meters replication when it happens — bytes uploaded per VM per day (UTC) of
     # commit, written in the transaction that commits each point, and kept when the points
     # are pruned. Existing points are metered by the day they were committed.
-    """
+    _with_postgresql("""
     CREATE TABLE replication_usage (
         vault_id TEXT NOT NULL REFERENCES vaults(id) ON DELETE CASCADE,
         vm_id TEXT NOT NULL, day TEXT NOT NULL,
@@ -216,7 +234,9 @@ MIGRATIONS: list[str] = [
                strftime('%Y-%m-%d', CASE WHEN committed_at > 0 THEN committed_at ELSE created_at END, 'unixepoch'),
                sum(uploaded_bytes), count(*)
         FROM recovery_points GROUP BY 1, 2, 3
-    """,
+    """, ("strftime('%Y-%m-%d', CASE WHEN committed_at > 0 THEN committed_at ELSE created_at END, 'unixepoch')",
+          "to_char(to_timestamp(CASE WHEN committed_at > 0 THEN committed_at ELSE created_at END) AT TIME ZONE 'UTC',"
+          " 'YYYY-MM-DD')")),
     # 9: operations — the last replication health maintenance saw per item (events.py turns a
     # change into an event), events by time (--since, trimming), the bytes a job task moved.
     """

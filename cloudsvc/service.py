@@ -78,7 +78,7 @@ from cloudsvc.schema import MIGRATIONS
 from cloudsvc.sitetosite import SiteToSite
 from cloudsvc.teardown import Teardown
 from cloudsvc.vaults import Vaults
-from sqlitestore.database import Database
+from sqlitestore.database import open_database
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class CloudService:
         self.config = config
         self.clock = clock
         self.stopping = threading.Event()
-        self.db = Database(config.db_path, MIGRATIONS)
+        self.db = open_database(config.database, MIGRATIONS)
         with open(os.path.join(config.pki_dir, "ca.pem"), "rb") as f:
             ca_pem = f.read()
         with open(os.path.join(config.pki_dir, "ca.key"), "rb") as f:

@@ -19,7 +19,6 @@ it must be such a host of the recovery cloud with room for the VM.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
 from asrclock import Clock
@@ -27,7 +26,7 @@ from asrerrors import AlreadyExists, NetworkNotMapped, NoRecoveryHost, NotFound,
 from asrpb import inventory_pb2
 from cloudsvc.events import MAPPING_CHANGED, Events, Severity
 from cloudsvc.inventory import Inventory, loads_policy, networks_of, parse_vm
-from sqlitestore.database import Database
+from sqlitestore.database import Database, Row
 
 ONPREM_TO_ONPREM = "onprem-to-onprem"   # the billing scenario of a VM protected to a target cloud
 ONPREM_TO_CLOUD = "onprem-to-cloud"
@@ -54,7 +53,7 @@ class SiteToSite:
         self.events = events
 
     # ---- pairing --------------------------------------------------------------------------------
-    def check_pairing(self, vault_id: str, cloud: sqlite3.Row, target: str) -> sqlite3.Row:
+    def check_pairing(self, vault_id: str, cloud: Row, target: str) -> Row:
         """The recovery cloud ``target`` when ``cloud`` may be paired with it; else the reason."""
         name = str(cloud["name"])
         if target == name:
@@ -187,7 +186,7 @@ class SiteToSite:
             "SELECT v.spec FROM protected_items p JOIN vms v ON v.vault_id=p.vault_id AND v.vm_id=p.vm_id"
             f" WHERE p.vault_id=? AND p.{column}=? AND p.recovery_host != '' ORDER BY v.name", (vault_id, value))]
 
-    def place(self, vault_id: str, target: str, vm_name: str, needed: int, chosen: str = "") -> sqlite3.Row:
+    def place(self, vault_id: str, target: str, vm_name: str, needed: int, chosen: str = "") -> Row:
         """The recovery host for a VM needing ``needed`` bytes (its disks' virtual sizes), by
         each host's reported free space less what is reserved for replicas placed there."""
         hosts = self.inventory.hosts(vault_id, target)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 from typing import Any
 
 from asrclock import Clock
@@ -35,7 +34,7 @@ from cloudsvc.lifecycle import ProtectedItems
 from cloudsvc.registrar import Registrar
 from cloudsvc.replication import Replication
 from cloudsvc.vaults import VaultRow, Vaults
-from sqlitestore.database import Database
+from sqlitestore.database import Conn, Database
 
 KIND = "DeleteVault"
 SITE_DEADLINE_S = seconds("ASR_TEARDOWN_SITE_TIMEOUT")
@@ -151,7 +150,7 @@ class Teardown:
 
     # ---- steps (cloud steps of the runner; each idempotent) -------------------------------------
     def _items(self, job: Any, ctx: dict[str, Any], seq: int, step: Step) -> None:
-        def remove(conn: sqlite3.Connection) -> None:
+        def remove(conn: Conn) -> None:
             for j in self.jobs.open_jobs(job["vault_id"]):
                 if j["id"] != job["id"]:
                     self.jobs.cancel(conn, j["id"], StateConflict("the vault is being deleted"))
@@ -172,7 +171,7 @@ class Teardown:
     def _servers(self, job: Any, ctx: dict[str, Any], seq: int, step: Step) -> None:
         out: list[int] = []
 
-        def revoke(conn: sqlite3.Connection) -> None:
+        def revoke(conn: Conn) -> None:
             out.append(self.registrar.revoke_all(conn, job["vault_id"], "vault deleted"))
 
         self._runner.finish(job["id"], seq, True, "servers revoked", then=revoke)
@@ -189,7 +188,7 @@ class Teardown:
     def _vault(self, job: Any, ctx: dict[str, Any], seq: int, step: Step) -> None:
         locations = self.vaults.storage_locations(job["vault_id"])
 
-        def delete(conn: sqlite3.Connection) -> None:
+        def delete(conn: Conn) -> None:
             self.vaults.delete_rows(conn, job["vault_id"])
 
         self._runner.finish(job["id"], seq, True, "vault deleted", then=delete)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import sqlite3
 import uuid
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -16,7 +15,7 @@ from certs import keyfile
 from certs.pki import CertKey, create_ca
 from cloudsvc.naming import check_name
 from cloudsvc.regions import region
-from sqlitestore.database import Database
+from sqlitestore.database import Conn, Database, IntegrityError, Row
 
 
 @dataclass
@@ -55,11 +54,11 @@ class Vaults:
                     " VALUES (?,?,?,?,?,?)",
                     (vault_id, name, reg.name, self.clock.now(), ca.cert_pem.decode(), ca.key_pem.decode()),
                 )
-        except sqlite3.IntegrityError as exc:
+        except IntegrityError as exc:
             raise AlreadyExists(f"a vault named {name!r} already exists") from exc
         return self.get(vault_id)
 
-    def _row(self, r: sqlite3.Row) -> VaultRow:
+    def _row(self, r: Row) -> VaultRow:
         key = self.db.one(
             "SELECT expires_at FROM vault_keys WHERE vault_id=? AND state='active'", (r["id"],)
         )
@@ -78,10 +77,10 @@ class Vaults:
     def list_vaults(self) -> list[VaultRow]:
         return [self._row(r) for r in self.db.query("SELECT * FROM vaults ORDER BY name")]
 
-    def set_state(self, conn: sqlite3.Connection, vault_id: str, state: str) -> None:
+    def set_state(self, conn: Conn, vault_id: str, state: str) -> None:
         conn.execute("UPDATE vaults SET state=? WHERE id=?", (state, vault_id))
 
-    def delete_rows(self, conn: sqlite3.Connection, vault_id: str) -> None:
+    def delete_rows(self, conn: Conn, vault_id: str) -> None:
         """The vault and everything that references it (ON DELETE CASCADE). Callers empty it
         first (``teardown``); servers are revoked by the registrar before this."""
         conn.execute("DELETE FROM vaults WHERE id=?", (vault_id,))
@@ -113,10 +112,11 @@ class Vaults:
         with self.db.write() as conn:
             cur = conn.execute(
                 "INSERT INTO vault_keys(vault_id, secret_hash, issued_at, expires_at, state)"
-                " VALUES (?,?,?,?, 'pending')",
+                " VALUES (?,?,?,?, 'pending') RETURNING id",
                 (v.id, keyfile.secret_hash(secret), now, key.expires_at),
             )
-        return GeneratedKey(key, str(cur.lastrowid))
+            key_id = cur.fetchone()[0]
+        return GeneratedKey(key, str(key_id))
 
     def activate_key(self, ref: str, key_id: str) -> VaultRow:
         """Make pending key ``key_id`` the vault's key: every older key (active or pending) is
@@ -146,7 +146,7 @@ class Vaults:
     # ---- storage accounts -----------------------------------------------------------------
     def create_storage(
         self, ref: str, name: str, region_name: str, redundancy: str, backend: str, connection: str
-    ) -> sqlite3.Row:
+    ) -> Row:
         v = self.get(ref)
         check_name("storage account", name)
         reg = region(region_name)
@@ -166,32 +166,32 @@ class Vaults:
                     " connection, created_at) VALUES (?,?,?,?,?,?,?,?)",
                     (v.id, name, reg.name, redundancy, backend, location, connection, self.clock.now()),
                 )
-        except sqlite3.IntegrityError as exc:
+        except IntegrityError as exc:
             raise AlreadyExists(f"storage account {name!r} already exists in vault {v.name!r}") from exc
         if backend == "local":
             os.makedirs(location, exist_ok=True)
         return self.storage(v.id, name)
 
-    def storage(self, vault_id: str, name: str) -> sqlite3.Row:
+    def storage(self, vault_id: str, name: str) -> Row:
         r = self.db.one("SELECT * FROM storage_accounts WHERE vault_id=? AND name=?", (vault_id, name))
         if r is None:
             raise NotFound(f"storage account {name!r} does not exist in this vault",
                            action="Create it with 'asr storage create'.")
         return r
 
-    def delete_storage_row(self, conn: sqlite3.Connection, vault_id: str, name: str) -> None:
+    def delete_storage_row(self, conn: Conn, vault_id: str, name: str) -> None:
         """The account's row (caller's transaction); ``deletion`` checked it is unused and
         destroyed its data first."""
         conn.execute("DELETE FROM storage_accounts WHERE vault_id=? AND name=?", (vault_id, name))
 
-    def list_storage(self, ref: str) -> list[sqlite3.Row]:
+    def list_storage(self, ref: str) -> list[Row]:
         v = self.get(ref)
         return self.db.query("SELECT * FROM storage_accounts WHERE vault_id=? ORDER BY name", (v.id,))
 
     # ---- virtual networks -----------------------------------------------------------------
     def create_network(
         self, ref: str, name: str, region_name: str, address_space: str, subnets: list[tuple[str, str]]
-    ) -> sqlite3.Row:
+    ) -> Row:
         v = self.get(ref)
         check_name("network", name)
         reg = region(region_name)
@@ -219,22 +219,22 @@ class Vaults:
                     " VALUES (?,?,?,?,?,?)",
                     (v.id, name, reg.name, str(space), doc, self.clock.now()),
                 )
-        except sqlite3.IntegrityError as exc:
+        except IntegrityError as exc:
             raise AlreadyExists(f"network {name!r} already exists in vault {v.name!r}") from exc
         return self.network(v.id, name)
 
-    def network(self, vault_id: str, name: str) -> sqlite3.Row:
+    def network(self, vault_id: str, name: str) -> Row:
         r = self.db.one("SELECT * FROM networks WHERE vault_id=? AND name=?", (vault_id, name))
         if r is None:
             raise NotFound(f"network {name!r} does not exist in this vault",
                            action="Create it with 'asr network create'.")
         return r
 
-    def delete_network_row(self, conn: sqlite3.Connection, vault_id: str, name: str) -> None:
+    def delete_network_row(self, conn: Conn, vault_id: str, name: str) -> None:
         """The network's row (caller's transaction; ``deletion`` checked it is unused)."""
         conn.execute("DELETE FROM networks WHERE vault_id=? AND name=?", (vault_id, name))
 
-    def list_networks(self, ref: str) -> list[sqlite3.Row]:
+    def list_networks(self, ref: str) -> list[Row]:
         v = self.get(ref)
         return self.db.query("SELECT * FROM networks WHERE vault_id=? ORDER BY name", (v.id,))
 

@@ -28,8 +28,9 @@ if [ "$(id -u)" = 0 ]; then
   # systemd: systemd-analyze, which verifies the units and scores their sandboxing (a container may lack it);
   # iproute2: ip, which makes the network namespaces of the site-to-site partition test;
   # chromium: the browser the portal's tests drive with Playwright (never a browser Playwright downloads);
-  # borgbackup and e2fsprogs: the peer and the image builder (mkfs.ext4 -d) of bench/real_data.py
-  for pkg in python3-venv qemu-utils tinyproxy squid rsync restic prometheus systemd iproute2 chromium borgbackup e2fsprogs; do
+  # borgbackup and e2fsprogs: the peer and the image builder (mkfs.ext4 -d) of bench/real_data.py;
+  # postgresql: the second metadata engine (tests start their own server with initdb/pg_ctl)
+  for pkg in python3-venv qemu-utils tinyproxy squid rsync restic prometheus systemd iproute2 chromium borgbackup e2fsprogs postgresql; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
   done
   command -v npm >/dev/null 2>&1 || need="$need nodejs npm"
@@ -38,10 +39,10 @@ if [ "$(id -u)" = 0 ]; then
     apt_update
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=$APT_WAIT install -y -qq $need >/dev/null
   fi
-  # The Debian squid, tinyproxy and prometheus packages start system services we do not use.
-  systemctl disable --now squid tinyproxy prometheus prometheus-node-exporter >/dev/null 2>&1 || true
+  # The Debian squid, tinyproxy, prometheus and postgresql packages start system services we do not use.
+  systemctl disable --now squid tinyproxy prometheus prometheus-node-exporter postgresql >/dev/null 2>&1 || true
 else
-  for tool in qemu-img tinyproxy npm promtool systemd-analyze; do
+  for tool in qemu-img tinyproxy npm promtool systemd-analyze /usr/lib/postgresql/15/bin/initdb; do
     command -v "$tool" >/dev/null 2>&1 || echo "warning: $tool missing; as root this script installs it" >&2
   done
 fi

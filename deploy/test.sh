@@ -1,10 +1,29 @@
 #!/usr/bin/env bash
-# Set up, check the generated stubs, lint and type-check, then run the whole test suite.
-# Extra arguments go to pytest (e.g. -k registration).
+# Set up, check the generated stubs, lint and type-check, then run the test suite: all of it on
+# SQLite, then a PostgreSQL pass (ASR_TEST_DATABASE=postgresql: each cloud service gets a fresh
+# database of a server the tests start) over the tests that reach the SQL of every cloudsvc module.
+#   ASR_TEST_PG_FULL=1   the PostgreSQL pass runs everything
+#   ASR_TEST_PG=0        no PostgreSQL pass
+#   ASR_TEST_DATABASE=sqlite|postgresql   one pass only, on that engine (with any extra arguments)
+# Extra arguments go to pytest (e.g. -k registration) and then choose the tests of a single pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/setup.sh
 bash proto/generate.sh --check
 .venv/bin/ruff check .
 .venv/bin/mypy .
-exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=20 "$@"
+pytest=(.venv/bin/python -m pytest -q -p no:cacheprovider --durations=20)
+if [ -n "${ASR_TEST_DATABASE:-}" ] || [ $# -gt 0 ]; then
+  exec "${pytest[@]}" "$@"
+fi
+ASR_TEST_DATABASE=sqlite "${pytest[@]}"
+[ "${ASR_TEST_PG:-1}" = 0 ] && exit 0
+# about 8 minutes on 2 cores: control plane, lifecycle, failover, replication, security, observe
+PG_TESTS=(tests/controlplane tests/security tests/failover/test_unplanned.py
+          tests/failover/test_plans.py tests/failover/test_planned_failback.py tests/replication/test_points.py
+          tests/replication/test_retention.py tests/replication/test_billing_metered.py
+          tests/lifecycle/test_refusals.py tests/lifecycle/test_ownership.py tests/observe/test_daemon_metrics.py
+          tests/sitetosite/test_site_to_site.py tests/portal/test_operators.py)
+[ "${ASR_TEST_PG_FULL:-0}" = 1 ] && PG_TESTS=(tests)
+echo "PostgreSQL pass: ${PG_TESTS[*]}"
+ASR_TEST_DATABASE=postgresql exec "${pytest[@]}" "${PG_TESTS[@]}"

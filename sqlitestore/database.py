@@ -1,4 +1,4 @@
-"""The embedded metadata store: SQLite in WAL mode with versioned migrations.
+"""The metadata store: SQLite in WAL mode (the default) or PostgreSQL, with versioned migrations.
 
 Durability: ``synchronous=FULL`` so a transaction that returned survives power loss, not only
 a process crash; a registration is acknowledged to the caller only after its transaction
@@ -8,10 +8,16 @@ plus ``busy_timeout`` covers other processes sharing the file.
 
 A full disk is :class:`DiskFull` (ASR-0061) wherever SQLite reports it (a statement, the
 commit, a query), never a raw ``sqlite3`` error: callers map nothing themselves. Other SQLite
-errors pass through unchanged (callers catch ``IntegrityError`` for duplicates).
+errors pass through unchanged (callers catch :data:`IntegrityError` for duplicates).
 
 Each thread gets its own connection (so readers never wait for each other or for a writer);
 :meth:`Database.close` closes all of them.
+
+Callers write one SQL dialect, the subset both engines accept: ``?`` placeholders,
+``INSERT ... ON CONFLICT (...) DO UPDATE/NOTHING``, ``RETURNING`` instead of ``lastrowid``, no
+two-argument MAX/MIN, no GROUP_CONCAT. :func:`open_database` picks the engine from a path or a
+``postgresql://`` URL; ``sqlitestore.postgres`` translates the little that differs (placeholders,
+column types of the migrations). :class:`Row` and :class:`Conn` are what callers may rely on.
 """
 
 from __future__ import annotations
@@ -19,13 +25,54 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from asrerrors import AsrError, DiskFull, StorageError
 
 log = logging.getLogger(__name__)
+
+# A migration: one script for every engine, or one per engine (``{"sqlite": ..., "postgresql": ...}``)
+# where no portable statement exists (a released SQLite entry is never edited, so its PostgreSQL
+# twin sits beside it).
+Migration = str | Mapping[str, str]
+
+
+class Row(Protocol):
+    """A result row, by position and by (case-insensitive) column name, like ``sqlite3.Row``."""
+
+    def __getitem__(self, key: int | str, /) -> Any: ...
+    def keys(self) -> list[str]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+    def __len__(self) -> int: ...
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Conn(Protocol):
+    """A connection inside a write transaction (or a thread's own, see ``connection()``)."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Cursor: ...
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> Cursor: ...
+
+
+def _integrity_errors() -> tuple[type[Exception], ...]:
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency; SQLite alone still works
+        return (sqlite3.IntegrityError,)
+    return (sqlite3.IntegrityError, psycopg.IntegrityError)
+
+
+# What a duplicate key or a broken constraint raises, whichever the engine: ``except IntegrityError``.
+IntegrityError: tuple[type[Exception], ...] = _integrity_errors()
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -35,45 +82,68 @@ def is_disk_full(exc: BaseException) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(exc).lower()
 
 
-def _rollback(conn: sqlite3.Connection) -> None:
-    # SQLite rolls some failures back by itself (a full disk can); a second ROLLBACK would
-    # raise and hide the original error.
-    if conn.in_transaction:
-        conn.execute("ROLLBACK")
+def script_for(migration: Migration, engine: str) -> str:
+    return migration if isinstance(migration, str) else migration[engine]
+
+
+def statements(script: str) -> list[str]:
+    return [s for s in script.split(";") if s.strip()]
 
 
 class Database:
-    def __init__(self, path: str, migrations: Sequence[str]) -> None:
-        self.path = path
+    """The SQLite engine; :class:`sqlitestore.postgres.PgDatabase` overrides the engine hooks."""
+
+    engine = "sqlite"
+
+    def __init__(self, path: str, migrations: Sequence[Migration], *, migrate: bool = True) -> None:
+        """``migrate=False``: use the schema as it is (a reader such as a test's or a bench's)."""
+        self.path = path   # what messages name (a PostgreSQL URL without its password)
         self.migrations = list(migrations)
         self._local = threading.local()
         self._write_lock = threading.RLock()
-        self._conns: list[sqlite3.Connection] = []  # every thread's, for close()
+        self._conns: list[Any] = []  # every thread's, for close()
         self._conns_lock = threading.Lock()
-        self.migrate()
+        if migrate:
+            self.migrate()
 
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
-            with self._conns_lock:
-                self._conns.append(conn)
+    # --- engine hooks -----------------------------------------------------------------
+    def _connect(self) -> Any:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
         return conn
 
-    def connection(self) -> sqlite3.Connection:
-        """This thread's connection, for statements that need no write transaction of their
-        own (filling a TEMP table). Wrap its use in :meth:`full_disk_errors`."""
-        return self._conn()
+    def _begin(self, conn: Any, durable: bool) -> None:
+        if not durable:
+            conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("BEGIN IMMEDIATE")
+
+    def _commit(self, conn: Any) -> None:
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            self._rollback(conn)
+            if is_disk_full(exc):
+                raise self._full(exc) from exc
+            raise StorageError(f"metadata store commit failed: {exc}") from exc
+
+    def _rollback(self, conn: Any) -> None:
+        # SQLite rolls some failures back by itself (a full disk can); a second ROLLBACK would
+        # raise and hide the original error.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+    def _end(self, conn: Any, durable: bool) -> None:
+        if not durable:
+            conn.execute("PRAGMA synchronous=FULL")
 
     @contextmanager
     def full_disk_errors(self) -> Iterator[None]:
-        """Raise :class:`DiskFull` for an SQLite "full" error inside the block."""
+        """Raise :class:`DiskFull` for an SQLite "full" error inside the block (PostgreSQL:
+        also ``MetadataUnavailable`` when the server cannot be reached)."""
         try:
             yield
         except sqlite3.Error as exc:
@@ -81,47 +151,72 @@ class Database:
                 raise self._full(exc) from exc
             raise
 
+    def _version(self, conn: Any) -> int:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _set_version(self, conn: Any, version: int) -> None:
+        conn.execute(f"PRAGMA user_version={version}")
+
+    def _ddl(self, stmt: str) -> str:
+        return stmt
+
+    def integrity_check(self) -> str:
+        return str(self._conn().execute("PRAGMA integrity_check").fetchone()[0])
+
+    def group_concat(self, expr: str) -> str:
+        """An aggregate joining ``expr``'s values with commas (no portable spelling exists)."""
+        return f"GROUP_CONCAT({expr})"
+
+    # --- common -----------------------------------------------------------------------
+    def _conn(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    def connection(self) -> Conn:
+        """This thread's connection, for statements that need no write transaction of their
+        own (filling a TEMP table). Wrap its use in :meth:`full_disk_errors`."""
+        conn: Conn = self._conn()
+        return conn
+
     def _full(self, exc: BaseException) -> DiskFull:
         return DiskFull(f"database {self.path} cannot grow: {exc}")
 
-    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Row]:
         with self.full_disk_errors():
-            return self._conn().execute(sql, args).fetchall()
+            rows: list[Row] = self._conn().execute(sql, args).fetchall()
+            return rows
 
-    def one(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Row | None:
+    def one(self, sql: str, args: tuple[Any, ...] = ()) -> Row | None:
         with self.full_disk_errors():
-            return self._conn().execute(sql, args).fetchone()
+            row: Row | None = self._conn().execute(sql, args).fetchone()
+            return row
 
     @contextmanager
-    def write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+    def write(self, durable: bool = True) -> Iterator[Conn]:
         """One short write transaction; commits on success, rolls back on any error.
 
         ``durable=False`` commits without waiting for the fsync (``synchronous=NORMAL`` for
-        this transaction only): a process crash keeps it (WAL), a power loss may drop it.
-        For frequent bookkeeping whose loss is harmless; the next durable commit makes it
-        durable too."""
+        this transaction only; PostgreSQL: ``synchronous_commit=off``): a process crash keeps
+        it, a power loss may drop it. For frequent bookkeeping whose loss is harmless; the next
+        durable commit makes it durable too."""
         with self._write_lock:
-            conn = self._conn()
-            if not durable:
-                conn.execute("PRAGMA synchronous=NORMAL")
+            with self.full_disk_errors():
+                conn = self._conn()
             self._local.after_commit = []
             try:
                 with self.full_disk_errors():
-                    conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                except BaseException as exc:
-                    _rollback(conn)
-                    if is_disk_full(exc):
-                        raise self._full(exc) from exc
-                    raise
-                try:
-                    conn.execute("COMMIT")
-                except sqlite3.OperationalError as exc:
-                    _rollback(conn)
-                    if is_disk_full(exc):
-                        raise self._full(exc) from exc
-                    raise StorageError(f"metadata store commit failed: {exc}") from exc
+                    self._begin(conn, durable)
+                    try:
+                        yield conn
+                    except BaseException:
+                        self._rollback(conn)
+                        raise
+                    self._commit(conn)
                 after, self._local.after_commit = self._local.after_commit, None
                 for fn in after:
                     try:
@@ -130,8 +225,8 @@ class Database:
                         log.exception("after-commit action failed")
             finally:
                 self._local.after_commit = None
-                if not durable:
-                    conn.execute("PRAGMA synchronous=FULL")
+                if getattr(self._local, "conn", None) is conn:   # PostgreSQL drops a broken one
+                    self._end(conn, durable)
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` once this thread's current write transaction has committed; never if it
@@ -143,8 +238,8 @@ class Database:
         pending.append(fn)
 
     def schema_version(self) -> int:
-        row = self._conn().execute("PRAGMA user_version").fetchone()
-        return int(row[0])
+        with self.full_disk_errors():
+            return self._version(self._conn())
 
     def migrate(self) -> None:
         current = self.schema_version()
@@ -154,17 +249,16 @@ class Database:
                 f"release knows ({len(self.migrations)})",
                 action="Run the release that created this data directory, or a newer one.",
             )
-        for version, script in enumerate(self.migrations, start=1):
+        for version, migration in enumerate(self.migrations, start=1):
             if version <= current:
                 continue
             with self.write() as conn:
-                for stmt in script.split(";"):
-                    if stmt.strip():
-                        conn.execute(stmt)
-                conn.execute(f"PRAGMA user_version={version}")
-
-    def integrity_check(self) -> str:
-        return str(self._conn().execute("PRAGMA integrity_check").fetchone()[0])
+                # another process may have migrated since we looked: the write lock orders us
+                if self._version(conn) >= version:
+                    continue
+                for stmt in statements(script_for(migration, self.engine)):
+                    conn.execute(self._ddl(stmt))
+                self._set_version(conn, version)
 
     def close(self) -> None:
         """Close every thread's connection (the caller makes sure none is in use)."""
@@ -173,3 +267,13 @@ class Database:
         for conn in conns:
             conn.close()
         self._local = threading.local()
+
+
+def open_database(target: str, migrations: Sequence[Migration], *, migrate: bool = True) -> Database:
+    """The metadata store at ``target``: a ``postgresql://`` (or ``postgres://``) URL, or an
+    SQLite file path."""
+    if target.startswith(("postgresql://", "postgres://")):
+        from sqlitestore.postgres import PgDatabase
+
+        return PgDatabase(target, migrations, migrate=migrate)
+    return Database(target, migrations, migrate=migrate)

@@ -5,8 +5,20 @@ from pathlib import Path
 
 import pytest
 
+from tests import pgserver
 from tests.azurite import azurite  # noqa: F401  (session fixture for every test directory)
 from tests.harness import Cloud, Procs
+
+
+@pytest.fixture(scope="session", autouse=True)
+def postgres_server() -> Iterator[pgserver.PgServer | None]:
+    """ASR_TEST_DATABASE=postgresql: one PostgreSQL for the session (each Cloud gets a fresh
+    database of it). Tests of PostgreSQL itself (tests/metastore) start it in any pass; whoever
+    started it, it stops when the session ends."""
+    try:
+        yield pgserver.server() if pgserver.wanted() else None
+    finally:
+        pgserver.shutdown()
 
 
 @pytest.fixture

@@ -118,9 +118,11 @@ def run(argv: list[str], env: dict[str, str] | None = None, timeout: float = 120
 class Cloud:
     """An initialised and serving asr-cloudsvc."""
 
-    def __init__(self, procs: Procs, data_dir: Path, clock_file: Path | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, procs: Procs, data_dir: Path, clock_file: Path | None = None, host: str = "127.0.0.1",
+                 database_url: str = "") -> None:
         """``host``: the loopback address both ports listen on (and the key files name); a
-        test whose daemons run in network namespaces passes the root side of a veth link."""
+        test whose daemons run in network namespaces passes the root side of a veth link.
+        ``database_url``: a PostgreSQL database for the metadata (default: per ASR_TEST_DATABASE)."""
         self.procs = procs
         self.data_dir = data_dir
         self.host = host
@@ -128,8 +130,13 @@ class Cloud:
         self.reg_port = free_port()
         self.endpoint = f"{host}:{self.port}"
         self.clock_file = clock_file
+        # ASR_TEST_DATABASE=postgresql: the metadata in a fresh database of the session's PostgreSQL
+        from tests import pgserver
+
+        self.database_url = database_url or (pgserver.server().new_database() if pgserver.wanted() else "")
+        extra = ["--database-url", self.database_url] if self.database_url else []
         res = run([str(BIN / "asr-cloudsvc"), "init", "--data-dir", str(data_dir), "--listen",
-                   self.endpoint, "--registration-listen", f"{host}:{self.reg_port}"])
+                   self.endpoint, "--registration-listen", f"{host}:{self.reg_port}", *extra])
         assert res.returncode == 0, res.stderr
         self.credentials = data_dir / "operator.json"
         self.proc: Proc | None = None
@@ -187,11 +194,13 @@ class Cloud:
         shutil.copy2(self.credentials, data_dir / "operator.json")
         for shared in ("storage", "replication"):   # made now: a symlink to nothing is useless
             (self.data_dir / shared).mkdir(exist_ok=True)
-        for shared in ("metadata.db", "storage", "replication"):
+        # the metadata: one SQLite file, or the PostgreSQL database the copied database_url names
+        for shared in ("storage", "replication") + (() if self.database_url else ("metadata.db",)):
             (data_dir / shared).symlink_to(self.data_dir / shared)
         doc = tomllib.loads((self.data_dir / "cloudsvc.toml").read_text())
         other = Cloud.__new__(Cloud)
         other.procs, other.data_dir, other.host, other.clock_file = self.procs, data_dir, self.host, self.clock_file
+        other.database_url = self.database_url
         other.port, other.reg_port = free_port(), free_port()
         other.endpoint = f"{self.host}:{other.port}"
         other.credentials, other.proc, other.name = data_dir / "operator.json", None, name
@@ -216,13 +225,18 @@ class Cloud:
         return check(command_of(args), json.loads(self.asr(*args, "--json").stdout))
 
     def db_rows(self, table: str) -> list[tuple[Any, ...]]:
-        import sqlite3
+        return sorted(tuple(r) for r in self.sql(f"SELECT * FROM {table}"))
 
-        conn = sqlite3.connect(self.data_dir / "metadata.db")
+    def sql(self, query: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        """Rows of a read-only query on the service's metadata store, whichever the engine
+        (``?`` placeholders; rows by position and by name)."""
+        from sqlitestore.database import Database, open_database
+
+        db: Database = open_database(self.database_url or str(self.data_dir / "metadata.db"), [], migrate=False)
         try:
-            return sorted(tuple(r) for r in conn.execute(f"SELECT * FROM {table}"))
+            return db.query(query, args)
         finally:
-            conn.close()
+            db.close()
 
 
 @dataclass

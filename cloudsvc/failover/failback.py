@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 
 import blake3
@@ -22,7 +21,7 @@ from asrerrors import NotFound, PermissionDenied, UsageError
 from asrpb import failover_pb2
 from certs.identity import Identity
 from chunkfmt import BLOCK_SIZE
-from sqlitestore.database import Database
+from sqlitestore.database import Conn, Database
 
 
 def block_hash(data: bytes) -> bytes:
@@ -59,7 +58,7 @@ class FailbackServer:
         self.db = db
         self.clock = clock
 
-    def open(self, conn: sqlite3.Connection, session: str, vault_id: str, vm_id: str, recovered_id: str,
+    def open(self, conn: Conn, session: str, vault_id: str, vm_id: str, recovered_id: str,
              host: str) -> None:
         """A session binding ``host``'s agent to one recovered VM (the failback job's transaction)."""
         conn.execute("INSERT INTO failback_sessions(id, vault_id, vm_id, recovered_id, host, created_at)"

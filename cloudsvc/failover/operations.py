@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +38,7 @@ from cloudsvc.jobs import Jobs
 from cloudsvc.lifecycle import ItemState, Op, ProtectedItems, refusal, transition
 from cloudsvc.replication import Replication
 from cloudsvc.vaults import VaultRow
-from sqlitestore.database import Database
+from sqlitestore.database import Conn, Database, Row
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,7 @@ class Operations:
         # that process lives (several cloud services: ``cloudsvc.leases``). A job given a
         # customer key must: this process is the only one that has the key; any other starts
         # at once, without waiting for another process's next turn.
-        self.claim: Callable[[sqlite3.Connection, str], None] = lambda conn, job_id: None
+        self.claim: Callable[[Conn, str], None] = lambda conn, job_id: None
         # job id -> customer key, in memory only (never stored; see module doc)
         self.keys: dict[str, CustomerKey] = {}
         for kind in KINDS:
@@ -327,7 +326,7 @@ class Operations:
         return job_id
 
     # ---- site commands ------------------------------------------------------------------------
-    def grant_command(self, conn: sqlite3.Connection, vault_id: str, vm: dict[str, Any]) -> control_pb2.Command:
+    def grant_command(self, conn: Conn, vault_id: str, vm: dict[str, Any]) -> control_pb2.Command:
         """EnableReplication with the item's current epoch: the primary is the active side."""
         item = self.items.get(vault_id, vm["vm_id"], conn)
         if item is None:
@@ -339,7 +338,7 @@ class Operations:
         return control_pb2.Command(enable_replication=body)
 
     # ---- job end ----------------------------------------------------------------------------
-    def job_done(self, conn: sqlite3.Connection, job: sqlite3.Row, ok: bool) -> None:
+    def job_done(self, conn: Conn, job: Row, ok: bool) -> None:
         """Hook of every failover job kind, in the transaction that ends the job: each item goes
         to its result or back (lifecycle); a primary made active again without having been
         told is granted its epoch; what a failed job made is removed."""

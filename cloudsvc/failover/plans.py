@@ -5,7 +5,6 @@ to rewrite whole on every change."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from asrclock import Clock
@@ -13,7 +12,7 @@ from asrerrors import AlreadyExists, NotFound, UsageError
 from asrpb import failover_pb2
 from cloudsvc.inventory import Inventory
 from cloudsvc.naming import check_name
-from sqlitestore.database import Database
+from sqlitestore.database import Database, IntegrityError, Row
 
 MAX_VMS = 100
 MAX_GROUPS = 7
@@ -26,7 +25,7 @@ class Plans:
         self.clock = clock
         self.inventory = inventory
 
-    def _row(self, vault_id: str, name: str) -> sqlite3.Row:
+    def _row(self, vault_id: str, name: str) -> Row:
         r = self.db.one("SELECT * FROM recovery_plans WHERE vault_id=? AND name=?", (vault_id, name))
         if r is None:
             raise NotFound(f"recovery plan {name!r} does not exist in this vault",
@@ -62,7 +61,7 @@ class Plans:
             with self.db.write() as conn:
                 conn.execute("INSERT INTO recovery_plans(vault_id, name, groups, created_at) VALUES (?,?,?,?)",
                              (vault_id, name, json.dumps(groups), self.clock.now()))
-        except sqlite3.IntegrityError as exc:
+        except IntegrityError as exc:
             raise AlreadyExists(f"recovery plan {name!r} already exists") from exc
 
     def add_group(self, vault_id: str, name: str, vms: list[str]) -> None:

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import shutil
-import sqlite3
 import uuid
 from typing import Any
 
@@ -25,7 +24,7 @@ from asrclock import Clock
 from asrerrors import InvalidNetwork, UsageError
 from asrpb import operator_pb2
 from cloudsvc.vaults import VaultRow, Vaults
-from sqlitestore.database import Database
+from sqlitestore.database import Conn, Database, Row
 
 log = logging.getLogger(__name__)
 
@@ -57,24 +56,24 @@ class Recovered:
         self.clock = clock
         self.vaults = vaults
 
-    def get(self, rvm_id: str) -> sqlite3.Row | None:
+    def get(self, rvm_id: str) -> Row | None:
         return self.db.one("SELECT * FROM recovered_vms WHERE id=?", (rvm_id,))
 
-    def being_made(self, job_id: str, vm_id: str) -> sqlite3.Row | None:
+    def being_made(self, job_id: str, vm_id: str) -> Row | None:
         """The VM ``job_id`` was making of ``vm_id`` when its process died (resume it)."""
         return self.db.one("SELECT * FROM recovered_vms WHERE job_id=? AND source_vm_id=? AND state='Creating'",
                            (job_id, vm_id))
 
-    def set_point(self, conn: sqlite3.Connection, rvm_id: str, point_id: str) -> None:
+    def set_point(self, conn: Conn, rvm_id: str, point_id: str) -> None:
         conn.execute("UPDATE recovered_vms SET point_id=?, updated_at=? WHERE id=?",
                      (point_id, self.clock.now(), rvm_id))
 
-    def of_source(self, vault_id: str, vm_id: str, kind: str | None = None) -> list[sqlite3.Row]:
+    def of_source(self, vault_id: str, vm_id: str, kind: str | None = None) -> list[Row]:
         rows = self.db.query("SELECT * FROM recovered_vms WHERE vault_id=? AND source_vm_id=? AND state != 'Deleting'"
                              " ORDER BY created_at", (vault_id, vm_id))
         return [r for r in rows if kind is None or r["kind"] == kind]
 
-    def of_vault(self, vault_id: str) -> list[sqlite3.Row]:
+    def of_vault(self, vault_id: str) -> list[Row]:
         return self.db.query("SELECT * FROM recovered_vms WHERE vault_id=? ORDER BY name, created_at", (vault_id,))
 
     def check_network(self, vault: VaultRow, network: str, subnet: str) -> tuple[str, str]:
@@ -97,7 +96,7 @@ class Recovered:
                                  causes=(f"Its subnets: {', '.join(s['name'] for s in subnets)}.",))
         return network, subnet
 
-    def _allocate(self, conn: sqlite3.Connection, vault_id: str, network: str, subnet: str) -> str:
+    def _allocate(self, conn: Conn, vault_id: str, network: str, subnet: str) -> str:
         row = conn.execute("SELECT subnets FROM networks WHERE vault_id=? AND name=?", (vault_id, network)).fetchone()
         cidr = next(s["cidr"] for s in json.loads(row["subnets"]) if s["name"] == subnet)
         net = ipaddress.ip_network(cidr)
@@ -113,7 +112,7 @@ class Recovered:
         raise InvalidNetwork(f"subnet {subnet} ({cidr}) of network {network!r} has no free address",
                              action="Use a larger subnet or another network.")
 
-    def begin(self, conn: sqlite3.Connection, vault_id: str, *, source_vm_id: str, source_name: str, kind: str,
+    def begin(self, conn: Conn, vault_id: str, *, source_vm_id: str, source_name: str, kind: str,
               storage: str, size: str, network: str, subnet: str, job_id: str, point_id: str = "") -> str:
         """A new recovered VM in state Creating, with its address allocated (caller's transaction).
         Its ``point_id`` pins that point against retention from now on (see :meth:`pinned_points`)."""
@@ -136,7 +135,7 @@ class Recovered:
         )
         return rvm_id
 
-    def set_state(self, conn: sqlite3.Connection, rvm_id: str, state: str, **fields: Any) -> None:
+    def set_state(self, conn: Conn, rvm_id: str, state: str, **fields: Any) -> None:
         sets = ", ".join(f"{k}=?" for k in fields)
         conn.execute(f"UPDATE recovered_vms SET state=?, updated_at=?{', ' + sets if sets else ''} WHERE id=?",
                      (state, self.clock.now(), *fields.values(), rvm_id))
@@ -154,7 +153,7 @@ class Recovered:
             (vault_id, vm_id, *UNPINNED))
         return {str(r["point_id"]) for r in rows}
 
-    def delete_of_source(self, conn: sqlite3.Connection, vault_id: str, vm_id: str, kind: str) -> int:
+    def delete_of_source(self, conn: Conn, vault_id: str, vm_id: str, kind: str) -> int:
         """Mark the source's recovered VMs of ``kind`` for deletion (caller's transaction)."""
         rows = conn.execute("SELECT id FROM recovered_vms WHERE vault_id=? AND source_vm_id=? AND kind=? AND"
                             " state != 'Deleting'", (vault_id, vm_id, kind)).fetchall()
@@ -162,7 +161,7 @@ class Recovered:
             self.set_state(conn, r["id"], "Deleting")
         return len(rows)
 
-    def undo_job(self, conn: sqlite3.Connection, vault_id: str, job_id: str, vm_ids: list[str]) -> None:
+    def undo_job(self, conn: Conn, vault_id: str, job_id: str, vm_ids: list[str]) -> None:
         """A failover job failed: whatever it made is removed; a recovered VM it shut down for
         failback runs again."""
         now = self.clock.now()
@@ -171,7 +170,7 @@ class Recovered:
             conn.execute("UPDATE recovered_vms SET state='Running', updated_at=? WHERE vault_id=? AND"
                          " source_vm_id=? AND state='Stopped'", (now, vault_id, vid))
 
-    def delete_all(self, conn: sqlite3.Connection, vault_id: str) -> int:
+    def delete_all(self, conn: Conn, vault_id: str) -> int:
         """Vault teardown: every recovered VM of the vault is deleted (files by :meth:`reap`)."""
         cur = conn.execute("UPDATE recovered_vms SET state='Deleting', updated_at=? WHERE vault_id=? AND"
                            " state != 'Deleting'", (self.clock.now(), vault_id))
@@ -196,7 +195,7 @@ class Recovered:
         return n
 
 
-def recovered_msg(r: sqlite3.Row) -> operator_pb2.RecoveredVm:
+def recovered_msg(r: Row) -> operator_pb2.RecoveredVm:
     return operator_pb2.RecoveredVm(
         id=r["id"], name=r["name"], source_vm_id=r["source_vm_id"], source_name=r["source_name"], kind=r["kind"],
         state=r["state"], point_id=r["point_id"], size=r["size"], network=r["network"], subnet=r["subnet"],

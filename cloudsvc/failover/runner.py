@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from asrclock import Clock
-from asrerrors import AsrError, EncryptionKeyError, JobFailed, NotFound, StateConflict
+from asrerrors import AsrError, EncryptionKeyError, JobFailed, MetadataUnavailable, NotFound, StateConflict
 from asrops.environment import seconds
 from asrpb import control_pb2
 from chunkfmt import BLOCK_SIZE, vault_id_key
@@ -137,6 +137,8 @@ class Runner:
             beat()
             try:
                 self.tick()
+            except MetadataUnavailable as err:   # PostgreSQL away: the next tick tries again, no traceback
+                log.warning("job runner waits for the metadata store: %s", err)
             except Exception:  # noqa: BLE001 - keep the runner alive; the error is logged
                 log.exception("job runner tick failed")
 
@@ -297,6 +299,10 @@ class Runner:
             step = Step.from_dict(ctx["steps"][seq])
             try:
                 self.handlers[step.kind](job, ctx, seq, step)
+            except MetadataUnavailable as err:
+                # not the step's failure: it stays unfinished and runs again once the store is back
+                # (steps are re-run after a restart anyway)
+                log.warning("job %s step %d waits for the metadata store: %s", job_id, seq, err)
             except AsrError as err:
                 self.finish(job_id, seq, False, getattr(err, "output", ""), err)
             except OSError as exc:

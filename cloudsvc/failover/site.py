@@ -27,7 +27,6 @@ recovery host (``Failback.replica_source``), not from the cloud.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from asrerrors import NotFound, StateConflict
@@ -37,7 +36,7 @@ from cloudsvc.inventory import Inventory, networks_of
 from cloudsvc.lifecycle import FINAL_POINT_STATES, Item, ItemState, ProtectedItems, Side
 from cloudsvc.replicas import Replicas
 from cloudsvc.sitetosite import SiteToSite
-from sqlitestore.database import Database
+from sqlitestore.database import Conn, Database, Row
 
 TEST_SUFFIX = "-test"
 
@@ -52,7 +51,7 @@ class SiteFailover:
         self.replicas = replicas
 
     # ---- before the job --------------------------------------------------------------------------
-    def vm_info(self, vault_id: str, item: Item, row: sqlite3.Row, nics: list[str]) -> dict[str, Any]:
+    def vm_info(self, vault_id: str, item: Item, row: Row, nics: list[str]) -> dict[str, Any]:
         """What the job's context keeps of a site-to-site VM (nothing is looked up later)."""
         host = self.db.one("SELECT provider, replica_address FROM hosts WHERE vault_id=? AND name=?",
                            (vault_id, item.recovery_host))
@@ -93,7 +92,7 @@ class SiteFailover:
                            action=f"List them with 'asr point list {v['name']}'.")
 
     # ---- commands of the steps ------------------------------------------------------------------------
-    def command(self, conn: sqlite3.Connection, vault_id: str, vm: dict[str, Any], step: Step, point: str
+    def command(self, conn: Conn, vault_id: str, vm: dict[str, Any], step: Step, point: str
                 ) -> tuple[control_pb2.Command, int]:
         """The command of a REPLICA step (to the recovery host's provider) and its epoch."""
         item = self._item(conn, vault_id, vm)
@@ -135,7 +134,7 @@ class SiteFailover:
         return control_pb2.ReplicaTarget(recovery_host=vm["recovery_host"], address=vm["replica_address"],
                                          pairing_id=vm["pairing_id"])
 
-    def replica_target(self, conn: sqlite3.Connection, vault_id: str, item: Item) -> control_pb2.ReplicaTarget:
+    def replica_target(self, conn: Conn, vault_id: str, item: Item) -> control_pb2.ReplicaTarget:
         """The replica target a grant (EnableReplication) gives the primary back."""
         host = conn.execute("SELECT replica_address FROM hosts WHERE vault_id=? AND name=?",
                             (vault_id, item.recovery_host)).fetchone()
@@ -149,7 +148,7 @@ class SiteFailover:
             host=vm["recovery_host"], vm_id=vm["vm_id"], vm_name=vm["name"], pairing_id=vm["pairing_id"],
             kind="failover", action="start"))
 
-    def _item(self, conn: sqlite3.Connection, vault_id: str, vm: dict[str, Any]) -> Item:
+    def _item(self, conn: Conn, vault_id: str, vm: dict[str, Any]) -> Item:
         item = self.items.get(vault_id, vm["vm_id"], conn)
         if item is None:
             raise StateConflict(f"VM {vm['name']} is no longer protected")

@@ -56,9 +56,9 @@ from cloudsvc.vaultstore import merkle
 from cloudsvc.vaultstore.indexdb import PackRow
 from cloudsvc.vaultstore.packfile import PackBuilder, blob_hash, pack_name, pack_overhead
 from cloudsvc.vaultstore.records import GcStats, PointInfo
+from sqlitestore.database import Conn
 
 if TYPE_CHECKING:
-    import sqlite3
 
     from cloudsvc.vaultstore.store import VaultStore
 
@@ -105,7 +105,7 @@ class _Marker:
             count += 1
         return count
 
-    def settled(self, step: Callable[[sqlite3.Connection], None]) -> None:
+    def settled(self, step: Callable[[Conn], None]) -> None:
         """Run ``step`` in an index transaction in which every existing point is marked
         (rule 4 of the module doc), marking points committed meanwhile first."""
         db = self.store.db
@@ -185,7 +185,7 @@ def _drop_dead_pack(store: VaultStore, marker: _Marker, row: PackRow) -> bool:
     is kept after all; True if it was dropped (its object may then be deleted)."""
     dropped = False
 
-    def step(conn: sqlite3.Connection) -> None:
+    def step(conn: Conn) -> None:
         nonlocal dropped
         kept = conn.execute(f"SELECT COUNT(*) FROM chunks c WHERE c.pack = ? AND {_KEPT}", (row.name,)).fetchone()[0]
         if kept:
@@ -215,7 +215,7 @@ def _repack(store: VaultStore, marker: _Marker, rows: list[PackRow], stats: GcSt
             backend.put(new_name, data)
         retired: list[str] = []
 
-        def step(conn: sqlite3.Connection) -> None:
+        def step(conn: Conn) -> None:
             retired.clear()
             if new_name:
                 db.pack_commit(conn, new_name, builder.entries, replace=True)

@@ -27,7 +27,7 @@ from typing import Any
 from asrerrors import StorageError
 from cloudsvc.vaultstore.packfile import PackEntry
 from cloudsvc.vaultstore.records import DiskInfo, PinInfo, PointInfo
-from sqlitestore.database import Database
+from sqlitestore.database import Conn, Database
 
 # Released entries are never edited. Version 1 is the schema that existed before migrations
 # (hence IF NOT EXISTS: a store made then has user_version 0 and these tables already).
@@ -135,7 +135,7 @@ class IndexDb:
             ) from exc
 
     @contextmanager
-    def tx(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+    def tx(self, durable: bool = True) -> Iterator[Conn]:
         """One short write transaction (BEGIN IMMEDIATE, so a second writer waits up front
         instead of failing at commit time). ``durable=False``: see ``Database.write``."""
         with self._errors(), self.database.write(durable) as conn:
@@ -191,7 +191,7 @@ class IndexDb:
             )
 
     @staticmethod
-    def pack_commit(conn: sqlite3.Connection, name: str, entries: list[PackEntry], replace: bool) -> None:
+    def pack_commit(conn: Conn, name: str, entries: list[PackEntry], replace: bool) -> None:
         """Index a durable pack's entries (inside the caller's transaction). ``replace`` moves
         existing ids to this pack (repacking); otherwise the first stored copy wins."""
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
@@ -300,13 +300,13 @@ class IndexDb:
         return {r[0] for r in self.query("SELECT point_id FROM points")}
 
     @staticmethod
-    def point_delete(conn: sqlite3.Connection, point_id: str) -> bool:
+    def point_delete(conn: Conn, point_id: str) -> bool:
         """Delete a point row (inside the caller's transaction); False if there was none."""
         return conn.execute("DELETE FROM points WHERE point_id = ?", (point_id,)).rowcount > 0
 
     # --- pins -------------------------------------------------------------------------
     @staticmethod
-    def pin_holders(conn: sqlite3.Connection, point_id: str, now: float) -> list[str]:
+    def pin_holders(conn: Conn, point_id: str, now: float) -> list[str]:
         """Holders of the pins in force on a point (inside the caller's transaction, so that
         a delete that checks this cannot race with a pin being taken)."""
         rows = conn.execute(
@@ -316,7 +316,7 @@ class IndexDb:
         return [r[0] for r in rows]
 
     @staticmethod
-    def pin_insert(conn: sqlite3.Connection, pin: PinInfo, now: float) -> None:
+    def pin_insert(conn: Conn, pin: PinInfo, now: float) -> None:
         conn.execute(
             "INSERT OR REPLACE INTO pins (pin_id, point_id, holder, created_at, expires_at) "
             "VALUES (?, ?, ?, ?, ?)",

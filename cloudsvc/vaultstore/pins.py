@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import logging
 import secrets
-import sqlite3
 import threading
 
 from asrclock import Clock
 from asrerrors import AsrError, NotFound
 from cloudsvc.vaultstore.indexdb import IndexDb
 from cloudsvc.vaultstore.records import PinInfo, PointInfo
+from sqlitestore.database import Conn
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class PinKeeper:
                 self._start_renewer()
         return pin, point
 
-    def _point(self, conn: sqlite3.Connection, point_id: str) -> PointInfo | None:
+    def _point(self, conn: Conn, point_id: str) -> PointInfo | None:
         if conn.execute("SELECT 1 FROM points WHERE point_id = ?", (point_id,)).fetchone() is None:
             return None
         return self.db.point(point_id)
@@ -87,7 +87,7 @@ class PinKeeper:
         with self._lock:
             return list(self._held.values())
 
-    def renew_in(self, conn: sqlite3.Connection, now: float) -> None:
+    def renew_in(self, conn: Conn, now: float) -> None:
         """Renew this process's leased pins inside the caller's transaction. A row another
         process's collector removed as expired (this process stalled past the lease) is put
         back: the pin is still held."""

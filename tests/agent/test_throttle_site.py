@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -42,12 +41,8 @@ def random_fixed_vhd(path: Path, size: int) -> Path:
 
 def replication_rows(cloud: Cloud) -> dict[str, tuple[float, float]]:
     """vm_id -> (initial progress, last point time), from the cloud's metadata DB."""
-    conn = sqlite3.connect(f"file:{cloud.data_dir / 'metadata.db'}?mode=ro", uri=True)
-    try:
-        return {r[0]: (float(r[1]), float(r[2] or 0)) for r in conn.execute(
-            "SELECT vm_id, initial_progress, last_point_at FROM replication_status")}
-    finally:
-        conn.close()
+    return {r[0]: (float(r[1]), float(r[2] or 0)) for r in cloud.sql(
+        "SELECT vm_id, initial_progress, last_point_at FROM replication_status")}
 
 
 def test_upload_rate_follows_the_schedule_across_two_vms(procs: Procs, tmp_path: Path) -> None:

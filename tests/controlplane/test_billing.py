@@ -17,7 +17,7 @@ from asrclock import FakeClock
 from asrerrors import UsageError
 from cloudsvc.billing import GB, Billing, VmUsage, compute, intervals_from_events, month_bounds
 from cloudsvc.schema import MIGRATIONS
-from sqlitestore.database import Database
+from sqlitestore.database import Database, Migration
 
 
 def ts(day: int, hour: int = 0, month: int = 11) -> float:
@@ -63,7 +63,7 @@ def test_money_is_rounded_to_the_cent_half_up_and_adds_up() -> None:
     assert m.lines[0][1] == Decimal("0.0007") and m.average_protected_vms == Decimal("0.0000")
 
 
-def _db(tmp_path: Path, migrations: list[str] = MIGRATIONS) -> Database:
+def _db(tmp_path: Path, migrations: list[Migration] = MIGRATIONS) -> Database:
     db = Database(str(tmp_path / "metadata.db"), migrations)
     with db.write() as conn:
         conn.execute("INSERT OR IGNORE INTO vaults(id, name, region, created_at, ca_cert_pem, ca_key_pem)"

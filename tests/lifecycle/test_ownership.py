@@ -5,7 +5,6 @@ the provider's configuration leaves its protected VM SourceMissing with its poin
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +21,7 @@ from tests.replication.fixture import CLOUDS, protect
 
 
 def _rows(cloud: Cloud) -> dict[str, list[tuple[Any, ...]]]:
-    conn = sqlite3.connect(cloud.data_dir / "metadata.db")
-    try:
-        return {t: sorted(tuple(r) for r in conn.execute(f"SELECT * FROM {t}"))
-                for t in ("clouds", "hosts", "vms", "protected_items")}
-    finally:
-        conn.close()
+    return {t: cloud.db_rows(t) for t in ("clouds", "hosts", "vms", "protected_items")}
 
 
 def _link(root: Path, name: str) -> CloudLink:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 import subprocess
 import time
 from collections import Counter
@@ -27,13 +26,8 @@ from tests.replication.fixture import protect
 VAULT = "contoso"
 
 
-def _rows(cloud: Cloud, sql: str) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(f"file:{cloud.data_dir / 'metadata.db'}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
+def _rows(cloud: Cloud, sql: str) -> list[Any]:
+    return cloud.sql(sql)
 
 
 def _lines(text: str) -> list[dict[str, Any]]:

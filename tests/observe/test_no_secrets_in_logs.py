@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -53,7 +52,7 @@ def _encodings(raw: bytes) -> list[str]:
             base64.urlsafe_b64encode(raw).decode().rstrip("="), repr(raw)[2:-1], text_encoding.CEscape(raw, False)]
 
 
-def secrets_of(root: Path, db: Path) -> dict[str, str]:
+def secrets_of(root: Path, cloud: Cloud) -> dict[str, str]:
     """Every secret the story left in files under ``root`` and in the metadata DB: {text: what}."""
     found: dict[str, str] = {}
     for f in root.rglob("*"):
@@ -73,13 +72,9 @@ def secrets_of(root: Path, db: Path) -> dict[str, str]:
                 found[doc["key"]] = f"customer key of {f}"
                 for enc in _encodings(base64.b64decode(doc["key"])):
                     found[enc] = f"customer key of {f} (encoded)"
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        for (pem,) in conn.execute("SELECT ca_key_pem FROM vaults"):
-            for body in _pem_bodies(pem):
-                found[body] = "a vault CA's private key"
-    finally:
-        conn.close()
+    for (pem,) in cloud.sql("SELECT ca_key_pem FROM vaults"):
+        for body in _pem_bodies(pem):
+            found[body] = "a vault CA's private key"
     return found
 
 
@@ -160,7 +155,7 @@ def test_no_log_line_holds_a_secret(procs: Procs, tmp_path: Path, monkeypatch: p
     for proc in procs.procs:
         proc.stop()
 
-    secrets = secrets_of(tmp_path, cloud.data_dir / "metadata.db")
+    secrets = secrets_of(tmp_path, cloud)
     kinds = {what.split(" of ")[0].split(" (")[0] for what in secrets.values()}
     assert {"registration secret", "customer key", "private key line", "a vault CA's private key"} <= kinds, kinds
     assert sum("registration secret" in w for w in secrets.values()) == 2     # both key files

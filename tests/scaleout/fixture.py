@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from pathlib import Path
 from typing import Any
 
+from cloudsvc.schema import MIGRATIONS
+from sqlitestore.database import Database, open_database
 from tests.harness import Cloud, Procs
 
 
@@ -32,16 +33,24 @@ def point_to(state_dir: Path, cloud: Cloud) -> None:
     os.replace(tmp, path)
 
 
-def db_all(cloud: Cloud, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-    """Rows of the services' shared metadata database (read as a test, never written)."""
-    conn = sqlite3.connect(cloud.data_dir / "metadata.db")
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
+def db_all(cloud: Cloud, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+    """Rows of the services' shared metadata (read as a test, never written), either engine."""
+    return cloud.sql(sql, args)
 
 
-def db_one(cloud: Cloud, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Row | None:
+def db_one(cloud: Cloud, sql: str, args: tuple[Any, ...] = ()) -> Any:
     rows = db_all(cloud, sql, args)
     return rows[0] if rows else None
+
+
+def metadata_db(path: Path) -> Database:
+    """A fresh, migrated metadata database with one vault (v1) for unit tests of what several
+    processes share: SQLite at ``path``, or with ASR_TEST_DATABASE=postgresql a new database
+    of the session's PostgreSQL (the SQL must hold on both engines)."""
+    from tests import pgserver
+
+    db = open_database(pgserver.server().new_database() if pgserver.wanted() else str(path), MIGRATIONS)
+    with db.write() as conn:
+        conn.execute("INSERT INTO vaults(id, name, region, created_at, ca_cert_pem, ca_key_pem)"
+                     " VALUES ('v1', 'contoso', 'japaneast', 0, '', '')")
+    return db

@@ -18,25 +18,16 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from asrclock import FakeClock
 from cloudsvc.jobs import Jobs
 from cloudsvc.leases import Leases
-from cloudsvc.schema import MIGRATIONS
 from sqlitestore.database import Database
+from tests.scaleout.fixture import metadata_db
 
 PERIOD = 10.0
 KINDS = ("PlannedFailover",)
 HOLDERS = ("a", "b")
 
 
-def _db(path: Path) -> Database:
-    db = Database(str(path), MIGRATIONS)
-    with db.write() as conn:
-        conn.execute("INSERT INTO vaults(id, name, region, created_at, ca_cert_pem, ca_key_pem)"
-                     " VALUES ('v1', 'contoso', 'japaneast', 0, '', '')")
-    return db
-
-
-def test_a_lease_is_taken_only_once_expired(tmp_path: Path) -> None:
+def test_a_lease_is_taken_only_once_expired(db: Database) -> None:
     clock = FakeClock()
-    db = _db(tmp_path / "m.db")
     a, b = Leases(db, clock, "a", PERIOD), Leases(db, clock, "b", PERIOD)
     assert a.acquire("gc") and not b.acquire("gc")
     clock.advance(PERIOD - 1)
@@ -52,9 +43,8 @@ def test_a_lease_is_taken_only_once_expired(tmp_path: Path) -> None:
     assert a.acquire("gc")
 
 
-def test_a_job_is_run_by_one_process_and_taken_over_after_its_lease(tmp_path: Path) -> None:
+def test_a_job_is_run_by_one_process_and_taken_over_after_its_lease(db: Database) -> None:
     clock = FakeClock()
-    db = _db(tmp_path / "m.db")
     jobs = Jobs(db, clock)
     with db.write() as conn:
         job = jobs.create(conn, "v1", KINDS[0], "vm1", [("materialise", "")])
@@ -86,7 +76,7 @@ class TwoHolders(RuleBasedStateMachine):
 
         self.dir = Path(tempfile.mkdtemp(prefix="leases-"))
         self.clock = FakeClock()
-        self.db = _db(self.dir / "m.db")
+        self.db = metadata_db(self.dir / "m.db")
         self.leases = {h: Leases(self.db, self.clock, h, PERIOD) for h in HOLDERS}
         self.jobs = Jobs(self.db, self.clock)
         with self.db.write() as conn:

@@ -18,9 +18,9 @@ from cloudsvc.failover.runner import Runner
 from cloudsvc.failover.steps import Step, StepKind
 from cloudsvc.jobs import Jobs
 from cloudsvc.leases import Leases
-from cloudsvc.schema import MIGRATIONS
 from sqlitestore.database import Database
 from tests.harness import wait_for
+from tests.scaleout.fixture import metadata_db
 
 KIND = "PlannedFailover"
 LEASE_S = 10.0
@@ -42,10 +42,7 @@ def _runner(db: Database, clock: FakeClock, holder: str, gate: threading.Event, 
 
 def test_a_stalled_runner_records_nothing_after_a_takeover(tmp_path: Path) -> None:
     clock = FakeClock()
-    db = Database(str(tmp_path / "metadata.db"), MIGRATIONS)
-    with db.write() as conn:
-        conn.execute("INSERT INTO vaults(id, name, region, created_at, ca_cert_pem, ca_key_pem)"
-                     " VALUES ('v1', 'contoso', 'japaneast', 0, '', '')")
+    db = metadata_db(tmp_path / "metadata.db")
     gate_a, gate_b = threading.Event(), threading.Event()
     done_a: list[bool] = []
     done_b: list[bool] = []
@@ -88,7 +85,7 @@ def test_a_stalled_runner_records_nothing_after_a_takeover(tmp_path: Path) -> No
 
 def test_a_lost_job_stops_its_materialisation_at_the_next_progress_report(tmp_path: Path) -> None:
     clock = FakeClock()
-    db = Database(str(tmp_path / "metadata.db"), MIGRATIONS)
+    db = metadata_db(tmp_path / "metadata.db")
     r = _runner(db, clock, "a", threading.Event(), [])
     point = SimpleNamespace(disks=[SimpleNamespace(disk_index=0, virtual_size=1 << 20)])
     report = r._bytes_progress("job1", 0, point, 0, 1 << 20)

@@ -17,12 +17,13 @@ from cloudsvc.lifecycle import ProtectedItems
 from cloudsvc.replication import Replication
 from cloudsvc.schema import MIGRATIONS
 from cloudsvc.vaults import Vaults
-from sqlitestore.database import Database
+from sqlitestore.database import Database, open_database
+from tests import pgserver
 
 
-def _process(tmp_path: Path, clock: FakeClock) -> tuple[Database, Vaults, Replication]:
+def _process(tmp_path: Path, target: str, clock: FakeClock) -> tuple[Database, Vaults, Replication]:
     """What one cloud service process builds over the shared database and data directory."""
-    db = Database(str(tmp_path / "metadata.db"), MIGRATIONS)
+    db = open_database(target, MIGRATIONS)
     vaults = Vaults(db, create_ca("test CA"), clock, str(tmp_path / "storage"))
     events = Events(db, clock)
     return db, vaults, Replication(db, clock, vaults, ProtectedItems(db, clock, events), events, str(tmp_path))
@@ -39,8 +40,9 @@ def _delete(db: Database, vaults: Vaults, repl: Replication, vault_id: str) -> N
 
 def test_a_store_another_process_deleted_is_not_used(tmp_path: Path) -> None:
     clock = FakeClock()
-    db_a, vaults_a, repl_a = _process(tmp_path, clock)
-    db_b, _, repl_b = _process(tmp_path, clock)
+    target = pgserver.server().new_database() if pgserver.wanted() else str(tmp_path / "metadata.db")
+    db_a, vaults_a, repl_a = _process(tmp_path, target, clock)
+    db_b, _, repl_b = _process(tmp_path, target, clock)
     try:
         vault = vaults_a.create("contoso", "japaneast")
         vaults_a.create_storage(vault.id, "store1", "japaneast", "GRS", "local", "")

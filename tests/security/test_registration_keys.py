@@ -174,8 +174,8 @@ def test_the_key_table_migration_keeps_keys(tmp_path: Path) -> None:
     assert rows == [(1, "v1", "h0", "superseded"), (2, "v1", "h1", "active")]
     with db.write() as conn:
         cur = conn.execute("INSERT INTO vault_keys(vault_id, secret_hash, issued_at, expires_at, state)"
-                           " VALUES ('v1', 'h2', 1, 2, 'pending')")
-        assert cur.lastrowid == 3
+                           " VALUES ('v1', 'h2', 1, 2, 'pending') RETURNING id")
+        assert cur.fetchone()[0] == 3
         with pytest.raises(sqlite3.IntegrityError):
             conn.execute("INSERT INTO vault_keys(vault_id, secret_hash, issued_at, expires_at, state)"
                          " VALUES ('v1', 'h3', 1, 2, 'bogus')")

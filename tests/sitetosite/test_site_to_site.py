@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +63,7 @@ def _refused(cloud: Cloud, code: int, *args: str) -> str:
 
 
 def _commands(cloud: Cloud) -> list[tuple[str, str, control_pb2.Command]]:
-    conn = sqlite3.connect(cloud.data_dir / "metadata.db")
-    try:
-        rows = conn.execute("SELECT provider, state, body FROM commands ORDER BY created_at, id").fetchall()
-    finally:
-        conn.close()
+    rows = cloud.sql("SELECT provider, state, body FROM commands ORDER BY created_at, id")
     out = []
     for provider, state, body in rows:
         cmd = control_pb2.Command()
