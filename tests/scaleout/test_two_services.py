@@ -1,11 +1,14 @@
 """Issue 15, must-show 2: two cloud services, one database, one storage account. A vault made
 through one is used through the other; replication alternates between them point by point
 and every point exports exactly (judged by qemu-img compare), through either service; a
-command queued through B reaches the provider whose command stream is served by A."""
+command queued through B reaches the provider whose command stream is served by A. The storage
+account is a local directory, or a blob container (Azurite) both reach by its connection string."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 from tests.failover.fixture import compare
 from tests.harness import Procs
@@ -13,9 +16,13 @@ from tests.replication.fixture import MiB, protect
 from tests.scaleout.fixture import db_all, point_to, two_services
 
 
-def test_replication_alternates_between_two_services(procs: Procs, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["local", "blob"])
+def test_replication_alternates_between_two_services(procs: Procs, tmp_path: Path, backend: str,
+                                                     request: pytest.FixtureRequest) -> None:
+    # blob: the storage account is a container of Azurite's, reached by both by its connection string
+    blob = str(request.getfixturevalue("azurite")) if backend == "blob" else ""
     a, b = two_services(procs, tmp_path)
-    p = protect(a, tmp_path)        # vault, storage account, site and protection through A
+    p = protect(a, tmp_path, blob_connection=blob)   # vault, storage account, site, protection through A
     # what A made, B shows and uses
     assert [v["name"] for v in b.asr_json("vault", "list")] == ["contoso"]
     assert [v["vm"]["name"] for v in b.asr_json("vm", "list", "--vault", "contoso")] == ["vm1"]
