@@ -143,6 +143,8 @@ class Runner:
                 log.exception("job runner tick failed")
 
     def stop(self) -> None:
+        with self._lock:  # steps still on the pool stop at their next report: others take over
+            self.lost.update(self._held)
         self._wake.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
         if self._thread is not None:
@@ -397,12 +399,16 @@ class Runner:
 
         def report(blocks_done: int, blocks_total: int) -> None:
             with self._lock:
-                if job_id in self.lost:  # another process runs the job now and starts this disk over
-                    raise JobFailed(f"job {job_id} was taken over by another cloud service process")
+                lost = job_id in self.lost
             now = self.clock.monotonic()
-            if blocks_done < blocks_total and now - last[0] < 1.0:
+            if not lost and blocks_done < blocks_total and now - last[0] < 1.0:
                 return
             last[0] = now
+            # once a second, the job's row too: a whole process that stalled (and was taken
+            # over) stops writing within a second of going on, before its runner turns
+            if lost or self.jobs.owner_of(job_id) not in ("", self.holder):
+                # another process runs the job now and starts this disk over
+                raise JobFailed(f"job {job_id} was taken over by another cloud service process")
             done = before + min(size, blocks_done * BLOCK_SIZE)
             self.jobs.task_bytes(job_id, seq, done, total)
 

@@ -12,6 +12,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from asrclock import FakeClock
 from asrerrors import JobFailed
 from cloudsvc.failover.runner import Runner
@@ -84,20 +86,31 @@ def test_a_stalled_runner_records_nothing_after_a_takeover(tmp_path: Path) -> No
 
 
 def test_a_lost_job_stops_its_materialisation_at_the_next_progress_report(tmp_path: Path) -> None:
+    """Known lost (the runner's turn saw it), or found held by another process in the job's
+    row (the whole process stalled and its runner has not turned yet): the next report stops
+    the copy."""
     clock = FakeClock()
     db = metadata_db(tmp_path / "metadata.db")
     r = _runner(db, clock, "a", threading.Event(), [])
+    jobs = Jobs(db, clock)
     point = SimpleNamespace(disks=[SimpleNamespace(disk_index=0, virtual_size=1 << 20)])
-    report = r._bytes_progress("job1", 0, point, 0, 1 << 20)
     try:
+        with db.write() as conn:
+            job = jobs.create(conn, "v1", KIND, "vm1", [("Fail over vm1", "")])
+            r.claim_in(conn, job)
+        report = r._bytes_progress(job, 0, point, 0, 1 << 20)
+        report(1, 16)                               # held: the copy goes on
         with r._lock:
-            r.lost.add("job1")
-        try:
-            report(1, 16)
-        except JobFailed as err:
-            assert "taken over" in err.message
-        else:
-            raise AssertionError("a lost job's materialisation went on")
+            r.lost.add(job)
+        with pytest.raises(JobFailed, match="taken over"):
+            report(2, 16)
+        with r._lock:
+            r.lost.clear()
+        clock.advance(LEASE_S)
+        assert [j["id"] for j in jobs.claim((KIND,), "b", LEASE_S)] == [job]
+        report = r._bytes_progress(job, 0, point, 0, 1 << 20)
+        with pytest.raises(JobFailed, match="taken over"):
+            report(3, 16)
     finally:
         r.stop()
         db.close()
