@@ -7,9 +7,13 @@ Contract:
   threads and written with ``pwrite`` at their offsets; at most :data:`IN_FLIGHT` windows are
   held at once, so memory is independent of the disk's size.
 * Sparse. The data area of a new fixed VHD is a hole; zero blocks are never written.
-* Never half made under the final name. A disk is written to ``NAME.partial``, fsynced, and
-  only then renamed to ``NAME`` (and the directory fsynced). A crash leaves at most a
-  ``.partial`` file, which the next attempt deletes and starts over.
+* Never half made under the final name. A disk is written to ``NAME.<random>.partial``,
+  fsynced, and only then renamed to ``NAME`` (and the directory fsynced). A crash leaves at
+  most ``.partial`` files, which the next attempt deletes and starts over. Each attempt has a
+  partial file of its own: an attempt of a cloud service process that stalled while another
+  took its job over (issue 15) never writes into, deletes or renames the new attempt's file.
+  The last ``progress`` report comes before the rename, so a caller that must stop (its
+  job was taken over) leaves nothing under the final name.
 * The customer-managed key is checked before any file is created (:func:`check_key`): a wrong
   or missing key is refused with :class:`EncryptionKeyError` and nothing is materialised.
   The key is used in memory only and never stored.
@@ -19,9 +23,11 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import glob
 import mmap
 import os
 import queue
+import secrets
 import sys
 import threading
 from collections import deque
@@ -121,16 +127,14 @@ def materialise_disk(
     """
     disk = point.disks[disk_index]
     size = disk.virtual_size
-    partial = path + ".partial"
-    for stale in (partial, path):
-        if os.path.exists(stale):
-            os.unlink(stale)  # a previous attempt: start over, materialising is idempotent
+    partial = f"{path}.{secrets.token_hex(4)}.partial"
+    for stale in (path, *glob.glob(glob.escape(path) + ".*partial")):
+        _unlink(stale)  # a previous attempt: start over, materialising is idempotent
     try:
         create_fixed_vhd(partial, vhd_size(size))
         out = _Output.open(partial)
     except OSError as exc:
-        if os.path.exists(partial):
-            os.unlink(partial)
+        _unlink(partial)
         raise _storage_error(exc, path) from exc
     total = -(-size // BLOCK_SIZE)
     written = [0, 0]  # blocks, bytes
@@ -194,7 +198,7 @@ def materialise_disk(
         out.finish()
     except BaseException as exc:
         out.close()
-        os.unlink(partial)
+        _unlink(partial)
         if isinstance(exc, OSError):
             raise _storage_error(exc, path) from exc
         raise
@@ -206,15 +210,27 @@ def materialise_disk(
             except BufferError:
                 pass  # a failed write's traceback still holds a view of it; collected with it
     out.close()
+    if progress is not None:
+        try:
+            progress(total, total)   # the last word before the rename (see module doc)
+        except BaseException:
+            _unlink(partial)
+            raise
     os.replace(partial, path)
     dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
     try:
         os.fsync(dfd)  # the rename is durable before the disk is reported as made
     finally:
         os.close(dfd)
-    if progress is not None:
-        progress(total, total)
     return DiskResult(disk_index, os.path.abspath(path), size, written[0], written[1])
+
+
+def _unlink(path: str) -> None:
+    """Remove ``path`` if it is there (a new attempt may have removed an old one's file)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _storage_error(exc: OSError, path: str) -> StorageError:

@@ -4,6 +4,7 @@ encryption and the key check, judged by qemu-img."""
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import random
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 
 import chunkfmt as cf
 from asrclock import FakeClock
-from asrerrors import EncryptionKeyError
+from asrerrors import EncryptionKeyError, JobFailed
 from cloudsvc.failover.materialise import check_key, materialise_disk
 from cloudsvc.vaultstore import DiskDelta, LocalDirBackend, PointInfo, VaultStore
 from tests.vaultstore.diskdata import Disk, random_disk
@@ -67,7 +68,7 @@ def test_two_disks_equal_by_qemu_and_sparse(store: VaultStore, tmp_path: Path) -
         assert cmp.returncode == 0, cmp.stdout + cmp.stderr
         info = subprocess.run(["qemu-img", "info", "-f", "vpc", out], capture_output=True, text=True)
         assert info.returncode == 0
-        assert not os.path.exists(out + ".partial")
+        assert not glob.glob(out + ".*partial")
     # disk 0 is 30% full: the file's allocated blocks stay well under its apparent size
     st = os.stat(tmp_path / "disk0.vhd")
     assert st.st_blocks * 512 < st.st_size * 0.6
@@ -99,7 +100,7 @@ def test_failure_leaves_no_file(store: VaultStore, tmp_path: Path) -> None:
 
     with pytest.raises(EncryptionKeyError):
         materialise_disk(store, point, 0, out, Keys(id_key=wrong.id_key, aead_key=cf.CustomerKey.generate().aead_key))
-    assert not os.path.exists(out) and not os.path.exists(out + ".partial")
+    assert not os.path.exists(out) and not glob.glob(out + ".*partial")
 
 
 @pytest.mark.parametrize("direct", [True, False])
@@ -174,3 +175,25 @@ def test_a_device_with_4k_sectors_gets_its_short_tail_written_buffered(
     assert refused, "the short tail was offered to direct I/O first"
     cmp = qemu_equal(out, raw)
     assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+
+
+def test_a_caller_that_must_stop_at_the_last_report_leaves_nothing(store: VaultStore, tmp_path: Path) -> None:
+    """The last progress report comes before the rename: a runner whose job was taken over by
+    another cloud service process (issue 15) raises there, and nothing is left under the
+    final name nor as a partial file; a partial file of an earlier attempt is removed."""
+    disk = random_disk(random.Random(4), 12, fill=0.5)
+    point = commit(store, "vm4", [disk], None)
+    keys = check_key(store, point, VAULT_KEY, None)
+    out = str(tmp_path / "late.vhd")
+    Path(out + ".0badf00d.partial").write_bytes(b"an attempt that died")
+    seen: list[tuple[int, int]] = []
+
+    def report(done: int, total: int) -> None:
+        seen.append((done, total))
+        if len(seen) > 1 and done == total:
+            raise JobFailed("taken over")
+
+    with pytest.raises(JobFailed):
+        materialise_disk(store, point, 0, out, keys, progress=report)
+    assert not os.path.exists(out) and not glob.glob(out + ".*partial")
+    assert seen[-1][0] == seen[-1][1]
