@@ -32,7 +32,7 @@ the interceptor, the vault's figures read at scrape time by ``cloudsvc.metrics``
 Several processes may serve the same vaults (issue 15; docs/design.md, "Several cloud
 services"): each builds everything here over the shared database and storage, and ``leases``
 (this process's holder id) decides which one runs each job (``Jobs.claim``, by the runner) and
-each singleton task (maintenance, command expiry, reaping).
+each singleton task (maintenance, command expiry, reaping, the health watch).
 
 The portal (``cloudsvc.portal``) is built here when ``portal_listen`` names an address: a Flask
 application over these same services, served by cheroot over TLS with the server certificate.
@@ -62,6 +62,7 @@ from cloudsvc.failover.recovered import Recovered
 from cloudsvc.failover.runner import STUCK_AFTER_S as RUNNER_STUCK_AFTER_S
 from cloudsvc.failover.runner import Runner
 from cloudsvc.failover.site import SiteFailover
+from cloudsvc.healthwatch import LEASE as HEALTH_LEASE
 from cloudsvc.healthwatch import HealthWatch
 from cloudsvc.inventory import Inventory
 from cloudsvc.jobs import Jobs
@@ -140,7 +141,7 @@ class CloudService:
         self.metrics = Metrics()
         self.metrics.register(VaultCollector(self.vaults, self.replication, self.jobs, self.commands, self.registrar,
                                              clock, config.heartbeat_timeout_seconds))
-        self.health_watch = HealthWatch(self.replication, self.stopping)
+        self.health_watch = HealthWatch(self.replication, self.stopping, lease=self.leases.acquire)
         self.portal: PortalServer | None = None
         if config.portal_listen:
             from cloudsvc.portal.app import create_app
@@ -182,7 +183,8 @@ class CloudService:
         self.health_watch.join()
         self.replication.close()
         try:  # another process may maintain the vaults at once, not a lease period later
-            self.leases.release(MAINTENANCE_LEASE)
+            for name in (MAINTENANCE_LEASE, HEALTH_LEASE):
+                self.leases.release(name)
         except AsrError:
             log.exception("releasing the maintenance lease at shutdown failed")
         self.db.close()
