@@ -215,13 +215,14 @@ class Jobs:
         conn.execute("UPDATE jobs SET owner=?, lease_until=? WHERE id=?", (holder, self.clock.now() + lease_s, job_id))
 
     def held_in(self, conn: Conn, job_id: str, holder: str) -> bool:
-        """Whether ``holder`` still runs ``job_id`` with a lease in force, read in the caller's
-        transaction: a step recording its result checks it there, so a process that lost the
-        job (it stalled past its lease and another took over) records nothing."""
-        row = conn.execute("SELECT owner, lease_until, state FROM jobs WHERE id=?", (job_id,)).fetchone()
-        if row is None or row["owner"] != holder:
-            return False
-        return row["state"] == "Suspended" or float(row["lease_until"]) > self.clock.now()
+        """Whether ``job_id`` is still ``holder``'s, read in the caller's transaction: a step
+        recording its result checks it there, so a process that lost the job (it stalled past
+        its lease and another took over) records nothing. The owner, not the lease's expiry,
+        decides: a takeover rewrites the owner in a transaction of its own, so a job whose
+        row still names this holder was taken by nobody (a lease that ran out while its
+        holder's clock jumped, and that nobody took, is still the holder's to finish)."""
+        row = conn.execute("SELECT owner FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return row is not None and row["owner"] == holder
 
     def owner_of(self, job_id: str) -> str:
         row = self.db.one("SELECT owner FROM jobs WHERE id=?", (job_id,))

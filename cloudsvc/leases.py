@@ -16,8 +16,8 @@ expire. Jobs have their own leases on their rows (``Jobs.claim``); the period is
 
 The database serialises writers, so a renewal and a takeover can never both succeed; what a
 lease cannot stop is a holder that stalls past its lease and then goes on working: work done
-under a lease therefore re-checks it (:meth:`Leases.held_in`) in the transaction that
-records its result.
+under a lease therefore re-checks that it is still the holder (:meth:`Leases.held_in`,
+``Jobs.held_in``) in the transaction that records its result.
 """
 
 from __future__ import annotations
@@ -74,9 +74,11 @@ class Leases:
         return cur.rowcount == 1
 
     def held_in(self, conn: Conn, name: str) -> bool:
-        """Whether this holder's lease ``name`` is in force, read in the caller's transaction."""
-        row = conn.execute("SELECT holder, expires_at FROM leases WHERE name=?", (name,)).fetchone()
-        return row is not None and row["holder"] == self.holder and float(row["expires_at"]) > self.clock.now()
+        """Whether lease ``name`` is still this holder's (nobody took it over, and it was not
+        released), read in the caller's transaction: as ``Jobs.held_in``, the holder decides,
+        not the expiry."""
+        row = conn.execute("SELECT holder FROM leases WHERE name=?", (name,)).fetchone()
+        return row is not None and row["holder"] == self.holder
 
     def release(self, name: str) -> None:
         """Give the lease up at once (a clean shutdown): another process need not wait for it."""

@@ -19,8 +19,9 @@ of the jobs this runner holds and takes over those whose holder's lease expired;
 advances only the jobs it holds, so a site command is queued once and a cloud step runs in
 one place. A cloud step that was InProgress in a process that died is run again by the new
 holder (as after a restart). A step of a process that lost its job (it stalled past its
-lease) records nothing: ``finish`` checks the lease in the transaction that records the
-result, and a materialisation stops at its next progress report. Command expiry and the
+lease and another took it) records nothing: ``finish`` checks that the job's row still names
+this runner in the transaction that records the result, and a materialisation stops at its
+next progress report. Command expiry and the
 reaping of deleted recovered VMs run in one process at a time, under named leases.
 """
 

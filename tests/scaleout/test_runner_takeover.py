@@ -85,6 +85,35 @@ def test_a_stalled_runner_records_nothing_after_a_takeover(tmp_path: Path) -> No
         db.close()
 
 
+def test_a_lease_that_ran_out_but_nobody_took_is_still_the_holders(tmp_path: Path) -> None:
+    """The clock jumped past the lease while a step ran (a test's fake clock, a suspended
+    VM): nobody else took the job, so the step's result is recorded, not dropped and run
+    again. Regression: ``held_in`` judged by the expiry and the step ran twice."""
+    clock = FakeClock()
+    db = metadata_db(tmp_path / "metadata.db")
+    gate = threading.Event()
+    done: list[bool] = []
+    a = _runner(db, clock, "a", gate, done)
+    jobs = Jobs(db, clock)
+    ctx = {"steps": [Step(0, StepKind.COMMIT, "Commit the failover of vm1", "vm1").to_dict()],
+           "vms": {"vm1": {"name": "vm1"}}}
+    try:
+        with db.write() as conn:
+            job = jobs.create(conn, "v1", KIND, "vm1", [("Commit the failover of vm1", "")], ctx)
+        a.tick()
+        wait_for(lambda: a.running == {(job, 0)}, 10, what="the step running")
+        clock.advance(3 * LEASE_S)
+        gate.set()
+        wait_for(lambda: done, 10, what="the step ended")
+        assert done == [True]
+        [task] = jobs.tasks(job)
+        assert task["state"] == "Succeeded" and task["attempts"] == 1
+    finally:
+        gate.set()
+        a.stop()
+        db.close()
+
+
 def test_a_lost_job_stops_its_materialisation_at_the_next_progress_report(tmp_path: Path) -> None:
     """Known lost (the runner's turn saw it), or found held by another process in the job's
     row (the whole process stalled and its runner has not turned yet): the next report stops
