@@ -55,10 +55,12 @@ def test_returning_primary_is_fenced_and_failback_ships_only_the_difference(clou
     assert st["replication_health"] != "Normal" and not st.get("rpo_seconds"), st
     assert "failback" in st["allowed_operations"]
 
-    # no new point over three copy intervals
+    # no new point over three copy intervals (retention may thin the earlier ones: two points
+    # of one 30-s interval keep only the later, and the agent's first two often share one)
     deadline = time.monotonic() + 3 * COPY_S + 5
     while time.monotonic() < deadline:
-        assert [x["point_id"] for x in p.points()] == [x["point_id"] for x in before]
+        now = [x["point_id"] for x in p.points()]
+        assert now[-1] == latest and set(now) <= {x["point_id"] for x in before}, (now, before)
         time.sleep(1)
 
     # latest is still what the recovered VM was made from, byte for byte
