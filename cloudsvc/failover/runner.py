@@ -21,8 +21,9 @@ one place. A cloud step that was InProgress in a process that died is run again 
 holder (as after a restart). A step of a process that lost its job (it stalled past its
 lease and another took it) records nothing: ``finish`` checks that the job's row still names
 this runner in the transaction that records the result, and a materialisation stops at its
-next progress report. Command expiry and the
-reaping of deleted recovered VMs run in one process at a time, under named leases.
+next progress report. A failover job is held from its creation by the process it was made
+through (``claim_in``). Command expiry and the reaping of deleted recovered VMs run in one
+process at a time, under named leases.
 """
 
 from __future__ import annotations
@@ -158,8 +159,9 @@ class Runner:
             log.exception("releasing the job leases at shutdown failed")
 
     def claim_in(self, conn: Any, job_id: str) -> None:
-        """Run a job just created in ``conn``'s transaction here (it needs this process's memory:
-        a customer-managed key is never stored)."""
+        """Hold a job just created in ``conn``'s transaction: it starts here at once, without
+        waiting for any process's turn, and one given a customer-managed key must run here
+        (the key is in this process's memory only)."""
         self.jobs.claim_in(conn, job_id, self.holder, self.leases.period)
 
     def tick(self) -> None:
