@@ -210,8 +210,8 @@ class Jobs:
         return [r for r in rows if r["owner"] == holder]
 
     def claim_in(self, conn: Conn, job_id: str, holder: str, lease_s: float) -> None:
-        """Hold a job just created in the caller's transaction (it needs something only this
-        process has, such as a customer-managed key that is never stored)."""
+        """Hold a job just created in the caller's transaction: the process that made it runs it
+        (``Runner.claim_in``)."""
         conn.execute("UPDATE jobs SET owner=?, lease_until=? WHERE id=?", (holder, self.clock.now() + lease_s, job_id))
 
     def held_in(self, conn: Conn, job_id: str, holder: str) -> bool:
