@@ -236,11 +236,12 @@ class PgDatabase(Database):
             raise self._unavailable(exc) from exc
 
     def _begin(self, conn: PgConn, durable: bool) -> None:
-        conn.execute("BEGIN")
-        # SQLite's one writer across processes: every writer queues here, before reading anything
-        conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK_KEY,))
+        # SQLite's one writer across processes: every writer queues here, before reading anything.
+        # One round trip for all of it (no parameters: the simple protocol takes several statements)
+        sql = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"
         if not durable:
-            conn.execute("SET LOCAL synchronous_commit TO off")
+            sql += "; SET LOCAL synchronous_commit TO off"
+        conn.raw.execute(sql.encode())
 
     def _commit(self, conn: PgConn) -> None:
         # a COMMIT whose answer is lost is not acknowledged: MetadataUnavailable, via full_disk_errors
