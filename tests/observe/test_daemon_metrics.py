@@ -177,7 +177,7 @@ def test_the_daemons_metrics_equal_what_happened(procs: Procs, tmp_path: Path, m
     assert value(s, "asr_agent_vms_replicating", vault=VAULT) == 1.0
     assert value(s, "asr_agent_cycles_total", vault=VAULT, vm=p.vm) is None   # `once` ran them, not the daemon
     assert asr_job(p, "failover", "planned", p.vm)["state"] == "Succeeded"
-    final = _rows(cloud, "SELECT * FROM recovery_points ORDER BY created_at DESC, rowid DESC")[0]
+    final = _rows(cloud, "SELECT * FROM recovery_points ORDER BY created_at DESC, committed_at DESC")[0]
     s = _checked(aport)
     assert value(s, "asr_agent_cycles_total", vault=VAULT, vm=p.vm) == 1
     assert value(s, "asr_agent_sent_bytes_total", vault=VAULT, vm=p.vm) == final["uploaded_bytes"]
