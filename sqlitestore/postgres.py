@@ -38,7 +38,7 @@ from psycopg.adapt import Dumper, Loader
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import Format
 
-from asrerrors import DiskFull, MetadataUnavailable
+from asrerrors import DiskFull, InvalidConfig, MetadataUnavailable
 from sqlitestore.database import Database, Migration
 
 # The advisory lock every write transaction holds: any constant shared by all processes ("asr").
@@ -189,7 +189,11 @@ class PgDatabase(Database):
 
     def __init__(self, url: str, migrations: Sequence[Migration], *, migrate: bool = True) -> None:
         self.url = url
-        params = conninfo_to_dict(url)
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.ProgrammingError:   # its text may quote the URL, password and all
+            raise InvalidConfig("database_url is not a valid PostgreSQL URL",
+                                action="Write it as postgresql://USER[:PASSWORD]@HOST:PORT/DATABASE.") from None
         self.where = f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}"
         super().__init__(display_url(url), migrations, migrate=migrate)
 
@@ -279,6 +283,9 @@ class PgDatabase(Database):
     def group_concat(self, expr: str) -> str:
         # ::text of a DOUBLE PRECISION is its shortest exact form (extra_float_digits >= 1)
         return f"string_agg(({expr})::text, ',')"
+
+    def json_text(self, column: str, key: str) -> str:
+        return f"(({column})::jsonb ->> '{key}')"
 
     def integrity_check(self) -> str:
         self.query("SELECT 1")
