@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import grpc
 
+from asrchannel.endpoints import MOVE_ON
 from asrchannel.proxy import ProxyUrl
 from asrchannel.status import from_rpc_error
 from asrchannel.tls import client_channel
 from asrclock import Clock
-from asrerrors import AlreadyExists
+from asrerrors import AlreadyExists, Unreachable
 from asrpb import registration_pb2, registration_pb2_grpc
 from certs import keyfile
 from certs.pki import key_to_pem, make_csr, new_key
@@ -45,26 +47,41 @@ def register(
         )
     private = new_key()
     csr = make_csr(private, name)
-    target = key.endpoints["registration"]
-    channel = client_channel(target, key.service_ca_pem.encode(), proxy=proxy)
-    try:
-        stub = registration_pb2_grpc.RegistrationStub(channel)
-        res = stub.Register(
-            registration_pb2.RegisterRequest(
-                vault_id=key.vault_id, role=role, name=name, csr_pem=csr, secret=key.secret,
-                force=force, version=VERSION, encryption=encryption,
-                key_fingerprint=key_fingerprint, provider=provider, addresses=addresses or [],
-            ),
-            timeout=timeout,
-        )
-    except grpc.RpcError as exc:
-        raise from_rpc_error(exc, f"the cloud service at {target}") from exc
-    finally:
-        channel.close()
+    request = registration_pb2.RegisterRequest(
+        vault_id=key.vault_id, role=role, name=name, csr_pem=csr, secret=key.secret,
+        force=force, version=VERSION, encryption=encryption,
+        key_fingerprint=key_fingerprint, provider=provider, addresses=addresses or [],
+    )
+    res = _register_first_answering(key.registration_endpoints, key.service_ca_pem.encode(), proxy, request, timeout)
     ident = SiteIdentity(
         state_dir=state_dir, vault_id=key.vault_id, vault_name=res.vault_name, role=role, name=name,
-        identity=res.identity, endpoints=dict(key.endpoints), registered_at=clock.now(),
+        identity=res.identity, registered_at=clock.now(),
+        endpoints={"api": key.api_endpoints, "registration": key.registration_endpoints},
         provider=provider, provider_address=provider_address, encryption=encryption,
     )
     ident.save(res.service_ca_pem, res.certificate_pem, key_to_pem(private))
     return ident
+
+
+def _register_first_answering(targets: list[str], ca: bytes, proxy: ProxyUrl | None,
+                              request: registration_pb2.RegisterRequest, timeout: float) -> Any:
+    """Register at the first endpoint that answers, in the key file's order. Only a transport
+    failure (UNAVAILABLE: refused, reset, the proxy's CONNECT refused) moves on: the secret
+    was not checked there. Any answer, a refusal too, is final; and so is a timeout, since
+    the cloud may have registered the server (a retry with --force would then be needed)."""
+    errors = []
+    for target in targets:
+        channel = client_channel(target, ca, proxy=proxy)
+        try:
+            return registration_pb2_grpc.RegistrationStub(channel).Register(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            err = from_rpc_error(exc, f"the cloud service at {target}")
+            if exc.code() not in MOVE_ON:
+                raise err from exc
+            errors.append(err)
+        finally:
+            channel.close()
+    if len(errors) == 1:
+        raise errors[0]
+    raise Unreachable(f"no registration endpoint answered ({len(targets)} tried)",
+                      details=[str(e) for e in errors])

@@ -1,0 +1,169 @@
+"""The order in which clients try the cloud's endpoints (asrchannel.endpoints), and the files
+that carry several endpoints: key files, registration.json, cloudsvc.toml. No processes."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from asrchannel.endpoints import EndpointOrder, FailoverChannel, check_endpoints
+from asrerrors import InvalidConfig
+from certs import keyfile
+from registration import state
+from tests.foundation.test_units import _WRITTEN, _resealed
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_sticks_to_the_first_that_answers_and_moves_on_failure() -> None:
+    clock = Clock()
+    order = EndpointOrder(["a:1", "b:1", "c:1"], clock)
+    assert order.current == "a:1"
+    order.succeeded("a:1")
+    assert order.current == "a:1" and order.wait() == 0
+    assert order.failed("a:1")
+    assert order.current == "b:1"
+    assert order.wait() == 0          # the round is not over: try b at once
+    order.succeeded("b:1")
+    assert order.current == "b:1"     # and stay there, even once a is back
+
+
+def test_a_late_failure_of_the_endpoint_left_behind_does_not_move_again() -> None:
+    order = EndpointOrder(["a:1", "b:1"], Clock())
+    assert order.failed("a:1")
+    # a call made on a before the move fails later: b must not be skipped because of it
+    assert not order.failed("a:1")
+    assert order.current == "b:1"
+
+
+def test_wraps_round_with_a_doubling_backoff_reset_by_success() -> None:
+    clock = Clock()
+    order = EndpointOrder(["a:1", "b:1"], clock, backoff_min=0.5, backoff_max=5.0)
+    order.failed("a:1")
+    assert order.wait() == 0
+    order.failed("b:1")               # a whole round failed
+    assert order.current == "a:1"
+    assert order.wait() == 0.5
+    clock.t += 0.5
+    assert order.wait() == 0
+    waits = []
+    for _ in range(8):
+        order.failed(order.current)
+        order.failed(order.current)
+        waits.append(order.wait())
+    assert waits == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0, 5.0, 5.0]
+    order.succeeded(order.current)
+    assert order.wait() == 0
+    order.failed(order.current)
+    order.failed(order.current)
+    assert order.wait() == 0.5
+
+
+def test_one_endpoint_backs_off_after_each_failure() -> None:
+    order = EndpointOrder(["a:1"], Clock())
+    order.failed("a:1")
+    assert order.current == "a:1" and order.wait() == 0.5
+
+
+def test_endpoint_lists_are_checked() -> None:
+    assert check_endpoints("h:1", "k", "fix") == ["h:1"]
+    assert check_endpoints(["h:1", "g:2", "h:1"], "k", "fix") == ["h:1", "g:2"]
+    for bad in ([], "", ["h"], ["h:0"], [":1"], [1], None, {"h": 1}):
+        with pytest.raises(InvalidConfig) as info:
+            check_endpoints(bad, "endpoints.api in F", "Set it right.")
+        assert info.value.code == "ASR-0014"
+        assert "endpoints.api in F" in info.value.message and info.value.action == "Set it right."
+
+
+class _Unavailable(grpc.RpcError):
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+
+class _FakeChannel:
+    def __init__(self, name: str, fail: bool) -> None:
+        self.name, self.fail, self.closed = name, fail, False
+
+    def unary_unary(self, method: str, **_: Any) -> Any:
+        def call(request: Any, **__: Any) -> str:
+            if self.fail:
+                raise _Unavailable()
+            return f"{self.name}{method}"
+        return call
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_failover_channel_follows_the_order() -> None:
+    made: dict[str, _FakeChannel] = {}
+
+    def connect(target: str) -> Any:
+        made[target] = _FakeChannel(target, fail=target == "a:1")
+        return made[target]
+
+    ch = FailoverChannel(EndpointOrder(["a:1", "b:1"], Clock()), connect)
+    method = ch.unary_unary("/S/M")            # a stub binds its methods once
+    with pytest.raises(grpc.RpcError):
+        method(None)
+    assert method(None) == "b:1/S/M"           # the same multi-callable, now on b
+    ch.close()
+    assert all(c.closed for c in made.values())
+
+
+# ---- the files ----------------------------------------------------------------------------------
+def test_a_key_file_with_one_endpoint_is_written_as_before_and_several_as_lists() -> None:
+    one = {"api": keyfile.endpoints_entry(["h:1"]), "registration": keyfile.endpoints_entry(["h:2"])}
+    assert one == {"api": "h:1", "registration": "h:2"}
+    doc = copy.deepcopy(_WRITTEN)
+    doc["endpoints"] = {"api": ["h:1", "g:1"], "registration": ["h:2", "g:2"]}
+    back = keyfile.parse(keyfile.RegistrationKey(**doc).to_bytes())  # type: ignore[arg-type]
+    assert back.api_endpoints == ["h:1", "g:1"] and back.registration_endpoints == ["h:2", "g:2"]
+    old = keyfile.parse(keyfile.RegistrationKey(**copy.deepcopy(_WRITTEN)).to_bytes())  # type: ignore[arg-type]
+    assert old.api_endpoints == ["127.0.0.1:1"] and old.registration_endpoints == ["127.0.0.1:2"]
+
+
+@pytest.mark.parametrize("value,words", [([], "at least one"), (["h:1", "h"], "HOST:PORT"), ([7], "HOST:PORT")])
+def test_a_key_file_with_a_bad_endpoint_list_names_it(value: object, words: str) -> None:
+    from asrerrors import KeyFileUnreadable
+
+    with pytest.raises(KeyFileUnreadable) as info:
+        keyfile.parse(_resealed(endpoints__api=value), "k.key")
+    assert "field endpoints.api " in info.value.message and words in info.value.message
+
+
+def _registration(tmp_path: Path, endpoints: object) -> Path:
+    doc = {"vault_id": "v", "vault_name": "v", "role": "agent", "name": "h", "identity": "spiffe://x",
+           "endpoints": endpoints, "registered_at": 1.0}
+    (tmp_path / "registration.json").write_text(json.dumps(doc))
+    return tmp_path
+
+
+def test_an_old_registration_with_single_endpoints_still_loads(tmp_path: Path) -> None:
+    ident = state.load(str(_registration(tmp_path, {"api": "h:1", "registration": "h:2"})))
+    assert ident.endpoints == {"api": ["h:1"], "registration": ["h:2"]}
+
+
+@pytest.mark.parametrize("endpoints,key", [
+    ({"api": [], "registration": ["h:2"]}, "endpoints.api"),
+    ({"api": ["h:1"], "registration": ["nope"]}, "endpoints.registration"),
+    ({"api": ["h:1"]}, "endpoints.registration"),
+    ("h:1", "endpoints.api"),
+])
+def test_a_registration_with_a_bad_endpoint_list_names_the_key(tmp_path: Path, endpoints: object,
+                                                               key: str) -> None:
+    with pytest.raises(InvalidConfig) as info:
+        state.load(str(_registration(tmp_path, endpoints)))
+    assert f"{key} in {tmp_path}" in info.value.message
+    assert "register again" in info.value.action
