@@ -21,6 +21,7 @@ The order (:class:`EndpointOrder`):
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +30,8 @@ from typing import Any
 import grpc
 
 from asrerrors import AsrError, InvalidConfig
+
+log = logging.getLogger(__name__)
 
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 5.0
@@ -128,10 +131,13 @@ class FailoverChannel(grpc.Channel):
                 ch = self._channels[endpoint] = self._connect(endpoint)
             return ch
 
-    def observe(self, endpoint: str, exc: grpc.RpcError) -> None:
+    def observe(self, endpoint: str, exc: grpc.RpcError, moves_on: frozenset[grpc.StatusCode] = MOVE_ON) -> None:
+        """A call on ``endpoint`` failed: move on when its status is one of ``moves_on``."""
         code = exc.code() if hasattr(exc, "code") else None
-        if code in MOVE_ON:
-            self.order.failed(endpoint)
+        if code in moves_on and self.order.failed(endpoint) and len(self.order.endpoints) > 1:
+            log.warning("cloud endpoint not answering, moving on", extra={"fields": {
+                "target": endpoint, "next": self.order.current, "status": getattr(code, "name", str(code)),
+                "detail": exc.details() if hasattr(exc, "details") else str(exc)}})
 
     def _callable(self, kind: str, method: str, request_serializer: Any, response_deserializer: Any,
                   streaming_response: bool) -> _FailoverCallable:

@@ -43,7 +43,7 @@ def heartbeat_stuck_after(interval: float) -> float:
 
 # a heartbeat that failed this way moves the link to the next endpoint; a slow answer
 # (deadline) counts here, unlike for other calls, since a heartbeat does nothing
-_HEARTBEAT_MOVES_ON = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+_HEARTBEAT_MOVES_ON = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
 class CloudLink:
@@ -87,9 +87,7 @@ class CloudLink:
             stub.Heartbeat(site_pb2.HeartbeatRequest(version=VERSION), timeout=HEARTBEAT_TIMEOUT_S)
         except grpc.RpcError as exc:
             err = from_rpc_error(exc, f"the cloud service at {target}")
-            if exc.code() in _HEARTBEAT_MOVES_ON and self.order.failed(target) and len(self.endpoints) > 1:
-                log.warning("cloud endpoint not answering, moving on", extra={"fields": {
-                    "target": target, "next": self.order.current, "error": f"{err.code}: {err}"}})
+            self.channel.observe(target, exc, _HEARTBEAT_MOVES_ON)
             self._set("Refused" if isinstance(err, AuthError) else "Unreachable", err, target)
             return False
         self.order.succeeded(target)

@@ -168,3 +168,28 @@ class CountingProxy:
                     s.close()
                 except OSError:
                     pass
+
+
+class Forwarder(CountingProxy):
+    """A plain TCP forwarder from a free loopback port to ``127.0.0.1:target_port``: a "front"
+    address of the cloud service that a test can take away (:meth:`stop` closes the port and
+    every forwarded connection), as a load balancer or a second service going down would.
+    Counts the bytes forwarded to the target like :class:`CountingProxy`."""
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__(target_port)
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _open(self, conn: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.count_port))
+        with self._lock:
+            self._sockets.append(upstream)
+            if self._stopped:
+                upstream.close()
+                conn.close()
+                return
+        threading.Thread(target=self._pump, args=(upstream, conn, False), daemon=True).start()
+        self._pump(conn, upstream, True)

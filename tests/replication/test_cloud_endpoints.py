@@ -1,0 +1,122 @@
+"""Issue 15, part 3: providers and agents follow several cloud endpoints.
+
+The cloud service's configuration lists its endpoints; key files and registrations carry
+them; registration, the provider's link and sync, and an agent's replication use the first
+that answers and move to the next when theirs goes away (asrchannel.endpoints)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from agent.hypervisor import LocalHypervisor
+from tests.harness import BIN, Cloud, Site, free_port, run, wait_for
+from tests.proxies import Forwarder, TinyProxy
+from tests.replication.fixture import MiB, protect
+
+
+def serve_endpoints(cloud: Cloud, api: list[str], registration: list[str]) -> None:
+    """Restart the cloud service with these public endpoints in its cloudsvc.toml (what key
+    files will name)."""
+    path = cloud.data_dir / "cloudsvc.toml"
+    text = path.read_text()
+    text = re.sub(r"(?m)^endpoints = .*$", f"endpoints = {json.dumps(api)}", text)
+    text = re.sub(r"(?m)^registration_endpoints = .*$", f"registration_endpoints = {json.dumps(registration)}", text)
+    path.write_text(text)
+    cloud.restart()
+
+
+def wait_on(site: Site, endpoint: str, timeout: float = 30) -> None:
+    """Until the provider's and the agent's links are Connected on ``endpoint``."""
+    def on() -> bool:
+        links = [site.status(name).get("cloud", {}) for name in ("prov1", "hv01")]
+        return all(link.get("state") == "Connected" and link.get("target") == endpoint for link in links)
+
+    wait_for(on, timeout, what=f"the provider's and the agent's links on {endpoint}")
+
+
+@pytest.mark.parametrize("via_proxy", [False, True], ids=["direct", "tinyproxy"])
+def test_a_dead_first_endpoint_is_passed_over(cloud: Cloud, tmp_path: Path, via_proxy: bool) -> None:
+    dead_api, dead_reg = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    real_reg = f"127.0.0.1:{cloud.reg_port}"
+    serve_endpoints(cloud, [dead_api, cloud.endpoint], [dead_reg, real_reg])
+    proxy = None
+    if via_proxy:
+        ports = [int(e.rpartition(":")[2]) for e in (dead_api, dead_reg, cloud.endpoint, real_reg)]
+        proxy = TinyProxy(cloud.procs, tmp_path, ports).start()
+    # registration (both servers), the provider's sync (the VM reaches the vault) and the
+    # protection commands it relays all happen in here
+    p = protect(cloud, tmp_path, proxy=proxy.url if proxy else "")
+    key = json.loads(p.site.key.read_text())
+    assert key["endpoints"] == {"api": [dead_api, cloud.endpoint], "registration": [dead_reg, real_reg]}
+    reg = json.loads((tmp_path / "hv01" / "registration.json").read_text())
+    assert reg["endpoints"] == key["endpoints"]
+    res = p.once()
+    assert res["point_id"] and res["chunks_sent"] > 0
+    wait_on(p.site, cloud.endpoint)
+    out = run([str(BIN / "asr-agent"), "status", "--config", str(tmp_path / "hv01.toml")], env=cloud.env())
+    assert out.returncode == 0 and f"{cloud.endpoint} (endpoint 2 of 2)" in out.stdout, out.stdout + out.stderr
+    if proxy is not None:
+        # the proxy was asked for the dead endpoints first, and carried the real traffic
+        seen = proxy.connects()
+        assert seen.index(dead_reg) < seen.index(real_reg), seen
+        assert dead_api in seen and cloud.endpoint in seen, seen
+
+
+def test_clients_move_on_when_their_front_endpoint_goes_away(cloud: Cloud, tmp_path: Path) -> None:
+    os.environ["ASR_REPL_SEGMENT_BYTES"] = str(MiB)   # the completed calls' chunks are durable
+    front = Forwarder(cloud.port)
+    try:
+        _front_goes_away(cloud, tmp_path, front)
+    finally:
+        front.stop()
+        os.environ.pop("ASR_REPL_SEGMENT_BYTES", None)
+        os.environ.pop("ASR_TEST_UPLOAD_PAUSE", None)
+
+
+def _front_goes_away(cloud: Cloud, tmp_path: Path, front: Forwarder) -> None:
+    serve_endpoints(cloud, [front.endpoint, cloud.endpoint], [f"127.0.0.1:{cloud.reg_port}"])
+    p = protect(cloud, tmp_path, os_size=16 * MiB, fill=False)
+    wait_on(p.site, front.endpoint)
+    hv = LocalHypervisor(str(p.site.root / "hv01" / "vms"))
+    for off in range(0, 12 * MiB, MiB):                      # incompressible content
+        hv.write("vm1", 0, off, os.urandom(MiB))
+    hv.close()
+    total_chunks = 12 * MiB // 65536
+
+    # the initial copy stops inside its upload (after 3 messages of 2 MiB: at least two 1 MiB
+    # calls are durable), the front goes away there, and the copy goes on
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    os.environ["ASR_TEST_UPLOAD_PAUSE"] = f"3:{gate}"
+    proc = p.start_once()
+    os.environ.pop("ASR_TEST_UPLOAD_PAUSE")
+
+    def paused() -> bool:
+        if not proc.alive():
+            raise AssertionError(f"the cycle ended before its upload paused: {proc.text()}")
+        return (gate / "paused").exists()
+
+    wait_for(paused, 120, what="the cycle to pause inside its upload")
+    assert front.bytes_between(0, front.now() + 1) > 2 * MiB   # the upload went through the front
+    front.stop()
+    (gate / "go").touch()
+    assert proc.popen.wait(120) == 0, proc.text()
+    res = json.loads([line for line in proc.text().splitlines() if line.startswith('{"vm_id"')][-1])
+    assert 0 < res["chunks_sent"] < total_chunks, res            # resumed, not copied again from zero
+    assert "replication cycle moves to the next cloud endpoint" in proc.text()
+    assert len(p.points()) == 1
+
+    # the daemons' links come back on the cloud's own address; sync and replication go on there
+    wait_on(p.site, cloud.endpoint, 60)
+    assert "cloud endpoint not answering, moving on" in p.site.provider_proc.text()  # type: ignore[union-attr]
+    hv = LocalHypervisor(str(p.site.root / "hv01" / "vms"))
+    hv.write("vm1", 0, 0, os.urandom(65536))
+    hv.close()
+    again = p.once()
+    assert again["chunks_sent"] == 1, again
+    assert len(p.points()) == 2
