@@ -60,6 +60,11 @@ def test_a_dead_first_endpoint_is_passed_over(cloud: Cloud, tmp_path: Path, via_
     wait_on(p.site, cloud.endpoint)
     out = run([str(BIN / "asr-agent"), "status", "--config", str(tmp_path / "hv01.toml")], env=cloud.env())
     assert out.returncode == 0 and f"{cloud.endpoint} (endpoint 2 of 2)" in out.stdout, out.stdout + out.stderr
+    # the operator's asr takes several endpoints too, and uses the first that accepts a connection
+    both = f"{dead_api},{cloud.endpoint}"
+    assert [v["name"] for v in cloud.asr_json("vault", "list", "--endpoint", both)] == ["contoso"]
+    bad = cloud.asr("vault", "list", "--endpoint", f"{cloud.endpoint},nope", check=False)
+    assert bad.returncode == 2 and "ASR-0002" in bad.stderr and "'nope'" in bad.stderr, bad.stderr
     if proxy is not None:
         # the proxy was asked for the dead endpoints first, and carried the real traffic
         seen = proxy.connects()
