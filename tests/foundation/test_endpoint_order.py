@@ -167,3 +167,24 @@ def test_a_registration_with_a_bad_endpoint_list_names_the_key(tmp_path: Path, e
         state.load(str(_registration(tmp_path, endpoints)))
     assert f"{key} in {tmp_path}" in info.value.message
     assert "register again" in info.value.action
+
+
+@pytest.mark.parametrize("line,key", [('endpoints = ["dr1.example"]', "endpoints"),
+                                      ('registration_endpoints = "dr1.example:7444"', "registration_endpoints"),
+                                      ('endpoints = [7443]', "endpoints")])
+def test_a_bad_endpoint_list_in_cloudsvc_toml_names_the_key(tmp_path: Path, line: str, key: str) -> None:
+    from cloudsvc import config
+
+    cfg = config.CloudConfig.new(str(tmp_path), endpoints=["dr1.example:7443", "dr2.example:7443"])
+    assert cfg.public_endpoints() == {"api": ["dr1.example:7443", "dr2.example:7443"],
+                                      "registration": ["127.0.0.1:7444"]}
+    assert config.CloudConfig.new(str(tmp_path)).public_endpoints() == {"api": ["127.0.0.1:7443"],
+                                                                         "registration": ["127.0.0.1:7444"]}
+    text = cfg.to_toml()
+    name = line.split(" = ")[0]
+    lines = [line if ln.startswith(f"{name} = ") else ln for ln in text.splitlines()]
+    (tmp_path / "cloudsvc.toml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(InvalidConfig) as info:
+        config.load(str(tmp_path))
+    assert info.value.code == "ASR-0014"
+    assert key in str(info.value) and "HOST:PORT" in str(info.value), str(info.value)
