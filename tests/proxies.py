@@ -118,19 +118,26 @@ class CountingProxy:
             conn.sendall(b"HTTP/1.1 403 Forbidden\r\n\r\n")
             conn.close()
             return
-        upstream = socket.create_connection((host, int(port)))
-        with self._lock:
-            self._sockets.append(upstream)
-            if self._stopped:
-                upstream.close()
-                conn.close()
-                return
+        upstream = self._upstream(conn, host, int(port))
+        if upstream is None:
+            return
         conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
         counted = int(port) == self.count_port
         if rest:
             upstream.sendall(rest)
         threading.Thread(target=self._pump, args=(upstream, conn, False), daemon=True).start()
         self._pump(conn, upstream, counted)
+
+    def _upstream(self, conn: socket.socket, host: str, port: int) -> socket.socket | None:
+        """A connection to the target, the proxy's to close at stop (None: stopped meanwhile)."""
+        upstream = socket.create_connection((host, port))
+        with self._lock:
+            self._sockets.append(upstream)
+            if self._stopped:
+                upstream.close()
+                conn.close()
+                return None
+        return upstream
 
     def _pump(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
         try:
@@ -184,12 +191,8 @@ class Forwarder(CountingProxy):
         return f"127.0.0.1:{self.port}"
 
     def _open(self, conn: socket.socket) -> None:
-        upstream = socket.create_connection(("127.0.0.1", self.count_port))
-        with self._lock:
-            self._sockets.append(upstream)
-            if self._stopped:
-                upstream.close()
-                conn.close()
-                return
+        upstream = self._upstream(conn, "127.0.0.1", self.count_port)
+        if upstream is None:
+            return
         threading.Thread(target=self._pump, args=(upstream, conn, False), daemon=True).start()
         self._pump(conn, upstream, True)

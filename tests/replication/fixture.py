@@ -8,6 +8,7 @@ process each time, which a test may kill -9).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -62,6 +63,25 @@ class Protected:
     def start_once(self, *extra: str) -> Proc:
         return self.cloud.procs.start("repl-once", [sys.executable, "-m", "agent.replication", "once", self.vm_id,
                                                     "--config", str(self.config), *extra], env=self.cloud.env())
+
+    def start_paused_once(self, messages: int, gate: Path) -> Proc:
+        """Start a cycle that stops inside its PutChunks stream after ``messages`` messages
+        (the test pause of agent/replication/cycle.py) and wait until it has; it goes on once
+        ``gate/go`` exists."""
+        gate.mkdir()
+        os.environ["ASR_TEST_UPLOAD_PAUSE"] = f"{messages}:{gate}"
+        try:
+            proc = self.start_once()
+        finally:
+            os.environ.pop("ASR_TEST_UPLOAD_PAUSE")
+
+        def paused() -> bool:
+            if not proc.alive():
+                raise AssertionError(f"the cycle ended before its upload paused: {proc.text()}")
+            return (gate / "paused").exists()
+
+        wait_for(paused, 120, what="the cycle to pause inside its upload")
+        return proc
 
     def write(self, disk: int, offset: int, length: int, pattern: int) -> None:
         res = agent_vm(self.site, "hv01", "write", self.vm, "--disk", str(disk), "--offset", str(offset),

@@ -80,7 +80,6 @@ def test_clients_move_on_when_their_front_endpoint_goes_away(cloud: Cloud, tmp_p
     finally:
         front.stop()
         os.environ.pop("ASR_REPL_SEGMENT_BYTES", None)
-        os.environ.pop("ASR_TEST_UPLOAD_PAUSE", None)
 
 
 def _front_goes_away(cloud: Cloud, tmp_path: Path, front: Forwarder) -> None:
@@ -96,17 +95,7 @@ def _front_goes_away(cloud: Cloud, tmp_path: Path, front: Forwarder) -> None:
     # the initial copy stops inside its upload (after 3 messages of 2 MiB: at least two 1 MiB
     # calls are durable), the front goes away there, and the copy goes on
     gate = tmp_path / "gate"
-    gate.mkdir()
-    os.environ["ASR_TEST_UPLOAD_PAUSE"] = f"3:{gate}"
-    proc = p.start_once()
-    os.environ.pop("ASR_TEST_UPLOAD_PAUSE")
-
-    def paused() -> bool:
-        if not proc.alive():
-            raise AssertionError(f"the cycle ended before its upload paused: {proc.text()}")
-        return (gate / "paused").exists()
-
-    wait_for(paused, 120, what="the cycle to pause inside its upload")
+    proc = p.start_paused_once(3, gate)
     assert front.bytes_between(0, front.now() + 1) > 2 * MiB   # the upload went through the front
     front.stop()
     (gate / "go").touch()
