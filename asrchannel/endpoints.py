@@ -22,6 +22,7 @@ The order (:class:`EndpointOrder`):
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -59,6 +60,27 @@ def check_endpoints(value: Any, where: str, action: str, error: type[AsrError] =
 def is_hostport(value: str) -> bool:
     host, sep, port = value.rpartition(":")
     return bool(sep and host.strip("[]") and port.isdigit() and 0 < int(port) < 65536)
+
+
+def wait_connected(channel: grpc.Channel, timeout: float) -> grpc.ChannelConnectivity | None:
+    """Connect ``channel`` and wait until it is READY or has failed (TRANSIENT_FAILURE: refused,
+    the proxy's CONNECT refused, a TLS handshake that failed); None when neither happened
+    within ``timeout``: a silent address, where any call would wait for its whole deadline.
+    A call made after TRANSIENT_FAILURE fails at once with the connection's own error."""
+    states: queue.SimpleQueue[grpc.ChannelConnectivity] = queue.SimpleQueue()
+    channel.subscribe(states.put, try_to_connect=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            state = states.get(timeout=left)
+            if state in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+                         grpc.ChannelConnectivity.SHUTDOWN):
+                return state
+    except queue.Empty:
+        pass
+    finally:
+        channel.unsubscribe(states.put)
+    return None
 
 
 class EndpointOrder:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
 
-from asrchannel.endpoints import check_endpoints
+from asrchannel.endpoints import check_endpoints, wait_connected
 from asrchannel.status import from_rpc_error
 from asrchannel.tls import client_channel
 from asrerrors import NotAuthenticated, UsageError
@@ -71,20 +69,9 @@ def _first_ready(endpoints: list[str], connect: Callable[[str], grpc.Channel]) -
         return endpoints[0]
     for target in endpoints:
         channel = connect(target)
-        states: queue.SimpleQueue[grpc.ChannelConnectivity] = queue.SimpleQueue()
-        channel.subscribe(states.put, try_to_connect=True)
-        deadline = time.monotonic() + READY_WAIT_S
         try:
-            # a refused connection is TRANSIENT_FAILURE at once: no need to wait it out
-            while (left := deadline - time.monotonic()) > 0:
-                state = states.get(timeout=left)
-                if state == grpc.ChannelConnectivity.READY:
-                    return target
-                if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN):
-                    break
-        except queue.Empty:
-            pass
+            if wait_connected(channel, READY_WAIT_S) == grpc.ChannelConnectivity.READY:
+                return target
         finally:
-            channel.unsubscribe(states.put)
             channel.close()
     return endpoints[0]

@@ -7,18 +7,21 @@ from typing import Any
 
 import grpc
 
-from asrchannel.endpoints import MOVE_ON
+from asrchannel.endpoints import MOVE_ON, wait_connected
 from asrchannel.proxy import ProxyUrl
 from asrchannel.status import from_rpc_error
 from asrchannel.tls import client_channel
 from asrclock import Clock
-from asrerrors import AlreadyExists, Unreachable
+from asrerrors import AlreadyExists, AsrError, Unreachable
 from asrpb import registration_pb2, registration_pb2_grpc
 from certs import keyfile
 from certs.pki import key_to_pem, make_csr, new_key
 from registration.state import SiteIdentity
 
 VERSION = "0.1.0"
+# how long a registration endpoint may take to accept a connection (TCP, the proxy's CONNECT,
+# TLS) before the next is tried
+CONNECT_WAIT_S = 10.0
 
 
 def register(
@@ -65,14 +68,19 @@ def register(
 
 def _register_first_answering(targets: list[str], ca: bytes, proxy: ProxyUrl | None,
                               request: registration_pb2.RegisterRequest, timeout: float) -> Any:
-    """Register at the first endpoint that answers, in the key file's order. Only a transport
-    failure (UNAVAILABLE: refused, reset, the proxy's CONNECT refused) moves on: the secret
-    was not checked there. Any answer, a refusal too, is final; and so is a timeout, since
-    the cloud may have registered the server (a retry with --force would then be needed)."""
-    errors = []
+    """Register at the first endpoint that answers, in the key file's order. What moves on is
+    what shows the request was not handled there: no connection within CONNECT_WAIT_S (a
+    silent address), or UNAVAILABLE (refused, reset, the proxy's CONNECT refused). Any answer,
+    a refusal too, is final; and so is a timeout once connected, since the cloud may have
+    registered the server (registering again then needs --force)."""
+    errors: list[AsrError] = []
     for target in targets:
         channel = client_channel(target, ca, proxy=proxy)
         try:
+            if wait_connected(channel, CONNECT_WAIT_S) is None:
+                errors.append(Unreachable(f"the cloud service at {target} is unreachable: no connection within "
+                                          f"{CONNECT_WAIT_S:g} s"))
+                continue
             return registration_pb2_grpc.RegistrationStub(channel).Register(request, timeout=timeout)
         except grpc.RpcError as exc:
             err = from_rpc_error(exc, f"the cloud service at {target}")

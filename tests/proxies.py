@@ -74,6 +74,8 @@ class CountingProxy:
         self.port = int(self._server.getsockname()[1])
         self._sockets: list[socket.socket] = []
         self._stopped = False
+        self._flowing = threading.Event()   # cleared: tunnels stay open and pass nothing (hold)
+        self._flowing.set()
         self._thread = threading.Thread(target=self._accept, name="counting-proxy", daemon=True)
         self._thread.start()
 
@@ -148,6 +150,7 @@ class CountingProxy:
                 if counted:
                     with self._lock:
                         self.arrivals.append((self._time(), len(data)))
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass
@@ -166,8 +169,13 @@ class CountingProxy:
     def now(self) -> float:
         return self._time()
 
+    def hold(self) -> None:
+        """Keep every connection open and pass nothing more: a peer that hangs."""
+        self._flowing.clear()
+
     def stop(self) -> None:
         self._server.close()
+        self._flowing.set()
         with self._lock:
             self._stopped = True
             for s in self._sockets:

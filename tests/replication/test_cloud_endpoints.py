@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -30,10 +32,10 @@ def serve_endpoints(cloud: Cloud, api: list[str], registration: list[str]) -> No
     cloud.restart()
 
 
-def wait_on(site: Site, endpoint: str, timeout: float = 30) -> None:
+def wait_on(site: Site, endpoint: str, timeout: float = 30, names: tuple[str, ...] = ("prov1", "hv01")) -> None:
     """Until the provider's and the agent's links are Connected on ``endpoint``."""
     def on() -> bool:
-        links = [site.status(name).get("cloud", {}) for name in ("prov1", "hv01")]
+        links = [site.status(name).get("cloud", {}) for name in names]
         return all(link.get("state") == "Connected" and link.get("target") == endpoint for link in links)
 
     wait_for(on, timeout, what=f"the provider's and the agent's links on {endpoint}")
@@ -70,6 +72,48 @@ def test_a_dead_first_endpoint_is_passed_over(cloud: Cloud, tmp_path: Path, via_
         seen = proxy.connects()
         assert seen.index(dead_reg) < seen.index(real_reg), seen
         assert dead_api in seen and cloud.endpoint in seen, seen
+
+
+def test_a_silent_first_endpoint_is_passed_over(cloud: Cloud, tmp_path: Path) -> None:
+    # listens and never accepts: the kernel completes the TCP handshake, TLS never answers
+    silent = socket.create_server(("127.0.0.1", 0), backlog=64)
+    try:
+        quiet = f"127.0.0.1:{silent.getsockname()[1]}"
+        serve_endpoints(cloud, [quiet, cloud.endpoint], [quiet, f"127.0.0.1:{cloud.reg_port}"])
+        cloud.asr("vault", "create", "v", "--region", "japaneast")
+        site = Site(cloud, tmp_path, "v")
+        site.new_key()
+        t0 = time.monotonic()
+        res = site.register_provider()
+        assert res.returncode == 0, res.stderr
+        assert time.monotonic() - t0 < 25     # one connect wait (10 s) on the silent one, not 30 s
+        site.start_provider()
+        # gRPC gives up a connection attempt (TCP, TLS) after the channel's minimum reconnect
+        # backoff (asrchannel.tls: 0.5 s at first): UNAVAILABLE, which moves the link; the
+        # heartbeat's deadline (10 s) would move it too
+        wait_on(site, cloud.endpoint, 45, names=("prov1",))
+        log = site.provider_proc.text()  # type: ignore[union-attr]
+        assert "cloud endpoint not answering, moving on" in log and quiet in log, log
+    finally:
+        silent.close()
+
+
+def test_a_front_endpoint_that_hangs_is_left_at_the_heartbeat_deadline(cloud: Cloud, tmp_path: Path) -> None:
+    front = Forwarder(cloud.port)
+    try:
+        serve_endpoints(cloud, [front.endpoint, cloud.endpoint], [f"127.0.0.1:{cloud.reg_port}"])
+        cloud.asr("vault", "create", "v", "--region", "japaneast")
+        site = Site(cloud, tmp_path, "v")
+        site.new_key()
+        assert site.register_provider().returncode == 0
+        site.start_provider()
+        wait_on(site, front.endpoint, names=("prov1",))
+        front.hold()       # connections stay open, nothing answers: only a deadline notices
+        wait_on(site, cloud.endpoint, 45, names=("prov1",))
+        log = site.provider_proc.text()  # type: ignore[union-attr]
+        assert "cloud endpoint not answering, moving on" in log and "DEADLINE_EXCEEDED" in log, log
+    finally:
+        front.stop()
 
 
 def test_clients_move_on_when_their_front_endpoint_goes_away(cloud: Cloud, tmp_path: Path) -> None:
