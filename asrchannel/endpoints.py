@@ -112,19 +112,22 @@ class EndpointOrder:
                 self._failures = 0
                 self._not_before = 0.0
 
-    def failed(self, endpoint: str) -> bool:
-        """A transport failure on ``endpoint``; True when the client moved (another caller may
-        have moved already: failures of calls made before the move are not counted twice)."""
+    def failed(self, endpoint: str) -> int:
+        """A transport failure on ``endpoint``: the failures in a row counting this one when the
+        client moved, 0 when it did not (another caller moved already: failures of calls made
+        before the move are not counted twice)."""
         with self._lock:
             if endpoint != self.endpoints[self._index]:
-                return False
+                return 0
             self._failures += 1
             self._index = (self._index + 1) % len(self.endpoints)
-            rounds = self._failures // len(self.endpoints)
-            if rounds:
+            rounds, within = divmod(self._failures, len(self.endpoints))
+            if within:          # the round goes on: the next endpoint at once
+                self._not_before = 0.0
+            else:               # every endpoint failed once more: back off before the next round
                 backoff = min(self.backoff_max, self.backoff_min * 2 ** (rounds - 1))
                 self._not_before = self.clock() + backoff
-            return True
+            return self._failures
 
     def wait(self) -> float:
         """Seconds to wait before trying the current endpoint (0 while a round is not over)."""
@@ -156,8 +159,12 @@ class FailoverChannel(grpc.Channel):
     def observe(self, endpoint: str, exc: grpc.RpcError, moves_on: frozenset[grpc.StatusCode] = MOVE_ON) -> None:
         """A call on ``endpoint`` failed: move on when its status is one of ``moves_on``."""
         code = exc.code() if hasattr(exc, "code") else None
-        if code in moves_on and self.order.failed(endpoint) and len(self.order.endpoints) > 1:
-            log.warning("cloud endpoint not answering, moving on", extra={"fields": {
+        failures = self.order.failed(endpoint) if code in moves_on else 0
+        if failures and len(self.order.endpoints) > 1:
+            # once per outage at warning (leaving an endpoint that worked); the rounds of an
+            # outage of every endpoint would repeat it every few seconds
+            log.log(logging.WARNING if failures == 1 else logging.DEBUG, "cloud endpoint not answering, moving on",
+                    extra={"fields": {
                 "target": endpoint, "next": self.order.current, "status": getattr(code, "name", str(code)),
                 "detail": exc.details() if hasattr(exc, "details") else str(exc)}})
 

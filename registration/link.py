@@ -61,6 +61,7 @@ class CloudLink:
             self.order, lambda t: client_channel(t, ca, cert, key, proxy, own_connection=True))
         self.site = site_pb2_grpc.SiteStub(self.channel)
         self.moves = 0              # times the link moved to another endpoint (metrics)
+        self._transport_failed = False   # the last heartbeat failed to reach a service
         self._last_target = ""
         self.state = "Unknown"
         self.last_ok = 0.0
@@ -88,6 +89,7 @@ class CloudLink:
         except grpc.RpcError as exc:
             err = from_rpc_error(exc, f"the cloud service at {target}")
             self.channel.observe(target, exc, _HEARTBEAT_MOVES_ON)
+            self._transport_failed = exc.code() in _HEARTBEAT_MOVES_ON
             self._set("Refused" if isinstance(err, AuthError) else "Unreachable", err, target)
             return False
         self.order.succeeded(target)
@@ -128,9 +130,12 @@ class CloudLink:
         while True:
             beat()
             ok = self.heartbeat()
-            # after a failure: the next endpoint at once while a round is not over, then the
-            # order's backoff (never slower than the interval)
-            if stopping.wait(interval if ok else min(interval, self.order.wait())):
+            # after a transport failure: the next endpoint at once while a round is not over,
+            # then the order's backoff (never slower than the interval). An answer that
+            # refused (a removed server) waits the interval: nothing moved, asking again at
+            # once would only hammer the service
+            delay = interval if ok or not self._transport_failed else min(interval, self.order.wait())
+            if stopping.wait(delay):
                 return
 
     def close(self) -> None:

@@ -60,6 +60,7 @@ def test_wraps_round_with_a_doubling_backoff_reset_by_success() -> None:
     waits = []
     for _ in range(8):
         order.failed(order.current)
+        assert order.wait() == 0      # within a round the next endpoint is tried at once
         order.failed(order.current)
         waits.append(order.wait())
     assert waits == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0, 5.0, 5.0]
@@ -68,6 +69,11 @@ def test_wraps_round_with_a_doubling_backoff_reset_by_success() -> None:
     order.failed(order.current)
     order.failed(order.current)
     assert order.wait() == 0.5
+
+
+def test_failed_says_how_many_failures_in_a_row() -> None:
+    order = EndpointOrder(["a:1", "b:1"], Clock())
+    assert order.failed("a:1") == 1 and order.failed("b:1") == 2 and order.failed("b:1") == 0
 
 
 def test_one_endpoint_backs_off_after_each_failure() -> None:
@@ -188,3 +194,74 @@ def test_a_bad_endpoint_list_in_cloudsvc_toml_names_the_key(tmp_path: Path, line
         config.load(str(tmp_path))
     assert info.value.code == "ASR-0014"
     assert key in str(info.value) and "HOST:PORT" in str(info.value), str(info.value)
+
+
+# ---- the heartbeat loop's pace ------------------------------------------------------------------
+class _Refusing(_FakeChannel):
+    def __init__(self, code: grpc.StatusCode) -> None:
+        super().__init__("x", fail=True)
+        self.status = code
+
+    def unary_unary(self, method: str, **_: Any) -> Any:
+        status = self.status
+
+        class _Error(grpc.RpcError):
+            def code(self) -> grpc.StatusCode:
+                return status
+
+            def details(self) -> str:
+                return "refused here"
+
+        def call(request: Any, **__: Any) -> Any:
+            raise _Error()
+        return call
+
+    unary_stream = stream_unary = stream_stream = unary_unary
+
+
+class _Turns:
+    """A stand-in for the loop's ``stopping`` event: records each wait, stops after ``n``."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float) -> bool:
+        self.waits.append(timeout)
+        return len(self.waits) >= self.n
+
+
+def _link(tmp_path: Path, code: grpc.StatusCode) -> Any:
+    from asrclock import SystemClock
+    from registration.link import CloudLink
+
+    for name in ("service_ca.pem", "identity.pem", "identity.key"):
+        (tmp_path / name).write_bytes(b"unused: the channels are fakes")
+    ident = state.SiteIdentity(state_dir=str(tmp_path), vault_id="v", vault_name="v", role="provider", name="p",
+                               identity="spiffe://x", endpoints={"api": ["a:1", "b:1"], "registration": ["a:2"]},
+                               registered_at=1.0)
+    clock = Clock()
+    link = CloudLink(ident, SystemClock(), None, monotonic=clock)
+    link.channel._connect = lambda target: _Refusing(code)
+    return link
+
+
+def test_a_refused_heartbeat_waits_the_interval_and_stays(tmp_path: Path) -> None:
+    # regression: the loop waited the order's backoff after any failure, 0 when nothing had
+    # moved: a removed server heartbeated without pause
+    link = _link(tmp_path, grpc.StatusCode.PERMISSION_DENIED)
+    turns = _Turns(3)
+    link.run_heartbeats(2.0, turns)  # type: ignore[arg-type]
+    assert turns.waits == [2.0, 2.0, 2.0]
+    assert link.target == "a:1" and link.state == "Refused"
+
+
+def test_an_unreachable_heartbeat_moves_at_once_then_backs_off(tmp_path: Path) -> None:
+    link = _link(tmp_path, grpc.StatusCode.UNAVAILABLE)
+    turns = _Turns(3)
+    link.run_heartbeats(2.0, turns)  # type: ignore[arg-type]
+    # a (fails, b at once), b (fails: the round is over, 0.5 s), a (fails, b at once)
+    assert turns.waits == [0.0, 0.5, 0.0]
+    assert link.target == "b:1" and link.state == "Unreachable"
+    status = json.loads((tmp_path / "status.json").read_text())["cloud"]
+    assert status["endpoints"] == ["a:1", "b:1"] and status["target"] == "a:1"
