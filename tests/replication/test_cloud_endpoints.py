@@ -116,19 +116,22 @@ def test_a_front_endpoint_that_hangs_is_left_at_the_heartbeat_deadline(cloud: Cl
         front.stop()
 
 
-def test_clients_move_on_when_their_front_endpoint_goes_away(cloud: Cloud, tmp_path: Path) -> None:
+@pytest.mark.parametrize("via_proxy", [False, True], ids=["direct", "tinyproxy"])
+def test_clients_move_on_when_their_front_endpoint_goes_away(cloud: Cloud, tmp_path: Path, via_proxy: bool) -> None:
     os.environ["ASR_REPL_SEGMENT_BYTES"] = str(MiB)   # the completed calls' chunks are durable
     front = Forwarder(cloud.port)
     try:
-        _front_goes_away(cloud, tmp_path, front)
+        proxy = TinyProxy(cloud.procs, tmp_path, [front.port, cloud.port, cloud.reg_port]).start() if via_proxy \
+            else None
+        _front_goes_away(cloud, tmp_path, front, proxy)
     finally:
         front.stop()
         os.environ.pop("ASR_REPL_SEGMENT_BYTES", None)
 
 
-def _front_goes_away(cloud: Cloud, tmp_path: Path, front: Forwarder) -> None:
+def _front_goes_away(cloud: Cloud, tmp_path: Path, front: Forwarder, proxy: TinyProxy | None) -> None:
     serve_endpoints(cloud, [front.endpoint, cloud.endpoint], [f"127.0.0.1:{cloud.reg_port}"])
-    p = protect(cloud, tmp_path, os_size=16 * MiB, fill=False)
+    p = protect(cloud, tmp_path, os_size=16 * MiB, fill=False, proxy=proxy.url if proxy else "")
     wait_on(p.site, front.endpoint)
     hv = LocalHypervisor(str(p.site.root / "hv01" / "vms"))
     for off in range(0, 12 * MiB, MiB):                      # incompressible content
@@ -158,3 +161,7 @@ def _front_goes_away(cloud: Cloud, tmp_path: Path, front: Forwarder) -> None:
     again = p.once()
     assert again["chunks_sent"] == 1, again
     assert len(p.points()) == 2
+    if proxy is not None:
+        # every connection went through the proxy: to the front first, then to the cloud itself
+        seen = proxy.connects()
+        assert seen.index(front.endpoint) < seen.index(cloud.endpoint), seen
