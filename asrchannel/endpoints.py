@@ -218,12 +218,16 @@ class _FailoverCallable:
         self.serializer = serializer
         self.deserializer = deserializer
         self.streaming_response = streaming_response
+        self._bound_to: dict[str, Any] = {}   # endpoint: the multi-callable on its channel
 
     def _bound(self) -> tuple[str, Any]:
         endpoint = self.owner.order.current
-        make = getattr(self.owner.channel(endpoint), self.kind)
-        return endpoint, make(self.method, request_serializer=self.serializer,
-                              response_deserializer=self.deserializer, _registered_method=True)
+        fn = self._bound_to.get(endpoint)
+        if fn is None:
+            make = getattr(self.owner.channel(endpoint), self.kind)
+            fn = self._bound_to[endpoint] = make(self.method, request_serializer=self.serializer,
+                                                 response_deserializer=self.deserializer, _registered_method=True)
+        return endpoint, fn
 
     def __call__(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         endpoint, fn = self._bound()
