@@ -265,3 +265,21 @@ def test_an_unreachable_heartbeat_moves_at_once_then_backs_off(tmp_path: Path) -
     assert link.target == "b:1" and link.state == "Unreachable"
     status = json.loads((tmp_path / "status.json").read_text())["cloud"]
     assert status["endpoints"] == ["a:1", "b:1"] and status["target"] == "a:1"
+
+
+def test_init_takes_the_endpoints_of_every_service(tmp_path: Path) -> None:
+    from cloudsvc import config
+    from tests.harness import BIN, run
+
+    res = run([str(BIN / "asr-cloudsvc"), "init", "--data-dir", str(tmp_path / "a"), "--listen", "0.0.0.0:7443",
+               "--endpoint", "dr1.example:7443", "--endpoint", "dr2.example:8443", "--json"])
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["endpoints"] == {"api": ["dr1.example:7443", "dr2.example:8443"],
+                                                   "registration": ["dr1.example:7444", "dr2.example:8444"]}
+    cfg = config.load(str(tmp_path / "a"))
+    assert cfg.endpoints == ["dr1.example:7443", "dr2.example:8443"]
+    assert {"dr1.example", "dr2.example"} <= set(cfg.names)      # the certificate answers to both
+    res = run([str(BIN / "asr-cloudsvc"), "init", "--data-dir", str(tmp_path / "b"), "--endpoint", "dr1:7443",
+               "--registration-endpoint", "dr1:7444", "--registration-endpoint", "dr2:7444"])
+    assert res.returncode == 2 and "ASR-0002" in res.stderr and "--registration-endpoint" in res.stderr
+    assert not (tmp_path / "b" / "cloudsvc.toml").exists()
