@@ -135,6 +135,13 @@ class EndpointOrder:
             return max(0.0, self._not_before - self.clock())
 
 
+def _multicallable(kind: str, streaming_response: bool) -> Any:
+    def make(self: FailoverChannel, method: str, request_serializer: Any = None, response_deserializer: Any = None,
+             _registered_method: bool = False) -> Any:
+        return _FailoverCallable(self, kind, method, request_serializer, response_deserializer, streaming_response)
+    return make
+
+
 class FailoverChannel(grpc.Channel):
     """A channel over an :class:`EndpointOrder`: every call goes to the order's current
     endpoint (stubs made once keep working after a move), and a call that fails with
@@ -163,30 +170,16 @@ class FailoverChannel(grpc.Channel):
         if failures and len(self.order.endpoints) > 1:
             # once per outage at warning (leaving an endpoint that worked); the rounds of an
             # outage of every endpoint would repeat it every few seconds
+            fields = {"target": endpoint, "next": self.order.current, "status": getattr(code, "name", str(code)),
+                      "detail": exc.details() if hasattr(exc, "details") else str(exc)}
             log.log(logging.WARNING if failures == 1 else logging.DEBUG, "cloud endpoint not answering, moving on",
-                    extra={"fields": {
-                "target": endpoint, "next": self.order.current, "status": getattr(code, "name", str(code)),
-                "detail": exc.details() if hasattr(exc, "details") else str(exc)}})
+                    extra={"fields": fields})
 
-    def _callable(self, kind: str, method: str, request_serializer: Any, response_deserializer: Any,
-                  streaming_response: bool) -> _FailoverCallable:
-        return _FailoverCallable(self, kind, method, request_serializer, response_deserializer, streaming_response)
-
-    def unary_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
-                    _registered_method: bool = False) -> Any:
-        return self._callable("unary_unary", method, request_serializer, response_deserializer, False)
-
-    def unary_stream(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
-                     _registered_method: bool = False) -> Any:
-        return self._callable("unary_stream", method, request_serializer, response_deserializer, True)
-
-    def stream_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
-                     _registered_method: bool = False) -> Any:
-        return self._callable("stream_unary", method, request_serializer, response_deserializer, False)
-
-    def stream_stream(self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
-                      _registered_method: bool = False) -> Any:
-        return self._callable("stream_stream", method, request_serializer, response_deserializer, True)
+    # the four kinds of multi-callable, bound at call time (_FailoverCallable)
+    unary_unary = _multicallable("unary_unary", streaming_response=False)
+    unary_stream = _multicallable("unary_stream", streaming_response=True)
+    stream_unary = _multicallable("stream_unary", streaming_response=False)
+    stream_stream = _multicallable("stream_stream", streaming_response=True)
 
     def subscribe(self, callback: Any, try_to_connect: bool = False) -> None:
         self.channel(self.order.current).subscribe(callback, try_to_connect)

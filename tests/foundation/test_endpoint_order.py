@@ -246,23 +246,20 @@ def _link(tmp_path: Path, code: grpc.StatusCode) -> Any:
     return link
 
 
-def test_a_refused_heartbeat_waits_the_interval_and_stays(tmp_path: Path) -> None:
+@pytest.mark.parametrize("code,waits,target,state", [
     # regression: the loop waited the order's backoff after any failure, 0 when nothing had
-    # moved: a removed server heartbeated without pause
-    link = _link(tmp_path, grpc.StatusCode.PERMISSION_DENIED)
-    turns = _Turns(3)
-    link.run_heartbeats(2.0, turns)  # type: ignore[arg-type]
-    assert turns.waits == [2.0, 2.0, 2.0]
-    assert link.target == "a:1" and link.state == "Refused"
-
-
-def test_an_unreachable_heartbeat_moves_at_once_then_backs_off(tmp_path: Path) -> None:
-    link = _link(tmp_path, grpc.StatusCode.UNAVAILABLE)
-    turns = _Turns(3)
-    link.run_heartbeats(2.0, turns)  # type: ignore[arg-type]
+    # moved: a removed server (refused) heartbeated without pause
+    (grpc.StatusCode.PERMISSION_DENIED, [2.0, 2.0, 2.0], "a:1", "Refused"),
     # a (fails, b at once), b (fails: the round is over, 0.5 s), a (fails, b at once)
-    assert turns.waits == [0.0, 0.5, 0.0]
-    assert link.target == "b:1" and link.state == "Unreachable"
+    (grpc.StatusCode.UNAVAILABLE, [0.0, 0.5, 0.0], "b:1", "Unreachable"),
+])
+def test_the_heartbeat_pace_after_a_failure(tmp_path: Path, code: grpc.StatusCode, waits: list[float],
+                                            target: str, state: str) -> None:
+    link = _link(tmp_path, code)
+    turns = _Turns(3)
+    link.run_heartbeats(2.0, turns)  # type: ignore[arg-type]
+    assert turns.waits == waits
+    assert link.target == target and link.state == state
     status = json.loads((tmp_path / "status.json").read_text())["cloud"]
     assert status["endpoints"] == ["a:1", "b:1"] and status["target"] == "a:1"
 
