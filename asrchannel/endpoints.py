@@ -5,7 +5,8 @@ call); key files and registrations list all of their addresses. A client follows
 documented order rather than gRPC's own multi-address targets: those need ``ipv4:``/
 ``ipv6:`` targets of literal addresses, while ours are host names that must match the
 server certificate and that an HTTP CONNECT proxy resolves (FIELD-NOTES "gRPC through a
-proxy"): one ``HOST:PORT`` per channel keeps both working.
+proxy"), and through a proxy grpcio 1.85 sends ``CONNECT [A,B]:443`` for such a target
+(measured with tinyproxy): one ``HOST:PORT`` per channel keeps both working.
 
 The order (:class:`EndpointOrder`):
 
