@@ -198,8 +198,11 @@ class PgDatabase(Database):
         super().__init__(display_url(url), migrations, migrate=migrate)
 
     def _connect(self) -> PgConn:
+        # keepalives and a TCP user timeout: a server behind a cut network is noticed (and is
+        # MetadataUnavailable) within about 30 s instead of when the kernel gives up
         raw = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-                              row_factory=_row_factory)
+                              row_factory=_row_factory, keepalives=1, keepalives_idle=10,
+                              keepalives_interval=5, keepalives_count=3, tcp_user_timeout=30_000)
         raw.adapters.register_loader("numeric", _NumberLoader)
         raw.adapters.register_dumper(bool, _BoolAsInt)
         # forced per session, whatever the server's default: an acknowledged point is on disk
