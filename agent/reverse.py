@@ -36,7 +36,7 @@ from agent.hypervisor.store import VmPaths
 from agent.replica.channel import ReplicaChannels
 from agent.runtime import AgentRuntime
 from asrchannel.status import from_rpc_error
-from asrerrors import AsrError, UsageError
+from asrerrors import AsrError, UsageError, storage_error
 from asrpb import control_pb2, failover_pb2, failover_pb2_grpc, replication_pb2, replication_pb2_grpc
 from diskimage import open_disk
 from durablefile import write_atomic
@@ -163,16 +163,24 @@ class ReverseReplication:
                         self._sync(current, full=not current.synced)
                 except AsrError:
                     pass    # recorded in the entry and logged by _sync; the next turn tries again
+                except Exception:  # noqa: BLE001 - a defect must not end every VM's re-protect
+                    log.exception("reverse sync failed unexpectedly", extra={"fields": {"vm": e.vm_name}})
                 finally:
                     lock.release()
 
     # ---- one sync (under the VM's lock) -----------------------------------------------------------------
     def _sync(self, e: Entry, full: bool, report: bool = True) -> SyncResult:
         try:
-            r = self._pull(e, full)
-            if r is None:         # the recovery host's tracking is lost: compare everything
-                r = self._pull(e, True)
-                assert r is not None
+            try:
+                r = self._pull(e, full)
+                if r is None:         # the recovery host's tracking is lost: compare everything
+                    r = self._pull(e, True)
+                    assert r is not None
+            except OSError as exc:
+                # reading or writing this host's disks (a full disk): recorded like any other
+                # failure, so the schedule carries on and the vault hears of it
+                raise storage_error(exc, f"re-protect of {e.vm_name}: cannot write the synced blocks",
+                                    "this host's VM storage") from exc
         except AsrError as exc:
             e.last_error, e.last_sync_at = f"{exc.code}: {exc}", self.rt.clock.now()
             self._save(e)

@@ -48,7 +48,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     if not subs:
         p.set_defaults(command=p.prog.split(" ", 1)[1])
         if not p.get_default("local"):
-            p.add_argument("--endpoint", help="cloud service HOST:PORT (or ASR_ENDPOINT)")
+            p.add_argument("--endpoint", help="cloud service HOST:PORT, or several as HOST:PORT,HOST:PORT (the "
+                                                "first that accepts a connection; or ASR_ENDPOINT)")
             p.add_argument("--credentials", help="operator credential file (or ASR_CREDENTIALS)")
         p.add_argument("--output", "-o", choices=["table", "json"], default="table",
                        help="table for people (default) or json for scripts")

@@ -51,6 +51,7 @@ Exit codes are published for scripts: 0 success, 1 unexpected failure, 2 usage e
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
@@ -370,3 +371,12 @@ def by_code(code: str) -> type[AsrError]:
         if cls.code == code:
             return cls
     return AsrError
+
+
+def storage_error(exc: OSError, what: str, where: str = "the file system") -> StorageError:
+    """An ``OSError`` as this tree's error, so a full disk reaches the user as ASR-0061
+    wherever it happens: ENOSPC/EDQUOT is :class:`DiskFull`, anything else :class:`StorageError`.
+    ``what`` says what was being done, ``where`` which file system filled up."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(f"{what}: no space left on {where}")
+    return StorageError(f"{what}: {exc.strerror or exc}")

@@ -372,9 +372,10 @@ def describe_error(model: type[BaseModel], err: ErrorDetails) -> str:
         return f"unknown key {key}; the keys allowed{' in ' + where if where else ''} are {allowed}"
     info, field_loc = _field_at(model, loc)
     k = kind(info) if info is not None and len(field_loc) == len(loc) else None
-    if k is None and info is not None and typ in TYPE_ERRORS | {"too_short", "string_too_short"} \
+    if k is None and info is not None and typ in TYPE_ERRORS | {"too_short", "string_too_short", REFUSED} \
             and len(field_loc) < len(loc):
-        # an item of an array (hosts[1] = 5): the array's own Kind says what its items are
+        # an item of an array (hosts[1] = 5, endpoints[0] = "h"): the array's own Kind says
+        # what its items are
         k = kind(info)
     if typ == "missing":
         words = k.words if k else _plain_type(info.annotation if info is not None else None)

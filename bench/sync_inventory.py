@@ -114,7 +114,7 @@ def write_lock_cost(url: str, n: int = 300) -> tuple[float, float]:
 
     class NoLock(PgDatabase):
         def _begin(self, conn: PgConn, durable: bool) -> None:
-            conn.execute("BEGIN")
+            conn.raw.execute(b"BEGIN")
 
     out = []
     for cls in (PgDatabase, NoLock):

@@ -5,13 +5,18 @@ A JSON document written 0600::
     {
       "format": "asr-registration-key", "version": 1,
       "vault_id": "...", "vault_name": "...", "region": "japaneast",
-      "endpoints": {"api": "host:port", "registration": "host:port"},
+      "endpoints": {"api": ["dr1:7443", "dr2:7443"], "registration": ["dr1:7444", "dr2:7444"]},
       "service_ca_pem": "...",   # pins the cloud's server certificate
       "vault_ca_pem": "...",     # the vault's issuing CA (client certificates chain to it)
       "secret": "<base64url, 256 bits>",
       "issued_at": 1780000000.0, "expires_at": 1780432000.0,
       "checksum": "<sha256 hex of the canonical JSON of every other field>"
     }
+
+Each endpoint entry is a list of ``HOST:PORT`` (every cloud service process that serves the
+vault, tried in that order: asrchannel.endpoints), or a single ``HOST:PORT`` string: what
+releases before several endpoints wrote, and what is still written when there is only one,
+so such a key file reads the same in every release.
 
 The cloud stores only SHA-256 of the secret. The checksum catches truncation and editing
 on the client before anything is sent; the cloud's hash comparison is what authorises.
@@ -31,6 +36,7 @@ from typing import Any
 from cryptography import x509
 
 import durablefile
+from asrchannel.endpoints import is_hostport
 from asrerrors import KeyFileExpired, KeyFileUnreadable
 
 FORMAT = "asr-registration-key"
@@ -45,7 +51,7 @@ class RegistrationKey:
     vault_id: str
     vault_name: str
     region: str
-    endpoints: dict[str, str]
+    endpoints: dict[str, Any]     # api, registration: "HOST:PORT" or a list of them
     service_ca_pem: str
     vault_ca_pem: str
     secret: str
@@ -67,12 +73,30 @@ class RegistrationKey:
     def to_bytes(self) -> bytes:
         return (json.dumps(asdict(self.sealed()), indent=2, sort_keys=True) + "\n").encode()
 
+    @property
+    def api_endpoints(self) -> list[str]:
+        return _as_list(self.endpoints["api"])
+
+    @property
+    def registration_endpoints(self) -> list[str]:
+        return _as_list(self.endpoints["registration"])
+
     def check_valid(self, now: float, path: str = "the key file") -> None:
         if now >= self.expires_at:
             raise KeyFileExpired(
                 f"registration key {path} for vault {self.vault_name!r} expired at "
                 f"{_iso(self.expires_at)}"
             )
+
+
+def _as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def endpoints_entry(endpoints: list[str]) -> str | list[str]:
+    """How a key file holds a list of endpoints: one as a plain string (readable by releases
+    before several endpoints), several as the list."""
+    return endpoints[0] if len(endpoints) == 1 else list(endpoints)
 
 
 def new_secret() -> str:
@@ -148,12 +172,18 @@ def _text(doc: dict[str, Any], name: str) -> str:
     return ""
 
 
-def _hostport(doc: dict[str, Any], name: str) -> str:
+def _hostports(doc: dict[str, Any], name: str) -> str:
     v = _value(doc, name)
+    if isinstance(v, list):
+        if not v:
+            return "must list at least one HOST:PORT, not an empty list"
+        for item in v:
+            if not isinstance(item, str) or not is_hostport(item):
+                return f"must list HOST:PORT strings with a port from 1 to 65535, not {_shown(item)}"
+        return ""
     if not isinstance(v, str):
-        return f"must be a HOST:PORT string, not {_shown(v)}"
-    host, sep, port = v.rpartition(":")
-    if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"must be a HOST:PORT string or a list of them, not {_shown(v)}"
+    if not is_hostport(v):
         return f"must be HOST:PORT with a port from 1 to 65535, not {v!r}"
     return ""
 
@@ -214,7 +244,7 @@ def _shown(v: Any) -> str:
 _FIELDS = {f.name for f in fields(RegistrationKey)}
 _CHECKS: list[tuple[str, Any]] = [
     ("vault_id", _text), ("vault_name", _text), ("region", _text),
-    ("endpoints", _endpoints), ("endpoints.api", _hostport), ("endpoints.registration", _hostport),
+    ("endpoints", _endpoints), ("endpoints.api", _hostports), ("endpoints.registration", _hostports),
     ("service_ca_pem", _certificate), ("vault_ca_pem", _certificate), ("secret", _secret),
     ("issued_at", _time), ("expires_at", _time), ("checksum", _digest),
 ]

@@ -40,8 +40,19 @@ def cmd_init(args: argparse.Namespace) -> int:
     listen = _hostport(args.listen)
     host, _, port = listen.rpartition(":")
     reg = _hostport(args.registration_listen or f"{host}:{int(port) + 1}")
-    names = list(dict.fromkeys([host.strip("[]"), *args.name, "localhost", "127.0.0.1"]))
+    endpoints = [_hostport(e) for e in args.endpoint]
+    if args.registration_endpoint and len(args.registration_endpoint) != len(endpoints):
+        raise UsageError(f"{len(args.registration_endpoint)} --registration-endpoint for {len(endpoints)} --endpoint",
+                         action="Give one --registration-endpoint per --endpoint (in the same order), or none: "
+                                "each --endpoint's port + 1 is its registration address then.")
+    reg_endpoints = [_hostport(e) for e in args.registration_endpoint] or [
+        f"{h}:{int(p) + 1}" for h, _, p in (e.rpartition(":") for e in endpoints)]
+    # the server certificate must carry every public name: a second service started from a
+    # copy of this data directory answers under the same certificate
+    public = [e.rpartition(":")[0].strip("[]") for e in endpoints + reg_endpoints]
+    names = list(dict.fromkeys([host.strip("[]"), *args.name, *public, "localhost", "127.0.0.1"]))
     cfg = cfgmod.CloudConfig.new(data_dir, listen=listen, registration_listen=reg, names=names,
+                                 endpoints=endpoints, registration_endpoints=reg_endpoints,
                                  database_url=args.database_url)
     os.makedirs(cfg.pki_dir, mode=0o700, exist_ok=True)
     os.makedirs(cfg.storage_dir, exist_ok=True)
@@ -72,7 +83,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     mode = durablefile.PRIVATE if cfg.database_url else durablefile.PUBLIC
     durablefile.write_atomic(os.path.join(data_dir, "cloudsvc.toml"), cfg.to_toml().encode(), mode)
     out = {"data_dir": data_dir, "listen": listen, "registration_listen": reg,
-           "operator_credentials": cfg.operator_credentials, "names": names}
+           "operator_credentials": cfg.operator_credentials, "names": names,
+           "endpoints": cfg.public_endpoints()}
     print(json.dumps(out, indent=2) if args.json else
           f"initialised {data_dir}\n  api: {listen}\n  registration: {reg}\n"
           f"  operator credentials: {cfg.operator_credentials}")
@@ -121,6 +133,12 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--listen", default="127.0.0.1:7443")
     i.add_argument("--registration-listen", default="")
     i.add_argument("--name", action="append", default=[], help="extra DNS name or IP for the server certificate")
+    i.add_argument("--endpoint", action="append", default=[], metavar="HOST:PORT",
+                   help="a cloud service's public API address, once per service in the order clients try them "
+                        "(cloudsvc.toml endpoints; default: --listen only)")
+    i.add_argument("--registration-endpoint", action="append", default=[], metavar="HOST:PORT",
+                   help="the registration address of each --endpoint, in the same order (default: each "
+                        "--endpoint's port + 1)")
     i.add_argument("--database-url", default="", help="postgresql://USER[:PASSWORD]@HOST:PORT/DATABASE: keep "
                    "the metadata in PostgreSQL (the database must exist); default: SQLite in the data directory")
     i.add_argument("--json", action="store_true")

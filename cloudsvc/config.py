@@ -43,6 +43,19 @@ class CloudConfig(ConfigFile):
                                                              'strings), e.g. ["dr.contoso.example", "10.0.0.5"]')] \
         = Field(default_factory=lambda: ["localhost", "127.0.0.1"],
                 description="the names in the server certificate (init: the listen host, `--name`s and these)")
+    # Several serve processes may serve the same vaults (any answers any call); the key files
+    # they write list every one, and providers and agents move between them
+    # (asrchannel.endpoints). Empty: just this process, as its listen addresses say.
+    endpoints: Annotated[list[Address], Kind('array of "HOST:PORT"', 'an array of "HOST:PORT" strings with ports from '
+                                                                    '1 to 65535, e.g. ["dr1.example:7443", '
+                                                                    '"dr2.example:7443"]')] = Field(
+        default_factory=list, description="every cloud service's public API address, in the order clients try them "
+                                          "(key files carry them); []: this service's `listen`")
+    registration_endpoints: Annotated[list[Address], Kind('array of "HOST:PORT"', 'an array of "HOST:PORT" strings '
+                                                                                  'with ports from 1 to 65535, e.g. '
+                                                                                  '["dr1.example:7444"]')] = Field(
+        default_factory=list, description="every cloud service's public registration address, in the order clients "
+                                          "try them; []: this service's `registration_listen`")
     heartbeat_timeout_seconds: Seconds = Field(
         60.0, description="a server whose last heartbeat is older than this shows as NotConnected")
     metrics_listen: MetricsAddress = Field("", description="where to serve Prometheus metrics (plain HTTP); "
@@ -94,6 +107,12 @@ class CloudConfig(ConfigFile):
     @property
     def storage_dir(self) -> str:
         return os.path.join(self.data_dir, "storage")
+
+    def public_endpoints(self) -> dict[str, list[str]]:
+        """What key files name: ``endpoints`` and ``registration_endpoints``, or this
+        service's own listen addresses where they are empty."""
+        return {"api": list(self.endpoints) or [self.listen],
+                "registration": list(self.registration_endpoints) or [self.registration_listen]}
 
     def to_toml(self) -> str:
         return configfile.to_toml(self)

@@ -61,12 +61,13 @@ class Deletion:
             return list(q(sql, (vault_id, name)))  # type: ignore[operator]
 
         out = []
-        clouds = [r["cloud"] for r in rows("SELECT cloud FROM policies WHERE vault_id=? AND"
-                                           " json_extract(policy, '$.storage')=? ORDER BY cloud")]
+        storage = self.db.json_text("policy", "storage")
+        clouds = [r["cloud"] for r in rows(f"SELECT cloud FROM policies WHERE vault_id=? AND {storage}=?"
+                                           " ORDER BY cloud")]
         if clouds:
             out.append(f"the replication policy of cloud(s) {', '.join(clouds)}")
-        vms = [r["name"] for r in rows("SELECT name FROM protected_items WHERE vault_id=? AND"
-                                       " json_extract(policy, '$.storage')=? ORDER BY name")]
+        vms = [r["name"] for r in rows(f"SELECT name FROM protected_items WHERE vault_id=? AND {storage}=?"
+                                       " ORDER BY name")]
         if vms:
             out.append(f"protected VM(s) {', '.join(vms[:20])}")
         points = rows("SELECT count(*) AS n, count(DISTINCT vm_id) AS vms FROM recovery_points"

@@ -158,8 +158,8 @@ class CloudService:
             host = self.config.names[0] if self.config.names else "localhost"
         return f"https://{host}:{port}/"
 
-    def endpoints(self) -> dict[str, str]:
-        return {"api": self.config.listen, "registration": self.config.registration_listen}
+    def endpoints(self) -> dict[str, list[str]]:
+        return self.config.public_endpoints()
 
     def start(self, watch: Watch | None = None) -> None:
         """Start the background work: retention and GC, the job runner, the health watch, and

@@ -95,7 +95,7 @@ class Vaults:
     # registration refuses and that replaces nothing; the CLI writes the file durably, then
     # calls activate_key, which supersedes every older key of the vault in one transaction.
     # A failure in between leaves the older key valid (and the pending one unusable).
-    def generate_key(self, ref: str, valid_days: int, endpoints: dict[str, str]) -> GeneratedKey:
+    def generate_key(self, ref: str, valid_days: int, endpoints: dict[str, list[str]]) -> GeneratedKey:
         if not 1 <= valid_days <= keyfile.MAX_VALID_DAYS:
             raise UsageError(
                 f"--valid-days {valid_days} is out of range",
@@ -105,7 +105,8 @@ class Vaults:
         now = self.clock.now()
         secret = keyfile.new_secret()
         key = keyfile.RegistrationKey(
-            vault_id=v.id, vault_name=v.name, region=v.region, endpoints=endpoints,
+            vault_id=v.id, vault_name=v.name, region=v.region,
+            endpoints={k: keyfile.endpoints_entry(eps) for k, eps in endpoints.items()},
             service_ca_pem=self.service_ca.cert_pem.decode(), vault_ca_pem=v.ca.cert_pem.decode(),
             secret=secret, issued_at=now, expires_at=now + valid_days * 86400,
         ).sealed()

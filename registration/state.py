@@ -4,6 +4,10 @@
     STATE_DIR/identity.pem        client certificate followed by the vault issuing CA
     STATE_DIR/service_ca.pem      pins the cloud's server certificate
     STATE_DIR/registration.json   vault, role, name, endpoints (0600: names the vault)
+
+``endpoints`` holds ``api`` and ``registration``, each a list of ``HOST:PORT`` tried in order
+(asrchannel.endpoints); registrations made before several endpoints hold one string each,
+read as a list of one.
     STATE_DIR/status.json         link state written by the running daemon
 """
 
@@ -15,6 +19,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 
 import durablefile
+from asrchannel.endpoints import check_endpoints
 from asrerrors import NotAuthenticated
 
 
@@ -26,7 +31,7 @@ class SiteIdentity:
     role: str
     name: str
     identity: str
-    endpoints: dict[str, str]
+    endpoints: dict[str, list[str]]
     registered_at: float
     provider: str = ""             # agents: provider name
     provider_address: str = ""     # agents: HOST:PORT the provider listens on
@@ -72,7 +77,7 @@ def load(state_dir: str) -> SiteIdentity:
     try:
         with open(path) as f:
             doc = json.load(f)
-        return SiteIdentity(state_dir=state_dir, **doc)
+        ident = SiteIdentity(state_dir=state_dir, **doc)
     except FileNotFoundError as exc:
         raise NotAuthenticated(
             f"{state_dir} holds no registration",
@@ -80,6 +85,13 @@ def load(state_dir: str) -> SiteIdentity:
         ) from exc
     except (ValueError, TypeError) as exc:
         raise NotAuthenticated(f"{path} is damaged: {exc}", action="Register again with --force.") from exc
+    ends = ident.endpoints if isinstance(ident.endpoints, dict) else {}
+    ident.endpoints = {
+        role: check_endpoints(ends.get(role), f"endpoints.{role} in {path}",
+                              'Set it to a list of "HOST:PORT" (the cloud service\'s addresses, as the key file '
+                              "names them), or register again with --force.")
+        for role in ("api", "registration")}
+    return ident
 
 
 _status_lock = threading.Lock()

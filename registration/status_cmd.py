@@ -39,6 +39,12 @@ def print_status(doc: dict[str, Any]) -> None:
             continue
         last_ok = body.get("last_ok")
         line = f"{section:8}  {body.get('state', '-')}  {body.get('target', '')}"
+        endpoints = body.get("endpoints") or []
+        if len(endpoints) > 1:
+            # the link moves between these (asrchannel.endpoints): say which of them it uses
+            target = body.get("target")
+            which = endpoints.index(target) + 1 if target in endpoints else "?"
+            line += f" (endpoint {which} of {len(endpoints)})"
         line += f"  last success {iso(from_iso(last_ok)) if last_ok else 'never'}"
         if body.get("last_error"):
             line += f"  last error {body['last_error']}"

@@ -167,6 +167,10 @@ class Database:
         """An aggregate joining ``expr``'s values with commas (no portable spelling exists)."""
         return f"GROUP_CONCAT({expr})"
 
+    def json_text(self, column: str, key: str) -> str:
+        """The top-level ``key`` of the JSON object in TEXT ``column`` (no portable spelling)."""
+        return f"json_extract({column}, '$.{key}')"
+
     # --- common -----------------------------------------------------------------------
     def _conn(self) -> Any:
         conn = getattr(self._local, "conn", None)

@@ -38,7 +38,7 @@ from psycopg.adapt import Dumper, Loader
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import Format
 
-from asrerrors import DiskFull, MetadataUnavailable
+from asrerrors import DiskFull, InvalidConfig, MetadataUnavailable
 from sqlitestore.database import Database, Migration
 
 # The advisory lock every write transaction holds: any constant shared by all processes ("asr").
@@ -189,13 +189,20 @@ class PgDatabase(Database):
 
     def __init__(self, url: str, migrations: Sequence[Migration], *, migrate: bool = True) -> None:
         self.url = url
-        params = conninfo_to_dict(url)
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.ProgrammingError:   # its text may quote the URL, password and all
+            raise InvalidConfig("database_url is not a valid PostgreSQL URL",
+                                action="Write it as postgresql://USER[:PASSWORD]@HOST:PORT/DATABASE.") from None
         self.where = f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}"
         super().__init__(display_url(url), migrations, migrate=migrate)
 
     def _connect(self) -> PgConn:
+        # keepalives and a TCP user timeout: a server behind a cut network is noticed (and is
+        # MetadataUnavailable) within about 30 s instead of when the kernel gives up
         raw = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-                              row_factory=_row_factory)
+                              row_factory=_row_factory, keepalives=1, keepalives_idle=10,
+                              keepalives_interval=5, keepalives_count=3, tcp_user_timeout=30_000)
         raw.adapters.register_loader("numeric", _NumberLoader)
         raw.adapters.register_dumper(bool, _BoolAsInt)
         # forced per session, whatever the server's default: an acknowledged point is on disk
@@ -236,11 +243,12 @@ class PgDatabase(Database):
             raise self._unavailable(exc) from exc
 
     def _begin(self, conn: PgConn, durable: bool) -> None:
-        conn.execute("BEGIN")
-        # SQLite's one writer across processes: every writer queues here, before reading anything
-        conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK_KEY,))
+        # SQLite's one writer across processes: every writer queues here, before reading anything.
+        # One round trip for all of it (no parameters: the simple protocol takes several statements)
+        sql = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"
         if not durable:
-            conn.execute("SET LOCAL synchronous_commit TO off")
+            sql += "; SET LOCAL synchronous_commit TO off"
+        conn.raw.execute(sql.encode())
 
     def _commit(self, conn: PgConn) -> None:
         # a COMMIT whose answer is lost is not acknowledged: MetadataUnavailable, via full_disk_errors
@@ -278,6 +286,9 @@ class PgDatabase(Database):
     def group_concat(self, expr: str) -> str:
         # ::text of a DOUBLE PRECISION is its shortest exact form (extra_float_digits >= 1)
         return f"string_agg(({expr})::text, ',')"
+
+    def json_text(self, column: str, key: str) -> str:
+        return f"(({column})::jsonb ->> '{key}')"
 
     def integrity_check(self) -> str:
         self.query("SELECT 1")

@@ -27,6 +27,18 @@ def wanted() -> bool:
     return os.environ.get(ENV, "sqlite") == "postgresql"
 
 
+def require() -> None:
+    """Skip a test of PostgreSQL itself where Debian's server is not installed; in CI (CI=1) or in
+    a PostgreSQL pass that is a failure instead."""
+    if (BIN / "initdb").exists():
+        return
+    import pytest
+
+    if os.environ.get("CI") or wanted():
+        pytest.fail(f"PostgreSQL is not installed ({BIN / 'initdb'} is missing): run deploy/setup.sh as root")
+    pytest.skip("PostgreSQL not installed (Debian package postgresql)")
+
+
 class PgServer:
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="asr-pg-"))

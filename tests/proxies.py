@@ -74,6 +74,8 @@ class CountingProxy:
         self.port = int(self._server.getsockname()[1])
         self._sockets: list[socket.socket] = []
         self._stopped = False
+        self._flowing = threading.Event()   # cleared: tunnels stay open and pass nothing (hold)
+        self._flowing.set()
         self._thread = threading.Thread(target=self._accept, name="counting-proxy", daemon=True)
         self._thread.start()
 
@@ -118,19 +120,26 @@ class CountingProxy:
             conn.sendall(b"HTTP/1.1 403 Forbidden\r\n\r\n")
             conn.close()
             return
-        upstream = socket.create_connection((host, int(port)))
-        with self._lock:
-            self._sockets.append(upstream)
-            if self._stopped:
-                upstream.close()
-                conn.close()
-                return
+        upstream = self._upstream(conn, host, int(port))
+        if upstream is None:
+            return
         conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
         counted = int(port) == self.count_port
         if rest:
             upstream.sendall(rest)
         threading.Thread(target=self._pump, args=(upstream, conn, False), daemon=True).start()
         self._pump(conn, upstream, counted)
+
+    def _upstream(self, conn: socket.socket, host: str, port: int) -> socket.socket | None:
+        """A connection to the target, the proxy's to close at stop (None: stopped meanwhile)."""
+        upstream = socket.create_connection((host, port))
+        with self._lock:
+            self._sockets.append(upstream)
+            if self._stopped:
+                upstream.close()
+                conn.close()
+                return None
+        return upstream
 
     def _pump(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
         try:
@@ -141,6 +150,7 @@ class CountingProxy:
                 if counted:
                     with self._lock:
                         self.arrivals.append((self._time(), len(data)))
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass
@@ -159,8 +169,13 @@ class CountingProxy:
     def now(self) -> float:
         return self._time()
 
+    def hold(self) -> None:
+        """Keep every connection open and pass nothing more: a peer that hangs."""
+        self._flowing.clear()
+
     def stop(self) -> None:
         self._server.close()
+        self._flowing.set()
         with self._lock:
             self._stopped = True
             for s in self._sockets:
@@ -168,3 +183,24 @@ class CountingProxy:
                     s.close()
                 except OSError:
                     pass
+
+
+class Forwarder(CountingProxy):
+    """A plain TCP forwarder from a free loopback port to ``127.0.0.1:target_port``: a "front"
+    address of the cloud service that a test can take away (:meth:`stop` closes the port and
+    every forwarded connection), as a load balancer or a second service going down would.
+    Counts the bytes forwarded to the target like :class:`CountingProxy`."""
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__(target_port)
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _open(self, conn: socket.socket) -> None:
+        upstream = self._upstream(conn, "127.0.0.1", self.count_port)
+        if upstream is None:
+            return
+        threading.Thread(target=self._pump, args=(upstream, conn, False), daemon=True).start()
+        self._pump(conn, upstream, True)

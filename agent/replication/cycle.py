@@ -46,6 +46,7 @@ import grpc
 from agent.hypervisor import LocalHypervisor, Snapshot
 from agent.replication.fingerprints import FP_SIZE, DiskFingerprints, PendingFingerprints, fingerprint
 from agent.replication.throttle import Throttle
+from asrchannel.endpoints import EndpointOrder
 from asrchannel.status import from_rpc_error
 from asrerrors import AsrError, QuiesceFailed
 from asrops.environment import integer, test_hook
@@ -182,15 +183,31 @@ class _Rpc:
         # PutChunks streams go over their own connection when one is given (asrchannel.tls)
         self.bulk = replication_pb2_grpc.ReplicationStub(bulk_channel) if bulk_channel else self.stub
         self.target = target
+        # the cloud's endpoints when the channel follows several (asrchannel.endpoints)
+        self.order: EndpointOrder | None = getattr(channel, "order", None)
         # who answers, for errors: the vault, or a recovery host (site-to-site, agent.replica)
-        self.peer = peer or f"the cloud service at {target}"
+        self._peer = peer
+
+    @property
+    def peer(self) -> str:
+        return self._peer or f"the cloud service at {self.endpoint}"
+
+    @property
+    def endpoint(self) -> str:
+        """Where calls go now."""
+        return self.order.current if self.order is not None else self.target
+
+    @property
+    def endpoints(self) -> int:
+        return len(self.order.endpoints) if self.order is not None else 1
 
     def __call__(self, method: str, request: Any, timeout: float = 300.0) -> Any:
         stub = self.bulk if method == "PutChunks" else self.stub
+        peer = self.peer
         try:
             return getattr(stub, method)(request, timeout=timeout, metadata=self.metadata)
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc, self.peer) from exc
+            raise from_rpc_error(exc, peer) from exc
 
 
 class Cycle:

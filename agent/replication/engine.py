@@ -170,12 +170,34 @@ class Engine:
             if shutdown_first:
                 self.hv.stop(rs.vm_name)
             attempted_at = self.clock.now()
-            cycle = Cycle(self._data_rpc(rs), self.hv, self.pool, self.keys(rs),
-                          progress=lambda p: self._report(rs, p, st),
-                          fingerprint_dir=self.fingerprint_dir / vm_id, epoch=rs.epoch, final=shutdown_first,
-                          throttle=self.throttle, windows=self.windows)
+            rpc = self._data_rpc(rs)
+
+            def new_cycle() -> Cycle:
+                return Cycle(rpc, self.hv, self.pool, self.keys(rs), progress=lambda p: self._report(rs, p, st),
+                             fingerprint_dir=self.fingerprint_dir / vm_id, epoch=rs.epoch, final=shutdown_first,
+                             throttle=self.throttle, windows=self.windows)
+
+            cycle = new_cycle()
             try:
-                res = cycle.run(vm_id, rs.vm_name, app_consistent, st.last_point_id)
+                # An endpoint that stopped answering mid-cycle: the failed call moved the
+                # channel to the next (asrchannel.endpoints), and the cycle runs again there
+                # at once, once per other endpoint. It does not start over: the vault already
+                # holds the chunks sent (any service process reads the same store), and
+                # Missing asks only for the others.
+                moves = getattr(rpc, "endpoints", 1) - 1
+                while True:
+                    at = getattr(rpc, "endpoint", None)
+                    try:
+                        res = cycle.run(vm_id, rs.vm_name, app_consistent, st.last_point_id)
+                        break
+                    except Unreachable as err:
+                        now_at = getattr(rpc, "endpoint", None)
+                        if moves <= 0 or now_at == at:
+                            raise
+                        moves -= 1
+                        log.warning("replication cycle moves to the next cloud endpoint", extra={"fields": {
+                            "vm": rs.vm_name, "from": at, "to": now_at, "error": f"{err.code}: {err}"}})
+                        cycle = new_cycle()
             except Exception as err:
                 if self.metrics is not None:
                     self.metrics.failed(rs.vm_name, err.code if isinstance(err, AsrError) else AsrError.code)

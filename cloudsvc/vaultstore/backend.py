@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from asrerrors import DiskFull, NotFound, StorageError
+from asrerrors import NotFound, StorageError, storage_error
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 # Temp files live beside their target and carry this marker; list() hides them.
@@ -246,9 +246,7 @@ class _DirectWriter:
 
 
 def _os_error(exc: OSError, what: str) -> StorageError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFull(f"{what}: no space left on the storage account's file system")
-    return StorageError(f"{what}: {exc.strerror or exc}")
+    return storage_error(exc, what, "the storage account's file system")
 
 
 class CheckedBackend:

@@ -4,13 +4,15 @@ per session, and the server going away and coming back."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
-from asrerrors import MetadataUnavailable
+from asrerrors import InvalidConfig, MetadataUnavailable
 from cloudsvc.schema import MIGRATIONS
 from sqlitestore.database import Database, IntegrityError, open_database
 from sqlitestore.postgres import PgDatabase, ddl, display_url, translate
@@ -47,6 +49,9 @@ def test_url_password_never_shown() -> None:
         PgDatabase("postgresql://asr:s3cret@127.0.0.1:1/asr", MIGRATIONS)
     text = str(err.value) + repr(err.value.to_dict())
     assert "s3cret" not in text and "127.0.0.1:1" in text and err.value.code == "ASR-0051"
+    with pytest.raises(InvalidConfig) as bad:
+        PgDatabase("postgresql://asr:s3cret@db:5432/asr?nonsense=1", MIGRATIONS)
+    assert "s3cret" not in str(bad.value.to_dict())
 
 
 def test_rows_and_types_like_sqlite(db: Database) -> None:
@@ -165,3 +170,42 @@ def test_server_gone_and_back_reconnects_by_itself() -> None:
         d.close()
     finally:
         pg.destroy()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_the_unportable_spellings_read_the_same(engine: str, tmp_path: Path) -> None:
+    """``json_text`` (storage delete's "who uses it") and ``group_concat`` (the portal's RPO chart)
+    give the same answers on both engines."""
+    d = open_database(pgserver.server().new_database() if engine == "postgresql" else str(tmp_path / "m.db"),
+                      MIGRATIONS)
+    try:
+        with d.write() as conn:
+            conn.execute("INSERT INTO vaults(id, name, region, created_at, ca_cert_pem, ca_key_pem)"
+                         " VALUES ('v1', 'v', 'japaneast', 1, '', '')")
+            for cloud, storage in (("gold", "store1"), ("silver", "store2")):
+                conn.execute("INSERT INTO policies(vault_id, cloud, policy, created_at) VALUES ('v1', ?, ?, 1)",
+                             (cloud, json.dumps({"storage": storage, "retention_hours": 2})))
+            for at in (1_764_000_000.25, 1_764_000_030.5):
+                conn.execute("INSERT INTO recovery_points(vault_id, vm_id, point_id, storage, created_at, kind,"
+                             " uploaded_bytes, changed_blocks, committed_at) VALUES ('v1', 'vm', ?, 's', ?, 'crash',"
+                             " 1, 1, 1)", (f"p{at}", at))
+        assert [r[0] for r in d.query(f"SELECT cloud FROM policies WHERE {d.json_text('policy', 'storage')}=?",
+                                      ("store2",))] == ["silver"]
+        row = d.one(f"SELECT {d.group_concat('created_at')} FROM recovery_points")
+        assert row is not None and sorted(float(t) for t in str(row[0]).split(",")) == [1_764_000_000.25,
+                                                                                         1_764_000_030.5]
+    finally:
+        d.close()
+
+
+def test_a_wrong_database_url_is_refused_without_its_password(tmp_path: Path) -> None:
+    from asrerrors import UsageError
+    from cloudsvc.config import CloudConfig
+
+    with pytest.raises(UsageError) as err:
+        CloudConfig.new(str(tmp_path), database_url="mysql://asr:s3cret@db.example/asr")
+    text = repr(err.value.to_dict())
+    assert "database_url" in text and "postgresql://" in text and "s3cret" not in text
+    assert CloudConfig.new(str(tmp_path), database_url="postgresql://asr@db:5432/asr").database == \
+        "postgresql://asr@db:5432/asr"
+    assert CloudConfig.new(str(tmp_path)).database == str(tmp_path / "metadata.db")

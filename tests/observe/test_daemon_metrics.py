@@ -160,6 +160,8 @@ def test_the_daemons_metrics_equal_what_happened(procs: Procs, tmp_path: Path, m
     assert value(s, "asr_provider_results_reported_total", vault=VAULT, result="ok") == sum(kinds.values())
     assert value(s, "asr_provider_agent_connected", vault=VAULT, host="hv01", cloud="gold") == 1.0
     assert value(s, "asr_cloud_link_state", vault=VAULT, state="Connected") == 1.0
+    assert value(s, "asr_cloud_link_endpoint", vault=VAULT, endpoint=cloud.endpoint) == 1.0
+    assert value(s, "asr_cloud_link_endpoint_moves_total", vault=VAULT) == 0.0
     assert (value(s, "grpc_server_handled_total", grpc_service="asr.v1.HostLink", grpc_method="ReportInventory",
                   grpc_code="OK") or 0) >= 1
 
@@ -177,7 +179,7 @@ def test_the_daemons_metrics_equal_what_happened(procs: Procs, tmp_path: Path, m
     assert value(s, "asr_agent_vms_replicating", vault=VAULT) == 1.0
     assert value(s, "asr_agent_cycles_total", vault=VAULT, vm=p.vm) is None   # `once` ran them, not the daemon
     assert asr_job(p, "failover", "planned", p.vm)["state"] == "Succeeded"
-    final = _rows(cloud, "SELECT * FROM recovery_points ORDER BY created_at DESC, rowid DESC")[0]
+    final = _rows(cloud, "SELECT * FROM recovery_points ORDER BY created_at DESC, committed_at DESC")[0]
     s = _checked(aport)
     assert value(s, "asr_agent_cycles_total", vault=VAULT, vm=p.vm) == 1
     assert value(s, "asr_agent_sent_bytes_total", vault=VAULT, vm=p.vm) == final["uploaded_bytes"]

@@ -8,6 +8,7 @@ process each time, which a test may kill -9).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -63,6 +64,25 @@ class Protected:
         return self.cloud.procs.start("repl-once", [sys.executable, "-m", "agent.replication", "once", self.vm_id,
                                                     "--config", str(self.config), *extra], env=self.cloud.env())
 
+    def start_paused_once(self, messages: int, gate: Path) -> Proc:
+        """Start a cycle that stops inside its PutChunks stream after ``messages`` messages
+        (the test pause of agent/replication/cycle.py) and wait until it has; it goes on once
+        ``gate/go`` exists."""
+        gate.mkdir()
+        os.environ["ASR_TEST_UPLOAD_PAUSE"] = f"{messages}:{gate}"
+        try:
+            proc = self.start_once()
+        finally:
+            os.environ.pop("ASR_TEST_UPLOAD_PAUSE")
+
+        def paused() -> bool:
+            if not proc.alive():
+                raise AssertionError(f"the cycle ended before its upload paused: {proc.text()}")
+            return (gate / "paused").exists()
+
+        wait_for(paused, 120, what="the cycle to pause inside its upload")
+        return proc
+
     def write(self, disk: int, offset: int, length: int, pattern: int) -> None:
         res = agent_vm(self.site, "hv01", "write", self.vm, "--disk", str(disk), "--offset", str(offset),
                        "--length", str(length), "--pattern", str(pattern))
@@ -92,16 +112,19 @@ class Protected:
 
 def protect(cloud: Cloud, root: Path, *, encrypt: bool = False, os_size: int = 8 * MiB, data_size: int = 4 * MiB,
             retention_hours: int = 2, app_hours: int = 0, start: str | None = None,
-            fill: bool = True, blob_connection: str = "", quiesce_hook: list[str] | None = None) -> Protected:
+            fill: bool = True, blob_connection: str = "", quiesce_hook: list[str] | None = None,
+            proxy: str = "") -> Protected:
+    """``proxy``: the provider and the agent register and run through this proxy URL."""
     cloud.asr("vault", "create", "contoso", "--region", "japaneast")
     blob = ["--backend", "blob", "--blob-connection-string", blob_connection] if blob_connection else []
     cloud.asr("storage", "create", "store1", "--vault", "contoso", "--region", "japaneast", *blob)
     site = Site(cloud, root, "contoso")
     site.new_key()
-    res = site.register_provider("prov1", *(["--encryption"] if encrypt else []))
+    res = site.register_provider("prov1", *(["--encryption"] if encrypt else []), proxy=proxy)
     assert res.returncode == 0, res.stderr
-    assert site.register_agent("hv01").returncode == 0
-    site.agent_config("hv01")
+    res = site.register_agent("hv01", proxy=proxy)
+    assert res.returncode == 0, res.stderr
+    site.agent_config("hv01", proxy=proxy)
     d = root / "hv01" / "disks"
     d.mkdir(parents=True, exist_ok=True)
     os_disk, data_disk = d / "vm1-os.vhdx", d / "vm1-data.vhd"
@@ -119,8 +142,8 @@ def protect(cloud: Cloud, root: Path, *, encrypt: bool = False, os_size: int = 8
     vm_id = json.loads(res.stdout)["vm_id"]
     assert agent_vm(site, "hv01", "start", "vm1").returncode == 0
     # the daemons start after the VM exists (the agent must not see a half-created VM)
-    site.start_provider(clouds=CLOUDS)
-    site.start_agent("hv01")
+    site.start_provider(clouds=CLOUDS, proxy=proxy)
+    site.start_agent("hv01", proxy=proxy)
     wait_vms(cloud, {"vm1"})
     args = ["cloud", "protect", "gold", "--vault", "contoso", "--storage", "store1", "--copy-frequency", "30s",
             "--retention-hours", str(retention_hours), "--app-consistent-hours", str(app_hours),

@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 
 from agent.hypervisor import LocalHypervisor
-from tests.harness import Cloud, wait_for
+from tests.harness import Cloud
 from tests.replication.fixture import MiB, protect
 
 SEGMENT = 1 * MiB                  # one PutChunks call per 1 MiB (one 2 MiB message each)
@@ -45,19 +45,9 @@ def _run(cloud: Cloud, tmp_path: Path) -> None:
         stream, kill there, and prove that no point came of it."""
         nonlocal kills
         gate = tmp_path / f"gate{kills}"
-        gate.mkdir()
         kills += 1
-        os.environ["ASR_TEST_UPLOAD_PAUSE"] = f"{messages}:{gate}"
         points = len(p.points())
-        proc = p.start_once()
-        os.environ.pop("ASR_TEST_UPLOAD_PAUSE")
-
-        def paused() -> bool:
-            if not proc.alive():
-                raise AssertionError(f"the cycle ended before its upload paused: {proc.text()}")
-            return (gate / "paused").exists()
-
-        wait_for(paused, 120, what="the cycle to pause inside its upload")
+        proc = p.start_paused_once(messages, gate)
         pid, sent = (int(x) for x in (gate / "paused").read_text().split())
         assert pid == proc.popen.pid and sent == messages
         if kill_cloud:

@@ -113,3 +113,31 @@ def test_reverse_syncs_are_exported_as_metrics() -> None:
     assert value(s, "asr_agent_reverse_last_sync_blocks", vm="web01", recovery_host="hv11") == 4
     assert value(s, "asr_agent_reverse_sync_failing", vm="web01") == 0
     assert value(s, "asr_agent_reverse_sync_failing", vm="db01") == 1
+
+
+def test_a_full_disk_on_the_primary_is_a_recorded_sync_failure(tmp_path: Path) -> None:
+    """Regression: an OSError while the primary writes synced blocks (ENOSPC) escaped as a raw
+    OSError, which the schedule did not catch: the reverse-sync thread ended and re-protect
+    stopped quietly. It is DiskFull (ASR-0061), recorded in the entry like any failure."""
+    import errno
+    from types import SimpleNamespace
+
+    import pytest
+
+    from agent.reverse import Entry, ReverseReplication
+    from asrclock import FakeClock
+    from asrerrors import DiskFull
+
+    rt = SimpleNamespace(config=SimpleNamespace(state_dir=str(tmp_path)), clock=FakeClock(1_800_000_000.0))
+    rep = ReverseReplication(rt)  # type: ignore[arg-type]
+
+    def full(e: Entry, full: bool) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    rep._pull = full  # type: ignore[method-assign]
+    e = Entry("vm-1", "web01", "hv11", "10.0.0.11:7600", "pr-1", 30, synced=True)
+    with pytest.raises(DiskFull, match="web01"):
+        rep._sync(e, full=False, report=False)
+    saved = rep.get("vm-1")
+    assert saved is not None and saved.last_error.startswith("ASR-0061")
+    assert saved.last_sync_at == 1_800_000_000.0
