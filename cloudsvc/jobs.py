@@ -224,6 +224,16 @@ class Jobs:
         row = conn.execute("SELECT owner FROM jobs WHERE id=?", (job_id,)).fetchone()
         return row is not None and row["owner"] == holder
 
+    def ended(self, job_ids: list[str]) -> set[str]:
+        """Which of ``job_ids`` have ended (or no longer exist)."""
+        if not job_ids:
+            return set()
+        marks = ",".join("?" * len(job_ids))
+        open_ = {r["id"] for r in self.db.query(
+            f"SELECT id FROM jobs WHERE id IN ({marks}) AND state NOT IN ({','.join('?' * len(TERMINAL))})",
+            (*job_ids, *TERMINAL))}
+        return set(job_ids) - open_
+
     def owner_of(self, job_id: str) -> str:
         row = self.db.one("SELECT owner FROM jobs WHERE id=?", (job_id,))
         return str(row["owner"]) if row else ""

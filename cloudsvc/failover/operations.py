@@ -325,6 +325,15 @@ class Operations:
         self.wake()
         return job_id
 
+    def forget_ended_keys(self) -> None:
+        """Drop the customer keys of jobs that ended. ``job_done`` drops a job's key when the
+        job ends in this process; with several cloud services the job may end in another (the
+        site's acknowledgement of its last command went there), and the key must not stay in
+        this process's memory for its lifetime."""
+        if self.keys:
+            for job_id in self.jobs.ended(list(self.keys)):
+                self.keys.pop(job_id, None)
+
     # ---- site commands ------------------------------------------------------------------------
     def grant_command(self, conn: Conn, vault_id: str, vm: dict[str, Any]) -> control_pb2.Command:
         """EnableReplication with the item's current epoch: the primary is the active side."""

@@ -184,6 +184,7 @@ class Runner:
             self.advance(job)
         if self.leases.acquire(REAP_LEASE):
             self.recovered.reap()
+        self.ops.forget_ended_keys()
 
     # ---- one job ----------------------------------------------------------------------------
     def advance(self, job: Any) -> None:

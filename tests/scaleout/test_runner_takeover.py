@@ -30,7 +30,7 @@ LEASE_S = 10.0
 
 def _runner(db: Database, clock: FakeClock, holder: str, gate: threading.Event, results: list[bool]) -> Runner:
     jobs = Jobs(db, clock)
-    fake: Any = SimpleNamespace(expire=lambda timeout: 0, reap=lambda: 0)
+    fake: Any = SimpleNamespace(expire=lambda timeout: 0, reap=lambda: 0, forget_ended_keys=lambda: None)
     r = Runner(db, clock, jobs, fake, fake, fake, fake, fake, fake, threading.Event(),
                Leases(db, clock, holder, LEASE_S))
 
