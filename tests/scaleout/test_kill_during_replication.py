@@ -64,8 +64,8 @@ def test_kill9_of_a_service_mid_upload_the_cycle_goes_on_through_the_other(
     # the daemons' links are on B; status names it as the second of the two endpoints
     wait_on(p.site, b.endpoint, 60)
     for cmd, cfg in (("asr-agent", "hv01.toml"), ("asr-provider", "prov1.toml")):
-        out = run([str(BIN / cmd), "status", "--config", str(tmp_path / cfg)], env=b.env())
-        assert out.returncode == 0 and f"{b.endpoint} (endpoint 2 of 2)" in out.stdout, (cmd, out.stdout + out.stderr)
+        st = run([str(BIN / cmd), "status", "--config", str(tmp_path / cfg)], env=b.env())
+        assert st.returncode == 0 and f"{b.endpoint} (endpoint 2 of 2)" in st.stdout, (cmd, st.stdout + st.stderr)
 
     # the next cycle ships only the changed block, through B, and exports exactly too
     hv = LocalHypervisor(str(p.site.root / "hv01" / "vms"))
