@@ -15,6 +15,12 @@ VM's latest point is exported and compared with its disk by ``qemu-img compare``
     .venv/bin/python bench/load.py                 # 5 minutes measured
     .venv/bin/python bench/load.py --long          # 30 minutes
     .venv/bin/python bench/load.py --hosts 2 --vms-per-host 3 --minutes 1   # a quick look
+    .venv/bin/python bench/load.py --minutes 2 --engine postgresql --services 2   # issue 15
+
+``--engine postgresql``: the metadata in a throw-away PostgreSQL server (``tests/pgserver.py``;
+its own processes' CPU is not in the daemons' figures). ``--services 2``: a second cloud
+service B over the same metadata and storage account (``Cloud.clone``); the provider and the
+odd-numbered hosts' agents call A, the even-numbered hosts' agents call B.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from asrpb import operator_pb2  # noqa: E402
 from bench.replication_scale import cpu_seconds, status_kib  # noqa: E402
 from tests.harness import Cloud, Procs, Site, free_port, wait_for  # noqa: E402
 from tests.replication.fixture import MiB, qemu  # noqa: E402
+from tests.scaleout.fixture import point_to  # noqa: E402
 
 BLOCK = 65536
 SAMPLE_S = 5.0
@@ -95,9 +102,19 @@ def latency_p99(before: dict[tuple[str, float], float], after: dict[tuple[str, f
     return res
 
 
-def db_bytes(data_dir: Path) -> int:
-    # the databases themselves: a WAL file grows and is truncated at checkpoints (noise)
-    return sum(f.stat().st_size for f in data_dir.rglob("*.db") if f.is_file())
+def db_bytes(cloud: Cloud) -> int:
+    # the databases themselves: a WAL file grows and is truncated at checkpoints (noise); the
+    # storage accounts' chunk indexes are SQLite files whichever the metadata engine
+    files = sum(f.stat().st_size for f in cloud.data_dir.rglob("*.db") if f.is_file())
+    if not cloud.database_url:
+        return files
+    return files + int(cloud.sql("SELECT pg_database_size(current_database())")[0][0])
+
+
+def metrics_port(cloud: Cloud) -> int:
+    import tomllib
+
+    return int(tomllib.loads((cloud.data_dir / "cloudsvc.toml").read_text())["metrics_listen"].rpartition(":")[2])
 
 
 class Workload(threading.Thread):
@@ -140,21 +157,32 @@ def main() -> int:
     ap.add_argument("--long", action="store_true", help="a 30-minute run (memory slope)")
     ap.add_argument("--disk-mib", type=int, default=64)
     ap.add_argument("--write-interval", type=float, default=1.0, help="seconds between a VM's records")
+    ap.add_argument("--engine", choices=["sqlite", "postgresql"], default="sqlite", help="the metadata engine")
+    ap.add_argument("--services", type=int, choices=[1, 2], default=1, help="cloud services sharing the metadata")
     args = ap.parse_args()
     minutes = 30.0 if args.long else args.minutes
     freq = 30
     root = Path(tempfile.mkdtemp(prefix="bench-load-"))
     procs = Procs(root)
     out: dict[str, Any] = {"machine": f"{platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}",
-                           "hosts": args.hosts, "vms": args.hosts * args.vms_per_host, "minutes": minutes}
+                           "hosts": args.hosts, "vms": args.hosts * args.vms_per_host, "minutes": minutes,
+                           "engine": args.engine, "services": args.services, "load_average_before": os.getloadavg()}
     hvs: dict[str, LocalHypervisor] = {}
+    pg = None
     try:
         t_setup = time.monotonic()
-        cloud = Cloud(procs, root / "cloud")
+        url = ""
+        if args.engine == "postgresql":
+            from tests.pgserver import PgServer
+
+            pg = PgServer().init()
+            url = pg.new_database()
+        cloud = Cloud(procs, root / "cloud", database_url=url)
         mport = free_port()
         cfg = cloud.data_dir / "cloudsvc.toml"
         cfg.write_text(cfg.read_text().replace('metrics_listen = ""', f'metrics_listen = "127.0.0.1:{mport}"'))
         cloud.start()
+        clouds = [cloud] if args.services == 1 else [cloud, cloud.clone(root / "cloud-b").start()]
         cloud.asr("vault", "create", "contoso", "--region", "japaneast")
         cloud.asr("storage", "create", "store1", "--vault", "contoso", "--region", "japaneast")
         site = Site(cloud, root, "contoso")
@@ -165,8 +193,9 @@ def main() -> int:
         base = root / "base.vhdx"
         qemu("qemu-img", "create", "-q", "-f", "vhdx", "-o", "subformat=dynamic,block_size=1M", str(base),
              str(args.disk_mib * MiB))
-        for h in hosts:
+        for k, h in enumerate(hosts):
             assert site.register_agent(h).returncode == 0, h
+            point_to(root / h, clouds[k % len(clouds)])
             site.agent_config(h)
             hv = hvs[h] = LocalHypervisor(str(root / h / "vms"))
             (root / h / "disks").mkdir(parents=True, exist_ok=True)
@@ -198,15 +227,15 @@ def main() -> int:
         out["setup_s"] = round(time.monotonic() - t_setup, 1)
 
         assert cloud.proc is not None and site.provider_proc is not None
-        pids = {"cloudsvc": cloud.proc.popen.pid, "provider": site.provider_proc.popen.pid,
-                **{f"agent-{h}": site.agents[h].popen.pid for h in hosts}}
+        pids = {**{c.name: c.proc.popen.pid for c in clouds if c.proc is not None},
+                "provider": site.provider_proc.popen.pid, **{f"agent-{h}": site.agents[h].popen.pid for h in hosts}}
         work = Workload(hvs, vms, args.write_interval)
         work.start()
         t0 = time.monotonic()
         wall0 = time.time()
         cpu0 = {n: cpu_seconds(p) for n, p in pids.items()}
-        hist0 = scrape(mport)
-        db0 = db_bytes(cloud.data_dir)
+        hist0 = {c.name: scrape(metrics_port(c)) for c in clouds}
+        db0 = db_bytes(cloud)
         rpo: dict[str, list[float]] = defaultdict(list)
         health: dict[str, list[str]] = defaultdict(list)
         rss: dict[str, list[tuple[float, float]]] = defaultdict(list)
@@ -218,22 +247,18 @@ def main() -> int:
             time.sleep(SAMPLE_S)
         elapsed = time.monotonic() - t0
         wall1 = time.time()
-        hist1 = scrape(mport)
-        db1 = db_bytes(cloud.data_dir)
+        hist1 = {c.name: scrape(metrics_port(c)) for c in clouds}
+        db1 = db_bytes(cloud)
         cpu = {n: round(cpu_seconds(p) - cpu0[n], 1) for n, p in pids.items()}
         work.stop_flag.set()
         work.join()
         stopped = time.time()
         # per VM: points in the window, and the gaps between them
-        import sqlite3
-
-        conn = sqlite3.connect(cloud.data_dir / "metadata.db")
         points: dict[str, list[float]] = defaultdict(list)
         names = {v.vm.vm_id: name for name, v in listed().items()}
-        for vm_id, created in conn.execute("SELECT vm_id, created_at FROM recovery_points ORDER BY created_at"):
+        for vm_id, created in cloud.sql("SELECT vm_id, created_at FROM recovery_points ORDER BY created_at"):
             if wall0 - freq <= created <= wall1:
                 points[names.get(vm_id, vm_id)].append(created)
-        conn.close()
         per_vm = {}
         for name in vms:
             ts = points[name]
@@ -254,7 +279,7 @@ def main() -> int:
         out["points_per_vm"] = {"min": min(v["points"] for v in per_vm.values()),
                                 "median": statistics.median(v["points"] for v in per_vm.values()),
                                 "expected": round(elapsed / freq, 1)}
-        out["cloud_rpc"] = latency_p99(hist0, hist1)
+        out["cloud_rpc"] = {c.name: latency_p99(hist0[c.name], hist1[c.name]) for c in clouds}
         out["daemons"] = {n: {"cpu_s": cpu[n], "cpu_share": round(cpu[n] / elapsed, 3),
                               "peak_rss_mib": round(status_kib(p, "VmHWM") / 1024, 1),
                               "rss_slope_mib_per_min": round(slope_mib_per_min(rss[n]), 3),
@@ -269,13 +294,9 @@ def main() -> int:
         out["per_vm"] = per_vm
         # correctness: every VM's latest point (taken after its last record) equals its disk
         def latest_after(name: str) -> str:
-            c2 = sqlite3.connect(cloud.data_dir / "metadata.db")
-            try:
-                row = c2.execute("SELECT point_id FROM recovery_points WHERE vm_id = ? AND created_at > ? "
-                                 "ORDER BY created_at DESC LIMIT 1", (vm_ids[name], stopped)).fetchone()
-                return str(row[0]) if row else ""
-            finally:
-                c2.close()
+            rows = cloud.sql("SELECT point_id FROM recovery_points WHERE vm_id = ? AND created_at > ? "
+                             "ORDER BY created_at DESC LIMIT 1", (vm_ids[name], stopped))
+            return str(rows[0][0]) if rows else ""
 
         vm_ids = {name: vid for vid, name in names.items()}
         wait_for(lambda: all(latest_after(n) for n in vms), 6 * freq, interval=2, what="a point after the last write")
@@ -298,7 +319,10 @@ def main() -> int:
         for hv in hvs.values():
             hv.close()
         procs.stop_all()
+        if pg is not None:
+            pg.destroy()
         shutil.rmtree(root, ignore_errors=True)
+    out["load_average_after"] = os.getloadavg()
     per_vm_doc = out.pop("per_vm", {})
     print(json.dumps(out, indent=2))
     print(json.dumps({"per_vm": per_vm_doc}), file=sys.stderr)
