@@ -172,7 +172,7 @@ def write_lock_cost(url: str, n: int = 300) -> tuple[float, float]:
     """Median ms of a one-row write transaction through PgDatabase, with the advisory lock (as
     shipped) and without it: what one writer across processes costs."""
     from cloudsvc.schema import MIGRATIONS
-    from sqlitestore.postgres import PgConn, PgDatabase
+    from metastore.postgres import PgConn, PgDatabase
 
     class NoLock(PgDatabase):
         def _begin(self, conn: PgConn, durable: bool) -> None:

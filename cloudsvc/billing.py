@@ -40,7 +40,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from asrclock import Clock
 from asrerrors import UsageError
-from sqlitestore.database import Conn, Database
+from metastore.database import Conn, Database
 
 PRICES = {"onprem-to-cloud": Decimal("25.00"), "onprem-to-onprem": Decimal("16.00")}
 PRICE_PER_EXCESS_GB = Decimal("0.05")

@@ -18,7 +18,7 @@ from certs.pki import create_ca, issue_server_cert, make_csr, new_key, sign_csr
 from cloudsvc import config as cfgmod
 from cloudsvc.registrar import add_operator
 from cloudsvc.schema import MIGRATIONS
-from sqlitestore.database import open_database
+from metastore.database import open_database
 
 VERSION = "0.1.0"
 

@@ -16,7 +16,7 @@ from asrclock import Clock
 from asrerrors import AsrError, ServerRemoved, Unreachable, by_code
 from asrpb import control_pb2
 from cloudsvc.jobs import Jobs
-from sqlitestore.database import Conn, Database, Row
+from metastore.database import Conn, Database, Row
 
 
 class Commands:

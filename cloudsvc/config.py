@@ -97,7 +97,7 @@ class CloudConfig(ConfigFile):
 
     @property
     def database(self) -> str:
-        """What :func:`sqlitestore.database.open_database` opens: the URL, else the SQLite file."""
+        """What :func:`metastore.database.open_database` opens: the URL, else the SQLite file."""
         return self.database_url or self.db_path
 
     @property

@@ -31,7 +31,7 @@ from cloudsvc.failover.recovered import Recovered
 from cloudsvc.lifecycle import ItemState, ProtectedItems
 from cloudsvc.replication import Replication
 from cloudsvc.vaults import VaultRow, Vaults
-from sqlitestore.database import Conn, Database, Row
+from metastore.database import Conn, Database, Row
 
 # What the source item's state tells the operator to run instead of deleting its recovered VM.
 _LIFECYCLE_WAY = {

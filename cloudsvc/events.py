@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from asrclock import Clock
-from sqlitestore.database import Conn, Database
+from metastore.database import Conn, Database
 
 MAX_MESSAGE = 2000
 DEFAULT_LIMIT = 200

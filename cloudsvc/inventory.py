@@ -27,7 +27,7 @@ from asrerrors import NotFound, PermissionDenied, UsageError
 from asrpb import control_pb2, inventory_pb2
 from cloudsvc.events import Events, Severity
 from cloudsvc.lifecycle import ProtectedItems
-from sqlitestore.database import Conn, Database, Row
+from metastore.database import Conn, Database, Row
 from vmspec.wire import spec_to_vm, vm_to_spec
 
 

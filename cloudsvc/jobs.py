@@ -28,7 +28,7 @@ from typing import Any
 
 from asrclock import Clock
 from asrerrors import AsrError, NotFound, StateConflict, UsageError
-from sqlitestore.database import Conn, Database, Row
+from metastore.database import Conn, Database, Row
 
 log = logging.getLogger(__name__)
 

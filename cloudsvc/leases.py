@@ -28,7 +28,7 @@ import socket
 
 from asrclock import Clock
 from asrops.environment import seconds
-from sqlitestore.database import Conn, Database
+from metastore.database import Conn, Database
 
 LEASE_SECONDS = seconds("ASR_LEASE_SECONDS")
 

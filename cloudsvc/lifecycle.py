@@ -49,7 +49,7 @@ from asrclock import Clock
 from asrerrors import Fenced, NotFound, SourceMissing, StateConflict
 from asrpb import inventory_pb2
 from cloudsvc.events import EPOCH_ADVANCED, SOURCE_RETURNED, STATE_CHANGED, Events, Severity
-from sqlitestore.database import Conn, Database, Row
+from metastore.database import Conn, Database, Row
 
 
 class ItemState(StrEnum):

@@ -10,7 +10,7 @@ from certs import keyfile
 from cloudsvc.regions import REGIONS
 from cloudsvc.service import CloudService
 from cloudsvc.vaults import VaultRow
-from sqlitestore.database import Row
+from metastore.database import Row
 
 
 def vault_msg(v: VaultRow) -> operator_pb2.Vault:

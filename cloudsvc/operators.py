@@ -27,7 +27,7 @@ from certs.pki import CertKey, key_to_pem, make_csr, new_key, sign_csr
 from cloudsvc.naming import check_name
 from cloudsvc.roles import Role
 from cloudsvc.roles import parse as parse_role
-from sqlitestore.database import Database, Row
+from metastore.database import Database, Row
 
 SESSION_S = 8 * 3600          # a session lasts a working day, then the operator signs in again
 FAILURES_ALLOWED = 5          # wrong passwords in FAILURE_WINDOW_S before sign-in is refused

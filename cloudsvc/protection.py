@@ -23,7 +23,7 @@ from cloudsvc.lifecycle import Item, ItemState, Op, ProtectedItems
 from cloudsvc.replicas import Replicas
 from cloudsvc.sitetosite import ONPREM_TO_CLOUD, ONPREM_TO_ONPREM, SiteToSite
 from cloudsvc.vaults import VaultRow, Vaults
-from sqlitestore.database import Conn, Database, Row
+from metastore.database import Conn, Database, Row
 from vmspec import protection_violations
 
 COPY_FREQUENCIES = (30, 300, 900)

@@ -14,7 +14,7 @@ from cloudsvc.inventory import parse_vm
 from cloudsvc.lifecycle import ItemState, Side, allowed
 from cloudsvc.service import CloudService
 from cloudsvc.sitetosite import Mapping
-from sqlitestore.database import Row
+from metastore.database import Row
 
 LATEST_EVENTS = 3   # shown by asr vm show
 

@@ -26,7 +26,7 @@ from cloudsvc.inventory import Inventory
 from cloudsvc.naming import check_name
 from cloudsvc.roles import Role
 from cloudsvc.vaults import Vaults
-from sqlitestore.database import Conn, Database, Row
+from metastore.database import Conn, Database, Row
 
 
 @dataclass

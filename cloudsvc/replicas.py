@@ -36,7 +36,7 @@ from certs.identity import Identity
 from cloudsvc.events import REPLICA_HEALTH, Events, Severity
 from cloudsvc.lifecycle import Item, ItemState, ProtectedItems
 from cloudsvc.replication import Health, health_of
-from sqlitestore.database import Conn, Database, Row
+from metastore.database import Conn, Database, Row
 
 HEALTHS = ("Normal", "Warning", "Critical")
 # A released pairing is remembered this long, so that its host, back from an outage, is told

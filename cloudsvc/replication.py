@@ -66,7 +66,7 @@ from cloudsvc.vaultstore import (
 )
 from cloudsvc.vaultstore.faultybackend import faults_from_environment
 from cloudsvc.vaultstore.indexdb import pack_bytes_at
-from sqlitestore.database import Conn, Database, Row
+from metastore.database import Conn, Database, Row
 
 log = logging.getLogger(__name__)
 

@@ -4,12 +4,12 @@ Each entry is applied once, in order, in its own transaction, and PRAGMA user_ve
 the schema_version table) records how far a database has come. Never edit a released entry: append
 a new one.
 
-One schema for both engines: entries are SQLite's DDL, which ``sqlitestore.postgres`` types for
+One schema for both engines: entries are SQLite's DDL, which ``metastore.postgres`` types for
 PostgreSQL (INTEGER→BIGINT, REAL→DOUBLE PRECISION, BLOB→BYTEA). Where a statement has no portable
 form, :func:`_with_postgresql` gives the entry a PostgreSQL twin; the SQLite text stays as released.
 """
 
-from sqlitestore.database import Migration
+from metastore.database import Migration
 
 
 def _with_postgresql(script: str, *changes: tuple[str, str]) -> dict[str, str]:

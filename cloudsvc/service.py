@@ -79,7 +79,7 @@ from cloudsvc.schema import MIGRATIONS
 from cloudsvc.sitetosite import SiteToSite
 from cloudsvc.teardown import Teardown
 from cloudsvc.vaults import Vaults
-from sqlitestore.database import open_database
+from metastore.database import open_database
 
 log = logging.getLogger(__name__)
 

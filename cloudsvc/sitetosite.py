@@ -26,7 +26,7 @@ from asrerrors import AlreadyExists, NetworkNotMapped, NoRecoveryHost, NotFound,
 from asrpb import inventory_pb2
 from cloudsvc.events import MAPPING_CHANGED, Events, Severity
 from cloudsvc.inventory import Inventory, loads_policy, networks_of, parse_vm
-from sqlitestore.database import Database, Row
+from metastore.database import Database, Row
 
 ONPREM_TO_ONPREM = "onprem-to-onprem"   # the billing scenario of a VM protected to a target cloud
 ONPREM_TO_CLOUD = "onprem-to-cloud"

@@ -34,7 +34,7 @@ from cloudsvc.lifecycle import ProtectedItems
 from cloudsvc.registrar import Registrar
 from cloudsvc.replication import Replication
 from cloudsvc.vaults import VaultRow, Vaults
-from sqlitestore.database import Conn, Database
+from metastore.database import Conn, Database
 
 KIND = "DeleteVault"
 SITE_DEADLINE_S = seconds("ASR_TEARDOWN_SITE_TIMEOUT")

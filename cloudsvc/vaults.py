@@ -15,7 +15,7 @@ from certs import keyfile
 from certs.pki import CertKey, create_ca
 from cloudsvc.naming import check_name
 from cloudsvc.regions import region
-from sqlitestore.database import Conn, Database, IntegrityError, Row
+from metastore.database import Conn, Database, IntegrityError, Row
 
 
 @dataclass

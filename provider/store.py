@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 from asrpb import control_pb2, hostlink_pb2
-from sqlitestore.database import Database
+from metastore.database import Database
 
 MIGRATIONS = [
     """

@@ -230,7 +230,7 @@ class Cloud:
     def sql(self, query: str, args: tuple[Any, ...] = ()) -> list[Any]:
         """Rows of a read-only query on the service's metadata store, whichever the engine
         (``?`` placeholders; rows by position and by name)."""
-        from sqlitestore.database import Database, open_database
+        from metastore.database import Database, open_database
 
         db: Database = open_database(self.database_url or str(self.data_dir / "metadata.db"), [], migrate=False)
         try:

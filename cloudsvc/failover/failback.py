@@ -21,7 +21,7 @@ from asrerrors import NotFound, PermissionDenied, UsageError
 from asrpb import failover_pb2
 from certs.identity import Identity
 from chunkfmt import BLOCK_SIZE
-from sqlitestore.database import Conn, Database
+from metastore.database import Conn, Database
 
 
 def block_hash(data: bytes) -> bytes:

@@ -38,7 +38,7 @@ from cloudsvc.jobs import Jobs
 from cloudsvc.lifecycle import ItemState, Op, ProtectedItems, refusal, transition
 from cloudsvc.replication import Replication
 from cloudsvc.vaults import VaultRow
-from sqlitestore.database import Conn, Database, Row
+from metastore.database import Conn, Database, Row
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from asrerrors import AlreadyExists, NotFound, UsageError
 from asrpb import failover_pb2
 from cloudsvc.inventory import Inventory
 from cloudsvc.naming import check_name
-from sqlitestore.database import Database, IntegrityError, Row
+from metastore.database import Database, IntegrityError, Row
 
 MAX_VMS = 100
 MAX_GROUPS = 7

@@ -24,7 +24,7 @@ from asrclock import Clock
 from asrerrors import InvalidNetwork, UsageError
 from asrpb import operator_pb2
 from cloudsvc.vaults import VaultRow, Vaults
-from sqlitestore.database import Conn, Database, Row
+from metastore.database import Conn, Database, Row
 
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ from cloudsvc.jobs import Jobs
 from cloudsvc.leases import Leases
 from cloudsvc.lifecycle import ProtectedItems
 from cloudsvc.replication import Replication
-from sqlitestore.database import Database
+from metastore.database import Database
 
 log = logging.getLogger(__name__)
 

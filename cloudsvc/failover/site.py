@@ -36,7 +36,7 @@ from cloudsvc.inventory import Inventory, networks_of
 from cloudsvc.lifecycle import FINAL_POINT_STATES, Item, ItemState, ProtectedItems, Side
 from cloudsvc.replicas import Replicas
 from cloudsvc.sitetosite import SiteToSite
-from sqlitestore.database import Conn, Database, Row
+from metastore.database import Conn, Database, Row
 
 TEST_SUFFIX = "-test"
 

@@ -56,7 +56,7 @@ from cloudsvc.vaultstore import merkle
 from cloudsvc.vaultstore.indexdb import PackRow
 from cloudsvc.vaultstore.packfile import PackBuilder, blob_hash, pack_name, pack_overhead
 from cloudsvc.vaultstore.records import GcStats, PointInfo
-from sqlitestore.database import Conn
+from metastore.database import Conn
 
 if TYPE_CHECKING:
 

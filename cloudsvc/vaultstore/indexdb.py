@@ -2,7 +2,7 @@
 
 Everything another process would need lives here, not in memory (the one exception is the
 not-yet-sealed pack a process is filling, which nothing has acknowledged). The database is
-the project's one SQLite wrapper (``sqlitestore.Database``): WAL, ``synchronous=FULL`` (a
+the project's one SQLite wrapper (``metastore.Database``): WAL, ``synchronous=FULL`` (a
 committed point row survives power loss, which is what lets the cloud acknowledge a point
 as soon as ``commit_point`` returns), one writer lock, ``BEGIN IMMEDIATE``, versioned
 migrations. A full disk is ``DiskFull`` (ASR-0061); any other SQLite failure is a
@@ -27,7 +27,7 @@ from typing import Any
 from asrerrors import StorageError
 from cloudsvc.vaultstore.packfile import PackEntry
 from cloudsvc.vaultstore.records import DiskInfo, PinInfo, PointInfo
-from sqlitestore.database import Conn, Database
+from metastore.database import Conn, Database
 
 # Released entries are never edited. Version 1 is the schema that existed before migrations
 # (hence IF NOT EXISTS: a store made then has user_version 0 and these tables already).
@@ -126,7 +126,7 @@ class IndexDb:
     def _errors(self) -> Iterator[None]:
         try:
             yield
-        except sqlite3.Error as exc:  # a full disk is already DiskFull (sqlitestore)
+        except sqlite3.Error as exc:  # a full disk is already DiskFull (metastore)
             raise StorageError(
                 f"the vault store's index {self.path} failed: {exc}",
                 causes=("The index database is damaged, or another process holds it locked.",),

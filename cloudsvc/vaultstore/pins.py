@@ -30,7 +30,7 @@ from asrclock import Clock
 from asrerrors import AsrError, NotFound
 from cloudsvc.vaultstore.indexdb import IndexDb
 from cloudsvc.vaultstore.records import PinInfo, PointInfo
-from sqlitestore.database import Conn
+from metastore.database import Conn
 
 log = logging.getLogger(__name__)
 

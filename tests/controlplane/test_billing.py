@@ -17,7 +17,7 @@ from asrclock import FakeClock
 from asrerrors import UsageError
 from cloudsvc.billing import GB, Billing, VmUsage, compute, intervals_from_events, month_bounds
 from cloudsvc.schema import MIGRATIONS
-from sqlitestore.database import Database, Migration
+from metastore.database import Database, Migration
 
 
 def ts(day: int, hour: int = 0, month: int = 11) -> float:

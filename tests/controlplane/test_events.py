@@ -9,7 +9,7 @@ from pathlib import Path
 from asrclock import FakeClock
 from cloudsvc.events import EventFilter, Events, Severity
 from cloudsvc.schema import MIGRATIONS
-from sqlitestore.database import Database
+from metastore.database import Database
 
 
 def _events(tmp_path: Path, **kw: float) -> tuple[Events, FakeClock, Database]:

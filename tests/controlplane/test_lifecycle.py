@@ -36,7 +36,7 @@ from cloudsvc.lifecycle import (
     transition,
 )
 from cloudsvc.schema import MIGRATIONS
-from sqlitestore.database import Database
+from metastore.database import Database
 
 S = ItemState
 VAULT = "v1"

@@ -14,7 +14,7 @@ from certs.pki import create_ca
 from cloudsvc.failover.plans import MAX_GROUPS, MAX_VMS, Plans
 from cloudsvc.schema import MIGRATIONS
 from cloudsvc.vaults import Vaults
-from sqlitestore.database import Database
+from metastore.database import Database
 from tests.failover.fixture import VAULT
 from tests.harness import Cloud
 

@@ -189,7 +189,7 @@ def test_proxy_urls_refused(url: str) -> None:
 def test_network_validation(tmp_path: object) -> None:
     from cloudsvc.schema import MIGRATIONS
     from cloudsvc.vaults import Vaults
-    from sqlitestore.database import Database
+    from metastore.database import Database
 
     db = Database(str(tmp_path) + "/m.db", MIGRATIONS)  # type: ignore[operator]
     vaults = Vaults(db, create_ca("t"), FakeClock(), str(tmp_path))

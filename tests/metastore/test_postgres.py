@@ -1,4 +1,4 @@
-"""The PostgreSQL engine of the metadata store (sqlitestore.postgres) against a real server: the
+"""The PostgreSQL engine of the metadata store (metastore.postgres) against a real server: the
 dialect the callers write, the types SQLite gave them, one writer across processes, durability
 per session, and the server going away and coming back."""
 
@@ -14,8 +14,8 @@ import pytest
 
 from asrerrors import InvalidConfig, MetadataUnavailable
 from cloudsvc.schema import MIGRATIONS
-from sqlitestore.database import Database, IntegrityError, open_database
-from sqlitestore.postgres import PgDatabase, ddl, display_url, translate
+from metastore.database import Database, IntegrityError, open_database
+from metastore.postgres import PgDatabase, ddl, display_url, translate
 from tests import pgserver
 from tests.harness import wait_for
 from tests.pgserver import PgServer

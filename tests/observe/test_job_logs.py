@@ -13,7 +13,7 @@ from asrclock import FakeClock
 from asrerrors import NotFound
 from cloudsvc.jobs import Jobs
 from cloudsvc.schema import MIGRATIONS
-from sqlitestore.database import Database
+from metastore.database import Database
 
 
 @pytest.fixture

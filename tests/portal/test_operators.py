@@ -14,7 +14,7 @@ from cloudsvc import roles
 from cloudsvc.operators import FAILURE_WINDOW_S, SESSION_S, Operators
 from cloudsvc.roles import Role
 from cloudsvc.schema import MIGRATIONS
-from sqlitestore.database import Database
+from metastore.database import Database
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from sqlitestore.database import Database
+from metastore.database import Database
 from tests.scaleout.fixture import metadata_db
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudsvc.schema import MIGRATIONS
-from sqlitestore.database import Database, open_database
+from metastore.database import Database, open_database
 from tests.harness import Cloud, Procs
 
 

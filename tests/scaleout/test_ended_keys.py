@@ -13,7 +13,7 @@ from asrerrors import JobFailed
 from chunkfmt import CustomerKey
 from cloudsvc.failover.operations import Operations
 from cloudsvc.jobs import Jobs
-from sqlitestore.database import Database
+from metastore.database import Database
 
 
 def test_keys_of_jobs_that_ended_elsewhere_are_dropped(db: Database) -> None:

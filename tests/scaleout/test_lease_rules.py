@@ -18,7 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from asrclock import FakeClock
 from cloudsvc.jobs import Jobs
 from cloudsvc.leases import Leases
-from sqlitestore.database import Database
+from metastore.database import Database
 from tests.scaleout.fixture import metadata_db
 
 PERIOD = 10.0

@@ -20,7 +20,7 @@ from cloudsvc.failover.runner import Runner
 from cloudsvc.failover.steps import Step, StepKind
 from cloudsvc.jobs import Jobs
 from cloudsvc.leases import Leases
-from sqlitestore.database import Database
+from metastore.database import Database
 from tests.harness import wait_for
 from tests.scaleout.fixture import metadata_db
 

@@ -17,7 +17,7 @@ from cloudsvc.lifecycle import ProtectedItems
 from cloudsvc.replication import Replication
 from cloudsvc.schema import MIGRATIONS
 from cloudsvc.vaults import Vaults
-from sqlitestore.database import Database, open_database
+from metastore.database import Database, open_database
 from tests import pgserver
 
 

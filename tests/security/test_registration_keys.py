@@ -31,7 +31,7 @@ from asrpb import operator_pb2, operator_pb2_grpc
 from certs import keyfile
 from certs.pki import create_ca
 from cloudsvc.schema import MIGRATIONS
-from sqlitestore.database import Database
+from metastore.database import Database
 from tests.harness import BIN, Cloud, run
 from tests.security.conftest import World
 

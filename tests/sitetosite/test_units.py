@@ -36,7 +36,7 @@ from cloudsvc.replication import Replication
 from cloudsvc.schema import MIGRATIONS
 from cloudsvc.sitetosite import Mapping, SiteToSite
 from cloudsvc.vaults import Vaults
-from sqlitestore.database import Database
+from metastore.database import Database
 from tests.agent.fakes import VAULT as AGENT_VAULT
 from tests.agent.fakes import FakeReplication, make_host
 

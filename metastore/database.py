@@ -16,7 +16,7 @@ Each thread gets its own connection (so readers never wait for each other or for
 Callers write one SQL dialect, the subset both engines accept: ``?`` placeholders,
 ``INSERT ... ON CONFLICT (...) DO UPDATE/NOTHING``, ``RETURNING`` instead of ``lastrowid``, no
 two-argument MAX/MIN, no GROUP_CONCAT. :func:`open_database` picks the engine from a path or a
-``postgresql://`` URL; ``sqlitestore.postgres`` translates the little that differs (placeholders,
+``postgresql://`` URL; ``metastore.postgres`` translates the little that differs (placeholders,
 column types of the migrations). :class:`Row` and :class:`Conn` are what callers may rely on.
 """
 
@@ -91,7 +91,7 @@ def statements(script: str) -> list[str]:
 
 
 class Database:
-    """The SQLite engine; :class:`sqlitestore.postgres.PgDatabase` overrides the engine hooks."""
+    """The SQLite engine; :class:`metastore.postgres.PgDatabase` overrides the engine hooks."""
 
     engine = "sqlite"
 
@@ -277,7 +277,7 @@ def open_database(target: str, migrations: Sequence[Migration], *, migrate: bool
     """The metadata store at ``target``: a ``postgresql://`` (or ``postgres://``) URL, or an
     SQLite file path."""
     if target.startswith(("postgresql://", "postgres://")):
-        from sqlitestore.postgres import PgDatabase
+        from metastore.postgres import PgDatabase
 
         return PgDatabase(target, migrations, migrate=migrate)
     return Database(target, migrations, migrate=migrate)

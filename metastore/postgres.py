@@ -1,6 +1,6 @@
-"""PostgreSQL as the metadata engine: the :class:`~sqlitestore.database.Database` API over psycopg 3.
+"""PostgreSQL as the metadata engine: the :class:`~metastore.database.Database` API over psycopg 3.
 
-Callers keep writing the portable SQL of ``sqlitestore.database``; this module changes only what
+Callers keep writing the portable SQL of ``metastore.database``; this module changes only what
 cannot be written portably:
 
 * ``?`` placeholders become ``%s`` (and a literal ``%`` becomes ``%%``, psycopg's escape);
@@ -39,7 +39,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import Format
 
 from asrerrors import DiskFull, InvalidConfig, MetadataUnavailable
-from sqlitestore.database import Database, Migration
+from metastore.database import Database, Migration
 
 # The advisory lock every write transaction holds: any constant shared by all processes ("asr").
 WRITE_LOCK_KEY = 0x617372
