@@ -25,7 +25,8 @@ long as a recovered VM needs them (``pins``).
 
 State lives in the metadata DB (``replication_status``, ``recovery_points``; this module is
 their only writer) and in each store's index DB under
-``DATA_DIR/replication/<vault>/<storage>.index.db``: nothing another process would need is
+``DATA_DIR/replication/<vault>/<storage>.index.db`` (a blob account's in a schema of the PostgreSQL
+database when the metadata is there: ``index_location``): nothing another process would need is
 kept only in memory.
 
 Health: with copy frequency F, a protected VM whose latest point is older than
@@ -65,8 +66,9 @@ from cloudsvc.vaultstore import (
     points_to_keep,
 )
 from cloudsvc.vaultstore.faultybackend import faults_from_environment
-from cloudsvc.vaultstore.indexdb import pack_bytes_at
+from cloudsvc.vaultstore.indexdb import IndexLocation, PgIndex, pack_bytes_at, pg_schema
 from metastore.database import Conn, Database, Row
+from metastore.postgres import PgDatabase
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +214,7 @@ class Replication:
             cached = self._stores.get(key)
             if cached is not None:
                 made_at, st = cached
-                if made_at == row["created_at"] and os.path.exists(st.index_db_path):
+                if made_at == row["created_at"] and st.db.exists():
                     return st
                 # this process's open copy is of a store that is gone: drop it
                 del self._stores[key]
@@ -223,12 +225,38 @@ class Replication:
             else:
                 backend = LocalDirBackend(row["location"])
             os.makedirs(os.path.join(self.root, vault_id), exist_ok=True)
-            st = VaultStore(faults_from_environment(backend), self.index_path(vault_id, storage), self.clock)
+            where = self.index_location(vault_id, storage, row["backend"])
+            st = VaultStore(faults_from_environment(backend), where, self.clock)
+            if isinstance(where, PgIndex):
+                self._adopt_sqlite_index(st, self.sqlite_index_path(vault_id, storage))
             self._stores[key] = (row["created_at"], st)
             return st
 
-    def index_path(self, vault_id: str, storage: str) -> str:
+    def index_location(self, vault_id: str, storage: str, backend: str) -> IndexLocation:
+        """Where an account's index lives. A blob account's follows the metadata into PostgreSQL
+        (one schema per account), so cloud service processes on any machine share it; otherwise,
+        and for a local directory account (which one machine holds anyway), an SQLite file."""
+        if backend == "blob" and isinstance(self.db, PgDatabase):
+            return PgIndex(self.db.url, pg_schema(vault_id, storage))
+        return self.sqlite_index_path(vault_id, storage)
+
+    def sqlite_index_path(self, vault_id: str, storage: str) -> str:
         return os.path.join(self.root, vault_id, f"{storage}.index.db")
+
+    @staticmethod
+    def _adopt_sqlite_index(st: VaultStore, path: str) -> None:
+        """A blob account indexed in SQLite before its index moved to PostgreSQL (an upgrade): copy
+        the file's rows in once, then set the file aside (kept, renamed, for the operator)."""
+        if not os.path.exists(path):
+            return
+        rows = st.db.adopt(path)
+        for suffix in ("-wal", "-shm", ""):   # the main file last: it is what this check looks for
+            try:
+                os.replace(path + suffix, path + ".moved-to-postgresql" + suffix)
+            except FileNotFoundError:
+                pass   # none, or another process set it aside first
+        log.warning("the index of storage account %s was moved from %s into PostgreSQL (%d rows); the file "
+                    "is kept as %s.moved-to-postgresql", st.db.path, path, rows, path)
 
     def drop_store(self, vault_id: str, storage: str) -> VaultStore | None:
         """Forget an open store (vault teardown destroys it next)."""
@@ -572,10 +600,10 @@ class Replication:
         replicated data (its store's index exists): pack bytes, as ``VaultStore.storage_bytes``.
         A store not open in this process is read without opening it (``pack_bytes_at``)."""
         out = []
-        for vid, storage in self._storages(None):
+        for vid, storage, backend in self.db.query("SELECT vault_id, name, backend FROM storage_accounts"):
             with self._lock:
                 cached = self._stores.get((vid, storage))
-            size = cached[1].storage_bytes() if cached else pack_bytes_at(self.index_path(vid, storage))
+            size = cached[1].storage_bytes() if cached else pack_bytes_at(self.index_location(vid, storage, backend))
             if size is not None:
                 out.append((vid, storage, size))
         return out

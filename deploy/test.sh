@@ -18,12 +18,14 @@ if [ -n "${ASR_TEST_DATABASE:-}" ] || [ $# -gt 0 ]; then
 fi
 ASR_TEST_DATABASE=sqlite "${pytest[@]}"
 [ "${ASR_TEST_PG:-1}" = 0 ] && exit 0
-# about 8 minutes on 2 cores: control plane, lifecycle, failover, replication, security, observe
+# about 8 minutes on 2 cores: control plane, lifecycle, failover, replication, security, observe, and
+# the chunk index of blob accounts (tests/vaultstore's blob cases, two services sharing no directory)
 PG_TESTS=(tests/controlplane tests/security tests/failover/test_unplanned.py
           tests/failover/test_plans.py tests/failover/test_planned_failback.py tests/replication/test_points.py
           tests/replication/test_retention.py tests/replication/test_billing_metered.py
           tests/lifecycle/test_refusals.py tests/lifecycle/test_ownership.py tests/observe/test_daemon_metrics.py
-          tests/sitetosite/test_site_to_site.py tests/portal/test_operators.py)
+          tests/sitetosite/test_site_to_site.py tests/portal/test_operators.py
+          tests/vaultstore "tests/scaleout/test_two_services.py::test_replication_alternates_between_two_services[blob]")
 [ "${ASR_TEST_PG_FULL:-0}" = 1 ] && PG_TESTS=(tests)
 echo "PostgreSQL pass: ${PG_TESTS[*]}"
 ASR_TEST_DATABASE=postgresql exec "${pytest[@]}" "${PG_TESTS[@]}"

@@ -63,16 +63,18 @@ class Conn(Protocol):
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> Cursor: ...
 
 
-def _integrity_errors() -> tuple[type[Exception], ...]:
+def _engine_errors(name: str) -> tuple[type[Exception], ...]:
     try:
         import psycopg
     except ImportError:  # pragma: no cover - psycopg is a dependency; SQLite alone still works
-        return (sqlite3.IntegrityError,)
-    return (sqlite3.IntegrityError, psycopg.IntegrityError)
+        return (getattr(sqlite3, name),)
+    return (getattr(sqlite3, name), getattr(psycopg, name))
 
 
 # What a duplicate key or a broken constraint raises, whichever the engine: ``except IntegrityError``.
-IntegrityError: tuple[type[Exception], ...] = _integrity_errors()
+IntegrityError: tuple[type[Exception], ...] = _engine_errors("IntegrityError")
+# Any error of either engine (``sqlite3.Error``, ``psycopg.Error``): what a store maps to its own errors.
+DatabaseError: tuple[type[Exception], ...] = _engine_errors("Error")
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -157,7 +159,8 @@ class Database:
     def _set_version(self, conn: Any, version: int) -> None:
         conn.execute(f"PRAGMA user_version={version}")
 
-    def _ddl(self, stmt: str) -> str:
+    def ddl(self, stmt: str) -> str:
+        """A statement of the migrations' dialect (SQLite's column types) in this engine's."""
         return stmt
 
     def integrity_check(self) -> str:
@@ -261,7 +264,7 @@ class Database:
                 if self._version(conn) >= version:
                     continue
                 for stmt in statements(script_for(migration, self.engine)):
-                    conn.execute(self._ddl(stmt))
+                    conn.execute(self.ddl(stmt))
                 self._set_version(conn, version)
 
     def close(self) -> None:

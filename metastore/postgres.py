@@ -28,6 +28,7 @@ resumes by itself when PostgreSQL is back. The URL's password is never shown.
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -79,6 +80,7 @@ _DDL = [
     (re.compile(r"\bINTEGER\b", re.I), "BIGINT"),
     (re.compile(r"\bREAL\b", re.I), "DOUBLE PRECISION"),
     (re.compile(r"\bBLOB\b", re.I), "BYTEA"),
+    (re.compile(r"\)\s*WITHOUT\s+ROWID\b", re.I), ")"),   # an SQLite storage choice; no meaning here
 ]
 
 
@@ -184,11 +186,24 @@ class PgConn:
         self.raw.close()
 
 
+def lock_key(schema: str) -> int:
+    """The advisory lock key of the writers of ``schema`` (a signed 64-bit integer)."""
+    return int.from_bytes(hashlib.blake2b(schema.encode(), digest_size=8).digest(), "big", signed=True)
+
+
 class PgDatabase(Database):
     engine = "postgresql"
 
-    def __init__(self, url: str, migrations: Sequence[Migration], *, migrate: bool = True) -> None:
+    def __init__(self, url: str, migrations: Sequence[Migration], *, migrate: bool = True,
+                 schema: str | None = None) -> None:
+        """``schema``: the tables live in that schema of the database (made by the first
+        migration), not in ``public``: how several stores' chunk indexes share the metadata's
+        database, each with its own writer lock (as each has its own SQLite file)."""
         self.url = url
+        self.schema = schema
+        if schema is not None and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
+            raise ValueError(f"unusable schema name {schema!r}")
+        self.lock_key = WRITE_LOCK_KEY if schema is None else lock_key(schema)
         try:
             params = conninfo_to_dict(url)
         except psycopg.ProgrammingError:   # its text may quote the URL, password and all
@@ -208,6 +223,8 @@ class PgDatabase(Database):
         # forced per session, whatever the server's default: an acknowledged point is on disk
         raw.execute("SET synchronous_commit TO on")
         raw.execute("SET TIME ZONE 'UTC'")
+        if self.schema is not None:   # checked to be a plain identifier in __init__
+            raw.execute(f"SET search_path TO {self.schema}".encode())
         return PgConn(raw)
 
     def _drop(self) -> None:
@@ -245,7 +262,7 @@ class PgDatabase(Database):
     def _begin(self, conn: PgConn, durable: bool) -> None:
         # SQLite's one writer across processes: every writer queues here, before reading anything.
         # One round trip for all of it (no parameters: the simple protocol takes several statements)
-        sql = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"
+        sql = f"BEGIN; SELECT pg_advisory_xact_lock({self.lock_key})"
         if not durable:
             sql += "; SET LOCAL synchronous_commit TO off"
         conn.raw.execute(sql.encode())
@@ -267,6 +284,8 @@ class PgDatabase(Database):
         pass
 
     def _version(self, conn: Any) -> int:
+        if self.schema is not None:   # under the write lock: concurrent starts do not race
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
         row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
         return int(row[0] or 0)
@@ -280,7 +299,7 @@ class PgDatabase(Database):
         conn.execute("DELETE FROM schema_version")
         conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
 
-    def _ddl(self, stmt: str) -> str:
+    def ddl(self, stmt: str) -> str:
         return ddl(stmt)
 
     def group_concat(self, expr: str) -> str:

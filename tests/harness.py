@@ -182,20 +182,23 @@ class Cloud:
         wait_for(self.healthy, 30, what="cloudsvc health")
         return self.proc
 
-    def clone(self, data_dir: Path, name: str = "cloudsvc-b") -> Cloud:
+    def clone(self, data_dir: Path, name: str = "cloudsvc-b", share_indexes: bool = True) -> Cloud:
         """A second cloud service over the same vaults (issue 15): its data directory is a copy
         of this one's configuration and PKI with its own listen addresses, and shares this
         one's metadata database, storage accounts and store indexes (symlinks: SQLite follows
-        them, so both processes use one database file and its WAL). Not started."""
+        them, so both processes use one database file and its WAL). ``share_indexes=False``:
+        its own ``replication/`` directory, as on another machine (a blob account's index is
+        then shared only through PostgreSQL). Not started."""
         import tomllib
 
         data_dir.mkdir(parents=True)
         shutil.copytree(self.data_dir / "pki", data_dir / "pki", symlinks=True)
         shutil.copy2(self.credentials, data_dir / "operator.json")
-        for shared in ("storage", "replication"):   # made now: a symlink to nothing is useless
+        dirs = ("storage", "replication") if share_indexes else ("storage",)
+        for shared in dirs:   # made now: a symlink to nothing is useless
             (self.data_dir / shared).mkdir(exist_ok=True)
         # the metadata: one SQLite file, or the PostgreSQL database the copied database_url names
-        for shared in ("storage", "replication") + (() if self.database_url else ("metadata.db",)):
+        for shared in dirs + (() if self.database_url else ("metadata.db",)):
             (data_dir / shared).symlink_to(self.data_dir / shared)
         doc = tomllib.loads((self.data_dir / "cloudsvc.toml").read_text())
         other = Cloud.__new__(Cloud)

@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from cloudsvc.vaultstore.store import VaultStore
 
 # A blob the collector must keep: reachable from a marked point, or protected by a session.
-_KEPT = "(c.id IN (SELECT id FROM temp.reach) OR c.id IN (SELECT id FROM session_chunks))"
+_KEPT = "(c.id IN (SELECT id FROM reach) OR c.id IN (SELECT id FROM session_chunks))"
 _SETTLE_ATTEMPTS = 100
 
 
@@ -72,21 +72,19 @@ class _Marker:
 
     def __init__(self, store: VaultStore) -> None:
         self.store = store
-        db = store.db
-        for table in ("reach", "marked"):
-            db.query(f"DROP TABLE IF EXISTS temp.{table}")
-        db.query("CREATE TEMP TABLE reach (id BLOB PRIMARY KEY) WITHOUT ROWID")
-        db.query("CREATE TEMP TABLE marked (point_id TEXT PRIMARY KEY)")
+        # unqualified names: both engines look in the connection's temporary tables first
+        store.db.temp_table("reach", "id BLOB PRIMARY KEY")
+        store.db.temp_table("marked", "point_id TEXT PRIMARY KEY")
 
     def close(self) -> None:
         for table in ("reach", "marked"):
-            self.store.db.query(f"DROP TABLE IF EXISTS temp.{table}")
+            self.store.db.drop_temp(table)
 
     def mark(self, points: Iterable[PointInfo]) -> int:
         store, db = self.store, self.store.db
 
         def first_visit(nid: bytes) -> bool:
-            return db.fill_temp("INSERT OR IGNORE INTO temp.reach VALUES (?)", [(nid,)]) > 0
+            return db.fill_temp("INSERT INTO reach VALUES (?) ON CONFLICT DO NOTHING", [(nid,)]) > 0
 
         count = 0
         for point in points:
@@ -99,9 +97,9 @@ class _Marker:
                     descend=first_visit,
                 ):
                     if level == 0:
-                        db.fill_temp("INSERT OR IGNORE INTO temp.reach VALUES (?)",
+                        db.fill_temp("INSERT INTO reach VALUES (?) ON CONFLICT DO NOTHING",
                                      [(c,) for c in node.ids if c != ZERO_ID])
-            db.fill_temp("INSERT OR IGNORE INTO temp.marked VALUES (?)", [(point.point_id,)])
+            db.fill_temp("INSERT INTO marked VALUES (?) ON CONFLICT DO NOTHING", [(point.point_id,)])
             count += 1
         return count
 
@@ -112,7 +110,7 @@ class _Marker:
         for _ in range(_SETTLE_ATTEMPTS):
             with db.tx() as conn:
                 new = [r[0] for r in conn.execute(
-                    "SELECT point_id FROM points WHERE point_id NOT IN (SELECT point_id FROM temp.marked)")]
+                    "SELECT point_id FROM points WHERE point_id NOT IN (SELECT point_id FROM marked)")]
                 if not new:
                     step(conn)
                     return
@@ -240,8 +238,8 @@ def _repack(store: VaultStore, marker: _Marker, rows: list[PackRow], stats: GcSt
 
     for row in rows:
         kept = db.query(
-            f"SELECT c.id, c.kind, c.offset, c.length, c.hash FROM chunks c "
-            f"WHERE c.pack = ? AND {_KEPT} ORDER BY c.offset",
+            f'SELECT c.id, c.kind, c."offset", c.length, c.hash FROM chunks c '
+            f'WHERE c.pack = ? AND {_KEPT} ORDER BY c."offset"',
             (row.name,),
         )
         data = backend.get(row.name)

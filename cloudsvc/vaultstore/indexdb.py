@@ -18,47 +18,80 @@ A point is deleted by retention only in a transaction that first finds no unexpi
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from asrerrors import StorageError
+from asrerrors import AsrError, StorageError
 from cloudsvc.vaultstore.packfile import PackEntry
 from cloudsvc.vaultstore.records import DiskInfo, PinInfo, PointInfo
-from metastore.database import Conn, Database
+from durablefile import fsync_dir
+from metastore.database import Conn, Database, DatabaseError, Migration
+from portablefile import locked
 
 # Released entries are never edited. Version 1 is the schema that existed before migrations
 # (hence IF NOT EXISTS: a store made then has user_version 0 and these tables already).
-MIGRATIONS = [
-    """
-CREATE TABLE IF NOT EXISTS packs (
-    name TEXT PRIMARY KEY, size INTEGER NOT NULL, state TEXT NOT NULL, created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS chunks (
-    id BLOB PRIMARY KEY, kind INTEGER NOT NULL, pack TEXT NOT NULL,
-    offset INTEGER NOT NULL, length INTEGER NOT NULL, hash BLOB NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks (pack);
-CREATE TABLE IF NOT EXISTS points (
-    point_id TEXT PRIMARY KEY, vm_id TEXT NOT NULL, created_at REAL NOT NULL, kind TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS points_by_vm ON points (vm_id, created_at);
-CREATE TABLE IF NOT EXISTS point_disks (
-    point_id TEXT NOT NULL REFERENCES points (point_id) ON DELETE CASCADE,
-    disk_index INTEGER NOT NULL, virtual_size INTEGER NOT NULL, fanout INTEGER NOT NULL,
-    root BLOB NOT NULL, PRIMARY KEY (point_id, disk_index)
-);
-CREATE TABLE IF NOT EXISTS sessions (
-    session_id TEXT PRIMARY KEY, vm_id TEXT NOT NULL, opened_at REAL NOT NULL,
-    touched_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS session_chunks (
-    session_id TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
-    id BLOB NOT NULL, PRIMARY KEY (session_id, id)
-) WITHOUT ROWID
-""",
+MIGRATIONS: list[Migration] = [
+    # PostgreSQL: "offset" is a reserved word there, quoted (the SQL below quotes it for both)
+    {"sqlite": """
+    CREATE TABLE IF NOT EXISTS packs (
+        name TEXT PRIMARY KEY, size INTEGER NOT NULL, state TEXT NOT NULL, created_at REAL NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS chunks (
+        id BLOB PRIMARY KEY, kind INTEGER NOT NULL, pack TEXT NOT NULL,
+        offset INTEGER NOT NULL, length INTEGER NOT NULL, hash BLOB NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks (pack);
+    CREATE TABLE IF NOT EXISTS points (
+        point_id TEXT PRIMARY KEY, vm_id TEXT NOT NULL, created_at REAL NOT NULL, kind TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS points_by_vm ON points (vm_id, created_at);
+    CREATE TABLE IF NOT EXISTS point_disks (
+        point_id TEXT NOT NULL REFERENCES points (point_id) ON DELETE CASCADE,
+        disk_index INTEGER NOT NULL, virtual_size INTEGER NOT NULL, fanout INTEGER NOT NULL,
+        root BLOB NOT NULL, PRIMARY KEY (point_id, disk_index)
+    );
+    CREATE TABLE IF NOT EXISTS sessions (
+        session_id TEXT PRIMARY KEY, vm_id TEXT NOT NULL, opened_at REAL NOT NULL,
+        touched_at REAL NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS session_chunks (
+        session_id TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
+        id BLOB NOT NULL, PRIMARY KEY (session_id, id)
+    ) WITHOUT ROWID
+    """,
+     "postgresql": """
+    CREATE TABLE packs (
+        name TEXT PRIMARY KEY, size INTEGER NOT NULL, state TEXT NOT NULL, created_at REAL NOT NULL
+    );
+    CREATE TABLE chunks (
+        id BLOB PRIMARY KEY, kind INTEGER NOT NULL, pack TEXT NOT NULL,
+        "offset" INTEGER NOT NULL, length INTEGER NOT NULL, hash BLOB NOT NULL
+    );
+    CREATE INDEX chunks_by_pack ON chunks (pack);
+    CREATE TABLE points (
+        point_id TEXT PRIMARY KEY, vm_id TEXT NOT NULL, created_at REAL NOT NULL, kind TEXT NOT NULL
+    );
+    CREATE INDEX points_by_vm ON points (vm_id, created_at);
+    CREATE TABLE point_disks (
+        point_id TEXT NOT NULL REFERENCES points (point_id) ON DELETE CASCADE,
+        disk_index INTEGER NOT NULL, virtual_size INTEGER NOT NULL, fanout INTEGER NOT NULL,
+        root BLOB NOT NULL, PRIMARY KEY (point_id, disk_index)
+    );
+    CREATE TABLE sessions (
+        session_id TEXT PRIMARY KEY, vm_id TEXT NOT NULL, opened_at REAL NOT NULL,
+        touched_at REAL NOT NULL
+    );
+    CREATE TABLE session_chunks (
+        session_id TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
+        id BLOB NOT NULL, PRIMARY KEY (session_id, id)
+    )
+    """},
     # Pins; and session protection looked up by id (the collector's "kept" test, per blob).
     """
 CREATE TABLE pins (
@@ -92,10 +125,54 @@ class PackRow:
     created_at: float
 
 
-def pack_bytes_at(path: str) -> int | None:
-    """Bytes of the packs an index DB at ``path`` knows, read without opening a store (read-only:
-    it never creates or migrates a file; a metrics scrape must not resurrect a store a vault
+@dataclass(frozen=True)
+class PgIndex:
+    """A store's index as one schema of a PostgreSQL database: where a blob account's index
+    lives when the metadata is in PostgreSQL, so that every cloud service process, on any
+    machine, shares it (an SQLite file is shared only by processes of one machine)."""
+
+    url: str
+    schema: str
+
+    def __str__(self) -> str:
+        from metastore.postgres import display_url
+
+        return f"{display_url(self.url)} (schema {self.schema})"
+
+
+# Where a store's index lives: an SQLite file (its path), or a PostgreSQL schema.
+IndexLocation = str | PgIndex
+
+
+def pg_schema(vault_id: str, storage: str) -> str:
+    """The schema of an account's index: readable, and distinct for names that differ only in
+    case or punctuation (the digest), within PostgreSQL's 63 bytes."""
+    readable = re.sub(r"[^a-z0-9]", "_", storage.lower())[:20]
+    digest = hashlib.blake2b(f"{vault_id}/{storage}".encode(), digest_size=4).hexdigest()
+    return f"ix_{re.sub(r'[^a-z0-9]', '_', vault_id.lower())[:16]}_{readable}_{digest}"
+
+
+def _pg(location: PgIndex, migrate: bool) -> Database:
+    from metastore.postgres import PgDatabase
+
+    return PgDatabase(location.url, MIGRATIONS if migrate else [], migrate=migrate, schema=location.schema)
+
+
+def pack_bytes_at(location: IndexLocation) -> int | None:
+    """Bytes of the packs an index at ``location`` knows, read without opening a store (read-only:
+    it never creates or migrates an index; a metrics scrape must not resurrect a store a vault
     teardown just destroyed). None when there is no such index."""
+    if isinstance(location, PgIndex):
+        db = _pg(location, migrate=False)
+        try:
+            return int(db.query("SELECT COALESCE(SUM(size), 0) FROM packs")[0][0])
+        except DatabaseError:   # no such schema (yet, or any more)
+            return None
+        except AsrError:   # no server
+            return None
+        finally:
+            db.close()
+    path = location
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
     except sqlite3.OperationalError:
@@ -113,11 +190,90 @@ def _batches(ids: list[bytes]) -> Iterator[list[bytes]]:
         yield ids[i : i + _BATCH]
 
 
+def destroy_index(location: IndexLocation) -> None:
+    """Delete an index: its SQLite files, or its PostgreSQL schema. Idempotent."""
+    if isinstance(location, PgIndex):
+        db = _pg(location, migrate=False)
+        try:
+            with db.write() as conn:
+                conn.execute(f"DROP SCHEMA IF EXISTS {location.schema} CASCADE")
+        except DatabaseError as exc:
+            raise StorageError(f"cannot delete the vault store's index {location}: {exc}") from exc
+        finally:
+            db.close()
+        return
+    for suffix in ("", "-wal", "-shm", "-journal", ".collector.lock"):
+        try:
+            os.unlink(location + suffix)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(f"cannot delete the vault store's index {location}{suffix}: {exc}") from exc
+    fsync_dir(os.path.dirname(location) or ".")
+
+
 class IndexDb:
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, location: IndexLocation) -> None:
+        self.location = location
+        self.path = str(location)   # what messages name
         with self._errors():
-            self.database = Database(path, MIGRATIONS)
+            self.database = _pg(location, migrate=True) if isinstance(location, PgIndex) else \
+                Database(location, MIGRATIONS)
+
+    def adopt(self, path: str) -> int:
+        """Copy the SQLite index at ``path`` into this (PostgreSQL) index, in one transaction, if
+        this one holds nothing yet; returns the rows copied. How a blob account indexed before its
+        index followed the metadata into PostgreSQL keeps its points: the caller renames the file
+        afterwards, and a crash before that only makes the next call find this index not empty."""
+        tables = {"packs": "name, size, state, created_at", "chunks": 'id, kind, pack, "offset", length, hash',
+                  "points": "point_id, vm_id, created_at, kind",
+                  "point_disks": "point_id, disk_index, virtual_size, fanout, root",
+                  "sessions": "session_id, vm_id, opened_at, touched_at", "session_chunks": "session_id, id",
+                  "pins": "pin_id, point_id, holder, created_at, expires_at"}
+        source = Database(path, MIGRATIONS)   # migrated first: an old file may lack pins
+        copied = 0
+        try:
+            with self.tx() as conn:
+                if conn.execute("SELECT 1 FROM packs UNION ALL SELECT 1 FROM points LIMIT 1").fetchone():
+                    return 0
+                for table, columns in tables.items():   # parents first: the foreign keys hold
+                    rows = [tuple(r) for r in source.query(f"SELECT {columns} FROM {table}")]
+                    marks = ", ".join("?" * len(columns.split(",")))
+                    conn.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+                    copied += len(rows)
+        finally:
+            source.close()
+        return copied
+
+    def exists(self) -> bool:
+        """Whether the index is still there (another process may have destroyed the store)."""
+        if isinstance(self.location, PgIndex):
+            return bool(self.query("SELECT 1 FROM pg_namespace WHERE nspname = ?", (self.location.schema,)))
+        return os.path.exists(self.location)
+
+    @contextmanager
+    def collector_lock(self) -> Iterator[None]:
+        """Exclusive across every process sharing the index, and released with a holder that
+        dies: a lock file beside an SQLite index; a session advisory lock on this thread's
+        connection to PostgreSQL (gone with the connection)."""
+        if not isinstance(self.location, PgIndex):
+            with locked(self.location + ".collector.lock"):
+                yield
+            return
+        from metastore.postgres import lock_key
+
+        key = lock_key(self.location.schema + ".collector")
+        with self._errors():
+            self.database.query("SELECT pg_advisory_lock(?)", (key,))
+        try:
+            yield
+        finally:
+            try:
+                self.database.query("SELECT pg_advisory_unlock(?)", (key,))
+            except DatabaseError:
+                pass   # the connection is gone, and the lock with it
+            except AsrError:
+                pass
 
     def close(self) -> None:
         self.database.close()
@@ -126,7 +282,7 @@ class IndexDb:
     def _errors(self) -> Iterator[None]:
         try:
             yield
-        except sqlite3.Error as exc:  # a full disk is already DiskFull (metastore)
+        except DatabaseError as exc:  # a full disk is already DiskFull, no server MetadataUnavailable
             raise StorageError(
                 f"the vault store's index {self.path} failed: {exc}",
                 causes=("The index database is damaged, or another process holds it locked.",),
@@ -144,6 +300,14 @@ class IndexDb:
     def query(self, sql: str, args: Iterable[object] = ()) -> list[Any]:
         with self._errors():
             return self.database.query(sql, tuple(args))
+
+    def temp_table(self, name: str, columns: str) -> None:
+        """(Re)make the TEMP table ``name`` on this thread's connection (see ``fill_temp``)."""
+        self.drop_temp(name)
+        self.fill_temp(self.database.ddl(f"CREATE TEMP TABLE {name} ({columns})"), [()])
+
+    def drop_temp(self, name: str) -> None:
+        self.fill_temp(f"DROP TABLE IF EXISTS {name}", [()])
 
     def fill_temp(self, sql: str, rows: Iterable[tuple[object, ...]]) -> int:
         """Run ``sql`` for each row on this thread's connection, outside any write
@@ -166,7 +330,7 @@ class IndexDb:
         for batch in _batches(list(ids)):
             marks = ",".join("?" * len(batch))
             rows = self.query(
-                f"SELECT id, kind, pack, offset, length, hash FROM chunks WHERE id IN ({marks})",
+                f'SELECT id, kind, pack, "offset", length, hash FROM chunks WHERE id IN ({marks})',
                 batch,
             )
             for r in rows:
@@ -175,8 +339,8 @@ class IndexDb:
 
     def chunks_in_pack(self, pack: str) -> list[tuple[bytes, Location]]:
         rows = self.query(
-            "SELECT id, kind, pack, offset, length, hash FROM chunks "
-            "WHERE pack = ? ORDER BY offset",
+            'SELECT id, kind, pack, "offset", length, hash FROM chunks '
+            'WHERE pack = ? ORDER BY "offset"',
             (pack,),
         )
         return [(r[0], Location(r[1], r[2], r[3], r[4], r[5])) for r in rows]
@@ -185,8 +349,8 @@ class IndexDb:
     def pack_begin(self, name: str, size: int, now: float) -> None:
         with self.tx() as c:
             c.execute(
-                "INSERT OR IGNORE INTO packs (name, size, state, created_at) "
-                "VALUES (?, ?, 'writing', ?)",
+                "INSERT INTO packs (name, size, state, created_at) "
+                "VALUES (?, ?, 'writing', ?) ON CONFLICT DO NOTHING",
                 (name, size, now),
             )
 
@@ -194,9 +358,11 @@ class IndexDb:
     def pack_commit(conn: Conn, name: str, entries: list[PackEntry], replace: bool) -> None:
         """Index a durable pack's entries (inside the caller's transaction). ``replace`` moves
         existing ids to this pack (repacking); otherwise the first stored copy wins."""
-        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        conflict = ('(id) DO UPDATE SET kind = excluded.kind, pack = excluded.pack, "offset" = excluded."offset", '
+                    "length = excluded.length, hash = excluded.hash") if replace else "DO NOTHING"
         conn.executemany(
-            f"{verb} INTO chunks (id, kind, pack, offset, length, hash) VALUES (?, ?, ?, ?, ?, ?)",
+            f'INSERT INTO chunks (id, kind, pack, "offset", length, hash) VALUES (?, ?, ?, ?, ?, ?) '
+            f"ON CONFLICT {conflict}",
             [(e.id, e.kind, name, e.offset, e.length, e.hash) for e in entries],
         )
         conn.execute("UPDATE packs SET state = 'live' WHERE name = ?", (name,))
@@ -244,7 +410,8 @@ class IndexDb:
         rows = [(session_id, i) for i in ids]
         with self.tx(durable=False) as c:
             c.execute("UPDATE sessions SET touched_at = ? WHERE session_id = ?", (now, session_id))
-            c.executemany("INSERT OR IGNORE INTO session_chunks (session_id, id) VALUES (?, ?)", rows)
+            c.executemany("INSERT INTO session_chunks (session_id, id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                          rows)
 
     def session_close(self, session_id: str) -> None:
         with self.tx() as c:
@@ -318,8 +485,9 @@ class IndexDb:
     @staticmethod
     def pin_insert(conn: Conn, pin: PinInfo, now: float) -> None:
         conn.execute(
-            "INSERT OR REPLACE INTO pins (pin_id, point_id, holder, created_at, expires_at) "
-            "VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO pins (pin_id, point_id, holder, created_at, expires_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (pin_id) DO UPDATE SET point_id = excluded.point_id, holder = excluded.holder, "
+            "created_at = excluded.created_at, expires_at = excluded.expires_at",
             (pin.pin_id, pin.point_id, pin.holder, now, pin.expires_at),
         )
 

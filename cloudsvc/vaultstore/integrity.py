@@ -203,11 +203,9 @@ def rebuild_index(store: VaultStore) -> RebuildResult:
     The caller holds the store's locks with nothing being sealed; other processes must not
     upload to the store meanwhile."""
     db, backend = store.db, store.backend
-    db.query("DROP TABLE IF EXISTS temp.rebuilt_packs")
-    db.query("DROP TABLE IF EXISTS temp.rebuilt_chunks")
-    db.query("CREATE TEMP TABLE rebuilt_packs (name TEXT PRIMARY KEY, size INTEGER NOT NULL)")
-    db.query("CREATE TEMP TABLE rebuilt_chunks (id BLOB PRIMARY KEY, kind INTEGER NOT NULL, pack TEXT NOT NULL, "
-             "offset INTEGER NOT NULL, length INTEGER NOT NULL, hash BLOB NOT NULL) WITHOUT ROWID")
+    db.temp_table("rebuilt_packs", "name TEXT PRIMARY KEY, size INTEGER NOT NULL")
+    db.temp_table("rebuilt_chunks", 'id BLOB PRIMARY KEY, kind INTEGER NOT NULL, pack TEXT NOT NULL, '
+                  '"offset" INTEGER NOT NULL, length INTEGER NOT NULL, hash BLOB NOT NULL')
     packs = blobs = 0
     damaged: list[str] = []
     try:
@@ -218,9 +216,9 @@ def rebuild_index(store: VaultStore) -> RebuildResult:
             except (DataCorrupt, NotFound):  # NotFound: deleted since the listing
                 damaged.append(name)
                 continue
-            db.fill_temp("INSERT INTO temp.rebuilt_packs VALUES (?, ?)", [(name, size)])
+            db.fill_temp("INSERT INTO rebuilt_packs VALUES (?, ?)", [(name, size)])
             blobs += db.fill_temp(
-                "INSERT OR IGNORE INTO temp.rebuilt_chunks VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO rebuilt_chunks VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [(e.id, e.kind, name, e.offset, e.length, e.hash) for e in entries],
             )
             packs += 1
@@ -229,10 +227,10 @@ def rebuild_index(store: VaultStore) -> RebuildResult:
             conn.execute("DELETE FROM chunks")
             conn.execute("DELETE FROM packs")
             conn.execute("INSERT INTO packs (name, size, state, created_at) "
-                         "SELECT name, size, 'live', ? FROM temp.rebuilt_packs", (now,))
-            conn.execute("INSERT INTO chunks (id, kind, pack, offset, length, hash) "
-                         "SELECT id, kind, pack, offset, length, hash FROM temp.rebuilt_chunks")
+                         "SELECT name, size, 'live', ? FROM rebuilt_packs", (now,))
+            conn.execute('INSERT INTO chunks (id, kind, pack, "offset", length, hash) '
+                         'SELECT id, kind, pack, "offset", length, hash FROM rebuilt_chunks')
     finally:
-        db.query("DROP TABLE IF EXISTS temp.rebuilt_packs")
-        db.query("DROP TABLE IF EXISTS temp.rebuilt_chunks")
+        db.drop_temp("rebuilt_packs")
+        db.drop_temp("rebuilt_chunks")
     return RebuildResult(packs=packs, blobs=blobs, damaged_packs=damaged)

@@ -22,7 +22,6 @@ Write ordering (each step must be complete before the next begins):
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 from collections import OrderedDict, deque
@@ -39,7 +38,7 @@ from asrerrors import AsrError, DataCorrupt, NotFound, StateConflict, StorageErr
 from chunkfmt import ID_SIZE, ZERO_ID, decode_chunk, encode_chunk, parse_header
 from cloudsvc.vaultstore import merkle
 from cloudsvc.vaultstore.backend import Backend, CheckedBackend
-from cloudsvc.vaultstore.indexdb import IndexDb, Location
+from cloudsvc.vaultstore.indexdb import IndexDb, IndexLocation, Location, destroy_index
 from cloudsvc.vaultstore.packfile import KIND_CHUNK, KIND_NODE, PACK_PREFIX, PackBuilder, blob_hash, pack_name
 from cloudsvc.vaultstore.pins import DEFAULT_LEASE_S, PinKeeper
 from cloudsvc.vaultstore.records import (
@@ -54,8 +53,6 @@ from cloudsvc.vaultstore.records import (
     VerifyResult,
 )
 from cloudsvc.vaultstore.retention import RetentionPolicy, points_to_keep
-from durablefile import fsync_dir
-from portablefile import locked
 
 DEFAULT_PACK_SIZE = 16 * 1024 * 1024
 # Object name prefixes this store owns in its storage account (what ``destroy`` removes).
@@ -79,7 +76,7 @@ class VaultStore:
     def __init__(
         self,
         backend: Backend,
-        index_db_path: str,
+        index: IndexLocation,
         clock: Clock,
         pack_size: int = DEFAULT_PACK_SIZE,
         fanout: int = merkle.DEFAULT_FANOUT,
@@ -96,8 +93,8 @@ class VaultStore:
             raise ValueError("fanout must be at least 2")
         # Every backend is held to the error contract (OSError -> StorageError/DiskFull).
         self.backend: Backend = backend if isinstance(backend, CheckedBackend) else CheckedBackend(backend)
-        self.index_db_path = index_db_path
-        self.db = IndexDb(index_db_path)
+        self.index = index
+        self.db = IndexDb(index)
         self.clock = clock
         self.pack_size = pack_size
         self.fanout = fanout
@@ -674,10 +671,10 @@ class VaultStore:
     @contextmanager
     def _collecting(self) -> Iterator[None]:
         """One collection (or index rebuild) of this store at a time: in this process (the
-        thread lock) and in every cloud service process sharing the index (a lock file beside
-        it; held by an open file, so it goes with a process that dies). ``collector`` assumes
-        it is alone."""
-        with self._gc_lock, locked(self.index_db_path + ".collector.lock"):
+        thread lock) and in every cloud service process sharing the index
+        (``IndexDb.collector_lock``: a lock file, or a PostgreSQL advisory lock; either goes
+        with a process that dies). ``collector`` assumes it is alone."""
+        with self._gc_lock, self.db.collector_lock():
             yield
 
     def storage_bytes(self) -> int:
@@ -691,10 +688,10 @@ class VaultStore:
         with self.lock:
             self._pack, self._pack_frames = PackBuilder(), {}
         self.close()
-        destroy_store(self.backend, self.index_db_path)
+        destroy_store(self.backend, self.index)
 
 
-def destroy_store(backend: Backend, index_db_path: str) -> None:
+def destroy_store(backend: Backend, index: IndexLocation) -> None:
     """Delete a store's index DB files, then every object under ``OWNED_PREFIXES``.
 
     Idempotent, and needs no open store: the storage account's own listing says what is
@@ -702,14 +699,7 @@ def destroy_store(backend: Backend, index_db_path: str) -> None:
     goes first: a half-deleted store is then an index-less heap of packs that nothing reads
     (a rebuild would restore chunk rows, never points), not an index whose points name
     deleted packs. Close every VaultStore on this index first."""
-    for suffix in ("", "-wal", "-shm", "-journal", ".collector.lock"):
-        try:
-            os.unlink(index_db_path + suffix)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise StorageError(f"cannot delete the vault store's index {index_db_path}{suffix}: {exc}") from exc
-    fsync_dir(os.path.dirname(index_db_path) or ".")
+    destroy_index(index)
     for prefix in OWNED_PREFIXES:
         for name in list(backend.list(prefix)):
             backend.delete(name)

@@ -13,9 +13,9 @@ from metastore.database import Database, open_database
 from tests.harness import Cloud, Procs
 
 
-def two_services(procs: Procs, root: Path) -> tuple[Cloud, Cloud]:
+def two_services(procs: Procs, root: Path, share_indexes: bool = True) -> tuple[Cloud, Cloud]:
     a = Cloud(procs, root / "cloud-a").start()
-    b = a.clone(root / "cloud-b").start()
+    b = a.clone(root / "cloud-b", share_indexes=share_indexes).start()
     return a, b
 
 

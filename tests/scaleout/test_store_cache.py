@@ -56,7 +56,7 @@ def test_a_store_another_process_deleted_is_not_used(tmp_path: Path) -> None:
         repl_a.store(vault.id, "store1")
         new = repl_b.store(vault.id, "store1")
         assert new is not old and new.db.points() == []
-        assert Path(new.index_db_path).exists()
+        assert new.db.exists()
         # and once the account is gone, B says so
         _delete(db_a, vaults_a, repl_a, vault.id)
         with pytest.raises(NotFound):

@@ -2,7 +2,9 @@
 through one is used through the other; replication alternates between them point by point
 and every point exports exactly (judged by qemu-img compare), through either service; a
 command queued through B reaches the provider whose command stream is served by A. The storage
-account is a local directory, or a blob container (Azurite) both reach by its connection string."""
+account is a local directory, or a blob container (Azurite) both reach by its connection string.
+With the metadata in PostgreSQL the services share no directory for a blob account, as on two
+machines: its chunk index is a schema of the database, not a file either of them has."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import pgserver
 from tests.failover.fixture import compare
 from tests.harness import Procs
 from tests.replication.fixture import MiB, protect
@@ -21,7 +24,8 @@ def test_replication_alternates_between_two_services(procs: Procs, tmp_path: Pat
                                                      request: pytest.FixtureRequest) -> None:
     # blob: the storage account is a container of Azurite's, reached by both by its connection string
     blob = str(request.getfixturevalue("azurite")) if backend == "blob" else ""
-    a, b = two_services(procs, tmp_path)
+    across_machines = bool(blob) and pgserver.wanted()
+    a, b = two_services(procs, tmp_path, share_indexes=not across_machines)
     p = protect(a, tmp_path, blob_connection=blob)   # vault, storage account, site, protection through A
     # what A made, B shows and uses
     assert [v["name"] for v in b.asr_json("vault", "list")] == ["contoso"]
@@ -61,3 +65,7 @@ def test_replication_alternates_between_two_services(procs: Procs, tmp_path: Pat
     [cmd] = db_all(a, "SELECT state, delivered FROM commands WHERE id=(SELECT command_id FROM job_tasks"
                       " WHERE job_id=? AND command_id!='')", (job["id"],))
     assert cmd["state"] == "done" and cmd["delivered"] >= 1
+    if across_machines:   # the index was in PostgreSQL all along, in neither data directory
+        assert [r[0] for r in db_all(a, "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'ix_%'")] != []
+        for svc in (a, b):
+            assert list((svc.data_dir / "replication").rglob("*.index.db")) == [], svc.name

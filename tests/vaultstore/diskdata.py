@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import chunkfmt as cf
 from asrclock import FakeClock
-from cloudsvc.vaultstore import Backend, DiskDelta, PointInfo, VaultStore
+from cloudsvc.vaultstore import Backend, BlobBackend, DiskDelta, PointInfo, VaultStore
+from cloudsvc.vaultstore.indexdb import IndexLocation, PgIndex
+from tests import pgserver
 
 ID_KEY = cf.vault_id_key("vault-test")
 
@@ -94,12 +97,29 @@ def export(store: VaultStore, point_id: str, disk_index: int, size: int) -> byte
     return bytes(out)
 
 
+_pg_database: list[str] = []   # the session's database for indexes in PostgreSQL, made on first use
+
+
+def index_for(backend: Backend, db: Path) -> IndexLocation:
+    """Where the store's index lives, as the cloud service chooses: with ASR_TEST_DATABASE=postgresql
+    a blob account's index is a schema of PostgreSQL (one per ``db`` path, so a test that reopens
+    the store at the same path finds the same index); otherwise the SQLite file ``db``."""
+    inner: object = backend
+    while hasattr(inner, "inner"):   # through wrappers (error contract, fault injection)
+        inner = inner.inner
+    if not (pgserver.wanted() and isinstance(inner, BlobBackend)):
+        return str(db)
+    if not _pg_database:
+        _pg_database.append(pgserver.server().new_database())
+    return PgIndex(_pg_database[0], "ix_test_" + hashlib.blake2b(str(db).encode(), digest_size=8).hexdigest())
+
+
 def make_store(backend: Backend, db: Path, clock: FakeClock, **kw: object) -> VaultStore:
     """A store with tiny packs and a small fanout, so little data exercises many packs and a
     tree several levels deep."""
     options: dict[str, object] = {"pack_size": 150_000, "fanout": 4, "min_dead_fraction": 0.0}
     options.update(kw)
-    return VaultStore(backend, str(db), clock, **options)  # type: ignore[arg-type]
+    return VaultStore(backend, index_for(backend, db), clock, **options)  # type: ignore[arg-type]
 
 
 def flip_byte(backend: Backend, name: str, offset: int) -> None:

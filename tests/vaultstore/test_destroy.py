@@ -11,7 +11,16 @@ import pytest
 from asrclock import FakeClock
 from asrerrors import StorageError
 from cloudsvc.vaultstore import Backend, FaultyBackend, LocalDirBackend, VaultStore, destroy_store
-from tests.vaultstore.diskdata import commit_changes, commit_full, make_block, make_store, random_disk, upload
+from cloudsvc.vaultstore.indexdb import PgIndex, pack_bytes_at
+from tests.vaultstore.diskdata import (
+    commit_changes,
+    commit_full,
+    index_for,
+    make_block,
+    make_store,
+    random_disk,
+    upload,
+)
 
 
 def _fill(store: VaultStore, clock: FakeClock) -> None:
@@ -27,19 +36,26 @@ def _db_files(db: Path) -> list[Path]:
     return [p for p in db.parent.iterdir() if p.name.startswith(db.name)]
 
 
+def _index_exists(backend: Backend, db: Path) -> bool:
+    where = index_for(backend, db)
+    if isinstance(where, PgIndex):
+        return pack_bytes_at(where) is not None
+    return bool(_db_files(db))
+
+
 def test_destroy_removes_the_store_and_nothing_else(backend: Backend, tmp_path: Path, clock: FakeClock) -> None:
     db = tmp_path / "idx.db"
     store = make_store(backend, db, clock)
     _fill(store, clock)
     backend.put("recovered/rv-1/disk0.vhd", b"not the store's")  # failover's, beside the packs
-    assert len(list(backend.list("packs/"))) > 2 and _db_files(db)
+    assert len(list(backend.list("packs/"))) > 2 and _index_exists(backend, db)
     store.destroy()
     assert list(backend.list("packs/")) == []
     assert list(backend.list("")) == ["recovered/rv-1/disk0.vhd"]
-    assert _db_files(db) == []
+    assert not _index_exists(backend, db)
     if isinstance(backend, LocalDirBackend):
         assert not (backend.root / "packs").exists()  # no empty directories left either
-    destroy_store(backend, str(db))  # again: nothing left to do, no error
+    destroy_store(backend, index_for(backend, db))  # again: nothing left to do, no error
     assert list(backend.list("")) == ["recovered/rv-1/disk0.vhd"]
 
 

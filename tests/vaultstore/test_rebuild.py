@@ -36,7 +36,7 @@ def _two_vms(store: VaultStore, clock: FakeClock) -> dict[str, list[bytes]]:
 
 
 def _rows(store: VaultStore) -> list[tuple[object, ...]]:
-    return sorted(tuple(r) for r in store.db.query("SELECT id, kind, pack, offset, length, hash FROM chunks"))
+    return sorted(tuple(r) for r in store.db.query('SELECT id, kind, pack, "offset", length, hash FROM chunks'))
 
 
 def _check_every_point(store: VaultStore, images: dict[str, list[bytes]]) -> None:
