@@ -77,12 +77,12 @@ GC_EVERY_SECONDS = 3600.0
 ORPHAN_GRACE_S = 3600.0
 # the named lease (``cloudsvc.leases``) of the maintenance loop: one process runs it at a time
 MAINTENANCE_LEASE = "replication.maintenance"
+_HEALTH_LEVEL = {"Normal": logging.INFO, "Warning": logging.WARNING, "Critical": logging.ERROR}
 
 
 class MaintenanceLeaseLost(Exception):
     """This process stalled past the maintenance lease and another one took it: stop the round
     (at a step boundary, see ``Replication.maintain``), the other process maintains now."""
-_HEALTH_LEVEL = {"Normal": logging.INFO, "Warning": logging.WARNING, "Critical": logging.ERROR}
 
 
 # (connection, vault_id, vm_id, commit time, uploaded bytes): billing meters a committed point
