@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 import durablefile
 from asrclock import from_environment
@@ -14,7 +20,7 @@ from asrops import allocator, environment
 from asrops.cli import dispatch
 from asrops.lifecycle import Lifecycle
 from asrops.logs import setup
-from certs.pki import create_ca, issue_server_cert, make_csr, new_key, sign_csr
+from certs.pki import CertKey, PrivateKey, create_ca, issue_server_cert, key_to_pem, make_csr, new_key, sign_csr
 from cloudsvc import config as cfgmod
 from cloudsvc.registrar import add_operator
 from cloudsvc.schema import MIGRATIONS
@@ -54,24 +60,64 @@ def cmd_init(args: argparse.Namespace) -> int:
     cfg = cfgmod.CloudConfig.new(data_dir, listen=listen, registration_listen=reg, names=names,
                                  endpoints=endpoints, registration_endpoints=reg_endpoints,
                                  database_url=args.database_url)
-    os.makedirs(cfg.pki_dir, mode=0o700, exist_ok=True)
-    os.makedirs(cfg.storage_dir, exist_ok=True)
     ca = create_ca("asr service CA")
     server = issue_server_cert(ca, names)
+    # The operator credential: a client certificate signed by the service CA.
+    op_key = new_key()
+    op_cert = sign_csr(ca, make_csr(op_key, "admin"), "spiffe://asr/operator/admin", days=3650)
+    with _left_as_found_on_failure(data_dir):
+        # the database first: the one step that needs something beyond this machine (PostgreSQL
+        # may be down: ASR-0051), so a refused init has written no file to trip the next one
+        if not cfg.database_url:
+            os.makedirs(data_dir, exist_ok=True)   # SQLite's file lives in the data directory
+        db = open_database(cfg.database, MIGRATIONS)   # PostgreSQL: the database must exist, empty or ours
+        try:
+            add_operator(db, format(op_cert.serial_number, "x"), "admin", from_environment().now())
+        finally:
+            db.close()
+        _write_files(cfg, ca, server, op_key, op_cert, listen)
+    out = {"data_dir": data_dir, "listen": listen, "registration_listen": reg,
+           "operator_credentials": cfg.operator_credentials, "names": names,
+           "endpoints": cfg.public_endpoints()}
+    print(json.dumps(out, indent=2) if args.json else
+          f"initialised {data_dir}\n  api: {listen}\n  registration: {reg}\n"
+          f"  operator credentials: {cfg.operator_credentials}")
+    return 0
+
+
+@contextmanager
+def _left_as_found_on_failure(data_dir: str) -> Iterator[None]:
+    """Undo what a failing init made in ``data_dir`` (the directory itself if it was not there,
+    else the entries that were not): a failed init leaves nothing half made, and running it
+    again once the cause is fixed works."""
+    existed = os.path.isdir(data_dir)
+    before = set(os.listdir(data_dir)) if existed else set()
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        elif os.path.isdir(data_dir):
+            for name in set(os.listdir(data_dir)) - before:
+                path = os.path.join(data_dir, name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with suppress(OSError):   # the cause of the failure is the error to show
+                        os.unlink(path)
+        raise
+
+
+def _write_files(cfg: cfgmod.CloudConfig, ca: CertKey, server: CertKey, op_key: PrivateKey, op_cert: x509.Certificate,
+                 listen: str) -> None:
+    """The data directory's files: PKI, operator credential, and last cloudsvc.toml (whose
+    presence means "initialised")."""
+    os.makedirs(cfg.pki_dir, mode=0o700, exist_ok=True)
+    os.makedirs(cfg.storage_dir, exist_ok=True)
     durablefile.write_atomic(os.path.join(cfg.pki_dir, "ca.key"), ca.key_pem, durablefile.PRIVATE)
     durablefile.write_atomic(os.path.join(cfg.pki_dir, "ca.pem"), ca.cert_pem)
     durablefile.write_atomic(os.path.join(cfg.pki_dir, "server.key"), server.key_pem, durablefile.PRIVATE)
     durablefile.write_atomic(os.path.join(cfg.pki_dir, "server.pem"), server.cert_pem)
-    # The operator credential: a client certificate signed by the service CA.
-    op_key = new_key()
-    op_cert = sign_csr(ca, make_csr(op_key, "admin"), "spiffe://asr/operator/admin", days=3650)
-    db = open_database(cfg.database, MIGRATIONS)   # PostgreSQL: the database must exist, empty or ours
-    add_operator(db, format(op_cert.serial_number, "x"), "admin", from_environment().now())
-    db.close()
-    from cryptography.hazmat.primitives import serialization
-
-    from certs.pki import key_to_pem
-
     cred = {
         "endpoint": listen,
         "service_ca_pem": ca.cert_pem.decode(),
@@ -81,14 +127,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     durablefile.write_atomic(cfg.operator_credentials, json.dumps(cred, indent=2).encode(), durablefile.PRIVATE)
     # a database URL may carry a password: then only the service's user reads the file
     mode = durablefile.PRIVATE if cfg.database_url else durablefile.PUBLIC
-    durablefile.write_atomic(os.path.join(data_dir, "cloudsvc.toml"), cfg.to_toml().encode(), mode)
-    out = {"data_dir": data_dir, "listen": listen, "registration_listen": reg,
-           "operator_credentials": cfg.operator_credentials, "names": names,
-           "endpoints": cfg.public_endpoints()}
-    print(json.dumps(out, indent=2) if args.json else
-          f"initialised {data_dir}\n  api: {listen}\n  registration: {reg}\n"
-          f"  operator credentials: {cfg.operator_credentials}")
-    return 0
+    durablefile.write_atomic(cfg.path, cfg.to_toml().encode(), mode)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

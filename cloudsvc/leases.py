@@ -5,7 +5,8 @@ recovered VMs, the health watch).
 A lease is a row of ``leases`` (this module is its only writer): name, holder, expires_at.
 A process holds a lease while ``expires_at`` (on the injectable clock, which every process
 sharing the database must agree on: the system clock, or in tests one fake clock file) is
-in the future; it renews it when it is about to do the work and half the period is gone, and
+in the future; it renews it when it is about to do the work and half the period is gone (long
+work asks again between its steps: ``Replication.maintenance_round``), and
 another process takes it over only once it has expired. Taking and renewing are one conditional upsert, so the
 database decides between two processes racing for it: exactly one row update wins.
 

@@ -82,6 +82,11 @@ MAINTENANCE_LEASE = "replication.maintenance"
 _HEALTH_LEVEL = {"Normal": logging.INFO, "Warning": logging.WARNING, "Critical": logging.ERROR}
 
 
+class MaintenanceLeaseLost(Exception):
+    """This process stalled past the maintenance lease and another one took it: stop the round
+    (at a step boundary, see ``Replication.maintain``), the other process maintains now."""
+
+
 # (connection, vault_id, vm_id, commit time, uploaded bytes): billing meters a committed point
 Meter = Callable[[Conn, str, str, float, int], None]
 
@@ -609,16 +614,21 @@ class Replication:
         return out
 
     # ---- retention and garbage collection ------------------------------------------------------
-    def maintain(self, vault_id: str | None = None, gc: bool = True) -> tuple[int, int, int]:
+    def maintain(self, vault_id: str | None = None, gc: bool = True,
+                 checkpoint: Callable[[], None] = lambda: None) -> tuple[int, int, int]:
         """Apply every protected VM's retention, remove the points of VMs no longer protected
         (unless a recovered VM still needs them) and orphaned store points; then collect
-        garbage in the stores touched. Returns (points deleted, bytes before, bytes after)."""
+        garbage in the stores touched. Returns (points deleted, bytes before, bytes after).
+        ``checkpoint`` runs between the steps (each VM's retention, each store's sweep and, inside
+        each collection, between its own steps): the background round renews its lease there
+        (:meth:`maintenance_round`); it may raise to stop, each step being complete by itself."""
         now = self.clock.now()
         deleted = 0
         stores: dict[tuple[str, str], VaultStore] = {}
         items = self.items.all(vault_id)
         protected = {(i.vault_id, i.vm_id) for i in items}
         for item in items:
+            checkpoint()
             policy = item.policy
             try:
                 st = self.store(item.vault_id, policy.storage)
@@ -631,6 +641,7 @@ class Replication:
             gone = st.apply_retention(item.vm_id, retention_of(policy), keep)
             deleted += self._forget(item.vault_id, gone)
         for (vid, storage) in self._storages(vault_id):
+            checkpoint()
             try:
                 st = self.store(vid, storage)
             except NotFound:
@@ -641,7 +652,8 @@ class Replication:
         for st in stores.values():
             before += st.storage_bytes()
             if gc:
-                st.gc()
+                checkpoint()
+                st.gc(checkpoint)
             after += st.storage_bytes()
         if deleted:
             log.info("retention", extra={"fields": {"points_deleted": deleted, "bytes_before": before,
@@ -745,15 +757,11 @@ class Replication:
 
         def loop() -> None:
             while not self.stopping.wait(MAINTENANCE_SECONDS):
-                if not self.lease(MAINTENANCE_LEASE):
-                    continue  # another cloud service process maintains the vaults
                 try:
-                    due = self.clock.now() - self._last_gc >= GC_EVERY_SECONDS
-                    deleted, _, _ = self.maintain(gc=False)
-                    if deleted or due:
-                        self.maintain(gc=True)
-                        self.events.trim()
-                        self._last_gc = self.clock.now()
+                    self.maintenance_round()
+                except MaintenanceLeaseLost:
+                    log.warning("replication maintenance stopped: another cloud service process took "
+                                "its lease over (this one stalled past it)")
                 except MetadataUnavailable as err:   # PostgreSQL away: the next round tries again
                     log.warning("replication maintenance waits for the metadata store: %s", err)
                 except Exception:  # noqa: BLE001 - keep the maintenance loop alive
@@ -762,5 +770,27 @@ class Replication:
         self._thread = threading.Thread(target=loop, name="replication-maintenance", daemon=True)
         self._thread.start()
 
+    def maintenance_round(self) -> bool:
+        """One round of the background maintenance, if this process holds the maintenance lease
+        (or takes it); whether it ran. The lease is renewed while the work goes on, at every step
+        of :meth:`maintain`, not only as the round starts: a collection that outlasts the lease
+        would otherwise let another process start maintenance meanwhile. A process that dies
+        renews nothing more, and its lease expires after one period."""
+        if not self.lease(MAINTENANCE_LEASE):
+            return False   # another cloud service process maintains the vaults
+        due = self.clock.now() - self._last_gc >= GC_EVERY_SECONDS
+        deleted, _, _ = self.maintain(gc=False, checkpoint=self._keep_lease)
+        if deleted or due:
+            self.maintain(gc=True, checkpoint=self._keep_lease)
+            self.events.trim()
+            self._last_gc = self.clock.now()
+        return True
 
-__all__ = ["CycleFacts", "ItemState", "Replication", "VmFigures", "health_of", "item_health", "rpo_of"]
+    def _keep_lease(self) -> None:
+        # cheap at every step: ``Leases.acquire`` reads, and writes only once half the period is gone
+        if not self.lease(MAINTENANCE_LEASE):
+            raise MaintenanceLeaseLost(MAINTENANCE_LEASE)
+
+
+__all__ = ["CycleFacts", "ItemState", "MaintenanceLeaseLost", "Replication", "VmFigures", "health_of", "item_health",
+           "rpo_of"]

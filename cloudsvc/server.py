@@ -101,6 +101,14 @@ def build(svc: CloudService) -> tuple[grpc.Server, health.HealthServicer]:
     ca = svc.service_ca.cert_pem
     server.add_secure_port(cfg.listen, server_credentials(cert, key, ca))
     server.add_secure_port(cfg.registration_listen, server_credentials(cert, key, None))
-    for name in [n for n in names if n != reflection.SERVICE_NAME] + [""]:
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    served = [n for n in names if n != reflection.SERVICE_NAME] + [""]
+
+    def report(available: bool) -> None:
+        # every service answers through the metadata store: all are (not) serving together
+        status = health_pb2.HealthCheckResponse.SERVING if available else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in served:
+            health_servicer.set(name, status)
+
+    # the readiness watch owns the status: SERVING while the metadata store answers
+    svc.readiness.subscribe(report)
     return server, health_servicer

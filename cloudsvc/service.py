@@ -27,7 +27,8 @@ Owners of state (each the only writer of its tables):
 
 Observing: ``metrics`` is the process's Prometheus registry (gRPC server metrics recorded by
 the interceptor, the vault's figures read at scrape time by ``cloudsvc.metrics``), served on
-``metrics_listen``; ``health_watch`` logs every change of a VM's health.
+``metrics_listen``; ``health_watch`` logs every change of a VM's health; ``readiness`` says
+whether this process can serve (its metadata store answers), which the gRPC health service reports.
 
 Several processes may serve the same vaults (issue 15; docs/design.md, "Several cloud
 services"): each builds everything here over the shared database and storage, and ``leases``
@@ -72,6 +73,7 @@ from cloudsvc.metrics import VaultCollector
 from cloudsvc.operators import Operators
 from cloudsvc.portal.server import PortalServer
 from cloudsvc.protection import Protection
+from cloudsvc.readiness import Readiness
 from cloudsvc.registrar import Registrar
 from cloudsvc.replicas import Replicas
 from cloudsvc.replication import MAINTENANCE_LEASE, Replication
@@ -142,6 +144,8 @@ class CloudService:
         self.metrics.register(VaultCollector(self.vaults, self.replication, self.jobs, self.commands, self.registrar,
                                              clock, config.heartbeat_timeout_seconds))
         self.health_watch = HealthWatch(self.replication, self.stopping, lease=self.leases.acquire)
+        # whether this process can serve (its metadata store answers): drives the gRPC health
+        self.readiness = Readiness(db, self.stopping)
         self.portal: PortalServer | None = None
         if config.portal_listen:
             from cloudsvc.portal.app import create_app
@@ -162,7 +166,8 @@ class CloudService:
         return self.config.public_endpoints()
 
     def start(self, watch: Watch | None = None) -> None:
-        """Start the background work: retention and GC, the job runner, the health watch, and
+        """Start the background work: retention and GC, the job runner, the health watch, the
+        readiness probe of the metadata store (PostgreSQL), and
         the metrics endpoint when ``metrics_listen`` names one. ``watch`` is the daemon core's
         (``asrops.lifecycle``): the job runner must keep turning. Retention and GC are not
         watched: a GC of a large store rightly runs for many minutes."""
@@ -170,6 +175,7 @@ class CloudService:
         self.replication.start()
         self.runner.start(watch("job-runner", RUNNER_STUCK_AFTER_S) if watch else lambda: None)
         self.health_watch.start()
+        self.readiness.start()
         if self.portal is not None:
             self.portal.start()
 
@@ -181,6 +187,7 @@ class CloudService:
             self.portal.close()
         self.runner.stop()
         self.health_watch.join()
+        self.readiness.close()
         self.replication.close()
         try:  # another process may maintain the vaults at once, not a lease period later
             for name in (MAINTENANCE_LEASE, HEALTH_LEASE):

@@ -105,6 +105,10 @@ class Database:
         self._write_lock = threading.RLock()
         self._conns: list[Any] = []  # every thread's, for close()
         self._conns_lock = threading.Lock()
+        # called (from the failing thread, so cheap and never raising) whenever a call finds the
+        # store unreachable: the cloud service's readiness watch probes at once instead of at
+        # its next round (only PostgreSQL raises MetadataUnavailable)
+        self.on_unavailable: list[Callable[[], None]] = []
         if migrate:
             self.migrate()
 

@@ -257,6 +257,8 @@ class PgDatabase(Database):
             if not _unavailable_state(exc):
                 raise
             self._drop()
+            for tell in self.on_unavailable:
+                tell()
             raise self._unavailable(exc) from exc
 
     def _begin(self, conn: PgConn, durable: bool) -> None:

@@ -80,7 +80,7 @@ class _Marker:
         for table in ("reach", "marked"):
             self.store.db.drop_temp(table)
 
-    def mark(self, points: Iterable[PointInfo]) -> int:
+    def mark(self, points: Iterable[PointInfo], checkpoint: Callable[[], None] = lambda: None) -> int:
         store, db = self.store, self.store.db
 
         def first_visit(nid: bytes) -> bool:
@@ -88,6 +88,7 @@ class _Marker:
 
         count = 0
         for point in points:
+            checkpoint()
             for disk in point.disks:
                 for level, _start, _nid, node in merkle.iter_nodes(
                     store._read_node,
@@ -120,7 +121,11 @@ class _Marker:
                             action="Nothing was lost; the next collection tries again.")
 
 
-def collect(store: VaultStore) -> GcStats:
+def collect(store: VaultStore, checkpoint: Callable[[], None] = lambda: None) -> GcStats:
+    """``checkpoint`` runs between the steps of a long collection (before marking each point, before
+    each pack it drops or copies): the cloud's maintenance renews its lease there. It may raise
+    to stop the collection, which is safe at each of those places: every step before is
+    complete and the next not begun (a repack's copies not yet written are simply dropped)."""
     db, backend = store.db, store.backend
     now = store.clock.now()
     stats = GcStats(bytes_before=store.storage_bytes())
@@ -142,14 +147,15 @@ def collect(store: VaultStore) -> GcStats:
     candidates = db.packs("live")  # rule 1: packs sealed from now on are never touched
     marker = _Marker(store)
     try:
-        stats.live_points = marker.mark(db.points())
+        stats.live_points = marker.mark(db.points(), checkpoint)
         dead_packs, to_repack = _classify(store, candidates, stats)
         for row in dead_packs:
+            checkpoint()
             if _drop_dead_pack(store, marker, row):
                 backend.delete(row.name)
                 db.pack_forget(row.name)
                 stats.packs_deleted += 1
-        _repack(store, marker, to_repack, stats)
+        _repack(store, marker, to_repack, stats, checkpoint)
     finally:
         marker.close()
     stats.bytes_after = store.storage_bytes()
@@ -196,7 +202,8 @@ def _drop_dead_pack(store: VaultStore, marker: _Marker, row: PackRow) -> bool:
     return dropped
 
 
-def _repack(store: VaultStore, marker: _Marker, rows: list[PackRow], stats: GcStats) -> None:
+def _repack(store: VaultStore, marker: _Marker, rows: list[PackRow], stats: GcStats,
+            checkpoint: Callable[[], None]) -> None:
     db, backend = store.db, store.backend
     builder = PackBuilder()
     consumed: list[str] = []
@@ -237,6 +244,7 @@ def _repack(store: VaultStore, marker: _Marker, rows: list[PackRow], stats: GcSt
         builder, consumed = PackBuilder(), []
 
     for row in rows:
+        checkpoint()
         kept = db.query(
             f'SELECT c.id, c.kind, c."offset", c.length, c.hash FROM chunks c '
             f'WHERE c.pack = ? AND {_KEPT} ORDER BY c."offset"',

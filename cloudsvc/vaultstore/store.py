@@ -660,13 +660,14 @@ class VaultStore:
             return rebuild_index(self)
 
     # --- space -------------------------------------------------------------------------
-    def gc(self) -> GcStats:
+    def gc(self, checkpoint: Callable[[], None] = lambda: None) -> GcStats:
         """Collect garbage (see ``collector``). Runs without the store's lock: uploads,
-        ``missing`` and commits proceed meanwhile. One collection at a time per store."""
+        ``missing`` and commits proceed meanwhile. One collection at a time per store.
+        ``checkpoint`` runs between its steps (``collector.collect``)."""
         from cloudsvc.vaultstore.collector import collect
 
         with self._collecting():
-            return collect(self)
+            return collect(self, checkpoint)
 
     @contextmanager
     def _collecting(self) -> Iterator[None]:

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from agent.hypervisor import LocalHypervisor
 from tests.harness import Cloud, Procs, wait_for
@@ -24,15 +21,6 @@ from tests.pgserver import PgServer
 from tests.replication.fixture import MiB, protect
 
 OUTAGE_S = 30.0
-
-
-@pytest.fixture
-def own_pg() -> Iterator[PgServer]:
-    pg = PgServer().init()
-    try:
-        yield pg
-    finally:
-        pg.destroy()
 
 
 def _unavailable(res: object) -> bool:

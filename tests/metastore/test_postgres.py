@@ -17,7 +17,7 @@ from cloudsvc.schema import MIGRATIONS
 from metastore.database import Database, IntegrityError, open_database
 from metastore.postgres import PgDatabase, ddl, display_url, translate
 from tests import pgserver
-from tests.harness import wait_for
+from tests.harness import BIN, free_port, run, wait_for
 from tests.pgserver import PgServer
 
 
@@ -209,3 +209,27 @@ def test_a_wrong_database_url_is_refused_without_its_password(tmp_path: Path) ->
     assert CloudConfig.new(str(tmp_path), database_url="postgresql://asr@db:5432/asr").database == \
         "postgresql://asr@db:5432/asr"
     assert CloudConfig.new(str(tmp_path)).database == str(tmp_path / "metadata.db")
+
+
+def test_init_with_postgres_down_leaves_the_data_directory_as_it_was(tmp_path: Path, own_pg: PgServer) -> None:
+    """``asr-cloudsvc init --database-url`` while PostgreSQL is down fails clearly (ASR-0051, exit
+    51) and writes nothing: no pki/ or cloudsvc.toml to trip or mislead the next init. Regression:
+    pki/ (and storage/) stayed behind. Once PostgreSQL is up, init in the same place works."""
+    url = own_pg.new_database()
+    own_pg.stop("immediate")
+    absent, empty = tmp_path / "absent", tmp_path / "empty"
+    empty.mkdir()
+    for data_dir in (absent, empty):
+        res = run([str(BIN / "asr-cloudsvc"), "init", "--data-dir", str(data_dir), "--listen",
+                   f"127.0.0.1:{free_port()}", "--database-url", url])
+        assert res.returncode == 51 and "ASR-0051" in res.stderr, res.stderr
+        assert "metadata store unavailable" in res.stderr and f"127.0.0.1:{own_pg.port}" in res.stderr
+    assert not absent.exists()
+    assert list(empty.iterdir()) == []
+
+    own_pg.start()
+    for data_dir in (absent, empty):
+        res = run([str(BIN / "asr-cloudsvc"), "init", "--data-dir", str(data_dir), "--listen",
+                   f"127.0.0.1:{free_port()}", "--database-url", url])
+        assert res.returncode == 0, res.stderr
+        assert (data_dir / "cloudsvc.toml").exists() and (data_dir / "pki" / "ca.pem").exists()

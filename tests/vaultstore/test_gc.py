@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+import pytest
 
 import chunkfmt as cf
 from asrclock import FakeClock
@@ -178,3 +180,43 @@ def test_chunks_reported_missing_are_protected_once_and_survive_gc(tmp_path: Pat
     point = store.commit_point(session, "vm", [DiskDelta(8 * cf.BLOCK_SIZE, changes)], None, "crash", 9.0)
     store.end_session(session)
     assert store.verify(point.point_id) == []
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_gc_checkpoints_between_its_steps_and_may_stop_there(tmp_path: Path, clock: FakeClock) -> None:
+    """``gc(checkpoint)`` calls it before marking each point and before each pack it drops or
+    copies (the cloud's maintenance renews its lease there, so a long collection keeps it); a
+    checkpoint that raises stops the collection there with nothing lost, and the next
+    collection finishes the work."""
+    rng = random.Random(12)
+    store = make_store(LocalDirBackend(tmp_path / "a"), tmp_path / "idx.db", clock)
+    points = [commit_full(store, f"vm{i}", [random_disk(rng, 24, fill=1.0)], clock.now()) for i in range(4)]
+    keep = points[-1]
+    for p in points[:-1]:
+        store.delete_point(p.point_id)
+    grown = store.storage_bytes()
+
+    calls = 0
+
+    def stop_after(n: int) -> Callable[[], None]:
+        def checkpoint() -> None:
+            nonlocal calls
+            calls += 1
+            if calls > n:
+                raise _Stop
+        return checkpoint
+
+    # stopped at the third checkpoint: the one point marked, one pack dropped, then no further
+    with pytest.raises(_Stop):
+        store.gc(stop_after(2))
+    assert calls == 3 and grown > store.storage_bytes() and store.verify(keep.point_id) == []
+
+    calls = 0
+    stats = store.gc(stop_after(1_000))
+    assert stats.packs_deleted > 0 and calls >= stats.live_points + stats.packs_deleted == 1 + stats.packs_deleted
+    assert store.verify(keep.point_id) == []
+    again = store.gc()
+    assert again.packs_deleted == 0 and again.bytes_after == stats.bytes_after
