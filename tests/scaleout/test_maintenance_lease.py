@@ -67,7 +67,7 @@ def slow_collections(monkeypatch: pytest.MonkeyPatch, two: Two, seconds: float,
     def slow(store: VaultStore, checkpoint: Callable[[], None] = lambda: None) -> object:
         two.clock.advance(seconds)
         during()
-        two.collected.append(Path(store.index_db_path).name)
+        two.collected.append(str(store.index))
         return gc(store, checkpoint)
 
     monkeypatch.setattr(VaultStore, "gc", slow)
