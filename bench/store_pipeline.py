@@ -1,7 +1,11 @@
 """Vault store throughput: encode (hash + zstd-1 + AES-256-GCM) per 64 KiB block, then commit
 and read back a 1 GiB synthetic disk on the local-directory backend.
 
-    .venv/bin/python bench/store_pipeline.py [--gib 1.0] [--dir /tmp]
+    .venv/bin/python bench/store_pipeline.py [--gib 1.0] [--dir /tmp] [--index sqlite|postgresql|both]
+
+``--index both`` runs it twice in one run, the store's index in SQLite and then in a schema of a
+throw-away PostgreSQL server (``tests/pgserver.py``; where a blob account's index lives when the
+metadata is in PostgreSQL): the cost of the index in the data path, engine beside engine.
 
 Synthetic data: 60% of blocks half random / half repeated (zstd ratio ~2), 40% zero blocks.
 Prints figures only; nothing here asserts on timing.
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +23,7 @@ from pathlib import Path
 import chunkfmt as cf
 from asrclock import SystemClock
 from cloudsvc.vaultstore import DiskDelta, LocalDirBackend, VaultStore
+from cloudsvc.vaultstore.indexdb import IndexLocation, PgIndex
 
 
 def _block(rng: random.Random) -> bytes:
@@ -29,7 +35,25 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--gib", type=float, default=1.0)
     ap.add_argument("--dir", default=None)
+    ap.add_argument("--index", choices=["sqlite", "postgresql", "both"], default="sqlite")
     args = ap.parse_args()
+    engines = ["sqlite", "postgresql"] if args.index == "both" else [args.index]
+    pg = None
+    try:
+        for engine in engines:
+            if engine == "postgresql" and pg is None:
+                sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # run as a script
+                from tests.pgserver import PgServer
+
+                pg = PgServer().init()
+            print(f"--- index in {engine}")
+            run(args, pg.new_database() if engine == "postgresql" and pg else "")
+    finally:
+        if pg is not None:
+            pg.destroy()
+
+
+def run(args: argparse.Namespace, pg_url: str) -> None:
     nblocks = int(args.gib * 1024**3) // cf.BLOCK_SIZE
     key = cf.CustomerKey.generate()
     rng = random.Random(0)
@@ -44,7 +68,8 @@ def main() -> None:
         return i.to_bytes(8, "little") + b[8:]
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        store = VaultStore(LocalDirBackend(Path(tmp) / "acct"), f"{tmp}/idx.db", SystemClock())
+        index: IndexLocation = PgIndex(pg_url, "ix_bench") if pg_url else f"{tmp}/idx.db"
+        store = VaultStore(LocalDirBackend(Path(tmp) / "acct"), index, SystemClock())
         session = store.begin_session("bench-vm")
         changes: dict[int, bytes] = {}
         t_enc = t_put = 0.0

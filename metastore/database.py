@@ -174,6 +174,11 @@ class Database:
         """An aggregate joining ``expr``'s values with commas (no portable spelling exists)."""
         return f"GROUP_CONCAT({expr})"
 
+    def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
+        """A condition "``column`` is one of ``values``" and its parameters (a few hundred values
+        at most: SQLite takes each as a parameter)."""
+        return f"{column} IN ({','.join('?' * len(values))})", tuple(values)
+
     def json_text(self, column: str, key: str) -> str:
         """The top-level ``key`` of the JSON object in TEXT ``column`` (no portable spelling)."""
         return f"json_extract({column}, '$.{key}')"

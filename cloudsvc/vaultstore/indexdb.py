@@ -320,19 +320,16 @@ class IndexDb:
     def present(self, ids: Iterable[bytes]) -> set[bytes]:
         out: set[bytes] = set()
         for batch in _batches(list(ids)):
-            marks = ",".join("?" * len(batch))
-            rows = self.query(f"SELECT id FROM chunks WHERE id IN ({marks})", batch)
+            where, args = self.database.in_list("id", batch)
+            rows = self.query(f"SELECT id FROM chunks WHERE {where}", args)
             out.update(r[0] for r in rows)
         return out
 
     def lookup(self, ids: Iterable[bytes]) -> dict[bytes, Location]:
         out: dict[bytes, Location] = {}
         for batch in _batches(list(ids)):
-            marks = ",".join("?" * len(batch))
-            rows = self.query(
-                f'SELECT id, kind, pack, "offset", length, hash FROM chunks WHERE id IN ({marks})',
-                batch,
-            )
+            where, args = self.database.in_list("id", batch)
+            rows = self.query(f'SELECT id, kind, pack, "offset", length, hash FROM chunks WHERE {where}', args)
             for r in rows:
                 out[r[0]] = Location(r[1], r[2], r[3], r[4], r[5])
         return out

@@ -233,3 +233,33 @@ def test_init_with_postgres_down_leaves_the_data_directory_as_it_was(tmp_path: P
                    f"127.0.0.1:{free_port()}", "--database-url", url])
         assert res.returncode == 0, res.stderr
         assert (data_dir / "cloudsvc.toml").exists() and (data_dir / "pki" / "ca.pem").exists()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_executemany_and_in_list_mean_the_same_on_both_engines(engine: str, tmp_path: Path) -> None:
+    """PostgreSQL sends ``executemany`` of an INSERT as multi-row INSERTs (batches of
+    ``_MULTI_ROWS``) and ``in_list`` as one array: the rows written, the rowcount (ON CONFLICT DO
+    NOTHING skips duplicates, within a batch too) and the rows found are SQLite's; DO UPDATE keeps
+    rows one by one, so a key given twice ends with its last values."""
+    migrations = ["CREATE TABLE t (id BLOB PRIMARY KEY, n INTEGER NOT NULL, note TEXT NOT NULL)"]
+    d = open_database(pgserver.server().new_database() if engine == "postgresql" else str(tmp_path / "m.db"),
+                      migrations)
+    try:
+        ids = [i.to_bytes(4, "big") for i in range(2500)]
+        with d.write() as conn:
+            first = conn.executemany("INSERT INTO t (id, n, note) VALUES (?, ?, 'it''s') ON CONFLICT DO NOTHING",
+                                     [(i, n) for n, i in enumerate(ids)])
+            assert first.rowcount == 2500
+            # half new, half already there, and one id twice in the same call
+            again = conn.executemany("INSERT INTO t (id, n, note) VALUES (?, ?, 'x') ON CONFLICT DO NOTHING",
+                                     [(i.to_bytes(4, "big"), 0) for i in [*range(2000, 3000), 2999]])
+            assert again.rowcount == 500
+            conn.executemany("INSERT INTO t (id, n, note) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                             "n = excluded.n, note = excluded.note", [(ids[0], 7, "a"), (ids[0], 8, "b")])
+        assert d.query("SELECT COUNT(*), SUM(n) FROM t")[0][0] == 3000
+        assert tuple(d.query("SELECT n, note FROM t WHERE id = ?", (ids[0],))[0]) == (8, "b")
+        assert d.query("SELECT note FROM t WHERE id = ?", (ids[1],))[0][0] == "it's"
+        where, args = d.in_list("id", [ids[5], ids[7], b"absent"])
+        assert sorted(r[0] for r in d.query(f"SELECT n FROM t WHERE {where}", args)) == [5, 7]
+    finally:
+        d.close()
