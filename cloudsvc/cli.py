@@ -119,7 +119,9 @@ def _write_files(cfg: cfgmod.CloudConfig, ca: CertKey, server: CertKey, op_key: 
     durablefile.write_atomic(os.path.join(cfg.pki_dir, "server.key"), server.key_pem, durablefile.PRIVATE)
     durablefile.write_atomic(os.path.join(cfg.pki_dir, "server.pem"), server.cert_pem)
     cred = {
-        "endpoint": listen,
+        # the addresses clients use (``endpoints``, e.g. several cloud services) where they are
+        # set: asr then takes the first that answers; else this service's own listen address
+        "endpoint": ",".join(cfg.endpoints) if cfg.endpoints else listen,
         "service_ca_pem": ca.cert_pem.decode(),
         "cert_pem": op_cert.public_bytes(serialization.Encoding.PEM).decode(),
         "key_pem": key_to_pem(op_key).decode(),

@@ -276,6 +276,9 @@ def test_init_takes_the_endpoints_of_every_service(tmp_path: Path) -> None:
     cfg = config.load(str(tmp_path / "a"))
     assert cfg.endpoints == ["dr1.example:7443", "dr2.example:8443"]
     assert {"dr1.example", "dr2.example"} <= set(cfg.names)      # the certificate answers to both
+    # and the operator credential names them too: asr uses the first that answers
+    cred = json.loads((tmp_path / "a" / "operator.json").read_text())
+    assert cred["endpoint"] == "dr1.example:7443,dr2.example:8443"
     res = run([str(BIN / "asr-cloudsvc"), "init", "--data-dir", str(tmp_path / "b"), "--endpoint", "dr1:7443",
                "--registration-endpoint", "dr1:7444", "--registration-endpoint", "dr2:7444"])
     assert res.returncode == 2 and "ASR-0002" in res.stderr and "--registration-endpoint" in res.stderr
