@@ -130,6 +130,18 @@ class EndpointOrder:
                 self._not_before = self.clock() + backoff
             return self._failures
 
+    def replace(self, endpoints: Sequence[str]) -> None:
+        """A new list (the cloud announced it): stay on the current endpoint if it is still
+        listed, else start from the first; the failures counted so far were of the old list."""
+        if not endpoints:
+            raise ValueError("an endpoint order needs at least one endpoint")
+        with self._lock:
+            current = self.endpoints[self._index]
+            self.endpoints = list(endpoints)
+            self._index = self.endpoints.index(current) if current in self.endpoints else 0
+            self._failures = 0
+            self._not_before = 0.0
+
     def wait(self) -> float:
         """Seconds to wait before trying the current endpoint (0 while a round is not over)."""
         with self._lock:

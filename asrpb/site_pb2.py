@@ -26,7 +26,7 @@ from asrpb import common_pb2 as asrpb_dot_common__pb2
 from asrpb import control_pb2 as asrpb_dot_control__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10\x61srpb/site.proto\x12\x06\x61sr.v1\x1a\x12\x61srpb/common.proto\x1a\x13\x61srpb/control.proto\"#\n\x10HeartbeatRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\":\n\x11HeartbeatResponse\x12\x13\n\x0bserver_time\x18\x01 \x01(\x01\x12\x10\n\x08identity\x18\x02 \x01(\t2\xbb\x02\n\x04Site\x12@\n\tHeartbeat\x12\x18.asr.v1.HeartbeatRequest\x1a\x19.asr.v1.HeartbeatResponse\x12;\n\rSyncInventory\x12\x15.asr.v1.InventorySync\x1a\x13.asr.v1.SyncSummary\x12\x32\n\x08\x43ommands\x12\x13.asr.v1.CommandPoll\x1a\x0f.asr.v1.Command0\x01\x12\x37\n\x0f\x43ompleteCommand\x12\x15.asr.v1.CommandResult\x1a\r.asr.v1.Empty\x12G\n\x11RequestProtection\x12\x19.asr.v1.ProtectionRequest\x1a\x17.asr.v1.ProtectionReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10\x61srpb/site.proto\x12\x06\x61sr.v1\x1a\x12\x61srpb/common.proto\x1a\x13\x61srpb/control.proto\"#\n\x10HeartbeatRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"q\n\x11HeartbeatResponse\x12\x13\n\x0bserver_time\x18\x01 \x01(\x01\x12\x10\n\x08identity\x18\x02 \x01(\t\x12\x15\n\rapi_endpoints\x18\x03 \x03(\t\x12\x1e\n\x16registration_endpoints\x18\x04 \x03(\t2\xbb\x02\n\x04Site\x12@\n\tHeartbeat\x12\x18.asr.v1.HeartbeatRequest\x1a\x19.asr.v1.HeartbeatResponse\x12;\n\rSyncInventory\x12\x15.asr.v1.InventorySync\x1a\x13.asr.v1.SyncSummary\x12\x32\n\x08\x43ommands\x12\x13.asr.v1.CommandPoll\x1a\x0f.asr.v1.Command0\x01\x12\x37\n\x0f\x43ompleteCommand\x12\x15.asr.v1.CommandResult\x1a\r.asr.v1.Empty\x12G\n\x11RequestProtection\x12\x19.asr.v1.ProtectionRequest\x1a\x17.asr.v1.ProtectionReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,7 +36,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEARTBEATREQUEST']._serialized_start=69
   _globals['_HEARTBEATREQUEST']._serialized_end=104
   _globals['_HEARTBEATRESPONSE']._serialized_start=106
-  _globals['_HEARTBEATRESPONSE']._serialized_end=164
-  _globals['_SITE']._serialized_start=167
-  _globals['_SITE']._serialized_end=482
+  _globals['_HEARTBEATRESPONSE']._serialized_end=219
+  _globals['_SITE']._serialized_start=222
+  _globals['_SITE']._serialized_end=537
 # @@protoc_insertion_point(module_scope)

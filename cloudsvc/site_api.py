@@ -77,4 +77,7 @@ class SiteApi(ProviderApi, site_pb2_grpc.SiteServicer):
     def Heartbeat(self, request: Any, context: Any) -> site_pb2.HeartbeatResponse:
         ident = current_identity()
         self.svc.registrar.heartbeat(ident, request.version)
-        return site_pb2.HeartbeatResponse(server_time=self.svc.clock.now(), identity=ident.uri)
+        cfg = self.svc.config
+        return site_pb2.HeartbeatResponse(server_time=self.svc.clock.now(), identity=ident.uri,
+                                          api_endpoints=cfg.endpoints,
+                                          registration_endpoints=cfg.registration_endpoints)

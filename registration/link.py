@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import grpc
 
-from asrchannel.endpoints import EndpointOrder, FailoverChannel
+from asrchannel.endpoints import EndpointOrder, FailoverChannel, check_endpoints
 from asrchannel.proxy import ProxyUrl
 from asrchannel.status import from_rpc_error
 from asrchannel.tls import client_channel
@@ -85,7 +85,7 @@ class CloudLink:
         target = self.order.current
         stub = site_pb2_grpc.SiteStub(self.channel.channel(target))
         try:
-            stub.Heartbeat(site_pb2.HeartbeatRequest(version=VERSION), timeout=HEARTBEAT_TIMEOUT_S)
+            resp = stub.Heartbeat(site_pb2.HeartbeatRequest(version=VERSION), timeout=HEARTBEAT_TIMEOUT_S)
         except grpc.RpcError as exc:
             err = from_rpc_error(exc, f"the cloud service at {target}")
             self.channel.observe(target, exc, _HEARTBEAT_MOVES_ON)
@@ -93,8 +93,36 @@ class CloudLink:
             self._set("Refused" if isinstance(err, AuthError) else "Unreachable", err, target)
             return False
         self.order.succeeded(target)
+        self._adopt_endpoints(list(resp.api_endpoints), list(resp.registration_endpoints))
         self._set("Connected", None, target)
         return True
+
+    def _adopt_endpoints(self, api: list[str], registration: list[str]) -> None:
+        """The cloud's configured endpoints, when they differ from the registration's: recorded
+        in registration.json (so a restart uses them too) and followed from the next call. An
+        empty list (a cloud without ``endpoints``) or a malformed one changes nothing."""
+        new = dict(self.ident.endpoints)
+        for role, announced in (("api", api), ("registration", registration)):
+            if not announced:
+                continue
+            try:
+                new[role] = check_endpoints(announced, f"the cloud's announced {role} endpoints", "")
+            except AsrError as exc:
+                log.warning("ignoring the cloud's endpoint list: %s", exc)
+                return
+        if new == self.ident.endpoints:
+            return
+        old = self.ident.endpoints
+        self.ident.endpoints = new
+        try:
+            self.ident.save_record()
+        except (OSError, AsrError) as exc:   # a full disk: follow the new list now, record it later
+            self.ident.endpoints = old
+            log.warning("cannot record the cloud's new endpoints in registration.json: %s", exc)
+        self.order.replace(new["api"])
+        with self._lock:
+            self.endpoints = list(new["api"])
+        log.info("cloud endpoints changed", extra={"fields": {"from": old, "to": new}})
 
     def _set(self, state: str, err: AsrError | None, target: str) -> None:
         with self._lock:

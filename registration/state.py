@@ -65,6 +65,10 @@ class SiteIdentity:
         durablefile.write_atomic(self.key_path, key_pem, durablefile.PRIVATE)
         durablefile.write_atomic(self.cert_path, cert_pem)
         durablefile.write_atomic(self.ca_path, ca_pem)
+        self.save_record()
+
+    def save_record(self) -> None:
+        """Rewrite registration.json alone (atomically, 0600): e.g. the endpoints the cloud announced."""
         doc = asdict(self)
         doc.pop("state_dir")
         durablefile.write_atomic(os.path.join(self.state_dir, "registration.json"), json.dumps(doc, indent=2).encode(),

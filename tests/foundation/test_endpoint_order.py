@@ -39,6 +39,22 @@ def test_sticks_to_the_first_that_answers_and_moves_on_failure() -> None:
     assert order.current == "b:1"     # and stay there, even once a is back
 
 
+def test_a_new_list_keeps_the_current_endpoint_if_listed_and_forgets_old_failures() -> None:
+    clock = Clock()
+    order = EndpointOrder(["a:1", "b:1"], clock)
+    order.failed("a:1")
+    order.failed("b:1")                      # a whole round failed: a backoff is due
+    assert order.current == "a:1" and order.wait() > 0
+    order.replace(["c:1", "a:1"])            # the cloud announced another list
+    assert order.current == "a:1" and order.wait() == 0
+    order.failed("a:1")
+    assert order.current == "c:1"            # wraps round the new list
+    order.replace(["d:1"])                   # the current one is gone: start from the first
+    assert order.current == "d:1" and order.endpoints == ["d:1"]
+    with pytest.raises(ValueError):
+        order.replace([])
+
+
 def test_a_late_failure_of_the_endpoint_left_behind_does_not_move_again() -> None:
     order = EndpointOrder(["a:1", "b:1"], Clock())
     assert order.failed("a:1")

@@ -165,3 +165,37 @@ def _front_goes_away(cloud: Cloud, tmp_path: Path, front: Forwarder, proxy: Tiny
         # every connection went through the proxy: to the front first, then to the cloud itself
         seen = proxy.connects()
         assert seen.index(front.endpoint) < seen.index(cloud.endpoint), seen
+
+
+def test_servers_registered_before_a_new_endpoint_adopt_the_cloud_list(cloud: Cloud, tmp_path: Path) -> None:
+    """A second cloud service added after the site registered: the cloud's configured endpoints
+    reach the provider and the agent in their heartbeats, registration.json records them (a
+    restart keeps them), and when the first service goes away they move to the second one
+    without registering again."""
+    p = protect(cloud, tmp_path)
+    states = {name: p.site.root / name for name in ("prov1", "hv01")}
+    for d in states.values():
+        assert json.loads((d / "registration.json").read_text())["endpoints"]["api"] == [cloud.endpoint]
+    b = cloud.clone(tmp_path / "cloud-b")
+    api = [cloud.endpoint, b.endpoint]
+    reg = [f"127.0.0.1:{cloud.reg_port}", f"127.0.0.1:{b.reg_port}"]
+    toml_b = b.data_dir / "cloudsvc.toml"          # both services announce the same list
+    text = re.sub(r"(?m)^endpoints = .*$", f"endpoints = {json.dumps(api)}", toml_b.read_text())
+    toml_b.write_text(re.sub(r"(?m)^registration_endpoints = .*$", f"registration_endpoints = {json.dumps(reg)}",
+                             text))
+    b.start()
+    serve_endpoints(cloud, api, reg)
+
+    def adopted() -> bool:
+        docs = [json.loads((d / "registration.json").read_text()) for d in states.values()]
+        return all(doc["endpoints"] == {"api": api, "registration": reg} for doc in docs)
+
+    wait_for(adopted, 60, what="the provider and the agent to record the cloud's endpoints")
+    for d in states.values():
+        assert os.stat(d / "registration.json").st_mode & 0o777 == 0o600
+    assert "cloud endpoints changed" in p.site.provider_proc.text()  # type: ignore[union-attr]
+    cloud.stop()                                     # the first service goes away
+    wait_on(p.site, b.endpoint, 60)
+    res = p.once()                                   # and replication goes on through the second
+    assert res["point_id"]
+    assert [x["point_id"] for x in b.asr_json("point", "list", "vm1", "--vault", "contoso")][-1] == res["point_id"]
