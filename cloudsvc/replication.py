@@ -193,7 +193,9 @@ class Replication:
         self.stopping = stopping or threading.Event()
         # (vault, account) -> (the account's created_at, its open store)
         self._stores: dict[tuple[str, str], tuple[float, VaultStore]] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        # with PostgreSQL, the connections every blob account's index uses (``index_location``)
+        self._index_db: PgDatabase | None = None
         self._thread: threading.Thread | None = None
         self._last_gc = 0.0
         # Callables (vault_id, vm_id) -> point ids retention must keep (failover's pins).
@@ -242,7 +244,10 @@ class Replication:
         (one schema per account), so cloud service processes on any machine share it; otherwise,
         and for a local directory account (which one machine holds anyway), an SQLite file."""
         if backend == "blob" and isinstance(self.db, PgDatabase):
-            return PgIndex(self.db.url, pg_schema(vault_id, storage))
+            with self._lock:
+                if self._index_db is None:   # one set of connections for every account's index
+                    self._index_db = PgDatabase(self.db.url, [], migrate=False, lock="asr.index")
+                return PgIndex(self.db.url, pg_schema(vault_id, storage), self._index_db)
         return self.sqlite_index_path(vault_id, storage)
 
     def sqlite_index_path(self, vault_id: str, storage: str) -> str:
@@ -281,6 +286,9 @@ class Replication:
                     log.exception("flushing a vault store at shutdown failed")
                 st.close()
             self._stores.clear()
+            if self._index_db is not None:
+                self._index_db.close()
+                self._index_db = None
 
     # ---- authorisation and fencing ---------------------------------------------------------------
     def authorise(self, ident: Identity, vm_id: str) -> Item:

@@ -39,8 +39,8 @@ from psycopg.adapt import Dumper, Loader
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import Format
 
-from asrerrors import DiskFull, InvalidConfig, MetadataUnavailable
-from metastore.database import Database, Migration
+from asrerrors import AsrError, DiskFull, InvalidConfig, MetadataUnavailable
+from metastore.database import Database, Migration, script_for, statements
 
 # The advisory lock every write transaction holds: any constant shared by all processes ("asr").
 WRITE_LOCK_KEY = 0x617372
@@ -178,6 +178,7 @@ class PgConn:
 
     def __init__(self, raw: psycopg.Connection[Any]) -> None:
         self.raw = raw
+        self.search_path: str | None = None   # set by a PgSchema using this connection
 
     def execute(self, sql: str, parameters: Any = (), /) -> psycopg.Cursor[Any]:
         return self.raw.execute(translate(sql), tuple(parameters))
@@ -232,15 +233,17 @@ class PgDatabase(Database):
     engine = "postgresql"
 
     def __init__(self, url: str, migrations: Sequence[Migration], *, migrate: bool = True,
-                 schema: str | None = None) -> None:
+                 schema: str | None = None, lock: str | None = None) -> None:
         """``schema``: the tables live in that schema of the database (made by the first
-        migration), not in ``public``: how several stores' chunk indexes share the metadata's
-        database, each with its own writer lock (as each has its own SQLite file)."""
+        migration), not in ``public`` (a store index of its own; :class:`PgSchema` shares one
+        database among several). ``lock``: the name of the writers' advisory lock, when not the
+        metadata's (``schema``'s by default): writers of another lock do not wait for these."""
         self.url = url
         self.schema = schema
         if schema is not None and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
             raise ValueError(f"unusable schema name {schema!r}")
-        self.lock_key = WRITE_LOCK_KEY if schema is None else lock_key(schema)
+        name = lock or schema
+        self.lock_key = WRITE_LOCK_KEY if name is None else lock_key(name)
         try:
             params = conninfo_to_dict(url)
         except psycopg.ProgrammingError:   # its text may quote the URL, password and all
@@ -355,3 +358,84 @@ class PgDatabase(Database):
     def integrity_check(self) -> str:
         self.query("SELECT 1")
         return "ok"
+
+
+class PgSchema:
+    """One schema of a :class:`PgDatabase` shared by several: the ``Database`` calls a store index
+    makes (query, one, write, connection, and its migrations), run with the thread's connection's
+    ``search_path`` on this schema. How every blob account's chunk index uses one set of
+    connections (one per thread) instead of a set each.
+
+    The ``search_path`` is set outside any transaction, only when the thread's connection was last
+    used for another schema (one round trip then, none otherwise); a change inside a transaction
+    (one index's transaction calling another's) would be undone by a rollback, so it is refused.
+    Writers of every schema share the database's write lock; the owner closes the database."""
+
+    engine = "postgresql"
+
+    def __init__(self, db: PgDatabase, schema: str, migrations: Sequence[Migration], *, migrate: bool = True) -> None:
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
+            raise ValueError(f"unusable schema name {schema!r}")
+        self.db = db
+        self.schema = schema
+        self.migrations = list(migrations)
+        self.path = f"{db.path} (schema {schema})"
+        if migrate:
+            self.migrate()
+
+    def _use(self) -> None:
+        with self.db.full_disk_errors():
+            conn: PgConn = self.db._conn()
+            if conn.search_path == self.schema:
+                return
+            if conn.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                raise RuntimeError(f"schema {self.schema} used inside a transaction of schema {conn.search_path}")
+            conn.raw.execute(f"SET search_path TO {self.schema}".encode())
+            conn.search_path = self.schema
+
+    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        self._use()
+        return self.db.query(sql, args)
+
+    def one(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
+        self._use()
+        return self.db.one(sql, args)
+
+    @contextmanager
+    def write(self, durable: bool = True) -> Iterator[Any]:
+        self._use()
+        with self.db.write(durable) as conn:
+            yield conn
+
+    def connection(self) -> Any:
+        self._use()
+        return self.db.connection()
+
+    def full_disk_errors(self) -> Any:
+        return self.db.full_disk_errors()
+
+    def ddl(self, stmt: str) -> str:
+        return ddl(stmt)
+
+    def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
+        return self.db.in_list(column, values)
+
+    def migrate(self) -> None:
+        with self.write() as conn:    # under the write lock: concurrent first uses agree
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+            current = self.db._version(conn)
+        if current > len(self.migrations):
+            raise AsrError(f"{self.path} has schema version {current}, newer than this release knows "
+                           f"({len(self.migrations)})", action="Run the release that made it, or a newer one.")
+        for version, migration in enumerate(self.migrations, start=1):
+            if version <= current:
+                continue
+            with self.write() as conn:
+                if self.db._version(conn) >= version:
+                    continue
+                for stmt in statements(script_for(migration, self.engine)):
+                    conn.execute(ddl(stmt))
+                self.db._set_version(conn, version)
+
+    def close(self) -> None:
+        """Nothing: the connections are the shared database's."""

@@ -22,10 +22,10 @@ import hashlib
 import os
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from asrerrors import AsrError, StorageError
 from cloudsvc.vaultstore.packfile import PackEntry
@@ -33,6 +33,9 @@ from cloudsvc.vaultstore.records import DiskInfo, PinInfo, PointInfo
 from durablefile import fsync_dir
 from metastore.database import Conn, Database, DatabaseError, Migration
 from portablefile import locked
+
+if TYPE_CHECKING:
+    from metastore.postgres import PgDatabase
 
 # Released entries are never edited. Version 1 is the schema that existed before migrations
 # (hence IF NOT EXISTS: a store made then has user_version 0 and these tables already).
@@ -133,6 +136,9 @@ class PgIndex:
 
     url: str
     schema: str
+    # the database whose connections it uses, shared by the process's indexes (``PgSchema``);
+    # None: a database of its own, closed with the index
+    database: PgDatabase | None = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         from metastore.postgres import display_url
@@ -163,7 +169,11 @@ def pack_bytes_at(location: IndexLocation) -> int | None:
     it never creates or migrates an index; a metrics scrape must not resurrect a store a vault
     teardown just destroyed). None when there is no such index."""
     if isinstance(location, PgIndex):
-        db = _pg(location, migrate=False)
+        db: SqlEngine = _pg(location, migrate=False)
+        if location.database is not None:   # the shared connections; close() then closes nothing
+            from metastore.postgres import PgSchema
+
+            db = PgSchema(location.database, location.schema, [], migrate=False)
         try:
             return int(db.query("SELECT COALESCE(SUM(size), 0) FROM packs")[0][0])
         except DatabaseError:   # no such schema (yet, or any more)
@@ -212,13 +222,36 @@ def destroy_index(location: IndexLocation) -> None:
     fsync_dir(os.path.dirname(location) or ".")
 
 
+class SqlEngine(Protocol):
+    """What the index needs of its database: a ``Database``, or a ``PgSchema`` of a shared one."""
+
+    path: str
+
+    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]: ...
+    def write(self, durable: bool = True) -> AbstractContextManager[Conn]: ...
+    def connection(self) -> Conn: ...
+    def full_disk_errors(self) -> AbstractContextManager[None]: ...
+    def ddl(self, stmt: str) -> str: ...
+    def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, tuple[Any, ...]]: ...
+    def close(self) -> None: ...
+
+
+def _open(location: IndexLocation) -> SqlEngine:
+    if not isinstance(location, PgIndex):
+        return Database(location, MIGRATIONS)
+    if location.database is None:
+        return _pg(location, migrate=True)
+    from metastore.postgres import PgSchema
+
+    return PgSchema(location.database, location.schema, MIGRATIONS)
+
+
 class IndexDb:
     def __init__(self, location: IndexLocation) -> None:
         self.location = location
         self.path = str(location)   # what messages name
         with self._errors():
-            self.database = _pg(location, migrate=True) if isinstance(location, PgIndex) else \
-                Database(location, MIGRATIONS)
+            self.database = _open(location)
 
     def adopt(self, path: str) -> int:
         """Copy the SQLite index at ``path`` into this (PostgreSQL) index, in one transaction, if

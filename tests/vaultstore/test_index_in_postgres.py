@@ -16,6 +16,7 @@ from asrclock import FakeClock
 from cloudsvc.replication import Replication
 from cloudsvc.vaultstore import LocalDirBackend, VaultStore
 from cloudsvc.vaultstore.indexdb import IndexDb, PgIndex, pack_bytes_at, pg_schema
+from metastore.postgres import PgDatabase
 from tests import pgserver
 from tests.harness import wait_for
 from tests.vaultstore.diskdata import commit_changes, commit_full, export, make_block, make_store, random_disk
@@ -90,6 +91,7 @@ def test_the_collector_lock_excludes_a_second_process_and_dies_with_its_connecti
         # a holder whose connection dies (a killed process) leaves the lock free
         held = a.collector_lock()
         held.__enter__()
+        assert isinstance(a.database, PgDatabase)
         a.database._local.conn.raw.close()   # the dead process's socket; its lock goes with it
         c = IndexDb(where)
         third = threading.Event()
@@ -104,3 +106,32 @@ def test_the_collector_lock_excludes_a_second_process_and_dies_with_its_connecti
     finally:
         release.set()
         b.close()
+
+
+def test_the_indexes_of_several_accounts_share_one_set_of_connections(tmp_path: Path, clock: FakeClock,
+                                                                       pg_url: str) -> None:
+    """The cloud service opens every blob account's index on one shared database (``PgSchema``):
+    each account keeps its own tables, and a thread holds one connection for all of them."""
+    shared = PgDatabase(pg_url, [], migrate=False, lock="asr.index")
+    rng = random.Random(3)
+    stores = [VaultStore(LocalDirBackend(tmp_path / name), PgIndex(pg_url, f"ix_{name}", shared), clock,
+                         pack_size=150_000, fanout=4) for name in ("one", "two")]
+    try:
+        disks = [random_disk(rng, 12), random_disk(rng, 7)]
+        points = [commit_full(st, f"vm-{i}", [d], clock.now())
+                  for i, (st, d) in enumerate(zip(stores, disks, strict=True))]
+        for st, d, p in zip(stores, disks, points, strict=True):   # alternately, on this thread's one connection
+            assert [x.point_id for x in st.list_points()] == [p.point_id]
+            assert export(st, p.point_id, 0, d.size) == d.image()
+        others = shared.query("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()"
+                              " AND pid != pg_backend_pid()")[0][0]
+        # this thread's connection plus each store's sealer thread's; not a set per account
+        assert others <= len(stores)
+        # one index's transaction never runs the other's statements on its connection
+        with pytest.raises(RuntimeError, match="inside a transaction"), stores[0].db.tx():
+            stores[1].db.points()
+        assert [x.point_id for x in stores[1].list_points()] == [points[1].point_id]
+    finally:
+        for st in stores:
+            st.close()
+        shared.close()
