@@ -204,6 +204,16 @@ class PgConn:
             total += max(self.raw.execute(stmt, [v for row in batch for v in row]).rowcount, 0)
         return _Count(total)
 
+    def copy_rows(self, table: str, columns: str, rows: Iterable[Sequence[Any]]) -> int:
+        """Append ``rows`` to ``table`` with COPY (bulk loads: ~10x a multi-row INSERT); the rows
+        written. ``table`` and ``columns`` are the caller's SQL, never input."""
+        n = 0
+        with self.raw.cursor().copy(f"COPY {table} ({columns}) FROM STDIN".encode()) as copy:
+            for row in rows:
+                copy.write_row(row)
+                n += 1
+        return n
+
     def close(self) -> None:
         self.raw.close()
 

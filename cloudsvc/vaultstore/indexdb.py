@@ -19,6 +19,7 @@ A point is deleted by retention only in a transaction that first finds no unexpi
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import sqlite3
@@ -270,10 +271,16 @@ class IndexDb:
                 if conn.execute("SELECT 1 FROM packs UNION ALL SELECT 1 FROM points LIMIT 1").fetchone():
                     return 0
                 for table, columns in tables.items():   # parents first: the foreign keys hold
-                    rows = [tuple(r) for r in source.query(f"SELECT {columns} FROM {table}")]
+                    # streamed: an index of millions of chunk rows is never all in memory
+                    rows = iter(source.connection().execute(f"SELECT {columns} FROM {table}"))
+                    copy_rows = getattr(conn, "copy_rows", None)   # PostgreSQL's COPY
+                    if copy_rows is not None:
+                        copied += int(copy_rows(table, columns, rows))
+                        continue
                     marks = ", ".join("?" * len(columns.split(",")))
-                    conn.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
-                    copied += len(rows)
+                    while batch := [tuple(r) for r in itertools.islice(rows, 20_000)]:
+                        conn.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", batch)
+                        copied += len(batch)
         finally:
             source.close()
         return copied
