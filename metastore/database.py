@@ -26,7 +26,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
 from asrerrors import AsrError, DiskFull, StorageError
@@ -258,23 +258,7 @@ class Database:
             return self._version(self._conn())
 
     def migrate(self) -> None:
-        current = self.schema_version()
-        if current > len(self.migrations):
-            raise AsrError(
-                f"metadata store {self.path} has schema version {current}, newer than this "
-                f"release knows ({len(self.migrations)})",
-                action="Run the release that created this data directory, or a newer one.",
-            )
-        for version, migration in enumerate(self.migrations, start=1):
-            if version <= current:
-                continue
-            with self.write() as conn:
-                # another process may have migrated since we looked: the write lock orders us
-                if self._version(conn) >= version:
-                    continue
-                for stmt in statements(script_for(migration, self.engine)):
-                    conn.execute(self.ddl(stmt))
-                self._set_version(conn, version)
+        apply_migrations(self)
 
     def close(self) -> None:
         """Close every thread's connection (the caller makes sure none is in use)."""
@@ -283,6 +267,42 @@ class Database:
         for conn in conns:
             conn.close()
         self._local = threading.local()
+
+
+class Migratable(Protocol):
+    """What :func:`apply_migrations` needs: a ``Database``, or a schema of a shared PostgreSQL one
+    (``metastore.postgres.PgSchema``)."""
+
+    path: str
+    engine: str
+    migrations: list[Migration]
+
+    def schema_version(self) -> int: ...
+    def write(self, durable: bool = True) -> AbstractContextManager[Any]: ...
+    def _version(self, conn: Any) -> int: ...
+    def _set_version(self, conn: Any, version: int) -> None: ...
+    def ddl(self, stmt: str) -> str: ...
+
+
+def apply_migrations(target: Migratable) -> None:
+    """Run the migrations ``target`` has not run yet, each in its own write transaction."""
+    current = target.schema_version()
+    if current > len(target.migrations):
+        raise AsrError(
+            f"metadata store {target.path} has schema version {current}, newer than this "
+            f"release knows ({len(target.migrations)})",
+            action="Run the release that created this data directory, or a newer one.",
+        )
+    for version, migration in enumerate(target.migrations, start=1):
+        if version <= current:
+            continue
+        with target.write() as conn:
+            # another process may have migrated since we looked: the write lock orders us
+            if target._version(conn) >= version:
+                continue
+            for stmt in statements(script_for(migration, target.engine)):
+                conn.execute(target.ddl(stmt))
+            target._set_version(conn, version)
 
 
 def open_database(target: str, migrations: Sequence[Migration], *, migrate: bool = True) -> Database:

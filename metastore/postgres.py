@@ -39,8 +39,8 @@ from psycopg.adapt import Dumper, Loader
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import Format
 
-from asrerrors import AsrError, DiskFull, InvalidConfig, MetadataUnavailable
-from metastore.database import Database, Migration, script_for, statements
+from asrerrors import DiskFull, InvalidConfig, MetadataUnavailable
+from metastore.database import Database, Migration, apply_migrations
 
 # The advisory lock every write transaction holds: any constant shared by all processes ("asr").
 WRITE_LOCK_KEY = 0x617372
@@ -430,22 +430,19 @@ class PgSchema:
     def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
         return self.db.in_list(column, values)
 
-    def migrate(self) -> None:
+    def schema_version(self) -> int:
         with self.write() as conn:    # under the write lock: concurrent first uses agree
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
-            current = self.db._version(conn)
-        if current > len(self.migrations):
-            raise AsrError(f"{self.path} has schema version {current}, newer than this release knows "
-                           f"({len(self.migrations)})", action="Run the release that made it, or a newer one.")
-        for version, migration in enumerate(self.migrations, start=1):
-            if version <= current:
-                continue
-            with self.write() as conn:
-                if self.db._version(conn) >= version:
-                    continue
-                for stmt in statements(script_for(migration, self.engine)):
-                    conn.execute(ddl(stmt))
-                self.db._set_version(conn, version)
+            return self._version(conn)
+
+    def _version(self, conn: Any) -> int:
+        return self.db._version(conn)
+
+    def _set_version(self, conn: Any, version: int) -> None:
+        self.db._set_version(conn, version)
+
+    def migrate(self) -> None:
+        apply_migrations(self)
 
     def close(self) -> None:
         """Nothing: the connections are the shared database's."""

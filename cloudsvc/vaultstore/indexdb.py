@@ -24,7 +24,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -159,10 +159,18 @@ def pg_schema(vault_id: str, storage: str) -> str:
     return f"ix_{re.sub(r'[^a-z0-9]', '_', vault_id.lower())[:16]}_{readable}_{digest}"
 
 
-def _pg(location: PgIndex, migrate: bool) -> Database:
-    from metastore.postgres import PgDatabase
+def _engine(location: IndexLocation, migrate: bool = True) -> SqlEngine:
+    """The database of an index: an SQLite file; a schema of the process's shared PostgreSQL
+    database (``location.database``: closing it closes nothing); or a PostgreSQL database of its
+    own. ``migrate=False``: as it is (a reader, or a teardown: never made by being looked at)."""
+    migrations = MIGRATIONS if migrate else []
+    if not isinstance(location, PgIndex):
+        return Database(location, migrations, migrate=migrate)
+    from metastore.postgres import PgDatabase, PgSchema
 
-    return PgDatabase(location.url, MIGRATIONS if migrate else [], migrate=migrate, schema=location.schema)
+    if location.database is not None:
+        return PgSchema(location.database, location.schema, migrations, migrate=migrate)
+    return PgDatabase(location.url, migrations, migrate=migrate, schema=location.schema)
 
 
 def pack_bytes_at(location: IndexLocation) -> int | None:
@@ -170,16 +178,10 @@ def pack_bytes_at(location: IndexLocation) -> int | None:
     it never creates or migrates an index; a metrics scrape must not resurrect a store a vault
     teardown just destroyed). None when there is no such index."""
     if isinstance(location, PgIndex):
-        db: SqlEngine = _pg(location, migrate=False)
-        if location.database is not None:   # the shared connections; close() then closes nothing
-            from metastore.postgres import PgSchema
-
-            db = PgSchema(location.database, location.schema, [], migrate=False)
+        db = _engine(location, migrate=False)
         try:
             return int(db.query("SELECT COALESCE(SUM(size), 0) FROM packs")[0][0])
-        except DatabaseError:   # no such schema (yet, or any more)
-            return None
-        except AsrError:   # no server
+        except DatabaseError + (AsrError,):   # no such schema (yet, or any more), or no server
             return None
         finally:
             db.close()
@@ -204,7 +206,7 @@ def _batches(ids: list[bytes]) -> Iterator[list[bytes]]:
 def destroy_index(location: IndexLocation) -> None:
     """Delete an index: its SQLite files, or its PostgreSQL schema. Idempotent."""
     if isinstance(location, PgIndex):
-        db = _pg(location, migrate=False)
+        db = _engine(location, migrate=False)
         try:
             with db.write() as conn:
                 conn.execute(f"DROP SCHEMA IF EXISTS {location.schema} CASCADE")
@@ -237,22 +239,12 @@ class SqlEngine(Protocol):
     def close(self) -> None: ...
 
 
-def _open(location: IndexLocation) -> SqlEngine:
-    if not isinstance(location, PgIndex):
-        return Database(location, MIGRATIONS)
-    if location.database is None:
-        return _pg(location, migrate=True)
-    from metastore.postgres import PgSchema
-
-    return PgSchema(location.database, location.schema, MIGRATIONS)
-
-
 class IndexDb:
     def __init__(self, location: IndexLocation) -> None:
         self.location = location
         self.path = str(location)   # what messages name
         with self._errors():
-            self.database = _open(location)
+            self.database = _engine(location)
 
     def adopt(self, path: str) -> int:
         """Copy the SQLite index at ``path`` into this (PostgreSQL) index, in one transaction, if
@@ -308,12 +300,8 @@ class IndexDb:
         try:
             yield
         finally:
-            try:
+            with suppress(*DatabaseError, AsrError):   # the connection is gone, and the lock with it
                 self.database.query("SELECT pg_advisory_unlock(?)", (key,))
-            except DatabaseError:
-                pass   # the connection is gone, and the lock with it
-            except AsrError:
-                pass
 
     def close(self) -> None:
         self.database.close()
