@@ -39,7 +39,7 @@ def health_of(copy_frequency_s: float, last_received_at: float, now: float) -> t
 
 def disks_lag(records: list[PointRecord], held: str, now: float) -> float:
     """How long the replica disks have been behind: seconds since the first point newer than
-    the one they hold was recorded (0 when they hold the newest)."""
+    ``held``, the last one applied in full, was recorded (0 when that is the newest)."""
     ids = [r.point_id for r in records]
     newer = records[ids.index(held) + 1:] if held in ids else records
     return now - newer[0].committed_at if newer else 0.0
@@ -77,12 +77,16 @@ class Reporter:
         now = self.clock.now()
         health, message = health_of(freq, last, now)
         st = r.disks.state()
+        # while a point is being applied the disks hold none exactly (``applied_point_id`` ""),
+        # but they are behind only since the first point after the last one applied in full:
+        # measured from the oldest point instead, an apply started by a point after a long
+        # outage read as "the disks hold no point, 600s behind" and the report went Warning
         held = "" if st.applying else st.point_id
         if st.encrypted:
             health, message = "Warning", "points are encrypted with the customer's key: replica disks not applied"
         if r.apply_error and health == "Normal":
             health, message = "Warning", r.apply_error
-        lag = disks_lag(records, held, now)
+        lag = disks_lag(records, st.point_id, now)
         if health == "Normal" and lag > apply_lag_bound(freq):
             health, message = "Warning", (f"the replica disks hold {held or 'no point'}, {lag:.0f}s behind the "
                                           "newest point")
@@ -122,9 +126,12 @@ class Reporter:
     def run(self, release: Callable[[str], None], beat: Callable[[], None] = lambda: None) -> None:
         while not self.stopping.is_set():
             beat()
+            # cleared before the reports are built, not after the wait: a point made while they
+            # are sent sets it again, and the next report follows at once instead of a whole
+            # interval later
+            self._due.clear()
             try:
                 self.report_all(release)
             except Exception:  # noqa: BLE001 - the report thread must outlive a damaged replica
                 log.exception("replica reports failed")
             self._due.wait(self.interval)
-            self._due.clear()

@@ -393,10 +393,15 @@ def test_commit_point_answers_before_the_apply_which_coalesces_to_the_newest(tmp
         r = h.vm(VM)
         assert disk_bytes(r) == expected([1, 0, 2, 0, 0, 0, 0, 0])
         gate = Gate(monkeypatch, "_write_blocks")
+        clock.advance(10 * apply_lag_bound(1))         # p2 comes after a long outage (a partition)
         p2 = svc_commit(svc, clock, {1: 3}, p1)
         assert gate.paused.wait(60)
         # CommitPoint answered, the apply of p2 is in progress (marker set) and waits
         assert r.disks.state() == r.disks.state().__class__(p1, p2)
+        # the disks are behind only since p2 arrived, not since p1 (the report went Warning
+        # "hold no point, 600s behind" here, and Critical -> Warning -> Normal after a partition)
+        report = reporter.build(VM)
+        assert report.applied_point_id == "" and report.health == "Normal", report
         assert not svc.wait_applied(VM, p2, 0.1)
         # two more points arrive while it waits; CommitPoint still answers at once
         clock.advance(apply_lag_bound(1))
