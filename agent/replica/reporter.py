@@ -77,15 +77,15 @@ class Reporter:
         now = self.clock.now()
         health, message = health_of(freq, last, now)
         st = r.disks.state()
-        # while a point is being applied the disks hold none exactly (``applied_point_id`` ""),
-        # but they are behind only since the first point after the last one applied in full:
-        # measured from the oldest point instead, an apply started by a point after a long
-        # outage read as "the disks hold no point, 600s behind" and the report went Warning
         held = "" if st.applying else st.point_id
         if st.encrypted:
             health, message = "Warning", "points are encrypted with the customer's key: replica disks not applied"
         if r.apply_error and health == "Normal":
             health, message = "Warning", r.apply_error
+        # while a point is being applied the disks hold none exactly (``held`` ""), but they are
+        # behind only since the first point after the last one applied in full: measured from the
+        # oldest point instead, an apply started by a point after a long outage read as "the
+        # disks hold no point, 600s behind" and the report went Warning
         lag = disks_lag(records, st.point_id, now)
         if health == "Normal" and lag > apply_lag_bound(freq):
             health, message = "Warning", (f"the replica disks hold {held or 'no point'}, {lag:.0f}s behind the "
