@@ -65,12 +65,32 @@ def percentile(values: list[float], q: float) -> float:
 
 def slope_mib_per_min(samples: list[tuple[float, float]]) -> float:
     """Least-squares slope of (seconds, KiB) samples, in MiB per minute."""
+    return slope_fit(samples)[0]
+
+
+def slope_fit(samples: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares slope of (seconds, KiB) samples and its standard error, both in MiB per
+    minute: a slope within about two standard errors of zero is within the run's noise."""
     if len(samples) < 3:
-        return 0.0
+        return 0.0, 0.0
     xs, ys = [t for t, _ in samples], [v for _, v in samples]
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
     den = sum((x - mx) ** 2 for x in xs)
-    return 0.0 if not den else sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den / 1024 * 60
+    if not den:
+        return 0.0, 0.0
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den
+    residual = sum((y - my - b * (x - mx)) ** 2 for x, y in zip(xs, ys, strict=True))
+    se = (residual / (len(xs) - 2) / den) ** 0.5
+    return b / 1024 * 60, se / 1024 * 60
+
+
+def per_minute_mib(samples: list[tuple[float, float]]) -> list[float]:
+    """The RSS trace as one mean per minute of the run, so a reader sees its shape (a step
+    after the first copies, a plateau, a climb) and not only the fitted slope."""
+    minutes: dict[int, list[float]] = defaultdict(list)
+    for t, v in samples:
+        minutes[int(t // 60)].append(v)
+    return [round(statistics.fmean(minutes[m]) / 1024, 1) for m in sorted(minutes)]
 
 
 def scrape(port: int) -> dict[tuple[str, float], float]:
@@ -286,7 +306,9 @@ def main() -> int:
                               # the second half: after the first copies' buffers went back to the system
                               "rss_slope_second_half_mib_per_min": round(
                                   slope_mib_per_min(rss[n][len(rss[n]) // 2:]), 3),
-                              "rss_first_last_mib": [round(rss[n][0][1] / 1024, 1), round(rss[n][-1][1] / 1024, 1)]}
+                              "rss_slope_second_half_stderr": round(slope_fit(rss[n][len(rss[n]) // 2:])[1], 3),
+                              "rss_first_last_mib": [round(rss[n][0][1] / 1024, 1), round(rss[n][-1][1] / 1024, 1)],
+                              "rss_per_minute_mib": per_minute_mib(rss[n])}
                           for n, p in pids.items()}
         out["metadata_growth"] = {"bytes_window": db1 - db0,
                                   "per_day_mib": round((db1 - db0) / elapsed * 86400 / MiB, 1)}

@@ -228,10 +228,10 @@ class Jobs:
         """Which of ``job_ids`` have ended (or no longer exist)."""
         if not job_ids:
             return set()
-        marks = ",".join("?" * len(job_ids))
+        where, args = self.db.in_list("id", job_ids)
         open_ = {r["id"] for r in self.db.query(
-            f"SELECT id FROM jobs WHERE id IN ({marks}) AND state NOT IN ({','.join('?' * len(TERMINAL))})",
-            (*job_ids, *TERMINAL))}
+            f"SELECT id FROM jobs WHERE {where} AND state NOT IN ({','.join('?' * len(TERMINAL))})",
+            (*args, *TERMINAL))}
         return set(job_ids) - open_
 
     def owner_of(self, job_id: str) -> str:

@@ -11,7 +11,9 @@ commit, a query), never a raw ``sqlite3`` error: callers map nothing themselves.
 errors pass through unchanged (callers catch :data:`IntegrityError` for duplicates).
 
 Each thread gets its own connection (so readers never wait for each other or for a writer);
-:meth:`Database.close` closes all of them.
+:meth:`Database.close` closes all of them. A cloud service has ~130 of them (two per gRPC
+worker), so each keeps little: 256 KiB of pages and 32 prepared statements, and ``in_list``
+makes a dozen statement texts per query shape, not one per list length.
 
 Callers write one SQL dialect, the subset both engines accept: ``?`` placeholders,
 ``INSERT ... ON CONFLICT (...) DO UPDATE/NOTHING``, ``RETURNING`` instead of ``lastrowid``, no
@@ -92,6 +94,10 @@ def statements(script: str) -> list[str]:
     return [s for s in script.split(";") if s.strip()]
 
 
+_CACHE_KIB = 256           # page cache of one connection (SQLite's default: 2,000 KiB)
+_CACHED_STATEMENTS = 32    # prepared statements one connection keeps (Python's default: 128)
+
+
 class Database:
     """The SQLite engine; :class:`metastore.postgres.PgDatabase` overrides the engine hooks."""
 
@@ -114,8 +120,15 @@ class Database:
 
     # --- engine hooks -----------------------------------------------------------------
     def _connect(self) -> Any:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        # Every thread has its own connection (a cloud service has ~130), so what each one keeps
+        # is small: in WAL mode a connection drops its page cache whenever another one wrote,
+        # so a big cache buys little, and the prepared statements a connection caches fill
+        # slowly as its thread meets every query of the service. With SQLite's defaults (2 MiB
+        # of pages, 128 statements each) the cloud service grew for hours under load.
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False,
+                               cached_statements=_CACHED_STATEMENTS)
         conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -176,8 +189,18 @@ class Database:
 
     def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
         """A condition "``column`` is one of ``values``" and its parameters (a few hundred values
-        at most: SQLite takes each as a parameter)."""
-        return f"{column} IN ({','.join('?' * len(values))})", tuple(values)
+        at most: SQLite takes each as a parameter; at least one value).
+
+        The list is padded to a power of two by repeating its last value (``IN`` ignores
+        duplicates), so one query shape has a dozen statement texts, not one per length: every
+        connection caches up to 128 prepared statements, and a statement of hundreds of
+        parameters holds tens of KiB. With one text per length, 64 threads' caches filled with
+        them and the cloud service grew ~2 MiB a minute under load (docs/benchmarks.md)."""
+        if not values:
+            raise ValueError("in_list needs at least one value")
+        size = 1 << (len(values) - 1).bit_length()
+        padded = (*values, *(values[-1],) * (size - len(values)))
+        return f"{column} IN ({','.join('?' * size)})", padded
 
     def json_text(self, column: str, key: str) -> str:
         """The top-level ``key`` of the JSON object in TEXT ``column`` (no portable spelling)."""
