@@ -63,11 +63,6 @@ def percentile(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] if s else 0.0
 
 
-def slope_mib_per_min(samples: list[tuple[float, float]]) -> float:
-    """Least-squares slope of (seconds, KiB) samples, in MiB per minute."""
-    return slope_fit(samples)[0]
-
-
 def slope_fit(samples: list[tuple[float, float]]) -> tuple[float, float]:
     """Least-squares slope of (seconds, KiB) samples and its standard error, both in MiB per
     minute: a slope within about two standard errors of zero is within the run's noise."""
@@ -91,6 +86,18 @@ def per_minute_mib(samples: list[tuple[float, float]]) -> list[float]:
     for t, v in samples:
         minutes[int(t // 60)].append(v)
     return [round(statistics.fmean(minutes[m]) / 1024, 1) for m in sorted(minutes)]
+
+
+def memory_figures(samples: list[tuple[float, float]]) -> dict[str, Any]:
+    """A daemon's RSS over the run: slope, slope of the second half (after the first copies'
+    buffers went back to the system) with its standard error, first and last, per minute."""
+    slope = slope_fit(samples)[0]
+    half, half_se = slope_fit(samples[len(samples) // 2:])
+    return {"rss_slope_mib_per_min": round(slope, 3),
+            "rss_slope_second_half_mib_per_min": round(half, 3),
+            "rss_slope_second_half_stderr": round(half_se, 3),
+            "rss_first_last_mib": [round(samples[0][1] / 1024, 1), round(samples[-1][1] / 1024, 1)],
+            "rss_per_minute_mib": per_minute_mib(samples)}
 
 
 def scrape(port: int) -> dict[tuple[str, float], float]:
@@ -301,14 +308,7 @@ def main() -> int:
                                 "expected": round(elapsed / freq, 1)}
         out["cloud_rpc"] = {c.name: latency_p99(hist0[c.name], hist1[c.name]) for c in clouds}
         out["daemons"] = {n: {"cpu_s": cpu[n], "cpu_share": round(cpu[n] / elapsed, 3),
-                              "peak_rss_mib": round(status_kib(p, "VmHWM") / 1024, 1),
-                              "rss_slope_mib_per_min": round(slope_mib_per_min(rss[n]), 3),
-                              # the second half: after the first copies' buffers went back to the system
-                              "rss_slope_second_half_mib_per_min": round(
-                                  slope_mib_per_min(rss[n][len(rss[n]) // 2:]), 3),
-                              "rss_slope_second_half_stderr": round(slope_fit(rss[n][len(rss[n]) // 2:])[1], 3),
-                              "rss_first_last_mib": [round(rss[n][0][1] / 1024, 1), round(rss[n][-1][1] / 1024, 1)],
-                              "rss_per_minute_mib": per_minute_mib(rss[n])}
+                              "peak_rss_mib": round(status_kib(p, "VmHWM") / 1024, 1), **memory_figures(rss[n])}
                           for n, p in pids.items()}
         out["metadata_growth"] = {"bytes_window": db1 - db0,
                                   "per_day_mib": round((db1 - db0) / elapsed * 86400 / MiB, 1)}

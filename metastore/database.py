@@ -13,7 +13,7 @@ errors pass through unchanged (callers catch :data:`IntegrityError` for duplicat
 Each thread gets its own connection (so readers never wait for each other or for a writer);
 :meth:`Database.close` closes all of them. A cloud service has ~130 of them (two per gRPC
 worker), so each keeps little: 256 KiB of pages and 32 prepared statements, and ``in_list``
-makes a dozen statement texts per query shape, not one per list length.
+makes at most ten statement texts per query shape, not one per list length.
 
 Callers write one SQL dialect, the subset both engines accept: ``?`` placeholders,
 ``INSERT ... ON CONFLICT (...) DO UPDATE/NOTHING``, ``RETURNING`` instead of ``lastrowid``, no
@@ -192,10 +192,10 @@ class Database:
         at most: SQLite takes each as a parameter; at least one value).
 
         The list is padded to a power of two by repeating its last value (``IN`` ignores
-        duplicates), so one query shape has a dozen statement texts, not one per length: every
-        connection caches up to 128 prepared statements, and a statement of hundreds of
-        parameters holds tens of KiB. With one text per length, 64 threads' caches filled with
-        them and the cloud service grew ~2 MiB a minute under load (docs/benchmarks.md)."""
+        duplicates), so one query shape has at most ten statement texts, not one per length:
+        every connection caches prepared statements, and a statement of hundreds of parameters
+        holds tens of KiB. With one text per length, 64 threads' caches filled with them and the
+        cloud service grew ~2 MiB a minute under load (docs/benchmarks.md)."""
         if not values:
             raise ValueError("in_list needs at least one value")
         size = 1 << (len(values) - 1).bit_length()
