@@ -186,6 +186,9 @@ def main() -> int:
     ap.add_argument("--write-interval", type=float, default=1.0, help="seconds between a VM's records")
     ap.add_argument("--engine", choices=["sqlite", "postgresql"], default="sqlite", help="the metadata engine")
     ap.add_argument("--services", type=int, choices=[1, 2], default=1, help="cloud services sharing the metadata")
+    ap.add_argument("--retention-hours", type=int, default=1,
+                    help="the policy's retention; 0 keeps only each VM's latest point, so retention and GC "
+                         "free chunks as fast as cycles add them (the steady state, within minutes)")
     args = ap.parse_args()
     minutes = 30.0 if args.long else args.minutes
     freq = 30
@@ -193,7 +196,8 @@ def main() -> int:
     procs = Procs(root)
     out: dict[str, Any] = {"machine": f"{platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}",
                            "hosts": args.hosts, "vms": args.hosts * args.vms_per_host, "minutes": minutes,
-                           "engine": args.engine, "services": args.services, "load_average_before": os.getloadavg()}
+                           "engine": args.engine, "services": args.services, "retention_hours": args.retention_hours,
+                           "load_average_before": os.getloadavg()}
     hvs: dict[str, LocalHypervisor] = {}
     pg = None
     try:
@@ -245,8 +249,8 @@ def main() -> int:
 
         wait_for(lambda: len(listed()) == len(vms), 300, interval=1, what="every VM in the vault")
         assert cloud.asr_json("cloud", "protect", "gold", "--vault", "contoso", "--storage", "store1",
-                              "--copy-frequency", "30s", "--retention-hours", "1", "--start", "now",
-                              "--wait")["state"] == "Succeeded"
+                              "--copy-frequency", "30s", "--retention-hours", str(args.retention_hours),
+                              "--start", "now", "--wait")["state"] == "Succeeded"
         for name in vms:
             client.call(client.protection.ProtectVm, operator_pb2.ProtectVmRequest(vault="contoso", vm=name))
         wait_for(lambda: all(v.protection_state == "Protected" and v.last_replication > 0

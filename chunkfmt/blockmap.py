@@ -98,6 +98,10 @@ class BlockMap(Mapping[int, bytes]):
             raise KeyError(block)
         return bytes(self._ids[i * ID_SIZE:(i + 1) * ID_SIZE])
 
+    def id_at(self, position: int) -> bytes:
+        """The id at ``position`` in block order (of block ``indexes[position]``)."""
+        return bytes(self._ids[position * ID_SIZE:(position + 1) * ID_SIZE])
+
     def __contains__(self, block: object) -> bool:
         return isinstance(block, int) and block >= 0 and self._find(block) >= 0
 

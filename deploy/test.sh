@@ -5,6 +5,9 @@
 #   ASR_TEST_PG_FULL=1   the PostgreSQL pass runs everything
 #   ASR_TEST_PG=0        no PostgreSQL pass
 #   ASR_TEST_DATABASE=sqlite|postgresql   one pass only, on that engine (with any extra arguments)
+#   ASR_TEST_WORKERS=N   pytest-xdist workers (default 2, one per core of the CI machine; 0: none).
+#                        Each test file runs whole on one worker (--dist loadfile), so a file's
+#                        module fixtures start once; every test starts its own daemons on free ports.
 # Extra arguments go to pytest (e.g. -k registration) and then choose the tests of a single pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +16,8 @@ bash proto/generate.sh --check
 .venv/bin/ruff check .
 .venv/bin/mypy .
 pytest=(.venv/bin/python -m pytest -q -p no:cacheprovider --durations=20)
+workers=${ASR_TEST_WORKERS:-2}
+if [ "$workers" != 0 ]; then pytest+=(-n "$workers" --dist loadfile); fi
 if [ -n "${ASR_TEST_DATABASE:-}" ] || [ $# -gt 0 ]; then
   exec "${pytest[@]}" "$@"
 fi

@@ -131,6 +131,17 @@ class TreeView:
         off = index - start
         return self._leaf[off] if off < len(self._leaf) else ZERO_ID
 
+    def leaf_ids(self, start: int, end: int) -> list[bytes]:
+        """The ids of blocks ``start`` to ``end - 1`` of one leaf (``start`` a multiple of
+        the fanout), ZERO_ID beyond the tree's blocks or inside a zero subtree."""
+        if start % self.fanout or end - start > self.fanout:
+            raise ValueError("leaf_ids spans one leaf")
+        if start >= self.blocks:
+            return [ZERO_ID] * (end - start)
+        self.block(start)  # loads the leaf into the one-leaf cache
+        ids = self._leaf[:end - start]
+        return ids + [ZERO_ID] * (end - start - len(ids))
+
     def _load(self, nid: bytes, level: int) -> Node:
         node = self.loader(nid)
         if node.level != level or node.fanout != self.fanout:
@@ -171,10 +182,23 @@ def build_tree(
                 if old == ZERO_ID or (old is not None and base.coverage_end(level, start) == end):
                     return old
         if level == 0:
-            ids = []
-            for i in range(start, end):
-                cid = changes.get(i)
-                ids.append(cid if cid is not None else (base.block(i) if base else ZERO_ID))
+            # The base's leaf once, then the changes of its span laid over it: a lookup per
+            # block (``changes.get`` raises and catches KeyError for every unchanged block)
+            # cost ~25 ms per commit of a 2 GiB disk.
+            if base is None:
+                ids = [ZERO_ID] * (end - start)
+            elif same_shape:
+                ids = base.leaf_ids(start, end)
+            else:
+                ids = [base.block(i) for i in range(start, end)]
+            lo = bisect.bisect_left(keys, start)
+            hi = bisect.bisect_left(keys, end, lo)
+            if isinstance(changes, BlockChanges):
+                for pos in range(lo, hi):
+                    ids[keys[pos] - start] = changes.id_at(pos)
+            else:
+                for pos in range(lo, hi):
+                    ids[keys[pos] - start] = changes[keys[pos]]
         else:
             step = fanout**level
             ids = [build(level - 1, s) for s in range(start, end, step)]
