@@ -23,8 +23,9 @@ if [ -n "${ASR_TEST_DATABASE:-}" ] || [ $# -gt 0 ]; then
 fi
 ASR_TEST_DATABASE=sqlite "${pytest[@]}"
 [ "${ASR_TEST_PG:-1}" = 0 ] && exit 0
-# about 4 minutes on 2 cores (two workers; 6.5 in one process): control plane, lifecycle, failover, replication, security, observe, and
-# the chunk index of blob accounts (tests/vaultstore's blob cases, two services sharing no directory)
+# about 4 minutes on 2 cores (two workers; 6.5 in one process): control plane, lifecycle, failover,
+# replication, security, observe, and the chunk index of blob accounts (tests/vaultstore's blob cases,
+# two services sharing no directory)
 PG_TESTS=(tests/controlplane tests/security tests/failover/test_unplanned.py
           tests/failover/test_plans.py tests/failover/test_planned_failback.py tests/replication/test_points.py
           tests/replication/test_retention.py tests/replication/test_billing_metered.py

@@ -167,6 +167,9 @@ def build_tree(
         raise ValueError("a changed block lies outside the disk's virtual size")
     levels = levels_for(blocks, fanout)
     same_shape = base is not None and base.fanout == fanout
+    # the id of the change at a position of ``keys`` (a BlockChanges without a search)
+    id_at: Callable[[int], bytes] = (changes.id_at if isinstance(changes, BlockChanges)
+                                     else lambda pos: changes[keys[pos]])
 
     def changed(start: int, end: int) -> bool:
         i = bisect.bisect_left(keys, start)
@@ -193,12 +196,8 @@ def build_tree(
                 ids = [base.block(i) for i in range(start, end)]
             lo = bisect.bisect_left(keys, start)
             hi = bisect.bisect_left(keys, end, lo)
-            if isinstance(changes, BlockChanges):
-                for pos in range(lo, hi):
-                    ids[keys[pos] - start] = changes.id_at(pos)
-            else:
-                for pos in range(lo, hi):
-                    ids[keys[pos] - start] = changes[keys[pos]]
+            for pos in range(lo, hi):
+                ids[keys[pos] - start] = id_at(pos)
         else:
             step = fanout**level
             ids = [build(level - 1, s) for s in range(start, end, step)]
