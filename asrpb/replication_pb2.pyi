@@ -107,14 +107,16 @@ class MissingReply(_message.Message):
     def __init__(self, ids: _Optional[bytes] = ...) -> None: ...
 
 class ChunkBatch(_message.Message):
-    __slots__ = ("session_id", "ids", "frames")
+    __slots__ = ("session_id", "ids", "frames", "groups")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     ids: _containers.RepeatedScalarFieldContainer[bytes]
     frames: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, session_id: _Optional[str] = ..., ids: _Optional[_Iterable[bytes]] = ..., frames: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    groups: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, session_id: _Optional[str] = ..., ids: _Optional[_Iterable[bytes]] = ..., frames: _Optional[_Iterable[bytes]] = ..., groups: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class PutChunksReply(_message.Message):
     __slots__ = ("received", "bytes")
@@ -297,18 +299,20 @@ class ExportRequest(_message.Message):
     def __init__(self, vault: _Optional[str] = ..., vm: _Optional[str] = ..., point_id: _Optional[str] = ..., disk_index: _Optional[int] = ...) -> None: ...
 
 class ExportPart(_message.Message):
-    __slots__ = ("virtual_size", "point_id", "encrypted", "blocks", "frames")
+    __slots__ = ("virtual_size", "point_id", "encrypted", "blocks", "frames", "ids")
     VIRTUAL_SIZE_FIELD_NUMBER: _ClassVar[int]
     POINT_ID_FIELD_NUMBER: _ClassVar[int]
     ENCRYPTED_FIELD_NUMBER: _ClassVar[int]
     BLOCKS_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
     virtual_size: int
     point_id: str
     encrypted: bool
     blocks: _containers.RepeatedScalarFieldContainer[int]
     frames: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, virtual_size: _Optional[int] = ..., point_id: _Optional[str] = ..., encrypted: _Optional[bool] = ..., blocks: _Optional[_Iterable[int]] = ..., frames: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    ids: bytes
+    def __init__(self, virtual_size: _Optional[int] = ..., point_id: _Optional[str] = ..., encrypted: _Optional[bool] = ..., blocks: _Optional[_Iterable[int]] = ..., frames: _Optional[_Iterable[bytes]] = ..., ids: _Optional[bytes] = ...) -> None: ...
 
 class MaintenanceRequest(_message.Message):
     __slots__ = ("vault",)

@@ -47,6 +47,73 @@ def test_any_flipped_bit_is_detected(data: bytes, encrypted: bool, where: float,
         cf.decode_chunk(bytes(frame), aead, cf.chunk_id(KEY.id_key, data), KEY.id_key)
 
 
+def _members(blocks: list[bytes]) -> list[tuple[bytes, bytes]]:
+    by_id = {cf.chunk_id(KEY.id_key, b): b for b in blocks}
+    return list(by_id.items())
+
+
+@settings(max_examples=40, deadline=None)
+@given(blocks=st.lists(block_data, min_size=2, max_size=20), encrypted=st.booleans(),
+       compression=st.sampled_from(sorted(cf.COMPRESSION)))
+def test_group_round_trip(blocks: list[bytes], encrypted: bool, compression: str) -> None:
+    members = _members(blocks)
+    aead = KEY.aead_key if encrypted else None
+    frame = cf.encode_group(members, aead, cf.COMPRESSION[compression][0])
+    hdr = cf.parse_header(frame)
+    assert hdr.encrypted == encrypted
+    if len(members) == 1:  # a group of one is an ordinary chunk frame
+        assert not hdr.group
+        assert cf.decode_chunk(frame, aead) == members[0][1]
+        return
+    assert hdr.group and hdr.ids() == [cid for cid, _ in members]
+    # in order (the decoded group is reused), then backwards with another frame between
+    for cid, data in members:
+        assert cf.decode_chunk(frame, aead, expected_id=cid, id_key=KEY.id_key) == data
+    for cid, data in reversed(members):
+        cf.decode_chunk(cf.encode_chunk(b"other", aead), aead)
+        assert cf.decode_chunk(bytes(frame), aead, chunk=cid) == data
+
+
+@settings(max_examples=80, deadline=None)
+@given(blocks=st.lists(st.binary(min_size=1, max_size=2048), min_size=2, max_size=5, unique=True),
+       encrypted=st.booleans(), where=st.floats(0, 1, exclude_max=True), bit=st.integers(0, 7))
+def test_group_any_flipped_bit_is_detected(blocks: list[bytes], encrypted: bool, where: float, bit: int) -> None:
+    members = _members(blocks)
+    aead = KEY.aead_key if encrypted else None
+    frame = bytearray(cf.encode_group(members, aead))
+    frame[int(where * len(frame))] ^= 1 << bit
+    # A flip inside one member's bytes of an unencrypted group shows only when that member
+    # is read: reading them all must find it.
+    failures = 0
+    for cid, _ in members:
+        try:
+            cf.decode_chunk(bytes(frame), aead, cid, KEY.id_key)
+        except (DataCorrupt, EncryptionKeyError):
+            failures += 1
+    assert failures
+
+
+def test_group_member_must_be_named_and_held() -> None:
+    members = _members([b"a" * 100, b"b" * 100])
+    frame = cf.encode_group(members, None)
+    with pytest.raises(ValueError, match="chunk id of the member"):
+        cf.decode_chunk(frame, None)
+    with pytest.raises(DataCorrupt, match="does not hold chunk"):
+        cf.decode_chunk(frame, None, chunk=bytes(31) + b"\1")
+    with pytest.raises(ValueError, match="distinct"):
+        cf.encode_group([members[0], members[0]], None)
+
+
+def test_group_reuse_never_skips_the_key_check() -> None:
+    members = _members([b"a" * 100, b"b" * 100])
+    frame = cf.encode_group(members, KEY.aead_key)
+    assert cf.decode_chunk(frame, KEY.aead_key, chunk=members[0][0]) == members[0][1]
+    with pytest.raises(EncryptionKeyError, match="different key"):
+        cf.decode_chunk(frame, OTHER.aead_key, chunk=members[1][0])
+    with pytest.raises(EncryptionKeyError, match="no customer-managed key"):
+        cf.decode_chunk(frame, None, chunk=members[1][0])
+
+
 def test_wrong_or_missing_key_is_a_key_error() -> None:
     frame = cf.encode_chunk(b"secret" * 1000, KEY.aead_key)
     with pytest.raises(EncryptionKeyError, match="different key"):
