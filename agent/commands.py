@@ -15,13 +15,15 @@ from agent import fencing
 from agent.runtime import AgentRuntime
 from asrerrors import NotFound, StateConflict, UsageError
 from asrpb import control_pb2
+from chunkfmt import DEFAULT_COMPRESSION
 from durablefile import write_atomic
 
 
 def configure_host(rt: AgentRuntime, cmd: control_pb2.Command) -> str:
     rt.settings.save_host_policy(cmd.configure_host)
     p = cmd.configure_host.policy
-    return f"host policy saved: copy every {p.copy_frequency_seconds}s, retention {p.retention_hours}h"
+    return (f"host policy saved: copy every {p.copy_frequency_seconds}s, retention {p.retention_hours}h, "
+            f"compression {p.compression or DEFAULT_COMPRESSION}")
 
 
 def _vm_name(rt: AgentRuntime, vm_id: str, fallback: str) -> str:

@@ -11,7 +11,8 @@ files (idempotent), so a command delivered again after a restart has no further 
 
 The epoch (docs/design.md, "Fencing on the host"): EnableReplication and a successful Failback
 grant this host the epoch their command carries; a settings file written before epochs
-existed holds none and means epoch 1.
+existed holds none and means epoch 1. A policy written before policies had a compression
+(``policy.compression`` "", from an older cloud or file) reads as ``chunkfmt.DEFAULT_COMPRESSION``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict, ParseDict
 
 from asrpb import control_pb2, inventory_pb2
+from chunkfmt import DEFAULT_COMPRESSION
 from durablefile import PRIVATE, write_atomic
 
 DEFAULT_EPOCH = 1  # a settings file without an epoch (written before epochs existed)
@@ -109,8 +111,10 @@ class Settings:
         except FileNotFoundError:
             return None
         target = doc.get("replica_target")
+        policy = ParseDict(doc["policy"], inventory_pb2.Policy())
+        policy.compression = policy.compression or DEFAULT_COMPRESSION  # a file written before policies had one
         return ReplicationSettings(doc["vm_id"], doc["vm_name"], doc.get("vault_id", ""),
-                                   ParseDict(doc["policy"], inventory_pb2.Policy()), float(doc["enabled_at"]),
+                                   policy, float(doc["enabled_at"]),
                                    int(doc.get("epoch", DEFAULT_EPOCH)),
                                    ReplicaTarget(**target) if isinstance(target, dict) else None)
 

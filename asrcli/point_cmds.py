@@ -4,7 +4,9 @@
 need ``--encryption-key-file``, the customer-managed key, which never goes to the cloud); the
 raw image is written block by block into a sparse file, so memory does not depend on the
 disk's size. On a terminal a bar shows how far through the disk the export is (bytes of the
-disk, rate, time left); the cloud sends only non-zero blocks, in order.
+disk, rate, time left); the cloud sends only non-zero blocks, in order, each with its
+chunk id. A group frame (several chunks in one frame) comes once and an empty frame for each
+next block it holds; the member to read is named by the block's chunk id.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from asrcli.output import human_bytes, show, table, to_doc
 from asrcli.progress import Bar, bar_wanted
 from asrerrors import DataCorrupt, EncryptionKeyError
 from asrpb import replication_pb2, replication_pb2_grpc
-from chunkfmt import BLOCK_SIZE, CustomerKey, decode_chunk
+from chunkfmt import BLOCK_SIZE, ID_SIZE, CustomerKey, decode_chunk
 
 
 def _stub(c: Client) -> replication_pb2_grpc.PointsStub:
@@ -59,6 +61,17 @@ def point_verify(c: Client, a: argparse.Namespace) -> Any:
     return doc, printer
 
 
+def _export_ids(part: Any) -> list[bytes | None]:
+    """The chunk id of each block of an ``ExportPart`` (None each from a service that sends
+    none: its frames are single chunks)."""
+    raw = bytes(part.ids)
+    if not raw:
+        return [None] * len(part.blocks)
+    if len(raw) != ID_SIZE * len(part.blocks):
+        raise DataCorrupt("the export stream sent a chunk id count that does not match its blocks")
+    return [raw[i:i + ID_SIZE] for i in range(0, len(raw), ID_SIZE)]
+
+
 def point_export(c: Client, a: argparse.Namespace) -> Any:
     """--out is checked before the export starts; the image is written through
     :func:`durablefile.atomic_writer`, so the target is the whole image or, after any failure
@@ -70,6 +83,7 @@ def point_export(c: Client, a: argparse.Namespace) -> Any:
     written = 0
     size = 0
     point_id = ""
+    prev: bytes | None = None  # the last frame received: a group frame serves its next members
     try:
         with durablefile.atomic_writer(out) as f:
             for part in _stub(c).ExportPoint(req, timeout=24 * 3600):
@@ -80,8 +94,15 @@ def point_export(c: Client, a: argparse.Namespace) -> Any:
                             f"VM {a.vm} is encrypted with a customer-managed key",
                             action="Pass the site's customer key file with --encryption-key-file.")
                     f.truncate(size)
-                for block, frame in zip(part.blocks, part.frames, strict=True):
-                    data = decode_chunk(frame, key.aead_key if key else None)
+                for block, cid, frame in zip(part.blocks, _export_ids(part), part.frames, strict=True):
+                    if not frame:  # the same frame as the block before (a group frame)
+                        if prev is None:
+                            raise DataCorrupt(f"the export stream sent block {block} without its frame")
+                        frame = prev
+                    # ``chunk``: the member of a group frame; the same object again for the
+                    # next member, so decode_chunk decodes the group once
+                    data = decode_chunk(frame, key.aead_key if key else None, chunk=cid)
+                    prev = frame
                     os.pwrite(f.fileno(), data, block * BLOCK_SIZE)
                     written += len(data)
                 if bar is not None and part.blocks:

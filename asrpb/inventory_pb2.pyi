@@ -85,7 +85,7 @@ class VmmCloud(_message.Message):
     def __init__(self, name: _Optional[str] = ..., hosts: _Optional[_Iterable[_Union[Host, _Mapping]]] = ..., networks: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Policy(_message.Message):
-    __slots__ = ("storage", "encrypt", "copy_frequency_seconds", "retention_hours", "app_consistent_hours", "start", "cloud", "target_cloud")
+    __slots__ = ("storage", "encrypt", "copy_frequency_seconds", "retention_hours", "app_consistent_hours", "start", "cloud", "target_cloud", "compression")
     STORAGE_FIELD_NUMBER: _ClassVar[int]
     ENCRYPT_FIELD_NUMBER: _ClassVar[int]
     COPY_FREQUENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +94,7 @@ class Policy(_message.Message):
     START_FIELD_NUMBER: _ClassVar[int]
     CLOUD_FIELD_NUMBER: _ClassVar[int]
     TARGET_CLOUD_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     storage: str
     encrypt: bool
     copy_frequency_seconds: int
@@ -102,4 +103,5 @@ class Policy(_message.Message):
     start: str
     cloud: str
     target_cloud: str
-    def __init__(self, storage: _Optional[str] = ..., encrypt: _Optional[bool] = ..., copy_frequency_seconds: _Optional[int] = ..., retention_hours: _Optional[int] = ..., app_consistent_hours: _Optional[int] = ..., start: _Optional[str] = ..., cloud: _Optional[str] = ..., target_cloud: _Optional[str] = ...) -> None: ...
+    compression: str
+    def __init__(self, storage: _Optional[str] = ..., encrypt: _Optional[bool] = ..., copy_frequency_seconds: _Optional[int] = ..., retention_hours: _Optional[int] = ..., app_consistent_hours: _Optional[int] = ..., start: _Optional[str] = ..., cloud: _Optional[str] = ..., target_cloud: _Optional[str] = ..., compression: _Optional[str] = ...) -> None: ...

@@ -19,6 +19,7 @@ their children; the agent's ``once`` process; the cloud service's, provider's an
 daemon's /proc deltas over the cycle). Figures, not a test. Page cache is warm for everyone.
 
     .venv/bin/python bench/real_data.py [--size-mib 2048] [--fill 0.5] [--change 0.015]
+                                        [--compression fast|balanced|strong]
 """
 
 from __future__ import annotations
@@ -321,6 +322,8 @@ def main() -> int:
     ap.add_argument("--fill", type=float, default=0.5, help="fraction of the image filled with files")
     ap.add_argument("--change", type=float, default=0.015, help="a day's change, fraction of the files' bytes")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--compression", choices=("fast", "balanced", "strong"), default="balanced",
+                    help="the protection policy's compression")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root: the image is loop-mounted to fill and change it", file=sys.stderr)
@@ -330,7 +333,7 @@ def main() -> int:
     size = args.size_mib * MiB
     out: dict[str, Any] = {"machine": f"{platform.machine()} {os.cpu_count()} CPUs, Python "
                                       f"{platform.python_version()}, {platform.release()}",
-                           "size_mib": args.size_mib}
+                           "size_mib": args.size_mib, "compression": args.compression}
     try:
         image, v1 = root / "image.raw", root / "v1.raw"
         t = time.monotonic()
@@ -339,7 +342,7 @@ def main() -> int:
         alloc = allocated(v1)
         out["image"] = {"files": copied, "allocated_bytes": alloc, "build_s": round(time.monotonic() - t, 1)}
         cloud = Cloud(procs, root / "cloud").start()
-        p = protect(cloud, root, os_size=size, fill=False)
+        p = protect(cloud, root, os_size=size, fill=False, compression=args.compression)
         assert cloud.proc is not None and p.site.provider_proc is not None
         pids = {"cloudsvc": cloud.proc.popen.pid, "provider": p.site.provider_proc.popen.pid,
                 "agent_daemon": p.site.agents["hv01"].popen.pid}

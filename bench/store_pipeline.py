@@ -113,9 +113,9 @@ def run(args: argparse.Namespace, pg_url: str) -> None:
         t_read = time.perf_counter() - t0
         print(f"read_frames (hash-checked): {mib / t_read:.0f} MiB/s of disk ({n} blocks)")
         t0 = time.perf_counter()
-        for _b, stored_frame in store.read_frames(point.point_id, 0):
+        for _b, chunk, stored_frame in store.read_frames(point.point_id, 0):
             if stored_frame is not None:
-                cf.decode_chunk(stored_frame, key.aead_key)
+                cf.decode_chunk(stored_frame, key.aead_key, chunk=chunk)
         t_dec = time.perf_counter() - t0
         print(f"read_frames+decrypt+decompress: {mib / t_dec:.0f} MiB/s of disk")
         t0 = time.perf_counter()

@@ -25,6 +25,7 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 from asrclock import Clock
 from asrerrors import NotFound, PermissionDenied, UsageError
 from asrpb import control_pb2, inventory_pb2
+from chunkfmt import DEFAULT_COMPRESSION
 from cloudsvc.events import Events, Severity
 from cloudsvc.lifecycle import ProtectedItems
 from metastore.database import Conn, Database, Row
@@ -244,7 +245,10 @@ def dumps_policy(p: inventory_pb2.Policy) -> str:
 
 
 def loads_policy(text: str) -> inventory_pb2.Policy:
-    return ParseDict(json.loads(text), inventory_pb2.Policy())
+    """A saved policy; one saved before policies had a compression reads as the default."""
+    p = ParseDict(json.loads(text), inventory_pb2.Policy())
+    p.compression = p.compression or DEFAULT_COMPRESSION
+    return p
 
 
 __all__ = ["Inventory", "dumps_policy", "loads_policy", "networks_of", "parse_vm", "spec_to_vm", "vm_to_spec"]

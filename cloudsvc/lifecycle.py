@@ -48,6 +48,7 @@ from enum import StrEnum
 from asrclock import Clock
 from asrerrors import Fenced, NotFound, SourceMissing, StateConflict
 from asrpb import inventory_pb2
+from chunkfmt import DEFAULT_COMPRESSION
 from cloudsvc.events import EPOCH_ADVANCED, SOURCE_RETURNED, STATE_CHANGED, Events, Severity
 from metastore.database import Conn, Database, Row
 
@@ -237,7 +238,9 @@ class Item:
 def _policy_bytes(text: str) -> bytes:
     from google.protobuf.json_format import ParseDict
 
-    return ParseDict(json.loads(text), inventory_pb2.Policy()).SerializeToString()
+    p = ParseDict(json.loads(text), inventory_pb2.Policy())
+    p.compression = p.compression or DEFAULT_COMPRESSION  # an item protected before policies had one
+    return p.SerializeToString()
 
 
 def _item(r: Row) -> Item:

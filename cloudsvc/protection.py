@@ -14,6 +14,7 @@ import uuid
 from asrclock import Clock
 from asrerrors import InvalidPolicy, PermissionDenied, StateConflict, UsageError, ValidationFailed
 from asrpb import control_pb2, inventory_pb2
+from chunkfmt import COMPRESSION, DEFAULT_COMPRESSION
 from cloudsvc.commands import Commands
 from cloudsvc.events import CLOUD_PAIRED, POLICY_SAVED, Events, Severity
 from cloudsvc.failover.recovered import Recovered
@@ -44,6 +45,9 @@ def validate_policy(p: inventory_pb2.Policy) -> None:
     if p.start != "now" and not re.fullmatch(r"([01]\d|2[0-3]):(00|30)", p.start or ""):
         problems.append(f"start {p.start!r} is not allowed; allowed: now, or HH:MM on a 30-minute boundary "
                         "(e.g. 01:30)")
+    if p.compression and p.compression not in COMPRESSION:
+        problems.append(f"compression {p.compression!r} is not allowed; allowed: {', '.join(COMPRESSION)} "
+                        f"(default {DEFAULT_COMPRESSION})")
     if problems:
         raise InvalidPolicy("the replication policy is invalid", details=problems,
                             action="Correct the values listed and save the policy again.")
@@ -53,7 +57,8 @@ def describe_policy(p: inventory_pb2.Policy) -> str:
     target = f"recovery cloud {p.target_cloud}" if p.target_cloud else f"storage {p.storage}"
     return (f"{target}, copy every {p.copy_frequency_seconds}s, retention {p.retention_hours}h, "
             f"app-consistent {f'every {p.app_consistent_hours}h' if p.app_consistent_hours else 'none'}, "
-            f"start {p.start or 'now'}, encryption {'on' if p.encrypt else 'off'}")
+            f"start {p.start or 'now'}, encryption {'on' if p.encrypt else 'off'}, "
+            f"compression {p.compression or DEFAULT_COMPRESSION}")
 
 
 class Protection:
@@ -114,6 +119,7 @@ class Protection:
                 "customer-managed encryption",
                 action="Register the provider again with --encryption, or protect without --encrypt.")
         policy.cloud = cloud
+        policy.compression = policy.compression or DEFAULT_COMPRESSION  # "" (an older client): the default
         hosts = self.inventory.hosts(vault.id, cloud)
         with self.db.write() as conn:
             conn.execute("INSERT INTO policies(vault_id, cloud, policy, created_at) VALUES (?,?,?,?)"

@@ -525,8 +525,9 @@ class Replication:
         return [(p, committed[p.point_id]) for p in self.visible_points(vault_id, vm_id, item.policy.storage)]
 
     def read_point(self, vault_id: str, vm_id: str, name: str, point_id: str, disk_index: int
-                   ) -> tuple[PointInfo, bool, Iterator[tuple[int, bytes | None]]]:
-        """(point, encrypted, frames) for an export. The point is pinned from before it is
+                   ) -> tuple[PointInfo, bool, Iterator[tuple[int, bytes, bytes | None]]]:
+        """(point, encrypted, frames) for an export: frames as ``VaultStore.read_frames``
+        yields them, (block, chunk id, frame or None). The point is pinned from before it is
         resolved until the frames are exhausted or closed: retention cannot delete it under
         a running export."""
         item = self._item(vault_id, vm_id, name)
@@ -537,7 +538,7 @@ class Replication:
         pin = st.pin(point.point_id, holder=f"export {name} disk {disk_index}")
         pin.__enter__()
 
-        def frames() -> Iterator[tuple[int, bytes | None]]:
+        def frames() -> Iterator[tuple[int, bytes, bytes | None]]:
             try:
                 yield from st.read_frames(point.point_id, disk_index)
             finally:

@@ -107,17 +107,31 @@ class PointsApi(replication_pb2_grpc.PointsServicer):
         part = replication_pb2.ExportPart(virtual_size=disk.virtual_size, point_id=point.point_id,
                                           encrypted=encrypted)
         size = 0
+        ids: list[bytes] = []
+        prev: bytes | None = None  # the frame sent last in this message
         try:
-            for block, frame in frames:
+            for block, cid, frame in frames:
                 if frame is None:
                     continue
                 part.blocks.append(block)
-                part.frames.append(frame)
-                size += len(frame)
+                ids.append(cid)
+                if frame is prev:
+                    # a group frame's next member: sent once per message, the client reads
+                    # the member it needs (by id) from the frame it kept
+                    part.frames.append(b"")
+                else:
+                    part.frames.append(frame)
+                    size += len(frame)
+                    prev = frame
+                size += len(cid)
                 if size >= _EXPORT_MESSAGE:
+                    part.ids = b"".join(ids)
                     yield part
                     part = replication_pb2.ExportPart()
                     size = 0
+                    ids = []
+                    prev = None  # every message starts with a whole frame
+            part.ids = b"".join(ids)
             yield part
         finally:
             frames.close()  # type: ignore[attr-defined]  # releases the pin if the client went away

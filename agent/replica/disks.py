@@ -205,7 +205,7 @@ def _decode(frames: dict[bytes, bytes | str], cid: bytes) -> bytes:
         raise DiskImageError(f"chunk {cid.hex()} of the replica {frame}")
     if parse_header(frame).encrypted:
         raise _Encrypted()
-    return decode_chunk(frame, None)
+    return decode_chunk(frame, None, chunk=cid)  # cid: the member, when a group frame
 
 
 def _groups(blocks: Iterable[tuple[int, bytes]], per: int) -> Iterator[list[tuple[int, bytes]]]:

@@ -51,7 +51,18 @@ from asrchannel.status import from_rpc_error
 from asrerrors import AsrError, QuiesceFailed
 from asrops.environment import integer, test_hook
 from asrpb import replication_pb2, replication_pb2_grpc
-from chunkfmt import BLOCK_SIZE, ID_SIZE, ZERO_ID, BlockMap, chunk_id, encode_chunk, is_zero_block
+from chunkfmt import (
+    BLOCK_SIZE,
+    COMPRESSION,
+    DEFAULT_COMPRESSION,
+    ID_SIZE,
+    ZERO_ID,
+    BlockMap,
+    chunk_id,
+    encode_chunk,
+    encode_group,
+    is_zero_block,
+)
 from chunkfmt.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -115,6 +126,8 @@ class _Done:
     changed: list[tuple[int, bytes]]
     frames: list[tuple[bytes, bytes]]
     fps: bytes                   # fingerprints of every block read, in order
+    # the policy's ``strong`` compression: (member ids, group frame) of several new blocks
+    groups: list[tuple[tuple[bytes, ...], bytes]] = field(default_factory=list)
 
 
 class _BaseMap:
@@ -217,7 +230,8 @@ class Cycle:
     def __init__(self, rpc: _Rpc, hv: LocalHypervisor, pool: ThreadPoolExecutor, keys: Keys,
                  progress: Callable[[float], None] | None = None,
                  fingerprint_dir: Path | None = None, epoch: int = 1, final: bool = False,
-                 throttle: Throttle | None = None, windows: Windows | None = None) -> None:
+                 throttle: Throttle | None = None, windows: Windows | None = None,
+                 compression: str = DEFAULT_COMPRESSION) -> None:
         self.rpc = rpc
         self.hv = hv
         self.pool = pool
@@ -229,6 +243,10 @@ class Cycle:
         self.epoch = epoch    # the epoch this host holds for the VM (BeginCycleRequest.epoch)
         self.final = final    # a planned failover's last cycle: its commit fences this host
         self.throttle = throttle  # the host's upload limit, shared with the other VMs' cycles
+        # the policy's compression: zstd level, and blocks per frame (more than one: groups)
+        if compression not in COMPRESSION:
+            log.warning("unknown compression %r in the policy: using %s", compression, DEFAULT_COMPRESSION)
+        self.level, self.per_frame = COMPRESSION.get(compression, COMPRESSION[DEFAULT_COMPRESSION])
         # set when an app-consistent snapshot's quiesce hook failed (the point is crash-consistent)
         self.quiesce_error: QuiesceFailed | None = None
         self._fp_files: list[DiskFingerprints] = []
@@ -399,7 +417,22 @@ class Cycle:
                         yield msg, size
                         msg = replication_pb2.ChunkBatch(session_id=session)
                         size = 0
-            if msg.ids:
+                for ids, frame in done.groups:
+                    if all(cid in sent for cid in ids):
+                        continue  # (a member sent before travels again: the vault keeps one)
+                    for cid in ids:
+                        sent[cid] = None
+                    while len(sent) > SENT_MEMORY:
+                        sent.popitem(last=False)
+                    msg.groups.append(frame)
+                    size += len(frame)
+                    res.chunks_sent += len(ids)
+                    res.bytes_sent += len(frame)
+                    if size >= MESSAGE_BYTES:
+                        yield msg, size
+                        msg = replication_pb2.ChunkBatch(session_id=session)
+                        size = 0
+            if msg.ids or msg.groups:
                 yield msg, size
 
         t0 = time.monotonic()
@@ -459,15 +492,22 @@ class Cycle:
                 if cid != ZERO_ID:
                     wanted.setdefault(cid, i)
             frames: list[tuple[bytes, bytes]] = []
+            groups: list[tuple[tuple[bytes, ...], bytes]] = []
             if wanted:
                 reply = self.rpc("Missing", replication_pb2.MissingRequest(session_id=session,
                                                                            ids=b"".join(wanted)))
-                aead = self.keys.aead_key
-                for k in range(0, len(reply.ids), ID_SIZE):
-                    cid = reply.ids[k:k + ID_SIZE]
-                    i = wanted[cid]
-                    frames.append((cid, encode_chunk(view[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE], aead)))
-            return _Done(job.disk, job.blocks, changed, frames, fps)
+                aead, level, per = self.keys.aead_key, self.level, self.per_frame
+                lacking = [reply.ids[k:k + ID_SIZE] for k in range(0, len(reply.ids), ID_SIZE)]
+                # in block order: neighbours on disk are often parts of one file, which is
+                # what a group frame compresses better than its blocks alone
+                for k in range(0, len(lacking), per):
+                    members = [(cid, view[wanted[cid] * BLOCK_SIZE:(wanted[cid] + 1) * BLOCK_SIZE])
+                               for cid in lacking[k:k + per]]
+                    if len(members) == 1:
+                        frames.append((members[0][0], encode_chunk(members[0][1], aead, level)))
+                    else:
+                        groups.append((tuple(c for c, _ in members), encode_group(members, aead, level)))
+            return _Done(job.disk, job.blocks, changed, frames, fps, groups)
         finally:
             buffers.put(buf)
 

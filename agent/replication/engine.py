@@ -51,7 +51,7 @@ from agent.settings import ReplicationSettings, Settings
 from asrclock import Clock
 from asrerrors import AsrError, Fenced, NotFound, Unreachable
 from asrpb import replication_pb2
-from chunkfmt import CustomerKey
+from chunkfmt import DEFAULT_COMPRESSION, CustomerKey
 from chunkfmt.keys import Keys
 
 if TYPE_CHECKING:
@@ -175,7 +175,8 @@ class Engine:
             def new_cycle() -> Cycle:
                 return Cycle(rpc, self.hv, self.pool, self.keys(rs), progress=lambda p: self._report(rs, p, st),
                              fingerprint_dir=self.fingerprint_dir / vm_id, epoch=rs.epoch, final=shutdown_first,
-                             throttle=self.throttle, windows=self.windows)
+                             throttle=self.throttle, windows=self.windows,
+                             compression=rs.policy.compression or DEFAULT_COMPRESSION)
 
             cycle = new_cycle()
             try:

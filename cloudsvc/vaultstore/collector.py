@@ -40,6 +40,15 @@ Sweep, per candidate pack, crash-safe at every step:
 * Readers that looked up a row just before a repack moved it follow the row once when the
   old pack is gone (``VaultStore.fetch_blobs``).
 
+Group frames (several chunks compressed in one frame, each member with its own index row at
+the frame's location): a pack's live and dead bytes count such a frame once, live if any of
+its members is kept. A repack copies a kept group frame once, whole, and moves the rows of
+its kept members; its dead members' rows go with the old pack. A group frame none of whose
+members is kept is reclaimed like any dead blob. A *partly* dead group frame stays whole:
+the cloud cannot rewrite a frame it cannot decrypt (and rewriting an unencrypted one would
+cost a decompression per repack), so its dead members' bytes are kept until every member
+is dead.
+
 A crash leaves either a ``writing`` pack (removed once older than the grace period; its blobs
 were never indexed) or a ``deleting`` pack (deleted at the start of the next collection).
 This assumes one collector per vault store at a time (``VaultStore`` serialises its own).
@@ -168,10 +177,15 @@ def _classify(store: VaultStore, candidates: list[PackRow], stats: GcStats) -> t
     dead_packs: list[PackRow] = []
     to_repack: list[PackRow] = []
     for row in candidates:
+        # A group frame's members share one location: its bytes count once (live if any
+        # member is kept), its trailer entries once per member.
         kept, kept_bytes = db.query(
-            f"SELECT COUNT(*), COALESCE(SUM(c.length), 0) FROM chunks c WHERE c.pack = ? AND {_KEPT}",
+            "SELECT COALESCE(SUM(k.n), 0), COALESCE(SUM(k.length), 0) FROM ("
+            f'SELECT COUNT(*) AS n, c.length AS length FROM chunks c WHERE c.pack = ? AND {_KEPT} '
+            'GROUP BY c."offset", c.length) k',
             (row.name,),
         )[0]
+        kept, kept_bytes = int(kept), int(kept_bytes)
         total = db.query("SELECT COUNT(*) FROM chunks WHERE pack = ?", (row.name,))[0][0]
         stats.live_blobs += kept
         dead_bytes = row.size - pack_overhead(kept) - kept_bytes
@@ -251,15 +265,20 @@ def _repack(store: VaultStore, marker: _Marker, rows: list[PackRow], stats: GcSt
             (row.name,),
         )
         data = backend.get(row.name)
-        blobs = []
+        # Kept rows by location: a group frame's kept members share one, copied (and its
+        # hash checked) once; its dead members get no entry in the new pack.
+        by_loc: dict[tuple[int, int, bytes], tuple[int, list[bytes]]] = {}
         for cid, kind, offset, length, digest in kept:
+            by_loc.setdefault((offset, length, digest), (kind, []))[1].append(cid)
+        blobs = []
+        for (offset, length, digest), (kind, ids) in by_loc.items():
             frame = data[offset : offset + length]
             if blob_hash(frame) != digest:
                 break
-            blobs.append((kind, cid, frame, digest))
+            blobs.append((kind, ids, frame, digest))
         else:
-            for kind, cid, frame, digest in blobs:
-                builder.add(kind, cid, frame, digest)
+            for kind, ids, frame, digest in blobs:
+                builder.add_shared(kind, ids, frame, digest)
             consumed.append(row.name)
             if builder.size >= store.pack_size:
                 write()

@@ -382,7 +382,9 @@ class IndexDb:
     @staticmethod
     def pack_commit(conn: Conn, name: str, entries: list[PackEntry], replace: bool) -> None:
         """Index a durable pack's entries (inside the caller's transaction). ``replace`` moves
-        existing ids to this pack (repacking); otherwise the first stored copy wins."""
+        existing ids to this pack (repacking); otherwise the first stored copy wins (a group
+        frame's member stored before keeps its row). Entries may share a location: a group
+        frame's members, one row each."""
         conflict = ('(id) DO UPDATE SET kind = excluded.kind, pack = excluded.pack, "offset" = excluded."offset", '
                     "length = excluded.length, hash = excluded.hash") if replace else "DO NOTHING"
         conn.executemany(

@@ -11,6 +11,11 @@ intact: the damage would make an index rebuild lose them.
 
 Rebuild reads only trailers (no blob bytes): the trailer of a pack names every blob in it
 with its kind, offset, length and hash, which is all a chunk row holds.
+
+Group frames: each member has its own trailer entry and index row, at the frame's shared
+location, so the row checks and the rebuild need nothing special; a shared frame is read
+and hashed once per read (``fetch_blobs``), and with ``id_key`` each unencrypted member is
+decoded (the frame once, ``decode_chunk`` keeps the last group) and checked against its id.
 """
 
 from __future__ import annotations

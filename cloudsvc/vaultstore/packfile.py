@@ -6,7 +6,9 @@ alone (``VaultStore.rebuild_index``). Byte layout, integers little-endian::
     offset          size     field
     0               8        magic b"ASRPACK1"
     8               ...      blobs, concatenated (each one chunk frame, see chunkfmt.frame)
-    T               77 * n   trailer entries, one per blob:
+    T               77 * n   trailer entries, one per id (a group frame, which holds several
+                             chunks, is one blob named by one entry per member: the entries
+                             share its offset, length and hash):
                                1   kind (0 chunk, 1 tree node)
                                32  id (chunk id or tree-node id)
                                8   offset of the blob in this pack
@@ -21,12 +23,15 @@ The entries name every blob's offset, length and BLAKE3, so this addresses the w
 like a hash of the pack would, without hashing the blobs a second time (that second pass
 was a tenth of the cloud's CPU per uploaded GiB). A re-put after a lost acknowledgement
 writes the same name with the same bytes.
+
+Several entries may name one blob (a group frame's members; see ``chunkfmt.encode_group``):
+readers slice and hash such a blob once, and the collector counts its bytes once.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import blake3
@@ -83,6 +88,7 @@ class PackBuilder:
         self._parts: list[bytes] = [PACK_MAGIC]
         self._size = len(PACK_MAGIC)
         self.entries: list[PackEntry] = []
+        self._part_of: list[int] = []  # entry n's blob is self._parts[self._part_of[n]]
         self._ids: set[bytes] = set()
 
     def __len__(self) -> int:
@@ -98,17 +104,33 @@ class PackBuilder:
     def add(self, kind: int, blob_id: bytes, data: bytes, digest: bytes | None = None) -> None:
         """Buffer a blob. Without ``digest`` its hash is computed by :meth:`seal` (which the
         store runs on its sealing thread, off the receiving path)."""
-        if blob_id in self._ids:
-            return
-        self.entries.append(PackEntry(kind, blob_id, self._size, len(data), digest or b""))
-        self._ids.add(blob_id)
+        self.add_shared(kind, (blob_id,), data, digest)
+
+    def add_shared(self, kind: int, blob_ids: Iterable[bytes], data: bytes, digest: bytes | None = None) -> list[bytes]:
+        """Buffer one blob named by several ids (a group frame's members), one trailer entry
+        each, all at the same offset; ids already in this pack are skipped, and the blob is
+        not added at all when every id is. Returns the ids added."""
+        fresh = [i for i in dict.fromkeys(blob_ids) if i not in self._ids]
+        if not fresh:
+            return []
+        part = len(self._parts)
+        for blob_id in fresh:
+            self.entries.append(PackEntry(kind, blob_id, self._size, len(data), digest or b""))
+            self._part_of.append(part)
+            self._ids.add(blob_id)
         self._parts.append(data)
         self._size += len(data)
+        return fresh
 
     def _tail(self) -> tuple[bytes, bytes]:
+        hashes: dict[int, bytes] = {}  # part -> hash: a shared blob is hashed once
         for n, e in enumerate(self.entries):
-            if not e.hash:  # parts[0] is the magic: blob n is part n + 1
-                self.entries[n] = PackEntry(e.kind, e.id, e.offset, e.length, blob_hash(self._parts[n + 1]))
+            if not e.hash:
+                part = self._part_of[n]
+                digest = hashes.get(part)
+                if digest is None:
+                    digest = hashes[part] = blob_hash(self._parts[part])
+                self.entries[n] = PackEntry(e.kind, e.id, e.offset, e.length, digest)
         trailer = b"".join(
             ENTRY.pack(e.kind, e.id, e.offset, e.length, e.hash) for e in self.entries
         )

@@ -5,7 +5,9 @@ Write ordering (each step must be complete before the next begins):
 1. Pack row ``writing`` in the index, then ``backend.put`` of the sealed pack (atomic,
    durable), then in one transaction the pack's chunk rows and the pack ``live``.
    A chunk is *stored* only once its row is committed; ``missing`` and ``commit_point``
-   trust only rows (plus this process's unsealed packs for ``missing``).
+   trust only rows (plus this process's unsealed packs for ``missing``). A group frame
+   (several chunks in one frame) is one blob with a row per member, committed together;
+   every member id is protected, then checked, exactly like a single chunk's id.
 2. ``commit_point`` pins its base point, protects every chunk it references with its session
    *before* checking that it is stored, flushes, writes the changed tree nodes (an existing
    node it reuses is protected the same way), flushes again, and only then inserts the point
@@ -191,13 +193,29 @@ class VaultStore:
             raise NotFound(f"upload session {session_id} is not open (ended or expired)")
         return vm
 
-    def put_chunks(self, session_id: str, items: Sequence[tuple[bytes, bytes]]) -> None:
-        """Add chunk frames; idempotent for ids already stored. Frames are checked for a sane
-        header (the cloud cannot decrypt them) and buffered into the current pack."""
+    def put_chunks(self, session_id: str, items: Sequence[tuple[bytes, bytes]],
+                   groups: Sequence[bytes] = ()) -> int:
+        """Add chunk frames ``items`` (chunk id, frame) and group frames ``groups`` (each
+        names its members in its table); idempotent for ids already stored. Frames are
+        checked for a sane header (the cloud cannot decrypt them) and buffered into the
+        current pack. A group frame is stored once, with a trailer entry and an index row
+        per member; it is not stored at all when every member is stored or buffered already
+        (a member stored elsewhere keeps its row). Returns the number of chunks received
+        (items plus group members)."""
         for cid, frame in items:
             if len(cid) != ID_SIZE or cid == ZERO_ID:
                 raise DataCorrupt("a chunk id must be 32 bytes and not the zero-block id")
             parse_header(frame)
+        members: list[list[bytes]] = []
+        for frame in groups:
+            hdr = parse_header(frame)
+            if not hdr.group:
+                raise DataCorrupt("a group frame was sent without its group flag (it names no chunk id)")
+            ids = hdr.ids()
+            if ZERO_ID in ids:
+                raise DataCorrupt("a group frame names the zero-block id as a member")
+            members.append(ids)
+        every = [c for c, _ in items] + [c for ids in members for c in ids]
         with self.lock:
             self._require_session(session_id)
             # Protect first: from here on a concurrent GC keeps these ids even if they are
@@ -205,23 +223,34 @@ class VaultStore:
             # ``missing`` reported are protected already (a collection that closed the
             # session since took the session with them: the commit refuses then).
             reported: Mapping[bytes, None] = self._reported.get(session_id, {})
-            unprotected = [c for c, _ in items if c not in reported]
+            unprotected = [c for c in every if c not in reported]
             if unprotected:
                 self.db.session_protect(session_id, unprotected, self.clock.now())
-            buffered = {c for c, _ in items if self._buffered(c)}
-            stored = buffered | self.db.present(c for c, _ in items if c not in buffered)
+            buffered = {c for c in every if self._buffered(c)}
+            stored = buffered | self.db.present(c for c in every if c not in buffered)
             for cid, frame in items:
                 if cid not in stored:
                     self._add_blob(KIND_CHUNK, cid, bytes(frame))
+            for ids, frame in zip(members, groups, strict=True):
+                if not stored.issuperset(ids):
+                    self._add_shared(KIND_CHUNK, ids, bytes(frame))
         # Memory bound: wait for the sealing thread outside the lock, so that ``missing``
         # and other uploads are not held up by a pack's write and fsyncs.
         self._wait_seals(_MAX_SEALING)
+        return len(every)
 
     def _add_blob(self, kind: int, blob_id: bytes, frame: bytes) -> None:
         if self._buffered(blob_id):
             return
-        self._pack.add(kind, blob_id, frame)
-        self._pack_frames[blob_id] = frame
+        self._add_shared(kind, [blob_id], frame)
+
+    def _add_shared(self, kind: int, blob_ids: list[bytes], frame: bytes) -> None:
+        """Buffer one frame under every id in ``blob_ids`` (a group's members), unless each
+        is buffered already; the ids get one trailer entry each, pointing at the one copy."""
+        if all(self._buffered(i) for i in blob_ids):
+            return
+        for blob_id in self._pack.add_shared(kind, blob_ids, frame):
+            self._pack_frames[blob_id] = frame
         if self._pack.size >= self.pack_size:
             self._hand_off()
 
@@ -543,38 +572,44 @@ class VaultStore:
         with self.pin(point_id, holder) as point:
             yield from run(point)
 
-    def read_frames(self, point_id: str, disk_index: int) -> Iterator[tuple[int, bytes | None]]:
-        """(block index, stored frame) for every block, None for zero blocks, in order. Each
-        frame's stored hash is checked; reads are batched per pack. The point is pinned while
-        the iterator runs (an export completes even if retention wants the point meanwhile);
-        NotFound at once if it does not exist."""
+    def read_frames(self, point_id: str, disk_index: int) -> Iterator[tuple[int, bytes, bytes | None]]:
+        """(block index, chunk id, stored frame) for every block, in order; (block, ZERO_ID,
+        None) for zero blocks. A group frame is yielded for each of its members, as the *same*
+        ``bytes`` object for consecutive blocks, so ``decode_chunk(frame, key, chunk=id)``
+        decodes it once. Each frame's stored hash is checked; reads are batched per pack.
+        The point is pinned while the iterator runs (an export completes even if retention
+        wants the point meanwhile); NotFound at once if it does not exist."""
         self._disk(self.get_point(point_id), disk_index)
         return self._pinned(point_id, f"export {point_id} disk {disk_index}",
                             lambda point: self._frames(point, disk_index))
 
-    def _frames(self, point: PointInfo, disk_index: int) -> Iterator[tuple[int, bytes | None]]:
+    def _frames(self, point: PointInfo, disk_index: int) -> Iterator[tuple[int, bytes, bytes | None]]:
         window: list[tuple[int, bytes]] = []
+        last: list[bytes] = []  # the last frame yielded, carried across windows
         for block, cid in self._blocks(self._disk(point, disk_index)):
             window.append((block, cid))
             if len(window) >= _READ_WINDOW:
-                yield from self._read_window(point.point_id, disk_index, window)
+                yield from self._read_window(point.point_id, disk_index, window, last)
                 window = []
-        yield from self._read_window(point.point_id, disk_index, window)
+        yield from self._read_window(point.point_id, disk_index, window, last)
 
     def _read_window(
-        self, point_id: str, disk_index: int, window: list[tuple[int, bytes]]
-    ) -> Iterator[tuple[int, bytes | None]]:
+        self, point_id: str, disk_index: int, window: list[tuple[int, bytes]], last: list[bytes]
+    ) -> Iterator[tuple[int, bytes, bytes | None]]:
         fetched = self.fetch_blobs({c for _, c in window if c != ZERO_ID})
         for block, cid in window:
             if cid == ZERO_ID:
-                yield block, None
+                yield block, cid, None
                 continue
             got = fetched[cid]
             if isinstance(got, str):
                 raise DataCorrupt(
                     f"point {point_id} disk {disk_index} block {block}: chunk {cid.hex()} {got}"
                 )
-            yield block, got
+            if last and got is not last[0] and len(got) == len(last[0]) and got == last[0]:
+                got = last[0]  # a group frame that spans two windows: the object seen already
+            last[:] = [got]
+            yield block, cid, got
 
     def fetch_blobs(self, ids: set[bytes], locs: dict[bytes, Location] | None = None) -> dict[bytes, bytes | str]:
         """Stored bytes of each blob, hash-checked; a string says what is wrong instead.
@@ -601,7 +636,7 @@ class VaultStore:
             members.sort(key=lambda m: m[1].offset)
             run: list[tuple[bytes, Location]] = []
             for member in members:
-                if run:
+                if run and member[1].offset != run[-1][1].offset:  # a shared blob stays in one run
                     start = run[0][1].offset
                     end = run[-1][1].offset + run[-1][1].length
                     loc = member[1]
@@ -616,6 +651,8 @@ class VaultStore:
     def _fetch_run(
         self, pack: str, run: list[tuple[bytes, Location]], out: dict[bytes, bytes | str]
     ) -> set[bytes]:
+        """Read one range of a pack. Ids at the same location (a group frame's members) get
+        the same ``bytes`` object, sliced and hash-checked once."""
         if not run:
             return set()
         start = run[0][1].offset
@@ -626,14 +663,20 @@ class VaultStore:
             for cid, _ in run:
                 out[cid] = f"is in pack {pack}, which is missing"
             return {cid for cid, _ in run}
+        seen: dict[tuple[int, int, bytes], bytes | str] = {}
         for cid, loc in run:
-            frame = data[loc.offset - start : loc.offset - start + loc.length]
-            if len(frame) != loc.length:
-                out[cid] = f"is truncated in pack {pack}"
-            elif blob_hash(frame) != loc.hash:
-                out[cid] = f"does not match its stored hash (pack {pack} offset {loc.offset})"
-            else:
-                out[cid] = frame
+            key = (loc.offset, loc.length, loc.hash)
+            got = seen.get(key)
+            if got is None:
+                frame = data[loc.offset - start : loc.offset - start + loc.length]
+                if len(frame) != loc.length:
+                    got = f"is truncated in pack {pack}"
+                elif blob_hash(frame) != loc.hash:
+                    got = f"does not match its stored hash (pack {pack} offset {loc.offset})"
+                else:
+                    got = frame
+                seen[key] = got
+            out[cid] = got
         return set()
 
     # --- integrity ---------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """The Replication protocol in vault-store terms, for both of its servers (the vault's
 ``cloudsvc/replication_api.py`` and a recovery host's ``agent/replica/replica_api.py``):
 a cycle's base point as a ``BeginCycleReply``, packed chunk ids split, a ``PutChunks`` stream
-stored and made durable, a ``CommitPoint`` stream read into one :class:`DiskDelta` per disk
-(kept packed, 8 + 32 bytes per block, never as a dict: see :class:`BlockChanges`), and a
-point's block map written as ``BlockMapPart`` batches. What each server checks (who may
-ship which VM) stays in its own service.
+(single frames with their ids, and group frames that name their members) stored and made
+durable, a ``CommitPoint`` stream read into one :class:`DiskDelta` per disk (kept packed,
+8 + 32 bytes per block, never as a dict: see :class:`BlockChanges`), and a point's block map
+written as ``BlockMapPart`` batches. What each server checks (who may ship which VM) stays in
+its own service.
 """
 
 from __future__ import annotations
@@ -56,9 +57,9 @@ def put_chunks(batches: Iterable[Any], open_upload: Callable[[str], tuple[VaultS
             raise UsageError("a chunk batch needs one frame per id")
         # each access to a repeated bytes field copies it out of the message: once only
         items = list(zip(batch.ids, batch.frames, strict=True))
-        upload[0].put_chunks(upload[1], items)
-        count += len(items)
-        size += sum(len(f) for _, f in items)
+        groups = list(batch.groups)   # group frames: their member ids are in their tables
+        count += upload[0].put_chunks(upload[1], items, groups)
+        size += sum(len(f) for _, f in items) + sum(len(g) for g in groups)
     if upload is not None:
         upload[0].flush()
     return replication_pb2.PutChunksReply(received=count, bytes=size)

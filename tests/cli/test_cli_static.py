@@ -139,6 +139,31 @@ def test_to_doc_numbers_times_and_every_field() -> None:
         check("point list", [{**to_doc(point), "created_at": 1.5}])          # the old epoch-float time
 
 
+def test_cloud_protect_compression_option_and_the_policy_it_shows(capsys: pytest.CaptureFixture[str]) -> None:
+    from asrcli.protection_cmds import policy_text, print_vm
+
+    ns = parser().parse_args(["cloud", "protect", "gold", "--storage", "s"])
+    assert ns.compression == "balanced"
+    assert parser().parse_args(["cloud", "protect", "gold", "--target-cloud", "silver", "--compression",
+                                "strong"]).compression == "strong"
+    helps = asr("cloud", "protect", "--help").stdout
+    for words in ("fast|balanced|strong", "least CPU", "zstd level 1 per 64 KiB", "16", "zstd level 3", "12%",
+                  "1.6x"):
+        assert words in " ".join(helps.split()), words
+    # the JSON of a shown policy carries it (and an unprotected VM's empty policy still passes)
+    status = operator_pb2.VmStatus(protection_state="Protected")
+    status.policy.storage, status.policy.compression = "s", "strong"
+    doc = check("vm show", to_doc(status))
+    assert doc["policy"]["compression"] == "strong"
+    check("vm show", to_doc(operator_pb2.VmStatus(protection_state="Unprotected")))
+    with pytest.raises(Exception, match="is not one of"):
+        check("vm show", {**doc, "policy": {**doc["policy"], "compression": "turbo"}})
+    assert policy_text(doc["policy"]).endswith("compression strong")
+    assert policy_text({**doc["policy"], "compression": ""}).endswith("compression balanced")
+    print_vm(doc)
+    assert "compression strong" in capsys.readouterr().out
+
+
 def test_human_units() -> None:
     assert [human_bytes(n) for n in (0, 512, 1536, 40 << 30, 5 * (1 << 40))] == [
         "0 B", "512 B", "1.5 KiB", "40 GiB", "5 TiB"]

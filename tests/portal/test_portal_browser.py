@@ -63,6 +63,7 @@ def test_reader_changes_nothing(portal: Portal, browser: Any) -> None:
     page = sign_in(browser, portal, "bob", bob["password"])
     page.goto(f"{portal.url}/vaults/contoso/vms/vm1")
     expect(page.get_by_test_id("protection-state")).to_have_text("Protected")
+    expect(page.locator("#h-vm + dl")).to_contain_text("compression balanced")   # the policy's (the default)
     assert page.get_by_role("link", name="Test failover").count() == 0
     page.keyboard.press("Tab")   # keyboard first: the skip link, then the navigation
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"

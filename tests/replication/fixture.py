@@ -113,8 +113,9 @@ class Protected:
 def protect(cloud: Cloud, root: Path, *, encrypt: bool = False, os_size: int = 8 * MiB, data_size: int = 4 * MiB,
             retention_hours: int = 2, app_hours: int = 0, start: str | None = None,
             fill: bool = True, blob_connection: str = "", quiesce_hook: list[str] | None = None,
-            proxy: str = "") -> Protected:
-    """``proxy``: the provider and the agent register and run through this proxy URL."""
+            proxy: str = "", compression: str = "") -> Protected:
+    """``proxy``: the provider and the agent register and run through this proxy URL;
+    ``compression``: the policy's (default: the cloud's default)."""
     cloud.asr("vault", "create", "contoso", "--region", "japaneast")
     blob = ["--backend", "blob", "--blob-connection-string", blob_connection] if blob_connection else []
     cloud.asr("storage", "create", "store1", "--vault", "contoso", "--region", "japaneast", *blob)
@@ -150,6 +151,8 @@ def protect(cloud: Cloud, root: Path, *, encrypt: bool = False, os_size: int = 8
             "--start", start or later_start(now=_clock_now(cloud)), "--wait"]
     if encrypt:
         args.append("--encrypt")
+    if compression:
+        args += ["--compression", compression]
     assert cloud.asr_json(*args)["state"] == "Succeeded"
     assert cloud.asr_json("vm", "protect", "vm1", "--vault", "contoso", "--wait")["state"] == "Succeeded"
     wait_for(lambda: (root / "hv01" / "replication" / f"{vm_id}.json").exists(), 30, what="replication settings")

@@ -73,6 +73,26 @@ def test_settings_without_an_epoch_mean_epoch_1(tmp_path: Path) -> None:
     assert settings.get("v1").epoch == 4  # type: ignore[union-attr]
 
 
+def test_the_policys_compression_survives_the_settings_file_and_an_older_file_reads_balanced(
+        tmp_path: Path) -> None:
+    settings = Settings(str(tmp_path))
+    settings.enable(control_pb2.EnableReplication(vm_id="v1", vm_name="vm1", vault_id="vault",
+                                                  policy=inventory_pb2.Policy(compression="strong")), now=1.0)
+    assert json.loads((tmp_path / "replication" / "v1.json").read_text())["policy"]["compression"] == "strong"
+    assert [rs.policy.compression for rs in settings.all()] == ["strong"]   # what the engine hands the cycle
+    # a file written before policies had a compression, and an EnableReplication from an older cloud
+    (tmp_path / "replication" / "v2.json").write_text(json.dumps(
+        {"vm_id": "v2", "vm_name": "vm2", "vault_id": "vault", "policy": {"copy_frequency_seconds": 30},
+         "enabled_at": 1.0}))
+    settings.enable(control_pb2.EnableReplication(vm_id="v3", vm_name="vm3", policy=inventory_pb2.Policy()), now=1.0)
+    got = {rs.vm_id: rs.policy for rs in settings.all()}
+    assert {k: p.compression for k, p in got.items()} == {"v1": "strong", "v2": "balanced", "v3": "balanced"}
+    assert got["v2"].copy_frequency_seconds == 30
+    settings.save_host_policy(control_pb2.ConfigureHost(vault_id="vault",
+                                                        policy=inventory_pb2.Policy(compression="fast")))
+    assert settings.host_policy()["policy"]["compression"] == "fast"  # type: ignore[index]
+
+
 def test_vm_definitions_and_fingerprint_files_are_durable(tmp_path: Path, synced_dirs: list[str],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     disk = tmp_path / "os.vhdx"

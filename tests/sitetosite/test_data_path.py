@@ -110,10 +110,10 @@ def export_point(replica_dir: Path, point_id: str, disk: int, size: int, out: Pa
     try:
         with open(out, "wb") as f:
             f.truncate(size)
-            for block, frame in st.read_frames(point_id, disk):
+            for block, chunk, frame in st.read_frames(point_id, disk):
                 if frame is not None:
                     f.seek(block * 65536)
-                    f.write(decode_chunk(frame, None))
+                    f.write(decode_chunk(frame, None, chunk=chunk))
     finally:
         st.close()
     return out

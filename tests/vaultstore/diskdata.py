@@ -87,9 +87,9 @@ def commit_changes(
 
 def export(store: VaultStore, point_id: str, disk_index: int, size: int) -> bytes:
     out = bytearray(size)
-    for block, frame in store.read_frames(point_id, disk_index):
+    for block, chunk, frame in store.read_frames(point_id, disk_index):
         if frame is not None:
-            data = cf.decode_chunk(frame, None)
+            data = cf.decode_chunk(frame, None, chunk=chunk)
             start = block * cf.BLOCK_SIZE
             # After a shrink the last block's chunk may be longer than the disk: truncate.
             data = data[: size - start]

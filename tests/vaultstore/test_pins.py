@@ -37,11 +37,11 @@ def _history(store: VaultStore, clock: FakeClock) -> tuple[Disk, list[PointInfo]
     return disk, points, images
 
 
-def _assemble(frames: list[tuple[int, bytes | None]], size: int) -> bytes:
+def _assemble(frames: list[tuple[int, bytes, bytes | None]], size: int) -> bytes:
     out = bytearray(size)
-    for block, frame in frames:
+    for block, chunk, frame in frames:
         if frame is not None:
-            data = cf.decode_chunk(frame, None)
+            data = cf.decode_chunk(frame, None, chunk=chunk)
             out[block * cf.BLOCK_SIZE: block * cf.BLOCK_SIZE + len(data)] = data
     return bytes(out)
 
