@@ -16,6 +16,7 @@ VM's latest point is exported and compared with its disk by ``qemu-img compare``
     .venv/bin/python bench/load.py --long          # 30 minutes
     .venv/bin/python bench/load.py --hosts 2 --vms-per-host 3 --minutes 1   # a quick look
     .venv/bin/python bench/load.py --minutes 2 --engine postgresql --services 2   # issue 15
+    .venv/bin/python bench/load.py --compression strong   # group frames under load (exports compared)
 
 ``--engine postgresql``: the metadata in a throw-away PostgreSQL server (``tests/pgserver.py``;
 its own processes' CPU is not in the daemons' figures). ``--services 2``: a second cloud
@@ -189,6 +190,8 @@ def main() -> int:
     ap.add_argument("--retention-hours", type=int, default=1,
                     help="the policy's retention; 0 keeps only each VM's latest point, so retention and GC "
                          "free chunks as fast as cycles add them (the steady state, within minutes)")
+    ap.add_argument("--compression", choices=["fast", "balanced", "strong"], default="balanced",
+                    help="the policy's compression")
     args = ap.parse_args()
     minutes = 30.0 if args.long else args.minutes
     freq = 30
@@ -197,6 +200,7 @@ def main() -> int:
     out: dict[str, Any] = {"machine": f"{platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}",
                            "hosts": args.hosts, "vms": args.hosts * args.vms_per_host, "minutes": minutes,
                            "engine": args.engine, "services": args.services, "retention_hours": args.retention_hours,
+                           "compression": args.compression,
                            "load_average_before": os.getloadavg()}
     hvs: dict[str, LocalHypervisor] = {}
     pg = None
@@ -250,7 +254,8 @@ def main() -> int:
         wait_for(lambda: len(listed()) == len(vms), 300, interval=1, what="every VM in the vault")
         assert cloud.asr_json("cloud", "protect", "gold", "--vault", "contoso", "--storage", "store1",
                               "--copy-frequency", "30s", "--retention-hours", str(args.retention_hours),
-                              "--start", "now", "--wait")["state"] == "Succeeded"
+                              "--start", "now", "--compression", args.compression,
+                              "--wait")["state"] == "Succeeded"
         for name in vms:
             client.call(client.protection.ProtectVm, operator_pb2.ProtectVmRequest(vault="contoso", vm=name))
         wait_for(lambda: all(v.protection_state == "Protected" and v.last_replication > 0

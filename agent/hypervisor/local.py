@@ -91,15 +91,30 @@ class LocalHypervisor:
         validate_name(name)
         path = self._paths(name).definition
         try:
-            data = json.loads(path.read_text())
+            text = path.read_text()
         except FileNotFoundError as exc:
             raise NotFound(f"VM {name} does not exist in {self.vm_dir}") from exc
+        if not text:
+            # ``_add`` reserves the name with an empty file, then replaces it atomically: a
+            # VM being created does not exist yet (never "invalid JSON", which stopped the
+            # agent daemon when its first inventory met a create in progress)
+            raise NotFound(f"VM {name} is being created in {self.vm_dir} (not yet defined)")
+        try:
+            data = json.loads(text)
         except ValueError as exc:
             raise ValidationFailed(f"VM definition {path} is not valid JSON: {exc}") from exc
         return VmSpec.from_dict(data)
 
     def list(self) -> list[VmSpec]:
-        return [self.get(p.stem) for p in sorted(self.vm_dir.glob("*.json"))]
+        """Every defined VM; one being created (its name reserved, no definition yet) or
+        deleted meanwhile is not listed."""
+        vms = []
+        for p in sorted(self.vm_dir.glob("*.json")):
+            try:
+                vms.append(self.get(p.stem))
+            except NotFound:
+                continue
+        return vms
 
     def create(
         self,

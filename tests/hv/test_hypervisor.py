@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.hypervisor import BLOCK_SIZE, LocalHypervisor, tracking
-from asrerrors import AlreadyExists, InvalidName, NotFound, StateConflict
+from asrerrors import AlreadyExists, InvalidName, NotFound, StateConflict, ValidationFailed
 from vmspec import DiskSpec, NicSpec, VmSpec, protection_violations
 
 from . import qemu
@@ -238,3 +238,20 @@ def test_batched_snapshot_reads_match_single_block_reads(hv: LocalHypervisor, vm
         with pytest.raises(ValueError):
             snap.read_block_list(disk, [3, 2])
     snap.commit()
+
+
+def test_a_vm_being_created_is_not_listed_and_never_invalid(hv: LocalHypervisor, vm: str,
+                                                            site: dict[str, Path]) -> None:
+    """Regression: ``create`` reserves the name with an empty definition file before it
+    writes the definition. An agent daemon whose first inventory read that empty file got
+    "not valid JSON" (ASR-0043) from ``list()`` and stopped (seen in the suite: a provider
+    that never saw the VM). A VM being created, or deleted between the listing and the
+    read, is simply not there yet."""
+    (site["vm_dir"] / "new-1.json").write_bytes(b"")  # a create between its two steps
+    assert [v.name for v in hv.list()] == [vm]
+    with pytest.raises(NotFound, match="being created"):
+        hv.get("new-1")
+    # a broken definition an operator wrote is still refused, by name
+    (site["vm_dir"] / "bad-1.json").write_text("{not json")
+    with pytest.raises(ValidationFailed, match="bad-1.json"):
+        hv.list()
