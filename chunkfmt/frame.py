@@ -65,7 +65,7 @@ MAX_MEMBERS = 256
 # A policy's compression (``--compression``): (zstd level, blocks per frame). ``balanced``
 # is one block per frame at level 1, the cheapest ratio per CPU-second on real file
 # systems; ``strong`` packs up to 16 new blocks of a window into one frame at level 3,
-# ~12% fewer bytes for ~1.6x the compression CPU; ``fast`` spends the least CPU (hosts
+# ~15% fewer bytes for ~1.6x the compression CPU; ``fast`` spends the least CPU (hosts
 # short of it). Measured in docs/benchmarks.md ("Compression per policy").
 COMPRESSION: dict[str, tuple[int, int]] = {"fast": (-1, 1), "balanced": (1, 1), "strong": (3, 16)}
 DEFAULT_COMPRESSION = "balanced"
