@@ -93,9 +93,10 @@ class TwoSites:
         """Run an operation with --wait; the job as it ended."""
         return dict(self.cloud.asr_json(*args, "--vault", VAULT, "--wait", "--timeout", "240"))
 
-    def protect(self, start: str = "") -> None:
+    def protect(self, start: str = "", compression: str = "") -> None:
         """Protect web01 to silver, copying every 30 s from ``start`` (default: hours away, so
-        cycles run only on demand, :meth:`once`; ``now``: the primary's schedule runs them)."""
+        cycles run only on demand, :meth:`once`; ``now``: the primary's schedule runs them),
+        with the policy's ``compression`` (default: the cloud's)."""
         def synced() -> bool:
             clouds = {c["name"]: c for c in self.asr("cloud", "list")}
             hosts = {h["name"]: h for h in clouds.get("silver", {}).get("host_details", [])}
@@ -104,7 +105,8 @@ class TwoSites:
 
         wait_for(synced, 90, interval=0.3, what="both sites synced, hv11 holding replicas")
         job = self.job("cloud", "protect", "gold", "--target-cloud", "silver", "--copy-frequency", "30s",
-                       "--retention-hours", "2", "--start", start or self.later_start())
+                       "--retention-hours", "2", "--start", start or self.later_start(),
+                       *(["--compression", compression] if compression else []))
         assert job["state"] == "Succeeded", job
         self.asr("network-mapping", "create", "--primary-cloud", "gold", "--primary-network", "corp",
                  "--recovery-cloud", "silver", "--recovery-network", "corp-dr")
