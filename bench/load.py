@@ -51,6 +51,7 @@ from agent.hypervisor import LocalHypervisor  # noqa: E402
 from asrcli.client import Client  # noqa: E402
 from asrpb import operator_pb2  # noqa: E402
 from bench.replication_scale import cpu_seconds, status_kib  # noqa: E402
+from chunkfmt import COMPRESSION, DEFAULT_COMPRESSION  # noqa: E402
 from tests.harness import Cloud, Procs, Site, free_port, wait_for  # noqa: E402
 from tests.replication.fixture import MiB, qemu  # noqa: E402
 from tests.scaleout.fixture import point_to  # noqa: E402
@@ -190,7 +191,7 @@ def main() -> int:
     ap.add_argument("--retention-hours", type=int, default=1,
                     help="the policy's retention; 0 keeps only each VM's latest point, so retention and GC "
                          "free chunks as fast as cycles add them (the steady state, within minutes)")
-    ap.add_argument("--compression", choices=["fast", "balanced", "strong"], default="balanced",
+    ap.add_argument("--compression", choices=list(COMPRESSION), default=DEFAULT_COMPRESSION,
                     help="the policy's compression")
     args = ap.parse_args()
     minutes = 30.0 if args.long else args.minutes

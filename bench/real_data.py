@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.hypervisor import LocalHypervisor  # noqa: E402
 from bench.replication_scale import cpu_seconds, dir_bytes, once  # noqa: E402
+from chunkfmt import COMPRESSION, DEFAULT_COMPRESSION  # noqa: E402
 from tests.harness import Cloud, Procs  # noqa: E402
 from tests.replication.fixture import MiB, protect  # noqa: E402
 
@@ -322,7 +323,7 @@ def main() -> int:
     ap.add_argument("--fill", type=float, default=0.5, help="fraction of the image filled with files")
     ap.add_argument("--change", type=float, default=0.015, help="a day's change, fraction of the files' bytes")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--compression", choices=("fast", "balanced", "strong"), default="balanced",
+    ap.add_argument("--compression", choices=list(COMPRESSION), default=DEFAULT_COMPRESSION,
                     help="the protection policy's compression")
     args = ap.parse_args()
     if os.geteuid() != 0:

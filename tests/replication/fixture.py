@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from chunkfmt import FLAG_GROUP, FRAME_MAGIC
 from tests.controlplane.sitefix import agent_vm, wait_vms
 from tests.harness import Cloud, Proc, Site, run, wait_for
 
@@ -157,3 +159,21 @@ def protect(cloud: Cloud, root: Path, *, encrypt: bool = False, os_size: int = 8
     assert cloud.asr_json("vm", "protect", "vm1", "--vault", "contoso", "--wait")["state"] == "Succeeded"
     wait_for(lambda: (root / "hv01" / "replication" / f"{vm_id}.json").exists(), 30, what="replication settings")
     return Protected(cloud, site, "vm1", vm_id, [(os_disk, "vhdx"), (data_disk, "vpc")])
+
+
+def group_frames(root: Path, skip: str = "") -> int:
+    """Group frames in the files under ``root`` (a store's packs), by their header's group
+    flag and member count; files under a directory named ``skip`` are not read."""
+    count = 0
+    for path in root.rglob("*"):
+        if not path.is_file() or (skip and skip in path.relative_to(root).parts):
+            continue
+        data = path.read_bytes()
+        at = data.find(FRAME_MAGIC)
+        while at >= 0:
+            if at + 8 <= len(data):
+                flags, members = struct.unpack_from("<BH", data, at + 5)
+                if flags & FLAG_GROUP and 2 <= members <= 256:
+                    count += 1
+            at = data.find(FRAME_MAGIC, at + 1)
+    return count

@@ -5,35 +5,16 @@ equal to the disks (qemu-img compare), encrypted or not; ``asr point verify`` re
 from __future__ import annotations
 
 import os
-import struct
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from agent.hypervisor import LocalHypervisor
-from chunkfmt import FLAG_GROUP, FRAME_MAGIC
 from tests.harness import Cloud
-from tests.replication.fixture import protect
+from tests.replication.fixture import group_frames, protect
 
 BLOCK = 65536
-
-
-def _group_frames(storage: Path) -> int:
-    """Group frames in the vault's packs: a frame header with the group flag."""
-    count = 0
-    for pack in storage.rglob("*"):
-        if not pack.is_file():
-            continue
-        data = pack.read_bytes()
-        at = data.find(FRAME_MAGIC)
-        while at >= 0:
-            if at + 8 <= len(data):
-                flags, members = struct.unpack_from("<BH", data, at + 5)
-                if flags & FLAG_GROUP and 2 <= members <= 256:
-                    count += 1
-            at = data.find(FRAME_MAGIC, at + 1)
-    return count
 
 
 @pytest.mark.parametrize("encrypt", [False, True], ids=["plain", "encrypted"])
@@ -50,7 +31,7 @@ def test_strong_compression_round_trips(cloud: Cloud, tmp_path: Path, encrypt: b
     first = p.once()
     assert first["chunks_sent"] >= 40
     storage = tmp_path / "cloud" / "storage"
-    assert _group_frames(storage) >= 2, "strong compression sent no group frame"
+    assert group_frames(storage) >= 2, "strong compression sent no group frame"
     refs = p.snapshot_raw(tmp_path, "first")
     # an incremental cycle: a few scattered blocks change, one group's member is overwritten
     hv = LocalHypervisor(str(p.site.root / "hv01" / "vms"))

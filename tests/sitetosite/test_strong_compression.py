@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from tests.harness import Cloud, wait_for
+from tests.replication.fixture import group_frames
 from tests.sitetosite.fixture import TwoSites
 
 BLOCK = 64 * 1024
@@ -30,15 +31,4 @@ def test_strong_compression_reaches_the_replica_disks(cloud: Cloud, tmp_path: Pa
     assert second["modes"][0] == "incremental", second
     wait_for(lambda: s.applied() == second["point_id"], 60, what="replica disks at the second point")
     s.equal(disks, "vhdx", s.raw("p2"))
-    stored = b"".join(p.read_bytes() for p in (s.replica_dir / s.vm_id).rglob("*") if p.is_file()
-                      and "disks" not in p.parts)
-    assert b"ASRC\x01" in stored and any(stored[k + 5] & 0x04 for k in _frames(stored)), \
-        "no group frame reached the recovery host"
-
-
-def _frames(data: bytes) -> list[int]:
-    out, at = [], data.find(b"ASRC\x01")
-    while at >= 0 and at + 6 < len(data):
-        out.append(at)
-        at = data.find(b"ASRC\x01", at + 1)
-    return out
+    assert group_frames(s.replica_dir / s.vm_id, skip="disks") >= 1, "no group frame reached the recovery host"
