@@ -17,9 +17,15 @@ service manager's thread), or by SIGTERM/SIGINT (SIGBREAK too on Windows). Pytho
 signal handlers only in the main thread and lets only the main thread install them, so
 :meth:`install_signal_handlers` refuses any other thread, and a service host, whose daemon
 runs on a thread of the service manager's, never calls it. A handler only records the
-signal and releases a plain lock the main loop waits on (no Python-level lock is taken in a
-handler, so it cannot deadlock against the code it interrupted); the main loop sets the
-event.
+signal and writes a byte to a socket pair the main loop waits on (no Python-level lock is
+taken in a handler, so it cannot deadlock against the code it interrupted); the main loop
+sets the event. The same socket is the process's signal wake-up fd
+(``signal.set_wakeup_fd``): the kernel delivers a process-directed signal to any thread
+that does not block it (a gRPC or pin-renewer thread, say), and Python runs the handler
+only when the main thread next executes bytecode. A main loop blocked in a lock's timed
+wait then slept through SIGTERM until its timeout (``IDLE_TURN_S``, or an hour in a test);
+the C-level handler's write to the wake-up fd ends the main loop's ``select`` whichever
+thread took the signal.
 
 **Watchdog.** The main loop pings the manager's watchdog only when a turn of it completed
 and every watched loop beat within its bound. A stuck main loop, or a stuck or dead worker
@@ -31,8 +37,11 @@ deadlocked daemon "alive" for ever.
 from __future__ import annotations
 
 import logging
+import select
 import signal
+import socket
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -86,10 +95,14 @@ class Lifecycle:
         self._watched: dict[str, Watched] = {}
         self._stuck: tuple[str, ...] = ()
         self._signalled = ""
-        # Locked while nobody asked the main loop to wake; released (by a signal handler or
-        # request_stop) to wake it. A plain lock: releasing it is safe inside a handler.
-        self._wake = threading.Lock()
-        self._wake.acquire()
+        # A byte written to _wake_w wakes the main loop (select on _wake_r): by
+        # request_stop, by a handler, or by the C-level signal handler (set_wakeup_fd).
+        # Non-blocking: a full buffer already holds a wake-up the loop has not consumed.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        weakref.finalize(self, _close_all, self._wake_r, self._wake_w)
+        self._previous_wakeup_fd: int | None = None
 
     @classmethod
     def for_console(cls) -> Lifecycle:
@@ -111,6 +124,17 @@ class Lifecycle:
         for name in ("SIGTERM", "SIGINT", "SIGBREAK"):  # SIGBREAK: Ctrl+Break on Windows
             if hasattr(signal, name):
                 signal.signal(getattr(signal, name), handler)
+        previous = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        if self._previous_wakeup_fd is None:
+            self._previous_wakeup_fd = previous
+
+    def restore_wakeup_fd(self) -> None:
+        """Give the process's signal wake-up fd back (before this object's sockets close,
+        so a later signal cannot write into a reused descriptor): for tests, which make many
+        lifecycles in one process; a daemon keeps its one until it exits."""
+        if self._previous_wakeup_fd is not None:
+            signal.set_wakeup_fd(self._previous_wakeup_fd)
+            self._previous_wakeup_fd = None
 
     def request_stop(self, reason: str) -> None:
         """Ask the daemon to stop gracefully (any thread; not from a signal handler)."""
@@ -122,9 +146,9 @@ class Lifecycle:
 
     def _wake_up(self) -> None:
         try:
-            self._wake.release()
-        except RuntimeError:
-            pass  # already released: the main loop has not consumed the last wake-up yet
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass  # the buffer is full: the main loop has wake-ups it has not consumed yet
 
     # ---- progress ------------------------------------------------------------------------------
     def watch(self, name: str, within: float) -> Beat:
@@ -160,7 +184,16 @@ class Lifecycle:
             if self.stopping.is_set():
                 return
             self.turn()
-            self._wake.acquire(timeout=interval)
+            ready, _, _ = select.select([self._wake_r], [], [], interval)
+            if ready:
+                self._drain()
+
+    def _drain(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:
+            pass  # empty (BlockingIOError): every wake-up so far is consumed
 
     def turn(self) -> bool:
         """One turn of the main loop; True if it pinged the watchdog (every watched loop
@@ -186,6 +219,11 @@ class Lifecycle:
     def stop(self) -> None:
         """Tell the manager the daemon is stopping (its graceful stop follows)."""
         self.manager.stopping()
+
+
+def _close_all(*socks: socket.socket) -> None:
+    for sock in socks:
+        sock.close()
 
 
 __all__ = ["IDLE_TURN_S", "Beat", "Lifecycle", "ServiceManager", "Watch"]

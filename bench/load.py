@@ -90,16 +90,23 @@ def per_minute_mib(samples: list[tuple[float, float]]) -> list[float]:
     return [round(statistics.fmean(minutes[m]) / 1024, 1) for m in sorted(minutes)]
 
 
-def memory_figures(samples: list[tuple[float, float]]) -> dict[str, Any]:
+def memory_figures(samples: list[tuple[float, float]], horizon_s: float) -> dict[str, Any]:
     """A daemon's RSS over the run: slope, slope of the second half (after the first copies'
-    buffers went back to the system) with its standard error, first and last, per minute."""
+    buffers went back to the system) with its standard error, first and last, per minute;
+    and the slope past the retention horizon (``horizon_s`` into the run), where points and
+    chunks leave as fast as they arrive, when the run lasts 10 minutes beyond it."""
     slope = slope_fit(samples)[0]
     half, half_se = slope_fit(samples[len(samples) // 2:])
-    return {"rss_slope_mib_per_min": round(slope, 3),
-            "rss_slope_second_half_mib_per_min": round(half, 3),
-            "rss_slope_second_half_stderr": round(half_se, 3),
-            "rss_first_last_mib": [round(samples[0][1] / 1024, 1), round(samples[-1][1] / 1024, 1)],
-            "rss_per_minute_mib": per_minute_mib(samples)}
+    out = {"rss_slope_mib_per_min": round(slope, 3),
+           "rss_slope_second_half_mib_per_min": round(half, 3),
+           "rss_slope_second_half_stderr": round(half_se, 3),
+           "rss_first_last_mib": [round(samples[0][1] / 1024, 1), round(samples[-1][1] / 1024, 1)],
+           "rss_per_minute_mib": per_minute_mib(samples)}
+    past = [(t, v) for t, v in samples if t >= horizon_s]
+    if past and past[-1][0] - past[0][0] >= 600:
+        slope, se = slope_fit(past)
+        out.update(rss_slope_past_horizon_mib_per_min=round(slope, 3), rss_slope_past_horizon_stderr=round(se, 3))
+    return out
 
 
 def scrape(port: int) -> dict[tuple[str, float], float]:
@@ -276,11 +283,16 @@ def main() -> int:
         rpo: dict[str, list[float]] = defaultdict(list)
         health: dict[str, list[str]] = defaultdict(list)
         rss: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        db_trace: list[tuple[float, float]] = []   # (s, KiB) of the metadata databases
+        # past the retention horizon: the first copies' points (made before t0) have expired
+        # and the cloud's maintenance has had 5 minutes to remove them
+        horizon_s = args.retention_hours * 3600 + 300
         while time.monotonic() - t0 < minutes * 60:
             for name, v in listed().items():
                 rpo[name].append(v.rpo_seconds)
                 health[name].append(v.replication_health)
             sample_daemons(pids, t0, rss)
+            db_trace.append((time.monotonic() - t0, db_bytes(cloud) / 1024))
             time.sleep(SAMPLE_S)
         elapsed = time.monotonic() - t0
         wall1 = time.time()
@@ -318,10 +330,15 @@ def main() -> int:
                                 "expected": round(elapsed / freq, 1)}
         out["cloud_rpc"] = {c.name: latency_p99(hist0[c.name], hist1[c.name]) for c in clouds}
         out["daemons"] = {n: {"cpu_s": cpu[n], "cpu_share": round(cpu[n] / elapsed, 3),
-                              "peak_rss_mib": round(status_kib(p, "VmHWM") / 1024, 1), **memory_figures(rss[n])}
+                              "peak_rss_mib": round(status_kib(p, "VmHWM") / 1024, 1),
+                              **memory_figures(rss[n], horizon_s)}
                           for n, p in pids.items()}
         out["metadata_growth"] = {"bytes_window": db1 - db0,
-                                  "per_day_mib": round((db1 - db0) / elapsed * 86400 / MiB, 1)}
+                                  "per_day_mib": round((db1 - db0) / elapsed * 86400 / MiB, 1),
+                                  "mib_per_minute": per_minute_mib(db_trace)}
+        past = [(t, v) for t, v in db_trace if t >= horizon_s]
+        if past and past[-1][0] - past[0][0] >= 600:
+            out["metadata_growth"]["past_horizon_mib_per_min"] = round(slope_fit(past)[0], 3)
         out["workload"] = {"records_written": sum(work.seq.values()), "writer_worst_lag_s": round(work.lag_s, 2)}
         out["per_vm"] = per_vm
         # correctness: every VM's latest point (taken after its last record) equals its disk

@@ -37,6 +37,7 @@ import struct
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import blake3
 import zstandard
@@ -62,12 +63,27 @@ MAX_PLAINTEXT = 16 * 1024 * 1024
 _KEY_CHECK_CONTEXT = "site-recovery chunkfmt v1 aead key check"
 MAX_MEMBERS = 256
 
-# A policy's compression (``--compression``): (zstd level, blocks per frame). ``balanced``
-# is one block per frame at level 1, the cheapest ratio per CPU-second on real file
-# systems; ``strong`` packs up to 16 new blocks of a window into one frame at level 3,
-# ~15% fewer bytes for ~1.6x the compression CPU; ``fast`` spends the least CPU (hosts
-# short of it). Measured in docs/benchmarks.md ("Compression per policy").
-COMPRESSION: dict[str, tuple[int, int]] = {"fast": (-1, 1), "balanced": (1, 1), "strong": (3, 16)}
+
+
+class Compression(NamedTuple):
+    """How a policy's blocks are framed: ``per_frame`` new blocks of a window at most in one
+    frame, compressed at ``level``; a block that is alone (its window had no other new
+    block) at ``lone_level``."""
+
+    level: int
+    per_frame: int
+    lone_level: int
+
+
+# A policy's compression (``--compression``). ``balanced`` is one block per frame at level 1,
+# the cheapest ratio per CPU-second on real file systems; ``strong`` packs up to 16 new
+# blocks of a window into one frame at level 3, ~15% fewer bytes for ~1.6x the compression
+# CPU, and frames a lone block at level 1: level 3 gains ~2% on 64 KiB alone for 1.5x the
+# CPU, and small scattered writes (one new block per window) are most of what a busy
+# site's cycles carry (bench/load.py); ``fast`` spends the least CPU (hosts short of it).
+# Measured in docs/benchmarks.md ("Compression per policy").
+COMPRESSION: dict[str, Compression] = {"fast": Compression(-1, 1, -1), "balanced": Compression(1, 1, 1),
+                                       "strong": Compression(3, 16, 1)}
 DEFAULT_COMPRESSION = "balanced"
 
 

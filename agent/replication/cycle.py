@@ -243,10 +243,10 @@ class Cycle:
         self.epoch = epoch    # the epoch this host holds for the VM (BeginCycleRequest.epoch)
         self.final = final    # a planned failover's last cycle: its commit fences this host
         self.throttle = throttle  # the host's upload limit, shared with the other VMs' cycles
-        # the policy's compression: zstd level, and blocks per frame (more than one: groups)
+        # the policy's compression: zstd levels, and blocks per frame (more than one: groups)
         if compression not in COMPRESSION:
             log.warning("unknown compression %r in the policy: using %s", compression, DEFAULT_COMPRESSION)
-        self.level, self.per_frame = COMPRESSION.get(compression, COMPRESSION[DEFAULT_COMPRESSION])
+        self.compression = COMPRESSION.get(compression, COMPRESSION[DEFAULT_COMPRESSION])
         # set when an app-consistent snapshot's quiesce hook failed (the point is crash-consistent)
         self.quiesce_error: QuiesceFailed | None = None
         self._fp_files: list[DiskFingerprints] = []
@@ -496,17 +496,17 @@ class Cycle:
             if wanted:
                 reply = self.rpc("Missing", replication_pb2.MissingRequest(session_id=session,
                                                                            ids=b"".join(wanted)))
-                aead, level, per = self.keys.aead_key, self.level, self.per_frame
+                aead, comp = self.keys.aead_key, self.compression
                 lacking = [reply.ids[k:k + ID_SIZE] for k in range(0, len(reply.ids), ID_SIZE)]
                 # in block order: neighbours on disk are often parts of one file, which is
                 # what a group frame compresses better than its blocks alone
-                for k in range(0, len(lacking), per):
+                for k in range(0, len(lacking), comp.per_frame):
                     members = [(cid, view[wanted[cid] * BLOCK_SIZE:(wanted[cid] + 1) * BLOCK_SIZE])
-                               for cid in lacking[k:k + per]]
+                               for cid in lacking[k:k + comp.per_frame]]
                     if len(members) == 1:
-                        frames.append((members[0][0], encode_chunk(members[0][1], aead, level)))
+                        frames.append((members[0][0], encode_chunk(members[0][1], aead, comp.lone_level)))
                     else:
-                        groups.append((tuple(c for c, _ in members), encode_group(members, aead, level)))
+                        groups.append((tuple(c for c, _ in members), encode_group(members, aead, comp.level)))
             return _Done(job.disk, job.blocks, changed, frames, fps, groups)
         finally:
             buffers.put(buf)

@@ -143,25 +143,39 @@ def test_signal_handlers_only_from_the_main_thread() -> None:
     assert len(errors) == 1 and isinstance(errors[0], RuntimeError) and "main thread" in str(errors[0])
 
 
-def test_sigterm_stops_the_main_loop() -> None:
+@pytest.mark.parametrize("target", ["process", "another thread"])
+def test_sigterm_stops_the_main_loop(target: str) -> None:
+    """SIGTERM stops a main loop that waits for an hour between turns, whichever thread the
+    kernel hands the signal to. Regression: the loop waited on a lock, and a signal taken by
+    another thread (the kernel picks any thread that does not block it; the CI's run got
+    the pin renewer's) ran the Python handler only when the wait timed out, so a daemon
+    could take up to IDLE_TURN_S to see SIGTERM and this test hung. "another thread" sends
+    the signal to the killing thread itself, the case that hung every time."""
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     life = Lifecycle(RecordingManager(ping_interval=3600.0))
     try:
         life.install_signal_handlers()
         turned = threading.Event()
         life._before_turn = turned.set
+        gave_up = threading.Timer(30.0, life.request_stop, ("the signal was not seen in 30 s",))
 
         def kill_after_a_turn() -> None:
             turned.wait(30)
-            os.kill(os.getpid(), signal.SIGTERM)
+            if target == "process":
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
 
         killer = threading.Thread(target=kill_after_a_turn)
         killer.start()
+        gave_up.start()
         life.serve()
+        gave_up.cancel()
         killer.join()
     finally:
         for s, h in saved.items():
             signal.signal(s, h)
+        life.restore_wakeup_fd()
     assert life.stopping.is_set() and life.stop_reason == "SIGTERM"
 
 
