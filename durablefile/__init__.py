@@ -6,8 +6,11 @@ Ordering (restic's "close, then rename; then sync the directory to commit the re
 1. write the data to a temporary file in the same directory, created with its final mode
    from the start (``O_EXCL``; a secret is never readable by others, even briefly);
 2. ``fsync`` the temporary file: the data is durable before any name points at it;
-3. ``rename`` it over the target (atomic on POSIX file systems);
-4. ``fsync`` the directory: the rename itself is durable.
+3. ``rename`` it over the target (atomic on POSIX file systems); or, for a file that must
+   not exist yet (``exclusive``), ``link`` it to the target, which fails if the name is
+   taken, then remove the temporary name: the target appears whole or not at all, and two
+   writers of one new name cannot both succeed;
+4. ``fsync`` the directory: the rename (or link) itself is durable.
 
 A failure at any step removes the temporary file and leaves the target untouched. Errors
 are the ``OSError`` of the failing step; callers map them to their own ``asrerrors``
@@ -42,10 +45,11 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
 
 
 @contextmanager
-def atomic_writer(path: str | os.PathLike[str], mode: int = PUBLIC) -> Iterator[BinaryIO]:
+def atomic_writer(path: str | os.PathLike[str], mode: int = PUBLIC, exclusive: bool = False) -> Iterator[BinaryIO]:
     """Yield a binary file; when the block ends without an error, its content replaces
     ``path`` durably (see the module doc). Use it for content written in pieces (an export);
-    :func:`write_atomic` for content in memory."""
+    :func:`write_atomic` for content in memory. ``exclusive``: ``path`` must not exist
+    (``FileExistsError`` if it does, and nothing is written)."""
     target = os.fspath(path)
     directory = os.path.dirname(target) or "."
     tmp = os.path.join(directory, f".{os.path.basename(target)}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
@@ -55,7 +59,11 @@ def atomic_writer(path: str | os.PathLike[str], mode: int = PUBLIC) -> Iterator[
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, target)
+        if exclusive:
+            os.link(tmp, target)
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, target)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -65,9 +73,11 @@ def atomic_writer(path: str | os.PathLike[str], mode: int = PUBLIC) -> Iterator[
     fsync_dir(directory)
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes | bytearray | memoryview, mode: int = PUBLIC) -> None:
-    """Replace ``path`` with ``data`` durably, with file mode ``mode`` (PRIVATE for secrets)."""
-    with atomic_writer(path, mode) as f:
+def write_atomic(path: str | os.PathLike[str], data: bytes | bytearray | memoryview, mode: int = PUBLIC,
+                 exclusive: bool = False) -> None:
+    """Replace ``path`` with ``data`` durably, with file mode ``mode`` (PRIVATE for secrets);
+    ``exclusive``: create it, ``FileExistsError`` if it exists."""
+    with atomic_writer(path, mode, exclusive) as f:
         f.write(data)
 
 

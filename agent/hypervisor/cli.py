@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from asrerrors import AsrError, UsageError
+from asrerrors import AsrError, UsageError, ValidationFailed
 from vmspec import NicSpec, VmSpec
 
 from .fence import describe
@@ -223,6 +223,13 @@ def run_vm_command(args: argparse.Namespace) -> int:
                     print(f"{vm.name}  {vm.power_state}  {len(vm.disks)} disks  {vm.guest_os}{fenced}")
             else:
                 print("  ".join(f"{k}={v}" for k, v in result.items()))
+            if args.vm_command == "list" and hv.broken:
+                # listed without them; still an error for whoever runs this (and scripts)
+                err = ValidationFailed(f"{len(hv.broken)} VM definition(s) are broken and were left out",
+                                       details=tuple(f"{f}: {m}" for f, m in sorted(hv.broken.items())),
+                                       action="Correct or remove each file named above.")
+                print(err.render(), file=sys.stderr)
+                return err.exit_code
             return 0
         finally:
             hv.close()

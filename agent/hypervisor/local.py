@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 import os
 import shutil
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from asrclock import Clock, SystemClock
 from asrerrors import (
     AlreadyExists,
     DiskImageError,
+    InvalidName,
     NotFound,
     StateConflict,
     UsageError,
@@ -34,6 +36,8 @@ from . import quiesce, tracking
 from .fence import read_marker, refusal
 from .snapshot import Snapshot, preserve_before_write, recover_stale, take_snapshot
 from .store import STATE_DIR, VmPaths, atomic_write_json, vm_lock
+
+log = logging.getLogger(__name__)
 
 PATTERN_PIECE = 4 << 20  # bytes per guest write of write_pattern
 
@@ -78,6 +82,7 @@ class LocalHypervisor:
         # Open images for the guest write path, keyed by (vm_id, disk index). Safe to keep
         # across processes' writes: the images cache no allocation metadata.
         self._images: dict[tuple[str, int], DiskImage] = {}
+        self._broken: dict[Path, str] = {}   # definitions list() left out, and why (logged once)
 
     # -- definitions -------------------------------------------------------------------
 
@@ -94,27 +99,44 @@ class LocalHypervisor:
             text = path.read_text()
         except FileNotFoundError as exc:
             raise NotFound(f"VM {name} does not exist in {self.vm_dir}") from exc
-        if not text:
-            # ``_add`` reserves the name with an empty file, then replaces it atomically: a
-            # VM being created does not exist yet (never "invalid JSON", which stopped the
-            # agent daemon when its first inventory met a create in progress)
-            raise NotFound(f"VM {name} is being created in {self.vm_dir} (not yet defined)")
+        # (``_add`` publishes a definition whole, so an empty file is never a create in
+        # progress: it is as broken as any other bad content)
         try:
             data = json.loads(text)
         except ValueError as exc:
             raise ValidationFailed(f"VM definition {path} is not valid JSON: {exc}") from exc
-        return VmSpec.from_dict(data)
+        try:
+            return VmSpec.from_dict(data)
+        except ValidationFailed as exc:
+            raise ValidationFailed(f"VM definition {path}: {exc.message}") from exc
 
     def list(self) -> list[VmSpec]:
-        """Every defined VM; one being created (its name reserved, no definition yet) or
-        deleted meanwhile is not listed."""
+        """Every VM with a valid definition; one deleted meanwhile is not listed. A broken
+        definition (bad JSON, a field of the wrong type, a file name that is not a VM name)
+        is logged as an error, once per problem, and left out: one bad file must not take
+        the host's other VMs out of inventory and replication (it stopped the agent daemon
+        at start). The cloud then shows that VM's source as missing until it is fixed."""
         vms = []
+        problems: dict[Path, str] = {}
         for p in sorted(self.vm_dir.glob("*.json")):
             try:
                 vms.append(self.get(p.stem))
             except NotFound:
                 continue
+            except (ValidationFailed, InvalidName) as exc:
+                problems[p] = exc.message
+                if self._broken.get(p) != exc.message:
+                    log.error("a VM definition is broken and its VM is left out of the inventory", extra={
+                        "fields": {"file": str(p), "error": exc.message,
+                                   "action": "correct or remove the file; the VM is listed again at the next "
+                                             "inventory"}})
+        self._broken = problems
         return vms
+
+    @property
+    def broken(self) -> dict[Path, str]:
+        """The definitions the last :meth:`list` left out, and why."""
+        return dict(self._broken)
 
     def create(
         self,
@@ -154,13 +176,13 @@ class LocalHypervisor:
         self._check_disks_unused(vm)
         paths = self._paths(vm.name)
         try:
-            # O_EXCL on the definition itself makes concurrent creates of one name safe
-            fd = os.open(paths.definition, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            # published whole and exclusively (a link that fails if the name is taken):
+            # concurrent creates of one name are safe, and a reader never meets a
+            # definition half written or reserved empty
+            atomic_write_json(paths.definition, vm.to_dict(), exclusive=True)
         except FileExistsError as exc:
             raise AlreadyExists(f"VM {vm.name} already exists in {self.vm_dir}") from exc
-        os.close(fd)
         shutil.rmtree(paths.state, ignore_errors=True)  # leftovers of a deleted namesake
-        self._save(vm)
 
     def _check_disks_unused(self, vm: VmSpec, ignore: str | None = None) -> None:
         mine = {d.path for d in vm.disks}

@@ -20,8 +20,9 @@ from durablefile import write_atomic
 STATE_DIR = ".state"
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+def atomic_write_json(path: Path, obj: Any, exclusive: bool = False) -> None:
+    """``exclusive``: ``path`` must be new (``FileExistsError``); it appears whole."""
+    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), exclusive=exclusive)
 
 
 class VmPaths:

@@ -38,3 +38,15 @@ def test_two_hosts_two_clouds_sync_and_follow_changes(cloud: Cloud, tmp_path: Pa
     assert agent_vm(site, "hv02", "delete", "db01").returncode == 0
     wait_vms(cloud, {"web01", "app01"})
     assert site.provider_proc is not None and site.provider_proc.alive()
+
+    # an operator's broken definition on hv01, met by a freshly started agent daemon: the
+    # daemon keeps running, its other VMs stay in the vault, a new one still arrives, and
+    # its log names the file (regression: the first inventory's list() raised and the
+    # daemon stopped, every VM of the host out of inventory)
+    site.agents["hv01"].stop()
+    create_vm(site, "hv01", "app02")   # made while the daemon is down: only its inventory brings it
+    (tmp_path / "hv01" / "vms" / "broken-1.json").write_text("{not json")
+    agent = site.start_agent("hv01")
+    wait_vms(cloud, {"web01", "app01", "app02"})
+    assert agent.alive()
+    wait_for(lambda: "broken-1.json" in agent.text(), 30, what="the broken definition in the agent's log")

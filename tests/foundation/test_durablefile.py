@@ -46,6 +46,27 @@ def test_content_is_replaced_whole(tmp_path: Path) -> None:
     assert leftovers(tmp_path, {"f"}) == []
 
 
+def test_exclusive_creates_whole_or_refuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``exclusive``: the name appears with its whole content (a link of the durable
+    temporary file) or, if taken, ``FileExistsError`` with the old content untouched; the
+    directory is synced after the link; no temporary name is left either way."""
+    target = tmp_path / "vm.json"
+    synced: list[str] = []
+    real_fsync_dir = durablefile.fsync_dir
+
+    def fsync_dir(d: str) -> None:
+        synced.append(os.fspath(d))
+        real_fsync_dir(d)
+
+    monkeypatch.setattr(durablefile, "fsync_dir", fsync_dir)
+    write_atomic(target, b'{"v": 1}', exclusive=True)
+    assert target.read_bytes() == b'{"v": 1}' and synced == [str(tmp_path)]
+    with pytest.raises(FileExistsError):
+        write_atomic(target, b'{"v": 2}', exclusive=True)
+    assert target.read_bytes() == b'{"v": 1}'
+    assert leftovers(tmp_path, {"vm.json"}) == []
+
+
 @pytest.mark.parametrize("mode", [PRIVATE, PUBLIC])
 def test_mode_is_set_at_creation(tmp_path: Path, open_umask: None, mode: int) -> None:
     target = tmp_path / "secret"

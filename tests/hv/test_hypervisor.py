@@ -240,18 +240,45 @@ def test_batched_snapshot_reads_match_single_block_reads(hv: LocalHypervisor, vm
     snap.commit()
 
 
-def test_a_vm_being_created_is_not_listed_and_never_invalid(hv: LocalHypervisor, vm: str,
-                                                            site: dict[str, Path]) -> None:
-    """Regression: ``create`` reserves the name with an empty definition file before it
-    writes the definition. An agent daemon whose first inventory read that empty file got
-    "not valid JSON" (ASR-0043) from ``list()`` and stopped (seen in the suite: a provider
-    that never saw the VM). A VM being created, or deleted between the listing and the
-    read, is simply not there yet."""
-    (site["vm_dir"] / "new-1.json").write_bytes(b"")  # a create between its two steps
-    assert [v.name for v in hv.list()] == [vm]
-    with pytest.raises(NotFound, match="being created"):
-        hv.get("new-1")
-    # a broken definition an operator wrote is still refused, by name
+def test_a_definition_is_published_whole_and_a_broken_one_is_left_out(
+        hv: LocalHypervisor, vm: str, site: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    """Regressions: ``create`` reserved the name with an empty definition file before it
+    wrote the definition, and ``list()`` raised on any definition it could not read. An
+    agent daemon whose first inventory met a create in progress, or an operator's broken
+    file, got "not valid JSON" (ASR-0043) and stopped: every VM of the host out of
+    inventory and replication. Now a definition is published whole (written durably, then
+    linked under its name only if the name is free), and ``list()`` leaves a broken one out,
+    logging it once, naming the file."""
+    # publication: the name never exists before its content; a second create of it is refused
+    assert not list(site["vm_dir"].glob(".*tmp*"))
+    with pytest.raises(AlreadyExists):
+        hv.create(vm, str(site["os"]))
+    assert hv.get(vm).name == vm and not list(site["vm_dir"].glob(".*tmp*"))
+    # broken definitions: empty, not JSON, wrong field types, a name that is not a VM name
+    broken = ("bad name.json", "bad-1.json", "empty-1.json", "typed-1.json")
+    (site["vm_dir"] / "empty-1.json").write_bytes(b"")
     (site["vm_dir"] / "bad-1.json").write_text("{not json")
+    (site["vm_dir"] / "typed-1.json").write_text('{"name": "typed-1", "cpus": "two"}')
+    (site["vm_dir"] / "bad name.json").write_text("{}")
+    with caplog.at_level("ERROR", logger="agent.hypervisor.local"):
+        assert [v.name for v in hv.list()] == [vm]
+        assert [v.name for v in hv.list()] == [vm]   # again: nothing new to report
+    logged = [r for r in caplog.records if "broken" in r.getMessage()]
+    files = sorted(r.fields["file"] for r in logged)  # type: ignore[attr-defined]
+    assert files == [str(site["vm_dir"] / f) for f in broken], files
+    assert set(hv.broken) == {site["vm_dir"] / f for f in broken}
+    assert "not valid JSON" in hv.broken[site["vm_dir"] / "bad-1.json"]
+    assert "typed-1.json" in hv.broken[site["vm_dir"] / "typed-1.json"]
     with pytest.raises(ValidationFailed, match="bad-1.json"):
-        hv.list()
+        hv.get("bad-1")
+    # the operator's tool lists the good VMs and names every broken file, exit non-zero
+    res = cli(site, "list")
+    assert res.returncode == ValidationFailed.exit_code, res
+    assert res.stdout.split()[0] == vm
+    for f in broken:
+        assert f in res.stderr, res.stderr
+    # fixed, they are listed again (removed here), and nothing is left to report
+    for f in broken:
+        (site["vm_dir"] / f).unlink()
+    assert [v.name for v in hv.list()] == [vm] and hv.broken == {}
+    assert cli(site, "list").returncode == 0
