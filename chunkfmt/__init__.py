@@ -26,6 +26,8 @@ from chunkfmt.frame import (
     encode_chunk,
     encode_group,
     parse_header,
+    regroup,
+    rewritable_group,
 )
 from chunkfmt.ids import BLOCK_SIZE, ID_SIZE, ZERO_ID, chunk_id, is_zero_block, vault_id_key
 
@@ -52,5 +54,7 @@ __all__ = [
     "encode_group",
     "is_zero_block",
     "parse_header",
+    "regroup",
+    "rewritable_group",
     "vault_id_key",
 ]

@@ -216,6 +216,48 @@ def _seal(plaintext: bytes | memoryview, aead_key: bytes | None, level: int, tab
     return b"".join((head, nonce, sealed))
 
 
+def rewritable_group(head: bytes | memoryview) -> bool:
+    """True if the frame starting with ``head`` (at least its first HEADER_SIZE bytes) is an
+    unencrypted group frame: one whose live members the cloud can re-frame without the
+    dead ones (:func:`regroup`). An encrypted one it cannot open."""
+    if len(head) < HEADER_SIZE:
+        return False
+    magic, version, flags, _count, _plain, _payload, _check = _HEADER.unpack_from(head, 0)
+    return magic == FRAME_MAGIC and version == FRAME_VERSION and bool(flags & FLAG_GROUP) \
+        and not flags & FLAG_ENCRYPTED
+
+
+def regroup(frame: bytes, keep: Sequence[bytes]) -> bytes:
+    """A new frame of only the members ``keep`` of the unencrypted group ``frame``, in the
+    member table's order: a group when two or more remain, an ordinary frame for one, at the
+    ``strong`` levels (the only compression that makes groups). Every kept member is checked
+    to read back from the new frame before it is returned. Raises DataCorrupt when the frame
+    does not hold a member asked for, ValueError when it is not an unencrypted group."""
+    hdr = parse_header(frame)
+    if not hdr.group or hdr.encrypted:
+        raise ValueError("only an unencrypted group frame can be regrouped")
+    plaintext = _open(hdr, frame, None)
+    spans: dict[bytes, tuple[int, int]] = {}
+    at = 0
+    for cid, n in hdr.members:
+        spans[cid] = (at, n)
+        at += n
+    wanted = set(keep)
+    if not wanted:
+        raise ValueError("regrouping keeps at least one member")
+    missing = wanted - spans.keys()
+    if missing:
+        raise DataCorrupt(f"chunk frame does not hold chunk {min(missing).hex()}")
+    members = [(cid, plaintext[o:o + n]) for cid, (o, n) in spans.items() if cid in wanted]
+    comp = COMPRESSION["strong"]
+    out = (encode_group(members, None, comp.level) if len(members) > 1
+           else encode_chunk(members[0][1], None, comp.lone_level))
+    for cid, data in members:
+        if decode_chunk(bytes(out), None, chunk=cid) != data:
+            raise DataCorrupt("a regrouped frame does not read back its members")  # never expected
+    return out
+
+
 def parse_header(frame: bytes | memoryview) -> FrameHeader:
     """Check the header (and a group's member table) and that the frame's length matches
     it; raise DataCorrupt if not. The cloud calls this on every uploaded frame: it cannot

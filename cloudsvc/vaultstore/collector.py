@@ -44,10 +44,17 @@ Group frames (several chunks compressed in one frame, each member with its own i
 the frame's location): a pack's live and dead bytes count such a frame once, live if any of
 its members is kept. A repack copies a kept group frame once, whole, and moves the rows of
 its kept members; its dead members' rows go with the old pack. A group frame none of whose
-members is kept is reclaimed like any dead blob. A *partly* dead group frame stays whole:
-the cloud cannot rewrite a frame it cannot decrypt (and rewriting an unencrypted one would
-cost a decompression per repack), so its dead members' bytes are kept until every member
-is dead.
+members is kept is reclaimed like any dead blob. A *partly* dead group frame of an
+unencrypted VM is *regrouped*: the repack writes a new frame of its live members only
+(``chunkfmt.regroup``: decompressed, recompressed, each member read back before the frame
+is used) and moves their rows to it, so a group does not keep dead bytes until its last
+member dies. Without this, scattered overwrites (a database's) kept nearly every old block
+of a ``strong`` VM for as long as any neighbour of it lived (bench/group_space.py). Such a
+pack's dead share counts the dead members' part of each such frame (its length times the
+dead fraction of its members), read from the frame's header, so a pack whose only waste is
+in partly dead groups is repacked too. An *encrypted* partly dead group stays whole: the
+cloud cannot open it, so its dead members' bytes are kept until every member is dead, and
+it never makes its pack a candidate (a repack would gain nothing, every collection).
 
 A crash leaves either a ``writing`` pack (removed once older than the grace period; its blobs
 were never indexed) or a ``deleting`` pack (deleted at the start of the next collection).
@@ -59,11 +66,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from asrerrors import StateConflict
-from chunkfmt import ZERO_ID
+from asrerrors import DataCorrupt, StateConflict
+from chunkfmt import HEADER_SIZE, ZERO_ID, regroup, rewritable_group
 from cloudsvc.vaultstore import merkle
 from cloudsvc.vaultstore.indexdb import PackRow
-from cloudsvc.vaultstore.packfile import PackBuilder, blob_hash, pack_name, pack_overhead
+from cloudsvc.vaultstore.packfile import KIND_CHUNK, PackBuilder, blob_hash, pack_name, pack_overhead
 from cloudsvc.vaultstore.records import GcStats, PointInfo
 from metastore.database import Conn
 
@@ -179,23 +186,34 @@ def _classify(store: VaultStore, candidates: list[PackRow], stats: GcStats) -> t
     for row in candidates:
         # A group frame's members share one location: its bytes count once (live if any
         # member is kept), its trailer entries once per member.
-        kept, kept_bytes = db.query(
-            "SELECT COALESCE(SUM(k.n), 0), COALESCE(SUM(k.length), 0) FROM ("
-            f'SELECT COUNT(*) AS n, c.length AS length FROM chunks c WHERE c.pack = ? AND {_KEPT} '
-            'GROUP BY c."offset", c.length) k',
-            (row.name,),
-        )[0]
-        kept, kept_bytes = int(kept), int(kept_bytes)
-        total = db.query("SELECT COUNT(*) FROM chunks WHERE pack = ?", (row.name,))[0][0]
+        locations = [(int(off), int(length), int(n), int(k)) for off, length, n, k in db.query(
+            f'SELECT c."offset", c.length, COUNT(*), SUM(CASE WHEN {_KEPT} THEN 1 ELSE 0 END) '
+            'FROM chunks c WHERE c.pack = ? GROUP BY c."offset", c.length', (row.name,))]
+        kept = sum(k for _, _, _, k in locations)
+        kept_bytes = sum(length for _, length, _, k in locations if k)
+        total = sum(n for _, _, n, _ in locations)
         stats.live_blobs += kept
         dead_bytes = row.size - pack_overhead(kept) - kept_bytes
+        bound = store.min_dead_fraction * row.size
         if kept == 0:
             dead_packs.append(row)
             stats.deleted_blobs += total
-        elif dead_bytes > 0 and dead_bytes > store.min_dead_fraction * row.size:
+        elif dead_bytes > 0 and (dead_bytes > bound or dead_bytes + _regroup_gain(store, row.name, locations, bound -
+                                                                                    dead_bytes) > bound):
             to_repack.append(row)
             stats.deleted_blobs += total - kept
     return dead_packs, to_repack
+
+
+def _regroup_gain(store: VaultStore, pack: str, locations: list[tuple[int, int, int, int]], need: float) -> int:
+    """The bytes that regrouping this pack's partly dead unencrypted group frames would free
+    (each frame's length times its dead members' share), when even all of its partly dead
+    frames could free more than ``need``; 0 otherwise. Reads only those frames' headers."""
+    partly = [(off, length, n, k) for off, length, n, k in locations if 0 < k < n]
+    if sum(length * (n - k) // n for _, length, n, k in partly) <= need:
+        return 0
+    return sum(length * (n - k) // n for off, length, n, k in partly
+               if rewritable_group(store.backend.get(pack, off, HEADER_SIZE)))
 
 
 def _drop_dead_pack(store: VaultStore, marker: _Marker, row: PackRow) -> bool:
@@ -264,21 +282,34 @@ def _repack(store: VaultStore, marker: _Marker, rows: list[PackRow], stats: GcSt
             f'WHERE c.pack = ? AND {_KEPT} ORDER BY c."offset"',
             (row.name,),
         )
+        members = {(int(off), int(length)): int(n) for off, length, n in db.query(
+            'SELECT "offset", length, COUNT(*) FROM chunks WHERE pack = ? GROUP BY "offset", length', (row.name,))}
         data = backend.get(row.name)
         # Kept rows by location: a group frame's kept members share one, copied (and its
-        # hash checked) once; its dead members get no entry in the new pack.
+        # hash checked) once; its dead members get no entry in the new pack, and when the
+        # frame can be opened, no bytes either (regrouped: see the module doc).
         by_loc: dict[tuple[int, int, bytes], tuple[int, list[bytes]]] = {}
         for cid, kind, offset, length, digest in kept:
             by_loc.setdefault((offset, length, digest), (kind, []))[1].append(cid)
-        blobs = []
+        blobs: list[tuple[int, list[bytes], bytes, bytes | None]] = []
+        regrouped = 0
         for (offset, length, digest), (kind, ids) in by_loc.items():
             frame = data[offset : offset + length]
             if blob_hash(frame) != digest:
                 break
-            blobs.append((kind, ids, frame, digest))
+            if kind == KIND_CHUNK and len(ids) < members.get((offset, length), 0) and rewritable_group(frame):
+                try:
+                    smaller = regroup(frame, ids)
+                except DataCorrupt:
+                    break  # a kept member the frame does not hold: damage, as a bad hash
+                blobs.append((kind, ids, smaller, None))  # hashed when the pack seals
+                regrouped += 1
+            else:
+                blobs.append((kind, ids, frame, digest))
         else:
-            for kind, ids, frame, digest in blobs:
-                builder.add_shared(kind, ids, frame, digest)
+            stats.groups_regrouped += regrouped
+            for kind, ids, frame, maybe_digest in blobs:
+                builder.add_shared(kind, ids, frame, maybe_digest)
             consumed.append(row.name)
             if builder.size >= store.pack_size:
                 write()

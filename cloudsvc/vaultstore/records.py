@@ -61,6 +61,7 @@ class GcStats:
     deleted_blobs: int = 0
     packs_deleted: int = 0
     packs_written: int = 0
+    groups_regrouped: int = 0   # partly dead unencrypted group frames rewritten with their live members
     sessions_expired: int = 0
     bytes_before: int = 0
     bytes_after: int = 0

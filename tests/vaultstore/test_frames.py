@@ -74,6 +74,36 @@ def test_group_round_trip(blocks: list[bytes], encrypted: bool, compression: str
         assert cf.decode_chunk(bytes(frame), aead, chunk=cid) == data
 
 
+@settings(max_examples=40, deadline=None)
+@given(blocks=st.lists(block_data, min_size=2, max_size=12), keep=st.lists(st.booleans(), min_size=12, max_size=12))
+def test_regroup_keeps_exactly_the_live_members(blocks: list[bytes], keep: list[bool]) -> None:
+    """What the collector writes for a partly dead unencrypted group: a frame of the kept
+    members only, in the table's order, each reading back; one kept member makes an
+    ordinary frame. An encrypted group cannot be regrouped, nor can a member it lacks be kept."""
+    members = _members(blocks)
+    if len(members) < 2:
+        return
+    frame = cf.encode_group(members, None, 3)
+    assert cf.rewritable_group(frame[:cf.HEADER_SIZE])
+    kept = [cid for (cid, _), k in zip(members, keep, strict=False) if k] or [members[-1][0]]
+    out = cf.regroup(frame, list(reversed(kept)))
+    hdr = cf.parse_header(out)
+    assert not hdr.encrypted and (hdr.ids() == kept if len(kept) > 1 else not hdr.group)
+    for cid, data in members:
+        if cid in kept:
+            assert cf.decode_chunk(out, None, expected_id=cid, id_key=KEY.id_key, chunk=cid) == data
+        else:
+            with pytest.raises(DataCorrupt):
+                cf.decode_chunk(out, None, chunk=cid) if hdr.group else cf.decode_chunk(
+                    out, None, expected_id=cid, id_key=KEY.id_key)
+    with pytest.raises(DataCorrupt):
+        cf.regroup(frame, [bytes(32)])
+    sealed = cf.encode_group(members, KEY.aead_key, 3)
+    assert not cf.rewritable_group(sealed) and not cf.rewritable_group(cf.encode_chunk(blocks[0], None))
+    with pytest.raises(ValueError):
+        cf.regroup(sealed, kept)
+
+
 @settings(max_examples=80, deadline=None)
 @given(blocks=st.lists(st.binary(min_size=1, max_size=2048), min_size=2, max_size=5, unique=True),
        encrypted=st.booleans(), where=st.floats(0, 1, exclude_max=True), bit=st.integers(0, 7))
