@@ -13,8 +13,8 @@ where the two cross, if they do, for two kinds of churn:
 * ``runs``: the same number of blocks, in runs of 16 consecutive blocks (files rewritten
   whole, as in the real file-system day of ``bench/real_data.py``).
 
-The disk starts full of real files of this machine (as ``bench/real_data.py``'s sources,
-concatenated) and each changed block takes the next 64 KiB of them, so everything written
+The disk starts full of real files of this machine (``bench/real_data.py``'s sources,
+concatenated in a shuffled order) and each changed block takes the next 64 KiB of them, so everything written
 compresses like real data. A real cloud service (clock injected: an hour passes per cycle),
 provider and ``agent.replication once`` per hour; after each cycle the vault's maintenance
 runs (retention, then garbage collection) and the storage directory is measured.
@@ -51,10 +51,14 @@ RUN = 16  # blocks per run of the ``runs`` pattern
 
 
 def real_content(nbytes: int) -> bytes:
-    """``nbytes`` of this machine's files, concatenated, with no 64 KiB block all zero."""
+    """``nbytes`` of this machine's files, concatenated in a shuffled order (so the first
+    copy and the churn after it are alike: the sources' own order puts compressed
+    documentation first and Python source later), with no 64 KiB block all zero."""
     parts: list[bytes] = []
     have = 0
-    for src, _ in files_of(SOURCES):
+    files = [src for src, _ in files_of(SOURCES)]
+    random.Random(3).shuffle(files)
+    for src in files:
         try:
             data = src.read_bytes()
         except OSError:
