@@ -54,7 +54,8 @@ pack's dead share counts the dead members' part of each such frame (its length t
 dead fraction of its members), read from the frame's header, so a pack whose only waste is
 in partly dead groups is repacked too. An *encrypted* partly dead group stays whole: the
 cloud cannot open it, so its dead members' bytes are kept until every member is dead, and
-it never makes its pack a candidate (a repack would gain nothing, every collection).
+it never makes its pack a candidate (a repack would gain nothing, every collection); its
+header is read once per process (``VaultStore.sealed_groups``: packs never change).
 
 A crash leaves either a ``writing`` pack (removed once older than the grace period; its blobs
 were never indexed) or a ``deleting`` pack (deleted at the start of the next collection).
@@ -209,11 +210,19 @@ def _regroup_gain(store: VaultStore, pack: str, locations: list[tuple[int, int, 
     """The bytes that regrouping this pack's partly dead unencrypted group frames would free
     (each frame's length times its dead members' share), when even all of its partly dead
     frames could free more than ``need``; 0 otherwise. Reads only those frames' headers."""
-    partly = [(off, length, n, k) for off, length, n, k in locations if 0 < k < n]
+    partly = [(off, length, n, k) for off, length, n, k in locations
+              if 0 < k < n and (pack, off) not in store.sealed_groups]
     if sum(length * (n - k) // n for _, length, n, k in partly) <= need:
         return 0
-    return sum(length * (n - k) // n for off, length, n, k in partly
-               if rewritable_group(store.backend.get(pack, off, HEADER_SIZE)))
+    gain = 0
+    for off, length, n, k in partly:
+        if rewritable_group(store.backend.get(pack, off, HEADER_SIZE)):
+            gain += length * (n - k) // n
+        else:  # encrypted: remembered, so later collections do not read it again
+            if len(store.sealed_groups) > 1_000_000:
+                store.sealed_groups.clear()
+            store.sealed_groups.add((pack, off))
+    return gain
 
 
 def _drop_dead_pack(store: VaultStore, marker: _Marker, row: PackRow) -> bool:

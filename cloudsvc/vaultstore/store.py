@@ -105,6 +105,9 @@ class VaultStore:
         self.min_dead_fraction = min_dead_fraction
         self.lock = threading.RLock()  # uploads and commits of this process; not the collector
         self._gc_lock = threading.Lock()  # one collection (or index rebuild) at a time
+        # (pack, offset) of partly dead group frames the collector found it cannot regroup
+        # (encrypted): packs never change, so their headers need not be read again
+        self.sealed_groups: set[tuple[str, int]] = set()
         self._pins = PinKeeper(self.db, clock, pin_lease_s, pin_renew_s or pin_lease_s / 5)
         self._closed = False
         self._pack = PackBuilder()

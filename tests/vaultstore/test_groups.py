@@ -228,7 +228,8 @@ def test_gc_regroups_a_partly_dead_group_and_reclaims_a_dead_one(
 
 
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
-def test_a_pack_whose_only_waste_is_a_partly_dead_group(tmp_path: Path, clock: FakeClock, encrypted: bool) -> None:
+def test_a_pack_whose_only_waste_is_a_partly_dead_group(tmp_path: Path, clock: FakeClock, encrypted: bool,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Half of a group's members die: their share of the frame is the pack's dead bytes,
     above the repack threshold. Unencrypted, the collector regroups the live half (the
     vault shrinks by about that share); encrypted, it cannot open the frame, so it keeps
@@ -251,7 +252,17 @@ def test_a_pack_whose_only_waste_is_a_partly_dead_group(tmp_path: Path, clock: F
     if encrypted:
         assert after == before  # the same frame where it was (only p1's tree nodes went)
         assert stats.packs_written == 0 and stats.groups_regrouped == 0
-        assert store.gc().packs_written == 0  # and again: nothing to gain, nothing rewritten
+        assert len(store.sealed_groups) == 1  # its header read once ...
+        reads: list[tuple[int, int | None]] = []
+        get = store.backend.get
+
+        def recording_get(name: str, offset: int = 0, length: int | None = None) -> bytes:
+            reads.append((offset, length))
+            return get(name, offset, length)
+
+        monkeypatch.setattr(store.backend, "get", recording_get)
+        assert store.gc().packs_written == 0  # and again: nothing to gain, nothing rewritten,
+        assert (before[1], cf.HEADER_SIZE) not in reads  # ... and its header not read again
         assert set(_locs(store, live)) == {after}
     else:
         assert stats.groups_regrouped == 1 and after[0] != before[0] and after[2] < before[2] * 0.6
