@@ -199,8 +199,8 @@ def _classify(store: VaultStore, candidates: list[PackRow], stats: GcStats) -> t
         if kept == 0:
             dead_packs.append(row)
             stats.deleted_blobs += total
-        elif dead_bytes > 0 and (dead_bytes > bound or dead_bytes + _regroup_gain(store, row.name, locations, bound -
-                                                                                    dead_bytes) > bound):
+        elif dead_bytes > 0 and (dead_bytes > bound or
+                                 dead_bytes + _regroup_gain(store, row.name, locations, bound - dead_bytes) > bound):
             to_repack.append(row)
             stats.deleted_blobs += total - kept
     return dead_packs, to_repack
