@@ -265,10 +265,11 @@ def add_parsers(sub: Any, vault_arg: Any) -> None:
     p.add_argument("--start", default="now", help="now, or HH:MM (UTC) on a 30-minute boundary")
     p.add_argument("--encrypt", action="store_true", help="customer-managed encryption (provider must have it)")
     p.add_argument("--compression", default=DEFAULT_COMPRESSION, metavar="|".join(COMPRESSION),
-                   help="how the hosts compress new blocks: fast (the least CPU, for hosts short of it), "
-                        "balanced (the default: zstd level 1 per 64 KiB block) or strong (up to 16 blocks "
-                        "compressed together at zstd level 3: ~15%% fewer stored bytes on real file systems "
-                        "for ~1.6x the compression CPU)")
+                   help="how the hosts compress new blocks: fast (zstd level -1 per 64 KiB block: the least "
+                        "CPU, for hosts short of it), balanced (the default: up to 32 new blocks compressed "
+                        "together at zstd level 2, ~15%% fewer bytes sent and stored than one block at a time; "
+                        "an encrypted VM's blocks one at a time) or strong (up to 64 blocks together at zstd "
+                        "level 3, encrypted VMs too: ~8%% fewer bytes again for ~1.7x the compression CPU)")
     _waitable(p)
     p.set_defaults(fn=cloud_protect)
 

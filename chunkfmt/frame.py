@@ -19,8 +19,8 @@ Byte layout (integers little-endian)::
                   associated data when bit 1 is set
 
 A group frame (:func:`encode_group`) compresses up to a few dozen blocks together: zstd finds
-more to share across 1 MiB than inside 64 KiB (the ``strong`` compression of a policy, see
-:data:`COMPRESSION`). Chunk ids stay per block, so dedup is unchanged; the table is in the
+more to share across 1 MiB than inside 64 KiB (the ``balanced`` and ``strong`` compression of
+a policy, see :data:`COMPRESSION`). Chunk ids stay per block, so dedup is unchanged; the table is in the
 clear (the cloud sees chunk ids anyway) and authenticated, so the cloud can index every
 member of a frame it cannot decrypt. Reading one member decodes the whole frame; a
 thread's last decoded group is kept, because readers go through a disk in block order.
@@ -68,22 +68,36 @@ MAX_MEMBERS = 256
 class Compression(NamedTuple):
     """How a policy's blocks are framed: ``per_frame`` new blocks of a window at most in one
     frame, compressed at ``level``; a block that is alone (its window had no other new
-    block) at ``lone_level``."""
+    block) at ``lone_level``. ``encrypted_groups``: group an encrypted VM's blocks too; if
+    not, an encrypted VM's blocks are framed one by one at ``lone_level``, because the cloud
+    cannot regroup an encrypted group whose members die at different times (the collector
+    keeps it whole until the last one dies: bench/group_space.py)."""
 
     level: int
     per_frame: int
     lone_level: int
+    encrypted_groups: bool = False
+
+    def for_vm(self, encrypted: bool) -> Compression:
+        """What a VM of this policy uses: one frame per block for an encrypted VM unless
+        ``encrypted_groups``."""
+        if encrypted and not self.encrypted_groups and self.per_frame > 1:
+            return Compression(self.lone_level, 1, self.lone_level, False)
+        return self
 
 
-# A policy's compression (``--compression``). ``balanced`` is one block per frame at level 1,
-# the cheapest ratio per CPU-second on real file systems; ``strong`` packs up to 16 new
-# blocks of a window into one frame at level 3, ~15% fewer bytes for ~1.6x the compression
-# CPU, and frames a lone block at level 1: level 3 gains ~2% on 64 KiB alone for 1.5x the
-# CPU, and small scattered writes (one new block per window) are most of what a busy
-# site's cycles carry (bench/load.py); ``fast`` spends the least CPU (hosts short of it).
-# Measured in docs/benchmarks.md ("Compression per policy").
-COMPRESSION: dict[str, Compression] = {"fast": Compression(-1, 1, -1), "balanced": Compression(1, 1, 1),
-                                       "strong": Compression(3, 16, 1)}
+# A policy's compression (``--compression``). ``balanced`` (the default) compresses up to 32
+# new blocks of a window together at zstd level 2: on real file systems ~15% fewer bytes sent
+# and stored than one 64 KiB block at a time at level 1 (what ``balanced`` was until
+# 2026-12-03), for ~10% more compression CPU, and grouping itself costs no CPU (zstd level 1
+# runs as fast over 32 blocks as over one); an encrypted VM's blocks stay one per frame
+# (see ``Compression``). ``strong`` groups up to 64 at level 3, encrypted VMs too: ~8% fewer
+# bytes again for ~1.7x the compression CPU; ``fast`` spends the least CPU (hosts short of
+# it). A block alone in its window is framed at level 1 (``lone_level``) by both: level 2 or
+# 3 gains ~2% on 64 KiB alone, and small scattered writes are most of what a busy site's
+# cycles carry (bench/load.py). Measured in docs/benchmarks.md ("Compression per policy").
+COMPRESSION: dict[str, Compression] = {"fast": Compression(-1, 1, -1), "balanced": Compression(2, 32, 1),
+                                       "strong": Compression(3, 64, 1, encrypted_groups=True)}
 DEFAULT_COMPRESSION = "balanced"
 
 

@@ -126,7 +126,7 @@ class _Done:
     changed: list[tuple[int, bytes]]
     frames: list[tuple[bytes, bytes]]
     fps: bytes                   # fingerprints of every block read, in order
-    # the policy's ``strong`` compression: (member ids, group frame) of several new blocks
+    # the policy's ``balanced`` or ``strong`` compression: (member ids, group frame) of several new blocks
     groups: list[tuple[tuple[bytes, ...], bytes]] = field(default_factory=list)
 
 
@@ -246,7 +246,7 @@ class Cycle:
         # the policy's compression: zstd levels, and blocks per frame (more than one: groups)
         if compression not in COMPRESSION:
             log.warning("unknown compression %r in the policy: using %s", compression, DEFAULT_COMPRESSION)
-        self.compression = COMPRESSION.get(compression, COMPRESSION[DEFAULT_COMPRESSION])
+        self.compression = COMPRESSION.get(compression, COMPRESSION[DEFAULT_COMPRESSION]).for_vm(keys.encrypted)
         # set when an app-consistent snapshot's quiesce hook failed (the point is crash-consistent)
         self.quiesce_error: QuiesceFailed | None = None
         self._fp_files: list[DiskFingerprints] = []

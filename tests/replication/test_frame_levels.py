@@ -1,8 +1,9 @@
-"""Issue 14: which zstd level a cycle frames each new block at (``chunkfmt.Compression``).
-A unit test of ``Cycle._process`` with a stand-in snapshot and vault: ``strong`` compresses
-a group at level 3 and a block that is alone in its frame at level 1 (level 3 gains ~2% on
+"""Issue 14: how a cycle frames new blocks (``chunkfmt.Compression``). A unit test of
+``Cycle._process`` with a stand-in snapshot and vault: ``balanced`` and ``strong`` compress
+groups at their level and a block alone in its frame at level 1 (level 2 or 3 gains ~2% on
 one 64 KiB block for 1.5x the CPU, and small scattered writes are most of what a busy
-site's cycles carry); the other policies keep one level."""
+site's cycles carry); an encrypted VM groups only under ``strong``; ``fast`` is one level
+per block."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from asrpb import replication_pb2
 from chunkfmt import BLOCK_SIZE, COMPRESSION
 from chunkfmt.keys import Keys
 
+PLAIN = Keys(b"k" * 32)
+SEALED = Keys(b"k" * 32, b"a" * 32)
 TEXT = b"".join(f"line {i}: the quick brown fox jumps over the lazy dog\n".encode() for i in range(40000))
 
 
@@ -44,7 +47,8 @@ class _Vault:
         return replication_pb2.MissingReply(ids=request.ids)
 
 
-def _levels(monkeypatch: pytest.MonkeyPatch, compression: str, blocks: list[int]) -> list[tuple[str, int, int]]:
+def _levels(monkeypatch: pytest.MonkeyPatch, compression: str, blocks: list[int],
+            keys: Keys = PLAIN) -> list[tuple[str, int, int]]:
     """(kind, members, level) of every frame one window of ``blocks`` makes."""
     seen: list[tuple[str, int, int]] = []
     chunk, group = cycle_mod.encode_chunk, cycle_mod.encode_group
@@ -60,24 +64,38 @@ def _levels(monkeypatch: pytest.MonkeyPatch, compression: str, blocks: list[int]
     monkeypatch.setattr(cycle_mod, "encode_chunk", encode_chunk)
     monkeypatch.setattr(cycle_mod, "encode_group", encode_group)
     with ThreadPoolExecutor(1) as pool:
-        c = Cycle(_Vault(), None, pool, Keys(b"k" * 32), compression=compression)  # type: ignore[arg-type]
+        c = Cycle(_Vault(), None, pool, keys, compression=compression)  # type: ignore[arg-type]
         buffers: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
         done = c._process(_Snapshot(set()), _Job(0, "incremental", blocks, b""), "s", buffers)  # type: ignore[arg-type]
     assert len(done.frames) + sum(len(ids) for ids, _ in done.groups) == len(blocks)
     return seen
 
 
-def test_strong_frames_a_lone_block_at_level_1_and_groups_at_level_3(monkeypatch: pytest.MonkeyPatch) -> None:
-    strong = COMPRESSION["strong"]
-    assert (strong.level, strong.per_frame, strong.lone_level) == (3, 16, 1)
+def test_the_policies_levels_and_group_sizes() -> None:
+    assert COMPRESSION["fast"] == (-1, 1, -1, False)
+    assert COMPRESSION["balanced"] == (2, 32, 1, False)
+    assert COMPRESSION["strong"] == (3, 64, 1, True)
+
+
+@pytest.mark.parametrize("name", ["balanced", "strong"])
+def test_groups_at_the_group_level_and_a_lone_block_at_level_1(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    comp = COMPRESSION[name]
     # one new block in its window: alone in its frame
-    assert _levels(monkeypatch, "strong", [7]) == [("chunk", 1, 1)]
-    # 17 new blocks: a group of 16 at level 3, and the 17th alone at level 1
-    assert _levels(monkeypatch, "strong", list(range(100, 117))) == [("group", 16, 3), ("chunk", 1, 1)]
+    assert _levels(monkeypatch, name, [7]) == [("chunk", 1, 1)]
+    # a window of 64 new blocks: full groups at the group level; one left over, alone
+    expect = [("group", comp.per_frame, comp.level)] * (64 // comp.per_frame)
+    assert _levels(monkeypatch, name, list(range(100, 164))) == expect
+    assert _levels(monkeypatch, name, list(range(100, 100 + comp.per_frame + 1))) == [
+        ("group", comp.per_frame, comp.level), ("chunk", 1, 1)]
 
 
-@pytest.mark.parametrize("name", ["fast", "balanced"])
-def test_per_block_policies_keep_one_level(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    level = COMPRESSION[name].level
-    assert COMPRESSION[name].lone_level == level and COMPRESSION[name].per_frame == 1
-    assert _levels(monkeypatch, name, [1, 2, 3]) == [("chunk", 1, level)] * 3
+def test_an_encrypted_vm_groups_only_under_strong(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cloud cannot regroup an encrypted group whose members die at different times, so
+    ``balanced`` frames an encrypted VM's blocks one by one (at its lone level); ``strong``
+    groups them anyway (the operator chose bytes over space reclaimed early)."""
+    assert _levels(monkeypatch, "balanced", [1, 2, 3], SEALED) == [("chunk", 1, 1)] * 3
+    assert _levels(monkeypatch, "strong", [1, 2, 3], SEALED) == [("group", 3, 3)]
+
+
+def test_fast_keeps_one_level_per_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _levels(monkeypatch, "fast", [1, 2, 3]) == [("chunk", 1, -1)] * 3
