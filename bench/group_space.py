@@ -1,12 +1,15 @@
-"""What group frames cost after retention: the vault's size over a day of churn, ``strong``
-(up to 16 new blocks in one frame) against ``balanced`` (one frame per block), in one run.
+"""What group frames cost after retention: the vault's size over a day of churn, for every
+compression of ``chunkfmt.COMPRESSION`` in one run: ``fast`` frames one block at a time,
+``balanced`` and ``strong`` group new blocks (definitions: chunkfmt; until 2026-12-03
+``balanced`` was one block per frame too).
 
 A partly dead group frame stays whole (the cloud cannot rewrite a frame it cannot decrypt;
 ``cloudsvc/vaultstore/collector.py``): when a block of a group is overwritten and the point
 that held its old content expires, the old content is still stored until every member of
-its group is dead. One frame per block frees it at once. So ``strong`` starts smaller
-(better compression) and then keeps dead bytes that ``balanced`` frees; this bench measures
-where the two cross, if they do, for two kinds of churn:
+its group is dead. One frame per block frees it at once. So a grouping policy starts smaller
+(better compression) and then keeps dead bytes that one frame per block frees; this bench
+measured where they cross (they did, before the collector regrouped partly dead groups of
+unencrypted VMs), for two kinds of churn:
 
 * ``random``: each hour, ``--changed`` of the disk's blocks, picked uniformly (the worst
   case for groups: almost every group keeps a live member for a long time);
@@ -43,6 +46,7 @@ from asrcli.client import Client  # noqa: E402
 from asrpb import replication_pb2, replication_pb2_grpc  # noqa: E402
 from bench.real_data import SOURCES, files_of  # noqa: E402
 from bench.replication_scale import T0, dir_bytes, once  # noqa: E402
+from chunkfmt import COMPRESSION  # noqa: E402
 from tests.harness import Cloud, Procs  # noqa: E402
 from tests.replication.fixture import MiB, protect  # noqa: E402
 
@@ -140,7 +144,7 @@ def main() -> int:
                            "size_mib": args.size_mib, "hours": args.hours, "retention_hours": args.retention_hours,
                            "changed": args.changed, "runs": []}
     for pattern in patterns:
-        for compression in ("balanced", "strong"):
+        for compression in COMPRESSION:
             res = run_policy(compression, pattern, pool, args)
             out["runs"].append(res)
             t = res["trace"]
@@ -150,9 +154,8 @@ def main() -> int:
     summary = {}
     for pattern in patterns:
         by = {r["compression"]: r["trace"] for r in out["runs"] if r["pattern"] == pattern}
-        summary[pattern] = [{"hour": b["hour"], "balanced_mb": b["vault_mb"], "strong_mb": s["vault_mb"],
-                             "strong_over_balanced": round(s["vault_mb"] / b["vault_mb"], 3)}
-                            for b, s in zip(by["balanced"], by["strong"], strict=True)]
+        summary[pattern] = [{"hour": hour, **{f"{c}_mb": by[c][hour]["vault_mb"] for c in by}}
+                            for hour in range(args.hours + 1)]
     out["summary"] = summary
     print(json.dumps(out, indent=2))
     return 0

@@ -86,17 +86,18 @@ class Compression(NamedTuple):
         return self
 
 
-# A policy's compression (``--compression``). ``balanced`` (the default) compresses up to 64
-# new blocks of a window together at zstd level 2: on real file systems ~15% fewer bytes sent
+# A policy's compression (``--compression``). ``balanced`` (the default) compresses up to 32
+# new blocks of a window together at zstd level 2: on real file systems ~14% fewer bytes sent
 # and stored than one 64 KiB block at a time at level 1 (what ``balanced`` was until
-# 2026-12-03), for ~20% more compression CPU; grouping itself costs no CPU (zstd level 1 runs
-# as fast over 32 blocks as over one), the level does. An encrypted VM's blocks stay one per
-# frame (see ``Compression``). ``strong`` compresses the same groups at level 3, encrypted
-# VMs' too: ~7% fewer bytes again for ~1.4x the compression CPU; ``fast`` spends the least
-# CPU (hosts short of it). A block alone in its window is framed at level 1 (``lone_level``) by both: level 2 or
+# 2026-12-03), for ~10% more compression CPU; grouping itself costs no CPU (zstd level 1 runs
+# as fast over 32 blocks as over one), the level does, and 64 blocks stored no less end to
+# end (docs/benchmarks.md). An encrypted VM's blocks stay one per frame (see
+# ``Compression``). ``strong`` compresses up to 64 at level 3, encrypted VMs' too: ~6% fewer
+# bytes again for ~1.5x the compression CPU; ``fast`` spends the least CPU (hosts short of
+# it). A block alone in its window is framed at level 1 (``lone_level``) by both: level 2 or
 # 3 gains ~2% on 64 KiB alone, and small scattered writes are most of what a busy site's
 # cycles carry (bench/load.py). Measured in docs/benchmarks.md ("Compression per policy").
-COMPRESSION: dict[str, Compression] = {"fast": Compression(-1, 1, -1), "balanced": Compression(2, 64, 1),
+COMPRESSION: dict[str, Compression] = {"fast": Compression(-1, 1, -1), "balanced": Compression(2, 32, 1),
                                        "strong": Compression(3, 64, 1, encrypted_groups=True)}
 DEFAULT_COMPRESSION = "balanced"
 

@@ -73,7 +73,7 @@ def _levels(monkeypatch: pytest.MonkeyPatch, compression: str, blocks: list[int]
 
 def test_the_policies_levels_and_group_sizes() -> None:
     assert COMPRESSION["fast"] == (-1, 1, -1, False)
-    assert COMPRESSION["balanced"] == (2, 64, 1, False)
+    assert COMPRESSION["balanced"] == (2, 32, 1, False)
     assert COMPRESSION["strong"] == (3, 64, 1, True)
 
 
