@@ -252,11 +252,7 @@ def regroup(frame: bytes, keep: Sequence[bytes]) -> bytes:
     if not hdr.group or hdr.encrypted:
         raise ValueError("only an unencrypted group frame can be regrouped")
     plaintext = _open(hdr, frame, None)
-    spans: dict[bytes, tuple[int, int]] = {}
-    at = 0
-    for cid, n in hdr.members:
-        spans[cid] = (at, n)
-        at += n
+    spans = _spans(hdr)
     wanted = set(keep)
     if not wanted:
         raise ValueError("regrouping keeps at least one member")
@@ -332,12 +328,8 @@ def decode_chunk(
     else:
         hdr = parse_header(frame)
         plaintext = _open(hdr, frame, aead_key)
-        where = {}
+        where = _spans(hdr)
         if hdr.group:
-            at = 0
-            for cid, n in hdr.members:
-                where[cid] = (at, n)
-                at += n
             if isinstance(frame, bytes):
                 _codecs.group = (frame, aead_key, plaintext, where)
     if hdr is None or hdr.group:
@@ -351,6 +343,16 @@ def decode_chunk(
         if chunk_id(id_key, plaintext) != expected_id:
             raise DataCorrupt("chunk content does not match its id")
     return plaintext
+
+
+def _spans(hdr: FrameHeader) -> dict[bytes, tuple[int, int]]:
+    """A group's members: chunk id -> (offset, length) in its plaintext (empty otherwise)."""
+    spans: dict[bytes, tuple[int, int]] = {}
+    at = 0
+    for cid, n in hdr.members:
+        spans[cid] = (at, n)
+        at += n
+    return spans
 
 
 def _open(hdr: FrameHeader, frame: bytes | memoryview, aead_key: bytes | None) -> bytes:

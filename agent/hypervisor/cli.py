@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,9 @@ def _execute(hv: LocalHypervisor, args: argparse.Namespace) -> Any:
 
 
 def run_vm_command(args: argparse.Namespace) -> int:
+    # the adapter logs a broken definition for the daemon's log; this command reports it
+    # itself (below), so Python's last-resort handler must not print it a second time
+    logging.getLogger("agent.hypervisor.local").addHandler(logging.NullHandler())
     try:
         hv = LocalHypervisor(vm_dir_from_config(args.config))
         try:
@@ -226,7 +230,8 @@ def run_vm_command(args: argparse.Namespace) -> int:
             if args.vm_command == "list" and hv.broken:
                 # listed without them; still an error for whoever runs this (and scripts)
                 err = ValidationFailed(f"{len(hv.broken)} VM definition(s) are broken and were left out",
-                                       details=tuple(f"{f}: {m}" for f, m in sorted(hv.broken.items())),
+                                       details=tuple(m if str(f) in m else f"{f}: {m}"
+                                                     for f, m in sorted(hv.broken.items())),
                                        action="Correct or remove each file named above.")
                 print(err.render(), file=sys.stderr)
                 return err.exit_code

@@ -179,11 +179,16 @@ def collect(store: VaultStore, checkpoint: Callable[[], None] = lambda: None) ->
     return stats
 
 
-def _classify(store: VaultStore, candidates: list[PackRow], stats: GcStats) -> tuple[list[PackRow], list[PackRow]]:
+# A pack to repack, with the number of index rows at each (offset, length) of it: a group
+# frame's members share one location, so fewer kept rows than that means dead members.
+_Repack = tuple[PackRow, dict[tuple[int, int], int]]
+
+
+def _classify(store: VaultStore, candidates: list[PackRow], stats: GcStats) -> tuple[list[PackRow], list[_Repack]]:
     """Split the candidates into packs with nothing kept and packs worth repacking."""
     db = store.db
     dead_packs: list[PackRow] = []
-    to_repack: list[PackRow] = []
+    to_repack: list[_Repack] = []
     for row in candidates:
         # A group frame's members share one location: its bytes count once (live if any
         # member is kept), its trailer entries once per member.
@@ -201,7 +206,7 @@ def _classify(store: VaultStore, candidates: list[PackRow], stats: GcStats) -> t
             stats.deleted_blobs += total
         elif dead_bytes > 0 and (dead_bytes > bound or
                                  dead_bytes + _regroup_gain(store, row.name, locations, bound - dead_bytes) > bound):
-            to_repack.append(row)
+            to_repack.append((row, {(off, length): n for off, length, n, _ in locations}))
             stats.deleted_blobs += total - kept
     return dead_packs, to_repack
 
@@ -243,7 +248,7 @@ def _drop_dead_pack(store: VaultStore, marker: _Marker, row: PackRow) -> bool:
     return dropped
 
 
-def _repack(store: VaultStore, marker: _Marker, rows: list[PackRow], stats: GcStats,
+def _repack(store: VaultStore, marker: _Marker, rows: list[_Repack], stats: GcStats,
             checkpoint: Callable[[], None]) -> None:
     db, backend = store.db, store.backend
     builder = PackBuilder()
@@ -284,15 +289,13 @@ def _repack(store: VaultStore, marker: _Marker, rows: list[PackRow], stats: GcSt
         stats.packs_written += 1 if new_name else 0
         builder, consumed = PackBuilder(), []
 
-    for row in rows:
+    for row, members in rows:
         checkpoint()
         kept = db.query(
             f'SELECT c.id, c.kind, c."offset", c.length, c.hash FROM chunks c '
             f'WHERE c.pack = ? AND {_KEPT} ORDER BY c."offset"',
             (row.name,),
         )
-        members = {(int(off), int(length)): int(n) for off, length, n in db.query(
-            'SELECT "offset", length, COUNT(*) FROM chunks WHERE pack = ? GROUP BY "offset", length', (row.name,))}
         data = backend.get(row.name)
         # Kept rows by location: a group frame's kept members share one, copied (and its
         # hash checked) once; its dead members get no entry in the new pack, and when the
