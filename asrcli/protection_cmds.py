@@ -267,9 +267,9 @@ def add_parsers(sub: Any, vault_arg: Any) -> None:
     p.add_argument("--compression", default=DEFAULT_COMPRESSION, metavar="|".join(COMPRESSION),
                    help="how the hosts compress new blocks: fast (zstd level -1 per 64 KiB block: the least "
                         "CPU, for hosts short of it), balanced (the default: up to 32 new blocks compressed "
-                        "together at zstd level 2, ~14%% fewer bytes sent and stored than one block at a time; "
-                        "an encrypted VM's blocks one at a time) or strong (up to 64 blocks together at zstd "
-                        "level 3, encrypted VMs too: ~6%% fewer bytes again for ~1.5x the compression CPU)")
+                        "together at zstd level 2, ~14%% fewer bytes sent and stored than one block at a time) or "
+                        "strong (up to 64 blocks together at zstd level 3: ~6%% fewer bytes again for ~1.5x the "
+                        "compression CPU); an encrypted VM's blocks are compressed one at a time under both")
     _waitable(p)
     p.set_defaults(fn=cloud_protect)
 

@@ -64,25 +64,24 @@ _KEY_CHECK_CONTEXT = "site-recovery chunkfmt v1 aead key check"
 MAX_MEMBERS = 256
 
 
-
 class Compression(NamedTuple):
     """How a policy's blocks are framed: ``per_frame`` new blocks of a window at most in one
     frame, compressed at ``level``; a block that is alone (its window had no other new
-    block) at ``lone_level``. ``encrypted_groups``: group an encrypted VM's blocks too; if
-    not, an encrypted VM's blocks are framed one by one at ``lone_level``, because the cloud
-    cannot regroup an encrypted group whose members die at different times (the collector
-    keeps it whole until the last one dies: bench/group_space.py)."""
+    block) at ``lone_level``. An encrypted VM's blocks are framed one by one at
+    ``lone_level`` under every policy (:meth:`for_vm`): the cloud cannot open an encrypted
+    group to regroup it when its members die at different times, so it would keep every
+    dead member until the last one dies. Under scattered overwrites that made an encrypted
+    ``strong`` VM store 1.30x ``balanced`` after 30 hours, still climbing
+    (bench/group_space.py), the opposite of what ``strong`` is chosen for."""
 
     level: int
     per_frame: int
     lone_level: int
-    encrypted_groups: bool = False
 
     def for_vm(self, encrypted: bool) -> Compression:
-        """What a VM of this policy uses: one frame per block for an encrypted VM unless
-        ``encrypted_groups``."""
-        if encrypted and not self.encrypted_groups and self.per_frame > 1:
-            return Compression(self.lone_level, 1, self.lone_level, False)
+        """What a VM of this policy uses: one frame per block for an encrypted VM."""
+        if encrypted and self.per_frame > 1:
+            return Compression(self.lone_level, 1, self.lone_level)
         return self
 
 
@@ -91,14 +90,14 @@ class Compression(NamedTuple):
 # and stored than one 64 KiB block at a time at level 1 (what ``balanced`` was until
 # 2026-12-03), for ~10% more compression CPU; grouping itself costs no CPU (zstd level 1 runs
 # as fast over 32 blocks as over one), the level does, and 64 blocks stored no less end to
-# end (docs/benchmarks.md). An encrypted VM's blocks stay one per frame (see
-# ``Compression``). ``strong`` compresses up to 64 at level 3, encrypted VMs' too: ~6% fewer
-# bytes again for ~1.5x the compression CPU; ``fast`` spends the least CPU (hosts short of
-# it). A block alone in its window is framed at level 1 (``lone_level``) by both: level 2 or
-# 3 gains ~2% on 64 KiB alone, and small scattered writes are most of what a busy site's
-# cycles carry (bench/load.py). Measured in docs/benchmarks.md ("Compression per policy").
+# end (docs/benchmarks.md). ``strong`` compresses up to 64 at level 3: ~6% fewer bytes again
+# for ~1.5x the compression CPU. An encrypted VM's blocks stay one per frame under both (see
+# ``Compression``). ``fast`` spends the least CPU (hosts short of it). A block alone in its
+# window is framed at level 1 (``lone_level``) by both: level 2 or 3 gains ~2% on 64 KiB
+# alone, and small scattered writes are most of what a busy site's cycles carry
+# (bench/load.py). Measured in docs/benchmarks.md ("Compression per policy").
 COMPRESSION: dict[str, Compression] = {"fast": Compression(-1, 1, -1), "balanced": Compression(2, 32, 1),
-                                       "strong": Compression(3, 64, 1, encrypted_groups=True)}
+                                       "strong": Compression(3, 64, 1)}
 DEFAULT_COMPRESSION = "balanced"
 
 

@@ -148,7 +148,8 @@ def test_cloud_protect_compression_option_and_the_policy_it_shows(capsys: pytest
                                 "strong"]).compression == "strong"
     helps = asr("cloud", "protect", "--help").stdout
     for words in ("fast|balanced|strong", "least CPU", "level -1 per 64 KiB", "32 new blocks", "zstd level 2",
-                  "14%", "encrypted VM's blocks one at a time", "64 blocks", "zstd level 3", "6%", "1.5x"):
+                  "14%", "encrypted VM's blocks are compressed one at a time under both", "64 blocks",
+                  "zstd level 3", "6%", "1.5x"):
         assert words in " ".join(helps.split()), words
     # the JSON of a shown policy carries it (and an unprotected VM's empty policy still passes)
     status = operator_pb2.VmStatus(protection_state="Protected")
