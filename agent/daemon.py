@@ -23,12 +23,12 @@ from agent.config import load
 from agent.hostlink import ProviderLink
 from agent.hypervisor import LocalHypervisor
 from agent.metrics import CycleMetrics, HostCollector, ReverseCollector
-from agent.replica import Replicas
 from agent.replica.applier import Applier
 from agent.replica.channel import check_can_serve, vault_ca_pem
 from agent.replica.failover import ReplicaFailovers
 from agent.replica.replica_api import build_server
 from agent.replica.reporter import Reporter
+from agent.replica.role import Replicas
 from agent.replica.service import ReplicaService
 from agent.replica.store import ReplicaHost
 from agent.replica.sync import SyncSource

@@ -38,7 +38,7 @@ class AgentRuntime:
     replication: Any = None
     # The cycle counters (agent.metrics.CycleMetrics) the composition root made, or None.
     cycle_metrics: Any = None
-    # Site-to-site: the recovery host's replicas (agent.replica.Replicas), None unless
+    # Site-to-site: the recovery host's replicas (agent.replica.role.Replicas), None unless
     # replica_listen is set.
     replica: Any = None
     # Site-to-site re-protect: this host following a failover VM (agent.reverse), set by the

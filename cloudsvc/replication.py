@@ -55,7 +55,6 @@ from cloudsvc.events import QUIESCE_RECOVERED, Events, Severity
 from cloudsvc.lifecycle import FINAL_POINT_STATES, Item, ItemState, ProtectedItems, Side
 from cloudsvc.vaults import Vaults
 from cloudsvc.vaultstore import (
-    BlobBackend,
     Damage,
     DiskDelta,
     LocalDirBackend,
@@ -65,6 +64,7 @@ from cloudsvc.vaultstore import (
     VaultStore,
     points_to_keep,
 )
+from cloudsvc.vaultstore.blobbackend import BlobBackend
 from cloudsvc.vaultstore.faultybackend import faults_from_environment
 from cloudsvc.vaultstore.indexdb import IndexLocation, PgIndex, pack_bytes_at, pg_schema
 from metastore.database import Conn, Database, Row

@@ -24,13 +24,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from agent.replica.replica_api import PAIRING_METADATA
 from agent.replication.cycle import _Rpc
 from asrchannel.proxy import ProxyUrl
 from asrchannel.tls import client_channel
 from asrerrors import InvalidConfig, NotAuthenticated
 from certs.identity import replica_server_name
 from registration.state import SiteIdentity
+
+# request metadata of every call to a recovery host: the vault's pairing the VM is shipped under
+# (``replica_api`` authorises the call by it)
+PAIRING_METADATA = "asr-pairing-id"
 
 
 def vault_ca_pem(ident: SiteIdentity) -> bytes:

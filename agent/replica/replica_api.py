@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from agent.replica.channel import PAIRING_METADATA
 from agent.replica.failover import ReplicaFailovers
 from agent.replica.service import ReplicaService
 from agent.replica.sync import SyncSource
@@ -25,7 +26,6 @@ from asrpb import failover_pb2, failover_pb2_grpc, replication_pb2, replication_
 from cloudsvc.vaultstore import VaultStore
 from cloudsvc.vaultstore.wire import begin_reply, block_map_parts, put_chunks, read_commit, split_ids
 
-PAIRING_METADATA = "asr-pairing-id"  # request metadata: the vault's pairing the caller ships for
 _CYCLE = ("BeginCycle", "Missing", "PutChunks", "CommitPoint", "GetBlockMap")
 POLICY: dict[str, set[str]] = {f"/asr.v1.Replication/{m}": {"agent"} for m in _CYCLE}
 POLICY["/asr.v1.FailbackData/Diff"] = {"agent"}

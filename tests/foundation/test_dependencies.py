@@ -6,6 +6,8 @@ dependency change: ``bash deploy/lock.sh``, then ``bash deploy/setup.sh``."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
 from importlib.metadata import PackageNotFoundError, version
 
@@ -90,3 +92,21 @@ def test_every_runtime_dependency_has_its_reason_in_the_readme() -> None:
               for n in re.findall(r"[A-Za-z0-9][A-Za-z0-9._-]*", row.split("|")[1])}
     missing = [r.name for r in project()["runtime"] if canonicalize_name(r.name) not in listed]
     assert not missing, f"add a row to the README's dependency table for {missing}"
+
+
+def _imported_by(module: str) -> set[str]:
+    """The top-level packages a fresh interpreter holds after importing ``module``."""
+    out = subprocess.run([sys.executable, "-c", f"import sys, {module}; print(' '.join(sys.modules))"],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    return {name.split(".")[0] for name in out.split()}
+
+
+def test_agent_processes_do_not_load_the_azure_sdk() -> None:
+    """Only the cloud service opens blob accounts. ``cloudsvc.vaultstore`` (which a recovery
+    host uses on local disks) imported the Azure SDK for every agent process: ~0.25 s of
+    start-up and ~11 MiB each. And a primary's cycle reaches recovery hosts through
+    ``agent.replica.channel`` without loading the recovery host's own parts."""
+    for module in ("agent.daemon", "agent.replica.channel", "cloudsvc.vaultstore"):
+        assert "azure" not in _imported_by(module), module
+    assert "azure" in _imported_by("cloudsvc.replication")   # the cloud service's blob accounts
+    assert "cloudsvc" not in _imported_by("agent.replica.channel")

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from agent.hypervisor import LocalHypervisor
-from agent.replica import Replicas
 from agent.replica.applier import Applier
 from agent.replica.disks import Applied
 from agent.replica.failover import ReplicaFailovers
+from agent.replica.role import Replicas
 from agent.replica.service import ReplicaService
 from agent.replica.store import ReplicaHost
 from asrclock import FakeClock

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from asrclock import FakeClock
-from cloudsvc.vaultstore import Backend, BlobBackend, LocalDirBackend
+from cloudsvc.vaultstore import Backend, LocalDirBackend
+from cloudsvc.vaultstore.blobbackend import BlobBackend
 from tests.azurite import DEV_KEY, azurite  # noqa: F401  (the session fixture)
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import chunkfmt as cf
 from asrclock import FakeClock
-from cloudsvc.vaultstore import Backend, BlobBackend, DiskDelta, PointInfo, VaultStore
+from cloudsvc.vaultstore import Backend, DiskDelta, PointInfo, VaultStore
+from cloudsvc.vaultstore.blobbackend import BlobBackend
 from cloudsvc.vaultstore.indexdb import IndexLocation, PgIndex
 from tests import pgserver
 
