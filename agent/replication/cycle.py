@@ -76,6 +76,8 @@ WINDOW_BLOCKS = 256
 DIRTY_WINDOW_BLOCKS = 64
 # blocks read under one hold of the VM lock (4 MiB): guest writes wait at most for this read
 READ_BLOCKS = 64
+# the read buffer of an incremental window; a full scan's (16 MiB) are let go after it
+SMALL_BUFFER = DIRTY_WINDOW_BLOCKS * BLOCK_SIZE
 MESSAGE_BYTES = 2 * 1024 * 1024        # frames per PutChunks message
 # frames per PutChunks call (the vault flushes after each); tests shrink it to make resumption visible
 SEGMENT_BYTES = integer("ASR_REPL_SEGMENT_BYTES")
@@ -179,12 +181,46 @@ class Windows:
     and their buffers in flight: 25 VMs' first copies at once took an agent to ~600 MiB
     (bench/load.py). With it a cycle has one window of its own plus what it takes of the
     host's ``workers + 2`` slots (16 MiB each), and the read buffers are at most one per
-    codec thread."""
+    codec thread.
+
+    A full scan's buffers (16 MiB) are kept only while some cycle of the host scans: once the
+    last first copy or resync ends, they are let go and incremental windows use 4 MiB ones.
+    Before, the first copies' buffers stayed for the life of the process: 64 MiB of an
+    agent's ~170 MiB in the load bench, for cycles that need a sixteenth of it."""
 
     def __init__(self, workers: int) -> None:
         self.depth = workers + 2
         self.slots = threading.BoundedSemaphore(self.depth)
         self.buffers: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._scans = 0               # cycles of the host reading whole disks now
+        self._lock = threading.Lock()
+
+    def begin_scan(self) -> None:
+        with self._lock:
+            self._scans += 1
+
+    def end_scan(self) -> None:
+        """A whole-disk cycle ended: when it was the last, let go of the buffers larger
+        than an incremental window (one in use now is let go when it comes back)."""
+        with self._lock:
+            self._scans -= 1
+            if self._scans:
+                return
+            kept = []
+            while True:
+                try:
+                    buf = self.buffers.get_nowait()
+                except queue.Empty:
+                    break
+                if len(buf) <= SMALL_BUFFER:
+                    kept.append(buf)
+            for buf in kept:
+                self.buffers.put(buf)
+
+    def give_back(self, buf: bytearray) -> None:
+        """A window's buffer, for the next window; not kept when only a scan needs its size."""
+        if len(buf) <= SMALL_BUFFER or self._scans:
+            self.buffers.put(buf)
 
 
 class _Rpc:
@@ -334,7 +370,6 @@ class Cycle:
                          for d, m, _ in plans]
         changes = {d: BlockMap() for d in range(snap.disk_count)}
         last_report = [time.monotonic()]
-        buffers = self.windows.buffers
         slots = self.windows.slots
         # windows in flight, each with whether it holds one of the host's slots
         pending: deque[tuple[Future[_Done], bool]] = deque()
@@ -379,7 +414,7 @@ class Cycle:
                         break
                     yield take()
                 try:
-                    pending.append((self.pool.submit(self._process, snap, job, session, buffers), held))
+                    pending.append((self.pool.submit(self._process, snap, job, session, self.windows), held))
                 except BaseException:
                     if held:
                         slots.release()
@@ -436,12 +471,17 @@ class Cycle:
                 yield msg, size
 
         t0 = time.monotonic()
+        scan = any(blocks is None for _, _, blocks in plans)   # whole disks: 16 MiB windows
+        if scan:
+            self.windows.begin_scan()
         try:
             self._put_all(batches())
         finally:
             for fut, _ in pending:
                 fut.cancel()
             wait([fut for fut, _ in pending])
+            if scan:
+                self.windows.end_scan()
             for _, held in pending:
                 if held:
                     slots.release()
@@ -454,14 +494,13 @@ class Cycle:
         res.phases = {"transfer": t1 - t0, "commit": time.monotonic() - t1}
         return res
 
-    def _process(self, snap: Snapshot, job: _Job, session: str,
-                 buffers: queue.SimpleQueue[bytearray]) -> _Done:
+    def _process(self, snap: Snapshot, job: _Job, session: str, windows: Windows) -> _Done:
         """One window on a pool thread: one batched snapshot read into a reused buffer, then
         fingerprints, zero check and keyed hash per block, the changes of the new point,
         ``Missing`` for them, and the frames of the ids the vault lacks. A resync by
         fingerprint hashes only the blocks whose fingerprint differs from the base point's."""
         try:
-            buf = buffers.get_nowait()
+            buf = windows.buffers.get_nowait()
         except queue.Empty:
             buf = bytearray()
         if len(buf) < len(job.blocks) * BLOCK_SIZE:
@@ -509,7 +548,7 @@ class Cycle:
                         groups.append((tuple(c for c, _ in members), encode_group(members, aead, comp.level)))
             return _Done(job.disk, job.blocks, changed, frames, fps, groups)
         finally:
-            buffers.put(buf)
+            windows.give_back(buf)
 
     def _base_map(self, vm_id: str, base: str, disk: int) -> Iterator[bytes]:
         """The base point's ids of ``disk`` in block order, as the raw parts of the stream."""

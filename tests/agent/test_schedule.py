@@ -1,5 +1,6 @@
 """The engine's schedule: a host's VMs cycle in their own slots of the copy interval (spread,
-not all at once), the first copy is not delayed, and how many codec threads a host runs."""
+not all at once), the first copy is not delayed, how many codec threads a host runs, and the
+windows and read buffers its cycles share."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.replication import cycle
-from agent.replication.cycle import codec_workers
+from agent.replication.cycle import Windows, codec_workers
 from agent.replication.engine import phase_slot
 from tests.agent.fakes import make_host
 from tests.harness import wait_for
@@ -124,3 +125,41 @@ def test_a_cycle_progresses_while_other_cycles_hold_every_slot_of_the_host(tmp_p
             engine.windows.slots.release()
     finally:
         host.close()
+
+
+def _buffer_sizes(windows: Windows) -> list[int]:
+    sizes = []
+    while not windows.buffers.empty():
+        sizes.append(len(windows.buffers.get_nowait()))
+    return sizes
+
+
+def test_a_full_scans_read_buffers_are_let_go_when_it_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first copy reads whole-disk windows (16 MiB buffers in production); incremental
+    cycles need 4 MiB ones (kept: the next test). The big ones used to stay for the life of
+    the agent (64 MiB of its ~170 MiB under bench/load.py)."""
+    monkeypatch.setattr(cycle, "SMALL_BUFFER", 4 * 65536)   # the 2 MiB disk's window is "big"
+    host = make_host(tmp_path)
+    try:
+        vm = host.add_vm("vm-a")
+        host.hv.write("vm-a", 0, 0, b"x" * (2 << 20))
+        engine = host.engine()
+        assert engine.replicate(vm).modes == ["initial"]
+        assert _buffer_sizes(engine.windows) == []   # the scan's 2 MiB buffer let go
+    finally:
+        host.close()
+
+
+def test_big_buffers_stay_while_any_scan_of_the_host_runs() -> None:
+    big, small = bytearray(cycle.SMALL_BUFFER + 1), bytearray(cycle.SMALL_BUFFER)
+    w = Windows(2)
+    w.begin_scan()
+    w.begin_scan()
+    w.give_back(big)
+    w.end_scan()                      # another VM's first copy still reads whole disks
+    assert w.buffers.qsize() == 1
+    w.end_scan()
+    assert w.buffers.qsize() == 0     # the last scan ended: let go
+    w.give_back(small)
+    w.give_back(bytearray(cycle.SMALL_BUFFER + 1))   # one that was in use meanwhile
+    assert _buffer_sizes(w) == [cycle.SMALL_BUFFER]

@@ -8,7 +8,6 @@ per block."""
 from __future__ import annotations
 
 import os
-import queue
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -65,8 +64,7 @@ def _levels(monkeypatch: pytest.MonkeyPatch, compression: str, blocks: list[int]
     monkeypatch.setattr(cycle_mod, "encode_group", encode_group)
     with ThreadPoolExecutor(1) as pool:
         c = Cycle(_Vault(), None, pool, keys, compression=compression)  # type: ignore[arg-type]
-        buffers: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        done = c._process(_Snapshot(set()), _Job(0, "incremental", blocks, b""), "s", buffers)  # type: ignore[arg-type]
+        done = c._process(_Snapshot(set()), _Job(0, "incremental", blocks, b""), "s", c.windows)  # type: ignore[arg-type]
     assert len(done.frames) + sum(len(ids) for ids, _ in done.groups) == len(blocks)
     return seen
 
