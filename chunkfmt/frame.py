@@ -244,7 +244,7 @@ def rewritable_group(head: bytes | memoryview) -> bool:
 def regroup(frame: bytes, keep: Sequence[bytes]) -> bytes:
     """A new frame of only the members ``keep`` of the unencrypted group ``frame``, in the
     member table's order: a group when two or more remain, an ordinary frame for one, at the
-    ``strong`` levels (the only compression that makes groups). Every kept member is checked
+    ``strong`` levels (the cloud's maintenance spends the CPU once). Every kept member is checked
     to read back from the new frame before it is returned. Raises DataCorrupt when the frame
     does not hold a member asked for, ValueError when it is not an unencrypted group."""
     hdr = parse_header(frame)

@@ -218,7 +218,9 @@ class Windows:
                 self.buffers.put(buf)
 
     def give_back(self, buf: bytearray) -> None:
-        """A window's buffer, for the next window; not kept when only a scan needs its size."""
+        """A window's buffer, for the next window; not kept when only a scan needs its size.
+        (``_scans`` is read without the lock: a scan starting or ending meanwhile costs at
+        most one buffer kept until the next window, or allocated again.)"""
         if len(buf) <= SMALL_BUFFER or self._scans:
             self.buffers.put(buf)
 
@@ -414,7 +416,7 @@ class Cycle:
                         break
                     yield take()
                 try:
-                    pending.append((self.pool.submit(self._process, snap, job, session, self.windows), held))
+                    pending.append((self.pool.submit(self._process, snap, job, session), held))
                 except BaseException:
                     if held:
                         slots.release()
@@ -494,13 +496,13 @@ class Cycle:
         res.phases = {"transfer": t1 - t0, "commit": time.monotonic() - t1}
         return res
 
-    def _process(self, snap: Snapshot, job: _Job, session: str, windows: Windows) -> _Done:
+    def _process(self, snap: Snapshot, job: _Job, session: str) -> _Done:
         """One window on a pool thread: one batched snapshot read into a reused buffer, then
         fingerprints, zero check and keyed hash per block, the changes of the new point,
         ``Missing`` for them, and the frames of the ids the vault lacks. A resync by
         fingerprint hashes only the blocks whose fingerprint differs from the base point's."""
         try:
-            buf = windows.buffers.get_nowait()
+            buf = self.windows.buffers.get_nowait()
         except queue.Empty:
             buf = bytearray()
         if len(buf) < len(job.blocks) * BLOCK_SIZE:
@@ -548,7 +550,7 @@ class Cycle:
                         groups.append((tuple(c for c, _ in members), encode_group(members, aead, comp.level)))
             return _Done(job.disk, job.blocks, changed, frames, fps, groups)
         finally:
-            windows.give_back(buf)
+            self.windows.give_back(buf)
 
     def _base_map(self, vm_id: str, base: str, disk: int) -> Iterator[bytes]:
         """The base point's ids of ``disk`` in block order, as the raw parts of the stream."""

@@ -12,7 +12,7 @@ both of its servers (the vault, and a recovery host in site-to-site replication)
 
 ``blobbackend`` (the Azure Blob API) is imported from its module by whoever opens a blob
 account (the cloud service), not from here: a recovery host uses this package on local
-disks, and the Azure SDK cost every agent process ~0.25 s of start-up and ~20 MiB.
+disks, and the Azure SDK cost every agent process ~0.25 s of start-up and ~11 MiB.
 """
 
 from cloudsvc.vaultstore.backend import Backend, CheckedBackend, LocalDirBackend, ObjectInfo

@@ -64,7 +64,7 @@ def _levels(monkeypatch: pytest.MonkeyPatch, compression: str, blocks: list[int]
     monkeypatch.setattr(cycle_mod, "encode_group", encode_group)
     with ThreadPoolExecutor(1) as pool:
         c = Cycle(_Vault(), None, pool, keys, compression=compression)  # type: ignore[arg-type]
-        done = c._process(_Snapshot(set()), _Job(0, "incremental", blocks, b""), "s", c.windows)  # type: ignore[arg-type]
+        done = c._process(_Snapshot(set()), _Job(0, "incremental", blocks, b""), "s")  # type: ignore[arg-type]
     assert len(done.frames) + sum(len(ids) for ids, _ in done.groups) == len(blocks)
     return seen
 
