@@ -662,7 +662,13 @@ class Replication:
             before += st.storage_bytes()
             if gc:
                 checkpoint()
-                st.gc(checkpoint)
+                stats = st.gc(checkpoint)
+                if stats.sessions_expired or stats.packs_deleted:
+                    log.info("collection", extra={"fields": {
+                        "packs_deleted": stats.packs_deleted, "packs_written": stats.packs_written,
+                        "sessions_expired": stats.sessions_expired,
+                        # sealed after the oldest open upload session began: examined once it ends
+                        "packs_kept_by_age": stats.packs_kept_by_age}})
             after += st.storage_bytes()
         if deleted:
             log.info("retention", extra={"fields": {"points_deleted": deleted, "bytes_before": before,

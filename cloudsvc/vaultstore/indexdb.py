@@ -28,7 +28,7 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from asrerrors import AsrError, StorageError
+from asrerrors import AsrError, NotFound, StorageError
 from cloudsvc.vaultstore.packfile import PackEntry
 from cloudsvc.vaultstore.records import DiskInfo, PinInfo, PointInfo
 from durablefile import fsync_dir
@@ -106,6 +106,15 @@ CREATE INDEX pins_by_point ON pins (point_id);
 CREATE INDEX pins_by_holder ON pins (holder);
 CREATE INDEX session_chunks_by_id ON session_chunks (id)
 """,
+    # Protection by age (see the collector's module doc): every pack gets a number from one
+    # counter when it is sealed; a session remembers the counter when it opens. A pack
+    # numbered above an open session's number was sealed after that session began.
+    """
+ALTER TABLE packs ADD COLUMN seq BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN seq BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE pack_seq (value BIGINT NOT NULL);
+INSERT INTO pack_seq (value) VALUES (0)
+""",
 ]
 _BATCH = 500  # ids per IN (...) query, well under SQLite's variable limit
 # Pins (aliased p) in force at the time bound to the placeholder.
@@ -127,6 +136,7 @@ class PackRow:
     size: int
     state: str
     created_at: float
+    seq: int = 0   # from the index's one counter when the pack was sealed (protection by age)
 
 
 @dataclass(frozen=True)
@@ -251,10 +261,10 @@ class IndexDb:
         this one holds nothing yet; returns the rows copied. How a blob account indexed before its
         index followed the metadata into PostgreSQL keeps its points: the caller renames the file
         afterwards, and a crash before that only makes the next call find this index not empty."""
-        tables = {"packs": "name, size, state, created_at", "chunks": 'id, kind, pack, "offset", length, hash',
+        tables = {"packs": "name, size, state, created_at, seq", "chunks": 'id, kind, pack, "offset", length, hash',
                   "points": "point_id, vm_id, created_at, kind",
                   "point_disks": "point_id, disk_index, virtual_size, fanout, root",
-                  "sessions": "session_id, vm_id, opened_at, touched_at", "session_chunks": "session_id, id",
+                  "sessions": "session_id, vm_id, opened_at, touched_at, seq", "session_chunks": "session_id, id",
                   "pins": "pin_id, point_id, holder, created_at, expires_at"}
         source = Database(path, MIGRATIONS)   # migrated first: an old file may lack pins
         copied = 0
@@ -273,6 +283,8 @@ class IndexDb:
                     while batch := [tuple(r) for r in itertools.islice(rows, 20_000)]:
                         conn.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", batch)
                         copied += len(batch)
+                # the counter too: a copied session's number must stay below every pack sealed after
+                conn.execute("UPDATE pack_seq SET value = ?", (source.query("SELECT value FROM pack_seq")[0][0],))
         finally:
             source.close()
         return copied
@@ -353,6 +365,15 @@ class IndexDb:
             out.update(r[0] for r in rows)
         return out
 
+    def pack_seqs(self, ids: Iterable[bytes]) -> dict[bytes, int]:
+        """The number of the pack each stored id is in (ids not stored are left out)."""
+        out: dict[bytes, int] = {}
+        for batch in _batches(list(ids)):
+            where, args = self.database.in_list("c.id", batch)
+            rows = self.query(f"SELECT c.id, p.seq FROM chunks c JOIN packs p ON p.name = c.pack WHERE {where}", args)
+            out.update((r[0], int(r[1])) for r in rows)
+        return out
+
     def lookup(self, ids: Iterable[bytes]) -> dict[bytes, Location]:
         out: dict[bytes, Location] = {}
         for batch in _batches(list(ids)):
@@ -372,12 +393,24 @@ class IndexDb:
 
     # --- packs ------------------------------------------------------------------------
     def pack_begin(self, name: str, size: int, now: float) -> None:
+        """The ``writing`` row of a sealed pack, numbered from the counter *after* its content
+        was fixed: a pack holding a blob a session sent is numbered above that session. A
+        pack sealed again with the same content (the same name) takes the new number: a
+        younger number only defers its collection."""
         with self.tx() as c:
+            seq = self.next_pack_seq(c)
             c.execute(
-                "INSERT INTO packs (name, size, state, created_at) "
-                "VALUES (?, ?, 'writing', ?) ON CONFLICT DO NOTHING",
-                (name, size, now),
+                "INSERT INTO packs (name, size, state, created_at, seq) VALUES (?, ?, 'writing', ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+                (name, size, now, seq),
             )
+
+    @staticmethod
+    def next_pack_seq(conn: Conn) -> int:
+        """Inside the caller's transaction; the update's row lock orders concurrent sealers of
+        other processes (PostgreSQL), and the number never goes down (packs are forgotten)."""
+        conn.execute("UPDATE pack_seq SET value = value + 1")
+        return int(conn.execute("SELECT value FROM pack_seq").fetchone()[0])
 
     @staticmethod
     def pack_commit(conn: Conn, name: str, entries: list[PackEntry], replace: bool) -> None:
@@ -396,10 +429,10 @@ class IndexDb:
 
     def packs(self, state: str | None = None) -> list[PackRow]:
         if state is None:
-            rows = self.query("SELECT name, size, state, created_at FROM packs ORDER BY name")
+            rows = self.query("SELECT name, size, state, created_at, seq FROM packs ORDER BY name")
         else:
             rows = self.query(
-                "SELECT name, size, state, created_at FROM packs WHERE state = ? ORDER BY name",
+                "SELECT name, size, state, created_at, seq FROM packs WHERE state = ? ORDER BY name",
                 (state,),
             )
         return [PackRow(*r) for r in rows]
@@ -414,11 +447,27 @@ class IndexDb:
 
     # --- sessions ---------------------------------------------------------------------
     def session_open(self, session_id: str, vm_id: str, now: float) -> None:
+        """A session numbered with the pack counter as it is now: every pack sealed after
+        this (so every pack that can hold a blob the session sends) is numbered above it."""
         with self.tx() as c:
             c.execute(
-                "INSERT INTO sessions (session_id, vm_id, opened_at, touched_at) VALUES (?,?,?,?)",
+                "INSERT INTO sessions (session_id, vm_id, opened_at, touched_at, seq) "
+                "SELECT ?, ?, ?, ?, value FROM pack_seq",
                 (session_id, vm_id, now, now),
             )
+
+    def session_seq(self, session_id: str) -> int | None:
+        rows = self.query("SELECT seq FROM sessions WHERE session_id = ?", (session_id,))
+        return int(rows[0][0]) if rows else None
+
+    def oldest_session_seq(self) -> int | None:
+        """The lowest number of an open session: packs numbered above it are kept by age."""
+        rows = self.query("SELECT MIN(seq) FROM sessions")
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+    def session_touch(self, session_id: str, now: float) -> None:
+        with self.tx(durable=False) as c:
+            c.execute("UPDATE sessions SET touched_at = ? WHERE session_id = ?", (now, session_id))
 
     def session_vm(self, session_id: str) -> str | None:
         rows = self.query("SELECT vm_id FROM sessions WHERE session_id = ?", (session_id,))
@@ -450,8 +499,17 @@ class IndexDb:
         )]
 
     # --- points -----------------------------------------------------------------------
-    def point_insert(self, p: PointInfo) -> None:
+    def point_insert(self, p: PointInfo, session_id: str | None = None) -> None:
+        """The point's rows; with ``session_id``, only while that session is still open, in the
+        same transaction: a session the collector expired no longer kept its packs by age, so
+        a point made of them might name blobs already collected (the commit then refuses)."""
         with self.tx() as c:
+            if session_id is not None and c.execute(
+                    "SELECT 1 FROM sessions WHERE session_id = ?", (session_id,)).fetchone() is None:
+                raise NotFound(f"upload session {session_id} expired before its point was recorded",
+                               causes=("The cycle was idle for longer than the vault store's session "
+                                       "lifetime, so its uploads were no longer kept from collection.",),
+                               action="Begin a new cycle; what was uploaded and is still stored is not sent again.")
             c.execute(
                 "INSERT INTO points (point_id, vm_id, created_at, kind) VALUES (?, ?, ?, ?)",
                 (p.point_id, p.vm_id, p.created_at, p.kind),

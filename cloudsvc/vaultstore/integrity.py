@@ -231,8 +231,11 @@ def rebuild_index(store: VaultStore) -> RebuildResult:
         with db.tx() as conn:
             conn.execute("DELETE FROM chunks")
             conn.execute("DELETE FROM packs")
-            conn.execute("INSERT INTO packs (name, size, state, created_at) "
-                         "SELECT name, size, 'live', ? FROM rebuilt_packs", (now,))
+            # Numbered above every session open now: their uploads may be in any of these
+            # packs, which per-id protection does not cover (collector rule 3).
+            seq = db.next_pack_seq(conn)
+            conn.execute("INSERT INTO packs (name, size, state, created_at, seq) "
+                         "SELECT name, size, 'live', ?, ? FROM rebuilt_packs", (now, seq))
             conn.execute('INSERT INTO chunks (id, kind, pack, "offset", length, hash) '
                          'SELECT id, kind, pack, "offset", length, hash FROM rebuilt_chunks')
     finally:

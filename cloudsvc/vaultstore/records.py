@@ -63,6 +63,7 @@ class GcStats:
     packs_written: int = 0
     groups_regrouped: int = 0   # partly dead unencrypted group frames rewritten with their live members
     sessions_expired: int = 0
+    packs_kept_by_age: int = 0  # sealed after the oldest open upload session began: not examined
     bytes_before: int = 0
     bytes_after: int = 0
     damaged_packs: list[str] = field(default_factory=list)

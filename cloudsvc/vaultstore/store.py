@@ -7,12 +7,15 @@ Write ordering (each step must be complete before the next begins):
    A chunk is *stored* only once its row is committed; ``missing`` and ``commit_point``
    trust only rows (plus this process's unsealed packs for ``missing``). A group frame
    (several chunks in one frame) is one blob with a row per member, committed together;
-   every member id is protected, then checked, exactly like a single chunk's id.
-2. ``commit_point`` pins its base point, protects every chunk it references with its session
-   *before* checking that it is stored, flushes, writes the changed tree nodes (an existing
-   node it reuses is protected the same way), flushes again, and only then inserts the point
-   row. A point row therefore never references a blob that is not durably stored and
-   indexed, and nothing it references can be collected between the check and the insert.
+   a member found stored is protected, then checked again, exactly like a single chunk's id.
+2. ``commit_point`` pins its base point, flushes, and checks that every chunk it references
+   is stored: one in a pack sealed after its session opened is kept by age (collector rule
+   3), any other is protected by the session *before* it is checked again. It writes the
+   changed tree nodes (an existing node it reuses is protected the same way), flushes
+   again, and only then inserts the point row, in a transaction that still finds the
+   session open. A point row therefore never references a blob that is not durably stored
+   and indexed, and nothing it references can be collected between the check and the
+   insert.
 3. The caller acknowledges the point to the agent only after ``commit_point`` returns.
 4. A blob is deleted only when no live point and no open session references it; a pack object
    is deleted only after the index no longer points into it (see ``collector``, which runs
@@ -27,7 +30,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
@@ -57,6 +60,11 @@ from cloudsvc.vaultstore.records import (
 from cloudsvc.vaultstore.retention import RetentionPolicy, points_to_keep
 
 DEFAULT_PACK_SIZE = 16 * 1024 * 1024
+# An upload session idle this long is closed by the next collection (its agent died or gave
+# up; a cycle in progress calls the store every few seconds). While open, a session keeps every
+# pack sealed after it began from collection (protection by age, collector rule 3), so a dead
+# session must not last long: it defers the reclaiming of the whole store's newer packs.
+DEFAULT_SESSION_TTL_S = 3600.0
 # Object name prefixes this store owns in its storage account (what ``destroy`` removes).
 # Anything else there (the failover's recovered disks on a local directory) is not the store's.
 OWNED_PREFIXES = (PACK_PREFIX,)
@@ -65,12 +73,10 @@ _COALESCE_GAP = 64 * 1024
 _MAX_READ = 8 * 1024 * 1024
 _MAX_SEALING = 1  # full packs queued for the sealing thread before put_chunks waits
 _PROTECT_BATCH = 8192
-# Ids ``missing`` protected for a session and reported missing, remembered so that the
-# ``put_chunks`` that follows does not protect them again (one SQLite write transaction per
-# uploaded message, ~a fifth of the service's Python time on a first copy). Bounded: an
-# agent keeps a few windows of 256 blocks in flight; a forgotten id is only protected twice.
-_REPORTED_IDS = 8192
-_REPORTED_SESSIONS = 1024
+# A session in use has its touched_at written at most once per this share of its lifetime
+# (not on every call: most calls of a cycle now write nothing else), for this many sessions.
+_TOUCH_EVERY = 0.05
+_TOUCHED_SESSIONS = 4096
 _T = TypeVar("_T")
 
 
@@ -82,7 +88,7 @@ class VaultStore:
         clock: Clock,
         pack_size: int = DEFAULT_PACK_SIZE,
         fanout: int = merkle.DEFAULT_FANOUT,
-        session_ttl_s: float = 7 * 86400.0,
+        session_ttl_s: float = DEFAULT_SESSION_TTL_S,
         writing_grace_s: float = 3600.0,
         min_dead_fraction: float = 0.1,
         pin_lease_s: float = DEFAULT_LEASE_S,
@@ -120,8 +126,8 @@ class VaultStore:
         self._seals: deque[Future[None]] = deque()
         self._sealer: ThreadPoolExecutor | None = None  # one thread (see _seal_buffer)
         self._seal_buffer = bytearray()
-        # session -> ids that session's ``missing`` protected and reported missing (bounded)
-        self._reported: OrderedDict[str, OrderedDict[bytes, None]] = OrderedDict()
+        # session -> when this process last wrote its touched_at (see _touch)
+        self._touched: dict[str, float] = {}
 
     def close(self) -> None:
         if self._closed:
@@ -152,33 +158,42 @@ class VaultStore:
     # --- upload ------------------------------------------------------------------------
     def missing(self, ids: Iterable[bytes], session_id: str | None = None) -> list[bytes]:
         """Ids not stored, in input order without repeats; ZERO_ID is never missing. With
-        ``session_id``, the ids asked about become protected by that session *before* the
-        answer is computed, so an id reported present cannot be collected before the
-        session commits (a collection that removed it first makes it missing here)."""
+        ``session_id``, an id reported present is protected by that session first (rule 3
+        of the collector's doc): it is checked, protected, and checked again, so it cannot be
+        collected before the session commits (one a collection removed in between is
+        reported missing). An id reported missing is not protected: the session sends it,
+        into a pack sealed after the session opened, which protection by age keeps."""
         wanted = list(dict.fromkeys(i for i in ids if i != ZERO_ID))
         with self.lock:
             if session_id is not None:
                 self._require_session(session_id)
-                self.db.session_protect(session_id, wanted, self.clock.now())
-            # Memory first, then the index: a pack's sealer indexes its blobs before it drops
-            # them from memory, so this order never misses a blob that is in transit.
-            have = {i for i in wanted if self._buffered(i)}
-            have |= self.db.present(i for i in wanted if i not in have)
-            absent = [i for i in wanted if i not in have]
-            if session_id is not None:
-                self._remember_reported(session_id, absent)
-        return absent
+                self._touch(session_id)
+            have = self._stored(wanted)
+            if session_id is not None and have:
+                self.db.session_protect(session_id, have, self.clock.now())
+                have = self._stored(have)
+        return [i for i in wanted if i not in have]
 
-    def _remember_reported(self, session_id: str, ids: list[bytes]) -> None:
-        """Under ``self.lock``: these ids are protected by ``session_id`` (committed above)."""
-        seen = self._reported.pop(session_id, None) or OrderedDict()
-        self._reported[session_id] = seen  # most recently used last
-        for i in ids:
-            seen[i] = None
-        while len(seen) > _REPORTED_IDS:
-            seen.popitem(last=False)
-        while len(self._reported) > _REPORTED_SESSIONS:
-            self._reported.popitem(last=False)
+    def _stored(self, ids: Iterable[bytes]) -> set[bytes]:
+        """Which of ``ids`` are stored or buffered. Memory first, then the index: a pack's
+        sealer indexes its blobs before it drops them from memory, so this order never
+        misses a blob that is in transit."""
+        ids = list(ids)
+        have = {i for i in ids if self._buffered(i)}
+        if len(have) < len(ids):
+            have |= self.db.present(i for i in ids if i not in have)
+        return have
+
+    def _touch(self, session_id: str) -> None:
+        """Under ``self.lock``: keep the session from expiring while it is in use, writing
+        its ``touched_at`` at most every ``_TOUCH_EVERY`` of its lifetime."""
+        now = self.clock.now()
+        if now - self._touched.get(session_id, float("-inf")) < self.session_ttl_s * _TOUCH_EVERY:
+            return
+        self.db.session_touch(session_id, now)
+        if len(self._touched) > _TOUCHED_SESSIONS:   # sessions that never ended (their agent died)
+            self._touched.clear()
+        self._touched[session_id] = now
 
     def begin_session(self, vm_id: str) -> str:
         session_id = "us-" + secrets.token_hex(12)
@@ -187,7 +202,7 @@ class VaultStore:
 
     def end_session(self, session_id: str) -> None:
         with self.lock:
-            self._reported.pop(session_id, None)
+            self._touched.pop(session_id, None)
         self.db.session_close(session_id)
 
     def _require_session(self, session_id: str) -> str:
@@ -221,16 +236,14 @@ class VaultStore:
         every = [c for c, _ in items] + [c for ids in members for c in ids]
         with self.lock:
             self._require_session(session_id)
-            # Protect first: from here on a concurrent GC keeps these ids even if they are
-            # already stored in a pack that has otherwise gone dead. Ids this session's
-            # ``missing`` reported are protected already (a collection that closed the
-            # session since took the session with them: the commit refuses then).
-            reported: Mapping[bytes, None] = self._reported.get(session_id, {})
-            unprotected = [c for c in every if c not in reported]
-            if unprotected:
-                self.db.session_protect(session_id, unprotected, self.clock.now())
-            buffered = {c for c in every if self._buffered(c)}
-            stored = buffered | self.db.present(c for c in every if c not in buffered)
+            self._touch(session_id)
+            # What is stored already is trusted only once protected (and found again): from
+            # then on a concurrent GC keeps it even in a pack that has otherwise gone dead.
+            # What is added goes into a pack sealed after the session opened (kept by age).
+            stored = self._stored(every)
+            if stored:
+                self.db.session_protect(session_id, stored, self.clock.now())
+                stored = self._stored(stored)
             for cid, frame in items:
                 if cid not in stored:
                     self._add_blob(KIND_CHUNK, cid, bytes(frame))
@@ -415,20 +428,29 @@ class VaultStore:
         existing = self.db.point(point.point_id)
         if existing is not None:
             return existing  # a retried commit after a lost acknowledgement
-        self.db.point_insert(point)
+        self.db.point_insert(point, session_id)
         return point
 
     def _absent(self, session_id: str, disks: Sequence[DiskDelta]) -> set[bytes]:
         """Referenced chunk ids that are not stored, checked in batches so that memory stays
-        small however many blocks a point names (an initial point names them all). Each
-        batch is protected by the session before it is checked: a collection either removed
-        a chunk before (it is reported absent) or keeps it until the point row exists."""
+        small however many blocks a point names (an initial point names them all). An id in
+        a pack sealed after the session opened is kept by age while the session is open (the
+        point's row is inserted only if it still is); any other id is protected by the
+        session and then checked again: a collection either removed it before (it is
+        reported absent) or keeps it until the point row exists."""
         absent: set[bytes] = set()
         batch: set[bytes] = set()
+        opened = self.db.session_seq(session_id)
+        if opened is None:
+            raise NotFound(f"upload session {session_id} is not open (ended or expired)")
 
         def check() -> None:
-            self.db.session_protect(session_id, batch, self.clock.now())
-            absent.update(batch - self.db.present(batch))
+            seqs = self.db.pack_seqs(batch)
+            absent.update(batch - seqs.keys())
+            older = [i for i, seq in seqs.items() if seq <= opened]
+            if older:
+                self.db.session_protect(session_id, older, self.clock.now())
+                absent.update(set(older) - self.db.present(older))
             batch.clear()
 
         for d in disks:

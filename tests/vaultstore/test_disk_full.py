@@ -60,22 +60,29 @@ def test_the_first_full_disk_failure_of_an_upload_is_disk_full(tmp_path: Path, c
 
 def test_an_index_that_cannot_grow_is_disk_full(tmp_path: Path, clock: FakeClock) -> None:
     """SQLite's own "database or disk is full" (here: the page limit of this thread's
-    connection reached) surfaces as DiskFull from the index, then works again."""
+    connection reached) surfaces as DiskFull from the index, then works again. What writes
+    on the asking thread is the protection of ids ``missing`` finds stored already."""
     store = make_store(LocalDirBackend(tmp_path / "a"), tmp_path / "idx.db", clock)
+    rng = random.Random(52)
+    small = [make_block(rng, 64) for _ in range(5000)]
+    ids = [cid(b) for b in small]
+    first = store.begin_session("vm0")
+    store.put_chunks(first, [(cid(b), cf.encode_chunk(b, None)) for b in small])
+    store.commit_point(first, "vm0", [DiskDelta(len(small) * cf.BLOCK_SIZE, dict(enumerate(ids)))], None,
+                       "crash", 1.0)
+    store.end_session(first)
     session = store.begin_session("vm")
     conn = store.db.database.connection()  # this thread's: the one missing() writes with
     pages = conn.execute("PRAGMA page_count").fetchone()[0]
     conn.execute(f"PRAGMA max_page_count = {pages}")
-    rng = random.Random(52)
-    ids = [rng.randbytes(32) for _ in range(5000)]
     with pytest.raises(DiskFull) as caught:
         store.missing(ids, session_id=session)
     assert caught.value.code == "ASR-0061" and "idx.db" in str(caught.value)
     conn.execute("PRAGMA max_page_count = 1073741823")
-    assert len(store.missing(ids, session_id=session)) == 5000
+    assert store.missing(ids, session_id=session) == []
     block = make_block(rng)
     store.put_chunks(session, [(cid(block), cf.encode_chunk(block, None))])
-    point = store.commit_point(session, "vm", [DiskDelta(cf.BLOCK_SIZE, {0: cid(block)})], None, "crash", 1.0)
+    point = store.commit_point(session, "vm", [DiskDelta(cf.BLOCK_SIZE, {0: cid(block)})], None, "crash", 2.0)
     assert store.verify(point.point_id) == []
 
 

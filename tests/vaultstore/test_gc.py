@@ -152,15 +152,15 @@ def test_deleting_an_orphan_point_reclaims_exactly_its_own_data(tmp_path: Path, 
     assert export(store, good.point_id, 0, disk.size) == image and store.verify(good.point_id) == []
 
 
-def test_chunks_reported_missing_are_protected_once_and_survive_gc(tmp_path: Path, clock: FakeClock) -> None:
-    """``missing`` protects what it reports for the session; the upload that follows does not
-    write that protection again (one SQLite transaction per message saved), and a collection
-    between the upload and the commit still keeps the chunks."""
+def test_a_first_copy_protects_nothing_by_id_and_its_chunks_survive_gc(tmp_path: Path, clock: FakeClock) -> None:
+    """New chunks are kept by age (collector rule 3): neither ``missing`` nor ``put_chunks``
+    writes a protection row for them (until 2026-12-03 each did, one row per chunk: a fifth of
+    the cloud service's CPU on a first copy), and a collection between the upload and the
+    commit, with the upload's pack sealed before it, still keeps them."""
     rng = random.Random(11)
     store = make_store(LocalDirBackend(tmp_path / "a"), tmp_path / "idx.db", clock)
     session = store.begin_session("vm")
     blocks = {i: make_block(rng) for i in range(4)}
-    assert store.missing([cid(b) for b in blocks.values()], session_id=session) == [cid(b) for b in blocks.values()]
     protected: list[list[bytes]] = []
     real = store.db.session_protect
 
@@ -169,16 +169,18 @@ def test_chunks_reported_missing_are_protected_once_and_survive_gc(tmp_path: Pat
         real(session_id, ids, now)
 
     store.db.session_protect = recording  # type: ignore[method-assign]
-    stray = make_block(rng)  # never asked about: the upload itself must protect it
+    assert store.missing([cid(b) for b in blocks.values()], session_id=session) == [cid(b) for b in blocks.values()]
+    stray = make_block(rng)  # never asked about
     store.put_chunks(session, [(cid(b), cf.encode_chunk(b, None)) for b in (*blocks.values(), stray)])
     store.flush()
-    assert protected == [[cid(stray)]]
-    store.gc()
+    stats = store.gc()
+    assert stats.packs_kept_by_age >= 1 and stats.packs_deleted == 0
     from cloudsvc.vaultstore import DiskDelta
 
     changes = {i: cid(b) for i, b in blocks.items()} | {4: cid(stray)}
     point = store.commit_point(session, "vm", [DiskDelta(8 * cf.BLOCK_SIZE, changes)], None, "crash", 9.0)
     store.end_session(session)
+    assert protected == [] and store.db.query("SELECT COUNT(*) FROM session_chunks")[0][0] == 0
     assert store.verify(point.point_id) == []
 
 
