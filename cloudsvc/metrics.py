@@ -21,6 +21,8 @@ asr_vm_resyncs_total                              counter    committed cycles th
 asr_vm_last_cycle_seconds                         gauge      the last committed cycle, BeginCycle to commit
 asr_jobs{vault,kind,state}                        gauge      jobs recorded, by kind and state (outcome)
 asr_storage_bytes{vault,storage}                  gauge      bytes of packs in a storage account
+asr_storage_upload_sessions{vault,storage}        gauge      open upload sessions (cycles; left by dead agents)
+asr_storage_oldest_session_timestamp_seconds      gauge      when the oldest open upload session began
 asr_commands_pending{vault,provider}              gauge      commands not yet completed by the site
 asr_commands_oldest_pending_timestamp_seconds     gauge      creation time of the oldest pending command
 asr_server_connected{vault,role,server}           gauge      1 when the last heartbeat is recent enough
@@ -124,9 +126,20 @@ class VaultCollector(Collector):
         yield jobs
         size = GaugeMetricFamily("asr_storage_bytes", "Bytes stored in a storage account (pack objects)",
                                  labels=["vault", "storage"])
-        for vault_id, storage, n in self.replication.storage_sizes():
-            size.add_metric([names.get(vault_id, vault_id), storage], n)
-        yield size
+        sessions = GaugeMetricFamily("asr_storage_upload_sessions", "Upload sessions open in a storage account: "
+                                     "replication cycles in progress, or left by an agent that died (closed after "
+                                     "an hour idle). While one is open, garbage collection leaves the packs "
+                                     "written after it began", labels=["vault", "storage"])
+        oldest_session = GaugeMetricFamily("asr_storage_oldest_session_timestamp_seconds", "When the oldest "
+                                           "open upload session of a storage account began (absent when none)",
+                                           labels=["vault", "storage"])
+        for vault_id, storage, figures in self.replication.storage_figures():
+            labels = [names.get(vault_id, vault_id), storage]
+            size.add_metric(labels, figures.pack_bytes)
+            sessions.add_metric(labels, figures.open_sessions)
+            if figures.oldest_session_opened_at is not None:
+                oldest_session.add_metric(labels, figures.oldest_session_opened_at)
+        yield from (size, sessions, oldest_session)
         pending = GaugeMetricFamily("asr_commands_pending", "Commands to a site not completed yet",
                                     labels=["vault", "provider"])
         oldest = GaugeMetricFamily("asr_commands_oldest_pending_timestamp_seconds", "Creation time of the oldest "

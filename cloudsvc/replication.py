@@ -66,7 +66,7 @@ from cloudsvc.vaultstore import (
 )
 from cloudsvc.vaultstore.blobbackend import BlobBackend
 from cloudsvc.vaultstore.faultybackend import faults_from_environment
-from cloudsvc.vaultstore.indexdb import IndexLocation, PgIndex, pack_bytes_at, pg_schema
+from cloudsvc.vaultstore.indexdb import IndexLocation, PgIndex, StoreFigures, figures_at, pg_schema
 from metastore.database import Conn, Database, Row
 from metastore.postgres import PgDatabase
 
@@ -609,17 +609,18 @@ class Replication:
             out.setdefault(r["vm_id"], []).extend(sorted(float(t) for t in str(r["times"]).split(",")))
         return out
 
-    def storage_sizes(self) -> list[tuple[str, str, int]]:
-        """(vault id, storage account, bytes stored) of every storage account that holds
-        replicated data (its store's index exists): pack bytes, as ``VaultStore.storage_bytes``.
-        A store not open in this process is read without opening it (``pack_bytes_at``)."""
+    def storage_figures(self) -> list[tuple[str, str, StoreFigures]]:
+        """(vault id, storage account, its figures) of every storage account that holds
+        replicated data (its store's index exists): pack bytes, as ``VaultStore.storage_bytes``,
+        and open upload sessions. A store not open in this process is read without opening it
+        (``figures_at``)."""
         out = []
         for vid, storage, backend in self.db.query("SELECT vault_id, name, backend FROM storage_accounts"):
             with self._lock:
                 cached = self._stores.get((vid, storage))
-            size = cached[1].storage_bytes() if cached else pack_bytes_at(self.index_location(vid, storage, backend))
-            if size is not None:
-                out.append((vid, storage, size))
+            figures = cached[1].db.figures() if cached else figures_at(self.index_location(vid, storage, backend))
+            if figures is not None:
+                out.append((vid, storage, figures))
         return out
 
     # ---- retention and garbage collection ------------------------------------------------------

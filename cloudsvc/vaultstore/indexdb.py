@@ -183,14 +183,32 @@ def _engine(location: IndexLocation, migrate: bool = True) -> SqlEngine:
     return PgDatabase(location.url, migrations, migrate=migrate, schema=location.schema)
 
 
-def pack_bytes_at(location: IndexLocation) -> int | None:
-    """Bytes of the packs an index at ``location`` knows, read without opening a store (read-only:
-    it never creates or migrates an index; a metrics scrape must not resurrect a store a vault
+@dataclass(frozen=True)
+class StoreFigures:
+    """What a metrics scrape reports of a store: its pack bytes and its open upload sessions
+    (a session left by a dead agent defers the collection of newer packs until it expires)."""
+
+    pack_bytes: int
+    open_sessions: int
+    oldest_session_opened_at: float | None
+
+
+_FIGURES = ("SELECT (SELECT COALESCE(SUM(size), 0) FROM packs), (SELECT COUNT(*) FROM sessions), "
+            "(SELECT MIN(opened_at) FROM sessions)")
+
+
+def _figures(row: Sequence[Any]) -> StoreFigures:
+    return StoreFigures(int(row[0]), int(row[1]), None if row[2] is None else float(row[2]))
+
+
+def figures_at(location: IndexLocation) -> StoreFigures | None:
+    """The figures of the index at ``location``, read without opening a store (read-only: it
+    never creates or migrates an index; a metrics scrape must not resurrect a store a vault
     teardown just destroyed). None when there is no such index."""
     if isinstance(location, PgIndex):
         db = _engine(location, migrate=False)
         try:
-            return int(db.query("SELECT COALESCE(SUM(size), 0) FROM packs")[0][0])
+            return _figures(db.query(_FIGURES)[0])
         except DatabaseError + (AsrError,):   # no such schema (yet, or any more), or no server
             return None
         finally:
@@ -201,7 +219,7 @@ def pack_bytes_at(location: IndexLocation) -> int | None:
     except sqlite3.OperationalError:
         return None
     try:
-        return int(conn.execute("SELECT COALESCE(SUM(size), 0) FROM packs").fetchone()[0])
+        return _figures(conn.execute(_FIGURES).fetchone())
     except sqlite3.Error:
         return None
     finally:
@@ -444,6 +462,9 @@ class IndexDb:
 
     def total_pack_bytes(self) -> int:
         return int(self.query("SELECT COALESCE(SUM(size), 0) FROM packs")[0][0])
+
+    def figures(self) -> StoreFigures:
+        return _figures(self.query(_FIGURES)[0])
 
     # --- sessions ---------------------------------------------------------------------
     def session_open(self, session_id: str, vm_id: str, now: float) -> None:

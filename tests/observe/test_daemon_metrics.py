@@ -110,6 +110,8 @@ def test_the_daemons_metrics_equal_what_happened(procs: Procs, tmp_path: Path, m
     assert jobs[("EnableProtection", "Succeeded")] == 1
     assert {(dict(ls)["kind"], dict(ls)["state"]): v for (n, ls), v in s.items() if n == "asr_jobs"} == jobs
     assert value(s, "asr_storage_bytes", vault=VAULT, storage="store1") == _pack_bytes(cloud) > 0
+    assert value(s, "asr_storage_upload_sessions", vault=VAULT, storage="store1") == 0   # every cycle ended
+    assert value(s, "asr_storage_oldest_session_timestamp_seconds", vault=VAULT, storage="store1") is None
     assert value(s, "asr_commands_pending", vault=VAULT) is None          # every command completed
     assert value(s, "asr_server_connected", vault=VAULT, role="agent", server="hv01") == 1.0
     op = {"grpc_service": "asr.v1.Operator", "grpc_type": "unary"}
@@ -214,6 +216,7 @@ def test_the_daemons_metrics_equal_what_happened(procs: Procs, tmp_path: Path, m
     s = _checked(cport)
     assert value(s, "asr_vm_cycles_total", **vm) == 4
     assert value(s, "asr_storage_bytes", vault=VAULT, storage="store1") == _pack_bytes(cloud) > 0
+    assert value(s, "asr_storage_upload_sessions", vault=VAULT, storage="store1") == 0
 
 
 def test_metrics_are_off_by_default_and_refused_when_the_port_is_taken(procs: Procs, tmp_path: Path) -> None:

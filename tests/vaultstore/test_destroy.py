@@ -11,7 +11,7 @@ import pytest
 from asrclock import FakeClock
 from asrerrors import StorageError
 from cloudsvc.vaultstore import Backend, FaultyBackend, LocalDirBackend, VaultStore, destroy_store
-from cloudsvc.vaultstore.indexdb import PgIndex, pack_bytes_at
+from cloudsvc.vaultstore.indexdb import PgIndex, figures_at
 from tests.vaultstore.diskdata import (
     commit_changes,
     commit_full,
@@ -39,7 +39,7 @@ def _db_files(db: Path) -> list[Path]:
 def _index_exists(backend: Backend, db: Path) -> bool:
     where = index_for(backend, db)
     if isinstance(where, PgIndex):
-        return pack_bytes_at(where) is not None
+        return figures_at(where) is not None
     return bool(_db_files(db))
 
 

@@ -17,7 +17,7 @@ import chunkfmt as cf
 from asrclock import FakeClock
 from asrerrors import NotFound
 from cloudsvc.vaultstore import Backend, DiskDelta, LocalDirBackend
-from cloudsvc.vaultstore.indexdb import IndexDb
+from cloudsvc.vaultstore.indexdb import IndexDb, StoreFigures, figures_at
 from tests.vaultstore.diskdata import cid, commit_full, make_block, make_store, random_disk, upload
 
 
@@ -45,6 +45,23 @@ def test_a_dead_session_defers_collection_of_newer_packs_until_it_expires(
     stats = store.gc()
     assert stats.sessions_expired == 1 and stats.packs_kept_by_age == 0
     assert store.db.packs() == [] and store.storage_bytes() == 0
+    store.close()
+
+
+def test_open_sessions_are_counted_for_the_metrics(backend: Backend, tmp_path: Path, clock: FakeClock) -> None:
+    """What ``asr_storage_upload_sessions`` and its oldest session's time report: the same from
+    an open store and read without opening it (a process that has not opened the store)."""
+    store = make_store(backend, tmp_path / "idx.db", clock)
+    t0 = clock.now()
+    first = store.begin_session("vm1")
+    clock.advance(10)
+    store.begin_session("vm2")
+    upload(store, first, {0: make_block(random.Random(74))})
+    store.flush()
+    both = StoreFigures(store.storage_bytes(), 2, t0)
+    assert store.db.figures() == both and figures_at(store.index) == both
+    store.end_session(first)
+    assert store.db.figures() == figures_at(store.index) == StoreFigures(store.storage_bytes(), 1, t0 + 10)
     store.close()
 
 
