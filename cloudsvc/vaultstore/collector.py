@@ -180,8 +180,7 @@ def collect(store: VaultStore, checkpoint: Callable[[], None] = lambda: None) ->
     # least as high as each of them (and holds none of their blobs).
     oldest = db.oldest_session_seq()
     if oldest is not None:
-        young = [row for row in candidates if row.seq > oldest]
-        stats.packs_kept_by_age = len(young)
+        stats.packs_kept_by_age = sum(row.seq > oldest for row in candidates)
         candidates = [row for row in candidates if row.seq <= oldest]
     marker = _Marker(store)
     try:
