@@ -9,6 +9,7 @@ renewals, releases and clock jumps, and checks the rules against a model after e
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from hypothesis import settings
@@ -141,8 +142,10 @@ class TwoHolders(RuleBasedStateMachine):
             assert row["takeovers"] == self.takeovers
 
     def teardown(self) -> None:
+        # each example makes its own directory: leave none behind in /tmp
         if self.dir is not None:
             self.db.close()
+            shutil.rmtree(self.dir)
 
 
 TwoHolders.TestCase.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)
