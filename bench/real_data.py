@@ -314,7 +314,9 @@ def ours(p: Any, pids: dict[str, int], root: Path) -> dict[str, Any]:
             "bytes_stored": dir_bytes(root / "cloud" / "storage"), "blocks_read": res["blocks_read"],
             "blocks_changed": res["blocks_changed"], "agent_once_cpu_s": res["agent_cpu_s"],
             **{f"{name}_cpu_s": round(cpu_seconds(pid) - before[name], 2) for name, pid in pids.items()},
-            "phases_s": {k: round(v, 3) for k, v in res.get("phases", {}).items()}}
+            "phases_s": {k: round(v, 3) for k, v in res.get("phases", {}).items()},
+            # opened before the cycle, as a daemon's cycles find them (agent/replication/__main__.py)
+            "connect_s": res.get("connect_s")}
 
 
 def main() -> int:
