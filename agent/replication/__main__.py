@@ -9,6 +9,7 @@ Used by tests and benchmarks to drive cycles as real processes (kill -9 included
 outside the cycle's ``seconds``: the daemon's cycles find their connections open (its
 heartbeats and earlier cycles keep them), so a cycle's seconds are what a scheduled cycle
 takes. The TLS handshakes were 8-15 ms of a 0.2 s day-of-change cycle (bench/real_data.py).
+(A site-to-site VM's cycle ships to its recovery host; that connection opens in the cycle.)
 """
 
 from __future__ import annotations
