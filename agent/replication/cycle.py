@@ -44,6 +44,7 @@ from typing import Any
 import grpc
 
 from agent.hypervisor import LocalHypervisor, Snapshot
+from agent.replication.chunkbatch import PUT_CHUNKS, ChunkBatch
 from agent.replication.fingerprints import FP_SIZE, DiskFingerprints, PendingFingerprints, fingerprint
 from agent.replication.throttle import Throttle
 from asrchannel.endpoints import EndpointOrder
@@ -231,8 +232,11 @@ class _Rpc:
         self.stub = replication_pb2_grpc.ReplicationStub(channel)
         # sent with every call (a recovery host's pairing id, agent.replica.channel)
         self.metadata = metadata or None
-        # PutChunks streams go over their own connection when one is given (asrchannel.tls)
-        self.bulk = replication_pb2_grpc.ReplicationStub(bulk_channel) if bulk_channel else self.stub
+        # PutChunks streams go over their own connection when one is given (asrchannel.tls),
+        # their messages built as wire bytes (agent.replication.chunkbatch)
+        self.put_chunks = (bulk_channel or channel).stream_unary(
+            PUT_CHUNKS, request_serializer=ChunkBatch.encode,
+            response_deserializer=replication_pb2.PutChunksReply.FromString)
         self.target = target
         # the cloud's endpoints when the channel follows several (asrchannel.endpoints)
         self.order: EndpointOrder | None = getattr(channel, "order", None)
@@ -253,10 +257,10 @@ class _Rpc:
         return len(self.order.endpoints) if self.order is not None else 1
 
     def __call__(self, method: str, request: Any, timeout: float = 300.0) -> Any:
-        stub = self.bulk if method == "PutChunks" else self.stub
+        fn = self.put_chunks if method == "PutChunks" else getattr(self.stub, method)
         peer = self.peer
         try:
-            return getattr(stub, method)(request, timeout=timeout, metadata=self.metadata)
+            return fn(request, timeout=timeout, metadata=self.metadata)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, peer) from exc
 
@@ -426,8 +430,8 @@ class Cycle:
 
         sent: OrderedDict[bytes, None] = OrderedDict()  # recently sent ids (bounded)
 
-        def batches() -> Iterator[tuple[replication_pb2.ChunkBatch, int]]:
-            msg = replication_pb2.ChunkBatch(session_id=session)
+        def batches() -> Iterator[tuple[ChunkBatch, int]]:
+            msg = ChunkBatch(session)
             size = 0
             scanned = 0
             for done in results():
@@ -445,14 +449,13 @@ class Cycle:
                     sent[cid] = None
                     if len(sent) > SENT_MEMORY:
                         sent.popitem(last=False)
-                    msg.ids.append(cid)
-                    msg.frames.append(frame)
+                    msg.add(cid, frame)
                     size += len(frame)
                     res.chunks_sent += 1
                     res.bytes_sent += len(frame)
                     if size >= MESSAGE_BYTES:
                         yield msg, size
-                        msg = replication_pb2.ChunkBatch(session_id=session)
+                        msg = ChunkBatch(session)
                         size = 0
                 for ids, frame in done.groups:
                     if all(cid in sent for cid in ids):
@@ -461,15 +464,15 @@ class Cycle:
                         sent[cid] = None
                     while len(sent) > SENT_MEMORY:
                         sent.popitem(last=False)
-                    msg.groups.append(frame)
+                    msg.add_group(frame)
                     size += len(frame)
                     res.chunks_sent += len(ids)
                     res.bytes_sent += len(frame)
                     if size >= MESSAGE_BYTES:
                         yield msg, size
-                        msg = replication_pb2.ChunkBatch(session_id=session)
+                        msg = ChunkBatch(session)
                         size = 0
-            if msg.ids or msg.groups:
+            if msg:
                 yield msg, size
 
         t0 = time.monotonic()
@@ -561,15 +564,15 @@ class Cycle:
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, self.rpc.peer) from exc
 
-    def _put_all(self, batches: Iterator[tuple[replication_pb2.ChunkBatch, int]]) -> None:
+    def _put_all(self, batches: Iterator[tuple[ChunkBatch, int]]) -> None:
         """Stream batches in calls of at most SEGMENT_BYTES: the vault makes each call's
         chunks durable before answering, so an interruption loses at most one segment."""
         failure: list[BaseException] = []
 
-        def guarded(first: tuple[replication_pb2.ChunkBatch, int]) -> Iterator[replication_pb2.ChunkBatch]:
+        def guarded(first: tuple[ChunkBatch, int]) -> Iterator[ChunkBatch]:
             sent = 0
             try:
-                # sizes travel beside the messages: reading msg.frames back would copy them
+                # the frames' bytes travel beside each message (for the throttle and the pause)
                 for msg, size in chain([first], batches):
                     if _TEST_PAUSE is not None and self._messages == _TEST_PAUSE[0]:
                         _test_pause(_TEST_PAUSE[1], self._messages)

@@ -48,7 +48,9 @@ class FakeReplication:
             return [r for m, r in self.calls if m == method]
 
     def __call__(self, method: str, request: Any, timeout: float = 300.0) -> Any:
-        if method in ("PutChunks", "CommitPoint"):
+        if method == "PutChunks":   # messages built as wire bytes: read as the cloud reads them
+            request = [m.parsed() for m in request]
+        elif method == "CommitPoint":
             request = list(request)  # a stream: the cloud reads it whole
         with self._lock:
             self.calls.append((method, request))
