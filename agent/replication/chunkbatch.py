@@ -2,8 +2,9 @@
 
 A ``ChunkBatch`` (proto/asrpb/replication.proto) carries ~2 MiB of frames. Built with the
 generated class, every frame was copied into the message and the message serialised again
-by ``SerializeToString``: 2.3 ms of CPU per 2 MiB message, all of it holding the GIL, in
-the thread that feeds gRPC, ~0.4 CPU-s per GiB of a first copy (docs/benchmarks.md). The
+by ``SerializeToString``: 2.0-2.8 ms of CPU per 2 MiB message in-process, holding the GIL,
+in the thread that feeds gRPC; in a 1 GiB first copy that thread spent 0.16-0.2 CPU-s more
+than with the bytes below (yappi, docs/benchmarks.md). The
 agent's codec threads need that lock between their zstd and BLAKE3 calls. Here a message is
 a list of byte strings (field keys, lengths, and the frames themselves, not copied) that
 gRPC's serializer joins once.

@@ -21,7 +21,7 @@ def test_once_reports_its_connection_apart_from_the_cycle(cloud: Cloud, tmp_path
     assert sum(res["phases"].values()) <= res["seconds"] + 1e-6
 
 
-def test_once_against_a_stopped_cloud_names_it_and_records_nothing(cloud: Cloud, tmp_path: Path) -> None:
+def test_once_against_a_stopped_cloud_fails_and_names_it(cloud: Cloud, tmp_path: Path) -> None:
     p = protect(cloud, tmp_path)
     p.once()
     p.write(0, 0, 4096, 0x31)
