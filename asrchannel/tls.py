@@ -13,6 +13,14 @@ from asrchannel.proxy import ProxyUrl, channel_options
 
 MAX_MESSAGE = 64 * 1024 * 1024
 
+# How long one connection attempt may take: TCP, the proxy's CONNECT, TLS and HTTP/2's
+# settings, about four round trips. gRPC reads it from ``min_reconnect_backoff_ms`` (the
+# MIN_CONNECT_TIMEOUT of its connection-backoff spec; an attempt gets the larger of it and the
+# current backoff). It was 0.5 s here, with the backoff: every attempt over a link of 0.3 s
+# round trip failed, and so did registration through a tinyproxy slowed by load (CI, 3 s).
+# A silent address now costs this long before the next endpoint is tried.
+CONNECT_TIMEOUT_S = 10.0
+
 _COMMON: list[tuple[str, object]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE),
     ("grpc.max_receive_message_length", MAX_MESSAGE),
@@ -21,10 +29,11 @@ _COMMON: list[tuple[str, object]] = [
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.keepalive_permit_without_calls", 1),
     # A site that lost its link must notice the cloud (or proxy) is back within seconds,
-    # not after gRPC's default backoff of up to two minutes.
+    # not after gRPC's default backoff of up to two minutes: attempts start 0.5 s apart at
+    # first, at most 5 s apart.
     ("grpc.initial_reconnect_backoff_ms", 500),
-    ("grpc.min_reconnect_backoff_ms", 500),
     ("grpc.max_reconnect_backoff_ms", 5000),
+    ("grpc.min_reconnect_backoff_ms", int(CONNECT_TIMEOUT_S * 1000)),
 ]
 
 

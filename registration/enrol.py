@@ -10,7 +10,7 @@ import grpc
 from asrchannel.endpoints import MOVE_ON, wait_connected
 from asrchannel.proxy import ProxyUrl
 from asrchannel.status import from_rpc_error
-from asrchannel.tls import client_channel
+from asrchannel.tls import CONNECT_TIMEOUT_S, client_channel
 from asrclock import Clock
 from asrerrors import AlreadyExists, AsrError, Unreachable
 from asrpb import registration_pb2, registration_pb2_grpc
@@ -20,8 +20,8 @@ from registration.state import SiteIdentity
 
 VERSION = "0.1.0"
 # how long a registration endpoint may take to accept a connection (TCP, the proxy's CONNECT,
-# TLS) before the next is tried
-CONNECT_WAIT_S = 10.0
+# TLS) before the next is tried: the attempt's own limit (a silent address)
+CONNECT_WAIT_S = CONNECT_TIMEOUT_S
 
 
 def register(

@@ -88,6 +88,8 @@ class Proc:
 class Procs:
     root: Path
     procs: list[Proc] = field(default_factory=list)
+    # run after every process stopped (e.g. a proxy's log brought back from tmpfs)
+    after_stop: list[Callable[[], None]] = field(default_factory=list)
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Proc:
         log = self.root / f"{name}.{len(self.procs)}.log"
@@ -107,6 +109,8 @@ class Procs:
                 os.killpg(p.popen.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        for fn in self.after_stop:
+            fn()
 
 
 def run(argv: list[str], env: dict[str, str] | None = None, timeout: float = 120.0,

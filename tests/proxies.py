@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import queue
 import re
 import shutil
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,8 +30,15 @@ class TinyProxy:
         self.exe = exe
         self.procs = procs
         self.port = free_port()
-        self.log = root / "tinyproxy.log"
+        # tinyproxy fsyncs its log file after every line, on the thread that serves the
+        # connection: under the suite's own fsyncs (two workers) a CONNECT waited 3-7 s for its
+        # "Connect" line to reach the disk (a CI run). The log lives in tmpfs while the proxy
+        # runs and is copied to the test's directory when the test's processes stop.
+        shm = Path("/dev/shm")
+        self._log_dir = Path(tempfile.mkdtemp(prefix="asr-tinyproxy-", dir=shm if shm.is_dir() else root))
+        self.log = self._log_dir / "tinyproxy.log"
         self.conf = root / "tinyproxy.conf"
+        procs.after_stop.append(lambda: self._keep_log(root / "tinyproxy.log"))
         self.user, self.password = user, password
         lines = [f"Port {self.port}", "Listen 127.0.0.1", "Timeout 600", f'LogFile "{self.log}"',
                  "LogLevel Connect", "MaxClients 200", "Allow 127.0.0.1", f"BasicAuth {user} {password}"]
@@ -50,6 +59,12 @@ class TinyProxy:
         assert self.proc is not None
         self.proc.stop()
         wait_for(lambda: not _listening(self.port), 20, what="tinyproxy stopped")
+
+    def _keep_log(self, dest: Path) -> None:
+        if self.log.exists():
+            shutil.copyfile(self.log, dest)
+        shutil.rmtree(self._log_dir, ignore_errors=True)
+        self.log = dest
 
     def connects(self) -> list[str]:
         """CONNECT targets seen in the proxy's own log."""
@@ -191,12 +206,51 @@ class Forwarder(CountingProxy):
     every forwarded connection), as a load balancer or a second service going down would.
     Counts the bytes forwarded to the target like :class:`CountingProxy`."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, one_way_delay: float = 0.0) -> None:
+        """``one_way_delay``: every byte reaches the other side that many seconds after it
+        arrived, in both directions (a long link: 0.3 s is a round trip of 0.6 s). Loopback
+        has no netem here (FIELD-NOTES: the kernel lacks sch_netem), so the forwarder delays."""
+        self.one_way_delay = one_way_delay
         super().__init__(target_port)
 
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def _pump(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
+        if not self.one_way_delay:
+            super()._pump(src, dst, counted)
+            return
+        # the reader keeps reading while the sender holds each piece until its time: the
+        # delay is latency, not a lower bandwidth
+        pieces: queue.SimpleQueue[tuple[float, bytes]] = queue.SimpleQueue()
+        threading.Thread(target=self._send_late, args=(pieces, dst), daemon=True).start()
+        try:
+            while data := src.recv(1 << 16):
+                if counted:
+                    with self._lock:
+                        self.arrivals.append((self._time(), len(data)))
+                pieces.put((self._time() + self.one_way_delay, data))
+        except OSError:
+            pass
+        pieces.put((self._time() + self.one_way_delay, b""))
+
+    def _send_late(self, pieces: queue.SimpleQueue[tuple[float, bytes]], dst: socket.socket) -> None:
+        try:
+            while True:
+                due, data = pieces.get()
+                time.sleep(max(0.0, due - self._time()))   # the simulated link's latency
+                if not data:
+                    break
+                self._flowing.wait()
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            try:
+                dst.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _open(self, conn: socket.socket) -> None:
         upstream = self._upstream(conn, "127.0.0.1", self.count_port)

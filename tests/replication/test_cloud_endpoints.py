@@ -88,9 +88,9 @@ def test_a_silent_first_endpoint_is_passed_over(cloud: Cloud, tmp_path: Path) ->
         assert res.returncode == 0, res.stderr
         assert time.monotonic() - t0 < 25     # one connect wait (10 s) on the silent one, not 30 s
         site.start_provider()
-        # gRPC gives up a connection attempt (TCP, TLS) after the channel's minimum reconnect
-        # backoff (asrchannel.tls: 0.5 s at first): UNAVAILABLE, which moves the link; the
-        # heartbeat's deadline (10 s) would move it too
+        # gRPC gives up a connection attempt (TCP, TLS) after the channel's connect timeout
+        # (asrchannel.tls.CONNECT_TIMEOUT_S, 10 s): UNAVAILABLE, which moves the link; the
+        # heartbeat's deadline (10 s) moves it as soon
         wait_on(site, cloud.endpoint, 45, names=("prov1",))
         log = site.provider_proc.text()  # type: ignore[union-attr]
         assert "cloud endpoint not answering, moving on" in log and quiet in log, log
@@ -165,6 +165,26 @@ def _front_goes_away(cloud: Cloud, tmp_path: Path, front: Forwarder, proxy: Tiny
         # every connection went through the proxy: to the front first, then to the cloud itself
         seen = proxy.connects()
         assert seen.index(front.endpoint) < seen.index(cloud.endpoint), seen
+
+
+def test_a_site_on_a_long_link_registers_syncs_and_replicates(cloud: Cloud, tmp_path: Path) -> None:
+    """Every connection of the site crosses a link of 0.6 s round trip (a forwarder that holds
+    each byte 0.3 s each way). A connection's TCP, TLS and HTTP/2 settings take about four
+    round trips there: more than the 0.5 s that gRPC once gave each attempt (its minimum
+    connect timeout was the reconnect backoff's 0.5 s), so registration failed at once, and so
+    did a CI run whose tinyproxy was slow under load. Registration, the provider's sync, the
+    operator's asr and a replication cycle all complete now (asrchannel.tls.CONNECT_TIMEOUT_S)."""
+    api, reg = Forwarder(cloud.port, one_way_delay=0.3), Forwarder(cloud.reg_port, one_way_delay=0.3)
+    try:
+        serve_endpoints(cloud, [api.endpoint], [reg.endpoint])
+        p = protect(cloud, tmp_path)             # two registrations, sync, protection commands
+        res = p.once()
+        assert res["point_id"] and res["chunks_sent"] > 0, res
+        assert [v["name"] for v in cloud.asr_json("vault", "list", "--endpoint", api.endpoint)] == ["contoso"]
+        assert api.bytes_between(0, api.now() + 1) > 0 and reg.bytes_between(0, reg.now() + 1) > 0
+    finally:
+        api.stop()
+        reg.stop()
 
 
 def test_servers_registered_before_a_new_endpoint_adopt_the_cloud_list(cloud: Cloud, tmp_path: Path) -> None:
