@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -40,6 +41,17 @@ def later_start(hours: int = 3, now: float | None = None) -> str:
 def _clock_now(cloud: Cloud) -> float | None:
     """The injected clock's time, when the test gave the daemons one."""
     return float(cloud.clock_file.read_text()) if cloud.clock_file else None
+
+
+def serve_endpoints(cloud: Cloud, api: list[str], registration: list[str]) -> None:
+    """Restart the cloud service with these public endpoints in its cloudsvc.toml (what key
+    files will name)."""
+    path = cloud.data_dir / "cloudsvc.toml"
+    text = path.read_text()
+    text = re.sub(r"(?m)^endpoints = .*$", f"endpoints = {json.dumps(api)}", text)
+    text = re.sub(r"(?m)^registration_endpoints = .*$", f"registration_endpoints = {json.dumps(registration)}", text)
+    path.write_text(text)
+    cloud.restart()
 
 
 @dataclass

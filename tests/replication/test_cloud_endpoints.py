@@ -18,18 +18,7 @@ import pytest
 from agent.hypervisor import LocalHypervisor
 from tests.harness import BIN, Cloud, Site, free_port, run, wait_for
 from tests.proxies import Forwarder, TinyProxy
-from tests.replication.fixture import MiB, protect
-
-
-def serve_endpoints(cloud: Cloud, api: list[str], registration: list[str]) -> None:
-    """Restart the cloud service with these public endpoints in its cloudsvc.toml (what key
-    files will name)."""
-    path = cloud.data_dir / "cloudsvc.toml"
-    text = path.read_text()
-    text = re.sub(r"(?m)^endpoints = .*$", f"endpoints = {json.dumps(api)}", text)
-    text = re.sub(r"(?m)^registration_endpoints = .*$", f"registration_endpoints = {json.dumps(registration)}", text)
-    path.write_text(text)
-    cloud.restart()
+from tests.replication.fixture import MiB, protect, serve_endpoints
 
 
 def wait_on(site: Site, endpoint: str, timeout: float = 30, names: tuple[str, ...] = ("prov1", "hv01")) -> None:

@@ -17,8 +17,8 @@ import pytest
 from agent.hypervisor import LocalHypervisor
 from tests.failover.fixture import compare
 from tests.harness import BIN, Procs, run
-from tests.replication.fixture import MiB, protect
-from tests.replication.test_cloud_endpoints import serve_endpoints, wait_on
+from tests.replication.fixture import MiB, protect, serve_endpoints
+from tests.replication.test_cloud_endpoints import wait_on
 from tests.scaleout.fixture import two_services
 
 CHUNK = 65536
