@@ -202,7 +202,9 @@ def test_servers_registered_before_a_new_endpoint_adopt_the_cloud_list(cloud: Cl
     wait_for(adopted, 60, what="the provider and the agent to record the cloud's endpoints")
     for d in states.values():
         assert os.stat(d / "registration.json").st_mode & 0o777 == 0o600
-    assert "cloud endpoints changed" in p.site.provider_proc.text()  # type: ignore[union-attr]
+    # logged once recorded (registration.link), so a moment after registration.json changed
+    wait_for(lambda: "cloud endpoints changed" in p.site.provider_proc.text(), 30,  # type: ignore[union-attr]
+             what="the provider to log the new endpoints")
     cloud.stop()                                     # the first service goes away
     wait_on(p.site, b.endpoint, 60)
     res = p.once()                                   # and replication goes on through the second
